@@ -1,0 +1,5 @@
+"""Camera trajectories for WorldPlay (torch-free)."""
+
+from trajectories.errors import TrajectoryError
+
+__all__ = ["TrajectoryError"]

@@ -1,0 +1,3 @@
+from worldplay_cli.app import main
+
+main()
