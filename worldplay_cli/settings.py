@@ -1,0 +1,166 @@
+"""One settings object for the whole tool.
+
+Precedence, highest first: explicit overrides (command-line flags) > environment (`WORLDPLAY_*`, nested
+keys joined by `__`, e.g. `WORLDPLAY_REWRITE__I2V__BASE_URL`; plus the official rewrite variables) >
+the config file (`~/.config/worldplay/config.toml`, or `WORLDPLAY_CONFIG`) > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from worldplay_cli.errors import BadInput
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SETTINGS_VERSION = 1
+ENV_PREFIX = "WORLDPLAY_"
+
+Engine = Literal["preview", "native", "official"]
+Variant = Literal["bi", "ar", "ar-rl", "ar-distilled"]
+
+
+def _data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(os.environ.get("WORLDPLAY_HOME") or user_data_dir("worldplay"))
+
+
+def default_config_path() -> Path:
+    from platformdirs import user_config_dir
+
+    return Path(os.environ.get("WORLDPLAY_CONFIG") or Path(user_config_dir("worldplay")) / "config.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RewriteEndpoint(_Section):
+    base_url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
+class RewriteSettings(_Section):
+    t2v: RewriteEndpoint = Field(default_factory=RewriteEndpoint)
+    i2v: RewriteEndpoint = Field(default_factory=RewriteEndpoint)
+    max_image_size: int = Field(default=1024, gt=0)
+    system_prompt_file: Path | None = None
+
+
+class ServerSettings(_Section):
+    """The embedded redis-server worldplay manages when no `redis_url` is configured."""
+
+    data_dir: Path = Field(default_factory=lambda: _data_dir() / "redis")
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class Settings(_Section):
+    version: int = SETTINGS_VERSION
+    redis_url: str | None = None
+    output_root: Path = Field(default_factory=lambda: _data_dir() / "outputs")
+    model_dir: Path = Field(default_factory=lambda: _data_dir() / "models" / "HunyuanVideo-1.5")
+    default_engine: Engine = "preview"
+    default_variant: Variant = "ar-distilled"
+    job_timeout_s: int = Field(default=6 * 3600, gt=0)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
+
+
+# The official pipeline's rewrite variables, honoured so existing setups keep working.
+OFFICIAL_ENV = {
+    "T2V_REWRITE_BASE_URL": ("rewrite", "t2v", "base_url"),
+    "T2V_REWRITE_MODEL_NAME": ("rewrite", "t2v", "model"),
+    "I2V_REWRITE_BASE_URL": ("rewrite", "i2v", "base_url"),
+    "I2V_REWRITE_MODEL_NAME": ("rewrite", "i2v", "model"),
+    "I2V_REWRITE_MAX_IMAGE_SIZE": ("rewrite", "max_image_size"),
+}
+
+
+def _set_path(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        node = tree.get(key)
+        if not isinstance(node, dict):
+            node = tree[key] = {}
+        tree = node
+    tree[path[-1]] = value
+
+
+def _merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_file(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BadInput(f"cannot read config file {path}: {exc}", "fix or delete the file") from None
+
+
+def env_layer(environ: dict[str, str] | None = None) -> dict:
+    environ = os.environ if environ is None else environ
+    layer: dict = {}
+    for name, path in OFFICIAL_ENV.items():
+        if environ.get(name):
+            _set_path(layer, path, environ[name])
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX) and name not in ("WORLDPLAY_CONFIG", "WORLDPLAY_HOME", "WORLDPLAY_DEBUG"):
+            path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+            _set_path(layer, path, value)
+    return layer
+
+
+def load_settings(
+    overrides: dict | None = None, config_path: Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Build the settings from defaults < config file < environment < `overrides` (flags; None values ignored)."""
+    path = config_path or default_config_path()
+    layers = [read_config_file(path), env_layer(environ), _drop_none(overrides or {})]
+    data: dict = {}
+    for layer in layers:
+        data = _merge(data, layer)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise BadInput(
+            f"invalid setting {where}: {first['msg']}",
+            f"check {path}, WORLDPLAY_* environment variables and flags",
+        ) from None
+
+
+def _drop_none(tree: dict) -> dict:
+    return {
+        key: _drop_none(value) if isinstance(value, dict) else value
+        for key, value in tree.items()
+        if value is not None
+    }
+
+
+def settings_to_dict(settings: Settings, reveal_secrets: bool = False) -> dict:
+    """A JSON-able view; secrets masked unless asked (never for logs, specs or manifests)."""
+    data = settings.model_dump(mode="json")
+    if not reveal_secrets:
+        for kind in ("t2v", "i2v"):
+            if data["rewrite"][kind]["api_key"]:
+                data["rewrite"][kind]["api_key"] = "********"
+    return data
