@@ -1,0 +1,1 @@
+"""The native WorldPlay model: transformer, VAE, scheduler, attention and checkpoint loading."""
