@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -416,36 +416,51 @@ class StreamingDecoder:
 
     def _decode_frame(self, latent: torch.Tensor) -> torch.Tensor:
         first_frame = self.latent_frames_done == 0
+
+        def decode_tile(tile: torch.Tensor, position: tuple[int, int]) -> torch.Tensor:
+            return self.vae.decoder(tile, self._caches.setdefault(position, {}), first_frame)
+
         height, width = latent.shape[-2:]
         tiling = self.tiling
         if tiling is None or (height <= tiling.tile_latents and width <= tiling.tile_latents):
-            return self.vae.decoder(latent, self._caches.setdefault((0, 0), {}), first_frame)
+            return decode_tile(latent, (0, 0))
+        return tiled_decode(latent, tiling, self.vae.config.ffactor_spatial, decode_tile)
 
-        # 1. decode every tile with its own causal cache
-        size = tiling.tile_latents
-        rows = []
-        for top in range(0, height, tiling.stride):
-            row = []
-            for left in range(0, width, tiling.stride):
-                tile = latent[:, :, :, top : top + size, left : left + size]
-                row.append(self.vae.decoder(tile, self._caches.setdefault((top, left), {}), first_frame))
-            rows.append(row)
 
-        # 2. blend each tile into its upper and left neighbours, keep one stride of pixels per tile
-        scale = self.vae.config.ffactor_spatial
-        blend, keep = tiling.overlap_latents * scale, tiling.stride * scale
-        kept_rows = []
-        for i, row in enumerate(rows):
-            kept = []
-            for j, tile in enumerate(row):
-                if i > 0:
-                    tile = blend_into(rows[i - 1][j], tile, blend, dim=-2)
-                if j > 0:
-                    tile = blend_into(row[j - 1], tile, blend, dim=-1)
-                row[j] = tile
-                kept.append(tile[..., :keep, :keep])
-            kept_rows.append(torch.cat(kept, dim=-1))
-        return torch.cat(kept_rows, dim=-2)
+def tiled_decode(
+    latent: torch.Tensor,
+    tiling: SpatialTiling,
+    scale: int,
+    decode_tile: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor],
+) -> torch.Tensor:
+    """Decode [..., h, w] latents tile by tile (`decode_tile(tile, (top, left))` upsamples by `scale`)."""
+    height, width = latent.shape[-2:]
+    size = tiling.tile_latents
+
+    # 1. decode every tile
+    rows = [
+        [
+            decode_tile(latent[..., top : top + size, left : left + size], (top, left))
+            for left in range(0, width, tiling.stride)
+        ]
+        for top in range(0, height, tiling.stride)
+    ]
+
+    # 2. blend each tile into its upper and left neighbours, keep one stride of pixels per tile
+    blend, keep = tiling.overlap_latents * scale, tiling.stride * scale
+    kept_rows = []
+    for i, row in enumerate(rows):
+        kept = []
+        for j, tile in enumerate(row):
+            if i > 0:
+                tile = blend_into(rows[i - 1][j], tile, blend, dim=-2)
+            if j > 0:
+                tile = blend_into(row[j - 1], tile, blend, dim=-1)
+            # later neighbours blend against the already blended tile, as the official in-place code does
+            row[j] = tile
+            kept.append(tile[..., :keep, :keep])
+        kept_rows.append(torch.cat(kept, dim=-1))
+    return torch.cat(kept_rows, dim=-2)
 
 
 def blend_into(previous: torch.Tensor, tile: torch.Tensor, extent: int, dim: int) -> torch.Tensor:
