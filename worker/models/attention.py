@@ -1,0 +1,92 @@
+"""One attention entry point for the transformer: flash-attn when it can run, torch SDPA otherwise.
+
+Users of the official code cannot tell which kernel ran (HY-WorldPlay issue #18), so the choice here is
+explicit: a backend name is passed in ("auto", "flash" or "sdpa"), `resolve_backend` says what "auto"
+becomes for a given device and dtype, and asking for "flash" where it cannot run is an error rather than
+a silent fallback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+Backend = Literal["auto", "flash", "sdpa"]
+BACKENDS: tuple[str, ...] = ("auto", "flash", "sdpa")
+
+# flash-attn kernels only take half precision.
+FLASH_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def flash_attn_installed() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def flash_attn_usable(device: torch.device, dtype: torch.dtype) -> bool:
+    return device.type == "cuda" and dtype in FLASH_DTYPES and flash_attn_installed()
+
+
+def resolve_backend(backend: str, device: torch.device | str, dtype: torch.dtype) -> str:
+    """The concrete backend ("flash" or "sdpa") that `attention` runs for this device and dtype."""
+    device = torch.device(device)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "sdpa":
+        return "sdpa"
+    usable = flash_attn_usable(device, dtype)
+    if backend == "flash" and not usable:
+        reason = (
+            "the flash_attn package is not installed"
+            if not flash_attn_installed()
+            else f"it needs a CUDA device and fp16/bf16 tensors (got {device.type}, {dtype})"
+        )
+        raise RuntimeError(f"attention backend 'flash' cannot run: {reason}")
+    return "flash" if usable else "sdpa"
+
+
+def attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_mask: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Full (non-causal) softmax attention with the default 1/sqrt(head_dim) scale.
+
+    query [B, H, Lq, D], key/value [B, H, Lk, D]; `key_mask` [B, Lk] bool marks the keys each batch row may
+    attend to (None: all). Returns [B, H, Lq, D].
+    """
+    if resolve_backend(backend, query.device, query.dtype) == "flash":
+        return _flash_attention(query, key, value, key_mask)
+    attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)
+
+
+def _flash_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor | None
+) -> torch.Tensor:
+    from flash_attn import flash_attn_func, flash_attn_varlen_func
+
+    # flash-attn wants [B, L, H, D]
+    query, key, value = (tensor.transpose(1, 2) for tensor in (query, key, value))
+    if key_mask is None:
+        return flash_attn_func(query, key, value).transpose(1, 2)
+
+    # Variable key lengths: pack the valid keys of every row and describe rows by cumulative lengths.
+    batch, query_len, heads, head_dim = query.shape
+    key_lengths = key_mask.sum(dim=1, dtype=torch.int32)
+    cu_seqlens_k = F.pad(key_lengths.cumsum(0, dtype=torch.int32), (1, 0))
+    cu_seqlens_q = torch.arange(0, (batch + 1) * query_len, query_len, dtype=torch.int32, device=query.device)
+    out = flash_attn_varlen_func(
+        query.reshape(batch * query_len, heads, head_dim),
+        key[key_mask],
+        value[key_mask],
+        cu_seqlens_q=cu_seqlens_q,
+        cu_seqlens_k=cu_seqlens_k,
+        max_seqlen_q=query_len,
+        max_seqlen_k=int(key_lengths.max()),
+    )
+    return out.view(batch, query_len, heads, head_dim).transpose(1, 2)
