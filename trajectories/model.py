@@ -137,7 +137,7 @@ class Trajectory:
 
     def yaw_pitch_roll(self) -> np.ndarray:
         """(N,3) degrees: yaw right-positive about world y, then pitch up-positive, then roll (see geometry)."""
-        return np.degrees(ypr_from_rotation(self._c2w[:, :3, :3]))
+        return np.degrees(ypr_from_rotation(self._c2w[:, :3, :3])) + 0.0  # + 0.0 turns -0.0 into 0.0
 
     def rebased(self) -> Trajectory:
         """The same path expressed relative to the first camera (latent 0 becomes the identity)."""

@@ -36,12 +36,12 @@ DEFAULT_ROTATION_STEP_DEG = 3.0
 _ACTIONS = {
     "w": ("forward", 1.0),
     "s": ("forward", -1.0),
-    "d": ("right", 1.0),
     "a": ("right", -1.0),
+    "d": ("right", 1.0),
     "up": ("pitch", 1.0),
     "down": ("pitch", -1.0),
-    "right": ("yaw", 1.0),
     "left": ("yaw", -1.0),
+    "right": ("yaw", 1.0),
     "hold": (None, 0.0),
 }
 ACTIONS = tuple(_ACTIONS)

@@ -15,6 +15,8 @@ import typer
 from worldplay_cli.errors import EXIT_BAD_INPUT, EXIT_FAILURE, WorldplayError, debug_enabled, format_error
 
 COMMAND_MODULES = (
+    "traj",
+    "rewrite",
 )
 
 app = typer.Typer(
