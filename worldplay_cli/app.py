@@ -16,6 +16,7 @@ from worldplay_cli.errors import EXIT_BAD_INPUT, EXIT_FAILURE, WorldplayError, d
 
 COMMAND_MODULES = (
     "traj",
+    "rewrite",
 )
 
 app = typer.Typer(
