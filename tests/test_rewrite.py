@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -277,11 +278,17 @@ def test_system_prompt_override_file_and_directory(tmp_path, fake):
         load_system_prompt("t2v", tmp_path / "missing.md")
 
 
-def test_builtin_prompts_are_versioned_and_keep_quoted_text():
-    for task in ("t2v", "i2v"):
-        prompt = load_system_prompt(task)
-        assert prompt.version == f"{task}-1"
-        assert not prompt.text.startswith("---") and "quotation marks" in prompt.text
+# Manifests record the prompt version, so the text behind a version must never change silently:
+# editing a built-in prompt means bumping its `version:` line and updating this table.
+BUILTIN_PROMPTS = {"t2v": ("t2v-1", "72ff8f91c855"), "i2v": ("i2v-1", "9fe2434aef9e")}
+
+
+@pytest.mark.parametrize("task", ["t2v", "i2v"])
+def test_builtin_prompt_text_is_pinned_to_its_version(task):
+    prompt = load_system_prompt(task)
+
+    assert (prompt.version, hashlib.sha256(prompt.text.encode()).hexdigest()[:12]) == BUILTIN_PROMPTS[task]
+    assert not prompt.text.startswith("---") and "quotation marks" in prompt.text
 
 
 @pytest.mark.parametrize("bad", ["localhost:8000/v1", "ftp://host/v1"])
