@@ -42,7 +42,9 @@ class Recorded:
 
 
 class FakeOpenAI:
-    def __init__(self, models: tuple[str, ...] = ("fake-rewriter",), api_key: str | None = None, max_image_size: int = 1024):
+    def __init__(
+        self, models: tuple[str, ...] = ("fake-rewriter",), api_key: str | None = None, max_image_size: int = 1024
+    ):
         self.models = list(models)
         self.api_key = api_key
         self.max_image_size = max_image_size

@@ -93,9 +93,10 @@ def test_server_errors_are_retried_until_success(tmp_path, fake, caplog):
 
     assert result.rewritten == "A lighthouse in fog." and result.warning is None
     assert len(fake.chat_requests()) == 3
+    endpoint = f"t2v rewrite endpoint {fake.base_url}"
     assert [record.getMessage() for record in caplog.records] == [
-        f"t2v rewrite endpoint {fake.base_url} returned HTTP 503: scripted failure; retrying in 0.01 s (attempt 2 of 3)",
-        f"t2v rewrite endpoint {fake.base_url} returned HTTP 502: scripted failure; retrying in 0.02 s (attempt 3 of 3)",
+        f"{endpoint} returned HTTP 503: scripted failure; retrying in 0.01 s (attempt 2 of 3)",
+        f"{endpoint} returned HTTP 502: scripted failure; retrying in 0.02 s (attempt 3 of 3)",
     ]
 
 

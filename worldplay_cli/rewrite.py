@@ -383,9 +383,8 @@ def _request_once(client: httpx.Client, method: str, url: str, body: dict | None
     if status >= 400:
         failure_type = _TransientFailure if status >= 500 else _EndpointFailure
         detail = endpoint.redact(_error_detail(response))
-        raise failure_type(
-            f"{endpoint.name()} returned HTTP {status}" + (f": {detail}" if detail else ""), _status_hint(status, endpoint)
-        )
+        message = f"{endpoint.name()} returned HTTP {status}" + (f": {detail}" if detail else "")
+        raise failure_type(message, _status_hint(status, endpoint))
     try:
         data = response.json()
     except ValueError:
@@ -456,7 +455,8 @@ def extract_answer(content: Any) -> str:
     for opening, closing in _WRAPPING_QUOTES:
         inner = text[1:-1]
         # Only quotes around the whole answer: quoted on-screen text inside the prompt must stay verbatim.
-        if len(text) >= 2 and text[0] == opening and text[-1] == closing and opening not in inner and closing not in inner:
+        wrapped = len(text) >= 2 and text[0] == opening and text[-1] == closing
+        if wrapped and opening not in inner and closing not in inner:
             text = inner.strip()
     if not any(char.isalnum() for char in text):
         raise ValueError("the answer is empty")
