@@ -76,7 +76,9 @@ def test_streaming_tiled_equals_tiled_decode(vae, latents):
     assert torch.equal(torch.cat(streamed, dim=2), whole)
 
 
-@pytest.mark.parametrize(("height", "width", "tile", "overlap"), [(6, 8, 4, 1), (7, 5, 3, 1), (9, 9, 4, 2), (5, 11, 5, 0)])
+@pytest.mark.parametrize(
+    ("height", "width", "tile", "overlap"), [(6, 8, 4, 1), (7, 5, 3, 1), (9, 9, 4, 2), (5, 11, 5, 0)]
+)
 def test_tile_geometry_is_exact_for_a_pointwise_decoder(height, width, tile, overlap):
     # a decoder without spatial context decodes every overlap identically, so blending must change nothing
     def pointwise(latent: torch.Tensor, position: tuple[int, int]) -> torch.Tensor:
