@@ -1,23 +1,20 @@
-"""The `worldplay` command: a Typer app assembled from command modules.
+"""The `worldplay` command: a Typer app assembled from the modules of `worldplay_cli.commands`.
 
-Every command module exposes `register(app)`. Modules import heavy libraries (rq, textual, httpx)
-inside their functions so `worldplay --help` stays fast; none of them imports torch.
+Every command module exposes `register(app)`; they are found by listing the package, so adding a
+command touches no shared file. Modules import heavy libraries (rq, textual, httpx) inside their
+functions so `worldplay --help` stays fast; none of them imports torch.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 
-import click
 import typer
 
-from worldplay_cli.errors import EXIT_BAD_INPUT, EXIT_FAILURE, WorldplayError, debug_enabled, format_error
+from worldplay_cli.errors import EXIT_FAILURE, WorldplayError, debug_enabled, format_error
 
-COMMAND_MODULES = (
-    "traj",
-    "rewrite",
-)
 
 app = typer.Typer(
     name="worldplay",
@@ -28,24 +25,24 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"worldplay_cli.commands.{_name}").register(app)
+
+def _register_commands() -> None:
+    from worldplay_cli import commands
+
+    for module in sorted(info.name for info in pkgutil.iter_modules(commands.__path__)):
+        importlib.import_module(f"worldplay_cli.commands.{module}").register(app)
+
+
+_register_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every failure into one line and an exit code."""
     from trajectories.errors import TrajectoryError
 
+    # Typer handles its own usage errors (exit 2) and exits; our errors propagate to here.
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.stderr.write("aborted\n")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_BAD_INPUT if isinstance(exc, click.UsageError) else exc.exit_code)
+        app(args=argv, prog_name="worldplay")
     except (WorldplayError, TrajectoryError) as exc:
         if debug_enabled():
             raise
