@@ -357,7 +357,7 @@ class SpatialTiling:
 
 
 class HunyuanVideo15VAE(nn.Module):
-    """The official `AutoencoderKLConv3D` computation with the official parameter names."""
+    """The official `AutoencoderKLConv3D` computation with the official parameter names (inference only)."""
 
     def __init__(self, config: VAEConfig | None = None):
         super().__init__()
@@ -369,6 +369,7 @@ class HunyuanVideo15VAE(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.decoder.conv_in.conv.weight.dtype
 
+    @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """[B, 3, 1+4k, H, W] in [-1, 1] -> posterior mode [B, latent, 1+k, H/16, W/16] (unscaled)."""
         num_frames = video.shape[2]
