@@ -1,0 +1,133 @@
+"""`worldplay models list|path|verify|rm`: what the model directory holds, without the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from worldplay_cli.errors import WorldplayError
+from worldplay_cli.output import emit
+
+models_app = typer.Typer(help="Inspect, verify and remove downloaded weights.", no_args_is_help=True)
+
+_MODEL_DIR = typer.Option(None, "--model-dir", help="Layout root (default: the model_dir setting)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
+
+
+def _model_dir(model_dir: Optional[Path]) -> Path:
+    from worldplay_cli.settings import load_settings
+
+    return load_settings({"model_dir": model_dir}).model_dir.expanduser().absolute()
+
+
+@models_app.command("list")
+def list_models(model_dir: Optional[Path] = _MODEL_DIR, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Variants with their state (ready, partial, missing, unreleased) and size on disk."""
+    from worldplay_cli.download.inventory import list_variants
+
+    root = _model_dir(model_dir)
+    rows = list_variants(root)
+    emit({"model_dir": str(root), "variants": rows}, as_json, lambda console: _render_list(console, root, rows))
+
+
+def _render_list(console: Console, root: Path, rows: list[dict]) -> None:
+    from worldplay_cli.download.sizes import format_size
+
+    colours = {"ready": "green", "partial": "yellow", "missing": "red", "unreleased": "dim"}
+    table = Table(title=str(root))
+    for column in ("variant", "model", "status", "size", "missing pieces"):
+        table.add_column(column)
+    for row in rows:
+        colour = colours[row["status"]]
+        table.add_row(row["name"], row["title"], f"[{colour}]{row['status']}[/{colour}]",
+                      format_size(row["size_bytes"]) if row["size_bytes"] else "-",
+                      ", ".join(row["missing_pieces"]) or row["note"] if row["status"] != "ready" else "")
+    console.print(table)
+
+
+@models_app.command("path")
+def path(
+    variant: str = typer.Argument(..., help="bi, ar, ar-rl or ar-distilled"),
+    model_dir: Optional[Path] = _MODEL_DIR,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Print the official `--model_path` and `--action_ckpt` of a downloaded variant."""
+    from worldplay_cli.download.inventory import variant_paths
+
+    paths = variant_paths(variant, _model_dir(model_dir))
+    line = f"--model_path {paths['model_path']}"
+    if paths["action_ckpt"]:
+        line += f" --action_ckpt {paths['action_ckpt']}"
+    emit(paths, as_json, lambda console: console.print(line, soft_wrap=True, highlight=False))
+
+
+@models_app.command("verify")
+def verify(
+    variants: Optional[list[str]] = typer.Argument(None, help="Variants to check (default: everything recorded)"),
+    quick: bool = typer.Option(False, "--quick", help="Sizes only; skip hashing"),
+    model_dir: Optional[Path] = _MODEL_DIR,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check every file against the size and sha256 (git blob id for small files) the Hub recorded."""
+    from worldplay_cli.download.inventory import repair_command, verify as verify_files
+
+    root = _model_dir(model_dir)
+    checks, absent = verify_files(root, variants or None, full=not quick)
+    bad = [check for check in checks if check.status != "ok"]
+    broken_pieces = {check.piece for check in bad} | set(absent)
+    repair = None
+    if broken_pieces:
+        repair = repair_command(root, variants or None, broken_pieces, show_dir=model_dir is not None)
+    result = {
+        "model_dir": str(root),
+        "checked_files": len(checks),
+        "ok": not broken_pieces,
+        "problems": [check.model_dump() for check in bad],
+        "absent_pieces": absent,
+        "repair": repair,
+    }
+    emit(result, as_json, lambda console: _render_verify(console, result, quick))
+    if broken_pieces:
+        raise WorldplayError(f"{len(bad)} file(s) and {len(absent)} piece(s) need repair", repair)
+
+
+def _render_verify(console: Console, result: dict, quick: bool) -> None:
+    for problem in result["problems"]:
+        console.print(f"[red]{problem['status']}[/red] {problem['layout_path']} ({problem['piece']})", highlight=False)
+    for piece in result["absent_pieces"]:
+        console.print(f"[red]absent[/red] piece {piece}")
+    if result["ok"]:
+        console.print(f"[green]ok[/green]: {result['checked_files']} file(s) match the recorded "
+                      + ("sizes" if quick else "sizes and hashes"))
+
+
+@models_app.command("rm")
+def rm(
+    variants: list[str] = typer.Argument(..., help="Variants to remove; pieces other variants use are kept"),
+    purge_cache: bool = typer.Option(False, "--purge-cache", help="Also delete the blobs from the Hugging Face cache"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation"),
+    model_dir: Optional[Path] = _MODEL_DIR,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Remove downloaded variants from the model directory (and, with --purge-cache, their cached blobs)."""
+    from worldplay_cli.download.inventory import remove
+    from worldplay_cli.download.sizes import format_size
+
+    root = _model_dir(model_dir)
+    if not yes and not typer.confirm(f"remove {' '.join(variants)} from {root}?"):
+        raise typer.Abort()
+    result = remove(root, variants, purge_cache)
+    emit({"model_dir": str(root), **result}, as_json, lambda console: console.print(
+        f"removed {', '.join(result['removed_pieces']) or 'nothing'}; freed {format_size(result['freed_bytes'])}"
+        + (f"; kept (used by other variants): {', '.join(result['kept_pieces'])}" if result["kept_pieces"] else "")
+        + (f"; {format_size(result['still_in_cache_bytes'])} remain in the cache (--purge-cache deletes them)"
+           if result["still_in_cache_bytes"] else ""),
+        highlight=False,
+    ))
