@@ -610,10 +610,11 @@ class WorldPlayTransformer(nn.Module):
         self.vision_in = VisionProjection(config)
         self.txt_in = SingleTokenRefiner(config)
         self.time_in = TimestepEmbedder(config.hidden_size)
-        self.action_in = TimestepEmbedder(config.hidden_size)
         self.double_blocks = nn.ModuleList(DoubleStreamBlock(config) for _ in range(config.num_layers))
         self.final_layer = FinalLayer(config)
         self.cond_type_embedding = nn.Embedding(3, config.hidden_size)
+        # registered last, like the official add_action_parameters(), so the parameter order matches it
+        self.action_in = TimestepEmbedder(config.hidden_size)
 
     @classmethod
     def from_config(cls, config: WorldPlayTransformerConfig | dict | str | Path | None = None, **kwargs) -> WorldPlayTransformer:
