@@ -137,10 +137,25 @@ def build_plan(
     quota: int | None = None,
 ) -> Plan:
     variants, pieces = catalog.select(names, skip)
+    return plan_pieces(pieces, target, hub, modelscope, variants=[variant.name for variant in variants],
+                       offline=offline, quota=quota)
+
+
+def plan_pieces(
+    pieces: list[Piece],
+    target: Target,
+    hub: HubAccess,
+    modelscope: ModelScopeAccess,
+    *,
+    variants: list[str] | None = None,
+    offline: bool = False,
+    quota: int | None = None,
+) -> Plan:
+    """The plan for explicit pieces (catalog ones, or any repository described as a `Piece`)."""
     manifest = load_manifest(target.model_dir)
     planned = [_plan_piece(piece, target, hub, modelscope, manifest, offline) for piece in pieces]
     plan = Plan(
-        variants=[variant.name for variant in variants],
+        variants=variants or [],
         model_dir=str(target.model_dir),
         cache_dir=str(target.cache_dir),
         local=target.local,
