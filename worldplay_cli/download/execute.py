@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 from worldplay_cli.download import hub as hub_api
 from worldplay_cli.download import modelscope as modelscope_api
@@ -118,8 +119,11 @@ def execute(
             f"offline mode: {len(todo)} file(s) are not in the cache ({missing}{', ...' if len(todo) > 3 else ''})",
             "run the download again without HF_HUB_OFFLINE=1 / --offline",
         )
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="worldplay-download") as pool:
-        futures = {pool.submit(_fetch_one, item, file, target, hub, modelscope, reporter): file for item, file in todo}
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="worldplay-download")
+    try:
+        futures = {pool.submit(_fetch_one, item, file, target, hub, modelscope, reporter, stop.is_set): file
+                   for item, file in todo}
         for future in as_completed(futures):
             file = futures[future]
             try:
@@ -130,6 +134,12 @@ def execute(
             outcome.downloaded_files += 1
             outcome.downloaded_bytes += file.size - file.have
             file.where, file.have = ("layout" if target.local else "cache"), file.size
+    except BaseException:
+        # Ctrl-C: stop every transfer at its next chunk; partial files stay for the next run.
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     manifest = load_manifest(target.model_dir)
     for item in plan.pieces:
         if not item.complete:
@@ -155,7 +165,7 @@ def execute(
 
 def _fetch_one(
     item: PlannedPiece, file: PlannedFile, target: Target, hub: HubAccess, modelscope: ModelScopeAccess,
-    reporter: Reporter,
+    reporter: Reporter, cancelled: Callable[[], bool],
 ) -> None:
     key = f"{item.piece.name}:{file.repo_path}"
     reporter.file_started(key, file.layout_path, file.size, file.have)
@@ -166,12 +176,13 @@ def _fetch_one(
 
     try:
         if item.piece.source == "modelscope":
-            modelscope_api.fetch_file(item.piece, item.commit, file, modelscope, dest, partial, on_bytes)
+            modelscope_api.fetch_file(item.piece, item.commit, file, modelscope, dest, partial, on_bytes, cancelled)
         else:
             hub_api.fetch_hub_file(
                 item.piece, item.commit, file, hub, dest, partial, on_bytes,
                 cache_dir=None if target.local else target.cache_dir,
                 staging=target.model_dir / ".worldplay" / "staging" / item.piece.name if target.local else None,
+                cancelled=cancelled,
             )
     except AccessDenied:
         raise hub_api.gated_error(item.piece, hub) from None

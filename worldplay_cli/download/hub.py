@@ -139,6 +139,7 @@ def fetch_hub_file(
     *,
     cache_dir: Path | None = None,
     staging: Path | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> None:
     """Bring one file to `dest` (a cache blob, or a real layout file with `staging` for Xet), resuming `partial`."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
@@ -160,7 +161,8 @@ def fetch_hub_file(
     headers = build_hf_headers(token=(access.token or False) if same_origin else False)
     headers["Accept-Encoding"] = "identity"
     fetch(location, dest, partial, size=record.size, sha256=record.sha256, git_sha1=record.git_sha1,
-          headers=headers, on_bytes=on_bytes, timeout_s=access.timeout_s, describe=f"{piece.repo}/{record.repo_path}")
+          headers=headers, on_bytes=on_bytes, timeout_s=access.timeout_s, describe=f"{piece.repo}/{record.repo_path}",
+          cancelled=cancelled)
 
 
 def _fetch_with_hf_hub_download(

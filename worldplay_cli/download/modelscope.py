@@ -94,10 +94,11 @@ def fetch_file(
     dest: Path,
     partial: Path,
     on_bytes: Callable[[int], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> None:
     fetch(file_url(piece, commit, record.repo_path, access), dest, partial, size=record.size, sha256=record.sha256,
           headers=access.headers(), on_bytes=on_bytes, timeout_s=access.timeout_s,
-          describe=f"modelscope:{piece.repo}/{record.repo_path}")
+          describe=f"modelscope:{piece.repo}/{record.repo_path}", cancelled=cancelled)
 
 
 def _json(response) -> dict:

@@ -25,6 +25,10 @@ class AccessDenied(WorldplayError):
     """The server refused the file itself (401/403), e.g. a gated repository."""
 
 
+class Cancelled(WorldplayError):
+    """The user interrupted; the partial file is kept for the next run."""
+
+
 class _Digest:
     """sha256 for LFS/ModelScope files, the git blob sha1 for small Hub files (their only recorded digest)."""
 
@@ -62,8 +66,12 @@ def fetch(
     on_bytes: Callable[[int], None] | None = None,
     timeout_s: float = 30.0,
     describe: str = "",
+    cancelled: Callable[[], bool] | None = None,
 ) -> None:
-    """Download `url` into `dest` through `partial`, resuming what `partial` already holds."""
+    """Download `url` into `dest` through `partial`, resuming what `partial` already holds.
+
+    `cancelled` is polled between chunks so an interrupt stops every worker promptly.
+    """
     import httpx
 
     describe = describe or dest.name
@@ -99,6 +107,9 @@ def fetch(
                                 on_bytes(len(chunk))
                             if have > size:
                                 break
+                            if cancelled is not None and cancelled():
+                                raise Cancelled(f"{describe}: interrupted at {have} of {size} bytes",
+                                                "run the same command again: it resumes from the partial file")
                 if have > size:
                     partial.unlink(missing_ok=True)
                     raise WorldplayError(f"{describe}: the server sent more than the expected {size} bytes",
