@@ -120,7 +120,8 @@ def _render_done(console: Console, plan, outcome, target, default_model_dir: Pat
     links = ", ".join(f"{count} {how}" for how, count in sorted(outcome.links.items())) or "no new links"
     console.print(
         f"[green]ready[/green]: {' + '.join(plan.variants)} in {plan.model_dir} "
-        f"(downloaded {format_size(outcome.downloaded_bytes)} in {outcome.downloaded_files} file(s); {links})"
+        f"(downloaded {format_size(outcome.downloaded_bytes)} in {outcome.downloaded_files} file(s); {links})",
+        highlight=False,
     )
     if outcome.repaired_files:
         console.print(f"repaired {len(outcome.repaired_files)} corrupt file(s)")
