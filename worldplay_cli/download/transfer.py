@@ -70,12 +70,36 @@ def fetch(
 ) -> None:
     """Download `url` into `dest` through `partial`, resuming what `partial` already holds.
 
-    `cancelled` is polled between chunks so an interrupt stops every worker promptly.
+    `cancelled` is polled between chunks so an interrupt stops every worker promptly. A lock next to
+    the partial file keeps two processes fetching the same blob from writing into it at once.
     """
+    from filelock import FileLock
+
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(partial) + ".lock"):
+        if dest.is_file() and dest.stat().st_size == size:
+            return  # another process finished it while we waited
+        _fetch_locked(url, dest, partial, size=size, sha256=sha256, git_sha1=git_sha1, headers=headers,
+                      on_bytes=on_bytes, timeout_s=timeout_s, describe=describe or dest.name, cancelled=cancelled)
+    Path(str(partial) + ".lock").unlink(missing_ok=True)
+
+
+def _fetch_locked(
+    url: str,
+    dest: Path,
+    partial: Path,
+    *,
+    size: int,
+    sha256: str | None,
+    git_sha1: str | None,
+    headers: dict[str, str] | None,
+    on_bytes: Callable[[int], None] | None,
+    timeout_s: float,
+    describe: str,
+    cancelled: Callable[[], bool] | None,
+) -> None:
     import httpx
 
-    describe = describe or dest.name
-    partial.parent.mkdir(parents=True, exist_ok=True)
     digest = _Digest(size, sha256, git_sha1)
     have = partial.stat().st_size if partial.exists() else 0
     if have > size:
