@@ -1,0 +1,191 @@
+"""CPU benchmark of the native transformer on a small config: forward time and peak memory, bi vs AR.
+
+    python bench/transformer_cpu.py [--steps 2] [--chunks 16] [--threads 1]
+
+Prints
+1. bidirectional forwards over 4/8/16/20 latent frames;
+2. one AR denoising step of a 4-latent chunk with 0/8/16 cached context frames, next to a bidirectional
+   forward over the same context + chunk frames (what the KV cache saves per step);
+3. a 16-chunk AR rollout with the reconstituted memory: model time per chunk (context pass + steps) must
+   level off once the context reaches its 20-latent cap, instead of growing with the video. The memory
+   selection's own time is listed apart: it scores every earlier 4-latent clip, so it grows with the video
+   (linearly, and small next to a real model's chunk).
+Peak memory: each measurement of 1-2 runs in a fresh process whose malloc returns large blocks to the OS
+at once (fixed mmap threshold), and reports the peak RSS during one call (VmHWM, reset just before it
+through /proc/self/clear_refs) above the RSS before the call: the call's working memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer, WorldPlayTransformerConfig
+from worker.pipeline.memory import select_context_latents
+
+CONFIG = WorldPlayTransformerConfig(
+    in_channels=16,
+    out_channels=16,
+    hidden_size=256,
+    num_heads=2,
+    num_layers=4,
+    text_states_dim=64,
+    vision_states_dim=64,
+    byt5_states_dim=64,
+    byt5_hidden_size=64,
+)
+HEIGHT, WIDTH = 8, 12
+TIMESTEP = 900.0
+
+
+def inputs(frames: int):
+    generator = torch.Generator().manual_seed(frames)
+    x = torch.randn(1, 2 * CONFIG.in_channels + 1, frames, HEIGHT, WIDTH, generator=generator)
+    viewmats = torch.eye(4).repeat(1, frames, 1, 1)
+    viewmats[..., 2, 3] = -0.08 * torch.arange(frames)
+    intrinsics = torch.tensor([[0.505, 0, 0.5], [0, 0.898, 0.5], [0, 0, 1.0]]).repeat(1, frames, 1, 1)
+    action = torch.full((1, frames), 9)
+    return x, viewmats, intrinsics, action
+
+
+def prompt() -> PromptEmbeddings:
+    generator = torch.Generator().manual_seed(0)
+    return PromptEmbeddings(
+        llm=torch.randn(1, 32, 64, generator=generator),
+        llm_mask=torch.ones(1, 32),
+        byt5=torch.randn(1, 8, 64, generator=generator),
+        byt5_mask=torch.zeros(1, 8),
+        vision=torch.randn(1, 16, 64, generator=generator),
+    )
+
+
+def build_model() -> WorldPlayTransformer:
+    torch.manual_seed(0)
+    return WorldPlayTransformer(CONFIG).eval()
+
+
+# Without a fixed threshold glibc keeps freed tensors' memory for reuse, hiding later calls' peaks.
+CHILD_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
+def memory_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def working_memory_mb(call) -> float:
+    """Peak RSS during `call()` above the RSS before it (Linux)."""
+    before = memory_status_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    call()
+    return memory_status_mb("VmHWM") - before
+
+
+@torch.inference_mode()
+def measure_in_this_process(kind: str, frames: int, context_frames: int, repeats: int) -> dict:
+    """Runs in a child process: peak RSS growth of the first call, then the best time of `repeats` calls."""
+    model = build_model()
+    embeddings = prompt()
+    x, viewmats, intrinsics, action = inputs(frames)
+    if kind == "bi":
+        def call():
+            return model.forward_bi(x, TIMESTEP, embeddings, viewmats, intrinsics, action)
+    else:
+        cache = model.forward_text(embeddings)
+        split = context_frames
+        if split:
+            cache = model.forward_context(x[:, :, :split], viewmats[:, :split], intrinsics[:, :split], action[:, :split], cache)
+
+        def call():
+            return model.forward_chunk(x[:, :, split:], TIMESTEP, viewmats[:, split:], intrinsics[:, split:], action[:, split:], cache)
+
+    peak = working_memory_mb(call)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return {"seconds": best, "peak_mb": peak}
+
+
+def measure(kind: str, frames: int, context_frames: int, threads: int, repeats: int = 3) -> dict:
+    command = [sys.executable, __file__, "--child", kind, str(frames), str(context_frames), "--threads", str(threads), "--repeats", str(repeats)]
+    environment = {**os.environ, **CHILD_ENVIRONMENT}
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout)
+
+
+@torch.inference_mode()
+def rollout(chunks: int, steps: int) -> None:
+    model = build_model()
+    text_cache = model.forward_text(prompt())
+    frames = 4 * chunks
+    x, viewmats, intrinsics, action = inputs(frames)
+    w2c = viewmats[0].double().numpy()
+    print(f"{'chunk':>6} {'context':>8} {'model ms':>9} {'vs chunk 5':>11} {'selection ms':>13}")
+    reference = None
+    for chunk_index in range(chunks):
+        start = 4 * chunk_index
+        started = time.perf_counter()
+        selected = select_context_latents(w2c, start, 4)
+        selection_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        cache = text_cache
+        if selected:
+            index = torch.tensor(selected)
+            cache = model.forward_context(x[:, :, index], viewmats[:, index], intrinsics[:, index], action[:, index], text_cache)
+        chunk = slice(start, start + 4)
+        for _ in range(steps):
+            model.forward_chunk(x[:, :, chunk], TIMESTEP, viewmats[:, chunk], intrinsics[:, chunk], action[:, chunk], cache)
+        seconds = time.perf_counter() - started
+        reference = seconds if chunk_index == 5 else reference
+        ratio = f"{seconds / reference:>10.2f}x" if reference else " " * 11
+        print(f"{chunk_index:>6} {len(selected):>8} {seconds * 1e3:>9.1f} {ratio} {selection_seconds * 1e3:>13.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2, help="denoising steps per chunk in the rollout")
+    parser.add_argument("--chunks", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 gives steadier figures)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "FRAMES", "CONTEXT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        kind, frames, context_frames = args.child
+        print(json.dumps(measure_in_this_process(kind, int(frames), int(context_frames), args.repeats)))
+        return
+
+    print(f"config: hidden {CONFIG.hidden_size}, {CONFIG.num_layers} blocks, {HEIGHT}x{WIDTH} tokens/frame, "
+          f"backend {build_model().attention_backend_in_use()}, {args.threads} thread(s)")
+    print("\n1. bidirectional forward")
+    print(f"{'frames':>7} {'time ms':>9} {'peak MB':>8} {'time vs 4':>10} {'peak vs 4':>10}")
+    bi = {frames: measure("bi", frames, 0, args.threads, args.repeats) for frames in (4, 8, 16, 20)}
+    for frames, result in bi.items():
+        print(f"{frames:>7} {result['seconds'] * 1e3:>9.1f} {result['peak_mb']:>8.1f} "
+              f"{result['seconds'] / bi[4]['seconds']:>9.2f}x {result['peak_mb'] / max(bi[4]['peak_mb'], 1e-9):>9.2f}x")
+
+    print("\n2. AR step for a 4-latent chunk vs a bi forward over context + chunk")
+    print(f"{'context':>7} {'AR ms':>7} {'AR MB':>6} {'bi ms':>7} {'bi MB':>6} {'time AR/bi':>11} {'peak AR/bi':>11}")
+    for context_frames in (0, 8, 16):
+        ar = measure("ar", context_frames + 4, context_frames, args.threads, args.repeats)
+        full = bi[context_frames + 4] if context_frames + 4 in bi else measure("bi", context_frames + 4, 0, args.threads, args.repeats)
+        print(f"{context_frames:>7} {ar['seconds'] * 1e3:>7.1f} {ar['peak_mb']:>6.1f} {full['seconds'] * 1e3:>7.1f} "
+              f"{full['peak_mb']:>6.1f} {ar['seconds'] / full['seconds']:>10.2f}x {ar['peak_mb'] / max(full['peak_mb'], 1e-9):>10.2f}x")
+
+    print(f"\n3. AR rollout: {args.chunks} chunks x (context pass + {args.steps} steps), memory-selected context")
+    rollout(args.chunks, args.steps)
+    print("\nfrom chunk 5 on the context holds the full 20 latents: a flat 'vs chunk 5' column = bounded cost per chunk")
+
+
+if __name__ == "__main__":
+    main()
