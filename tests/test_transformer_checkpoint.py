@@ -125,6 +125,14 @@ def test_dtype_cast_on_load(tiny_dir):
     model = load_transformer(tiny_dir, tiny_dir / "ar_distilled_action_model", dtype=torch.bfloat16)
     assert {parameter.dtype for parameter in model.parameters()} == {torch.bfloat16}
     assert model.dtype == torch.bfloat16 and model.device.type == "cpu"
+    # a bf16 model takes fp32 inputs and stays close to the fp32 model
+    reference = load_transformer(tiny_dir, tiny_dir / "ar_distilled_action_model", dtype=torch.float32)
+    io = load_io("tiny_transformer_io.safetensors")
+    args = (io["x"], io["t"], golden_prompt(io), io["viewmats"], io["Ks"], io["action"])
+    with torch.no_grad():
+        out = model.forward_bi(*args)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), reference.forward_bi(*args), atol=0.05, rtol=0)
     with torch.device("meta"):
         meta_model = WorldPlayTransformer(model.config)
     report = load_weights(meta_model, tiny_dir / "ar_rl_model")
