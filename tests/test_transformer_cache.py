@@ -63,7 +63,7 @@ def block_causal_reference(model: WorldPlayTransformer, prompt, context, chunk, 
     viewmats, intrinsics, action = (torch.cat([a, b], dim=1) for a, b in zip(context[1:], chunk[1:]))
     context_frames, frames = context[0].shape[2], x.shape[2]
     timesteps = torch.tensor([[14.0] * context_frames + [timestep] * (frames - context_frames)])
-    img, frame_vec, rope, camera, grid = model._prepare_frames(x, timesteps, viewmats, intrinsics, action, 0)
+    img, frame_vec, rope, camera, grid = model.prepare_frames(x, timesteps, viewmats, intrinsics, action, 0)
     tokens_per_frame = img.shape[2]
     text_len = cache.text_keys[0].shape[2]
     allowed = torch.ones(frames * tokens_per_frame, text_len + frames * tokens_per_frame, dtype=torch.bool)
@@ -78,7 +78,7 @@ def block_causal_reference(model: WorldPlayTransformer, prompt, context, chunk, 
             attended = F.scaled_dot_product_attention(to_heads_first(query), keys, values, attn_mask=allowed)
             outputs.append(attended.transpose(1, 2).reshape(query.shape))
         img = block.finish_image(img, outputs[0], outputs[1], modulation, camera)
-    return model._output(img, frame_vec, grid)[:, :, context_frames:]
+    return model.final_output(img, frame_vec, grid)[:, :, context_frames:]
 
 
 @torch.no_grad()

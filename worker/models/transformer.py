@@ -299,10 +299,11 @@ class Modulation(nn.Module):
 
     def __init__(self, hidden_size: int, factor: int):
         super().__init__()
+        self.factor = factor
         self.linear = nn.Linear(hidden_size, factor * hidden_size)
 
     def forward(self, vec: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.linear(F.silu(vec)).chunk(self.linear.out_features // self.linear.in_features, dim=-1)
+        return self.linear(F.silu(vec)).chunk(self.factor, dim=-1)
 
 
 def layer_norm(x: torch.Tensor) -> torch.Tensor:
@@ -664,7 +665,7 @@ class WorldPlayTransformer(nn.Module):
         vec = self.time_in(timestep.reshape(-1)) + self.action_in(action.reshape(-1).float())
         return vec.view(batch, frames, -1)
 
-    def _prepare_frames(self, hidden_states, timestep, viewmats, intrinsics, action, time_offset: int):
+    def prepare_frames(self, hidden_states, timestep, viewmats, intrinsics, action, time_offset: int):
         """Tokens [B, T, S, C], per-frame vec, RoPE for time positions time_offset.., PRoPE cameras, grid."""
         batch, _, frames, height, width = hidden_states.shape
         _, patch_h, patch_w = self.config.patch_size
@@ -677,7 +678,7 @@ class WorldPlayTransformer(nn.Module):
         camera = CameraProjection(viewmats.to(img.device), intrinsics.to(img.device), img.dtype)
         return img, frame_vec, rope, camera, grid
 
-    def _output(self, img: torch.Tensor, frame_vec: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    def final_output(self, img: torch.Tensor, frame_vec: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """Final layer and unpatchify: [B, T, S, C] -> [B, out_channels, T, H, W]."""
         out = self.final_layer(img, frame_vec)
         frames, grid_h, grid_w = grid
@@ -709,7 +710,7 @@ class WorldPlayTransformer(nn.Module):
         if text_timestep is None:
             text_timestep = per_sample_default(timestep, batch)
         # 1. image tokens, per-frame modulation vectors, RoPE and cameras
-        img, frame_vec, rope, camera, grid = self._prepare_frames(hidden_states, timestep, viewmats, intrinsics, action, 0)
+        img, frame_vec, rope, camera, grid = self.prepare_frames(hidden_states, timestep, viewmats, intrinsics, action, 0)
         # 2. text tokens at the text timestep
         txt, text_mask, text_vec = self.embed_prompt(prompt, per_sample(text_timestep, batch, img.device))
         image_len = img.shape[1] * img.shape[2]
@@ -736,7 +737,7 @@ class WorldPlayTransformer(nn.Module):
             # 6. residual updates
             img = block.finish_image(img, attended_img, attended_p, img_modulation, camera)
             txt = block.finish_text(txt, attended_txt, txt_modulation)
-        return self._output(img, frame_vec, grid)
+        return self.final_output(img, frame_vec, grid)
 
     # -- autoregressive -----------------------------------------------------------------------------
 
@@ -795,7 +796,7 @@ class WorldPlayTransformer(nn.Module):
         if cache.batch_size != batch:
             raise ValueError(f"KV cache holds batch {cache.batch_size}, hidden_states has batch {batch}")
         # 1. image tokens at RoPE time positions after the cached context frames
-        img, frame_vec, rope, camera, grid = self._prepare_frames(
+        img, frame_vec, rope, camera, grid = self.prepare_frames(
             hidden_states, timestep, viewmats, intrinsics, action, cache.context_frames
         )
         # 2. keys of each batch row: [text, context, current]; both branches share the text K/V, so the two
@@ -829,7 +830,7 @@ class WorldPlayTransformer(nn.Module):
         if keep_kv:
             # the context pass only feeds the cache; its final-layer output is never used
             return None, tuple(keys), tuple(values)
-        return self._output(img, frame_vec, grid), (), ()
+        return self.final_output(img, frame_vec, grid), (), ()
 
 
 # ---------------------------------------------------------------------------------------------------
