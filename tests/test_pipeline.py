@@ -1,0 +1,252 @@
+"""The native generation pipeline on a tiny random model directory: shapes, lengths, determinism,
+guidance, memory per chunk, the AR loop against its parts, streaming decode, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trajectories import parse_pose_string
+from worker.models.scheduler import FlowMatchScheduler, classifier_free_guidance
+from worker.pipeline.image import ImageSizeError, generation_size, image_to_video_tensor, to_uint8_frames
+from worker.pipeline.memory import sample_points_in_sphere, select_context_latents
+from worker.pipeline.pipeline import GenerationError, GenerationOptions, WorldPlayPipeline
+from worker.pipeline.tiny_model import write_tiny_model
+
+pytestmark = pytest.mark.slow
+
+WIDTH, HEIGHT = 32, 48  # 2 x 3 latents: every code path, little compute
+PROMPT = 'A shop sign that reads "OPEN" above a wooden door'
+# 28 latents: chunk 6 (latents 24..27) is the first whose context goes through the overlap selection
+LONG_POSE = "w-7, right-8, left-8, s-4"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="module")
+def pipelines(model_dir):
+    cache: dict[str, WorldPlayPipeline] = {}
+
+    def get(variant: str) -> WorldPlayPipeline:
+        if variant not in cache:
+            cache[variant] = WorldPlayPipeline.from_model_dir(model_dir, variant, device="cpu")
+        return cache[variant]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, size=(90, 60, 3), dtype=np.uint8))
+
+
+def run(pipeline, image, pose, output=None, **options):
+    frames: list[np.ndarray] = []
+
+    def collect(stream, path, fps):
+        frames.extend(stream)
+
+    options = GenerationOptions(width=WIDTH, height=HEIGHT, **options)
+    result = pipeline.generate(PROMPT, image, parse_pose_string(pose), output or "unused.mp4", options, write_video=collect)
+    return result, frames
+
+
+@pytest.mark.parametrize(
+    ("variant", "pose", "chunks"),
+    [("ar", "w-7", 2), ("ar-rl", "w-3, right-4", 2), ("ar-distilled", "w-11", 3), ("bi", "w-15, d-16", 2)],
+)
+def test_every_variant_makes_the_promised_video(pipelines, image, variant, pose, chunks):
+    pipeline = pipelines(variant)
+    trajectory = parse_pose_string(pose)
+    result, frames = run(pipeline, image, pose, num_inference_steps=2)
+    assert len(frames) == trajectory.num_frames == result.num_frames
+    assert all(frame.shape == (HEIGHT, WIDTH, 3) and frame.dtype == np.uint8 for frame in frames)
+    assert len(result.chunks) == chunks
+    chunk = pipeline.chunk_latents
+    assert [record.latents for record in result.chunks] == [(i * chunk, (i + 1) * chunk) for i in range(chunks)]
+    assert result.latents.shape == (1, 4, trajectory.num_latents, HEIGHT // 16, WIDTH // 16)
+    assert {"encode", "denoise", "decode"} <= set(result.stages)
+
+
+def test_variant_recipes(pipelines):
+    assert pipelines("ar-distilled").recipe(GenerationOptions()) == (4, 1.0)
+    assert pipelines("ar").recipe(GenerationOptions()) == (50, 6.0)
+    assert pipelines("bi").recipe(GenerationOptions(num_inference_steps=3, guidance_scale=2.0)) == (3, 2.0)
+
+
+def test_same_seed_same_video_other_seed_other_video(pipelines, image):
+    pipeline = pipelines("ar-distilled")
+    first, frames_first = run(pipeline, image, "w-7", seed=5)
+    again, frames_again = run(pipeline, image, "w-7", seed=5)
+    other, _ = run(pipeline, image, "w-7", seed=6)
+    assert torch.equal(first.latents, again.latents)
+    assert all(np.array_equal(a, b) for a, b in zip(frames_first, frames_again))
+    assert not torch.equal(first.latents, other.latents)
+
+
+def test_injected_noise_replaces_the_seeded_noise(pipelines, image):
+    pipeline = pipelines("ar-distilled")
+    trajectory = parse_pose_string("w-7")
+    options = GenerationOptions(width=WIDTH, height=HEIGHT, seed=3)
+    seeded = pipeline.generate(PROMPT, image, trajectory, None, options)
+    noise = torch.randn((1, 4, 8, 3, 2), generator=torch.Generator().manual_seed(3))
+    injected = pipeline.generate(PROMPT, image, trajectory, None, GenerationOptions(width=WIDTH, height=HEIGHT, seed=99), noise=noise)
+    assert torch.equal(seeded.latents, injected.latents)
+    with pytest.raises(GenerationError, match="injected noise has shape"):
+        pipeline.prepare(PROMPT, image, trajectory, options, noise=torch.zeros(1, 4, 8, 2, 2))
+
+
+@pytest.mark.parametrize("variant", ["ar", "bi"])
+def test_guidance_doubles_the_branches_and_changes_the_result(pipelines, image, variant):
+    pipeline = pipelines(variant)
+    pose = "w-15" if variant == "bi" else "w-3"
+    calls: list[int] = []
+    method = "forward_bi" if variant == "bi" else "forward_chunk"
+    original = getattr(pipeline.transformer, method)
+
+    def spy(hidden_states, *args, **kwargs):
+        calls.append(hidden_states.shape[0])
+        return original(hidden_states, *args, **kwargs)
+
+    setattr(pipeline.transformer, method, spy)
+    try:
+        guided, _ = run(pipeline, image, pose, num_inference_steps=2, guidance_scale=6.0)
+        guided_calls, calls[:] = list(calls), []
+        plain, _ = run(pipeline, image, pose, num_inference_steps=2, guidance_scale=1.0)
+    finally:
+        delattr(pipeline.transformer, method)
+    if variant == "bi":
+        # one batched forward per step: [uncond, cond]
+        assert guided_calls == [2, 2] and calls == [1, 1]
+    else:
+        # one forward per branch and step, each against its own caches
+        assert guided_calls == [1, 1, 1, 1] and calls == [1, 1]
+    assert not torch.equal(guided.latents, plain.latents)
+
+
+def test_memory_selection_conditions_every_chunk(pipelines, image):
+    pipeline = pipelines("ar-distilled")
+    trajectory = parse_pose_string(LONG_POSE)
+    result, _ = run(pipeline, image, LONG_POSE)
+    points = sample_points_in_sphere()
+    expected = [select_context_latents(trajectory.viewmats(), start, 4, points) for start in range(0, 28, 4)]
+    assert [record.context for record in result.chunks] == expected
+    # the overlap test, not just recency, picked the clip of chunk 6
+    assert result.chunks[6].context == [0, 1, 2, 3, 4, 5, 6, 7, *range(12, 24)]
+    context_calls: list[int] = []
+    original = pipeline.transformer.forward_context
+
+    def spy(hidden_states, *args, **kwargs):
+        context_calls.append(hidden_states.shape[2])
+        return original(hidden_states, *args, **kwargs)
+
+    pipeline.transformer.forward_context = spy
+    try:
+        run(pipeline, image, LONG_POSE)
+    finally:
+        del pipeline.transformer.forward_context
+    assert context_calls == [len(context) for context in expected if context]
+
+
+def test_bi_chunks_take_the_memory_union_of_their_sub_starts(pipelines, image):
+    pipeline = pipelines("bi")
+    pose = "w-15, right-16"
+    result, _ = run(pipeline, image, pose, num_inference_steps=1)
+    trajectory = parse_pose_string(pose)
+    assert result.chunks[0].context == []
+    assert result.chunks[1].context == select_context_latents(trajectory.viewmats(), 16, 16, sample_points_in_sphere())
+
+
+def test_ar_rollout_is_exactly_the_composition_of_its_parts(pipelines, image):
+    """The loop adds nothing: text cache, per-chunk context rebuild, guided Euler steps with bf16 storage."""
+    pipeline = pipelines("ar")
+    trajectory = parse_pose_string(LONG_POSE)
+    options = GenerationOptions(width=WIDTH, height=HEIGHT, num_inference_steps=2, guidance_scale=4.0)
+    prepared = pipeline.prepare(PROMPT, image, trajectory, options)
+    produced = torch.cat([chunk.latents for chunk in pipeline.rollout(prepared, options)], dim=2)
+
+    transformer, inputs = pipeline.transformer, prepared.inputs
+    scheduler = FlowMatchScheduler(2)
+    with torch.inference_mode():
+        latents = inputs.noise.to(torch.bfloat16).float()
+        text_caches = [transformer.forward_text(prompt, 0.0) for prompt in inputs.prompts]
+        for start in range(0, 28, 4):
+            frames = slice(start, start + 4)
+            context = select_context_latents(trajectory.viewmats(), start, 4, sample_points_in_sphere())
+            caches = text_caches
+            if context:
+                clean = torch.cat([latents[:, :, context], inputs.cond[:, :, context]], dim=1)
+                cameras = (inputs.viewmats[:, context], inputs.intrinsics[:, context], inputs.actions[:, context])
+                caches = [transformer.forward_context(clean, *cameras, cache, 14.0) for cache in text_caches]
+            x = latents[:, :, frames]
+            for step, timestep in enumerate(scheduler.timesteps):
+                hidden = torch.cat([x, inputs.cond[:, :, frames]], dim=1)
+                cameras = (inputs.viewmats[:, frames], inputs.intrinsics[:, frames], inputs.actions[:, frames])
+                uncond, cond = (transformer.forward_chunk(hidden, float(timestep), *cameras, cache) for cache in caches)
+                velocity = classifier_free_guidance(uncond, cond, 4.0)
+                x = scheduler.step(velocity, step, x).to(torch.bfloat16).float()
+            latents[:, :, frames] = x
+    assert torch.equal(produced, latents)
+
+
+def test_latent_rounding_is_an_option(pipelines, image):
+    pipeline = pipelines("ar-distilled")
+    rounded, _ = run(pipeline, image, "w-3", round_latents=True)
+    exact, _ = run(pipeline, image, "w-3", round_latents=False)
+    assert torch.equal(rounded.latents, rounded.latents.to(torch.bfloat16).float())
+    assert not torch.equal(rounded.latents, exact.latents)
+    torch.testing.assert_close(rounded.latents, exact.latents, atol=0.1, rtol=0)
+
+
+def test_streaming_decode_equals_decoding_the_whole_video(pipelines, image):
+    pipeline = pipelines("ar-distilled")
+    streamed, streamed_frames = run(pipeline, image, "w-11", streaming_decode=True)
+    whole, whole_frames = run(pipeline, image, "w-11", streaming_decode=False)
+    assert torch.equal(streamed.latents, whole.latents)
+    assert len(streamed_frames) == len(whole_frames) == 45
+    assert all(np.array_equal(a, b) for a, b in zip(streamed_frames, whole_frames))
+    assert all(record.decode_s > 0 for record in streamed.chunks)
+
+
+@pytest.mark.parametrize(("variant", "pose", "hint"), [("ar", "w-5", "29 frames"), ("bi", "w-7", "61 frames")])
+def test_incompatible_frame_counts_are_refused(pipelines, image, variant, pose, hint):
+    with pytest.raises(GenerationError, match="not a multiple") as error:
+        run(pipelines(variant), image, pose)
+    assert hint in error.value.hint
+
+
+# --- image preprocessing and pixels (no model needed) ---------------------------------------------------
+
+
+def test_generation_size_from_the_image_bucket_or_the_user():
+    assert generation_size(Image.new("RGB", (1920, 1080))) == (848, 480)
+    assert generation_size(Image.new("RGB", (1280, 704))) == (848, 464)
+    assert generation_size(Image.new("RGB", (500, 500))) == (640, 640)
+    assert generation_size(Image.new("RGB", (1920, 1080)), 832, 480) == (832, 480)
+    with pytest.raises(ImageSizeError):
+        generation_size(Image.new("RGB", (10, 10)), 100, 64)
+    with pytest.raises(ImageSizeError):
+        generation_size(Image.new("RGB", (10, 10)), 64, None)
+
+
+def test_image_tensor_is_a_centre_crop_in_minus_one_to_one():
+    pixels = np.zeros((40, 80, 3), dtype=np.uint8)
+    pixels[:, 20:60] = 255  # a white centre band exactly as wide as the crop
+    tensor = image_to_video_tensor(Image.fromarray(pixels), 32, 32)
+    assert tensor.shape == (1, 3, 1, 32, 32)
+    assert tensor.min() >= -1 and tensor.max() <= 1
+    assert tensor[..., 8:24, 4:28].min() > 0.9  # the band fills the crop, away from resampling ringing
+
+
+def test_pixels_round_unless_official_truncation_is_asked_for():
+    video = torch.tensor([0.999, -1.5, 0.0, 0.5]).view(1, 1, 1, 1, 4).expand(1, 3, 1, 1, 4) * 1.0
+    rounded = to_uint8_frames(video)[0, 0, :, 0]
+    truncated = to_uint8_frames(video, truncate=True)[0, 0, :, 0]
+    assert rounded.tolist() == [255, 0, 128, 191]
+    assert truncated.tolist() == [254, 0, 127, 191]

@@ -1,0 +1,179 @@
+"""Find what a model variant needs inside the official model directory, or say exactly what is missing.
+
+The layout is the one the official download script builds (and `worldplay download` reproduces):
+
+    <root>/transformer/480p_i2v/config.json          architecture (its base weights are not needed: every
+                                                     action checkpoint is a full state dict)
+    <root>/{bidirectional_model,ar_model,ar_rl_model,ar_distilled_action_model}/
+        diffusion_pytorch_model.safetensors          the variant's weights; for the distilled model the Hub
+                                                     name `model.safetensors` is accepted as well
+    <root>/vae, <root>/scheduler, <root>/text_encoder/{llm,byt5-small,Glyph-SDXL-v2}, <root>/vision_encoder/siglip
+    <root>/transformer/720p_sr_distilled, <root>/upsampler/720p_sr_distilled      optional SR stage
+
+Nothing here reads a tensor, so a missing piece is reported before any loading starts, all missing
+pieces at once, with the `worldplay download` command that fetches them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.models.checkpoint import (
+    ACTION_CHECKPOINT_DIRS as ACTION_DIRS,
+    HUB_DISTILLED_NAME,
+    INDEX_NAME,
+    TRANSFORMER_DIR,
+    WEIGHTS_NAME,
+)
+from worker.pipeline.encoders import BYT5_DIR, GLYPH_CHECKPOINT, GLYPH_COLORS, GLYPH_DIR, GLYPH_FONTS, LLM_DIR, SIGLIP_DIR
+
+VARIANTS = tuple(ACTION_DIRS)
+VAE_DIR = "vae"
+SCHEDULER_DIR = "scheduler"
+SR_TRANSFORMER_DIR = "transformer/720p_sr_distilled"
+SR_UPSAMPLER_DIR = "upsampler/720p_sr_distilled"
+
+# (what, files that must exist, the `worldplay download` piece that provides them)
+SHARED_PIECES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("transformer config", (f"{TRANSFORMER_DIR}/config.json",), "hunyuanvideo-480p-i2v"),
+    ("VAE", (f"{VAE_DIR}/config.json", f"{VAE_DIR}/{WEIGHTS_NAME}"), "hunyuanvideo-480p-i2v"),
+    ("scheduler config", (f"{SCHEDULER_DIR}/scheduler_config.json",), "hunyuanvideo-480p-i2v"),
+    ("Qwen2.5-VL text encoder", (f"{LLM_DIR}/config.json",), "qwen2.5-vl"),
+    ("byT5 glyph encoder", (f"{BYT5_DIR}/config.json",), "byt5-small"),
+    (
+        "Glyph-SDXL-v2 weights",
+        (
+            f"{GLYPH_DIR}/{GLYPH_CHECKPOINT}",
+            f"{GLYPH_DIR}/{GLYPH_COLORS}",
+            f"{GLYPH_DIR}/{GLYPH_FONTS}",
+        ),
+        "glyph-sdxl-v2",
+    ),
+    (
+        "SigLIP vision encoder",
+        (f"{SIGLIP_DIR}/image_encoder/config.json", f"{SIGLIP_DIR}/feature_extractor/preprocessor_config.json"),
+        "siglip",
+    ),
+)
+SR_FILES = (f"{SR_TRANSFORMER_DIR}/config.json", f"{SR_UPSAMPLER_DIR}/config.json")
+
+
+class ModelDirError(Exception):
+    """The model directory cannot serve the request; `hint` says what to run, `missing` lists what is absent."""
+
+    def __init__(self, message: str, hint: str = "", missing: list[MissingPiece] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.missing = missing or []
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+@dataclass(frozen=True)
+class MissingPiece:
+    what: str
+    path: str  # relative to the model directory
+    piece: str  # the `worldplay download` piece that provides it
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Absolute locations of everything one variant loads."""
+
+    root: Path
+    variant: str
+    transformer_dir: Path  # holds config.json
+    action_checkpoint: Path  # a .safetensors file or a shard index
+    vae_dir: Path
+    scheduler_dir: Path
+    sr_transformer_dir: Path | None  # both None unless the optional SR weights are present
+    sr_upsampler_dir: Path | None
+
+    @property
+    def has_sr(self) -> bool:
+        return self.sr_transformer_dir is not None
+
+
+def download_command(variant: str, root: Path | None = None, extra: str = "") -> str:
+    directory = f" --model-dir {root}" if root is not None else ""
+    return f"worldplay download {variant}{extra}{directory}"
+
+
+def find_action_checkpoint(root: Path, variant: str) -> Path | None:
+    """The variant's checkpoint file in `root` (full file, shard index, or the Hub's distilled name)."""
+    directory = Path(root) / ACTION_DIRS[variant]
+    for name in (WEIGHTS_NAME, INDEX_NAME, HUB_DISTILLED_NAME):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def variant_of_checkpoint(path: Path) -> str | None:
+    """Which variant an action checkpoint belongs to, judged by the official folder it sits in."""
+    parents = {parent.name for parent in Path(path).resolve().parents} | {Path(path).parent.name}
+    found = [variant for variant, directory in ACTION_DIRS.items() if directory in parents]
+    return found[0] if len(found) == 1 else None
+
+
+def missing_pieces(root: Path, variant: str) -> list[MissingPiece]:
+    root = Path(root)
+    missing = [
+        MissingPiece(what, path, piece)
+        for what, paths, piece in SHARED_PIECES
+        for path in paths
+        if not (root / path).is_file()
+    ]
+    if find_action_checkpoint(root, variant) is None:
+        missing.append(
+            MissingPiece(f"{variant} action checkpoint", f"{ACTION_DIRS[variant]}/{WEIGHTS_NAME}", f"action-{variant}")
+        )
+    return missing
+
+
+def resolve_model_dir(root: str | Path, variant: str, checkpoint: str | Path | None = None) -> ModelPaths:
+    """Locate every file `variant` needs under `root` (or raise a `ModelDirError` listing all gaps).
+
+    `checkpoint` replaces the variant's action checkpoint; it must not be another variant's file.
+    """
+    if variant not in ACTION_DIRS:
+        raise ModelDirError(f"unknown variant {variant!r}", f"choose one of {', '.join(VARIANTS)}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ModelDirError(
+            f"model directory {root} does not exist",
+            f"run `{download_command(variant, root)}`, or point --model-dir (setting model_dir) at it",
+        )
+    missing = missing_pieces(root, variant)
+    if checkpoint is not None:
+        missing = [piece for piece in missing if not piece.piece.startswith("action-")]
+        checkpoint = Path(checkpoint).expanduser()
+        if not checkpoint.exists():
+            raise ModelDirError(f"checkpoint {checkpoint} does not exist", "check the path")
+        owner = variant_of_checkpoint(checkpoint)
+        if owner is not None and owner != variant:
+            raise ModelDirError(
+                f"checkpoint {checkpoint} is the {owner} model ({ACTION_DIRS[owner]}/), but variant {variant} was asked for",
+                f"use --variant {owner}, or the {ACTION_DIRS[variant]}/ checkpoint for {variant}",
+            )
+    if missing:
+        listing = "; ".join(f"{piece.what} ({piece.path})" for piece in missing)
+        raise ModelDirError(
+            f"model directory {root} lacks what variant {variant} needs: {listing}",
+            f"run `{download_command(variant, root)}`",
+            missing,
+        )
+    action = checkpoint if checkpoint is not None else find_action_checkpoint(root, variant)
+    has_sr = all((root / path).is_file() for path in SR_FILES)
+    return ModelPaths(
+        root=root,
+        variant=variant,
+        transformer_dir=root / TRANSFORMER_DIR,
+        action_checkpoint=action,
+        vae_dir=root / VAE_DIR,
+        scheduler_dir=root / SCHEDULER_DIR,
+        sr_transformer_dir=root / SR_TRANSFORMER_DIR if has_sr else None,
+        sr_upsampler_dir=root / SR_UPSAMPLER_DIR if has_sr else None,
+    )

@@ -1,0 +1,452 @@
+"""The native WorldPlay generator: reference image + prompt + camera trajectory -> 24 fps video.
+
+    prepare   bucket size, LANCZOS cover-resize + centre crop, VAE condition latent and mask; text, glyph
+              and SigLIP states; per-latent cameras and actions; seeded CPU noise (or injected noise)
+    rollout   `bi` or AR chunks (`worker.pipeline.rollout`), memory-selected context per chunk
+    decode    each finished chunk goes through the streaming VAE decoder straight into the video writer,
+              so the file grows while the next chunk is denoised; the writer finalises it atomically
+
+Everything the official `generate.py` does for one video without `--sr`, minus its traps: the noise is
+reproducible on any device (a seeded CPU generator instead of a CUDA one), the memory point cloud is
+seeded, pixels are rounded rather than truncated (`truncate_pixels` restores the official behaviour), and
+bad frame counts are refused instead of decoding noise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from worldplay_cli.schema import VARIANT_DEFAULTS
+from worker.models.checkpoint import CheckpointError, load_transformer
+from worker.models.scheduler import FlowMatchScheduler
+from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer
+from worker.models.vae import HunyuanVideo15VAE, SpatialTiling, StreamingDecoder, load_vae
+from worker.pipeline.encoders import ConditionEncoders, ConditionStates
+from worker.pipeline.image import as_pil, generation_size, image_to_video_tensor, to_uint8_frames
+from worker.pipeline.memory import DEFAULT_SEED as MEMORY_SEED
+from worker.pipeline.memory import sample_points_in_sphere
+from worker.pipeline.model_dir import ModelDirError, ModelPaths, download_command, resolve_model_dir
+from worker.pipeline.rollout import ChunkResult, RolloutInputs, StepCallback, ar_rollout, bi_rollout
+
+CHUNK_LATENTS = {"bi": 16, "ar": 4, "ar-rl": 4, "ar-distilled": 4}
+FPS = 24
+
+
+class GenerationError(ValueError):
+    """A request the pipeline cannot serve (frame count, sizes, inputs); `hint` says how to fix it."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How to sample; None means the variant's official recipe (50 steps / CFG 6, distilled 4 / none)."""
+
+    seed: int = 1
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    negative_prompt: str = ""
+    width: int | None = None  # both or neither; default: the reference image's bucket
+    height: int | None = None
+    round_latents: bool = True  # bf16 latents between steps, as the official pipeline
+    truncate_pixels: bool = False  # the official uint8 truncation, for bit parity
+    streaming_decode: bool = True  # False: decode the whole latent video at the end, like the official code
+    tiling: SpatialTiling | None = None
+    memory_seed: int = MEMORY_SEED
+    fps: int = FPS
+
+
+@dataclass
+class Prepared:
+    """The output of `prepare`: rollout inputs plus what describes them."""
+
+    inputs: RolloutInputs
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    encode_s: float
+
+
+@dataclass
+class ChunkRecord:
+    """Per-chunk facts for the manifest."""
+
+    index: int
+    latents: tuple[int, int]
+    context: list[int]
+    context_s: float
+    denoise_s: float
+    decode_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "latents": list(self.latents),
+            "context": self.context,
+            "context_s": round(self.context_s, 4),
+            "denoise_s": round(self.denoise_s, 4),
+            "decode_s": round(self.decode_s, 4),
+        }
+
+
+@dataclass
+class GenerationResult:
+    video: Path | None
+    num_frames: int
+    width: int
+    height: int
+    fps: int
+    steps: int
+    guidance_scale: float
+    chunks: list[ChunkRecord] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds: encode, context, denoise, decode
+    latents: torch.Tensor | None = None  # [1, C, T, h, w] denoised (scaled) latents
+
+    def info(self) -> dict:
+        return {
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "width": self.width,
+            "height": self.height,
+            "frames": self.num_frames,
+            "stages_s": {name: round(seconds, 4) for name, seconds in self.stages.items()},
+            "chunks": [chunk.as_dict() for chunk in self.chunks],
+        }
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class WorldPlayPipeline:
+    def __init__(
+        self,
+        variant: str,
+        transformer: WorldPlayTransformer,
+        vae: HunyuanVideo15VAE,
+        encoders: ConditionEncoders,
+        num_train_timesteps: int = 1000,
+        model_dir: Path | None = None,
+    ):
+        if variant not in CHUNK_LATENTS:
+            raise GenerationError(f"unknown variant {variant!r}", f"choose one of {', '.join(CHUNK_LATENTS)}")
+        check_components(transformer, vae, encoders)
+        self.variant = variant
+        self.transformer = transformer
+        self.vae = vae
+        self.encoders = encoders
+        self.num_train_timesteps = num_train_timesteps
+        self.model_dir = model_dir
+
+    @property
+    def chunk_latents(self) -> int:
+        return CHUNK_LATENTS[self.variant]
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    @classmethod
+    def from_model_dir(
+        cls,
+        root: str | Path,
+        variant: str,
+        checkpoint: str | Path | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        attention_backend: str = "auto",
+    ) -> WorldPlayPipeline:
+        """Load every component of `variant` from the official layout. On CUDA: transformer bf16 (or
+        `dtype`), VAE fp32, LLM and SigLIP fp16 (official); on CPU everything fp32."""
+        paths = resolve_model_dir(root, variant, checkpoint)
+        device = torch.device(device) if device is not None else default_device()
+        cuda = device.type == "cuda"
+        transformer_dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
+        with _component("transformer", paths):
+            transformer = load_transformer(
+                paths.transformer_dir,
+                paths.action_checkpoint,
+                dtype=transformer_dtype,
+                device=device,
+                attention_backend=attention_backend,
+            )
+        with _component("VAE", paths):
+            vae = load_vae(paths.vae_dir, device=device, dtype=torch.float32)
+        with _component("text/vision encoders", paths):
+            encoders = ConditionEncoders.from_model_dir(paths.root, device, torch.float16 if cuda else torch.float32)
+        with _component("scheduler", paths):
+            scheduler = FlowMatchScheduler.from_model_dir(paths.root, 1)
+        return cls(variant, transformer, vae, encoders, scheduler.num_train_timesteps, paths.root)
+
+    # -- stages -------------------------------------------------------------------------------------
+
+    def recipe(self, options: GenerationOptions) -> tuple[int, float]:
+        defaults = VARIANT_DEFAULTS[self.variant]
+        steps = options.num_inference_steps or defaults["steps"]
+        guidance = options.guidance_scale if options.guidance_scale is not None else defaults["guidance"]
+        return steps, guidance
+
+    def scheduler(self, steps: int) -> FlowMatchScheduler:
+        return FlowMatchScheduler(steps, num_train_timesteps=self.num_train_timesteps)
+
+    def check_length(self, num_latents: int) -> None:
+        from trajectories.latents import latents_to_frames, nearest_valid_latents
+
+        chunk = self.chunk_latents
+        if num_latents % chunk == 0 and num_latents >= chunk:
+            return
+        below, above = nearest_valid_latents(self.variant, num_latents)
+        options = [f"{latents_to_frames(count)} frames ({count} latents)" for count in (below, above) if count]
+        raise GenerationError(
+            f"variant {self.variant} generates {chunk}-latent chunks; a trajectory of {num_latents} latents "
+            f"({latents_to_frames(num_latents)} frames) is not a multiple of {chunk}",
+            "use " + " or ".join(options),
+        )
+
+    @torch.inference_mode()
+    def prepare(
+        self,
+        prompt: str,
+        image: Image.Image | np.ndarray,
+        trajectory,
+        options: GenerationOptions = GenerationOptions(),
+        noise: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+    ) -> Prepared:
+        """Encode everything the rollout conditions on. `trajectory` is a `trajectories.Trajectory`;
+        `noise` [1, C, T, h, w] replaces the seeded noise, `points` [M, 3] the seeded memory point cloud."""
+        started = time.perf_counter()
+        self.check_length(trajectory.num_latents)
+        steps, guidance = self.recipe(options)
+        image = as_pil(image)
+        width, height = generation_size(image, options.width, options.height)
+        spatial = self.vae.config.ffactor_spatial
+        latent_h, latent_w = height // spatial, width // spatial
+        num_latents = trajectory.num_latents
+        channels = self.transformer.config.in_channels
+        device = self.device
+
+        # 1. condition latent of the reference image on frame 0, and the mask marking it
+        with self._vae_autocast():
+            pixels = image_to_video_tensor(image, width, height).to(device)
+            image_latent = self.vae.encode(pixels).float() * self.vae.config.scaling_factor
+        cond = torch.zeros(1, channels + 1, num_latents, latent_h, latent_w, device=device)
+        cond[:, :channels, :1] = image_latent
+        cond[:, channels, 0] = 1.0
+
+        # 2. text / glyph / vision states; with guidance the batch is [negative, positive]
+        guided = guidance > 1.0
+        states = self.encoders.encode(prompt, image=image, negative_prompt=options.negative_prompt, guidance=guided)
+        prompts = split_prompts(states, device)
+
+        # 3. cameras and actions per latent
+        w2c = torch.tensor(trajectory.viewmats(), dtype=torch.float64)
+        viewmats = w2c.float()[None].to(device)
+        intrinsics = torch.tensor(trajectory.normalized_K(), dtype=torch.float32)[None].to(device)
+        actions = torch.tensor(trajectory.actions, dtype=torch.int64)[None].to(device)
+
+        # 4. noise for the whole video, from a CPU generator so a seed means the same video everywhere
+        shape = (1, channels, num_latents, latent_h, latent_w)
+        if noise is None:
+            noise = torch.randn(shape, generator=torch.Generator().manual_seed(options.seed), dtype=torch.float32)
+        elif tuple(noise.shape) != shape:
+            raise GenerationError(f"injected noise has shape {list(noise.shape)}, expected {list(shape)}")
+        if points is None:
+            points = sample_points_in_sphere(seed=options.memory_seed)
+        inputs = RolloutInputs(
+            noise=noise.float().to(device),
+            cond=cond,
+            viewmats=viewmats,
+            intrinsics=intrinsics,
+            actions=actions,
+            w2c=w2c,
+            prompts=prompts,
+            points=points,
+        )
+        return Prepared(inputs, width, height, steps, guidance, time.perf_counter() - started)
+
+    def rollout(
+        self, prepared: Prepared, options: GenerationOptions = GenerationOptions(), on_step: StepCallback | None = None
+    ) -> Iterator[ChunkResult]:
+        """Denoised chunks in order (under inference mode, one at a time)."""
+        rollout = bi_rollout if self.variant == "bi" else ar_rollout
+        chunks = rollout(
+            self.transformer,
+            self.scheduler(prepared.steps),
+            prepared.inputs,
+            prepared.guidance_scale,
+            self.chunk_latents,
+            options.round_latents,
+            on_step,
+        )
+        while True:
+            with torch.inference_mode():
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    def decode(self, latents: torch.Tensor, tiling: SpatialTiling | None = None) -> torch.Tensor:
+        """Whole (scaled) latent video [1, C, T, h, w] -> pixels [1, 3, F, H, W] in about [-1, 1]."""
+        with torch.inference_mode(), self._vae_autocast():
+            return self.vae.decode(latents / self.vae.config.scaling_factor, tiling).float()
+
+    def _vae_autocast(self):
+        # the official VAE runs under fp16 autocast on the GPU
+        if next(self.vae.parameters()).device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return nullcontext()
+
+    # -- the whole thing ----------------------------------------------------------------------------
+
+    def frames(
+        self,
+        prepared: Prepared,
+        options: GenerationOptions,
+        result: GenerationResult,
+        on_step: StepCallback | None = None,
+    ) -> Iterator[np.ndarray]:
+        """uint8 [H, W, 3] frames of the video, each chunk decoded as soon as it is denoised (or all at
+        the end without `options.streaming_decode`); fills `result` with latents, chunks and timings."""
+        decoder = StreamingDecoder(self.vae, options.tiling)
+        scale = self.vae.config.scaling_factor
+        finished: list[torch.Tensor] = []
+        stages = result.stages
+        for chunk in self.rollout(prepared, options, on_step):
+            record = ChunkRecord(chunk.index, (chunk.start, chunk.end), chunk.context, chunk.context_s, chunk.denoise_s)
+            result.chunks.append(record)
+            stages["context"] = stages.get("context", 0.0) + chunk.context_s
+            stages["denoise"] = stages.get("denoise", 0.0) + chunk.denoise_s
+            finished.append(chunk.latents)
+            if not options.streaming_decode:
+                continue
+            started = time.perf_counter()
+            with torch.inference_mode(), self._vae_autocast():
+                pieces = [to_uint8_frames(piece, options.truncate_pixels) for piece in decoder.push(chunk.latents / scale)]
+            record.decode_s = time.perf_counter() - started
+            stages["decode"] = stages.get("decode", 0.0) + record.decode_s
+            for piece in pieces:
+                yield from piece
+        result.latents = torch.cat(finished, dim=2)
+        if not options.streaming_decode:
+            started = time.perf_counter()
+            video = to_uint8_frames(self.decode(result.latents, options.tiling), options.truncate_pixels)
+            stages["decode"] = time.perf_counter() - started
+            yield from video
+
+    def generate(
+        self,
+        prompt: str,
+        image: Image.Image | np.ndarray,
+        trajectory,
+        output: str | Path | None,
+        options: GenerationOptions = GenerationOptions(),
+        *,
+        noise: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        on_step: StepCallback | None = None,
+        on_stage: Callable[[str], None] | None = None,
+        frame_filter: Callable[[int, np.ndarray], np.ndarray] | None = None,
+        write_video: Callable | None = None,
+    ) -> GenerationResult:
+        """Generate and write `output` (an mp4, written atomically; None: decode but keep no file).
+
+        `frame_filter(index, frame)` post-processes each uint8 frame (e.g. a keyboard overlay);
+        `write_video(frames, path, fps=...)` replaces the default writer (`worker.video.write_video`).
+        """
+        if on_stage:
+            on_stage("encode")
+        prepared = self.prepare(prompt, image, trajectory, options, noise, points)
+        result = GenerationResult(
+            video=Path(output) if output is not None else None,
+            num_frames=trajectory.num_frames,
+            width=prepared.width,
+            height=prepared.height,
+            fps=options.fps,
+            steps=prepared.steps,
+            guidance_scale=prepared.guidance_scale,
+            stages={"encode": prepared.encode_s},
+        )
+        if on_stage:
+            on_stage("generate")
+        frames = self.frames(prepared, options, result, on_step)
+        if frame_filter is not None:
+            frames = (frame_filter(index, frame) for index, frame in enumerate(frames))
+        if output is None:
+            for _ in frames:
+                pass
+            return result
+        if write_video is None:
+            from worker.video import write_video
+        write_video(frames, Path(output), fps=options.fps)
+        return result
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def split_prompts(states: ConditionStates, device: torch.device) -> list[PromptEmbeddings]:
+    """Encoder states (batch [negative, positive] or [positive]) -> one batch-1 `PromptEmbeddings` each."""
+    return [
+        PromptEmbeddings(
+            llm=states.text[index : index + 1].to(device),
+            llm_mask=states.text_mask[index : index + 1].to(device),
+            byt5=states.byt5[index : index + 1].to(device),
+            byt5_mask=states.byt5_mask[index : index + 1].to(device),
+            vision=states.vision[index : index + 1].to(device),
+        )
+        for index in range(states.text.shape[0])
+    ]
+
+
+def check_components(transformer: WorldPlayTransformer, vae: HunyuanVideo15VAE, encoders: ConditionEncoders) -> None:
+    """Refuse components that cannot work together (e.g. a tiny VAE next to the real transformer)."""
+    config = transformer.config
+    pairs = [
+        ("VAE latent channels", vae.config.latent_channels, "transformer in_channels", config.in_channels),
+        ("text encoder width", encoders.prompt.model.config.hidden_size, "transformer text_states_dim", config.text_states_dim),
+        ("SigLIP width", encoders.vision.hidden_size, "transformer vision_states_dim", config.vision_states_dim),
+        ("byT5 width", encoders.glyph.hidden_size, "transformer byT5 input", config.byt5_states_dim),
+    ]
+    mismatched = [f"{left} {a} != {right} {b}" for left, a, right, b in pairs if a != b]
+    if mismatched:
+        raise ModelDirError(
+            "model components do not belong together: " + "; ".join(mismatched),
+            "the model directory mixes pieces of different models; re-download it with `worldplay download`",
+        )
+
+
+class _component:
+    """Turn a failure while loading one component into a `ModelDirError` naming it, with a repair hint."""
+
+    def __init__(self, what: str, paths: ModelPaths):
+        self.what = what
+        self.paths = paths
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if error is None or not isinstance(error, Exception) or isinstance(error, ModelDirError):
+            return False
+        hint = getattr(error, "hint", "") or (
+            f"the files may be truncated or corrupt; run `{download_command(self.paths.variant, self.paths.root, ' --repair')}`"
+        )
+        detail = getattr(error, "args", [str(error)])[0] if isinstance(error, CheckpointError) else str(error)
+        detail = str(detail).strip().splitlines()[0] if str(detail).strip() else type(error).__name__
+        raise ModelDirError(f"cannot load the {self.what} from {self.paths.root}: {detail}", hint) from error
