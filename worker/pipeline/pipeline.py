@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from worldplay_cli.schema import VARIANT_DEFAULTS
-from worker.models.checkpoint import CheckpointError, load_transformer
+from worker.models.checkpoint import load_transformer
 from worker.models.scheduler import FlowMatchScheduler
 from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer
 from worker.models.vae import HunyuanVideo15VAE, SpatialTiling, StreamingDecoder, load_vae
@@ -141,7 +141,7 @@ class WorldPlayPipeline:
         vae: HunyuanVideo15VAE,
         encoders: ConditionEncoders,
         num_train_timesteps: int = 1000,
-        model_dir: Path | None = None,
+        paths: ModelPaths | None = None,
     ):
         if variant not in CHUNK_LATENTS:
             raise GenerationError(f"unknown variant {variant!r}", f"choose one of {', '.join(CHUNK_LATENTS)}")
@@ -151,7 +151,7 @@ class WorldPlayPipeline:
         self.vae = vae
         self.encoders = encoders
         self.num_train_timesteps = num_train_timesteps
-        self.model_dir = model_dir
+        self.paths = paths  # where the components came from, when loaded from a model directory
 
     @property
     def chunk_latents(self) -> int:
@@ -191,7 +191,7 @@ class WorldPlayPipeline:
             encoders = ConditionEncoders.from_model_dir(paths.root, device, torch.float16 if cuda else torch.float32)
         with _component("scheduler", paths):
             scheduler = FlowMatchScheduler.from_model_dir(paths.root, 1)
-        return cls(variant, transformer, vae, encoders, scheduler.num_train_timesteps, paths.root)
+        return cls(variant, transformer, vae, encoders, scheduler.num_train_timesteps, paths)
 
     # -- stages -------------------------------------------------------------------------------------
 
@@ -447,6 +447,7 @@ class _component:
         hint = getattr(error, "hint", "") or (
             f"the files may be truncated or corrupt; run `{download_command(self.paths.variant, self.paths.root, ' --repair')}`"
         )
-        detail = getattr(error, "args", [str(error)])[0] if isinstance(error, CheckpointError) else str(error)
-        detail = str(detail).strip().splitlines()[0] if str(detail).strip() else type(error).__name__
+        # the message without any hint suffix the error's own __str__ adds
+        lines = str(error.args[0] if error.args else "").strip().splitlines()
+        detail = lines[0] if lines else type(error).__name__
         raise ModelDirError(f"cannot load the {self.what} from {self.paths.root}: {detail}", hint) from error
