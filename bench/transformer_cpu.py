@@ -55,6 +55,16 @@ def inputs(frames: int):
     return x, viewmats, intrinsics, action
 
 
+def pick(frames_inputs, frames):
+    """(x, viewmats, intrinsics, action) restricted to some latent frames (a slice or an index tensor)."""
+    x, viewmats, intrinsics, action = frames_inputs
+    return x[:, :, frames], viewmats[:, frames], intrinsics[:, frames], action[:, frames]
+
+
+def ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}x" if denominator > 0 else "n/a"
+
+
 def prompt() -> PromptEmbeddings:
     generator = torch.Generator().manual_seed(0)
     return PromptEmbeddings(
@@ -95,18 +105,18 @@ def measure_in_this_process(kind: str, frames: int, context_frames: int, repeats
     """Runs in a child process: peak RSS growth of the first call, then the best time of `repeats` calls."""
     model = build_model()
     embeddings = prompt()
-    x, viewmats, intrinsics, action = inputs(frames)
+    video = inputs(frames)
     if kind == "bi":
         def call():
-            return model.forward_bi(x, TIMESTEP, embeddings, viewmats, intrinsics, action)
+            return model.forward_bi(video[0], TIMESTEP, embeddings, *video[1:])
     else:
         cache = model.forward_text(embeddings)
-        split = context_frames
-        if split:
-            cache = model.forward_context(x[:, :, :split], viewmats[:, :split], intrinsics[:, :split], action[:, :split], cache)
+        if context_frames:
+            cache = model.forward_context(*pick(video, slice(0, context_frames)), cache)
+        chunk = pick(video, slice(context_frames, frames))
 
         def call():
-            return model.forward_chunk(x[:, :, split:], TIMESTEP, viewmats[:, split:], intrinsics[:, split:], action[:, split:], cache)
+            return model.forward_chunk(chunk[0], TIMESTEP, *chunk[1:], cache)
 
     peak = working_memory_mb(call)
     best = float("inf")
@@ -118,18 +128,19 @@ def measure_in_this_process(kind: str, frames: int, context_frames: int, repeats
 
 
 def measure(kind: str, frames: int, context_frames: int, threads: int, repeats: int = 3) -> dict:
-    command = [sys.executable, __file__, "--child", kind, str(frames), str(context_frames), "--threads", str(threads), "--repeats", str(repeats)]
+    command = [sys.executable, __file__, "--child", kind, str(frames), str(context_frames)]
+    command += ["--threads", str(threads), "--repeats", str(repeats)]
     environment = {**os.environ, **CHILD_ENVIRONMENT}
-    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout)
+    result = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
+    return json.loads(result.stdout)
 
 
 @torch.inference_mode()
 def rollout(chunks: int, steps: int) -> None:
     model = build_model()
     text_cache = model.forward_text(prompt())
-    frames = 4 * chunks
-    x, viewmats, intrinsics, action = inputs(frames)
-    w2c = viewmats[0].double().numpy()
+    video = inputs(4 * chunks)
+    w2c = video[1][0].double().numpy()
     print(f"{'chunk':>6} {'context':>8} {'model ms':>9} {'vs chunk 5':>11} {'selection ms':>13}")
     reference = None
     for chunk_index in range(chunks):
@@ -140,15 +151,15 @@ def rollout(chunks: int, steps: int) -> None:
         started = time.perf_counter()
         cache = text_cache
         if selected:
-            index = torch.tensor(selected)
-            cache = model.forward_context(x[:, :, index], viewmats[:, index], intrinsics[:, index], action[:, index], text_cache)
-        chunk = slice(start, start + 4)
+            cache = model.forward_context(*pick(video, torch.tensor(selected)), text_cache)
+        chunk = pick(video, slice(start, start + 4))
         for _ in range(steps):
-            model.forward_chunk(x[:, :, chunk], TIMESTEP, viewmats[:, chunk], intrinsics[:, chunk], action[:, chunk], cache)
+            model.forward_chunk(chunk[0], TIMESTEP, *chunk[1:], cache)
         seconds = time.perf_counter() - started
         reference = seconds if chunk_index == 5 else reference
-        ratio = f"{seconds / reference:>10.2f}x" if reference else " " * 11
-        print(f"{chunk_index:>6} {len(selected):>8} {seconds * 1e3:>9.1f} {ratio} {selection_seconds * 1e3:>13.1f}")
+        versus = ratio(seconds, reference) if reference else ""
+        milliseconds, selection_milliseconds = seconds * 1e3, selection_seconds * 1e3
+        print(f"{chunk_index:>6} {len(selected):>8} {milliseconds:>9.1f} {versus:>11} {selection_milliseconds:>13.1f}")
 
 
 def main() -> None:
@@ -169,22 +180,25 @@ def main() -> None:
           f"backend {build_model().attention_backend_in_use()}, {args.threads} thread(s)")
     print("\n1. bidirectional forward")
     print(f"{'frames':>7} {'time ms':>9} {'peak MB':>8} {'time vs 4':>10} {'peak vs 4':>10}")
-    bi = {frames: measure("bi", frames, 0, args.threads, args.repeats) for frames in (4, 8, 16, 20)}
+    bi = {frames: measure("bi", frames, 0, args.threads, args.repeats) for frames in (4, 8, 12, 16, 20)}
     for frames, result in bi.items():
-        print(f"{frames:>7} {result['seconds'] * 1e3:>9.1f} {result['peak_mb']:>8.1f} "
-              f"{result['seconds'] / bi[4]['seconds']:>9.2f}x {result['peak_mb'] / max(bi[4]['peak_mb'], 1e-9):>9.2f}x")
+        time_ratio = ratio(result["seconds"], bi[4]["seconds"])
+        peak_ratio = ratio(result["peak_mb"], bi[4]["peak_mb"])
+        milliseconds = result["seconds"] * 1e3
+        print(f"{frames:>7} {milliseconds:>9.1f} {result['peak_mb']:>8.1f} {time_ratio:>10} {peak_ratio:>10}")
 
     print("\n2. AR step for a 4-latent chunk vs a bi forward over context + chunk")
     print(f"{'context':>7} {'AR ms':>7} {'AR MB':>6} {'bi ms':>7} {'bi MB':>6} {'time AR/bi':>11} {'peak AR/bi':>11}")
     for context_frames in (0, 8, 16):
         ar = measure("ar", context_frames + 4, context_frames, args.threads, args.repeats)
-        full = bi[context_frames + 4] if context_frames + 4 in bi else measure("bi", context_frames + 4, 0, args.threads, args.repeats)
+        full = bi[context_frames + 4]
+        time_ratio, peak_ratio = ratio(ar["seconds"], full["seconds"]), ratio(ar["peak_mb"], full["peak_mb"])
         print(f"{context_frames:>7} {ar['seconds'] * 1e3:>7.1f} {ar['peak_mb']:>6.1f} {full['seconds'] * 1e3:>7.1f} "
-              f"{full['peak_mb']:>6.1f} {ar['seconds'] / full['seconds']:>10.2f}x {ar['peak_mb'] / max(full['peak_mb'], 1e-9):>10.2f}x")
+              f"{full['peak_mb']:>6.1f} {time_ratio:>11} {peak_ratio:>11}")
 
     print(f"\n3. AR rollout: {args.chunks} chunks x (context pass + {args.steps} steps), memory-selected context")
     rollout(args.chunks, args.steps)
-    print("\nfrom chunk 5 on the context holds the full 20 latents: a flat 'vs chunk 5' column = bounded cost per chunk")
+    print("\nfrom chunk 5 on the context holds the full 20 latents: a flat 'vs chunk 5' column means bounded cost")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,13 @@ def test_euler_steps_integrate_a_constant_velocity_from_noise_to_data():
 
 def test_shipped_scheduler_config_shift_is_overridden(tmp_path):
     (tmp_path / "scheduler").mkdir()
-    config = {"_class_name": "FlowMatchDiscreteScheduler", "num_train_timesteps": 1000, "shift": 7.0, "reverse": True, "solver": "euler"}
+    config = {
+        "_class_name": "FlowMatchDiscreteScheduler",
+        "num_train_timesteps": 1000,
+        "shift": 7.0,
+        "reverse": True,
+        "solver": "euler",
+    }
     (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
     scheduler = FlowMatchScheduler.from_model_dir(tmp_path, 4)
     assert scheduler.shift == 5.0

@@ -81,74 +81,83 @@ def block_causal_reference(model: WorldPlayTransformer, prompt, context, chunk, 
     return model.final_output(img, frame_vec, grid)[:, :, context_frames:]
 
 
+def pick(inputs, frames: slice, rows: slice = slice(None)):
+    """(x, viewmats, intrinsics, action) restricted to some latent frames and batch rows."""
+    x, viewmats, intrinsics, action = inputs
+    return x[rows, :, frames], viewmats[rows, frames], intrinsics[rows, frames], action[rows, frames]
+
+
 @torch.no_grad()
 def test_cached_context_plus_chunk_equals_one_block_causal_pass(model, io_prompt):
-    x, viewmats, intrinsics, action = random_inputs(frames=7, height=3, width=5)
-    context = (x[:, :, :3], viewmats[:, :3], intrinsics[:, :3], action[:, :3])
-    chunk = (x[:, :, 3:], viewmats[:, 3:], intrinsics[:, 3:], action[:, 3:])
+    inputs = random_inputs(frames=7, height=3, width=5)
+    context, chunk = pick(inputs, slice(0, 3)), pick(inputs, slice(3, 7))
     cache = model.forward_context(*context, model.forward_text(io_prompt))
     out = model.forward_chunk(chunk[0], 600.0, *chunk[1:], cache)
     assert out.shape == (1, 4, 4, 3, 5)
-    torch.testing.assert_close(out, block_causal_reference(model, io_prompt, context, chunk, 600.0), atol=ATOL, rtol=ATOL)
+    expected = block_causal_reference(model, io_prompt, context, chunk, 600.0)
+    torch.testing.assert_close(out, expected, atol=ATOL, rtol=ATOL)
 
 
 @torch.no_grad()
 def test_text_cache_is_built_once_and_reused_across_chunks(model, io_prompt):
-    x, viewmats, intrinsics, action = random_inputs(frames=12, height=2, width=3, seed=3)
+    inputs = random_inputs(frames=12, height=2, width=3, seed=3)
     text_cache = model.forward_text(io_prompt)
     keys_before = [key.clone() for key in text_cache.text_keys]
-    outputs = []
     for start in (4, 8):
-        context = (x[:, :, :start], viewmats[:, :start], intrinsics[:, :start], action[:, :start])
-        cache = model.forward_context(*context, text_cache)
+        cache = model.forward_context(*pick(inputs, slice(0, start)), text_cache)
         assert cache.text_keys is text_cache.text_keys and cache.context_frames == start
-        chunk = slice(start, start + 4)
-        outputs.append(model.forward_chunk(x[:, :, chunk], 800.0, viewmats[:, chunk], intrinsics[:, chunk], action[:, chunk], cache))
+        chunk = pick(inputs, slice(start, start + 4))
+        assert torch.isfinite(model.forward_chunk(chunk[0], 800.0, *chunk[1:], cache)).all()
     # the text cache is never modified by context or chunk passes
     for before, after in zip(keys_before, text_cache.text_keys):
         assert torch.equal(before, after)
     # a context pass replaces, never extends, an existing context
-    context = (x[:, :, :4], viewmats[:, :4], intrinsics[:, :4], action[:, :4])
-    stale = model.forward_context(x[:, :, 4:6], viewmats[:, 4:6], intrinsics[:, 4:6], action[:, 4:6], text_cache)
-    rebuilt = model.forward_context(*context, stale)
-    fresh = model.forward_context(*context, text_cache)
+    stale = model.forward_context(*pick(inputs, slice(4, 6)), text_cache)
+    rebuilt = model.forward_context(*pick(inputs, slice(0, 4)), stale)
+    fresh = model.forward_context(*pick(inputs, slice(0, 4)), text_cache)
     assert rebuilt.context_frames == 4
     torch.testing.assert_close(rebuilt.context_keys[1], fresh.context_keys[1])
     # the first chunk has no context: RoPE time starts at 0 and keys are [text, chunk]
-    first = model.forward_chunk(x[:, :, :4], 1000.0, viewmats[:, :4], intrinsics[:, :4], action[:, :4], text_cache)
+    chunk = pick(inputs, slice(0, 4))
+    first = model.forward_chunk(chunk[0], 1000.0, *chunk[1:], text_cache)
     assert first.shape == (1, 4, 4, 2, 3) and torch.isfinite(first).all()
 
 
 @torch.no_grad()
 def test_batched_prompts_of_different_lengths_equal_single_runs(model):
     prompt = random_prompt(valid_llm=[7, 3], valid_byt5=[2, 0])
-    x, viewmats, intrinsics, action = random_inputs(frames=4, height=2, width=3, batch=2, seed=5)
+    inputs = random_inputs(frames=4, height=2, width=3, batch=2, seed=5)
     timestep = torch.tensor([937.5, 500.0])
-    batched = model.forward_bi(x, timestep, prompt, viewmats, intrinsics, action)
+    batched = model.forward_bi(inputs[0], timestep, prompt, *inputs[1:])
     text_cache = model.forward_text(prompt)
     assert text_cache.text_mask is not None
-    cache = model.forward_context(x[:, :, :2], viewmats[:, :2], intrinsics[:, :2], action[:, :2], text_cache)
-    batched_ar = model.forward_chunk(x[:, :, 2:], timestep, viewmats[:, 2:], intrinsics[:, 2:], action[:, 2:], cache)
+    cache = model.forward_context(*pick(inputs, slice(0, 2)), text_cache)
+    chunk = pick(inputs, slice(2, 4))
+    batched_ar = model.forward_chunk(chunk[0], timestep, *chunk[1:], cache)
     for row in range(2):
-        single = PromptEmbeddings(*(getattr(prompt, name)[row : row + 1] for name in ("llm", "llm_mask", "byt5", "byt5_mask", "vision")))
-        pick = slice(row, row + 1)
-        out = model.forward_bi(x[pick], timestep[pick], single, viewmats[pick], intrinsics[pick], action[pick])
-        torch.testing.assert_close(batched[pick], out, atol=ATOL, rtol=ATOL)
+        rows = slice(row, row + 1)
+        fields = ("llm", "llm_mask", "byt5", "byt5_mask", "vision")
+        single = PromptEmbeddings(*(getattr(prompt, name)[rows] for name in fields))
+        whole = pick(inputs, slice(0, 4), rows)
+        out = model.forward_bi(whole[0], timestep[rows], single, *whole[1:])
+        torch.testing.assert_close(batched[rows], out, atol=ATOL, rtol=ATOL)
         single_cache = model.forward_text(single)
         assert single_cache.text_mask is None
-        single_cache = model.forward_context(x[pick, :, :2], viewmats[pick, :2], intrinsics[pick, :2], action[pick, :2], single_cache)
-        out = model.forward_chunk(x[pick, :, 2:], timestep[pick], viewmats[pick, 2:], intrinsics[pick, 2:], action[pick, 2:], single_cache)
-        torch.testing.assert_close(batched_ar[pick], out, atol=ATOL, rtol=ATOL)
+        single_cache = model.forward_context(*pick(inputs, slice(0, 2), rows), single_cache)
+        chunk = pick(inputs, slice(2, 4), rows)
+        out = model.forward_chunk(chunk[0], timestep[rows], *chunk[1:], single_cache)
+        torch.testing.assert_close(batched_ar[rows], out, atol=ATOL, rtol=ATOL)
 
 
 def test_prope_scores_between_frames_see_only_relative_cameras():
-    """Among image tokens, Pᵢᵀq · Pⱼ⁻¹k = qᵀ·Pᵢ·Pⱼ⁻¹·k: moving the world frame changes no score, and the
-    output transform undoes the value transform. (Text keys enter untransformed, so the full model is not
+    """Among image tokens, Pᵢᵀq · Pⱼ⁻¹k = qᵀ·Pᵢ·Pⱼ⁻¹·k: moving the world frame changes no score, and
+    the output transform undoes the value transform. (Text keys enter untransformed, so the full model is not
     world-frame invariant; the official design is the same.)"""
     _, viewmats, intrinsics, _ = random_inputs(frames=3, height=1, width=1, seed=7)
     angle = 0.7
     world = torch.eye(4)
-    world[:3, :3] = torch.tensor([[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]])
+    cos, sin = math.cos(angle), math.sin(angle)
+    world[:3, :3] = torch.tensor([[cos, 0, sin], [0, 1, 0], [-sin, 0, cos]])
     world[:3, 3] = torch.tensor([0.3, -1.2, 2.0])
     generator = torch.Generator().manual_seed(0)
     query, key = torch.randn(2, 1, 3, 2, 2, 8, generator=generator)  # [B, T, S, heads, D]
@@ -184,10 +193,11 @@ def test_spatial_patches_and_odd_grids():
     torch.manual_seed(0)
     model = WorldPlayTransformer(config).eval()
     prompt = PromptEmbeddings(torch.randn(1, 4, 16), torch.ones(1, 4), torch.randn(1, 3, 8), torch.zeros(1, 3), None)
-    x, viewmats, intrinsics, action = random_inputs(frames=3, height=6, width=10, channels=3)
-    assert model.forward_bi(x, 500.0, prompt, viewmats, intrinsics, action).shape == (1, 5, 3, 6, 10)
-    cache = model.forward_context(x[:, :, :1], viewmats[:, :1], intrinsics[:, :1], action[:, :1], model.forward_text(prompt))
-    out = model.forward_chunk(x[:, :, 1:], 500.0, viewmats[:, 1:], intrinsics[:, 1:], action[:, 1:], cache)
+    inputs = random_inputs(frames=3, height=6, width=10, channels=3)
+    assert model.forward_bi(inputs[0], 500.0, prompt, *inputs[1:]).shape == (1, 5, 3, 6, 10)
+    cache = model.forward_context(*pick(inputs, slice(0, 1)), model.forward_text(prompt))
+    chunk = pick(inputs, slice(1, 3))
+    out = model.forward_chunk(chunk[0], 500.0, *chunk[1:], cache)
     assert out.shape == (1, 5, 2, 6, 10) and torch.isfinite(out).all()
 
 
@@ -200,7 +210,9 @@ def io_prompt():
 
 def test_prope_projection_of_the_worked_example():
     """Fact sheet §2.7: latent 4 of 'w-3, right-1'."""
-    w2c = torch.tensor([[0.99863, 0, -0.052336, 0.012561], [0, 1, 0, 0], [0.052336, 0, 0.99863, -0.239671], [0, 0, 0, 1]])
+    w2c = torch.tensor(
+        [[0.99863, 0, -0.052336, 0.012561], [0, 1, 0, 0], [0.052336, 0, 0.99863, -0.239671], [0, 0, 0, 1]]
+    )
     intrinsics = torch.tensor([[0.505051, 0, 0.5], [0, 0.897868, 0.5], [0, 0, 1]])
     cameras = CameraProjection(w2c[None, None], intrinsics[None, None], torch.float32)
     expected = torch.tensor(

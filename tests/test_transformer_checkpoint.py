@@ -90,7 +90,8 @@ def test_truncated_checkpoint_is_reported_as_such(tiny_dir, tmp_path):
 
 def test_checkpoint_of_another_model_is_rejected(tiny_dir, tmp_path):
     vae_like = tmp_path / "vae.safetensors"
-    save_file({"encoder.conv_in.conv.weight": torch.zeros(8, 3, 3, 3, 3), "decoder.conv_out.conv.bias": torch.zeros(3)}, str(vae_like))
+    vae_state = {"encoder.conv_in.conv.weight": torch.zeros(8, 3, 3, 3), "decoder.conv_out.conv.bias": torch.zeros(3)}
+    save_file(vae_state, str(vae_like))
     with pytest.raises(CheckpointError) as error:
         load_transformer(tiny_dir, vae_like)
     assert "2 unexpected: decoder.conv_out.conv.bias, encoder.conv_in.conv.weight" in str(error.value)

@@ -31,6 +31,7 @@ INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 # The distilled checkpoint's name on the Hub; the official download script copies it to WEIGHTS_NAME.
 HUB_DISTILLED_NAME = "model.safetensors"
 TRANSFORMER_DIR = Path("transformer") / "480p_i2v"
+REDOWNLOAD = "re-download the checkpoint"
 ACTION_CHECKPOINT_DIRS = {
     "bi": "bidirectional_model",
     "ar": "ar_model",
@@ -71,7 +72,9 @@ class LoadReport:
                 shown = ", ".join(names[:limit]) + (f", … (+{len(names) - limit} more)" if len(names) > limit else "")
                 parts.append(f"{len(names)} {label}: {shown}")
         if self.mismatched:
-            shown = ", ".join(f"{name} (model {list(want)}, file {list(got)})" for name, want, got in self.mismatched[:limit])
+            shown = ", ".join(
+                f"{name} (model {list(want)}, file {list(got)})" for name, want, got in self.mismatched[:limit]
+            )
             parts.append(f"{len(self.mismatched)} mis-shaped: {shown}")
         return "; ".join(parts) if parts else f"all {self.loaded} tensors match"
 
@@ -95,7 +98,8 @@ def find_transformer_dir(model_dir: str | Path) -> Path:
 def action_checkpoint_path(model_dir: str | Path, variant: str) -> Path:
     """The action checkpoint of a model variant ("bi", "ar", "ar-rl", "ar-distilled") inside `model_dir`."""
     if variant not in ACTION_CHECKPOINT_DIRS:
-        raise CheckpointError(f"unknown model variant {variant!r}", f"choose one of {', '.join(ACTION_CHECKPOINT_DIRS)}")
+        choices = ", ".join(ACTION_CHECKPOINT_DIRS)
+        raise CheckpointError(f"unknown model variant {variant!r}", f"choose one of {choices}")
     return Path(model_dir) / ACTION_CHECKPOINT_DIRS[variant]
 
 
@@ -113,11 +117,11 @@ def resolve_weight_files(path: str | Path) -> list[Path]:
         try:
             weight_map = json.loads(path.read_text())["weight_map"]
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-            raise CheckpointError(f"{path} is not a safetensors shard index: {error}", "re-download the checkpoint") from error
+            raise CheckpointError(f"{path} is not a safetensors shard index: {error}", REDOWNLOAD) from error
         files = [path.parent / name for name in sorted(set(weight_map.values()))]
         absent = [str(file) for file in files if not file.is_file()]
         if absent:
-            raise CheckpointError(f"shards listed in {path} are missing: {', '.join(absent)}", "re-download the checkpoint")
+            raise CheckpointError(f"shards listed in {path} are missing: {', '.join(absent)}", REDOWNLOAD)
         return files
     return [path]
 
@@ -149,7 +153,7 @@ class SafetensorsCheckpoint:
             for name in names:
                 if name in self.shapes:
                     self.close()
-                    raise CheckpointError(f"tensor {name} appears in more than one shard ({file})", "re-download the checkpoint")
+                    raise CheckpointError(f"tensor {name} appears in more than one shard ({file})", REDOWNLOAD)
                 self._handles[name] = handle
             self.shapes.update(shapes)
 
@@ -171,7 +175,9 @@ def compare_keys(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> LoadRe
     report = LoadReport()
     report.missing = [name for name in expected if name not in shapes]
     report.unexpected = sorted(name for name in shapes if name not in expected)
-    report.mismatched = [(name, expected[name], shapes[name]) for name in expected if name in shapes and shapes[name] != expected[name]]
+    report.mismatched = [
+        (name, expected[name], shapes[name]) for name in expected if name in shapes and shapes[name] != expected[name]
+    ]
     return report
 
 
@@ -180,11 +186,14 @@ def explain_mismatch(report: LoadReport, expected_count: int, source: str) -> Ch
     message = f"{source} does not fit the WorldPlay transformer: {report.summary()}"
     present = expected_count - len(report.missing)
     if report.missing and all(is_action_parameter(name) for name in report.missing):
-        hint = "these are the base HunyuanVideo-1.5 weights without WorldPlay's action parameters; pass an action checkpoint (e.g. ar_model/)"
+        hint = (
+            "these are the base HunyuanVideo-1.5 weights without WorldPlay's action parameters; "
+            "pass an action checkpoint (e.g. ar_model/)"
+        )
     elif any(".img_attn_qkv." in name or name.startswith("txt_in_2.") for name in report.unexpected):
         hint = "this looks like a converted (diffusers/FastVideo) checkpoint; use the official HY-WorldPlay file"
     elif present < expected_count // 2:
-        hint = f"only {present} of {expected_count} expected tensors are present: this is not a WorldPlay transformer checkpoint"
+        hint = f"only {present} of {expected_count} expected tensors found: not a WorldPlay transformer checkpoint"
     elif report.mismatched:
         hint = "the checkpoint was trained for a different architecture than config.json describes"
     else:

@@ -2,8 +2,8 @@
 
 σ runs linearly from 1 to 0 in n steps and is warped by the SD3 shift σ' = sσ/(1+(s-1)σ); the model sees
 timesteps 1000·σ' (the last σ' = 0 is only a step target) and predicts a velocity v ≈ noise − data, so an
-Euler step is x ← x + v·(σ'ᵢ₊₁ − σ'ᵢ). WorldPlay runs shift 5 whatever the shipped `scheduler/` config says
-(the official pipeline replaces that config at call time); the 4-step distilled model uses the same
+Euler step is x ← x + v·(σ'ᵢ₊₁ − σ'ᵢ). WorldPlay runs shift 5 whatever the shipped `scheduler/` config
+says (the official pipeline replaces that config at call time); the 4-step distilled model uses the same
 schedule with n = 4. The schedule is immutable and steps are addressed by index, so one object serves
 every chunk of a rollout.
 """
@@ -21,7 +21,9 @@ SCHEDULER_CONFIG_NAME = "scheduler_config.json"
 
 
 class FlowMatchScheduler:
-    def __init__(self, num_inference_steps: int, shift: float = INFERENCE_SHIFT, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS):
+    def __init__(
+        self, num_inference_steps: int, shift: float = INFERENCE_SHIFT, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+    ):
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
         if shift <= 0:
@@ -38,7 +40,9 @@ class FlowMatchScheduler:
         self.timesteps = (sigmas[:-1] * num_train_timesteps).to(torch.float32)
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path, num_inference_steps: int, shift: float = INFERENCE_SHIFT) -> FlowMatchScheduler:
+    def from_model_dir(
+        cls, model_dir: str | Path, num_inference_steps: int, shift: float = INFERENCE_SHIFT
+    ) -> FlowMatchScheduler:
         """Use `<model_dir>/scheduler/scheduler_config.json` for the training horizon; its `shift` is ignored
         (WorldPlay inference always runs `shift`, 5 by default), as in the official pipeline."""
         path = Path(model_dir) / "scheduler" / SCHEDULER_CONFIG_NAME

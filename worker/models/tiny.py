@@ -19,7 +19,13 @@ from pathlib import Path
 
 import torch
 
-from worker.models.checkpoint import ACTION_CHECKPOINT_DIRS, CONFIG_NAME, TRANSFORMER_DIR, WEIGHTS_NAME, is_action_parameter
+from worker.models.checkpoint import (
+    ACTION_CHECKPOINT_DIRS,
+    CONFIG_NAME,
+    TRANSFORMER_DIR,
+    WEIGHTS_NAME,
+    is_action_parameter,
+)
 from worker.models.scheduler import NUM_TRAIN_TIMESTEPS, SCHEDULER_CONFIG_NAME
 from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
 
@@ -58,7 +64,8 @@ def write_tiny_transformer(
     transformer_dir.mkdir(parents=True, exist_ok=True)
     (transformer_dir / CONFIG_NAME).write_text(json.dumps(config.to_official_dict(), indent=2) + "\n")
     base = random_state_dict(config, seed + 1, scale)
-    save_file({name: tensor for name, tensor in base.items() if not is_action_parameter(name)}, str(transformer_dir / WEIGHTS_NAME))
+    base = {name: tensor for name, tensor in base.items() if not is_action_parameter(name)}
+    save_file(base, str(transformer_dir / WEIGHTS_NAME))
     full = random_state_dict(config, seed, scale)
     for directory in ACTION_CHECKPOINT_DIRS.values():
         (root / directory).mkdir(parents=True, exist_ok=True)

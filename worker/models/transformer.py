@@ -70,9 +70,13 @@ class WorldPlayTransformerConfig:
         object.__setattr__(self, "patch_size", tuple(self.patch_size))
         object.__setattr__(self, "rope_axes_dims", tuple(self.rope_axes_dims))
         if self.hidden_size % self.num_heads:
-            raise TransformerConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+            raise TransformerConfigError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
         if sum(self.rope_axes_dims) != self.head_dim:
-            raise TransformerConfigError(f"rope_axes_dims {list(self.rope_axes_dims)} must sum to head_dim {self.head_dim}")
+            raise TransformerConfigError(
+                f"rope_axes_dims {list(self.rope_axes_dims)} must sum to head_dim {self.head_dim}"
+            )
         if any(dim % 2 for dim in self.rope_axes_dims):
             raise TransformerConfigError(f"rope_axes_dims {list(self.rope_axes_dims)} must be even")
         if self.head_dim % 4:
@@ -263,7 +267,9 @@ class TimestepEmbedder(nn.Module):
 
     def __init__(self, hidden_size: int):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(FREQUENCY_EMBEDDING_SIZE, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(FREQUENCY_EMBEDDING_SIZE, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
 
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
         return self.mlp(timestep_embedding(timesteps).to(self.mlp[0].weight.dtype))
@@ -347,7 +353,11 @@ class VisionProjection(nn.Module):
         super().__init__()
         dim = config.vision_states_dim
         self.proj = nn.Sequential(
-            nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, config.hidden_size), nn.LayerNorm(config.hidden_size)
+            nn.LayerNorm(dim),
+            nn.Linear(dim, dim),
+            nn.GELU(),
+            nn.Linear(dim, config.hidden_size),
+            nn.LayerNorm(config.hidden_size),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -443,7 +453,7 @@ class RotaryEmbedding:
     """
 
     def __init__(self, config: WorldPlayTransformerConfig, time_positions: torch.Tensor, height: int, width: int):
-        grids = (time_positions.float(), torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32))
+        grids = (time_positions.float(), torch.arange(height).float(), torch.arange(width).float())
         cos_axes, sin_axes = [], []
         for positions, dim in zip(grids, config.rope_axes_dims):
             frequencies = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
@@ -557,7 +567,9 @@ class DoubleStreamBlock(nn.Module):
         key = getattr(self, f"{stream}_attn_k_norm")(key).to(value.dtype)
         return query, key, value
 
-    def image_qkv(self, img: torch.Tensor, modulation: tuple[torch.Tensor, ...], rope: RotaryEmbedding, camera: CameraProjection):
+    def image_qkv(
+        self, img: torch.Tensor, modulation: tuple[torch.Tensor, ...], rope: RotaryEmbedding, camera: CameraProjection
+    ):
         """Both branches' q, k, v [B, T, S, H, D]: RoPE on the post-norm q/k, PRoPE on the same pre-RoPE q/k/v."""
         shift, scale = modulation[0], modulation[1]
         query, key, value = self._qkv("img", img, shift, scale)
@@ -618,7 +630,9 @@ class WorldPlayTransformer(nn.Module):
         self.action_in = TimestepEmbedder(config.hidden_size)
 
     @classmethod
-    def from_config(cls, config: WorldPlayTransformerConfig | dict | str | Path | None = None, **kwargs) -> WorldPlayTransformer:
+    def from_config(
+        cls, config: WorldPlayTransformerConfig | dict | str | Path | None = None, **kwargs
+    ) -> WorldPlayTransformer:
         """From a config object, our own dict format, or the path of an official `config.json`."""
         if isinstance(config, (str, Path)):
             config = WorldPlayTransformerConfig.from_json(config)
@@ -710,7 +724,9 @@ class WorldPlayTransformer(nn.Module):
         if text_timestep is None:
             text_timestep = per_sample_default(timestep, batch)
         # 1. image tokens, per-frame modulation vectors, RoPE and cameras
-        img, frame_vec, rope, camera, grid = self.prepare_frames(hidden_states, timestep, viewmats, intrinsics, action, 0)
+        img, frame_vec, rope, camera, grid = self.prepare_frames(
+            hidden_states, timestep, viewmats, intrinsics, action, time_offset=0
+        )
         # 2. text tokens at the text timestep
         txt, text_mask, text_vec = self.embed_prompt(prompt, per_sample(text_timestep, batch, img.device))
         image_len = img.shape[1] * img.shape[2]
@@ -733,7 +749,8 @@ class WorldPlayTransformer(nn.Module):
             # 5. PRoPE branch: image queries attend to [camera-transformed image, untransformed text]
             keys_p = torch.cat([to_heads_first(key_p), to_heads_first(txt_key)], dim=2)
             values_p = torch.cat([to_heads_first(value_p), to_heads_first(txt_value)], dim=2)
-            attended_p = from_heads_first(attention(to_heads_first(query_p), keys_p, values_p, key_mask, backend), query.shape)
+            attended_p = attention(to_heads_first(query_p), keys_p, values_p, key_mask, backend)
+            attended_p = from_heads_first(attended_p, query.shape)
             # 6. residual updates
             img = block.finish_image(img, attended_img, attended_p, img_modulation, camera)
             txt = block.finish_text(txt, attended_txt, txt_modulation)

@@ -36,14 +36,19 @@ DEFAULT_SEED = 0
 DEGREES = 180.0 / math.pi
 
 
-def sample_points_in_sphere(num_points: int = NUM_POINTS, radius: float = POINT_RADIUS, seed: int = DEFAULT_SEED) -> torch.Tensor:
+def sample_points_in_sphere(
+    num_points: int = NUM_POINTS, radius: float = POINT_RADIUS, seed: int = DEFAULT_SEED
+) -> torch.Tensor:
     """Uniform points in a ball [N, 3] float32, drawn like the official cloud but from a seeded generator."""
     generator = torch.Generator().manual_seed(seed)
     radial, azimuthal, polar = (torch.rand(num_points, generator=generator) for _ in range(3))
     r = radius * torch.pow(radial, 1 / 3)
     phi = 2 * math.pi * azimuthal
     theta = torch.acos(1 - 2 * polar)
-    return torch.stack((r * torch.sin(theta) * torch.cos(phi), r * torch.sin(theta) * torch.sin(phi), r * torch.cos(theta)), dim=1)
+    x = r * torch.sin(theta) * torch.cos(phi)
+    y = r * torch.sin(theta) * torch.sin(phi)
+    z = r * torch.cos(theta)
+    return torch.stack((x, y, z), dim=1)
 
 
 def select_context_latents(
