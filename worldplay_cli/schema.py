@@ -62,6 +62,7 @@ def new_job_id() -> str:
 # name -> "module:attribute" of the Engine class in the worker. The CLI only checks names here.
 ENGINES: dict[str, str] = {
     "preview": "worker.engines.preview:PreviewEngine",
+    "native": "worker.engines.native:NativeEngine",
 }
 EXTRA_ENGINES_ENV = "WORLDPLAY_EXTRA_ENGINES"
 
