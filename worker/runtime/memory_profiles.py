@@ -1,0 +1,197 @@
+"""Memory profiles: where the model's parts live on the GPU, chosen by name instead of raw flags.
+
+    resident       everything stays on the GPU between stages and jobs (fastest; most memory)
+    offload        the condition encoders visit the GPU only for the encode stage, and the transformer
+                   leaves it meanwhile; the transformer and VAE stay for the rest of the job
+    group-offload  as offload, and the transformer's blocks are streamed: one block on the GPU at a time
+    low-vram       as group-offload, and the VAE decodes in spatial tiles
+    auto           the first of the above whose estimated peak fits the GPUs of the job
+
+Peak estimates are for the released 480p model in bf16 and are calibrated to the official README
+figures (AR distilled, 125 frames: 72 GB at sp=1, 34 GB at sp=4, 28 GB at sp=8, offloading on); a
+smaller model scales them by its parameter count. They decide `auto` and the doctor's recommendation;
+measured peaks per stage go into the manifest. An OOM is retried once, in fresh processes, one profile
+further down the ladder.
+
+This module imports no torch at import time (the doctor and the runtime's supervisor use it).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from dataclasses import dataclass, field
+from typing import Literal
+
+GB = 10**9
+
+PROFILES = ("auto", "resident", "offload", "group-offload", "low-vram")
+LADDER = ("resident", "offload", "group-offload", "low-vram")
+ProfileName = Literal["auto", "resident", "offload", "group-offload", "low-vram"]
+
+# --- estimates, bytes per GPU (released 480p model) ---------------------------------------------------
+RELEASED_TRANSFORMER_PARAMS = 8_557_933_856
+TRANSFORMER_BYTES = RELEASED_TRANSFORMER_PARAMS * 2  # bf16
+STREAMED_TRANSFORMER_BYTES = int(1.1 * GB)  # embedders, final layer and two blocks in flight
+ENCODER_BYTES = int(18.6 * GB)  # Qwen2.5-VL-7B fp16 (~16.6 GB), byT5 + glyph fp32, SigLIP fp16
+VAE_BYTES = 1 * GB
+VAE_DECODE_BYTES = 4 * GB  # working set of one full-frame decode step at 480p
+VAE_TILED_DECODE_BYTES = int(1.5 * GB)
+# Denoising working set on top of the weights, fitted to the README figures: the context K/V of the
+# 20-latent memory is 27.6 GB per guidance branch and splits over sp; activations are 4.7 + 22.3/sp GB.
+CONTEXT_KV_BYTES = int(27.6 * GB)
+ACTIVATION_FIXED_BYTES = int(4.7 * GB)
+ACTIVATION_SPLIT_BYTES = int(22.3 * GB)
+# Leave room for the allocator's fragmentation and the CUDA context.
+USABLE_FRACTION = 0.92
+
+
+@dataclass(frozen=True)
+class ProfilePolicy:
+    """What a profile does to the model's placement."""
+
+    name: str
+    encoders_resident: bool  # False: moved to the GPU for the encode stage only
+    transformer_streamed: bool  # True: one block on the GPU at a time
+    vae_tiled: bool
+
+
+POLICIES: dict[str, ProfilePolicy] = {
+    "resident": ProfilePolicy("resident", encoders_resident=True, transformer_streamed=False, vae_tiled=False),
+    "offload": ProfilePolicy("offload", encoders_resident=False, transformer_streamed=False, vae_tiled=False),
+    "group-offload": ProfilePolicy("group-offload", encoders_resident=False, transformer_streamed=True, vae_tiled=False),
+    "low-vram": ProfilePolicy("low-vram", encoders_resident=False, transformer_streamed=True, vae_tiled=True),
+}
+
+
+class ProfileError(ValueError):
+    pass
+
+
+def guidance_branches(variant: str) -> int:
+    """Separate CFG passes with their own context caches: two except for the distilled model."""
+    return 1 if variant == "ar-distilled" else 2
+
+
+def estimate_stages(profile: str, variant: str, sp: int, scale: float = 1.0) -> dict[str, int]:
+    """Estimated peak bytes per GPU of each stage (encode, denoise, decode) under `profile`."""
+    policy = POLICIES[profile]
+    transformer = STREAMED_TRANSFORMER_BYTES if policy.transformer_streamed else TRANSFORMER_BYTES
+    decode = VAE_TILED_DECODE_BYTES if policy.vae_tiled else VAE_DECODE_BYTES
+    working = guidance_branches(variant) * CONTEXT_KV_BYTES // sp + ACTIVATION_FIXED_BYTES + ACTIVATION_SPLIT_BYTES // sp
+    # resident: encoders and transformer share the GPU in every stage; otherwise they take turns
+    encoders_later = ENCODER_BYTES if policy.encoders_resident else 0
+    transformer_meanwhile = transformer if policy.encoders_resident else 0
+    stages = {
+        "encode": ENCODER_BYTES + VAE_BYTES + transformer_meanwhile,
+        "denoise": transformer + working + VAE_BYTES + encoders_later,
+        "decode": transformer + VAE_BYTES + decode + encoders_later,
+    }
+    return {stage: int(value * scale) for stage, value in stages.items()}
+
+
+def estimate_peak(profile: str, variant: str, sp: int, scale: float = 1.0) -> int:
+    return max(estimate_stages(profile, variant, sp, scale).values())
+
+
+@dataclass(frozen=True)
+class ProfileChoice:
+    profile: str
+    requested: str
+    estimated_peak_bytes: int | None
+    fits: bool
+    reason: str
+
+
+def choose_profile(
+    requested: str,
+    variant: str,
+    sp: int,
+    gpu_memory_bytes: int | None,
+    scale: float = 1.0,
+) -> ProfileChoice:
+    """Resolve `auto` (or check a named profile) for GPUs of `gpu_memory_bytes` each (None: no GPU)."""
+    if requested not in PROFILES:
+        raise ProfileError(f"unknown memory profile {requested!r}; choose one of {', '.join(PROFILES)}")
+    if gpu_memory_bytes is None:
+        profile = "resident" if requested == "auto" else requested
+        return ProfileChoice(profile, requested, None, True, "no GPU: everything stays in host memory")
+    budget = gpu_memory_bytes * USABLE_FRACTION
+    if requested != "auto":
+        peak = estimate_peak(requested, variant, sp, scale)
+        return ProfileChoice(requested, requested, peak, peak <= budget, "requested")
+    for profile in LADDER:
+        peak = estimate_peak(profile, variant, sp, scale)
+        if peak <= budget:
+            return ProfileChoice(profile, requested, peak, True, f"estimated peak {peak / GB:.1f} GB fits {gpu_memory_bytes / GB:.0f} GB")
+    peak = estimate_peak(LADDER[-1], variant, sp, scale)
+    return ProfileChoice(
+        LADDER[-1], requested, peak, False,
+        f"even low-vram needs about {peak / GB:.1f} GB per GPU at sp={sp}; more GPUs per job split the context",
+    )  # fmt: skip
+
+
+def next_profile(profile: str) -> str | None:
+    """The next rung of the OOM ladder, or None at the bottom."""
+    index = LADDER.index(profile)
+    return LADDER[index + 1] if index + 1 < len(LADDER) else None
+
+
+def oom_hint(profile: str, sp: int, gpu_count: int) -> str:
+    hints = []
+    following = next_profile(profile)
+    if following:
+        hints.append(f"--memory-profile {following}")
+    if sp < gpu_count:
+        hints.append("more GPUs per job (sequence parallel splits the context cache)")
+    hints.append("fewer frames")
+    return "try " + ", or ".join(hints)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA OOM (any torch version), cuBLAS allocation failure, or host MemoryError."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("CUDA out of memory" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text)
+
+
+# --- measured peaks ----------------------------------------------------------------------------------
+
+
+@dataclass
+class PeakMemory:
+    """Peak memory of each stage: CUDA allocator peak on a GPU, else the process's peak RSS so far."""
+
+    device_type: str
+    stages: dict[str, int] = field(default_factory=dict)
+    _current: str | None = None
+
+    def start(self, stage: str) -> None:
+        self.stop()
+        self._current = stage
+        if self.device_type == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+
+    def stop(self) -> None:
+        if self._current is None:
+            return
+        self.stages[self._current] = max(self.stages.get(self._current, 0), self._peak())
+        self._current = None
+
+    def _peak(self) -> int:
+        if self.device_type == "cuda":
+            import torch
+
+            return int(torch.cuda.max_memory_allocated())
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def gpu_memory_from_env() -> int | None:
+    """Test and CPU hook: pretend GPUs of this many bytes (`WORLDPLAY_GPU_MEMORY_BYTES`)."""
+    value = os.environ.get("WORLDPLAY_GPU_MEMORY_BYTES")
+    return int(value) if value else None
