@@ -1,0 +1,60 @@
+"""`worldplay dashboard`: a terminal dashboard of jobs and workers (Textual)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("dashboard")
+    def dashboard_command(
+        redis_url: Optional[str] = typer.Option(
+            None, "--redis", "--redis-url", help="redis://, rediss:// or unix:// URL (default: the embedded server).",
+            show_default=False,
+        ),
+        config: Optional[Path] = typer.Option(
+            None, "--config", help="Config file (default ~/.config/worldplay/config.toml).", show_default=False
+        ),
+        output_root: Optional[Path] = typer.Option(
+            None, "--output-root", help="Where job directories are (for logs, plots and videos).", show_default=False
+        ),
+        refresh: float = typer.Option(1.0, "--refresh", min=0.2, help="Seconds between refreshes."),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print one snapshot (counts, newest jobs, workers) as JSON instead of opening the app."
+        ),
+    ) -> None:
+        """Watch and steer jobs and workers: sort, filter, follow logs, cancel, retry, re-queue, delete."""
+        from worldplay_cli.output import emit
+        from worldplay_cli.redis_server import connect_url, redis_url as resolve_url
+        from worldplay_cli.settings import load_settings
+        from worldplay_cli.tui.dashboard.source import RedisSource
+
+        settings = load_settings({"redis_url": redis_url, "output_root": output_root}, config)
+        url = resolve_url(settings)
+        connect_url(url).close()  # an unreachable Redis is a one-line error here, not an empty dashboard
+        source = RedisSource(url, settings)
+        if as_json:
+            emit(snapshot_json(source), True)
+            return
+        from worldplay_cli.tui.dashboard.app import run_dashboard
+
+        run_dashboard(source, refresh_s=refresh)
+
+
+def snapshot_json(source) -> dict:
+    from dataclasses import asdict
+
+    from worldplay_cli.jobs_index import JobQuery
+
+    snapshot = source.snapshot(JobQuery(limit=50))
+    return {
+        "redis": source.location,
+        "counts": snapshot.page.counts,
+        "suspended": snapshot.suspended,
+        "queues": snapshot.queues,
+        "jobs": [row.to_dict() for row in snapshot.page.rows],
+        "workers": [{**view.row.to_dict(), "gpu_stats": [asdict(gpu) for gpu in view.gpus]} for view in snapshot.workers],
+    }

@@ -1,0 +1,366 @@
+"""`worldplay dashboard`: watch and steer jobs and workers.
+
+The app is built around a `DashboardSource`. Every read and action runs in a Textual thread worker and
+reports back with a message, so a slow or vanished Redis never blocks a key press. The jobs table shows
+one page of the sorted, filtered listing; refreshes are incremental (see `worldplay_cli.jobs_index`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from worldplay_cli.jobs import STATUSES
+from worldplay_cli.jobs_index import JobQuery
+from worldplay_cli.tui.dashboard.screens import (
+    ConfirmScreen,
+    HelpScreen,
+    JobDetailScreen,
+    RequeueScreen,
+    SubmitScreen,
+    keys_markdown,
+)
+from worldplay_cli.tui.dashboard.source import DashboardSource, Snapshot, SourceUnavailable, describe_error
+from worldplay_cli.tui.dashboard.widgets import JOB_COLUMNS, JobsTable, StatusLine, WorkersTable
+
+# Columns that read best biggest-first when first sorted by.
+_DESCENDING_FIRST = {"created", "duration", "progress", "eta"}
+_STATUS_CYCLE: tuple[frozenset[str], ...] = (frozenset(),) + tuple(frozenset({status}) for status in STATUSES)
+# verb -> (palette title, help text, asks first?)
+JOB_ACTIONS = {
+    "cancel": ("Cancel job", "Cancel a queued job or stop a running one", True),
+    "retry": ("Retry job", "Put a failed, stopped or canceled job back on its queue", False),
+    "requeue": ("Re-queue job with edits", "Submit a copy of the job with a changed spec", False),
+    "delete": ("Delete job", "Forget the job in Redis (its output directory is kept)", True),
+}
+
+
+class Dashboard(App):
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "worldplay dashboard"
+
+    BINDINGS = [
+        Binding("enter", "open_job", "Detail", show=False),
+        Binding("c", "job('cancel')", "Cancel"),
+        Binding("r", "job('retry')", "Retry"),
+        Binding("e", "job('requeue')", "Re-queue…"),
+        Binding("x,delete", "job('delete')", "Delete"),
+        Binding("n", "submit", "Submit…"),
+        Binding("p", "toggle_suspend", "Suspend/resume"),
+        Binding("slash", "focus_filter", "Filter"),
+        Binding("f", "cycle_status", "Status"),
+        Binding("k", "cycle_kind", "Kind", show=False),
+        Binding("s", "cycle_sort", "Sort"),
+        Binding("S", "reverse_sort", "Reverse", show=False),
+        Binding("left_square_bracket", "page(-1)", "Prev page", show=False),
+        Binding("right_square_bracket", "page(1)", "Next page", show=False),
+        Binding("w", "toggle_workers", "Workers", show=False),
+        Binding("t", "toggle_timing", "Timing", show=False),
+        Binding("question_mark,f1", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    @dataclass
+    class Refreshed(Message):
+        snapshot: Snapshot
+        query: JobQuery
+
+    @dataclass
+    class SourceLost(Message):
+        error: str
+
+    @dataclass
+    class ActionDone(Message):
+        text: str
+        ok: bool
+
+    def __init__(self, source: DashboardSource, refresh_s: float = 1.0, page_size: int = 100):
+        super().__init__()
+        self.source = source
+        self.refresh_s = refresh_s
+        self.job_query = JobQuery(limit=page_size)
+        self.snapshot: Snapshot | None = None
+        self.lost_since: float | None = None
+        self.show_timing = False
+        self._refreshing = False
+        self._refresh_again = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="banner")
+        yield Input(placeholder="filter: id, prompt, engine, worker, failure… (/ to focus, esc to leave)", id="filter")
+        yield StatusLine(id="status")
+        yield JobsTable(id="jobs")
+        yield WorkersTable(id="workers")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.source.location
+        self.query_one(JobsTable).set_sort(self.job_query.sort, self.job_query.descending)
+        self.query_one(JobsTable).focus()
+        self.request_refresh()
+        self.set_interval(self.refresh_s, self.request_refresh)
+
+    # --- refresh ------------------------------------------------------------------------------------
+
+    def request_refresh(self) -> None:
+        """Start a refresh unless one is running (then run one more as soon as it ends)."""
+        if self._refreshing:
+            self._refresh_again = True
+            return
+        self._refreshing = True
+        self._refresh(self.job_query)
+
+    @work(thread=True, group="refresh", exit_on_error=False)
+    def _refresh(self, query: JobQuery) -> None:
+        try:
+            self.post_message(self.Refreshed(self.source.snapshot(query), query))
+        except SourceUnavailable as exc:
+            self.post_message(self.SourceLost(str(exc)))
+
+    @on(Refreshed)
+    def _show(self, message: Refreshed) -> None:
+        self._refreshing = False
+        self.source_back()
+        snapshot = message.snapshot
+        self.snapshot = snapshot
+        page = snapshot.page
+        if page.offset != self.job_query.offset and message.query == self.job_query:
+            # The page we asked for no longer exists (jobs were removed): stay on the last one.
+            self.job_query = replace(self.job_query, offset=page.offset)
+        self.query_one(JobsTable).show(page.rows, snapshot.now)
+        self.query_one(WorkersTable).show(snapshot.workers, snapshot.nvml)
+        self.query_one(StatusLine).show(snapshot, message.query, self.show_timing)
+        if self._refresh_again or message.query != self.job_query:
+            self._refresh_again = False
+            self.request_refresh()
+
+    @on(SourceLost)
+    def _lost(self, message: SourceLost) -> None:
+        self._refreshing = False
+        self._refresh_again = False
+        self.source_lost(message.error)
+
+    def source_lost(self, error: str) -> None:
+        """Show the banner; the refresh timer keeps trying, and the first answer hides it."""
+        if self.lost_since is None:
+            self.lost_since = time.time()
+        since = time.strftime("%H:%M:%S", time.localtime(self.lost_since))
+        banner = self.query_one("#banner", Static)
+        banner.update(
+            f"Redis unreachable at {self.source.location} since {since}: {error}. "
+            f"Reconnecting every {self.refresh_s:g} s…"
+        )
+        banner.add_class("-visible")
+
+    def source_back(self) -> None:
+        if self.lost_since is None:
+            return
+        self.lost_since = None
+        self.query_one("#banner", Static).remove_class("-visible")
+        self.notify("reconnected to Redis")
+
+    # --- listing: filter, sort, page ----------------------------------------------------------------
+
+    def set_query(self, **changes) -> None:
+        self.job_query = replace(self.job_query, **changes)
+        self.query_one(JobsTable).set_sort(self.job_query.sort, self.job_query.descending)
+        self.request_refresh()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.set_query(text=event.value, offset=0)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one(JobsTable).focus()
+
+    def on_key(self, event) -> None:
+        if event.key == "escape" and self.focused is self.query_one("#filter", Input):
+            self.query_one(JobsTable).focus()
+            event.stop()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_cycle_status(self) -> None:
+        position = _STATUS_CYCLE.index(self.job_query.statuses) if self.job_query.statuses in _STATUS_CYCLE else 0
+        self.set_query(statuses=_STATUS_CYCLE[(position + 1) % len(_STATUS_CYCLE)], offset=0)
+
+    def action_cycle_kind(self) -> None:
+        kinds = [frozenset()] + [frozenset({kind}) for kind in (self.snapshot.page.kinds if self.snapshot else [])]
+        position = kinds.index(self.job_query.kinds) if self.job_query.kinds in kinds else 0
+        self.set_query(kinds=kinds[(position + 1) % len(kinds)], offset=0)
+
+    def sort_by(self, column: str) -> None:
+        if column == self.job_query.sort:
+            self.set_query(descending=not self.job_query.descending)
+        else:
+            self.set_query(sort=column, descending=column in _DESCENDING_FIRST)
+
+    @on(JobsTable.SortRequested)
+    def _header_clicked(self, message: JobsTable.SortRequested) -> None:
+        self.sort_by(message.column)
+
+    def action_cycle_sort(self) -> None:
+        columns = [key for key, _, _ in JOB_COLUMNS]
+        self.sort_by(columns[(columns.index(self.job_query.sort) + 1) % len(columns)])
+
+    def action_reverse_sort(self) -> None:
+        self.set_query(descending=not self.job_query.descending)
+
+    def action_page(self, step: int) -> None:
+        matched = self.snapshot.page.matched if self.snapshot else 0
+        limit = self.job_query.limit
+        last = max(0, (matched - 1) // limit * limit)
+        self.set_query(offset=min(max(0, self.job_query.offset + step * limit), last))
+
+    def action_toggle_workers(self) -> None:
+        workers = self.query_one(WorkersTable)
+        workers.display = not workers.display
+
+    def action_toggle_timing(self) -> None:
+        """Show how long each refresh takes (Redis round trips, sorting and filtering included)."""
+        self.show_timing = not self.show_timing
+        self.request_refresh()
+
+    # --- jobs ---------------------------------------------------------------------------------------
+
+    @property
+    def selected_job_id(self) -> str | None:
+        return self.query_one(JobsTable).selected_job_id
+
+    @on(DataTable.RowSelected, "#jobs")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.open_job(str(event.row_key.value))
+
+    def action_open_job(self) -> None:
+        if self.selected_job_id:
+            self.open_job(self.selected_job_id)
+
+    def open_job(self, job_id: str) -> None:
+        self.push_screen(JobDetailScreen(job_id, self.refresh_s))
+
+    def action_job(self, verb: str) -> None:
+        job_id = self.selected_job_id
+        if job_id is None:
+            self.notify("no job selected", severity="warning")
+            return
+        self.job_action(verb, job_id, None)
+
+    def job_action(self, verb: str, job_id: str, spec: dict | None) -> None:
+        """Run `verb` on a job: ask first if it is destructive, open the form for a re-queue."""
+        source = self.source
+        if verb == "requeue":
+            self._requeue(job_id, spec)
+            return
+        call: Callable[[], str] = {
+            "cancel": lambda: source.cancel(job_id),
+            "retry": lambda: source.retry(job_id),
+            "delete": lambda: source.delete(job_id),
+        }[verb]
+        title, _, confirm = JOB_ACTIONS[verb]
+        if not confirm:
+            self.run_source_call(call)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_source_call(call)
+
+        self.push_screen(ConfirmScreen(f"{title.split()[0]} job {job_id}?"), answered)
+
+    @work(thread=True, group="fetch-spec", exit_on_error=False)
+    def _requeue(self, job_id: str, spec: dict | None) -> None:
+        if spec is None:
+            try:
+                detail = self.source.job_detail(job_id)
+            except SourceUnavailable as exc:
+                self.post_message(self.SourceLost(str(exc)))
+                return
+            if detail is None or not detail.spec:
+                self.post_message(self.ActionDone(f"{job_id}: no readable spec to re-queue", False))
+                return
+            spec, queue = detail.spec, detail.row.queue
+        else:
+            queue = None
+        self.call_from_thread(self._open_requeue_form, job_id, spec, queue)
+
+    def _open_requeue_form(self, job_id: str, spec: dict, queue: str | None) -> None:
+        def submit(result) -> None:
+            if result is not None:
+                changes, new_queue = result
+                self.run_source_call(lambda: self.source.requeue(job_id, changes, new_queue))
+
+        self.push_screen(RequeueScreen(job_id, spec, queue), submit)
+
+    def action_submit(self) -> None:
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                self.run_source_call(lambda: self.source.submit_file(path))
+
+        self.push_screen(SubmitScreen(), chosen)
+
+    def action_toggle_suspend(self) -> None:
+        suspend = not (self.snapshot.suspended if self.snapshot else False)
+        self.run_source_call(lambda: self.source.set_suspended(suspend))
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def run_source_call(self, call: Callable[[], str]) -> None:
+        try:
+            self.post_message(self.ActionDone(call(), True))
+        except SourceUnavailable as exc:
+            self.post_message(self.SourceLost(str(exc)))
+        except Exception as exc:  # anything else still ends as one visible line, never a silent thread death
+            self.post_message(self.ActionDone(describe_error(exc), False))
+
+    @on(ActionDone)
+    def _action_done(self, message: ActionDone) -> None:
+        self.notify(message.text, severity="information" if message.ok else "error", timeout=6)
+        self.request_refresh()
+
+    # --- help and command palette -------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        sections = [("jobs and workers", self.BINDINGS), ("job detail", JobDetailScreen.BINDINGS)]
+        self.push_screen(HelpScreen(keys_markdown(sections)))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        job_id = screen.job_id if isinstance(screen, JobDetailScreen) else self.selected_job_id
+        if job_id:
+            for verb, (title, help_text, _) in JOB_ACTIONS.items():
+                yield SystemCommand(f"{title} {job_id}", help_text, self._palette_job_action(verb, job_id, screen))
+        if not isinstance(screen, JobDetailScreen):
+            yield SystemCommand("Open job detail", "Show spec, log, timings and outputs", self.action_open_job)
+            yield SystemCommand("Submit job from spec file", "Enqueue a job described in a JSON/TOML/YAML file", self.action_submit)
+            yield SystemCommand("Suspend or resume workers", "Stop (or restart) workers taking new jobs", self.action_toggle_suspend)
+            yield SystemCommand("Filter jobs", "Focus the text filter", self.action_focus_filter)
+            yield SystemCommand("Cycle status filter", "All, queued, started, finished, failed, …", self.action_cycle_status)
+            yield SystemCommand("Cycle kind filter", "All, generate, train", self.action_cycle_kind)
+            for key, label, _ in JOB_COLUMNS:
+                yield SystemCommand(f"Sort by {label.lower()}", "Sort the jobs table (again to reverse)", self._palette_sort(key))
+            yield SystemCommand("Next page", "Show the next page of jobs", lambda: self.action_page(1))
+            yield SystemCommand("Previous page", "Show the previous page of jobs", lambda: self.action_page(-1))
+            yield SystemCommand("Show or hide workers", "Toggle the workers panel", self.action_toggle_workers)
+        yield SystemCommand("Dashboard help", "Keys and what they do", self.action_help)
+
+    def _palette_job_action(self, verb: str, job_id: str, screen: Screen) -> Callable[[], None]:
+        spec = screen.detail.spec if isinstance(screen, JobDetailScreen) and screen.detail else None
+        return lambda: self.job_action(verb, job_id, spec)
+
+    def _palette_sort(self, key: str) -> Callable[[], None]:
+        return lambda: self.sort_by(key)
+
+
+def run_dashboard(source: DashboardSource, refresh_s: float = 1.0) -> None:
+    Dashboard(source, refresh_s=refresh_s).run()

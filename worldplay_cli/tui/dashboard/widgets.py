@@ -1,0 +1,233 @@
+"""The dashboard's widgets: jobs table, workers table, status line, banner, and the cell renderers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from worldplay_cli.jobs import STATUSES, JobRow
+from worldplay_cli.jobs_index import duration_s, fraction
+
+STATUS_STYLES = {
+    "queued": "cyan",
+    "deferred": "cyan dim",
+    "scheduled": "cyan dim",
+    "started": "bold yellow",
+    "finished": "green",
+    "failed": "bold red",
+    "stopped": "magenta",
+    "canceled": "magenta dim",
+}
+
+# (column key, label, width); the key is also the sort key.
+JOB_COLUMNS = (
+    ("id", "ID", 22),
+    ("kind", "Kind", 8),
+    ("status", "Status", 9),
+    ("engine", "Engine", 20),
+    ("prompt", "Prompt", 26),
+    ("progress", "Progress", 38),
+    ("eta", "ETA", 7),
+    ("duration", "Duration", 8),
+    ("worker", "Worker", 16),
+    ("created", "Created", 14),
+)
+_BAR_WIDTH = 10
+
+
+def human_seconds(seconds: float | None) -> str:
+    """`42s`, `3m05s`, `2h04m`, `3d02h`; empty for None."""
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def created_label(timestamp: float | None, now: float) -> str:
+    """Clock time for today's jobs, else the date (in the local time zone)."""
+    if timestamp is None:
+        return ""
+    if now - timestamp < 86400:
+        return time.strftime("%H:%M:%S", time.localtime(timestamp))
+    return time.strftime("%Y-%m-%d", time.localtime(timestamp))
+
+
+def progress_text(row: JobRow) -> Text:
+    """`█████░░░░░  52% denoise 26/50 · chunk 2/4`, or the failure kind for jobs that failed."""
+    if row.status in ("failed", "stopped", "canceled"):
+        kind = (row.failure or {}).get("kind") or row.status
+        return Text(kind.replace("_", " "), style=STATUS_STYLES.get(row.status, ""))
+    if row.status in ("queued", "deferred", "scheduled"):
+        return Text("waiting", style="dim")
+    done = fraction(row)
+    filled = round(done * _BAR_WIDTH)
+    text = Text("█" * filled, style="green" if row.status == "finished" else "yellow")
+    text.append("░" * (_BAR_WIDTH - filled), style="dim")
+    text.append(f" {done * 100:3.0f}%")
+    progress = row.progress or {}
+    if row.status == "started" and progress.get("stage"):
+        text.append(f" {progress['stage']}", style="bold")
+        if progress.get("step") is not None and progress.get("total"):
+            text.append(f" {progress['step']}/{progress['total']}")
+        if progress.get("chunk") is not None and progress.get("num_chunks"):
+            text.append(f" · chunk {progress['chunk']}/{progress['num_chunks']}")
+    return text
+
+
+def job_cells(row: JobRow, now: float) -> tuple:
+    eta = (row.progress or {}).get("eta_s") if row.status == "started" else None
+    engine = "/".join(part for part in (row.engine, row.variant) if part)
+    prompt = (row.prompt or "").replace("\n", " ")
+    return (
+        row.id,
+        row.kind or "",
+        Text(row.status, style=STATUS_STYLES.get(row.status, "")),
+        engine,
+        prompt if len(prompt) <= 26 else prompt[:25] + "…",
+        progress_text(row),
+        human_seconds(eta),
+        human_seconds(duration_s(row, now)),
+        row.worker or "",
+        created_label(row.enqueued_at or row.created_at, now),
+    )
+
+
+class JobsTable(DataTable):
+    """One page of jobs; updated in place cell by cell when the same jobs stay on the page."""
+
+    @dataclass
+    class SortRequested(Message):
+        column: str
+
+    def __init__(self, **kwargs):
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self._cells: dict[str, tuple] = {}
+        self._order: list[str] = []
+        self._sort: tuple[str, bool] | None = None
+
+    def set_sort(self, sort: str, descending: bool) -> None:
+        """(Re)build the header with an arrow on the sorted column."""
+        if self._sort == (sort, descending):
+            return
+        self._sort = (sort, descending)
+        selected = self.selected_job_id
+        self.clear(columns=True)
+        for key, label, width in JOB_COLUMNS:
+            arrow = (" ▼" if descending else " ▲") if key == sort else ""
+            self.add_column(label + arrow, key=key, width=width)
+        self._cells.clear()
+        self._order = []
+        self._restore_cursor(selected, 0)
+
+    @property
+    def selected_job_id(self) -> str | None:
+        if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
+            return None
+        return self._order[self.cursor_row]
+
+    def show(self, rows: list[JobRow], now: float) -> None:
+        order = [row.id for row in rows]
+        cells = {row.id: job_cells(row, now) for row in rows}
+        if order == self._order:
+            for job_id in order:
+                old, new = self._cells[job_id], cells[job_id]
+                for (key, _, _), before, after in zip(JOB_COLUMNS, old, new):
+                    if before != after:
+                        self.update_cell(job_id, key, after)
+            self._cells = cells
+            return
+        selected, position = self.selected_job_id, self.cursor_row
+        self.clear()
+        for job_id in order:
+            self.add_row(*cells[job_id], key=job_id)
+        self._cells = cells
+        self._order = order
+        self._restore_cursor(selected, position)
+
+    def _restore_cursor(self, job_id: str | None, position: int) -> None:
+        if not self._order:
+            return
+        row = self._order.index(job_id) if job_id in self._order else min(max(position, 0), len(self._order) - 1)
+        self.move_cursor(row=row, animate=False, scroll=True)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        self.post_message(self.SortRequested(str(event.column_key.value)))
+
+
+class WorkersTable(DataTable):
+    def __init__(self, **kwargs):
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self._gpu_columns: bool | None = None
+
+    def show(self, workers, nvml: bool) -> None:
+        if self._gpu_columns != nvml:
+            self.clear(columns=True)
+            labels = ["Worker", "Host", "PID", "Queues", "GPUs", "State", "Current job", "Heartbeat", "Done", "Failed"]
+            if nvml:
+                labels += ["GPU memory", "GPU util"]
+            for label in labels:
+                self.add_column(label, key=label)
+            self._gpu_columns = nvml
+        self.clear()
+        for view in workers:
+            row = view.row
+            heartbeat = Text(
+                human_seconds(row.heartbeat_age_s) + " ago" if row.heartbeat_age_s is not None else "never",
+                style="bold red" if row.stale else "",
+            )
+            cells = [
+                row.name,
+                row.hostname or "",
+                str(row.pid or ""),
+                ",".join(row.queues),
+                row.gpus or "cpu",
+                Text(row.state, style="yellow" if row.state == "busy" else ""),
+                row.current_job or "",
+                heartbeat,
+                str(row.successful_jobs),
+                str(row.failed_jobs),
+            ]
+            if nvml:
+                cells.append(" ".join(f"{gpu.memory_used_mb}/{gpu.memory_total_mb}M" for gpu in view.gpus))
+                cells.append(" ".join(f"{gpu.utilization_pct}%" for gpu in view.gpus))
+            self.add_row(*cells, key=row.name)
+
+
+class StatusLine(Static):
+    """Counts by status, the active filter, sort and page, and how long the last refresh took."""
+
+    def show(self, snapshot, query, timing: bool) -> None:
+        page = snapshot.page
+        text = Text()
+        for status in STATUSES:
+            count = page.counts.get(status, 0)
+            style = STATUS_STYLES[status] if count else "dim"
+            if query.statuses and status in query.statuses:
+                style += " reverse"
+            text.append(f" {status} {count:,} ", style=style)
+        text.append(" │ ")
+        last = min(page.offset + page.limit, page.matched)
+        text.append(f"{page.offset + 1 if page.matched else 0}-{last} of {page.matched:,}")
+        if page.matched != page.total:
+            text.append(f" (filtered from {page.total:,})", style="dim")
+        text.append(f" │ sort {query.sort} {'▼' if query.descending else '▲'}")
+        if query.kinds:
+            text.append(f" │ kind {','.join(sorted(query.kinds))}")
+        if snapshot.suspended:
+            text.append(" │ ")
+            text.append("WORKERS SUSPENDED", style="bold black on yellow")
+        if timing:
+            text.append(f" │ refresh {snapshot.refresh_s * 1000:.0f} ms", style="dim")
+        self.update(text)
+
