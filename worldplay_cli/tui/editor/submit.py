@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -28,6 +28,9 @@ class Submitted:
     queue: str
 
 
+# What a job's manifest names as the trajectory's source when it was never saved.
+UNSAVED_SOURCE = "worldplay traj edit (unsaved)"
+
 Submitter = Callable[[Trajectory, SubmitForm, "str | None"], Submitted]
 
 
@@ -51,11 +54,16 @@ def submit_trajectory(
     from worldplay_cli.submit import GenerateRequest, check_output_root, prepare, submit
 
     with tempfile.TemporaryDirectory(prefix="worldplay-edit-") as scratch:
-        if pose is None:
+        unsaved = pose is None
+        if unsaved:
             pose = str(Path(scratch) / "edited-trajectory.json")
             trajectory.save(pose)
         request = GenerateRequest(prompt=form.prompt, image=image, pose=pose, variant=form.variant, seed=form.seed)
         prepared = prepare(request, settings)
+    if unsaved:
+        spec = prepared.spec
+        source = spec.trajectory.model_copy(update={"source": UNSAVED_SOURCE})
+        prepared = replace(prepared, spec=spec.model_copy(update={"trajectory": source}))
     check_output_root(settings)
     queue_name = queue or settings.queue.default_queue
     job_id = new_job_id()
