@@ -125,3 +125,21 @@ def start_worker(worldplay_env, tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def cli(capsys, worldplay_env):
+    """Run `worldplay ...` in-process with the test's settings (`worldplay_env`): (exit code, stdout, stderr)."""
+    from worldplay_cli.app import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

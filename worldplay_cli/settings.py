@@ -23,6 +23,10 @@ else:  # pragma: no cover
 
 SETTINGS_VERSION = 1
 ENV_PREFIX = "WORLDPLAY_"
+# WORLDPLAY_* variables that are not settings (process plumbing read elsewhere).
+NOT_SETTINGS_ENV = frozenset(
+    {"WORLDPLAY_CONFIG", "WORLDPLAY_HOME", "WORLDPLAY_DEBUG", "WORLDPLAY_EXTRA_ENGINES", "WORLDPLAY_RUN"}
+)
 
 Engine = Literal["preview", "native", "official"]
 Variant = Literal["bi", "ar", "ar-rl", "ar-distilled"]
@@ -156,7 +160,7 @@ def env_layer(environ: dict[str, str] | None = None) -> dict:
         if environ.get(name):
             _set_path(layer, path, environ[name])
     for name, value in environ.items():
-        if name.startswith(ENV_PREFIX) and name not in ("WORLDPLAY_CONFIG", "WORLDPLAY_HOME", "WORLDPLAY_DEBUG"):
+        if name.startswith(ENV_PREFIX) and name not in NOT_SETTINGS_ENV:
             path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
             _set_path(layer, path, value)
     return layer
@@ -208,3 +212,36 @@ def mask_url(url: str) -> str:
 
     url = re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:****@", url)
     return re.sub(r"([?&]password=)[^&]*", r"\1****", url)
+
+
+def set_config_value(path: Path, key: str, value: str) -> Any:
+    """Set dotted `key` to `value` in the config file at `path`, typed and checked like every setting.
+
+    Returns the stored value. The file is written 0600 (it may hold API keys) and atomically.
+    """
+    import tomli_w
+
+    keys = tuple(part for part in key.split(".") if part)
+    if not keys:
+        raise BadInput("empty setting name", "use a dotted key such as worker.heartbeat_s")
+    data = read_config_file(path)
+    _set_path(data, keys, value)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or key
+        raise BadInput(f"invalid setting {where}: {first['msg']}", "see `worldplay config show` for the names") from None
+    node: Any = settings
+    for part in keys:
+        node = getattr(node, part)
+    typed = node.get_secret_value() if isinstance(node, SecretStr) else node
+    stored = str(typed) if isinstance(typed, Path) else typed
+    _set_path(data, keys, stored)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        tomli_w.dump(data, handle)
+    os.replace(tmp, path)
+    return stored

@@ -1,0 +1,132 @@
+"""`worldplay generate` input checks: every bad request is one line, exit != 0, and leaves no trace."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import redis
+
+from worldplay_cli.schema import JOBS_INDEX, QUEUES_SET
+
+SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")
+
+
+def _nothing_enqueued(conn: redis.Redis, output_root: Path) -> bool:
+    no_dirs = not output_root.exists() or not any(output_root.iterdir())
+    return conn.zcard(JOBS_INDEX) == 0 and conn.scard(QUEUES_SET) == 0 and no_dirs
+
+
+@pytest.fixture
+def output_root(worldplay_env) -> Path:
+    return Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"])
+
+
+def _bad_image(tmp_path: Path, kind: str) -> str:
+    path = tmp_path / f"{kind}.png"
+    if kind == "missing":
+        return str(path)
+    if kind == "garbage":
+        path.write_bytes(b"this is not an image at all")
+    if kind == "unreadable":
+        path.write_bytes(Path(__file__).read_bytes())
+        path.chmod(0)
+    if kind == "directory":
+        path.mkdir()
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--pose", "w-4"), "ar-distilled needs a multiple of 4 latents"),
+        (("--pose", "w-0"), "w-0"),
+        (("--pose", "fly-3"), "fly"),
+        (("--pose", "w-31", "--frames", "121"), "121 frames"),
+        (("--pose", "w-35", "--variant", "bi"), "bi needs a multiple of 16 latents"),
+        (("--engine", "warp-drive"), "unknown engine 'warp-drive'"),
+        (("--variant", "ar-turbo"), "unknown variant 'ar-turbo'"),
+        (("--width", "100", "--height", "64"), "multiple of 16"),
+        (("--width", "64"), "both --width and --height"),
+        (("--seed", "-5"), "seed"),
+        (("--wait",), "--wait only makes sense with --queue"),
+    ],
+)
+def test_bad_requests_fail_before_anything_is_enqueued(cli, redis_conn, output_root, args, message):
+    code, out, err = cli("generate", "--queue", *args) if "--wait" not in args else cli("generate", *args)
+    assert code == 2, err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert _nothing_enqueued(redis_conn, output_root)
+
+
+@pytest.mark.parametrize("kind", ["missing", "garbage", "directory"] + ([] if os.geteuid() == 0 else ["unreadable"]))
+def test_bad_images_are_refused(cli, redis_conn, output_root, tmp_path, kind):
+    code, _, err = cli("generate", "--queue", "--image", _bad_image(tmp_path, kind), *SMALL)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert _nothing_enqueued(redis_conn, output_root)
+
+
+def test_bad_trajectory_file_is_refused(cli, redis_conn, output_root, tmp_path):
+    path = tmp_path / "poses.json"
+    path.write_text(json.dumps({"0": {"extrinsic": [[1, 0, 0, 0]], "K": [[1, 0, 0]]}}))
+    code, _, err = cli("generate", "--queue", "--pose", str(path))
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert _nothing_enqueued(redis_conn, output_root)
+
+
+def test_unwritable_output_root_is_refused(cli, redis_conn, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code, _, err = cli("generate", "--queue", "--output-root", str(blocker / "outputs"), *SMALL)
+    assert code == 2 and "output root" in err and err.count("\n") == 1, err
+    assert redis_conn.zcard(JOBS_INDEX) == 0
+
+
+def test_unreachable_redis_is_refused_with_the_url_masked(cli, output_root):
+    code, _, err = cli("generate", "--queue", "--redis-url", "redis://:hunter2@127.0.0.1:1/0", *SMALL)
+    assert code == 1 and "cannot reach Redis at redis://:****@127.0.0.1:1/0" in err, err
+    assert "hunter2" not in err and err.count("\n") == 1
+    assert not output_root.exists() or not any(output_root.iterdir())
+
+
+def test_required_rewrite_without_an_endpoint_enqueues_nothing(cli, redis_conn, output_root):
+    code, _, err = cli("generate", "--queue", "--prompt", "a harbour", "--rewrite", "required", *SMALL)
+    assert code != 0 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert _nothing_enqueued(redis_conn, output_root)
+
+
+def test_dry_run_prints_the_resolved_spec_and_touches_nothing(cli, redis_conn, output_root):
+    code, out, err = cli("generate", "--dry-run", "--prompt", "a harbour", *SMALL)
+    assert code == 0, err
+    spec = json.loads(out)
+    assert spec["trajectory"]["num_latents"] == 4 and spec["frames"] == 13
+    assert (spec["width"], spec["height"]) == (64, 32)
+    assert (spec["steps"], spec["guidance"]) == (4, 1.0)  # the ar-distilled recipe
+    assert _nothing_enqueued(redis_conn, output_root)
+
+
+def test_queue_prints_the_job_id_and_stores_the_inputs(cli, redis_conn, output_root):
+    from worldplay_cli.queue import fetch_job
+
+    code, out, err = cli("generate", "--queue", "gpu-big", "--prompt", "a harbour", *SMALL)
+    assert code == 0, err
+    job_id = out.strip()
+    job = fetch_job(redis_conn, job_id)
+    assert job.get_status().value == "queued" and job.origin == "gpu-big"
+    assert job.func_name == "worker.tasks.generate" and job.args[0]["prompt"] == "a harbour"
+    directory = output_root / job_id
+    assert sorted(p.name for p in directory.iterdir()) == ["input.png", "spec.json", "trajectory.json"]
+    official = json.loads((directory / "trajectory.json").read_text())
+    assert sorted(official, key=int) == ["0", "1", "2", "3"] and set(official["0"]) == {"extrinsic", "K"}
+    # Redis holds a small spec, never the image.
+    assert len(redis_conn.hget(f"rq:job:{job_id}", "data")) < 4000
+
+
+def test_bare_queue_uses_the_default_queue(cli, redis_conn):
+    code, out, err = cli("generate", "--queue", "--json", *SMALL)
+    assert code == 0, err
+    assert json.loads(out)["queue"] == "generate"
+    assert redis_conn.llen("rq:queue:generate") == 1

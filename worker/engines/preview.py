@@ -1,0 +1,47 @@
+"""The `preview` engine: the reference image flown along the trajectory, on the CPU, without weights.
+
+A thin adapter: rendering is `trajectories.render.preview_frames`, encoding is `worker.video.write_video`.
+It lets a user check a trajectory (and the whole queue path) before spending GPU hours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from worker.engines import EngineResult, JobInputs
+
+if TYPE_CHECKING:
+    from worldplay_cli.schema import JobSpec
+    from worker.progress import Reporter
+
+
+class PreviewEngine:
+    name = "preview"
+    uses_gpu = False
+
+    def run(self, spec: JobSpec, inputs: JobInputs, out_dir: Path, reporter: Reporter) -> EngineResult:
+        from trajectories.latents import CHUNK
+        from trajectories.render import preview_frames
+        from worker.video import write_video
+
+        reporter.plan({"load": 0.02, "render": 0.98})
+        reporter.stage("load")
+        image = inputs.load_image()
+        trajectory = inputs.load_trajectory()
+        reporter.stage("render")
+        frames = preview_frames(image, trajectory, spec.width, spec.height, hud=spec.hud)
+
+        latents_per_chunk = CHUNK[spec.variant]
+        num_chunks = spec.trajectory.num_latents // latents_per_chunk
+
+        def counted():
+            for index, frame in enumerate(frames):
+                yield frame
+                # Frame 0 is latent 0; every later latent is 4 frames. Chunks as the model would run them.
+                chunk = ((index + 3) // 4) // latents_per_chunk + 1
+                reporter.update(index + 1, spec.frames, chunk=min(chunk, num_chunks), num_chunks=num_chunks)
+
+        video = out_dir / "video.mp4"
+        write_video(counted(), video, fps=spec.fps)
+        return EngineResult(video=video, info={"renderer": "trajectories.render.preview_frames", "hud": spec.hud})

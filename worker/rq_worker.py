@@ -1,0 +1,254 @@
+"""The rq worker worldplay runs: rq's forking `Worker`, with the parts video jobs need changed.
+
+- Only allowlisted tasks run (`GuardedJob`); a refused job fails with the reason, never retried.
+- Every job runs in a work horse (own process group) and everything it starts carries a marker in its
+  environment; cancel, timeout and shutdown end the whole tree: SIGTERM, grace, SIGKILL, sweep
+  (`worker.proctree`), including processes in their own sessions (torchrun ranks).
+- Heartbeats every `worker.heartbeat_s`; a job's started-registry entry expires `worker.lost_after_s`
+  after the last one, and every worker reaps lost jobs of every queue every `worker.reaper_interval_s`.
+- The work horse dies with its worker: if the worker process vanishes, the horse ends its tree and exits,
+  so a re-queued job never runs twice at once (the fencing in the runner covers frozen processes).
+- SIGTERM/SIGINT: warm shutdown; the running job gets `worker.shutdown_grace_s` to finish, then it is
+  stopped and re-queued at the front without using up a retry. A second signal does that at once.
+- Retries only for failures that are not the job's fault (worker lost, work horse killed by the OS).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from datetime import timedelta
+
+import redis
+from rq.exceptions import DeserializationError
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.utils import now
+from rq.worker import Worker
+
+from worldplay_cli.queue import SERIALIZER, GuardedJob, TaskRefused, append_log, reap, rq_queue
+from worldplay_cli.schema import Failure, cancel_key
+from worldplay_cli.settings import Settings
+from worker import proctree
+from worker.progress import JobCanceled
+from worker.runner import record_end
+
+_PARENT_POLL_S = 0.5
+
+
+class WorldplayWorker(Worker):
+    job_class = GuardedJob
+
+    def __init__(self, queue_name: str, connection: redis.Redis, settings: Settings, gpus: tuple[int, ...] = (), **kwargs):
+        self.settings = settings
+        self.gpus = gpus
+        liveness = settings.worker
+        super().__init__(
+            [rq_queue(connection, queue_name)],
+            connection=connection,
+            serializer=SERIALIZER,
+            job_class=GuardedJob,
+            job_monitoring_interval=liveness.heartbeat_s,
+            # rq blocks on the queue for worker_ttl - 15 s; that is also how often an idle worker reaps.
+            worker_ttl=liveness.reaper_interval_s + 15,
+            default_result_ttl=settings.queue.finished_ttl_s,
+            **kwargs,
+        )
+        self._marker: str | None = None
+        self._kill_done = threading.Event()
+        self._kill_done.set()
+        self._requeue_job_id: str | None = None
+        self._horse_signal: int | None = None
+        self._last_exception: BaseException | None = None
+        self._last_reap = 0.0
+        self._shutdown_timer: threading.Timer | None = None
+
+    # --- liveness -----------------------------------------------------------------------------------
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        # rq adds a fixed 60 s; ours is the configured bound, refreshed every heartbeat until the horse is gone.
+        return self.settings.worker.lost_after_s
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None):
+        super().heartbeat(timeout, pipeline)
+        if not self.is_horse:
+            self._maybe_reap()
+
+    def _maybe_reap(self) -> None:
+        if time.monotonic() - self._last_reap < self.settings.worker.reaper_interval_s:
+            return
+        self._last_reap = time.monotonic()
+        try:
+            reap(self.connection, self.settings)
+        except redis.RedisError as exc:
+            self.log.warning("reaper: %s", exc)
+
+    def clean_registries(self):
+        # Our reaper first, so lost jobs get their reason recorded before rq's generic cleanup sees them.
+        reap(self.connection, self.settings, force=True)
+        super().clean_registries()
+
+    def serialize(self) -> dict:
+        data = super().serialize()
+        data["gpus"] = ",".join(str(gpu) for gpu in self.gpus)
+        return data
+
+    # --- running a job ------------------------------------------------------------------------------
+
+    def fork_work_horse(self, job: Job, queue: Queue):
+        execution = self.execution
+        self._marker = f"{job.id}:{execution.id if execution else os.getpid()}"
+        self._horse_signal = None
+        self._last_exception = None
+        os.environ[proctree.MARKER_ENV] = self._marker
+        try:
+            super().fork_work_horse(job, queue)
+        finally:
+            os.environ.pop(proctree.MARKER_ENV, None)
+
+    def main_work_horse(self, job: Job, queue: Queue):
+        threading.Thread(target=self._die_with_parent, args=(os.getppid(),), daemon=True).start()
+        super().main_work_horse(job, queue)
+
+    def _die_with_parent(self, parent_pid: int) -> None:
+        """In the horse: if the worker process is gone, nobody will report this run; end it."""
+        while True:
+            time.sleep(_PARENT_POLL_S)
+            if os.getppid() != parent_pid:
+                proctree.terminate(os.environ.get(proctree.MARKER_ENV), grace_s=self.settings.worker.kill_grace_s)
+                os._exit(1)
+
+    def execute_job(self, job: Job, queue: Queue):
+        try:
+            super().execute_job(job, queue)
+        finally:
+            # A horse that exited on its own may leave daemonized children behind.
+            if self._marker:
+                proctree.terminate(self._marker, grace_s=self.settings.worker.kill_grace_s)
+            self._marker = None
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL):
+        """Cancel, timeout, shutdown: end the horse's process group and every marked process."""
+        self._kill_done.clear()
+        try:
+            pgids: tuple[int, ...] = ()
+            if self.horse_pid:
+                try:
+                    pgids = (os.getpgid(self.horse_pid),)
+                except ProcessLookupError:
+                    pass
+            count = proctree.terminate(self._marker, pgids, grace_s=self.settings.worker.kill_grace_s)
+            self.log.info("Worker %s: ended %d process(es) of job run %s", self.name, count, self._marker)
+        finally:
+            self._kill_done.set()
+
+    # --- failures -----------------------------------------------------------------------------------
+
+    def handle_exception(self, job: Job, *exc_info):
+        self._last_exception = exc_info[1]
+        super().handle_exception(job, *exc_info)
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
+        if ret_val is not None and os.WIFSIGNALED(ret_val):
+            self._horse_signal = os.WTERMSIG(ret_val)
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string="", execution=None):
+        if not self.is_horse:
+            # Report the job ended only once its processes are gone.
+            self._kill_done.wait(timeout=self.settings.worker.kill_grace_s + 15)
+            if self._marker:
+                proctree.terminate(self._marker, grace_s=0)
+        if self.is_horse and isinstance(self._last_exception, JobCanceled):
+            # The engine honoured the cancel flag before the worker's kill arrived: same outcome.
+            self._stopped_job_id = job.id
+        stopped = self._stopped_job_id == job.id
+        requeue = job.id == self._requeue_job_id
+        failure, transient, recorded = self._classify(job, exc_string, stopped)
+        if requeue:
+            # Shutdown is not the job's fault: put it back at the front without using up a retry.
+            job.retries_left = (job.retries_left or 0) + 1
+            job.enqueue_at_front_on_retry = True
+            self._requeue_job_id = None
+        elif not transient:
+            job.retries_left = 0
+        retry = job.should_retry and not stopped
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        if stopped:
+            self.connection.delete(cancel_key(job.id))
+        if recorded:
+            return
+        if retry:
+            reason = "worker shutting down" if requeue else failure.message
+            append_log(
+                self.connection,
+                job.id,
+                f"attempt ended ({reason}); re-queued",
+                self.settings.worker.log_stream_maxlen,
+                self.settings.output_root / job.id / "log.txt",
+            )
+        else:
+            record_end(self.connection, self.settings, job, failure, "stopped" if stopped else "failed")
+
+    def _classify(self, job: Job, exc_string: str, stopped: bool) -> tuple[Failure, bool, bool]:
+        """(failure, transient?, already recorded by the runner?)"""
+        exc = self._last_exception
+        if self.is_horse:
+            if isinstance(exc, TaskRefused):
+                return Failure(kind="refused", message=str(exc), hint="only worldplay can enqueue jobs"), False, False
+            if isinstance(exc, DeserializationError):
+                message = "job payload is not JSON (worldplay workers accept JSON-serialized jobs only)"
+                return Failure(kind="refused", message=message), False, False
+            # The runner has classified and recorded anything raised inside a task.
+            return Failure(kind="engine_error", message=exc_string.strip().splitlines()[-1] if exc_string else "failed"), False, True
+        if stopped:
+            recorded = (job.get_meta(refresh=True).get("failure") or {}).get("kind") == "canceled"
+            return Failure(kind="canceled", message="canceled by the user"), False, recorded
+        if "stuck in intermediate queue" in exc_string:
+            return Failure(kind="worker_lost", message="worker died between taking the job and starting it"), True, False
+        working = (now() - job.started_at).total_seconds() if job.started_at else 0.0
+        if job.timeout and job.timeout > 0 and working > job.timeout:
+            message = f"job exceeded its timeout of {job.timeout} s and did not stop; killed"
+            return Failure(kind="timeout", message=message, hint="raise --timeout (or job_timeout_s)"), False, False
+        signame = signal.Signals(self._horse_signal).name if self._horse_signal else "unknown cause"
+        hint = "SIGKILL from the OS often means the host ran out of memory" if self._horse_signal == signal.SIGKILL else None
+        return Failure(kind="engine_error", message=f"work horse died ({signame})", hint=hint), True, False
+
+    # --- shutdown -----------------------------------------------------------------------------------
+
+    def request_stop(self, signum, frame):
+        super().request_stop(signum, frame)  # raises StopRequested when idle
+        job_id = self.get_current_job_id()
+        if self.horse_pid and job_id and self._shutdown_timer is None:
+            grace = self.settings.worker.shutdown_grace_s
+            self.log.info("Worker %s: job %s has %.0f s to finish before it is re-queued", self.name, job_id, grace)
+            self._shutdown_timer = threading.Timer(grace, self._preempt, args=(job_id,))
+            self._shutdown_timer.daemon = True
+            self._shutdown_timer.start()
+
+    def _preempt(self, job_id: str) -> None:
+        if self.horse_pid and self.get_current_job_id() == job_id:
+            self._requeue_job_id = job_id
+            self.kill_horse()
+
+    def request_force_stop(self, signum, frame):
+        if self._shutdown_requested_date and now() - self._shutdown_requested_date < timedelta(seconds=1):
+            return
+        job_id = self.get_current_job_id()
+        if self.horse_pid and job_id:
+            self._requeue_job_id = job_id
+        super().request_force_stop(signum, frame)
+
+    def teardown(self):
+        if not self.is_horse and self._requeue_job_id:
+            self._requeue_abandoned(self._requeue_job_id)
+        super().teardown()
+
+    def _requeue_abandoned(self, job_id: str) -> None:
+        """After a cold shutdown killed the horse: hand the job back instead of leaving it to the reaper."""
+        job = GuardedJob.fetch(job_id, connection=self.connection, serializer=SERIALIZER)
+        if job.get_status() != JobStatus.STARTED:
+            return
+        self.handle_job_failure(job, rq_queue(self.connection, job.origin), exc_string="worker stopped", execution=self.execution)

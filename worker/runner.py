@@ -1,0 +1,257 @@
+"""Running one generation job inside the work horse: everything around the engine.
+
+1. Validate the spec and the inputs the CLI stored in the job directory.
+2. Claim the run (`run_key` := this execution id) and write a 'running' manifest.
+3. Let the engine render into a private attempt directory (`.attempt-<n>-<execution>`), so a re-run never
+   mixes with a dead run's files.
+4. Check the video decodes to the promised frames and size, re-check the claim, and link it into place
+   as `video.mp4` (a link never replaces an existing file). Only then is the manifest 'finished'.
+Any failure is classified (bad input, timeout, canceled, OOM, engine error, ...), written to the job
+meta, the manifest and the log, and re-raised so rq records the job as failed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from worldplay_cli.queue import append_log, end_manifest, write_json_atomic
+from worldplay_cli.schema import Failure, JobSpec, Manifest, Progress, Timings, VideoInfo, run_key
+from worldplay_cli.settings import Settings, load_settings, settings_to_dict
+from worker import proctree
+from worker.engines import InputError, JobInputs, UnknownEngine, get_engine
+from worker.progress import JobCanceled, Reporter
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from rq.job import Job
+
+
+class JobFailed(Exception):
+    """A failure the runner has already classified."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def classify(exc: BaseException, spec: JobSpec | None) -> Failure:
+    """One user-facing line (and a hint) for whatever ended the job."""
+    from rq.timeouts import JobTimeoutException
+
+    if isinstance(exc, JobFailed):
+        return exc.failure
+    if isinstance(exc, JobCanceled):
+        return Failure(kind="canceled", message="canceled by the user")
+    if isinstance(exc, JobTimeoutException):
+        limit = f" of {spec.timeout_s} s" if spec else ""
+        return Failure(kind="timeout", message=f"job exceeded its timeout{limit}", hint="raise --timeout (or job_timeout_s)")
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return Failure(
+            kind="oom",
+            message=f"out of memory: {_one_line(exc)}",
+            hint="use fewer frames, a smaller resolution, more GPUs per job or a lower-memory profile",
+        )
+    if isinstance(exc, (ValidationError, InputError)):
+        return Failure(kind="bad_input", message=_one_line(exc), hint="re-submit the job with `worldplay generate`")
+    if isinstance(exc, UnknownEngine):
+        return Failure(kind="refused", message=_one_line(exc), hint="run this engine on a worker that has it installed")
+    return Failure(kind="engine_error", message=f"{type(exc).__name__}: {_one_line(exc)}", hint="see the job log")
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"invalid job spec: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def record_end(conn: Redis, settings: Settings, job: Job, failure: Failure, status: str = "failed") -> None:
+    """Failure bookkeeping shared by the runner and the worker process (when the horse could not do it)."""
+    job.get_meta(refresh=True)
+    job.meta["failure"] = failure.model_dump()
+    history = job.meta.setdefault("history", [])
+    history.append({"attempt": job.meta.get("attempt", 0), "outcome": failure.kind, "at": time.time()})
+    job.save_meta()
+    directory = Path(settings.output_root) / job.id
+    append_log(conn, job.id, f"{status}: {failure.message}", settings.worker.log_stream_maxlen, directory / "log.txt")
+    end_manifest(directory, status, failure)
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import redis
+    import rq
+
+    import worldplay_cli
+
+    return {
+        "worldplay": worldplay_cli.__version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "rq": rq.__version__,
+        "redis-py": redis.__version__,
+    }
+
+
+def _gpu() -> dict | None:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return {"cuda_visible_devices": visible} if visible else None
+
+
+def _commit(conn: Redis, job_id: str, execution_id: str, produced: Path, final: Path) -> None:
+    """Put the video in place if this run still owns the job; never replace an existing file."""
+    owner = conn.get(run_key(job_id))
+    if owner is None or owner.decode() != execution_id:
+        raise JobFailed(
+            Failure(
+                kind="worker_lost",
+                message="another run of this job took over (this one was presumed dead); its video was discarded",
+            )
+        )
+    try:
+        os.link(produced, final)
+    except FileExistsError:
+        raise JobFailed(
+            Failure(kind="internal", message=f"{final} already exists; outputs are never overwritten")
+        ) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        # Filesystems without hard links: claim the name exclusively, then move the file onto the claim.
+        os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.replace(produced, final)
+        return
+    os.unlink(produced)
+
+
+def run_generate(job: Job, spec_data: dict) -> dict:
+    """The body of the `worker.tasks.generate` task."""
+    settings = load_settings()
+    conn = job.connection
+    marker = os.environ.get(proctree.MARKER_ENV) or f"{job.id}:{os.getpid()}"
+    execution_id = marker.split(":", 1)[1]
+    directory = Path(settings.output_root) / job.id
+    log_file = directory / "log.txt"
+    started_at = time.time()
+
+    job.get_meta(refresh=True)
+    attempt = int(job.meta.get("attempt", 0)) + 1
+    job.meta.update(attempt=attempt, progress=Progress(stage="starting").model_dump(), output_dir=str(directory))
+    job.meta.pop("failure", None)
+    job.save_meta()
+    reporter = Reporter(conn, job, log_file, settings.worker.log_stream_maxlen)
+    reporter.log(f"attempt {attempt} started on worker {job.worker_name} (host {socket.gethostname()}, pid {os.getpid()})")
+
+    spec: JobSpec | None = None
+    work_dir: Path | None = None
+    manifest: dict | None = None
+    try:
+        spec = JobSpec.model_validate(spec_data)
+        if not directory.is_dir():
+            raise InputError(f"job directory {directory} does not exist (is the output root shared with this worker?)")
+        inputs = JobInputs(directory, spec)
+        inputs.verify()
+        conn.set(run_key(job.id), execution_id, ex=settings.queue.failed_ttl_s)
+        manifest = {
+            "job_id": job.id,
+            "attempt": attempt,
+            "execution_id": execution_id,
+            "queue": job.origin,
+            "worker": job.worker_name or "",
+            "spec": spec,
+            "settings": settings_to_dict(settings),
+            "versions": _versions(),
+            "host": {"hostname": socket.gethostname(), "pid": os.getpid(), "platform": sys.platform},
+            "gpu": _gpu(),
+        }
+        _write_manifest(directory, manifest, "running", job, started_at, reporter)
+        engine = get_engine(spec.engine)
+        manifest["engine"] = {"name": spec.engine}
+        work_dir = directory / f".attempt-{attempt}-{execution_id[:12]}"
+        work_dir.mkdir()
+        result = engine.run(spec, inputs, work_dir, reporter)
+        manifest["engine"].update(result.info)
+
+        reporter.stage("verify")
+        from worker.video import read_video_info
+
+        num_frames, width, height, fps = read_video_info(result.video)
+        if (num_frames, width, height) != (spec.frames, spec.width, spec.height):
+            raise JobFailed(
+                Failure(
+                    kind="engine_error",
+                    message=f"engine produced {num_frames} frames of {width}x{height}, "
+                    f"expected {spec.frames} of {spec.width}x{spec.height}",
+                )
+            )
+        final = directory / "video.mp4"
+        size = result.video.stat().st_size
+        _commit(conn, job.id, execution_id, result.video, final)
+        reporter.finish()
+        video = VideoInfo(frames=num_frames, width=width, height=height, fps=fps, bytes=size)
+        _write_manifest(directory, manifest, "finished", job, started_at, reporter, video=video)
+        job.meta["video"] = str(final)
+        job.save_meta()
+        reporter.log(f"finished: {final} ({num_frames} frames, {width}x{height}, {time.time() - started_at:.1f} s)")
+        return {
+            "video": str(final),
+            "output_dir": str(directory),
+            "frames": num_frames,
+            "width": width,
+            "height": height,
+            "fps": fps,
+            "duration_s": round(time.time() - started_at, 3),
+        }
+    except BaseException as exc:
+        failure = classify(exc, spec)
+        status = "stopped" if failure.kind == "canceled" else "failed"
+        if manifest is not None:
+            _write_manifest(directory, manifest, status, job, started_at, reporter, failure=failure)
+        record_end(conn, settings, job, failure, status)
+        raise
+    finally:
+        # Whatever the engine started must not outlive the job.
+        proctree.terminate(marker, grace_s=settings.worker.kill_grace_s)
+        if work_dir is not None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _write_manifest(
+    directory: Path,
+    fields: dict,
+    status: str,
+    job: Job,
+    started_at: float,
+    reporter: Reporter,
+    video: VideoInfo | None = None,
+    failure: Failure | None = None,
+) -> None:
+    ended = status != "running"
+    finished_at = time.time() if ended else None
+    timings = Timings(
+        enqueued_at=job.enqueued_at.timestamp() if job.enqueued_at else None,
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_s=round(finished_at - started_at, 3) if finished_at else None,
+        stages=dict(reporter.stage_times),
+    )
+    manifest = Manifest(
+        status=status,
+        timings=timings,
+        video=video,
+        failure=failure,
+        engine=fields.get("engine", {}),
+        **{key: value for key, value in fields.items() if key != "engine"},
+    )
+    write_json_atomic(directory / "manifest.json", manifest.model_dump(mode="json"))

@@ -1,0 +1,17 @@
+"""The rq task entry points. Only names listed in `worldplay_cli.schema.ALLOWED_TASKS` ever run."""
+
+from __future__ import annotations
+
+
+def generate(spec: dict) -> dict:
+    """Render one video from a `JobSpec` (as JSON) into `<output root>/<job id>/`."""
+    from rq import get_current_job
+
+    from worker.runner import run_generate
+
+    return run_generate(get_current_job(), spec)
+
+
+def noop() -> None:
+    """Does nothing: health checks and queue-overhead benchmarks."""
+    return None

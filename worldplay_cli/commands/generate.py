@@ -1,0 +1,257 @@
+"""`worldplay generate`: make a video now (foreground), or put the job on a queue for workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperCommand
+
+from worldplay_cli.runtime import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
+
+HELP = """Generate a video from an image and a camera trajectory.
+
+Runs in the foreground with a progress bar (a worker process is started for the job), or with
+[bold]--queue[/] puts the job on a queue served by `worldplay worker` and prints its id
+([bold]--wait[/] follows it to the end). Every input is checked before anything is enqueued.
+
+Outputs: <output root>/<job id>/video.mp4, trajectory.json, manifest.json, log.txt.
+"""
+
+
+class _OptionalValues(TyperCommand):
+    """Lets `--queue` and `--rewrite` be used bare (meaning their default value) or with a value."""
+
+    optional_values: dict[str, tuple[str | None, set[str] | None]] = {
+        "--queue": (None, None),
+        "--rewrite": ("best-effort", {"best-effort", "required"}),
+    }
+
+    def parse_args(self, ctx, args):
+        rewritten: list[str] = []
+        index = 0
+        while index < len(args):
+            arg = args[index]
+            if arg in self.optional_values:
+                default, choices = self.optional_values[arg]
+                following = args[index + 1] if index + 1 < len(args) else None
+                if following is not None and not following.startswith("-") and (choices is None or following in choices):
+                    rewritten += [arg, following]
+                    index += 2
+                    continue
+                rewritten.append(f"{arg}={default or ''}")
+            else:
+                rewritten.append(arg)
+            index += 1
+        return super().parse_args(ctx, rewritten)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate", cls=_OptionalValues, help=HELP)(generate)
+
+
+def generate(
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="What the world looks like.")] = "",
+    image: Annotated[
+        Optional[Path], typer.Option("--image", "-i", help="Reference image (default: a bundled example).", show_default=False)
+    ] = None,
+    pose: Annotated[
+        str, typer.Option("--pose", help="Pose string (e.g. 'w-15, right-16'), preset name, or trajectory file.")
+    ] = "walk-and-turn",
+    engine: Annotated[Optional[str], typer.Option(help="preview | native | official (default from settings).", show_default=False)] = None,
+    variant: Annotated[Optional[str], typer.Option(help="bi | ar | ar-rl | ar-distilled (default from settings).", show_default=False)] = None,
+    frames: Annotated[Optional[int], typer.Option(help="Pixel frames; must match the trajectory (4·latents − 3).", show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the variant's recipe).", show_default=False)] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the variant's recipe).", show_default=False)] = None,
+    resolution: Annotated[str, typer.Option(help="Resolution class (the released model is 480p).")] = "480p",
+    width: Annotated[Optional[int], typer.Option(help="Output width (multiple of 16; default from the image).", show_default=False)] = None,
+    height: Annotated[Optional[int], typer.Option(help="Output height (multiple of 16; default from the image).", show_default=False)] = None,
+    gpus: Annotated[int, typer.Option(help="GPUs per job (sequence parallel).")] = 1,
+    name: Annotated[Optional[str], typer.Option("--name", help="A label for the output.", show_default=False)] = None,
+    negative_prompt: Annotated[str, typer.Option(help="Negative prompt.")] = "",
+    hud: Annotated[bool, typer.Option("--hud/--no-hud", help="Preview: draw the keyboard/mouse overlay.")] = True,
+    timeout: Annotated[Optional[int], typer.Option(help="Job timeout in seconds (default from settings).", show_default=False)] = None,
+    rewrite: Annotated[
+        Optional[str],
+        typer.Option("--rewrite", help="Rewrite the prompt first: bare = best-effort, or --rewrite required.", show_default=False),
+    ] = None,
+    queue: Annotated[
+        Optional[str],
+        typer.Option("--queue", help="Enqueue (on this queue, default from settings) and print the job id.", show_default=False),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="With --queue: follow the job until it ends.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved spec; enqueue nothing.")] = False,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    output_root: OutputRootOption = None,
+) -> None:
+    from worldplay_cli.errors import BadInput
+    from worldplay_cli.output import emit
+    from worldplay_cli.runtime import Runtime
+    from worldplay_cli.schema import new_job_id
+    from worldplay_cli.submit import GenerateRequest, check_output_root, prepare, submit
+
+    if wait and queue is None:
+        raise BadInput("--wait only makes sense with --queue", "without --queue, generate already waits")
+    if rewrite not in (None, "best-effort", "required"):
+        raise BadInput(f"--rewrite {rewrite!r} is not a policy", "use --rewrite or --rewrite required")
+    runtime = Runtime(config, redis_url, output_root)
+    settings = runtime.settings
+    request = GenerateRequest(
+        prompt=prompt,
+        image=image,
+        pose=pose,
+        engine=engine,
+        variant=variant,
+        frames=frames,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        resolution=resolution,
+        width=width,
+        height=height,
+        gpus=gpus,
+        output_name=name,
+        negative_prompt=negative_prompt,
+        timeout_s=timeout,
+        hud=hud,
+        rewrite=rewrite,
+    )
+    prepared = prepare(request, settings)
+    if rewrite:
+        prepared = prepared.with_rewrite(_rewrite(prepared, settings, rewrite))
+    if dry_run:
+        emit(prepared.spec.model_dump(mode="json"), as_json=True)
+        return
+    check_output_root(settings)
+    conn = runtime.conn
+    job_id = new_job_id()
+    if queue is not None:
+        queue_name = queue or settings.queue.default_queue
+        submit(conn, settings, prepared, queue_name, job_id)
+        if not wait:
+            emit({"job_id": job_id, "queue": queue_name, "status": "queued"}, as_json, lambda c: c.print(job_id))
+            return
+        _finish(runtime, job_id, as_json, worker=None)
+        return
+    # Foreground: a private queue and a one-job worker for it, cleaned up afterwards.
+    queue_name = f"local-{job_id}"
+    submit(conn, settings, prepared, queue_name, job_id, retries_on_lost=0)
+    worker = runtime.spawn_worker(queue_name, burst=True, max_jobs=1, quiet=True)
+    try:
+        _finish(runtime, job_id, as_json, worker=worker)
+    finally:
+        _stop_worker(worker)
+        _forget_queue(conn, queue_name)
+
+
+def _rewrite(prepared, settings, policy):
+    from worldplay_cli.rewrite import rewrite_prompt
+    from worldplay_cli.schema import RewriteRecord
+
+    result = rewrite_prompt(prepared.spec.prompt, Path(prepared.spec.image.source), settings, policy)
+    return RewriteRecord(
+        policy=policy,
+        original=result.original,
+        rewritten=result.rewritten,
+        changed=result.changed,
+        model=result.model,
+        prompt_version=result.prompt_version,
+        endpoint=result.endpoint,
+        warning=result.warning,
+    )
+
+
+def _finish(runtime, job_id: str, as_json: bool, worker) -> None:
+    """Follow the job to its end (progress on stderr), print the result, exit non-zero on failure."""
+    from worldplay_cli import jobs
+    from worldplay_cli.errors import WorldplayError
+    from worldplay_cli.output import emit
+
+    try:
+        row = _follow(runtime, job_id, worker, show=not as_json)
+    except KeyboardInterrupt:
+        status = jobs.cancel_job(runtime.conn, runtime.settings, job_id)
+        raise WorldplayError(f"interrupted; job {job_id} is {status}") from None
+    if row.status != "finished":
+        failure = row.failure or {}
+        raise WorldplayError(
+            f"job {job_id} {row.status}: {failure.get('message', 'see `worldplay jobs show ' + job_id + '`')}",
+            failure.get("hint") or f"worldplay jobs logs {job_id}",
+        )
+    detail = jobs.job_detail(runtime.conn, runtime.settings, job_id, log_lines=0)
+    result = detail["result"] or {}
+
+    def render(console):
+        console.print(f"[green]done[/] in {row.duration_s:.1f} s: {result.get('frames')} frames, "
+                      f"{result.get('width')}x{result.get('height')} @ {result.get('fps'):g} fps")
+        console.print(f"video: [bold]{result.get('video')}[/]")
+
+    emit({"job_id": job_id, "status": row.status, **result}, as_json, render)
+
+
+def _follow(runtime, job_id: str, worker, show: bool):
+    import time
+
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    from worldplay_cli import jobs
+    from worldplay_cli.output import err_console
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[detail]}"),
+    )
+    last_log = "0-0"
+    with Progress(*columns, console=err_console, disable=not show, transient=True) as bar:
+        task = bar.add_task("queued", total=1.0, detail="")
+        while True:
+            row = jobs.get_row(runtime.conn, job_id)
+            for last_log, line in jobs.read_log(runtime.conn, job_id, last_log):
+                if show:
+                    bar.console.print(f"[dim]{line}[/]")
+            progress = row.progress or {}
+            detail = []
+            if progress.get("total"):
+                detail.append(f"{progress.get('step')}/{progress['total']}")
+            if progress.get("num_chunks"):
+                detail.append(f"chunk {progress.get('chunk')}/{progress['num_chunks']}")
+            if progress.get("eta_s") is not None:
+                detail.append(f"ETA {progress['eta_s']:.0f} s")
+            bar.update(task, description=progress.get("stage") or row.status, completed=progress.get("fraction", 0.0), detail="  ".join(detail))
+            if row.status in jobs.ENDED:
+                for last_log, line in jobs.read_log(runtime.conn, job_id, last_log):
+                    if show:
+                        bar.console.print(f"[dim]{line}[/]")
+                return row
+            if worker is not None and worker.poll() is not None and row.status in jobs.ACTIVE:
+                from worldplay_cli.errors import WorldplayError
+
+                raise WorldplayError(f"the worker for job {job_id} exited ({worker.returncode}) before the job ended")
+            time.sleep(0.2)
+
+
+def _stop_worker(worker) -> None:
+    import signal
+    import subprocess
+
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+def _forget_queue(conn, queue_name: str) -> None:
+    from worldplay_cli.queue import rq_queue
+    from worldplay_cli.schema import QUEUES_SET
+
+    rq_queue(conn, queue_name).delete(delete_jobs=False)
+    conn.srem(QUEUES_SET, queue_name)

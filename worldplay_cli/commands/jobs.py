@@ -1,0 +1,264 @@
+"""`worldplay jobs ...`: list, inspect, follow, cancel, retry and delete jobs; list workers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from worldplay_cli.runtime import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
+
+jobs_app = typer.Typer(help="Inspect and steer queued, running and finished jobs.", no_args_is_help=True)
+
+JobIds = Annotated[list[str], typer.Argument(help="Job id(s).", show_default=False)]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(jobs_app, name="jobs")
+
+
+def _runtime(config, redis_url, output_root):
+    from worldplay_cli.queue import reap
+    from worldplay_cli.runtime import Runtime
+
+    runtime = Runtime(config, redis_url, output_root)
+    # Readers detect lost jobs too, so a dead worker is noticed even when no other worker runs.
+    reap(runtime.conn, runtime.settings, force=True)
+    return runtime
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _progress_text(row) -> str:
+    progress = row.progress or {}
+    if row.status != "started" or not progress:
+        return ""
+    text = f"{progress.get('stage', '')} {100 * progress.get('fraction', 0):.0f}%"
+    if progress.get("num_chunks"):
+        text += f" chunk {progress.get('chunk')}/{progress['num_chunks']}"
+    if progress.get("eta_s") is not None:
+        text += f" ETA {_age(progress['eta_s'])}"
+    return text
+
+
+STATUS_STYLE = {"finished": "green", "failed": "red", "stopped": "yellow", "canceled": "yellow", "started": "cyan"}
+
+
+@jobs_app.command("list")
+def list_command(
+    status: Annotated[Optional[list[str]], typer.Option("--status", "-s", help="Only these statuses (repeatable).", show_default=False)] = None,
+    queue: Annotated[Optional[str], typer.Option(help="Only this queue.", show_default=False)] = None,
+    search: Annotated[Optional[str], typer.Option(help="Text in the id or description.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option(help="Page size.")] = 50,
+    offset: Annotated[int, typer.Option(help="Skip this many (newest first).")] = 0,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    output_root: OutputRootOption = None,
+) -> None:
+    """Jobs, newest first."""
+    from rich.table import Table
+
+    from worldplay_cli import jobs
+    from worldplay_cli.output import emit
+
+    runtime = _runtime(config, redis_url, output_root)
+    page = jobs.list_jobs(runtime.conn, set(status) if status else None, queue, search, offset, limit)
+
+    def render(console):
+        table = Table(box=None, header_style="bold")
+        for column in ("id", "status", "engine", "frames", "progress", "time", "worker", "prompt"):
+            table.add_column(column, overflow="ellipsis", no_wrap=column != "prompt")
+        for row in page.rows:
+            style = STATUS_STYLE.get(row.status, "")
+            failure = (row.failure or {}).get("kind", "")
+            table.add_row(
+                row.id,
+                f"[{style}]{row.status}[/]" + (f" ({failure})" if failure and row.status != "finished" else "") if style else row.status,
+                f"{row.engine}/{row.variant}" if row.engine else "",
+                str(row.frames or ""),
+                _progress_text(row),
+                _age(row.duration_s),
+                row.worker or "",
+                (row.prompt or "")[:60],
+            )
+        console.print(table)
+        counts = ", ".join(f"{n} {s}" for s, n in page.counts.items() if n)
+        console.print(f"[dim]{page.offset + len(page.rows)} of {page.total} shown; all jobs: {counts or 'none'}[/]")
+
+    emit(page.to_dict(), as_json, render)
+
+
+@jobs_app.command("show")
+def show_command(
+    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    output_root: OutputRootOption = None,
+) -> None:
+    """Everything about one job: spec, progress, result or failure, files, recent log."""
+    from worldplay_cli import jobs
+    from worldplay_cli.output import emit
+
+    runtime = _runtime(config, redis_url, output_root)
+    detail = jobs.job_detail(runtime.conn, runtime.settings, job_id)
+
+    def render(console):
+        console.print(f"[bold]{detail['id']}[/]  {detail['status']}  queue {detail['queue']}  attempt {detail['attempt']}")
+        spec = detail.get("spec") or {}
+        if spec:
+            console.print(f"engine {spec.get('engine')}/{spec.get('variant')}, {spec.get('frames')} frames, "
+                          f"{spec.get('width')}x{spec.get('height')}, trajectory {spec.get('trajectory', {}).get('source')!r}")
+            console.print(f"prompt: {spec.get('prompt')!r}")
+        if detail.get("progress") and detail["status"] == "started":
+            console.print(f"progress: {_progress_text(jobs.get_row(runtime.conn, job_id))}")
+        if detail.get("failure"):
+            failure = detail["failure"]
+            console.print(f"[red]{failure['kind']}[/]: {failure['message']}" + (f" (hint: {failure['hint']})" if failure.get("hint") else ""))
+        if detail.get("result"):
+            console.print(f"video: [bold]{detail['result'].get('video')}[/]")
+        console.print(f"output dir: {detail['output_dir']}  files: {', '.join(detail['files']) or '-'}")
+        for line in detail["log"]:
+            console.print(f"[dim]{line}[/]")
+
+    emit(detail, as_json, render)
+
+
+@jobs_app.command("logs")
+def logs_command(
+    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many recent lines.")] = 50,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    output_root: OutputRootOption = None,
+) -> None:
+    """A job's log (from Redis; the full log is log.txt in the job directory)."""
+    import sys
+
+    from worldplay_cli import jobs
+
+    runtime = _runtime(config, redis_url, output_root)
+    row = jobs.get_row(runtime.conn, job_id)
+    last = "0-0"
+    for last, line in jobs.log_tail(runtime.conn, job_id, lines):
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    while follow and row.status not in jobs.ENDED:
+        for last, line in jobs.read_log(runtime.conn, job_id, last, block_ms=1000):
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        row = jobs.get_row(runtime.conn, job_id)
+    if follow:
+        for last, line in jobs.read_log(runtime.conn, job_id, last):
+            sys.stdout.write(line + "\n")
+
+
+def _each(job_ids: list[str], action, as_json: bool) -> None:
+    from worldplay_cli.errors import BadInput
+    from worldplay_cli.output import emit
+
+    results = []
+    errors = []
+    for job_id in job_ids:
+        try:
+            results.append({"job_id": job_id, **action(job_id)})
+        except BadInput as exc:
+            errors.append(exc)
+            results.append({"job_id": job_id, "error": exc.message})
+
+    def render(console):
+        for result in results:
+            if "error" in result:
+                console.print(f"[red]{result['job_id']}: {result['error']}[/]")
+            else:
+                console.print(f"{result['job_id']}: {result.get('status', 'done')}")
+
+    emit(results, as_json, render)
+    if errors:
+        raise typer.Exit(errors[0].exit_code)
+
+
+@jobs_app.command("cancel")
+def cancel_command(
+    job_ids: JobIds,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    output_root: OutputRootOption = None,
+) -> None:
+    """Cancel queued jobs; stop running ones (their whole process tree) and wait until they are gone."""
+    from worldplay_cli import jobs
+
+    runtime = _runtime(config, redis_url, output_root)
+    _each(job_ids, lambda job_id: {"status": jobs.cancel_job(runtime.conn, runtime.settings, job_id)}, as_json)
+
+
+@jobs_app.command("retry")
+def retry_command(
+    job_ids: JobIds,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    output_root: OutputRootOption = None,
+) -> None:
+    """Put failed, stopped or canceled jobs back on their queue."""
+    from worldplay_cli import jobs
+
+    runtime = _runtime(config, redis_url, output_root)
+    _each(job_ids, lambda job_id: {"status": jobs.retry_job(runtime.conn, runtime.settings, job_id)}, as_json)
+
+
+@jobs_app.command("rm")
+def rm_command(
+    job_ids: JobIds,
+    files: Annotated[bool, typer.Option("--files", help="Also delete the job directories.")] = False,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    output_root: OutputRootOption = None,
+) -> None:
+    """Forget jobs that are not running (and with --files, delete their outputs)."""
+    from worldplay_cli import jobs
+
+    runtime = _runtime(config, redis_url, output_root)
+    _each(job_ids, lambda job_id: {"status": "deleted", **jobs.delete_job(runtime.conn, runtime.settings, job_id, files)}, as_json)
+
+
+@jobs_app.command("workers")
+def workers_command(
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    output_root: OutputRootOption = None,
+) -> None:
+    """Registered workers, their GPUs, current job and heartbeat age."""
+    from rich.table import Table
+
+    from worldplay_cli import jobs
+    from worldplay_cli.output import emit
+
+    runtime = _runtime(config, redis_url, output_root)
+    rows = jobs.list_workers(runtime.conn, runtime.settings)
+
+    def render(console):
+        table = Table(box=None, header_style="bold")
+        for column in ("name", "queues", "gpus", "state", "job", "heartbeat", "done", "failed"):
+            table.add_column(column)
+        for row in rows:
+            beat = _age(row.heartbeat_age_s) + (" [red](stale)[/]" if row.stale else "")
+            table.add_row(row.name, ",".join(row.queues), row.gpus or "-", row.state, row.current_job or "", beat,
+                          str(row.successful_jobs), str(row.failed_jobs))
+        console.print(table if rows else "no workers")
+
+    emit([row.to_dict() for row in rows], as_json, render)
+

@@ -1,0 +1,408 @@
+"""The jobs read model (and the few writes users make): one place for `worldplay jobs` and the dashboard.
+
+Reads stay cheap with many jobs: the index `worldplay:jobs` (job id -> enqueue time) orders every job;
+one Lua call returns (id, status, queue) for all of them (a single round trip for 10,000 jobs), the
+filter and the page are computed here, and only the page's rows are fetched in full (one pipeline).
+Rows whose rq record expired are dropped from the index as they are met.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from worldplay_cli.errors import BadInput
+from worldplay_cli.queue import (
+    SERIALIZER,
+    append_log,
+    fetch_job,
+    job_dir,
+    set_failure,
+)
+from worldplay_cli.schema import (
+    JOBS_INDEX,
+    Failure,
+    JobSpec,
+    cancel_key,
+    log_stream_key,
+    run_key,
+)
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from worldplay_cli.settings import Settings
+
+STATUSES = ("queued", "deferred", "scheduled", "started", "finished", "failed", "stopped", "canceled")
+ACTIVE = frozenset({"queued", "deferred", "scheduled", "started"})
+ENDED = frozenset({"finished", "failed", "stopped", "canceled"})
+JOB_PREFIX = "rq:job:"
+_ROW_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name", "meta", "description")
+
+# (id, status, origin, description) for every indexed job, newest first, in one round trip.
+_SCAN_LUA = """
+local ids = redis.call('ZREVRANGE', KEYS[1], 0, -1)
+local out = {}
+for _, id in ipairs(ids) do
+  local fields = redis.call('HMGET', ARGV[1] .. id, 'status', 'origin', 'description')
+  out[#out + 1] = id
+  out[#out + 1] = fields[1] or ''
+  out[#out + 1] = fields[2] or ''
+  out[#out + 1] = fields[3] or ''
+end
+return out
+"""
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value is not None else None
+
+
+def _timestamp(value: bytes | None) -> float | None:
+    if not value:
+        return None
+    text = value.decode().rstrip("Z")
+    for pattern in ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return datetime.strptime(text, pattern).replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+@dataclass
+class JobRow:
+    id: str
+    status: str
+    queue: str | None = None
+    kind: str | None = None
+    engine: str | None = None
+    variant: str | None = None
+    prompt: str | None = None
+    frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    output_name: str | None = None
+    worker: str | None = None
+    created_at: float | None = None
+    enqueued_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempt: int = 0
+    progress: dict | None = None
+    failure: dict | None = None
+    video: str | None = None
+    output_dir: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at if self.ended_at is not None and self.status in ENDED else time.time()
+        return round(end - self.started_at, 3)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["duration_s"] = self.duration_s
+        return data
+
+    @classmethod
+    def from_hash(cls, job_id: str, values: list[bytes | None]) -> JobRow | None:
+        fields = dict(zip(_ROW_FIELDS, values))
+        if fields["status"] is None:
+            return None
+        try:
+            meta = SERIALIZER.loads(fields["meta"]) if fields["meta"] else {}
+        except ValueError:
+            meta = {}
+        summary = meta.get("summary") or {}
+        return cls(
+            id=job_id,
+            status=fields["status"].decode(),
+            queue=_text(fields["origin"]),
+            kind=summary.get("kind"),
+            engine=summary.get("engine"),
+            variant=summary.get("variant"),
+            prompt=summary.get("prompt"),
+            frames=summary.get("frames"),
+            width=summary.get("width"),
+            height=summary.get("height"),
+            output_name=summary.get("output_name"),
+            worker=_text(fields["worker_name"]),
+            created_at=_timestamp(fields["created_at"]),
+            enqueued_at=_timestamp(fields["enqueued_at"]),
+            started_at=_timestamp(fields["started_at"]),
+            ended_at=_timestamp(fields["ended_at"]),
+            attempt=int(meta.get("attempt") or 0),
+            progress=meta.get("progress"),
+            failure=meta.get("failure"),
+            video=meta.get("video"),
+            output_dir=meta.get("output_dir"),
+        )
+
+
+@dataclass
+class JobPage:
+    rows: list[JobRow]
+    total: int  # matching the filter
+    offset: int
+    limit: int
+    counts: dict[str, int] = field(default_factory=dict)  # every indexed job, by status
+
+    def to_dict(self) -> dict:
+        return {
+            "total": self.total,
+            "offset": self.offset,
+            "limit": self.limit,
+            "counts": self.counts,
+            "jobs": [row.to_dict() for row in self.rows],
+        }
+
+
+def job_rows(conn: Redis, job_ids: list[str]) -> list[JobRow | None]:
+    """Full rows for the given ids (None where the job no longer exists), in one pipeline."""
+    with conn.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hmget(JOB_PREFIX + job_id, _ROW_FIELDS)
+        results = pipe.execute()
+    return [JobRow.from_hash(job_id, values) for job_id, values in zip(job_ids, results)]
+
+
+def list_jobs(
+    conn: Redis,
+    statuses: set[str] | None = None,
+    queue: str | None = None,
+    text: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> JobPage:
+    """A page of jobs, newest first, filtered by status, queue and a text in the description."""
+    unknown = set(statuses or ()) - set(STATUSES)
+    if unknown:
+        raise BadInput(f"unknown status {sorted(unknown)[0]!r}", f"use one of: {', '.join(STATUSES)}")
+    flat = conn.eval(_SCAN_LUA, 1, JOBS_INDEX, JOB_PREFIX)
+    counts = dict.fromkeys(STATUSES, 0)
+    matching: list[str] = []
+    expired: list[str] = []
+    needle = text.lower() if text else None
+    for index in range(0, len(flat), 4):
+        job_id, status, origin, description = (value.decode() for value in flat[index : index + 4])
+        if not status:
+            expired.append(job_id)
+            continue
+        counts[status] = counts.get(status, 0) + 1
+        if statuses and status not in statuses:
+            continue
+        if queue and origin != queue:
+            continue
+        if needle and needle not in description.lower() and needle not in job_id:
+            continue
+        matching.append(job_id)
+    if expired:
+        conn.zrem(JOBS_INDEX, *expired)
+    page_ids = matching[offset : offset + limit]
+    rows = [row for row in job_rows(conn, page_ids) if row is not None]
+    return JobPage(rows=rows, total=len(matching), offset=offset, limit=limit, counts=counts)
+
+
+def get_row(conn: Redis, job_id: str) -> JobRow:
+    row = job_rows(conn, [job_id])[0]
+    if row is None:
+        raise BadInput(f"no job {job_id!r}", "list jobs with `worldplay jobs list`")
+    return row
+
+
+def job_detail(conn: Redis, settings: Settings, job_id: str, log_lines: int = 20) -> dict:
+    """Row + spec + result or error + output files + the last log lines."""
+    row = get_row(conn, job_id)
+    job = fetch_job(conn, job_id)
+    detail: dict[str, Any] = row.to_dict()
+    try:
+        detail["spec"] = job.args[0] if job and job.args else None
+    except Exception:  # an undecodable (refused) job still gets a detail view
+        detail["spec"] = None
+    result = job.latest_result() if job else None
+    detail["result"] = result.return_value if result is not None and result.type == result.Type.SUCCESSFUL else None
+    detail["error"] = result.exc_string if result is not None and result.exc_string else None
+    directory = job_dir(settings, job_id)
+    detail["output_dir"] = str(directory)
+    detail["files"] = sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) if directory.is_dir() else []
+    detail["log"] = [line for _, line in log_tail(conn, job_id, log_lines)]
+    return detail
+
+
+def log_tail(conn: Redis, job_id: str, count: int = 50) -> list[tuple[str, str]]:
+    """The last `count` log lines as (stream entry id, line), oldest first."""
+    entries = conn.xrevrange(log_stream_key(job_id), count=count)
+    return [(entry_id.decode(), fields[b"line"].decode()) for entry_id, fields in reversed(entries)]
+
+
+def read_log(conn: Redis, job_id: str, after: str = "0-0", block_ms: int | None = None) -> list[tuple[str, str]]:
+    """Log lines after stream entry `after`, waiting up to `block_ms` for new ones."""
+    answer = conn.xread({log_stream_key(job_id): after}, block=block_ms, count=500)
+    if not answer:
+        return []
+    return [(entry_id.decode(), fields[b"line"].decode()) for entry_id, fields in answer[0][1]]
+
+
+def cancel_job(conn: Redis, settings: Settings, job_id: str, wait_s: float | None = None) -> str:
+    """Cancel a queued job, or stop a running one (its whole process tree); returns the new status."""
+    from rq.command import send_stop_job_command
+    from rq.exceptions import InvalidJobOperation
+
+    job = fetch_job(conn, job_id)
+    if job is None:
+        raise BadInput(f"no job {job_id!r}", "list jobs with `worldplay jobs list`")
+    status = job.get_status().value
+    if status in ("queued", "deferred", "scheduled"):
+        job.cancel()
+        set_failure(job, Failure(kind="canceled", message="canceled by the user before it started"))
+        append_log(conn, job_id, "canceled before it started", settings.worker.log_stream_maxlen)
+        return "canceled"
+    if status != "started":
+        raise BadInput(f"job {job_id} already ended ({status})")
+    # Cooperative first (the engine stops at its next step), then the worker ends the process tree.
+    conn.set(cancel_key(job_id), "1", ex=settings.queue.failed_ttl_s)
+    try:
+        send_stop_job_command(conn, job_id, serializer=SERIALIZER)
+    except InvalidJobOperation:
+        pass
+    deadline = time.monotonic() + (settings.worker.kill_grace_s + 15 if wait_s is None else wait_s)
+    while time.monotonic() < deadline:
+        status = job.get_status().value
+        if status in ENDED:
+            return status
+        time.sleep(0.1)
+    return job.get_status().value
+
+
+def retry_job(conn: Redis, settings: Settings, job_id: str) -> str:
+    """Put a failed, stopped or canceled job back on its queue (same id, same output directory)."""
+    job = fetch_job(conn, job_id)
+    if job is None:
+        raise BadInput(f"no job {job_id!r}")
+    status = job.get_status().value
+    if status not in ("failed", "stopped", "canceled"):
+        raise BadInput(f"job {job_id} is {status}; only failed, stopped or canceled jobs can be retried")
+    if (job_dir(settings, job_id) / "video.mp4").exists():
+        raise BadInput(f"job {job_id} already has a video", "submit a new job instead")
+    registry = job.canceled_job_registry if status == "canceled" else job.failed_job_registry
+    job.retries_left = settings.queue.retries_on_lost_worker or None
+    job.meta.pop("failure", None)
+    job.meta.pop("progress", None)
+    conn.delete(cancel_key(job_id))
+    registry.requeue(job)
+    append_log(conn, job_id, "re-queued by the user", settings.worker.log_stream_maxlen, job_dir(settings, job_id) / "log.txt")
+    return job.get_status().value
+
+
+def resubmit(conn: Redis, settings: Settings, job_id: str, changes: dict | None = None, queue: str | None = None) -> str:
+    """A new job from an existing one's spec (optionally changed) and inputs; returns the new job id."""
+    from worldplay_cli.queue import enqueue_generate
+    from worldplay_cli.schema import new_job_id
+
+    job = fetch_job(conn, job_id)
+    if job is None:
+        raise BadInput(f"no job {job_id!r}")
+    try:
+        spec = JobSpec.model_validate({**job.args[0], **(changes or {})})
+    except Exception as exc:
+        raise BadInput(f"cannot re-submit {job_id}: {str(exc).splitlines()[0]}") from None
+    source = job_dir(settings, job_id)
+    new_id = new_job_id()
+    target = job_dir(settings, new_id)
+    target.mkdir()
+    for name in (spec.image.file, spec.trajectory.file):
+        shutil.copyfile(source / name, target / name)
+    (target / "spec.json").write_text(spec.model_dump_json(indent=2))
+    enqueue_generate(conn, settings, spec, new_id, queue or job.origin)
+    return new_id
+
+
+def delete_job(conn: Redis, settings: Settings, job_id: str, remove_files: bool = False) -> dict:
+    """Forget a job that is not running (and, if asked, delete its output directory)."""
+    job = fetch_job(conn, job_id)
+    if job is not None and job.get_status().value == "started":
+        raise BadInput(f"job {job_id} is running", f"cancel it first: worldplay jobs cancel {job_id}")
+    if job is not None:
+        job.delete()
+    conn.delete(log_stream_key(job_id), cancel_key(job_id), run_key(job_id))
+    removed = conn.zrem(JOBS_INDEX, job_id)
+    if job is None and not removed:
+        raise BadInput(f"no job {job_id!r}")
+    directory = job_dir(settings, job_id)
+    if remove_files and directory.is_dir():
+        shutil.rmtree(directory)
+    return {"job_id": job_id, "deleted": True, "files_removed": remove_files and not directory.exists()}
+
+
+def wait_for(conn: Redis, job_id: str, timeout_s: float | None = None, poll_s: float = 0.2) -> JobRow:
+    """Poll until the job ends (or `timeout_s` passes); returns the last row seen."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        row = get_row(conn, job_id)
+        if row.status in ENDED or (deadline is not None and time.monotonic() > deadline):
+            return row
+        time.sleep(poll_s)
+
+
+@dataclass
+class WorkerRow:
+    name: str
+    hostname: str | None
+    pid: int | None
+    queues: list[str]
+    gpus: str
+    state: str
+    current_job: str | None
+    last_heartbeat: float | None
+    heartbeat_age_s: float | None
+    successful_jobs: int
+    failed_jobs: int
+    stale: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def list_workers(conn: Redis, settings: Settings) -> list[WorkerRow]:
+    """Every registered worker with its heartbeat age; `stale` when it missed several heartbeats."""
+    from rq.worker_registration import REDIS_WORKER_KEYS
+
+    keys = sorted(key.decode() for key in conn.smembers(REDIS_WORKER_KEYS))
+    with conn.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+            pipe.smembers(f"{key}:executions")
+        results = pipe.execute()
+    rows = []
+    now = time.time()
+    # An idle worker heartbeats every reaper interval; three missed beats make it stale.
+    stale_after = 3 * (settings.worker.reaper_interval_s + settings.worker.heartbeat_s)
+    for key, data, executions in zip(keys, results[::2], results[1::2]):
+        if not data:
+            continue
+        fields = {k.decode(): v.decode() for k, v in data.items()}
+        heartbeat = _timestamp(fields.get("last_heartbeat", "").encode())
+        age = round(now - heartbeat, 1) if heartbeat else None
+        current = sorted(member.decode().rsplit(":", 1)[0] for member in executions)
+        rows.append(
+            WorkerRow(
+                name=key.removeprefix("rq:worker:"),
+                hostname=fields.get("hostname"),
+                pid=int(fields["pid"]) if fields.get("pid") else None,
+                queues=[q for q in fields.get("queues", "").split(",") if q],
+                gpus=fields.get("gpus", ""),
+                state=fields.get("state", "?"),
+                current_job=current[0] if current else None,
+                last_heartbeat=heartbeat,
+                heartbeat_age_s=age,
+                successful_jobs=int(fields.get("successful_job_count") or 0),
+                failed_jobs=int(fields.get("failed_job_count") or 0),
+                stale=age is not None and age > stale_after,
+            )
+        )
+    return rows

@@ -1,0 +1,217 @@
+"""From user input to a job on the queue: resolve, validate, store the inputs, enqueue.
+
+Every check runs before anything is written or enqueued, so a bad request leaves no trace: a missing or
+undecodable image, an invalid trajectory, a frame count the variant cannot make, an unknown engine or
+variant, an unwritable output root, an unreachable Redis each give a one-line error (exit 2 or 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import ValidationError
+
+from worldplay_cli.errors import BadInput, WorldplayError
+from worldplay_cli.schema import (
+    VARIANT_DEFAULTS,
+    ImageRef,
+    JobSpec,
+    RewriteRecord,
+    TrajectoryRef,
+    bucket_size,
+    engine_table,
+)
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from worldplay_cli.settings import Settings
+
+DEFAULT_POSE = "walk-and-turn"
+
+
+def example_image() -> Path:
+    return Path(str(resources.files("worldplay_cli") / "assets" / "example.png"))
+
+
+@dataclass
+class GenerateRequest:
+    """What the user asked for; None means "use the default" (settings, variant recipe, image bucket)."""
+
+    prompt: str = ""
+    image: Path | None = None
+    pose: str = DEFAULT_POSE
+    engine: str | None = None
+    variant: str | None = None
+    frames: int | None = None
+    seed: int = 1
+    steps: int | None = None
+    guidance: float | None = None
+    resolution: str = "480p"
+    width: int | None = None
+    height: int | None = None
+    gpus: int = 1
+    output_name: str | None = None
+    negative_prompt: str = ""
+    timeout_s: int | None = None
+    hud: bool = True
+    rewrite: Literal["best-effort", "required"] | None = None
+
+
+@dataclass
+class PreparedJob:
+    """A validated spec plus the input bytes that go into the job directory."""
+
+    spec: JobSpec
+    image_png: bytes
+    trajectory_json: bytes
+
+    def with_rewrite(self, record: RewriteRecord) -> PreparedJob:
+        spec = self.spec.model_copy(update={"prompt": record.rewritten, "rewrite": record})
+        return PreparedJob(JobSpec.model_validate(spec.model_dump()), self.image_png, self.trajectory_json)
+
+
+def _load_image(path: Path) -> tuple[bytes, int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise BadInput(f"image not found: {path}", "check the path given to --image")
+    if not path.is_file():
+        raise BadInput(f"image is not a file: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = image.convert("RGB")
+    except PermissionError:
+        raise BadInput(f"cannot read image {path}: permission denied") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise BadInput(f"cannot decode image {path}: {str(exc).splitlines()[0]}", "use a PNG or JPEG file") from None
+    if min(rgb.size) < 16:
+        raise BadInput(f"image {path} is {rgb.width}x{rgb.height}; it must be at least 16 pixels on each side")
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="PNG")
+    return buffer.getvalue(), rgb.width, rgb.height
+
+
+def _size(request: GenerateRequest, image_width: int, image_height: int) -> tuple[int, int]:
+    if (request.width is None) != (request.height is None):
+        raise BadInput("give both --width and --height, or neither")
+    if request.width is None:
+        return bucket_size(image_width, image_height, request.resolution)
+    for name, value in (("width", request.width), ("height", request.height)):
+        if value <= 0 or value % 16:
+            raise BadInput(f"--{name} {value} must be a positive multiple of 16")
+    return request.width, request.height
+
+
+def prepare(request: GenerateRequest, settings: Settings) -> PreparedJob:
+    """Resolve and validate everything; touches neither Redis nor the output root."""
+    from trajectories import resolve
+
+    engine = request.engine or settings.default_engine
+    engines = engine_table()
+    if engine not in engines:
+        raise BadInput(f"unknown engine {engine!r}", f"use one of: {', '.join(sorted(engines))}")
+    variant = request.variant or settings.default_variant
+    if variant not in VARIANT_DEFAULTS:
+        raise BadInput(f"unknown variant {variant!r}", f"use one of: {', '.join(VARIANT_DEFAULTS)}")
+    image_path = Path(request.image).expanduser() if request.image else example_image()
+    image_png, image_width, image_height = _load_image(image_path)
+
+    trajectory = resolve(request.pose)
+    report = trajectory.validate(variant, request.frames)
+    if not report.ok:
+        fixes = "; ".join(f"{s.description} ({s.num_frames} frames)" for s in report.suggestions)
+        if not fixes and request.frames is not None:
+            fixes = f"this trajectory makes {trajectory.num_frames} frames; omit --frames or change --pose"
+        raise BadInput(f"trajectory {request.pose!r}: {report.problems[0]}", fixes or None)
+    trajectory_json = json.dumps(trajectory.to_official_json(), indent=2).encode()
+
+    width, height = _size(request, image_width, image_height)
+    defaults = VARIANT_DEFAULTS[variant]
+    try:
+        spec = JobSpec(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            image=ImageRef(
+                source=str(image_path.resolve()),
+                sha256=hashlib.sha256(image_png).hexdigest(),
+                width=image_width,
+                height=image_height,
+            ),
+            trajectory=TrajectoryRef(
+                source=request.pose,
+                num_latents=trajectory.num_latents,
+                num_frames=trajectory.num_frames,
+                sha256=hashlib.sha256(trajectory_json).hexdigest(),
+            ),
+            engine=engine,
+            variant=variant,
+            frames=trajectory.num_frames,
+            seed=request.seed,
+            steps=request.steps if request.steps is not None else defaults["steps"],
+            guidance=request.guidance if request.guidance is not None else defaults["guidance"],
+            resolution=request.resolution,
+            width=width,
+            height=height,
+            gpus=request.gpus,
+            hud=request.hud,
+            output_name=request.output_name,
+            timeout_s=request.timeout_s or settings.job_timeout_s,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise BadInput(f"{where}: {message}" if where else message) from None
+    return PreparedJob(spec, image_png, trajectory_json)
+
+
+def check_output_root(settings: Settings) -> Path:
+    """The output root exists (or can be created) and is writable; a one-line error otherwise."""
+    root = Path(settings.output_root).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot create output root {root}: {exc.strerror}", "set output_root to a writable directory") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise BadInput(f"output root {root} is not writable", "set output_root (or --output-root) to a writable directory")
+    return root
+
+
+def write_inputs(settings: Settings, job_id: str, prepared: PreparedJob) -> Path:
+    """Create `<output root>/<job id>/` (never an existing one) with the job's inputs."""
+    directory = Path(settings.output_root).expanduser() / job_id
+    try:
+        directory.mkdir()
+        (directory / prepared.spec.image.file).write_bytes(prepared.image_png)
+        (directory / prepared.spec.trajectory.file).write_bytes(prepared.trajectory_json)
+        (directory / "spec.json").write_text(prepared.spec.model_dump_json(indent=2))
+    except FileExistsError:
+        raise WorldplayError(f"output directory {directory} already exists; outputs are never overwritten") from None
+    except OSError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise BadInput(f"cannot write job inputs to {directory}: {exc.strerror}") from None
+    return directory
+
+
+def submit(conn: Redis, settings: Settings, prepared: PreparedJob, queue_name: str, job_id: str, retries_on_lost: int | None = None):
+    """Write the inputs and enqueue; if enqueueing fails, remove the directory again."""
+    import redis
+
+    from worldplay_cli.queue import enqueue_generate
+
+    directory = write_inputs(settings, job_id, prepared)
+    try:
+        return enqueue_generate(conn, settings, prepared.spec, job_id, queue_name, retries_on_lost)
+    except redis.RedisError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise WorldplayError(f"could not enqueue the job: {exc}") from None
