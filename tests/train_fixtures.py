@@ -1,0 +1,73 @@
+"""Shared, built-once inputs of the training tests: a tiny model directory, a small synthetic dataset and its
+prepared form. Built lazily into one temporary directory per test process (several test modules use it),
+removed at exit. Everything is tiny: 32x32 frames, 16-latent clips, a 2-block width-64 transformer."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+SYNTH_SIZE = 32
+SYNTH_LATENTS = 16
+TRAIN_CLIPS = 4
+VALIDATION_CLIPS = 2
+
+
+@lru_cache(maxsize=None)
+def workspace() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="worldplay-train-tests-"))
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+@lru_cache(maxsize=None)
+def tiny_model_dir() -> Path:
+    from worker.models.tiny import write_tiny_transformer
+    from worker.models.tiny_vae import write_tiny_vae
+    from worker.pipeline.tiny_encoders import write_tiny_encoders
+
+    root = workspace() / "model"
+    write_tiny_transformer(root)
+    write_tiny_vae(root)
+    write_tiny_encoders(root)
+    return root
+
+
+@lru_cache(maxsize=None)
+def synthetic_raw() -> Path:
+    from worker.training.synthetic import SynthOptions, write_synthetic_dataset
+
+    out = workspace() / "raw"
+    options = SynthOptions(width=SYNTH_SIZE, height=SYNTH_SIZE, num_latents=SYNTH_LATENTS)
+    write_synthetic_dataset(out, TRAIN_CLIPS, VALIDATION_CLIPS, options, seed=0)
+    return out
+
+
+@lru_cache(maxsize=None)
+def prepared_dataset() -> Path:
+    from worker.training.prepare import PrepareOptions, prepare_dataset
+
+    out = workspace() / "prepared"
+    prepare_dataset(synthetic_raw(), out, tiny_model_dir(), PrepareOptions(clips_per_shard=4))
+    return out
+
+
+def train_config_data(output_dir: Path, **sections) -> dict:
+    """A small AR config over the prepared dataset: 12-latent windows (first chunk + 1 retrieved clip of
+    spatial memory, 1 chunk of temporal context, the target chunk)."""
+    data = {
+        "version": 1,
+        "model": {"model_dir": str(tiny_model_dir()), "init": "ar"},
+        "data": {"path": str(prepared_dataset()), "cfg_dropout": 0.1},
+        "method": {"name": "ar", "chunk_latents": 4, "window_latents": 12, "context_latents": 4, "memory_points": 2000},
+        "optimizer": {"learning_rate": 1e-3, "weight_decay": 0.0},
+        "max_steps": 10,
+        "checkpoint": {"output_dir": str(output_dir), "every_steps": 5},
+        "logging": {"every_steps": 1, "tensorboard": "off"},
+    }
+    for name, value in sections.items():
+        data[name] = value
+    return data

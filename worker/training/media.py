@@ -1,0 +1,62 @@
+"""Video files for training: read clips (frames, fps) and write validation/synthetic videos, via imageio-ffmpeg."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoClip:
+    frames: np.ndarray  # [F, H, W, 3] uint8
+    fps: float
+
+
+def read_video(path: str | Path) -> VideoClip:
+    """Decode every frame of `path` as RGB uint8; raises OSError/RuntimeError on unreadable files."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    width, height = meta["size"]
+    frames = [np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3) for frame in reader]
+    if not frames:
+        raise RuntimeError(f"{path} holds no video frames")
+    return VideoClip(np.stack(frames), float(meta.get("fps") or 0.0))
+
+
+def video_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the container header, without decoding frames."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        return tuple(next(reader)["size"])
+    finally:
+        reader.close()
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float, quality: int = 10) -> Path:
+    """Encode [F, H, W, 3] uint8 frames as H.264 (yuv444p keeps small synthetic frames sharp)."""
+    import imageio_ffmpeg
+
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    height, width = frames.shape[1:3]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = imageio_ffmpeg.write_frames(
+        str(path),
+        (width, height),
+        fps=fps,
+        quality=quality,
+        pix_fmt_out="yuv444p",
+        macro_block_size=1,
+        output_params=["-loglevel", "error"],
+    )
+    writer.send(None)
+    for frame in frames:
+        writer.send(frame)
+    writer.close()
+    return path

@@ -1,0 +1,64 @@
+"""Training methods as strategies: each turns a batch into a loss with the shared model; the loop is one.
+
+- `ar`: chunk-causal flow matching with per-chunk noise (diffusion forcing) and memory samples, text stream
+  at t=0, velocity target, loss only where the batch's mask says (fact sheet §2.3);
+- `bi`: flow-matching action fine-tuning of the bidirectional model, one noise level per clip window,
+  text stream at the same t (as the bidirectional rollout conditions it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from worker.models.transformer import WorldPlayTransformer
+from worker.training.batches import Batch
+from worker.training.forward import bidirectional_forward, chunk_causal_forward
+from worldplay_cli.train_config import ARMethod, BiMethod
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the supervised latent frames (mask [B, T]) of [B, C, T, h, w] tensors."""
+    per_frame = (prediction.float() - target.float()).pow(2).mean(dim=(1, 3, 4))
+    return (per_frame * frame_mask).sum() / frame_mask.sum().clamp(min=1.0)
+
+
+class ChunkCausalAR:
+    name = "ar"
+
+    def __init__(self, config: ARMethod):
+        self.config = config
+
+    def loss(self, model: WorldPlayTransformer, batch: Batch, gradient_checkpointing: bool = False) -> torch.Tensor:
+        hidden_states, target = batch.model_input()
+        text_cache = model.forward_text(batch.prompt, 0.0)
+        prediction = chunk_causal_forward(
+            model,
+            hidden_states,
+            batch.sigmas * 1000.0,
+            batch.viewmats,
+            batch.intrinsics,
+            batch.actions,
+            text_cache,
+            self.config.chunk_latents,
+            gradient_checkpointing,
+        )
+        return masked_mse(prediction, target, batch.loss_mask)
+
+
+class BidirectionalFlowMatching:
+    name = "bi"
+
+    def __init__(self, config: BiMethod):
+        self.config = config
+
+    def loss(self, model: WorldPlayTransformer, batch: Batch, gradient_checkpointing: bool = False) -> torch.Tensor:
+        hidden_states, target = batch.model_input()
+        timestep = batch.sigmas[:, 0] * 1000.0
+        prediction = bidirectional_forward(
+            model, hidden_states, timestep, batch.prompt, batch.viewmats, batch.intrinsics, batch.actions, timestep, gradient_checkpointing
+        )
+        return masked_mse(prediction, target, batch.loss_mask)
+
+
+def build_method(config: ARMethod | BiMethod) -> ChunkCausalAR | BidirectionalFlowMatching:
+    return ChunkCausalAR(config) if isinstance(config, ARMethod) else BidirectionalFlowMatching(config)

@@ -1,0 +1,473 @@
+"""The one training loop: methods plug in as strategies, everything else (devices, FSDP2, LoRA, EMA, mixed
+precision, clipping, LR schedule, checkpoints, resume, validation, metrics) is shared.
+
+Per step: `grad_accumulation` micro-batches (loss / accumulation, backward), grad-norm clip (optionally
+skipping steps above a norm), optimizer and LR-schedule step, EMA update, metrics, then checkpoint and
+validation when due. Distributed runs (torchrun: WORLD_SIZE > 1) use gloo on CPU and NCCL on GPUs;
+`fsdp: true` shards every double block and the root with FSDP2 `fully_shard` over all ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from worker.training.checkpoints import STATE_NAME, TRANSFORMER_SUBDIR, WEIGHTS_NAME, read_metadata, write_checkpoint
+from worldplay_cli.errors import BadInput
+from worldplay_cli.train_config import TrainConfig
+
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass
+class Hooks:
+    """How the outside world follows and stops a run: `on_metrics` gets every logged record, `should_stop`
+    is polled after each step (a stop saves a checkpoint first)."""
+
+    on_metrics: Callable[[dict], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
+@dataclass
+class RunSummary:
+    step: int
+    max_steps: int
+    loss: float | None
+    checkpoint: str | None
+    stopped: bool
+    output_dir: str
+    validation: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Devices and distribution
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_mean(self, value: float) -> float:
+        if self.world_size == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return tensor.item() / self.world_size
+
+    def any(self, flag: bool) -> bool:
+        if self.world_size == 1:
+            return flag
+        tensor = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def distributed_context() -> DistributedContext:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistributedContext(dist.get_rank() if world_size > 1 else 0, world_size, device)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model
+
+
+def load_initial_model(config: TrainConfig, device: torch.device) -> nn.Module:
+    """The transformer with the configured initial weights in fp32 (the master weights)."""
+    from worker.models.checkpoint import ACTION_CHECKPOINT_DIRS, CheckpointError, action_checkpoint_path, load_transformer
+
+    model_dir = Path(config.model.model_dir)
+    init = config.model.init
+    if init in ACTION_CHECKPOINT_DIRS:
+        source, strict = action_checkpoint_path(model_dir, init), True
+    elif init == "base":
+        # the base HunyuanVideo-1.5 weights: action parameters start at zero, as add_action_parameters leaves them
+        source, strict = None, False
+    else:
+        source, strict = Path(init), True
+    try:
+        model = load_transformer(
+            model_dir, source, dtype=torch.float32, device=device, strict=strict, attention_backend=config.model.attention_backend
+        )
+    except CheckpointError as error:
+        raise BadInput(str(error).split(" (hint:")[0], error.hint or None) from None
+    return model.train()
+
+
+def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+    optimizer = config.optimizer
+    total = config.max_steps
+
+    def factor(step: int) -> float:
+        if step < optimizer.warmup_steps:
+            return (step + 1) / optimizer.warmup_steps
+        if optimizer.schedule == "constant":
+            return 1.0
+        progress = (step - optimizer.warmup_steps) / max(1, total - optimizer.warmup_steps)
+        if optimizer.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class EMA:
+    """Shadow copies of the trainable parameters, updated after every optimizer step from `start_step` on."""
+
+    def __init__(self, parameters: list[nn.Parameter], decay: float, start_step: int):
+        self.parameters = parameters
+        self.decay = decay
+        self.start_step = start_step
+        self.shadow = [parameter.detach().clone() for parameter in parameters]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        if step < self.start_step:
+            for shadow, parameter in zip(self.shadow, self.parameters):
+                shadow.copy_(parameter)
+            return
+        for shadow, parameter in zip(self.shadow, self.parameters):
+            shadow.lerp_(parameter.detach(), 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        """The EMA weights live in the model for the duration (validation, export)."""
+        with torch.no_grad():
+            for shadow, parameter in zip(self.shadow, self.parameters):
+                saved = parameter.detach().clone()
+                parameter.copy_(shadow)
+                shadow.copy_(saved)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for shadow, parameter in zip(self.shadow, self.parameters):
+                    saved = parameter.detach().clone()
+                    parameter.copy_(shadow)
+                    shadow.copy_(saved)
+
+    def state_dict(self) -> list[torch.Tensor]:
+        return [full_tensor(shadow).cpu() for shadow in self.shadow]
+
+    def load_state_dict(self, tensors: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for shadow, tensor in zip(self.shadow, tensors):
+                shadow.copy_(local_part(tensor, shadow))
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a (possibly FSDP-sharded) parameter; a collective for DTensors."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def local_part(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of `full` laid out like the (possibly sharded) `like`."""
+    if hasattr(like, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(full.to(like.device), like.device_mesh, like.placements)
+    return full.to(like.device)
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per line) plus TensorBoard scalars when the package is importable."""
+
+    def __init__(self, output_dir: Path, tensorboard: str):
+        self.path = output_dir / METRICS_NAME
+        self.writer = None
+        if tensorboard != "off":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                if tensorboard == "on":
+                    raise BadInput("logging.tensorboard is on but the tensorboard package is not installed", "pip install tensorboard") from None
+            else:
+                self.writer = SummaryWriter(str(output_dir / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        import json
+
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            prefix = "validation/" if record.get("kind") == "validation" else "train/"
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.writer.add_scalar(prefix + key, value, record["step"])
+            self.writer.flush()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, resume_from: Path | None = None, hooks: Hooks | None = None):
+        from worker.training.batches import SampleBuilder
+        from worker.training.dataset import PreparedDataset
+        from worker.training.methods import build_method
+
+        self.config = config
+        self.hooks = hooks or Hooks()
+        self.context = distributed_context()
+        self.output_dir = Path(config.checkpoint.output_dir)
+        if self.context.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.seed)
+
+        # 1. data and method
+        self.dataset = PreparedDataset(config.data.path)
+        self.method = build_method(config.method)
+        self.samples = SampleBuilder(self.dataset, config.method, config.seed, config.data.cfg_dropout)
+        if not self.samples.clips:
+            raise BadInput(
+                f"no training clip of {config.data.path} has the {config.method.window_latents} latents a sample needs",
+                "lower method.window_latents or prepare longer clips",
+            )
+
+        # 2. model, LoRA, resume weights, FSDP
+        device = self.context.device
+        self.model = load_initial_model(config, device)
+        self.lora = None
+        if config.lora is not None:
+            from worker.training.lora import LoRA
+
+            self.model.requires_grad_(False)
+            self.lora = LoRA(self.model, config.lora).to(device)
+            self.trainable: nn.Module = self.lora
+        else:
+            self.model.requires_grad_(True)
+            self.trainable = self.model
+        self.start_step = 0
+        state = None
+        if resume_from is not None:
+            state = self._load_resume_weights(resume_from)
+        if config.fsdp:
+            self._shard()
+
+        # 3. optimizer, schedule, EMA
+        self.parameters = [parameter for parameter in self.trainable.parameters() if parameter.requires_grad]
+        optimizer = config.optimizer
+        self.optimizer = torch.optim.AdamW(
+            self.parameters, lr=optimizer.learning_rate, betas=optimizer.betas, weight_decay=optimizer.weight_decay, eps=optimizer.eps
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self.ema = EMA(self.parameters, config.ema.decay, config.ema.start_step) if config.ema else None
+        if state is not None:
+            self._load_resume_state(state)
+        self.metrics = MetricsLog(self.output_dir, config.logging.tensorboard) if self.context.is_main else None
+        self.validator = None
+        if config.validation is not None:
+            from worker.training.validation import Validator
+
+            self.validator = Validator(config, self.dataset, self.output_dir, device, self.context.is_main)
+
+    # -- setup helpers ------------------------------------------------------------------------------
+
+    def _shard(self) -> None:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(self.context.device.type, (self.context.world_size,))
+        for block in self.model.double_blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)
+
+    def _load_resume_weights(self, checkpoint: Path) -> dict:
+        from worker.models.checkpoint import load_weights
+
+        metadata = read_metadata(checkpoint)
+        self.start_step = int(metadata["step"])
+        state = torch.load(checkpoint / STATE_NAME, map_location="cpu", weights_only=True)
+        if self.lora is not None:
+            self.lora.load_state_dict(state["lora"])
+        else:
+            load_weights(self.model, checkpoint / TRANSFORMER_SUBDIR / WEIGHTS_NAME, torch.float32, self.context.device, strict=True)
+            self.model.requires_grad_(True)
+        return state
+
+    def _load_resume_state(self, state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        # parameters that never receive a gradient (e.g. the last block's text queries under the AR method)
+        # have no optimizer state, hence strict=False
+        set_optimizer_state_dict(
+            self.trainable, self.optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True, strict=False)
+        )
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def autocast(self):
+        enabled = self.config.mixed_precision == "bf16"
+        return torch.autocast(self.context.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def train_step(self, step: int) -> dict:
+        """One optimizer step (all micro-batches); returns its metrics (loss averaged over ranks)."""
+        config = self.config
+        accumulation = config.grad_accumulation
+        total_loss = 0.0
+        memory_samples = 0
+        for micro in range(accumulation):
+            batch = self.samples.batch(step, micro, accumulation, self.context.rank, self.context.world_size, config.data.batch_size)
+            batch = batch.to(self.context.device)
+            with self.autocast():
+                loss = self.method.loss(self.model, batch, config.gradient_checkpointing)
+            (loss / accumulation).backward()
+            total_loss += loss.item() / accumulation
+            memory_samples += int(batch.memory.sum())
+        max_norm = config.optimizer.max_grad_norm or float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, max_norm))
+        threshold = config.optimizer.skip_grad_norm_above
+        skipped = threshold is not None and not grad_norm < threshold
+        if not skipped:
+            self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(step)
+        return {
+            "loss": self.context.all_mean(total_loss),
+            "grad_norm": grad_norm,
+            "lr": self.scheduler.get_last_lr()[0],
+            "skipped": skipped,
+            "memory_samples": memory_samples,
+        }
+
+    def run(self) -> RunSummary:
+        config = self.config
+        step = self.start_step
+        last_loss = None
+        last_checkpoint = None
+        samples_per_step = config.grad_accumulation * config.data.batch_size * self.context.world_size
+        started = time.monotonic()
+        step_times: list[float] = []
+        validation: dict = {}
+        stopped = False
+        if self.validator is not None and config.validation.run_at_start and step == 0:
+            validation = self.validate(step)
+        while step < config.max_steps:
+            tick = time.monotonic()
+            metrics = self.train_step(step)
+            step += 1
+            last_loss = metrics["loss"]
+            step_times.append(time.monotonic() - tick)
+            recent = step_times[-20:]
+            seconds_per_step = sum(recent) / len(recent)
+            record = {
+                "kind": "train",
+                "step": step,
+                "max_steps": config.max_steps,
+                **metrics,
+                "samples_per_s": samples_per_step / seconds_per_step,
+                "elapsed_s": time.monotonic() - started,
+                "eta_s": seconds_per_step * (config.max_steps - step),
+            }
+            if step % config.logging.every_steps == 0 or step == config.max_steps or step == self.start_step + 1:
+                self._emit(record)
+            stop = self.context.any(bool(self.hooks.should_stop and self.hooks.should_stop()))
+            if step % config.checkpoint.every_steps == 0 or step == config.max_steps or stop:
+                last_checkpoint = self.save(step, last_loss)
+            if self.validator is not None and (step % config.validation.every_steps == 0 or step == config.max_steps):
+                validation = self.validate(step)
+            if stop:
+                stopped = True
+                break
+        return RunSummary(
+            step=step,
+            max_steps=config.max_steps,
+            loss=last_loss,
+            checkpoint=str(last_checkpoint) if last_checkpoint else None,
+            stopped=stopped,
+            output_dir=str(self.output_dir),
+            validation=validation,
+        )
+
+    def _emit(self, record: dict) -> None:
+        if not self.context.is_main:
+            return
+        self.metrics.write(record)
+        if self.hooks.on_metrics is not None:
+            self.hooks.on_metrics(record)
+
+    # -- export, checkpoints, validation ------------------------------------------------------------
+
+    def export_weights(self) -> dict[str, torch.Tensor]:
+        """The full transformer state dict in official names (LoRA merged), on every rank's CPU."""
+        if self.lora is not None:
+            return {name: tensor.to("cpu", copy=True) for name, tensor in self.lora.merged_state_dict(self.model).items()}
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state.items()}
+
+    def save(self, step: int, loss: float | None) -> Path | None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        weights = self.export_weights()
+        ema_weights = None
+        if self.ema is not None:
+            with self.ema.swapped_in():
+                ema_weights = self.export_weights()
+        optimizer_state = get_optimizer_state_dict(
+            self.trainable, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        ema_state = self.ema.state_dict() if self.ema is not None else None
+        path = None
+        if self.context.is_main:
+            state = {
+                "optimizer": optimizer_state,
+                "scheduler": self.scheduler.state_dict(),
+                "ema": ema_state,
+                "lora": self.lora.state_dict() if self.lora is not None else None,
+            }
+            metadata = {"loss": loss, "config": self.config.model_dump(mode="json"), "world_size": self.context.world_size}
+            path = write_checkpoint(
+                self.output_dir,
+                step,
+                weights,
+                self.model.config.to_official_dict(),
+                state,
+                metadata,
+                ema_weights,
+                self.config.checkpoint.keep_last,
+            )
+            self._emit({"kind": "checkpoint", "step": step, "path": str(path)})
+        self.context.barrier()
+        return path
+
+    def validate(self, step: int) -> dict:
+        context = self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
+        with context, torch.no_grad(), self.autocast():
+            results = self.validator.run(self.model, step)
+        if results:
+            self._emit({"kind": "validation", "step": step, **results})
+        return results

@@ -1,0 +1,394 @@
+"""Training contracts (torch-free): the run config, the raw dataset manifest and the prepared dataset index.
+
+The CLI validates a config (YAML + dotted overrides) before anything starts or is enqueued; the worker
+re-validates the same models. Every model has `extra="forbid"` and a `version`, so a typo or a config
+from another version is an error, never a silently ignored key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worldplay_cli.errors import BadInput
+
+CONFIG_VERSION = 1
+DATASET_VERSION = 1
+INDEX_NAME = "index.json"
+MANIFEST_NAME = "dataset.json"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- action vocabulary and datasets ----------------------------------------------------------------------
+
+
+class ActionVocabulary(_Strict):
+    """How a dataset's per-frame controls read: keyboard columns, mouse columns, signs and units.
+
+    Keyboard columns named W, S, A, D drive the 81-class labels; other columns are kept but ignored.
+    Mouse values times `degrees_per_unit` are degrees per frame; `pitch_sign` -1 flips datasets whose
+    positive pitch looks down. `translation_step` (world units per frame while a key is held) integrates
+    poses for clips that come without any.
+    """
+
+    keys: list[str] = Field(default_factory=lambda: ["W", "S", "A", "D"], min_length=1)
+    mouse: list[Literal["pitch", "yaw"]] = Field(default_factory=lambda: ["pitch", "yaw"], max_length=2)
+    pitch_sign: Literal[1, -1] = 1
+    degrees_per_unit: float = Field(default=1.0, gt=0)
+    translation_step: float = Field(default=0.08 / 4, gt=0)
+    # A key counts as held above this value; the mouse moves above `mouse_threshold` units.
+    key_threshold: float = 0.5
+    mouse_threshold: float = Field(default=0.0, ge=0)
+
+    @field_validator("keys")
+    @classmethod
+    def _unique_keys(cls, keys: list[str]) -> list[str]:
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"keyboard columns must be unique, got {keys}")
+        return keys
+
+
+class SourceClip(_Strict):
+    """One raw clip: a video plus per-frame actions and/or per-frame camera poses, and a prompt."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=120)
+    video: str
+    prompt: str = ""
+    actions: str | None = None  # {"keyboard": [[...]], "mouse": [[...]]} or official per-frame actions
+    poses: str | None = None  # official training pose JSON (per frame) or any `trajectories` format (per latent)
+    split: Literal["train", "validation"] = "train"
+
+
+class SourceManifest(_Strict):
+    """`dataset.json` of a raw dataset directory (what `worldplay data synth` writes)."""
+
+    version: Literal[1] = DATASET_VERSION
+    fps: float = Field(gt=0)
+    vocabulary: ActionVocabulary = Field(default_factory=ActionVocabulary)
+    clips: list[SourceClip] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> SourceManifest:
+        seen: set[str] = set()
+        for clip in self.clips:
+            if clip.id in seen:
+                raise ValueError(f"clip id {clip.id!r} appears twice")
+            seen.add(clip.id)
+        return self
+
+
+class PreparedClip(_Strict):
+    id: str
+    split: Literal["train", "validation"]
+    shard: str
+    prompt: str
+    prompt_key: str
+    num_frames: int = Field(gt=0)
+    num_latents: int = Field(gt=0)
+    labels_from: Literal["actions", "poses"]
+    poses_from: Literal["poses", "actions"]
+
+
+class RejectedClip(_Strict):
+    id: str
+    reason: str
+
+
+class DatasetIndex(_Strict):
+    """`index.json` of a prepared dataset: cached latents and condition states in safetensors shards."""
+
+    version: Literal[1] = DATASET_VERSION
+    complete: bool = False
+    fps: float
+    width: int
+    height: int
+    latent_channels: int
+    scaling_factor: float
+    vocabulary: ActionVocabulary
+    model_dir: str
+    clips: list[PreparedClip] = Field(default_factory=list)
+    rejected: list[RejectedClip] = Field(default_factory=list)
+
+
+def load_source_manifest(path: str | Path) -> SourceManifest:
+    """`SRC/dataset.json` (or the file itself), validated; BadInput names the first problem."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    return _load_json_model(SourceManifest, path, "dataset manifest")
+
+
+def load_dataset_index(path: str | Path) -> DatasetIndex:
+    path = Path(path)
+    if path.is_dir():
+        path = path / INDEX_NAME
+    return _load_json_model(DatasetIndex, path, "prepared dataset index", "run `worldplay data prepare` first")
+
+
+def _load_json_model(model, path: Path, what: str, hint: str | None = None):
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"no {what} at {path}", hint) from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise BadInput(f"cannot read {what} {path}: {error}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise BadInput(f"{path}: {first_error(error)}") from None
+
+
+# --- the training config ---------------------------------------------------------------------------------
+
+
+class ModelSection(_Strict):
+    model_dir: str
+    # Initial weights: an action checkpoint of the model directory, the base weights (action parameters
+    # zero, as the official add_action_parameters leaves them) or a safetensors path.
+    init: str = "ar"
+    attention_backend: Literal["auto", "flash", "sdpa"] = "auto"
+
+
+class DataSection(_Strict):
+    path: str
+    # Text CFG dropout: this share of samples trains on the negative (empty) prompt.
+    cfg_dropout: float = Field(default=0.1, ge=0, le=1)
+    batch_size: int = Field(default=1, ge=1)
+
+
+class TimestepSampling(_Strict):
+    weighting: Literal["logit_normal", "uniform"] = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = Field(default=1.0, gt=0)
+    shift: float = Field(default=3.0, gt=0)
+
+
+class ARMethod(_Strict):
+    """Chunk-causal AR training with per-chunk noise and memory samples (the official HY recipe)."""
+
+    name: Literal["ar"] = "ar"
+    chunk_latents: int = Field(default=4, ge=1)
+    window_latents: int = Field(default=24, ge=1)
+    # The memory part of a memory sample: temporal context (latest chunks) + spatial memory (first chunk
+    # plus retrieved clips) = window_latents - chunk_latents.
+    context_latents: int = Field(default=12, ge=0)
+    memory_probability: float = Field(default=0.8, ge=0, le=1)
+    memory_points: int = Field(default=50_000, ge=100)
+    # History chunks of memory samples are noised to t in [low, high] (official: 16..500).
+    history_timesteps: tuple[int, int] = (16, 500)
+    timesteps: TimestepSampling = Field(default_factory=TimestepSampling)
+
+    @model_validator(mode="after")
+    def _chunks_fit(self) -> ARMethod:
+        if self.window_latents % self.chunk_latents:
+            raise ValueError(f"window_latents {self.window_latents} is not a multiple of chunk_latents {self.chunk_latents}")
+        if self.window_latents < 2 * self.chunk_latents:
+            raise ValueError("window_latents must hold at least two chunks (context and target)")
+        memory = self.window_latents - self.chunk_latents
+        if self.memory_probability > 0:
+            if self.chunk_latents != 4:
+                raise ValueError("memory samples retrieve 4-latent clips; use chunk_latents 4 or memory_probability 0")
+            if self.context_latents % self.chunk_latents or not 0 < self.context_latents < memory:
+                raise ValueError(
+                    f"context_latents {self.context_latents} must be a positive multiple of chunk_latents below "
+                    f"the {memory} memory latents"
+                )
+        low, high = self.history_timesteps
+        if not 0 < low <= high <= 1000:
+            raise ValueError(f"history_timesteps must satisfy 0 < low <= high <= 1000, got {list(self.history_timesteps)}")
+        return self
+
+    @property
+    def memory_latents(self) -> int:
+        return self.window_latents - self.chunk_latents
+
+
+class BiMethod(_Strict):
+    """Flow-matching action fine-tuning of the bidirectional model: one noise level per clip window."""
+
+    name: Literal["bi"] = "bi"
+    window_latents: int = Field(default=16, ge=1)
+    timesteps: TimestepSampling = Field(default_factory=TimestepSampling)
+
+
+Method = Annotated[Union[ARMethod, BiMethod], Field(discriminator="name")]
+
+
+class OptimizerSection(_Strict):
+    learning_rate: float = Field(default=1e-5, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    eps: float = Field(default=1e-8, gt=0)
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(default=0, ge=0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    # The official trainer skips steps whose grad norm is >= 10; off unless asked for.
+    skip_grad_norm_above: float | None = Field(default=None, gt=0)
+
+
+class LoRASection(_Strict):
+    rank: int = Field(default=16, ge=1)
+    alpha: float = Field(default=16.0, gt=0)
+    # Name patterns (fnmatch) of the Linear layers that get adapters.
+    targets: list[str] = Field(
+        default_factory=lambda: ["double_blocks.*.img_attn_[qkv]", "double_blocks.*.img_attn_proj", "double_blocks.*.img_attn_prope_proj"],
+        min_length=1,
+    )
+
+
+class EMASection(_Strict):
+    decay: float = Field(default=0.99, gt=0, lt=1)
+    start_step: int = Field(default=0, ge=0)
+
+
+class CheckpointSection(_Strict):
+    output_dir: str
+    every_steps: int = Field(default=500, ge=1)
+    keep_last: int | None = Field(default=2, ge=1)
+
+
+class ValidationSection(_Strict):
+    every_steps: int = Field(default=500, ge=1)
+    run_at_start: bool = True
+    max_clips: int = Field(default=4, ge=1)
+    num_latents: int | None = Field(default=None, ge=1)
+    sampling_steps: int = Field(default=20, ge=1)
+    shift: float = Field(default=5.0, gt=0)
+    guidance: float = Field(default=1.0, ge=1)
+    seed: int = 0
+    hud: bool = True
+    metrics: list[Literal["psnr", "ssim", "action_following"]] = Field(
+        default_factory=lambda: ["psnr", "ssim", "action_following"]
+    )
+
+
+class LoggingSection(_Strict):
+    every_steps: int = Field(default=10, ge=1)
+    tensorboard: Literal["auto", "on", "off"] = "auto"
+
+
+class TrainConfig(_Strict):
+    version: Literal[1] = CONFIG_VERSION
+    model: ModelSection
+    data: DataSection
+    method: Method = Field(default_factory=ARMethod)
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
+    max_steps: int = Field(ge=1)
+    grad_accumulation: int = Field(default=1, ge=1)
+    seed: int = 3208
+    mixed_precision: Literal["no", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    fsdp: bool = False
+    lora: LoRASection | None = None
+    ema: EMASection | None = None
+    checkpoint: CheckpointSection
+    validation: ValidationSection | None = None
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+
+    @model_validator(mode="after")
+    def _compatible(self) -> TrainConfig:
+        if self.lora is not None and self.fsdp:
+            raise ValueError("LoRA with FSDP is not supported; LoRA models fit one device, drop fsdp")
+        return self
+
+
+# --- loading with overrides ------------------------------------------------------------------------------
+
+
+def first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"] if not str(part).startswith("function-"))
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{location}: {message}" if location else message
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`a.b.c=value` items set nested keys; values are read as YAML (numbers, booleans, lists, null)."""
+    import yaml
+
+    for item in overrides:
+        key, separator, text = item.partition("=")
+        if not separator or not key.strip():
+            raise BadInput(f"override {item!r} is not KEY=VALUE", "e.g. --set optimizer.learning_rate=1e-5")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as error:
+            raise BadInput(f"override {item!r}: cannot parse the value ({error})") from None
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise BadInput(f"override {item!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_config_data(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"no training config at {path}") from None
+    except (OSError, yaml.YAMLError) as error:
+        raise BadInput(f"cannot read training config {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"training config {path} is not a mapping of sections")
+    return data
+
+
+def load_train_config(path: str | Path, overrides: list[str] = (), base_dir: Path | None = None) -> TrainConfig:
+    """Read YAML, apply dotted overrides, validate; relative paths resolve against the config's directory."""
+    path = Path(path)
+    data = apply_overrides(read_config_data(path), list(overrides))
+    config = validate_config(data, str(path))
+    return resolve_paths(config, base_dir or path.parent)
+
+
+def validate_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as error:
+        raise BadInput(f"{source}: {first_error(error)}", "see docs/training.md for every key") from None
+
+
+def resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
+    def absolute(value: str) -> str:
+        candidate = Path(value).expanduser()
+        return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
+
+    model = config.model.model_copy(update={"model_dir": absolute(config.model.model_dir)})
+    if config.model.init.endswith(".safetensors") or "/" in config.model.init:
+        model = model.model_copy(update={"init": absolute(config.model.init)})
+    return config.model_copy(
+        update={
+            "model": model,
+            "data": config.data.model_copy(update={"path": absolute(config.data.path)}),
+            "checkpoint": config.checkpoint.model_copy(update={"output_dir": absolute(config.checkpoint.output_dir)}),
+        }
+    )
+
+
+def check_paths(config: TrainConfig) -> None:
+    """The existence checks the CLI can make before starting or enqueueing (no torch needed)."""
+    model_dir = Path(config.model.model_dir)
+    if not model_dir.is_dir():
+        raise BadInput(f"model directory {model_dir} does not exist", "run `worldplay download` or fix model.model_dir")
+    transformer_config = model_dir / "transformer" / "480p_i2v" / "config.json"
+    if not transformer_config.is_file():
+        raise BadInput(f"{model_dir} has no transformer/480p_i2v/config.json", "point model.model_dir at the official layout")
+    if not (model_dir / "vae").is_dir():
+        raise BadInput(f"{model_dir} has no vae/ directory", "validation decodes with the model directory's VAE")
+    load_dataset_index(config.data.path)
