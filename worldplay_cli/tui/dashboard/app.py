@@ -255,13 +255,13 @@ class Dashboard(App):
         if job_id is None:
             self.notify("no job selected", severity="warning")
             return
-        self.job_action(verb, job_id, None)
+        self.job_action(verb, job_id)
 
-    def job_action(self, verb: str, job_id: str, spec: dict | None) -> None:
+    def job_action(self, verb: str, job_id: str) -> None:
         """Run `verb` on a job: ask first if it is destructive, open the form for a re-queue."""
         source = self.source
         if verb == "requeue":
-            self._requeue(job_id, spec)
+            self._requeue(job_id)
             return
         call: Callable[[], str] = {
             "cancel": lambda: source.cancel(job_id),
@@ -280,20 +280,16 @@ class Dashboard(App):
         self.push_screen(ConfirmScreen(f"{title.split()[0]} job {job_id}?"), answered)
 
     @work(thread=True, group="fetch-spec", exit_on_error=False)
-    def _requeue(self, job_id: str, spec: dict | None) -> None:
-        if spec is None:
-            try:
-                detail = self.source.job_detail(job_id)
-            except SourceUnavailable as exc:
-                self.post_message(self.SourceLost(str(exc)))
-                return
-            if detail is None or not detail.spec:
-                self.post_message(self.ActionDone(f"{job_id}: no readable spec to re-queue", False))
-                return
-            spec, queue = detail.spec, detail.row.queue
-        else:
-            queue = None
-        self.call_from_thread(self._open_requeue_form, job_id, spec, queue)
+    def _requeue(self, job_id: str) -> None:
+        try:
+            detail = self.source.job_detail(job_id)
+        except SourceUnavailable as exc:
+            self.post_message(self.SourceLost(str(exc)))
+            return
+        if detail is None or not detail.spec:
+            self.post_message(self.ActionDone(f"{job_id}: no readable spec to re-queue", False))
+            return
+        self.call_from_thread(self._open_requeue_form, job_id, detail.spec, detail.row.queue)
 
     def _open_requeue_form(self, job_id: str, spec: dict, queue: str | None) -> None:
         def submit(result) -> None:
@@ -339,7 +335,7 @@ class Dashboard(App):
         job_id = screen.job_id if isinstance(screen, JobDetailScreen) else self.selected_job_id
         if job_id:
             for verb, (title, help_text, _) in JOB_ACTIONS.items():
-                yield SystemCommand(f"{title} {job_id}", help_text, self._palette_job_action(verb, job_id, screen))
+                yield SystemCommand(f"{title} {job_id}", help_text, self._palette_job_action(verb, job_id))
         if not isinstance(screen, JobDetailScreen):
             yield SystemCommand("Open job detail", "Show spec, log, timings and outputs", self.action_open_job)
             yield SystemCommand("Submit job from spec file", "Enqueue a job described in a JSON/TOML/YAML file", self.action_submit)
@@ -354,9 +350,8 @@ class Dashboard(App):
             yield SystemCommand("Show or hide workers", "Toggle the workers panel", self.action_toggle_workers)
         yield SystemCommand("Dashboard help", "Keys and what they do", self.action_help)
 
-    def _palette_job_action(self, verb: str, job_id: str, screen: Screen) -> Callable[[], None]:
-        spec = screen.detail.spec if isinstance(screen, JobDetailScreen) and screen.detail else None
-        return lambda: self.job_action(verb, job_id, spec)
+    def _palette_job_action(self, verb: str, job_id: str) -> Callable[[], None]:
+        return lambda: self.job_action(verb, job_id)
 
     def _palette_sort(self, key: str) -> Callable[[], None]:
         return lambda: self.sort_by(key)

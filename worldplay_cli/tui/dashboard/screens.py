@@ -240,7 +240,7 @@ class JobDetailScreen(Screen):
         frame.set_image(np.asarray(image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)))
 
     def action_job(self, verb: str) -> None:
-        self.app.job_action(verb, self.job_id, self.detail.spec if self.detail else None)
+        self.app.job_action(verb, self.job_id)
 
 
 class ConfirmScreen(ModalScreen[bool]):

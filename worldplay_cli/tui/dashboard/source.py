@@ -187,6 +187,7 @@ class RedisSource:
         self.index = JobsIndex(self.conn, clock=clock)
         self._index_lock = threading.Lock()
         self._nvml = _Nvml() if nvml else None
+        self._plots: dict[str, list[str] | None] = {}
 
     def now(self) -> float:
         return self.clock()
@@ -241,7 +242,10 @@ class RedisSource:
             except (OSError, ValueError):
                 pass
             spec = data.get("spec") or {}
-            plot = trajectory_plot(directory / (spec.get("trajectory") or {}).get("file", "trajectory.json"))
+            if job_id not in self._plots:  # the trajectory of a job never changes; draw it once
+                path = directory / (spec.get("trajectory") or {}).get("file", "trajectory.json")
+                self._plots[job_id] = trajectory_plot(path)
+            plot = self._plots[job_id]
             candidate = Path(row.video) if row.video else directory / "video.mp4"
             if row.status == "finished" and candidate.is_file():
                 video = str(candidate)
