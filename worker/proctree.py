@@ -22,18 +22,38 @@ _KILL_WAIT_S = 5.0
 
 
 def marked_processes(marker: str, exclude: set[int] | frozenset[int] = frozenset()) -> list[psutil.Process]:
-    """Live processes whose environment carries `MARKER_ENV=marker`."""
+    """Live processes whose environment carries `MARKER_ENV=marker` (zombies have no environment)."""
+    if os.path.isdir("/proc/self"):
+        return _marked_from_proc(marker, exclude)
     found = []
     for process in psutil.process_iter():
         if process.pid in exclude:
             continue
         try:
-            if process.status() == psutil.STATUS_ZOMBIE:
-                continue
             if process.environ().get(MARKER_ENV) == marker:
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
+    return found
+
+
+def _marked_from_proc(marker: str, exclude: set[int] | frozenset[int]) -> list[psutil.Process]:
+    # Reading /proc directly is ~10x faster than psutil's parsed environ; this runs after every job.
+    needle = f"{MARKER_ENV}={marker}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in exclude:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                entries = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in entries:
+            try:
+                found.append(psutil.Process(int(name)))
+            except psutil.NoSuchProcess:
+                continue
     return found
 
 
@@ -87,7 +107,9 @@ def terminate(
         return list(found.values())
 
     current = targets()
-    if current and grace_s > 0:
+    if not current:
+        return 0
+    if grace_s > 0:
         _signal(current, signal.SIGTERM)
         signalled.update(p.pid for p in current)
         deadline = time.monotonic() + grace_s

@@ -31,7 +31,7 @@ from rq.worker import Worker
 from worldplay_cli.queue import SERIALIZER, GuardedJob, TaskRefused, append_log, reap, rq_queue
 from worldplay_cli.schema import Failure, cancel_key
 from worldplay_cli.settings import Settings
-from worker import proctree
+from worker import proctree, tasks  # noqa: F401 (tasks: imported once here, not in every forked horse)
 from worker.progress import JobCanceled
 from worker.runner import record_end
 

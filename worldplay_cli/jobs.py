@@ -289,7 +289,12 @@ def retry_job(conn: Redis, settings: Settings, job_id: str) -> str:
         raise BadInput(f"job {job_id} is {status}; only failed, stopped or canceled jobs can be retried")
     if (job_dir(settings, job_id) / "video.mp4").exists():
         raise BadInput(f"job {job_id} already has a video", "submit a new job instead")
-    registry = job.canceled_job_registry if status == "canceled" else job.failed_job_registry
+    if status == "canceled":
+        from rq.registry import CanceledJobRegistry
+
+        registry = CanceledJobRegistry(job.origin, conn, job_class=type(job), serializer=SERIALIZER)
+    else:
+        registry = job.failed_job_registry
     job.retries_left = settings.queue.retries_on_lost_worker or None
     job.meta.pop("failure", None)
     job.meta.pop("progress", None)

@@ -72,8 +72,11 @@ class Runtime:
         quiet: bool = False,
     ) -> subprocess.Popen:
         args = [sys.executable, "-m", "worker", "run", "--queue", queue, "--exit-with-parent"]
+        env = self.child_env()
         if gpus:
             args += ["--gpus", "+".join(str(gpu) for gpu in gpus)]
+            # Set before exec (not only by the worker itself) so CUDA never sees the other GPUs.
+            env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=",".join(str(gpu) for gpu in gpus))
         if burst:
             args.append("--burst")
         if max_jobs is not None:
@@ -82,7 +85,7 @@ class Runtime:
             args += ["--name", name]
         output = subprocess.DEVNULL if quiet else None
         # Own session: a Ctrl+C in the terminal reaches only us, and we decide what the workers get.
-        return subprocess.Popen(args, env=self.child_env(), stdout=output, stderr=output, start_new_session=True)
+        return subprocess.Popen(args, env=env, stdout=output, stderr=output, start_new_session=True)
 
 
 def parse_gpu_sets(text: str | None) -> list[tuple[int, ...]]:

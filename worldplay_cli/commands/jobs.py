@@ -167,7 +167,7 @@ def _each(job_ids: list[str], action, as_json: bool) -> None:
     from worldplay_cli.errors import BadInput
     from worldplay_cli.output import emit
 
-    results = []
+    results: list[dict] = []
     errors = []
     for job_id in job_ids:
         try:
@@ -177,9 +177,12 @@ def _each(job_ids: list[str], action, as_json: bool) -> None:
             results.append({"job_id": job_id, "error": exc.message})
 
     def render(console):
+        from worldplay_cli.errors import format_error
+        from worldplay_cli.output import err_console
+
         for result in results:
             if "error" in result:
-                console.print(f"[red]{result['job_id']}: {result['error']}[/]")
+                err_console.print(format_error(f"{result['job_id']}: {result['error']}"), highlight=False)
             else:
                 console.print(f"{result['job_id']}: {result.get('status', 'done')}")
 
