@@ -250,3 +250,36 @@ def test_pixels_round_unless_official_truncation_is_asked_for():
     truncated = to_uint8_frames(video, truncate=True)[0, 0, :, 0]
     assert rounded.tolist() == [255, 0, 128, 191]
     assert truncated.tolist() == [254, 0, 127, 191]
+
+
+def test_each_chunk_reaches_the_writer_before_the_next_chunk_is_denoised(pipelines, image):
+    pipeline = pipelines("ar-distilled")
+    events: list[tuple[str, int]] = []
+    options = GenerationOptions(width=WIDTH, height=HEIGHT, num_inference_steps=1)
+
+    def frame_filter(index, frame):
+        events.append(("frame", index))
+        return frame
+
+    pipeline.generate(
+        PROMPT, image, parse_pose_string("w-11"), None, options,
+        on_step=lambda event: events.append(("step", event.chunk)), frame_filter=frame_filter,
+    )
+    # chunk 0 decodes to frames 0..12, every later chunk to 16 more
+    first_frame_of_chunk = {0: 0, 1: 13, 2: 29}
+    for chunk in (1, 2):
+        step_position = events.index(("step", chunk))
+        assert events.index(("frame", first_frame_of_chunk[chunk] - 1)) < step_position
+        assert events.index(("frame", first_frame_of_chunk[chunk])) > step_position
+
+
+def test_cameras_reach_the_model_rounded_to_bf16_unless_asked_otherwise(pipelines, image):
+    pipeline = pipelines("ar-distilled")
+    trajectory = parse_pose_string("w-3, right-4")
+    rounded = pipeline.prepare(PROMPT, image, trajectory, GenerationOptions(width=WIDTH, height=HEIGHT)).inputs
+    exact = pipeline.prepare(PROMPT, image, trajectory, GenerationOptions(width=WIDTH, height=HEIGHT, round_cameras=False)).inputs
+    assert torch.equal(rounded.viewmats, rounded.viewmats.to(torch.bfloat16).float())
+    assert torch.equal(exact.viewmats[0], torch.tensor(trajectory.viewmats(), dtype=torch.float32))
+    assert not torch.equal(rounded.viewmats, exact.viewmats)
+    # memory selection always sees the exact float64 poses
+    assert torch.equal(rounded.w2c, torch.tensor(trajectory.viewmats(), dtype=torch.float64))

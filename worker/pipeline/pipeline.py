@@ -63,6 +63,7 @@ class GenerationOptions:
     width: int | None = None  # both or neither; default: the reference image's bucket
     height: int | None = None
     round_latents: bool = True  # bf16 latents between steps, as the official pipeline
+    round_cameras: bool = True  # viewmats and K rounded to bf16 before the model, as the official pipeline
     truncate_pixels: bool = False  # the official uint8 truncation, for bit parity
     streaming_decode: bool = True  # False: decode the whole latent video at the end, like the official code
     tiling: SpatialTiling | None = None
@@ -258,6 +259,8 @@ class WorldPlayPipeline:
         w2c = torch.tensor(trajectory.viewmats(), dtype=torch.float64)
         viewmats = w2c.float()[None].to(device)
         intrinsics = torch.tensor(trajectory.normalized_K(), dtype=torch.float32)[None].to(device)
+        if options.round_cameras:
+            viewmats, intrinsics = (matrix.to(torch.bfloat16).float() for matrix in (viewmats, intrinsics))
         actions = torch.tensor(trajectory.actions, dtype=torch.int64)[None].to(device)
 
         # 4. noise for the whole video, from a CPU generator so a seed means the same video everywhere
