@@ -25,15 +25,9 @@ def workspace() -> Path:
 
 @lru_cache(maxsize=None)
 def tiny_model_dir() -> Path:
-    from worker.models.tiny import write_tiny_transformer
-    from worker.models.tiny_vae import write_tiny_vae
-    from worker.pipeline.tiny_encoders import write_tiny_encoders
+    from worker.pipeline.tiny_model import write_tiny_model
 
-    root = workspace() / "model"
-    write_tiny_transformer(root)
-    write_tiny_vae(root)
-    write_tiny_encoders(root)
-    return root
+    return write_tiny_model(workspace() / "model")
 
 
 @lru_cache(maxsize=None)

@@ -47,14 +47,18 @@ class Batch:
 
     def to(self, device) -> Batch:
         moved = {name: getattr(self, name).to(device) for name in ("latents", "noise", "sigmas", "loss_mask", "image_cond", "viewmats", "intrinsics", "actions", "memory")}
-        prompt = PromptEmbeddings(*(None if part is None else part.to(device) for part in (self.prompt.llm, self.prompt.llm_mask, self.prompt.byt5, self.prompt.byt5_mask, self.prompt.vision)))
-        return Batch(prompt=prompt, **moved)
+        return Batch(prompt=prompt_to(self.prompt, device), **moved)
 
     def model_input(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden_states [B, 2C+1, T, h, w] = [x_t | cond | mask], the velocity target ε - x0)."""
         sigma = self.sigmas[:, None, :, None, None]
         noisy = (1 - sigma) * self.latents + sigma * self.noise
         return with_condition(noisy, self.image_cond), self.noise - self.latents
+
+
+def prompt_to(prompt: PromptEmbeddings, device) -> PromptEmbeddings:
+    parts = (prompt.llm, prompt.llm_mask, prompt.byt5, prompt.byt5_mask, prompt.vision)
+    return PromptEmbeddings(*(None if part is None else part.to(device) for part in parts))
 
 
 def with_condition(noisy: torch.Tensor, image_cond: torch.Tensor) -> torch.Tensor:
