@@ -144,7 +144,7 @@ def test_worker_command_runs_one_worker_per_gpu_set_and_stops_them_on_sigterm(cl
 
         rows = wait_until(two_workers, 60, interval=0.2, what="two workers")
         assert sorted(row["gpus"] for row in rows) == ["0", "1"]
-        assert all(row["queues"] == ["gpu1"] and row["state"] in ("idle", "started") for row in rows)
+        assert all(row["queues"] == ["gpu1"] for row in rows)
         for row in rows:
             environ = Path(f"/proc/{row['pid']}/environ").read_bytes().split(b"\0")
             assert f"CUDA_VISIBLE_DEVICES={row['gpus']}".encode() in environ or sys.platform != "linux"
