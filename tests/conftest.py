@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,12 +30,6 @@ def golden_vae_state():
 
 
 # --- real Redis and real workers (queue, worker, dashboard tests) ---------------------------------------
-
-import itertools
-import os
-import signal
-import subprocess
-import time
 
 _redis_dbs = itertools.count()
 
