@@ -59,6 +59,7 @@ class EditorScreen(Screen):
         self.state = state
         self._shown_version = -1
         self._shown_text: str | None = None
+        self._text_error: str | None = None
         self._preview_key: tuple = ()
         self._fitted: dict[tuple[int, int], np.ndarray] = {}
         self.playing = False
@@ -116,7 +117,13 @@ class EditorScreen(Screen):
         if text != text_area.text:
             self._shown_text = text
             text_area.load_text(text)
-        self.query_one("#segment-error", Label).update("")
+        self._show_text_error(None)
+
+    def _show_text_error(self, error: str | None) -> None:
+        # Only touch the label when its text changes: an update is a layout pass of the whole screen.
+        if error != self._text_error:
+            self._text_error = error
+            self.query_one("#segment-error", Label).update(error or "")
 
     def _update_title(self) -> None:
         path = self.editor.path
@@ -173,8 +180,7 @@ class EditorScreen(Screen):
         if text == self._shown_text:
             return
         self._shown_text = None
-        error = self.state.apply_text(text)
-        self.query_one("#segment-error", Label).update(error or "")
+        self._show_text_error(self.state.apply_text(text))
         self.sync()
 
     @on(events.DescendantBlur, "#segment-text")

@@ -18,6 +18,9 @@ CELL_ASPECT = 2.0
 # Paths shorter than this (world units; a step is 0.08) are drawn at this size instead of blown up.
 MIN_SPAN = 0.4
 
+# The eight heading arrows, clockwise from up the page, binned like `heading_arrow` (nearest 45 degrees).
+_ARROWS = np.array([heading_arrow(45.0 * octant) for octant in range(8)])
+
 # Style ids of plot cells, drawn in this order of priority (a later one covers an earlier one).
 EMPTY, PATH, EVEN, ODD, BOUNDARY, START, SELECTION, CURSOR = range(8)
 STYLE_NAMES = ("empty", "path", "even", "odd", "boundary", "start", "selection", "cursor")
@@ -90,7 +93,7 @@ def plot_path(
 
     # 2. One heading marker per latent, styled by chunk; then start, selection and cursor on top.
     latents = np.arange(len(points))
-    arrows = np.array([heading_arrow(angle) for angle in headings])
+    arrows = _ARROWS[np.rint(np.mod(headings, 360.0) / 45.0).astype(np.int64) % 8]
     chunk_style = np.where((latents // chunk) % 2 == 0, EVEN, ODD)
     chunk_style = np.where(latents % chunk == 0, BOUNDARY, chunk_style)
     for style in (EVEN, ODD, BOUNDARY):

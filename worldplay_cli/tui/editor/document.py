@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -156,21 +156,29 @@ class Document:
         index = first - 1
         return self.with_steps(self.steps[:index] + tuple(insert) + self.steps[index + remove :])
 
-    def runs(self) -> list[Run]:
+    def runs(self) -> tuple[Run, ...]:
+        return self._runs
+
+    @cached_property
+    def _runs(self) -> tuple[Run, ...]:
+        # Cached per document (documents are immutable); the text panel and summary read it on every key.
         runs: list[Run] = []
+        first = 1
         for latent, step in enumerate(self.steps, start=1):
-            if runs and runs[-1].step == step:
-                runs[-1] = Run(runs[-1].first, step, runs[-1].count + 1)
-            else:
-                runs.append(Run(latent, step, 1))
-        return runs
+            previous = self.steps[first - 1]
+            if step is not previous and step != previous:
+                runs.append(Run(first, self.steps[first - 1], latent - first))
+                first = latent
+        if self.steps:
+            runs.append(Run(first, self.steps[first - 1], len(self.steps) + 1 - first))
+        return tuple(runs)
 
     def run_at(self, latent: int) -> Run | None:
         return next((run for run in self.runs() if run.first <= latent <= run.last), None)
 
-    @property
+    @cached_property
     def has_imported(self) -> bool:
-        return any(step.imported for step in self.steps)
+        return any(run.step.imported for run in self._runs)
 
     @property
     def exact(self) -> bool:
@@ -201,8 +209,10 @@ def document_from_trajectory(trajectory: Trajectory) -> Document:
     """A document for any trajectory; relative poses that are keyboard moves become keyboard steps."""
     c2w = trajectory.c2w
     relatives = rigid_inverse(c2w[:-1]) @ c2w[1:]
+    # Equal steps share one object, which keeps comparing and recomputing documents cheap.
+    shared: dict[Step, Step] = {}
     return Document(
-        tuple(recognise(relative) for relative in relatives),
+        tuple(shared.setdefault(step, step) for step in map(recognise, relatives)),
         tuple(c2w[0].ravel().tolist()),
         tuple(trajectory.K[0].ravel().tolist()),
     )
@@ -272,9 +282,15 @@ class PathCache:
         actions = np.zeros(len(new) + 1, dtype=np.int64)
         c2w[: first + 1] = self.c2w[: first + 1] if first else document.start_matrix()
         actions[: first + 1] = self.actions[: first + 1]
+        # Runs repeat one Step object, so look each one up once instead of hashing it per latent.
+        seen: dict[int, tuple[np.ndarray, int]] = {}
         for index in range(first, len(new)):
-            c2w[index + 1] = c2w[index] @ step_matrix(new[index])
-            actions[index + 1] = step_action(new[index])
+            step = new[index]
+            entry = seen.get(id(step))
+            if entry is None:
+                entry = seen[id(step)] = (step_matrix(step), step_action(step))
+            c2w[index + 1] = c2w[index] @ entry[0]
+            actions[index + 1] = entry[1]
         self._steps, self._start = new, document.start
         self.c2w, self.actions = c2w, actions
         return first

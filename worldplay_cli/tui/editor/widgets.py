@@ -29,13 +29,19 @@ from worldplay_cli.tui.editor.messages import LatentClicked
 from worldplay_cli.tui.editor.state import EditorState
 
 
-def _strip(chars: np.ndarray, styles: np.ndarray, palette: list[Style]) -> Strip:
-    """One grid row as a Strip, one Segment per run of equal style."""
-    edges = np.flatnonzero(np.diff(styles)) + 1
-    starts = np.concatenate([[0], edges])
-    ends = np.concatenate([edges, [len(chars)]])
-    text = "".join(chars.tolist())
-    return Strip([Segment(text[start:end], palette[styles[start]]) for start, end in zip(starts, ends)], len(chars))
+def grid_strips(chars: np.ndarray, styles: np.ndarray, palette: list[Style]) -> list[Strip]:
+    """One Strip per grid row, one Segment per run of equal style (vectorised over the whole grid)."""
+    height, width = chars.shape
+    texts = np.ascontiguousarray(chars).view(f"<U{width}").ravel().tolist()
+    change = np.ones((height, width), dtype=bool)
+    change[:, 1:] = styles[:, 1:] != styles[:, :-1]
+    strips = []
+    for text, row_styles, row_change in zip(texts, styles.tolist(), change):
+        starts = np.flatnonzero(row_change).tolist()
+        text = text.ljust(width)  # numpy strips trailing spaces from fixed-width strings
+        ends = starts[1:] + [width]
+        strips.append(Strip([Segment(text[a:b], palette[row_styles[a]]) for a, b in zip(starts, ends)], width))
+    return strips
 
 
 class PathView(Widget):
@@ -52,6 +58,8 @@ class PathView(Widget):
         self._plot: Plot | None = None
         self._strips: list[Strip] = []
         self._key: tuple = ()
+        self._palette: list[Style] = []
+        self._palette_theme: str | None = None
 
     def show(self, state: EditorState) -> None:
         self._state = state
@@ -82,10 +90,11 @@ class PathView(Widget):
             points, headings, width, height,
             chunk=state.chunk, cursor=state.cursor, selection=state.selection(), viewport=self.viewport,
         )
-        palette = [self.get_component_rich_style(f"pathview--{name}", partial=True) for name in STYLE_NAMES]
-        base = self.rich_style
-        palette = [base + style for style in palette]
-        self._strips = [_strip(chars, styles, palette) for chars, styles in zip(self._plot.chars, self._plot.styles)]
+        if self._palette_theme != self.app.theme:
+            self._palette = [self.get_component_rich_style(f"pathview--{name}") for name in STYLE_NAMES]
+            self._palette_theme = self.app.theme
+        palette = self._palette
+        self._strips = grid_strips(self._plot.chars, self._plot.styles, palette)
         self.border_subtitle = f"1 col = {self._plot.units_per_column:.3g}"
         self._key = key
 
@@ -174,7 +183,7 @@ class Timeline(Widget, can_focus=True):
         for row in rows:
             for _, name in row:
                 if name not in styles:
-                    styles[name] = self.rich_style + self.get_component_rich_style(f"timeline--{name}", partial=True)
+                    styles[name] = self.get_component_rich_style(f"timeline--{name}")
         self._strips = [
             Strip([Segment(text, styles[name]) for text, name in row]).crop_extend(0, width, self.rich_style) for row in rows
         ]
@@ -242,7 +251,7 @@ class Summary(Static):
             text.append("\n" + " · ".join(pending), "bold magenta")
         if state.message:
             text.append(f"\n{state.message}", "italic")
-        self.update(text)
+        self.update(text, layout=False)  # the panel has a fixed size: no layout pass per key press
 
 
 def _short_problem(state: EditorState) -> str:

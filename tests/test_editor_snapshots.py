@@ -1,0 +1,26 @@
+"""SVG snapshots of the editor's main screen at 80x24 and 160x48, and of its help screen.
+
+Regenerate after an intended visual change with `pytest tests/test_editor_snapshots.py --snapshot-update`
+and review the SVGs in tests/__snapshots__/.
+"""
+
+from __future__ import annotations
+
+from trajectories import PRESETS
+from worldplay_cli.tui.editor.app import EditorApp
+from worldplay_cli.tui.editor.document import document_from_trajectory
+from worldplay_cli.tui.editor.state import EditorState
+
+
+def test_main_screen_80x24(snap_compare):
+    app = EditorApp(EditorState())
+    assert snap_compare(app, terminal_size=(80, 24), press=["8", "w", "plus", "right", "4", "d", "2", "up", "v", "comma", "comma"])
+
+
+def test_main_screen_160x48_bi(snap_compare):
+    app = EditorApp(EditorState(document_from_trajectory(PRESETS["figure-eight"].trajectory()), model="bi"))
+    assert snap_compare(app, terminal_size=(160, 48), press=["home", "pagedown", "pagedown", "3", "full_stop"])
+
+
+def test_help_screen_80x24(snap_compare):
+    assert snap_compare(EditorApp(EditorState()), terminal_size=(80, 24), press=["question_mark"])
