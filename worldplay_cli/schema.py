@@ -29,7 +29,7 @@ SCHEMA_VERSION = 1
 # anyone able to write to Redis could otherwise run code on every worker; see docs/queue-and-workers.md.
 TASK_GENERATE = "worker.tasks.generate"
 TASK_NOOP = "worker.tasks.noop"  # health checks and queue benchmarks
-ALLOWED_TASKS = frozenset({TASK_GENERATE, TASK_NOOP})
+ALLOWED_TASKS = frozenset({TASK_GENERATE, TASK_NOOP, "worker.training.job.train"})  # train_config.TASK_TRAIN
 
 JOBS_INDEX = "worldplay:jobs"  # sorted set: job id -> enqueue time, newest last
 QUEUES_SET = "worldplay:queues"  # every queue a job was ever sent to (the reaper sweeps them all)
@@ -63,6 +63,7 @@ def new_job_id() -> str:
 ENGINES: dict[str, str] = {
     "preview": "worker.engines.preview:PreviewEngine",
     "native": "worker.engines.native:NativeEngine",
+    "official": "worker.engines.official:OfficialEngine",
 }
 EXTRA_ENGINES_ENV = "WORLDPLAY_EXTRA_ENGINES"
 

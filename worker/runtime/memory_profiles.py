@@ -1,8 +1,8 @@
 """Memory profiles: where the model's parts live on the GPU, chosen by name instead of raw flags.
 
     resident       everything stays on the GPU between stages and jobs (fastest; most memory)
-    offload        the condition encoders visit the GPU only for the encode stage, and the transformer
-                   leaves it meanwhile; the transformer and VAE stay for the rest of the job
+    offload        the condition encoders (18 GB, used once per job) visit the GPU only for the encode
+                   stage; the transformer and VAE stay
     group-offload  as offload, and the transformer's blocks are streamed: one block on the GPU at a time
     low-vram       as group-offload, and the VAE decodes in spatial tiles
     auto           the first of the above whose estimated peak fits the GPUs of the job
@@ -18,7 +18,6 @@ This module imports no torch at import time (the doctor and the runtime's superv
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 from dataclasses import dataclass, field
@@ -80,11 +79,10 @@ def estimate_stages(profile: str, variant: str, sp: int, scale: float = 1.0) -> 
     transformer = STREAMED_TRANSFORMER_BYTES if policy.transformer_streamed else TRANSFORMER_BYTES
     decode = VAE_TILED_DECODE_BYTES if policy.vae_tiled else VAE_DECODE_BYTES
     working = guidance_branches(variant) * CONTEXT_KV_BYTES // sp + ACTIVATION_FIXED_BYTES + ACTIVATION_SPLIT_BYTES // sp
-    # resident: encoders and transformer share the GPU in every stage; otherwise they take turns
+    # the encoders leave the GPU after the encode stage unless resident
     encoders_later = ENCODER_BYTES if policy.encoders_resident else 0
-    transformer_meanwhile = transformer if policy.encoders_resident else 0
     stages = {
-        "encode": ENCODER_BYTES + VAE_BYTES + transformer_meanwhile,
+        "encode": ENCODER_BYTES + VAE_BYTES + transformer,
         "denoise": transformer + working + VAE_BYTES + encoders_later,
         "decode": transformer + VAE_BYTES + decode + encoders_later,
     }
@@ -130,6 +128,13 @@ def choose_profile(
         LADDER[-1], requested, peak, False,
         f"even low-vram needs about {peak / GB:.1f} GB per GPU at sp={sp}; more GPUs per job split the context",
     )  # fmt: skip
+
+
+def requested_profile(spec) -> str:
+    """The job's memory profile: its own, else the worker's `memory_profile` setting, else auto."""
+    from worldplay_cli.settings import load_settings
+
+    return getattr(spec, "memory_profile", None) or getattr(load_settings(), "memory_profile", None) or "auto"
 
 
 def next_profile(profile: str) -> str | None:
@@ -191,7 +196,74 @@ class PeakMemory:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
-def gpu_memory_from_env() -> int | None:
-    """Test and CPU hook: pretend GPUs of this many bytes (`WORLDPLAY_GPU_MEMORY_BYTES`)."""
-    value = os.environ.get("WORLDPLAY_GPU_MEMORY_BYTES")
-    return int(value) if value else None
+# --- placement ---------------------------------------------------------------------------------------
+
+
+class BlockStreamer:
+    """Keeps one block of a ModuleList on the device: a block's parameters move there when any of its
+    layers is called (forward pre-hooks on its leaf modules) and the previous block goes back to host memory.
+
+    Hooks sit on leaves rather than on the blocks because the transformer calls block methods, not
+    `block.forward`.
+    """
+
+    def __init__(self, blocks, device):
+        self.blocks = blocks
+        self.device = device
+        self.current: int | None = None
+        self.fetches = 0
+        for index, block in enumerate(blocks):
+            block.to("cpu")
+            for module in block.modules():
+                if module is not block and not any(True for _ in module.children()):
+                    module.register_forward_pre_hook(lambda module, args, index=index: self.fetch(index))
+
+    def fetch(self, index: int) -> None:
+        if self.current == index:
+            return
+        if self.current is not None:
+            self.blocks[self.current].to("cpu")
+        self.blocks[index].to(self.device)
+        self.current = index
+        self.fetches += 1
+
+
+class Placement:
+    """Applies a profile to a loaded pipeline and moves its parts between stages (`on_stage`)."""
+
+    def __init__(self, pipeline, policy: ProfilePolicy, device):
+        self.pipeline = pipeline
+        self.policy = policy
+        self.device = device
+        self.streamer: BlockStreamer | None = None
+        if not policy.encoders_resident:
+            self._move_encoders("cpu")
+        if policy.transformer_streamed:
+            transformer = getattr(pipeline.transformer, "model", pipeline.transformer)  # unwrap sequence parallel
+            self.streamer = BlockStreamer(transformer.double_blocks, device)
+
+    @property
+    def tiling(self):
+        if not self.policy.vae_tiled:
+            return None
+        from worker.models.vae import SpatialTiling
+
+        return SpatialTiling()
+
+    def on_stage(self, stage: str) -> None:
+        if self.policy.encoders_resident:
+            return
+        if stage == "encode":
+            self._move_encoders(self.device)
+        elif stage == "generate":
+            self._move_encoders("cpu")
+
+    def _move_encoders(self, device) -> None:
+        import torch
+
+        encoders = self.pipeline.encoders
+        for encoder in (encoders.prompt, encoders.glyph, encoders.vision):
+            encoder.model.to(device)
+        if torch.device(device).type == "cpu" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+

@@ -1,0 +1,286 @@
+"""The `official` engine: run the user's HY-WorldPlay checkout behind our queue, progress and outputs.
+
+`torchrun --nproc_per_node <gpus> hyvideo/generate.py ...` with arguments mapped from the job spec, around
+the official CLI's traps (reference §1, §13.14):
+- `--few_step true` written out for the distilled model (a bare `--few_step` means False);
+- `--sr false` unless super-resolution was asked for (its weights are not part of the download);
+- an output directory per job attempt (`--output_path` defaults to None and crashes at save time);
+- the trajectory as a JSON file (pose strings cannot express arbitrary paths);
+- `--video_length` = the spec's frame count, `--height/--width` explicit, `--rewrite false` (prompt
+  rewriting happened before the job was enqueued, if at all).
+
+torchrun writes each rank's output to its own files; rank 0's stderr carries the tqdm bar of every chunk's
+denoising loop, which becomes step/chunk progress in the job meta. Rank 0's other output goes to the job
+log. The checkout is found from the spec's `official_repo`, the `official_repo` setting, or the
+`HY_WORLDPLAY_REPO` environment variable of the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from worker.engines import EngineResult, JobInputs
+
+if TYPE_CHECKING:
+    from worldplay_cli.schema import JobSpec
+    from worker.progress import Reporter
+
+REPO_ENV = "HY_WORLDPLAY_REPO"
+PYTHON_ENV = "HY_WORLDPLAY_PYTHON"  # the interpreter of the checkout's environment (default: ours)
+SCRIPT = "hyvideo/generate.py"
+CHUNK_LATENTS = {"bi": 16, "ar": 4, "ar-rl": 4, "ar-distilled": 4}
+# Official flags per memory profile; `auto` keeps the official default (offloading on).
+PROFILE_FLAGS = {
+    "auto": ["--offloading", "true"],
+    "resident": ["--offloading", "false"],
+    "offload": ["--offloading", "true"],
+    "group-offload": ["--offloading", "true", "--group_offloading", "true"],
+    "low-vram": ["--offloading", "true", "--group_offloading", "true", "--use_vae_parallel", "true"],
+}
+_POLL_S = 0.2
+# tqdm: "...| 3/4 [00:01<00:00, 2.10it/s]"
+_TQDM = re.compile(rb"(\d+)/(\d+) \[")
+_ERROR_LINE = re.compile(r"^(?:\[default\d+\]:)?\s*((?:[\w.]+\.)?\w*(?:Error|Exception)\b.*)$")
+
+
+def official_arguments(
+    spec: JobSpec,
+    model_dir: Path,
+    action_checkpoint: Path,
+    image: Path,
+    pose_json: Path,
+    output_dir: Path,
+    profile: str = "auto",
+    sr: bool = False,
+) -> list[str]:
+    """The `hyvideo/generate.py` arguments for `spec` (every flag explicit, booleans spelled out)."""
+    distilled = spec.variant == "ar-distilled"
+    arguments = [
+        "--prompt", spec.prompt,
+        "--negative_prompt", spec.negative_prompt,
+        "--image_path", str(image),
+        "--pose", str(pose_json),
+        "--resolution", spec.resolution,
+        "--model_path", str(model_dir),
+        "--action_ckpt", str(action_checkpoint),
+        "--model_type", "bi" if spec.variant == "bi" else "ar",
+        "--few_step", "true" if distilled else "false",
+        "--num_inference_steps", str(spec.steps),
+        "--video_length", str(spec.frames),
+        "--height", str(spec.height),
+        "--width", str(spec.width),
+        "--seed", str(spec.seed),
+        "--sr", "true" if sr else "false",
+        "--rewrite", "false",
+        "--dtype", "bf16",
+        "--output_path", str(output_dir),
+    ]  # fmt: skip
+    return arguments + PROFILE_FLAGS[profile]
+
+
+def torchrun_command(python: str, nproc: int, master_port: int, log_dir: Path, arguments: list[str]) -> list[str]:
+    """torchrun (as `python -m torch.distributed.run`) with per-rank log files, rank 0 echoed to the console."""
+    return [
+        python, "-m", "torch.distributed.run",
+        "--nproc_per_node", str(nproc),
+        "--master_addr", "127.0.0.1",
+        "--master_port", str(master_port),
+        "--max-restarts", "0",
+        "--log-dir", str(log_dir),
+        "--redirects", "3",
+        "--tee", "3",
+        "--local-ranks-filter", "0",
+        SCRIPT, *arguments,
+    ]  # fmt: skip
+
+
+class ProgressParser:
+    """Denoising progress from rank 0's raw stderr: one tqdm bar of `steps` per chunk.
+
+    A bar that goes back (a new bar starting at 0/steps) is the next chunk; repeated prints of the same
+    count (tqdm redraws on close) change nothing; bars of another length are not denoising loops.
+    """
+
+    def __init__(self, steps: int, num_chunks: int):
+        self.steps = steps
+        self.num_chunks = num_chunks
+        self.chunk = -1
+        self.step = 0
+
+    def feed(self, data: bytes) -> bool:
+        """Consume output; True when the position moved."""
+        moved = False
+        for match in _TQDM.finditer(data):
+            step, total = int(match.group(1)), int(match.group(2))
+            if total != self.steps:
+                continue
+            if self.chunk < 0 or step < self.step:
+                self.chunk = min(self.chunk + 1, self.num_chunks - 1)
+                moved = True
+            moved = moved or step != self.step
+            self.step = step
+        return moved
+
+    @property
+    def done(self) -> int:
+        return max(self.chunk, 0) * self.steps + self.step
+
+
+def official_repo_for(spec: JobSpec) -> Path | None:
+    from worldplay_cli.settings import load_settings
+
+    chosen = getattr(spec, "official_repo", None) or getattr(load_settings(), "official_repo", None) or os.environ.get(REPO_ENV)
+    return Path(chosen).expanduser() if chosen else None
+
+
+class _Tail:
+    """New bytes of a file that another process is writing (it may not exist yet)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self.offset = 0
+
+    def read(self) -> bytes:
+        if self.path is None or not self.path.exists():
+            return b""
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        self.offset += len(data)
+        return data
+
+
+class OfficialEngine:
+    name = "official"
+    uses_gpu = True
+
+    def run(self, spec: JobSpec, inputs: JobInputs, out_dir: Path, reporter: Reporter) -> EngineResult:
+        from worldplay_cli.schema import Failure
+        from worldplay_cli.settings import load_settings
+        from worker.engines.native import model_dir_for
+        from worker.parallel.launch import free_port
+        from worker.pipeline.model_dir import ModelDirError, resolve_model_dir
+        from worker.runner import JobFailed
+        from worker.runtime.memory_profiles import requested_profile
+
+        reporter.plan({"load": 0.15, "generate": 0.8, "collect": 0.05})
+        reporter.stage("load")
+        repo = official_repo_for(spec)
+        if repo is None or not (repo / SCRIPT).is_file():
+            where = f"{repo} has no {SCRIPT}" if repo else "no HY-WorldPlay checkout is configured"
+            raise JobFailed(
+                Failure(kind="refused", message=f"official engine: {where}",
+                        hint=f"clone Tencent-Hunyuan/HY-WorldPlay and set official_repo (or {REPO_ENV}) on the worker")
+            )  # fmt: skip
+        model_dir = model_dir_for(spec)
+        try:
+            paths = resolve_model_dir(model_dir, spec.variant)
+        except ModelDirError as error:
+            raise JobFailed(Failure(kind="refused", message=error.message, hint=error.hint or None)) from None
+
+        # 1. a private directory per attempt: the pose as JSON, the official output dir, torchrun's logs
+        run_dir = out_dir / "official"
+        run_dir.mkdir()
+        pose_json = run_dir / "pose.json"
+        pose_json.write_bytes(inputs.trajectory_path.read_bytes())
+        output_dir, log_dir = run_dir / "output", run_dir / "logs"
+        profile = requested_profile(spec)
+        arguments = official_arguments(spec, model_dir, paths.action_checkpoint, inputs.image_path, pose_json, output_dir, profile)
+        python = os.environ.get(PYTHON_ENV) or sys.executable
+        nproc = max(1, spec.gpus)
+        command = torchrun_command(python, nproc, free_port(), log_dir, arguments)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+        env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+        reporter.log(f"official: {python} -m torch.distributed.run --nproc_per_node {nproc} {SCRIPT} in {repo} (profile {profile})")
+
+        # 2. run it, turning rank 0's output into progress and log lines
+        console_path = run_dir / "console.log"
+        steps, num_chunks = spec.steps, spec.trajectory.num_latents // CHUNK_LATENTS[spec.variant]
+        parser = ProgressParser(steps, num_chunks)
+        console, rank0_stderr = _Tail(console_path), _Tail()
+        pending = b""
+        tail_lines: list[str] = []
+        generating = False
+        with open(console_path, "wb") as console_file:
+            process = subprocess.Popen(command, cwd=repo, env=env, stdout=console_file, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while True:
+                exited = process.poll() is not None
+                if rank0_stderr.path is None:
+                    rank0_stderr.path = next(iter(sorted(log_dir.glob("**/0/stderr.log"))), None)
+                if parser.feed(rank0_stderr.read()):
+                    if not generating:
+                        generating = True
+                        reporter.stage("generate")
+                    reporter.update(parser.done, steps * num_chunks, chunk=parser.chunk + 1, num_chunks=num_chunks)
+                else:
+                    reporter.check_cancel()
+                pending += console.read()
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    text = line.decode(errors="replace").rstrip()
+                    # carriage-return redraws are progress bars: progress already covers them
+                    if text and "\r" not in text and not _TQDM.search(line):
+                        reporter.log(f"official: {text}")
+                        tail_lines = (tail_lines + [text])[-50:]
+                if exited:
+                    break
+                time.sleep(_POLL_S)
+        finally:
+            _stop(process, load_settings().worker.kill_grace_s)
+
+        # 3. the verdict and the video
+        if process.returncode != 0:
+            raise JobFailed(_failure(process.returncode, tail_lines, log_dir, spec))
+        reporter.stage("collect")
+        produced = output_dir / "gen.mp4"
+        if not produced.is_file():
+            raise JobFailed(Failure(kind="engine_error", message=f"the official script exited 0 but wrote no {produced.name}"))
+        video = out_dir / "video.mp4"
+        os.replace(produced, video)
+        info = {
+            "variant": spec.variant,
+            "official_repo": str(repo),
+            "model_dir": str(model_dir),
+            "checkpoint": str(paths.action_checkpoint),
+            "nproc": nproc,
+            "memory_profile": profile,
+            "arguments": arguments,
+        }
+        return EngineResult(video=video, info=info)
+
+
+def _stop(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM torchrun (it forwards to its ranks), SIGKILL its group after the grace; the runner then
+    sweeps every marked process, ranks in their own sessions included."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _failure(returncode: int, tail_lines: list[str], log_dir: Path, spec: JobSpec):
+    from worldplay_cli.schema import Failure
+    from worker.runtime.memory_profiles import oom_hint, requested_profile
+
+    lines = list(tail_lines)
+    for path in sorted(log_dir.glob("**/0/stderr.log")):
+        lines += path.read_text(errors="replace").replace("\r", "\n").splitlines()[-50:]
+    errors = [match.group(1) for line in lines if (match := _ERROR_LINE.match(line))]
+    last = errors[-1] if errors else f"exit code {returncode}"
+    if any("out of memory" in line.lower() for line in errors):
+        profile = requested_profile(spec)
+        hint = oom_hint("offload" if profile == "auto" else profile, max(1, spec.gpus), max(1, spec.gpus))
+        return Failure(kind="oom", message=f"official script ran out of memory: {last}", hint=hint)
+    return Failure(kind="engine_error", message=f"official script failed: {last}", hint="see the job log")

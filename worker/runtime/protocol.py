@@ -1,0 +1,83 @@
+"""JSON lines over Unix sockets: how the job's work horse, the supervisor and rank 0 talk.
+
+horse -> supervisor   {"type": "job", "spec": {...}, "job_dir", "out_dir", "model_dir", "nproc", "profile"}
+supervisor -> rank 0  the same job (plus "attempt"), {"type": "cancel"}, {"type": "stop"}
+rank 0 -> supervisor  {"type": "ready"}, {"type": "loaded", ...}, then per job "stage" / "progress" / "log"
+                      events and one of "result" / "error" / "canceled"
+supervisor -> horse   the job's events, relayed
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import tempfile
+from pathlib import Path
+
+
+class ConnectionClosed(Exception):
+    """The other side closed the connection (or died)."""
+
+
+class Connection:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._buffer = b""
+
+    @classmethod
+    def connect(cls, path: str | Path, timeout_s: float = 5.0) -> Connection:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        return cls(sock)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, message: dict) -> None:
+        try:
+            self.sock.sendall(json.dumps(message).encode() + b"\n")
+        except OSError as error:
+            raise ConnectionClosed(str(error)) from None
+
+    def receive(self, timeout_s: float | None) -> dict | None:
+        """The next message, or None when none arrives within `timeout_s`."""
+        while b"\n" not in self._buffer:
+            ready, _, _ = select.select([self.sock], [], [], timeout_s)
+            if not ready:
+                return None
+            try:
+                data = self.sock.recv(65536)
+            except OSError as error:
+                raise ConnectionClosed(str(error)) from None
+            if not data:
+                raise ConnectionClosed("connection closed")
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def listen(path: Path) -> socket.socket:
+    """A listening Unix socket at `path` (a stale socket file is replaced)."""
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(4)
+    return sock
+
+
+def runtime_dir() -> Path:
+    """A private directory for sockets and resident-runtime logs (Unix socket paths must stay short)."""
+    directory = Path(tempfile.gettempdir()) / f"worldplay-{os.getuid()}"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory

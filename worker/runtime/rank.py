@@ -1,0 +1,261 @@
+"""One rank of a resident group: `python -m worker.runtime.rank --control SOCKET` under the torchrun variables.
+
+The ranks keep the pipeline loaded between jobs. Rank 0 takes jobs from the supervisor over the control
+socket and broadcasts each one to the other ranks over the process group; while idle it broadcasts a
+heartbeat every `TICK_S`, so idle ranks never sit in a collective long enough to time out and a dead peer
+is noticed by the next tick. Every rank runs the same pipeline calls (the transformer is sequence
+parallel across them); rank 0 writes the video and reports stages, steps, logs and the result.
+
+A cancel from the supervisor is broadcast at the next denoising step, so all ranks stop at the same
+point and the group stays usable. Any other exception ends the rank: the supervisor then tears the whole
+group down and starts a fresh one (a failed collective, an OOM or an illegal address leave nothing worth
+keeping, performance-reliability D3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from worldplay_cli.schema import JobSpec
+from worker.engines import JobInputs
+from worker.parallel.launch import init_from_env
+from worker.runtime.memory_profiles import (
+    POLICIES,
+    RELEASED_TRANSFORMER_PARAMS,
+    PeakMemory,
+    Placement,
+    choose_profile,
+    is_out_of_memory,
+    oom_hint,
+)
+from worker.runtime.protocol import Connection, ConnectionClosed
+
+TICK_S = 1.0
+
+
+class JobCanceled(Exception):
+    pass
+
+
+@dataclass
+class Loaded:
+    """The resident pipeline and what it was loaded for."""
+
+    key: tuple[str, str, str]  # model dir, variant, memory profile
+    pipeline: object
+    placement: Placement
+    choice: object
+    load_s: float
+    loaded_at: float = field(default_factory=time.time)
+    jobs: int = 0
+
+
+class RankServer:
+    def __init__(self, control: Connection | None):
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device(f"cuda:{torch.cuda.current_device()}") if torch.cuda.is_available() else torch.device("cpu")
+        self.control = control
+        self.loaded: Loaded | None = None
+        self.loads = 0
+        self.jobs = 0
+        self._inbox: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        if control is not None:
+            threading.Thread(target=self._read_control, daemon=True).start()
+
+    # -- messages -------------------------------------------------------------------------------------
+
+    def _read_control(self) -> None:
+        """Rank 0: jobs and stops go to the inbox; a cancel is a flag the denoising loop polls."""
+        try:
+            while True:
+                message = self.control.receive(None)
+                if message["type"] == "cancel":
+                    self._cancel.set()
+                else:
+                    self._inbox.put(message)
+        except ConnectionClosed:
+            self._inbox.put({"type": "stop"})
+
+    def _send(self, message: dict) -> None:
+        if self.control is not None:
+            self.control.send(message)
+
+    def log(self, line: str) -> None:
+        print(line, flush=True)
+        self._send({"type": "log", "line": line})
+
+    def _next_message(self) -> dict | None:
+        message = None
+        if self.rank == 0:
+            try:
+                message = self._inbox.get(timeout=TICK_S)
+            except queue.Empty:
+                pass
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _check_cancel(self) -> None:
+        flag = torch.tensor([1 if self.rank == 0 and self._cancel.is_set() else 0], device=self._collective_device())
+        if self.world > 1:
+            dist.broadcast(flag, src=0)
+        if flag.item():
+            raise JobCanceled()
+
+    def _collective_device(self) -> torch.device:
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    # -- serving --------------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self._send({"type": "ready", "world_size": self.world, "device": str(self.device)})
+        while True:
+            message = self._next_message()
+            if message is None:
+                continue
+            if message["type"] == "stop":
+                return
+            self._cancel.clear()
+            try:
+                self._send({"type": "result", "info": self.run_job(message)})
+            except JobCanceled:
+                self._send({"type": "canceled"})
+            except BaseException as error:
+                self._report(error, message)
+                raise
+
+    def _report(self, error: BaseException, message: dict) -> None:
+        traceback.print_exc()
+        text = str(error).strip().splitlines()
+        detail = f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+        if is_out_of_memory(error):
+            profile = self.loaded.key[2] if self.loaded else message["profile"]
+            hint = oom_hint(profile if profile in POLICIES else "resident", self.world, max(1, torch.cuda.device_count()))
+            self._send({"type": "error", "kind": "oom", "message": f"out of memory: {detail}", "hint": hint, "profile": profile})
+        else:
+            self._send({"type": "error", "kind": "engine_error", "message": f"rank {self.rank}: {detail}", "hint": "see the job log"})
+
+    def ensure_loaded(self, model_dir: str, variant: str, requested: str) -> tuple[Loaded, bool]:
+        """The pipeline for (model dir, variant, profile): the resident one, or a fresh load in its place."""
+        from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
+        from worker.parallel.ulysses import SequenceParallelTransformer
+        from worker.pipeline.model_dir import resolve_model_dir
+        from worker.pipeline.pipeline import WorldPlayPipeline
+
+        paths = resolve_model_dir(model_dir, variant)
+        with torch.device("meta"):
+            config = WorldPlayTransformerConfig.from_json(paths.transformer_dir / "config.json")
+            params = sum(parameter.numel() for parameter in WorldPlayTransformer(config).parameters())
+        gpu_memory = torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else None
+        choice = choose_profile(requested, variant, self.world, gpu_memory, params / RELEASED_TRANSFORMER_PARAMS)
+        key = (str(model_dir), variant, choice.profile)
+        if self.loaded is not None and self.loaded.key == key:
+            return self.loaded, True
+        if self.loaded is not None:
+            self.log(f"resident: dropping {self.loaded.key[1]} ({self.loaded.jobs} job(s) served) to load {variant}")
+        self.loaded = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        started = time.perf_counter()
+        pipeline = WorldPlayPipeline.from_model_dir(model_dir, variant, device=self.device)
+        if self.world > 1:
+            pipeline.transformer = SequenceParallelTransformer(pipeline.transformer)
+        placement = Placement(pipeline, POLICIES[choice.profile], self.device)
+        self.loads += 1
+        self.loaded = Loaded(key, pipeline, placement, choice, time.perf_counter() - started)
+        self.log(
+            f"resident: load #{self.loads} of this group: {variant} from {model_dir} on {self.world} rank(s) "
+            f"in {self.loaded.load_s:.1f} s, memory profile {choice.profile} ({choice.reason})"
+        )
+        self._send({"type": "loaded", "variant": variant, "load_s": self.loaded.load_s})
+        return self.loaded, False
+
+    def run_job(self, message: dict) -> dict:
+        from worker.pipeline.pipeline import GenerationOptions
+
+        spec = JobSpec.model_validate(message["spec"])
+        inputs = JobInputs(Path(message["job_dir"]), spec)
+        out_dir = Path(message["out_dir"])
+        peak = PeakMemory(self.device.type)
+        peak.start("load")
+        loaded, reused = self.ensure_loaded(message["model_dir"], spec.variant, message["profile"])
+        peak.stop()
+        self.jobs += 1
+        loaded.jobs += 1
+        if reused:
+            age = time.time() - loaded.loaded_at
+            self.log(f"resident: reusing {spec.variant} weights loaded {age:.0f} s ago (load #{self.loads}, job {self.jobs} of this group)")
+        pipeline, placement = loaded.pipeline, loaded.placement
+        options = GenerationOptions(
+            seed=spec.seed,
+            num_inference_steps=spec.steps,
+            guidance_scale=spec.guidance,
+            negative_prompt=spec.negative_prompt,
+            width=spec.width,
+            height=spec.height,
+            fps=spec.fps,
+            tiling=placement.tiling,
+        )
+
+        def on_stage(name: str) -> None:
+            placement.on_stage(name)
+            peak.start(name)
+            self._send({"type": "stage", "name": name})
+
+        def on_step(event) -> None:
+            self._check_cancel()
+            done = event.chunk * event.steps + event.step
+            self._send({"type": "progress", "done": done, "total": event.num_chunks * event.steps,
+                        "chunk": event.chunk + 1, "num_chunks": event.num_chunks})  # fmt: skip
+
+        video = out_dir / "video.mp4" if self.rank == 0 else None
+        result = pipeline.generate(
+            spec.prompt, inputs.load_image(), inputs.load_trajectory(), video, options, on_step=on_step, on_stage=on_stage
+        )
+        peak.stop()
+        transformer = pipeline.transformer
+        return {
+            "variant": spec.variant,
+            "model_dir": message["model_dir"],
+            "device": str(self.device),
+            "dtype": str(transformer.dtype).removeprefix("torch."),
+            "attention": transformer.attention_backend_in_use(),
+            "sequence_parallel": self.world,
+            "resident": {"loads_in_group": self.loads, "jobs_in_group": self.jobs, "reused_weights": reused,
+                         "load_s": round(loaded.load_s, 3)},
+            "memory": {"requested": message["profile"], "profile": loaded.choice.profile,
+                       "estimated_peak_bytes": loaded.choice.estimated_peak_bytes, "peak_bytes": peak.stages,
+                       "retried_from": message.get("retried_from")},
+            **result.info(),
+        }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.runtime.rank", description=__doc__.splitlines()[0])
+    parser.add_argument("--control", required=True, help="the supervisor's control socket (rank 0 connects)")
+    parser.add_argument("--collective-timeout", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    info = init_from_env(timeout_s=args.collective_timeout)
+    control = Connection.connect(args.control) if info.rank == 0 else None
+    RankServer(control).serve()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
