@@ -163,6 +163,9 @@ def run_generate(job: Job, spec_data: dict) -> dict:
         inputs = JobInputs(directory, spec)
         inputs.verify()
         conn.set(run_key(job.id), execution_id, ex=settings.queue.failed_ttl_s)
+        # This run owns the job now: whatever earlier (dead) runs left behind goes.
+        for stale in directory.glob(".attempt-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         manifest = {
             "job_id": job.id,
             "attempt": attempt,

@@ -236,6 +236,8 @@ def job_detail(conn: Redis, settings: Settings, job_id: str, log_lines: int = 20
 
 def log_tail(conn: Redis, job_id: str, count: int = 50) -> list[tuple[str, str]]:
     """The last `count` log lines as (stream entry id, line), oldest first."""
+    if count <= 0:
+        return []
     entries = conn.xrevrange(log_stream_key(job_id), count=count)
     return [(entry_id.decode(), fields[b"line"].decode()) for entry_id, fields in reversed(entries)]
 
