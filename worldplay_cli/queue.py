@@ -125,7 +125,8 @@ def enqueue_generate(
         job_timeout=spec.timeout_s,
         result_ttl=settings.queue.finished_ttl_s,
         failure_ttl=settings.queue.failed_ttl_s,
-        retry=Retry(max=retries) if retries > 0 else None,
+        # A re-run of a job that had already started goes first: it has waited its turn once.
+        retry=Retry(max=retries, enqueue_at_front=True) if retries > 0 else None,
         meta=meta,
         description=f"generate {spec.engine}/{spec.variant} {spec.frames}f: {spec.prompt[:60]}",
     )
