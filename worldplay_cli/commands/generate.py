@@ -199,22 +199,27 @@ def _follow(runtime, job_id: str, worker, show: bool):
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
     from worldplay_cli import jobs
+    from worldplay_cli.errors import WorldplayError
     from worldplay_cli.output import err_console
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[detail]}"),
-    )
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[detail]}"))
     last_log = "0-0"
-    with Progress(*columns, console=err_console, disable=not show, transient=True) as bar:
+
+    def print_new_log_lines() -> None:
+        nonlocal last_log
+        for last_log, line in jobs.read_log(runtime.conn, job_id, last_log):
+            if show:
+                err_console.print(line, style="dim", highlight=False, markup=False, soft_wrap=True)
+
+    # A bar only on a terminal; elsewhere (CI logs, pipes) just the log lines.
+    with Progress(*columns, console=err_console, disable=not (show and err_console.is_terminal), transient=True) as bar:
         task = bar.add_task("queued", total=1.0, detail="")
         while True:
             row = jobs.get_row(runtime.conn, job_id)
-            for last_log, line in jobs.read_log(runtime.conn, job_id, last_log):
-                if show:
-                    bar.console.print(f"[dim]{line}[/]")
+            print_new_log_lines()
+            if row.status in jobs.ENDED:
+                print_new_log_lines()
+                return row
             progress = row.progress or {}
             detail = []
             if progress.get("total"):
@@ -223,15 +228,9 @@ def _follow(runtime, job_id: str, worker, show: bool):
                 detail.append(f"chunk {progress.get('chunk')}/{progress['num_chunks']}")
             if progress.get("eta_s") is not None:
                 detail.append(f"ETA {progress['eta_s']:.0f} s")
-            bar.update(task, description=progress.get("stage") or row.status, completed=progress.get("fraction", 0.0), detail="  ".join(detail))
-            if row.status in jobs.ENDED:
-                for last_log, line in jobs.read_log(runtime.conn, job_id, last_log):
-                    if show:
-                        bar.console.print(f"[dim]{line}[/]")
-                return row
+            description = progress.get("stage") or row.status
+            bar.update(task, description=description, completed=progress.get("fraction", 0.0), detail="  ".join(detail))
             if worker is not None and worker.poll() is not None and row.status in jobs.ACTIVE:
-                from worldplay_cli.errors import WorldplayError
-
                 raise WorldplayError(f"the worker for job {job_id} exited ({worker.returncode}) before the job ended")
             time.sleep(0.2)
 
