@@ -133,6 +133,16 @@ def missing_pieces(root: Path, variant: str) -> list[MissingPiece]:
     return missing
 
 
+def describe_missing(missing: list[MissingPiece], detailed_up_to: int = 3) -> str:
+    """A few missing pieces with the first file each lacks; many as a list of names only."""
+    first_paths: dict[str, str] = {}
+    for piece in missing:
+        first_paths.setdefault(piece.what, piece.path)
+    if len(first_paths) > detailed_up_to:
+        return ", ".join(first_paths)
+    return "; ".join(f"{what} ({path})" for what, path in first_paths.items())
+
+
 def resolve_model_dir(root: str | Path, variant: str, checkpoint: str | Path | None = None) -> ModelPaths:
     """Locate every file `variant` needs under `root` (or raise a `ModelDirError` listing all gaps).
 
@@ -159,9 +169,8 @@ def resolve_model_dir(root: str | Path, variant: str, checkpoint: str | Path | N
                 f"use --variant {owner}, or the {ACTION_DIRS[variant]}/ checkpoint for {variant}",
             )
     if missing:
-        listing = "; ".join(f"{piece.what} ({piece.path})" for piece in missing)
         raise ModelDirError(
-            f"model directory {root} lacks what variant {variant} needs: {listing}",
+            f"model directory {root} lacks what variant {variant} needs: {describe_missing(missing)}",
             f"run `{download_command(variant, root)}`",
             missing,
         )

@@ -1,0 +1,92 @@
+"""`worldplay generate --engine native` end to end: CLI -> real Redis -> real worker -> tiny model -> mp4."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from worker.pipeline.tiny_model import write_tiny_model
+
+pytestmark = pytest.mark.slow
+
+SMALL = ("--prompt", "a quiet street", "--width", "32", "--height", "48")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "worldplay_cli", *args], capture_output=True, text=True, env=dict(os.environ), timeout=timeout
+    )
+
+
+def video_frames(path: Path) -> tuple[int, tuple[int, int]]:
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    return sum(1 for _ in reader), tuple(meta["size"])
+
+
+def wait_for_manifest(path: Path, timeout: float) -> dict:
+    """The job's manifest once it is no longer 'running' (polled with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file():
+            manifest = json.loads(path.read_text())
+            if manifest["status"] != "running":
+                return manifest
+        time.sleep(0.2)
+    raise AssertionError(f"{path} did not reach an end state within {timeout} s")
+
+
+def test_a_queued_native_job_writes_the_video_manifest_and_chunk_log(
+    worldplay_env, start_worker, tiny_model_dir, monkeypatch
+):
+    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_model_dir))
+    worker = start_worker("generate")
+    completed = cli(
+        "generate", "--queue", "--json", "--engine", "native", "--variant", "ar-distilled", "--pose", "w-3, right-4", *SMALL
+    )
+    assert completed.returncode == 0, completed.stderr
+    job_id = json.loads(completed.stdout)["job_id"]
+    directory = Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"]) / job_id
+    manifest = wait_for_manifest(directory / "manifest.json", timeout=180)
+    assert manifest["status"] == "finished", worker.log_path.read_text()
+
+    assert video_frames(directory / "video.mp4") == (29, (32, 48))
+    assert (manifest["video"]["frames"], manifest["video"]["width"], manifest["video"]["height"]) == (29, 32, 48)
+    engine = manifest["engine"]
+    assert manifest["status"] == "finished" and engine["name"] == "native" and engine["variant"] == "ar-distilled"
+    assert (engine["steps"], engine["guidance_scale"]) == (4, 1.0)
+    assert engine["model_dir"] == str(tiny_model_dir)
+    assert [chunk["latents"] for chunk in engine["chunks"]] == [[0, 4], [4, 8]]
+    assert [chunk["context"] for chunk in engine["chunks"]] == [[], [0, 1, 2, 3]]
+    assert all(chunk["denoise_s"] > 0 and chunk["decode_s"] > 0 for chunk in engine["chunks"])
+    assert {"encode", "denoise", "decode"} <= set(engine["stages_s"])
+    assert {"load", "encode", "generate"} <= set(manifest["timings"]["stages"])
+    log = (directory / "log.txt").read_text()
+    assert "chunk 1/2" in log and "chunk 2/2" in log and "native: ar-distilled" in log
+
+
+def test_a_model_directory_without_weights_fails_with_the_download_command(worldplay_env, tmp_path, monkeypatch):
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(empty))
+    started = time.monotonic()
+    completed = cli("generate", "--engine", "native", "--variant", "bi", "--pose", "w-15", *SMALL)
+    assert completed.returncode == 1, completed.stderr
+    error = completed.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: "), completed.stderr
+    assert "lacks what variant bi needs" in error and "bi action checkpoint" in error
+    assert f"worldplay download bi --model-dir {empty}" in error
+    assert time.monotonic() - started < 120
