@@ -82,8 +82,8 @@ class WorldplayWorker(Worker):
         self._last_reap = time.monotonic()
         try:
             reap(self.connection, self.settings)
-        except redis.RedisError as exc:
-            self.log.warning("reaper: %s", exc)
+        except Exception:  # the reaper must never take the worker down; the next beat tries again
+            self.log.exception("Worker %s: reaping lost jobs failed", self.name)
 
     def clean_registries(self):
         # Our reaper first, so lost jobs get their reason recorded before rq's generic cleanup sees them.
