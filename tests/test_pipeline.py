@@ -283,3 +283,11 @@ def test_cameras_reach_the_model_rounded_to_bf16_unless_asked_otherwise(pipeline
     assert not torch.equal(rounded.viewmats, exact.viewmats)
     # memory selection always sees the exact float64 poses
     assert torch.equal(rounded.w2c, torch.tensor(trajectory.viewmats(), dtype=torch.float64))
+
+
+def test_super_resolution_is_refused_with_the_reason(pipelines, image):
+    pipeline = pipelines("ar-distilled")
+    options = GenerationOptions(width=WIDTH, height=HEIGHT, super_resolution=True)
+    with pytest.raises(GenerationError, match="super-resolution weights are not in") as error:
+        pipeline.prepare(PROMPT, image, parse_pose_string("w-3"), options)
+    assert "worldplay download sr" in error.value.hint

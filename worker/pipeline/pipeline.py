@@ -69,6 +69,7 @@ class GenerationOptions:
     tiling: SpatialTiling | None = None
     memory_seed: int = MEMORY_SEED
     fps: int = FPS
+    super_resolution: bool = False  # the official 720p SR stage (not implemented yet: refused with the reason)
 
 
 @dataclass
@@ -205,6 +206,17 @@ class WorldPlayPipeline:
     def scheduler(self, steps: int) -> FlowMatchScheduler:
         return FlowMatchScheduler(steps, num_train_timesteps=self.num_train_timesteps)
 
+    def refuse_super_resolution(self) -> None:
+        if self.paths is not None and not self.paths.has_sr:
+            raise GenerationError(
+                f"the 720p super-resolution weights are not in {self.paths.root}",
+                f"run `{download_command('sr', self.paths.root)}`, or generate without super-resolution",
+            )
+        raise GenerationError(
+            "the native engine does not implement the 720p super-resolution stage yet",
+            "generate at 480p, or run the official engine for SR",
+        )
+
     def check_length(self, num_latents: int) -> None:
         from trajectories.latents import latents_to_frames, nearest_valid_latents
 
@@ -233,6 +245,8 @@ class WorldPlayPipeline:
         `noise` [1, C, T, h, w] replaces the seeded noise, `points` [M, 3] the seeded memory point cloud."""
         started = time.perf_counter()
         self.check_length(trajectory.num_latents)
+        if options.super_resolution:
+            self.refuse_super_resolution()
         steps, guidance = self.recipe(options)
         image = as_pil(image)
         width, height = generation_size(image, options.width, options.height)
