@@ -51,6 +51,8 @@ def _bad_image(tmp_path: Path, kind: str) -> str:
         (("--width", "100", "--height", "64"), "multiple of 16"),
         (("--width", "64"), "both --width and --height"),
         (("--seed", "-5"), "seed"),
+        (("--memory-profile", "lowvram"), "memory_profile"),
+        (("--engine", "native"), "engine native needs a prompt"),
         (("--wait",), "--wait only makes sense with --queue"),
     ],
 )
@@ -106,6 +108,16 @@ def test_dry_run_prints_the_resolved_spec_and_touches_nothing(cli, redis_conn, o
     assert (spec["width"], spec["height"]) == (64, 32)
     assert (spec["steps"], spec["guidance"]) == (4, 1.0)  # the ar-distilled recipe
     assert _nothing_enqueued(redis_conn, output_root)
+
+
+def test_worker_side_options_are_carried_in_the_spec(cli):
+    code, out, err = cli(
+        "generate", "--dry-run", "--engine", "native", "--prompt", "a harbour", "--model-dir", "/models/hy",
+        "--memory-profile", "low-vram", *SMALL,
+    )
+    assert code == 0, err
+    spec = json.loads(out)
+    assert (spec["engine"], spec["model_dir"], spec["memory_profile"]) == ("native", "/models/hy", "low-vram")
 
 
 def test_queue_prints_the_job_id_and_stores_the_inputs(cli, redis_conn, output_root):

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from worldplay_cli.settings import Variant
+from worldplay_cli.settings import MemoryProfile, Variant
 
 SCHEMA_VERSION = 1
 
@@ -168,6 +168,10 @@ class JobSpec(_Model):
     output_name: str | None = Field(default=None, max_length=120, pattern=r"^[\w.\- ]+$")
     rewrite: RewriteRecord | None = None
     timeout_s: int = Field(gt=0)
+    # Paths on the worker host; None means the worker's own setting.
+    model_dir: str | None = None
+    memory_profile: MemoryProfile | None = None
+    official_repo: str | None = None
 
     @field_validator("engine")
     @classmethod

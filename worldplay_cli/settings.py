@@ -30,6 +30,7 @@ NOT_SETTINGS_ENV = frozenset(
 
 Engine = Literal["preview", "native", "official"]
 Variant = Literal["bi", "ar", "ar-rl", "ar-distilled"]
+MemoryProfile = Literal["auto", "resident", "offload", "group-offload", "low-vram"]
 
 
 def _data_dir() -> Path:
@@ -103,6 +104,10 @@ class Settings(_Section):
     default_engine: Engine = "preview"
     default_variant: Variant = "ar-distilled"
     job_timeout_s: int = Field(default=6 * 3600, gt=0)
+    # Native engine: how weights are placed on the GPU (see docs/multi-gpu.md).
+    memory_profile: MemoryProfile = "auto"
+    # Official engine: a HY-WorldPlay checkout on the worker host.
+    official_repo: Path | None = None
     server: ServerSettings = Field(default_factory=ServerSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -64,6 +64,9 @@ class GenerateRequest:
     timeout_s: int | None = None
     hud: bool = True
     rewrite: Literal["best-effort", "required"] | None = None
+    model_dir: Path | None = None
+    memory_profile: str | None = None
+    official_repo: Path | None = None
 
 
 @dataclass
@@ -166,6 +169,9 @@ def prepare(request: GenerateRequest, settings: Settings) -> PreparedJob:
             hud=request.hud,
             output_name=request.output_name,
             timeout_s=request.timeout_s or settings.job_timeout_s,
+            model_dir=str(request.model_dir) if request.model_dir else None,
+            memory_profile=request.memory_profile,
+            official_repo=str(request.official_repo) if request.official_repo else None,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -77,6 +77,16 @@ def generate(
         Optional[str],
         typer.Option("--rewrite", help="Rewrite the prompt first: bare = best-effort, or --rewrite required.", show_default=False),
     ] = None,
+    model_dir: Annotated[
+        Optional[Path], typer.Option(help="Native engine: model directory on the worker host.", show_default=False)
+    ] = None,
+    memory_profile: Annotated[
+        Optional[str],
+        typer.Option(help="Native engine: auto | resident | offload | group-offload | low-vram.", show_default=False),
+    ] = None,
+    official_repo: Annotated[
+        Optional[Path], typer.Option(help="Official engine: HY-WorldPlay checkout on the worker host.", show_default=False)
+    ] = None,
     queue: Annotated[
         Optional[str],
         typer.Option("--queue", help="Enqueue (on this queue, default from settings) and print the job id.", show_default=False),
@@ -119,6 +129,9 @@ def generate(
         timeout_s=timeout,
         hud=hud,
         rewrite=rewrite,
+        model_dir=model_dir,
+        memory_profile=memory_profile,
+        official_repo=official_repo,
     )
     prepared = prepare(request, settings)
     if rewrite:
@@ -188,7 +201,7 @@ def _finish(runtime, job_id: str, as_json: bool, worker) -> None:
     def render(console):
         console.print(f"[green]done[/] in {row.duration_s:.1f} s: {result.get('frames')} frames, "
                       f"{result.get('width')}x{result.get('height')} @ {result.get('fps'):g} fps")
-        console.print(f"video: [bold]{result.get('video')}[/]")
+        console.print(f"video: [bold]{result.get('video')}[/]", soft_wrap=True)
 
     emit({"job_id": job_id, "status": row.status, **result}, as_json, render)
 
