@@ -1,0 +1,161 @@
+"""mp4 writing and checking with the ffmpeg binary bundled in imageio-ffmpeg (no torch here).
+
+``write_video`` encodes H.264 / yuv420p into a hidden temporary file next to the target and links it into
+place only after ffmpeg exited cleanly, so a failed or interrupted write never leaves a file at ``path``
+that could be taken for a result.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Constant-quality H.264: visually clean for previews and a fraction of the size of the official crf 25.
+DEFAULT_CRF = 20
+
+
+class VideoError(RuntimeError):
+    """ffmpeg failed, or the frames cannot be encoded (empty stream, changing size, wrong dtype)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    num_frames: int
+    width: int
+    height: int
+    fps: float
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    """yuv420p needs even sides: repeat the last row/column rather than crop content away."""
+    height, width = frame.shape[:2]
+    if height % 2 or width % 2:
+        frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+    return np.ascontiguousarray(frame)
+
+
+def _check_frame(frame: np.ndarray, index: int, shape: tuple[int, ...] | None) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise VideoError(f"frame {index}: expected an HxWx3 uint8 array, got {frame.dtype} {frame.shape}")
+    if shape is not None and frame.shape != shape:
+        raise VideoError(f"frame {index}: size changed from {shape} to {frame.shape}")
+    return frame
+
+
+def write_video(
+    frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 24, *, crf: int = DEFAULT_CRF, overwrite: bool = False
+) -> VideoInfo:
+    """Encode HxWx3 uint8 ``frames`` to an mp4 at ``path`` (H.264, yuv420p, even sides) atomically.
+
+    Odd widths/heights are padded by one repeated row/column. With ``overwrite=False`` an existing file at
+    ``path`` is never replaced (``FileExistsError``, checked again at the final link).
+    """
+    import imageio_ffmpeg
+
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(errno.EEXIST, "refusing to overwrite an existing video", str(path))
+    descriptor, temporary_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial.mp4", dir=path.parent)
+    os.close(descriptor)
+    temporary = Path(temporary_name)
+    process: subprocess.Popen | None = None
+    try:
+        with tempfile.TemporaryFile() as stderr:
+            num_frames, shape = 0, None
+            for frame in frames:
+                frame = _check_frame(frame, num_frames, shape)
+                if process is None:
+                    shape = frame.shape
+                    process = _start_encoder(imageio_ffmpeg.get_ffmpeg_exe(), _even(frame).shape, fps, crf, temporary, stderr)
+                try:
+                    process.stdin.write(_even(frame).tobytes())
+                except BrokenPipeError:
+                    break  # ffmpeg died; its exit status and log below say why
+                num_frames += 1
+            if process is None:
+                raise VideoError("no frames to write")
+            try:
+                process.stdin.close()
+            except BrokenPipeError:
+                pass
+            if process.wait() != 0:
+                stderr.seek(0)
+                log = stderr.read().decode(errors="replace").strip().splitlines()
+                raise VideoError(f"ffmpeg failed (exit {process.returncode}): {log[-1] if log else 'no output'}")
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp made it private; the result is an ordinary output file
+        _publish(temporary, path, overwrite)
+    except BaseException:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        temporary.unlink(missing_ok=True)
+        raise
+    height, width = shape[0] + shape[0] % 2, shape[1] + shape[1] % 2
+    return VideoInfo(path=path, num_frames=num_frames, width=width, height=height, fps=float(fps))
+
+
+def _start_encoder(executable: str, shape: tuple[int, ...], fps: float, crf: int, output: Path, stderr) -> subprocess.Popen:
+    height, width = shape[:2]
+    command = [
+        executable, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
+        "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf),
+        "-movflags", "+faststart", "-f", "mp4", str(output),
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def _publish(temporary: Path, path: Path, overwrite: bool) -> None:
+    """Move the finished file into place in one step; without ``overwrite`` a hard link refuses to clobber."""
+    if overwrite:
+        os.replace(temporary, path)
+        return
+    try:
+        os.link(temporary, path)
+    except OSError as error:
+        if error.errno == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, "refusing to overwrite an existing video", str(path)) from error
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        # Filesystems without hard links: the existence check at the start is the only guard left.
+        os.replace(temporary, path)
+        return
+    temporary.unlink()
+
+
+def read_video_info(path: str | os.PathLike) -> tuple[int, int, int, float]:
+    """(num_frames, width, height, fps) of a video, counting frames by decoding all of them."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        metadata = next(reader)
+        num_frames = sum(1 for _ in reader)
+    finally:
+        reader.close()
+    width, height = metadata["size"]
+    return num_frames, int(width), int(height), float(metadata["fps"])
+
+
+def read_video_frames(path: str | os.PathLike) -> np.ndarray:
+    """All frames of a video as (F, H, W, 3) uint8 (for tests and thumbnails; loads the whole clip)."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        width, height = next(reader)["size"]
+        frames = [np.frombuffer(chunk, np.uint8).reshape(height, width, 3) for chunk in reader]
+    finally:
+        reader.close()
+    return np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
