@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageFilter
 
+from trajectories.hud import Hud
+
 if TYPE_CHECKING:
     from trajectories import Trajectory
 
@@ -222,7 +224,7 @@ class ViewRenderer:
 
     def __init__(self, image: np.ndarray, K_norm: np.ndarray, out_size: tuple[int, int], scene: SceneDepth):
         image = _as_rgb(image)
-        self.width, self.height = (int(out_size[0]), int(out_size[1]))
+        self.width, self.height = int(out_size[0]), int(out_size[1])
         if self.width < 1 or self.height < 1:
             raise ValueError(f"output size must be positive, got {out_size}")
         self.scene = scene
@@ -373,8 +375,6 @@ def preview_frames(
     The image is centre-cropped to the output aspect ratio and resized to ``width`` x ``height``; it is the
     view of the trajectory's first camera. With ``hud``, each frame carries its action's key overlay.
     """
-    from trajectories.hud import Hud
-
     if width < 2 or height < 2:
         raise ValueError(f"preview size must be at least 2x2, got {width}x{height}")
     poses = frame_poses(trajectory)
