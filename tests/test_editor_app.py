@@ -255,3 +255,22 @@ def test_editor_event_loop_is_not_blocked_by_a_long_path():
             return app.state.num_latents
 
     assert asyncio.run(run()) == 513
+
+
+async def test_play_zoom_pan_and_fit():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("8", "w", "home", "space")
+        await until(pilot, lambda: app.state.cursor >= 2)
+        await pilot.press("space")
+        stopped_at = app.state.cursor
+        await pilot.pause(0.4)
+        assert app.state.cursor == stopped_at and not app.screen.playing
+        view = app.screen.query_one("#map")
+        span = view._plot.units_per_column
+        await pilot.press("equals_sign")
+        assert view._plot.units_per_column < span
+        await pilot.press("ctrl+right")
+        assert view.viewport.pan_u > 0
+        await pilot.press("z")
+        assert view._plot.units_per_column == span and view.viewport.pan_u == 0

@@ -23,12 +23,15 @@ class Command:
     palette: bool = True
 
 
+_ARROW_GLYPHS = {"right": "→", "left": "←", "up": "↑", "down": "↓"}
+
+
 def _moves() -> list[Command]:
     keys = [
-        ("w", "w", "Move forward", "W"),
-        ("s", "s", "Move back", "S"),
-        ("a", "a", "Move left", "A"),
-        ("d", "d", "Move right", "D"),
+        ("w", "w", "Move forward", "w"),
+        ("s", "s", "Move back", "s"),
+        ("a", "a", "Move left", "a"),
+        ("d", "d", "Move right", "d"),
         ("right", "right", "Turn right (yaw)", "→"),
         ("left", "left", "Turn left (yaw)", "←"),
         ("up", "up", "Look up (pitch)", "↑"),
@@ -36,7 +39,7 @@ def _moves() -> list[Command]:
         ("h", "hold", "Hold (stand still)", "h"),
     ]
     return [
-        Command(key, f"move('{action}')", title, "insert a latent after the cursor (count prefix: 8w)", "Author", display)
+        Command(key, f"move('{action}')", title, "insert after cursor (8w: 8 times)", "Author", display)
         for key, action, title, display in keys
     ]
 
@@ -54,7 +57,7 @@ def _latches() -> list[Command]:
     ]
     return [
         Command(key, f"latch('{action}')", f"Latch {what}", "add it to every latent inserted until pressed again", "Author",
-                display=key.replace("shift+", "⇧").replace("right", "→").replace("left", "←").replace("up", "↑").replace("down", "↓"))
+                display="⇧" + _ARROW_GLYPHS.get(action, action))
         for key, action, what in keys
     ]
 
@@ -69,7 +72,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("v", "select", "Select", "start/stop a selection at the cursor", "Author"),
     Command("y", "copy", "Copy", "copy the selection, else the segment under the cursor", "Author"),
     Command("p", "paste", "Paste", "paste after the cursor (3p pastes three times)", "Author"),
-    Command("u,ctrl+z", "undo", "Undo", "undo the last change", "Author", "u ^z", footer=False),
+    Command("u,ctrl+z", "undo", "Undo", "undo the last change", "Author", "u ^z"),
     Command("ctrl+r,ctrl+y", "redo", "Redo", "redo what was undone", "Author", "^r ^y"),
     Command("right_square_bracket", "step('translation', 1)", "Longer moves", "increase the w/a/s/d step size", "Author", "]"),
     Command("left_square_bracket", "step('translation', -1)", "Shorter moves", "decrease the w/a/s/d step size", "Author", "["),

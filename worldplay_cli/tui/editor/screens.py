@@ -36,8 +36,8 @@ class HelpScreen(ModalScreen[None]):
     @staticmethod
     def _table() -> Table:
         table = Table(box=None, show_header=False, expand=True, padding=(0, 1))
-        table.add_column("key", style="bold cyan", no_wrap=True)
-        table.add_column("command", style="bold", no_wrap=True)
+        table.add_column("key", style="bold cyan", no_wrap=True, width=7)
+        table.add_column("command", style="bold", no_wrap=True, width=20)
         table.add_column("what it does", ratio=1)
         group = None
         for command in COMMANDS:
