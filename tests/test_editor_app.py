@@ -151,6 +151,15 @@ async def test_unsaved_changes_guard():
     assert app.return_value.saved is False and app.return_value.num_latents == 2
 
 
+async def test_unsaved_changes_guard_can_save_first(tmp_path):
+    app = make_app(path=tmp_path / "kept.json")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3", "d", "ctrl+q")
+        await pilot.click("#save")
+    assert app.return_value.saved
+    assert Trajectory.load(tmp_path / "kept.json") == parse_pose_string("d-3")
+
+
 async def test_presets_menu_and_import(tmp_path):
     nerfstudio = tmp_path / "path.json"
     nerfstudio.write_text(json.dumps(to_nerfstudio(parse_pose_string("d-3, left-5"))))

@@ -75,3 +75,56 @@ def test_textual_is_imported_only_when_the_editor_runs():
         "assert 'textual' not in sys.modules, 'textual imported at startup'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.slow
+def test_a_real_terminal_session(tmp_path):
+    """The whole command in a pseudo-terminal: type a path, save with ctrl+s, quit, read the --json result."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import signal
+    import struct
+    import termios
+    import time
+
+    target = tmp_path / "walk.json"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI, as a user would start it
+        os.environ["TERM"] = "xterm-256color"
+        os.execvp(sys.executable, [sys.executable, "-m", "worldplay_cli", "traj", "edit", str(target), "--json"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    output = bytearray()
+
+    def read_until(condition, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, output[-500:].decode(errors="replace")
+            if select.select([fd], [], [], 0.05)[0]:
+                try:
+                    output.extend(os.read(fd, 65536))
+                except OSError:  # the child closed the terminal
+                    return
+
+    status = None
+    try:
+        read_until(lambda: b"timeline" in output)
+        os.write(fd, b"8w+\x1b[C\x13")  # 8 w + → ctrl+s
+        read_until(target.exists)
+        os.write(fd, b"\x11")  # ctrl+q
+        read_until(lambda: b'"job_ids"' in output)
+        deadline = time.monotonic() + 10
+        while status is None and time.monotonic() < deadline:
+            finished, code = os.waitpid(pid, os.WNOHANG)
+            status = code if finished else None
+            time.sleep(0.05)
+    finally:
+        if status is None:  # the editor did not quit: end the child we started
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert status is not None and os.waitstatus_to_exitcode(status) == 0
+    result = json.loads(output[output.rindex(b"{") :].decode().replace("\r\n", "\n"))
+    assert result["saved"] and result["pose"] == "w+right-8" and result["num_latents"] == 9
+    assert (tmp_path / "walk.pose.txt").read_text().strip() == "w+right-8"

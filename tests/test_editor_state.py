@@ -246,3 +246,18 @@ def test_path_cache_matches_a_full_rebuild():
     assert np.array_equal(fresh.c2w, state.cache.c2w)
     assert np.array_equal(fresh.actions, state.cache.actions)
     assert np.array_equal(state.cache.actions, state.trajectory().actions)
+
+
+def test_half_block_image_pairs_pixel_rows():
+    from worldplay_cli.tui.widgets import half_block_strips, image_size_for
+
+    image = np.zeros((5, 3, 3), dtype=np.uint8)
+    image[0] = (255, 0, 0)
+    image[1] = (0, 0, 255)
+    strips = half_block_strips(image)
+    assert len(strips) == 3 and all(strip.cell_length == 3 for strip in strips)
+    (segment,) = list(strips[0])
+    assert segment.text == "▀▀▀"
+    assert segment.style.color.triplet == (255, 0, 0) and segment.style.bgcolor.triplet == (0, 0, 255)
+    assert image_size_for(16 / 9, 40, 10) == (36, 20)
+    assert image_size_for(1.0, 1, 10) == (0, 0)
