@@ -47,7 +47,8 @@ PROFILE_FLAGS = {
 _POLL_S = 0.2
 # tqdm: "...| 3/4 [00:01<00:00, 2.10it/s]"
 _TQDM = re.compile(rb"(\d+)/(\d+) \[")
-_ERROR_LINE = re.compile(r"^(?:\[default\d+\]:)?\s*((?:[\w.]+\.)?\w*(?:Error|Exception)\b.*)$")
+_CONSOLE_SPLIT = re.compile(r"\r|\[default\d+\]:")  # tqdm redraws; torchrun --tee marks rank 0's lines
+_ERROR_LINE = re.compile(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception)\b.*)$")
 
 
 def official_arguments(
@@ -133,6 +134,13 @@ class ProgressParser:
         return max(self.chunk, 0) * self.steps + self.step
 
 
+def console_lines(line: str) -> list[str]:
+    """The log-worthy text of one console line: rank prefixes dropped, progress-bar redraws left out (a
+    partial redraw may share a line with the next output of rank 0)."""
+    pieces = (piece.rstrip() for piece in _CONSOLE_SPLIT.split(line))
+    return [piece for piece in pieces if piece.strip() and not _TQDM.search(piece.encode())]
+
+
 def official_repo_for(spec: JobSpec) -> Path | None:
     from worldplay_cli.settings import load_settings
 
@@ -198,6 +206,8 @@ class OfficialEngine:
         command = torchrun_command(python, nproc, free_port(), log_dir, arguments)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
         env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+        # whole lines, promptly: torchrun echoes rank 0's stdout and stderr into one console file
+        env["PYTHONUNBUFFERED"] = "1"
         reporter.log(f"official: {python} -m torch.distributed.run --nproc_per_node {nproc} {SCRIPT} in {repo} (profile {profile})")
 
         # 2. run it, turning rank 0's output into progress and log lines
@@ -225,9 +235,7 @@ class OfficialEngine:
                 pending += console.read()
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    text = line.decode(errors="replace").rstrip()
-                    # carriage-return redraws are progress bars: progress already covers them
-                    if text and "\r" not in text and not _TQDM.search(line):
+                    for text in console_lines(line.decode(errors="replace")):
                         reporter.log(f"official: {text}")
                         tail_lines = (tail_lines + [text])[-50:]
                 if exited:

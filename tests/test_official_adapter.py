@@ -1,0 +1,195 @@
+"""The official engine against a stub `hyvideo/generate.py` in a temporary checkout (real torchrun, real
+worker, real Redis, real mp4): argument mapping, progress, collection, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from spine_util import wait_until
+from worldplay_cli.queue import fetch_job
+from worldplay_cli.schema import JobSpec
+from worker.engines.official import ProgressParser, console_lines, official_arguments, torchrun_command
+from worker.models.checkpoint import ACTION_CHECKPOINT_DIRS, WEIGHTS_NAME
+from worker.pipeline.model_dir import SHARED_PIECES
+
+# The stub records its argv and rank, prints tqdm-like bars per chunk on stderr, and rank 0 writes
+# gen.mp4. A prompt containing "oom" makes it die like a CUDA OOM.
+STUB = r'''
+import argparse, json, os, sys, time
+parser = argparse.ArgumentParser()
+for name in ("prompt", "negative_prompt", "image_path", "pose", "resolution", "model_path", "action_ckpt",
+             "model_type", "few_step", "num_inference_steps", "video_length", "height", "width", "seed", "sr",
+             "rewrite", "dtype", "output_path", "offloading", "group_offloading", "use_vae_parallel"):
+    parser.add_argument("--" + name)
+args = parser.parse_args()
+rank = int(os.environ["RANK"])
+record = os.environ["STUB_RECORD_DIR"]
+with open(os.path.join(record, f"argv-seed{args.seed}-rank{rank}.json"), "w") as handle:
+    json.dump({"argv": sys.argv[1:], "world_size": os.environ["WORLD_SIZE"], "cwd": os.getcwd()}, handle)
+print("HY-World 1.5 loading from: ", args.action_ckpt, flush=True)
+if "oom" in args.prompt:
+    print("Traceback (most recent call last):", file=sys.stderr)
+    print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", file=sys.stderr, flush=True)
+    sys.exit(1)
+latents = (int(args.video_length) - 1) // 4 + 1
+chunk = 16 if args.model_type == "bi" else 4
+steps = int(args.num_inference_steps)
+for _ in range(latents // chunk):
+    for step in range(steps + 1):
+        sys.stderr.write(f"\r{100 * step // steps:3d}%|####      | {step}/{steps} [00:00<00:00, 9.00it/s]")
+        sys.stderr.flush()
+        time.sleep(0.05)
+    sys.stderr.write(f"\r100%|##########| {steps}/{steps} [00:00<00:00, 9.00it/s]\n")
+if rank == 0:
+    import imageio_ffmpeg, numpy as np
+    os.makedirs(args.output_path, exist_ok=True)
+    width, height = int(args.width), int(args.height)
+    writer = imageio_ffmpeg.write_frames(os.path.join(args.output_path, "gen.mp4"), (width, height), fps=24)
+    writer.send(None)
+    for index in range(int(args.video_length)):
+        writer.send(np.full((height, width, 3), 10 * index % 255, np.uint8).tobytes())
+    writer.close()
+    print("Saved video to:", os.path.join(args.output_path, "gen.mp4"), flush=True)
+'''
+
+SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")
+
+
+def fake_model_dir(root: Path) -> Path:
+    paths = [path for _, files, _ in SHARED_PIECES for path in files]
+    paths += [f"{directory}/{WEIGHTS_NAME}" for directory in ACTION_CHECKPOINT_DIRS.values()]
+    for path in paths:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(b"")
+    return root
+
+
+def spec(**changes) -> JobSpec:
+    data = {
+        "prompt": "a street", "image": {"source": "x.png", "sha256": "0" * 64, "width": 64, "height": 32},
+        "trajectory": {"source": "w-3", "num_latents": 4, "num_frames": 13, "sha256": "0" * 64},
+        "engine": "preview", "variant": "ar-distilled", "frames": 13, "steps": 4, "guidance": 1.0,
+        "width": 64, "height": 32, "timeout_s": 60,
+    }  # fmt: skip
+    return JobSpec.model_validate({**data, **changes})
+
+
+def flags(arguments: list[str]) -> dict[str, str]:
+    return dict(zip(arguments[::2], arguments[1::2]))
+
+
+def test_distilled_arguments_spell_out_every_trap():
+    arguments = official_arguments(spec(), Path("/m"), Path("/m/ar_distilled_action_model/x.safetensors"),
+                                   Path("/job/input.png"), Path("/run/pose.json"), Path("/run/output"))  # fmt: skip
+    given = flags(arguments)
+    assert given["--few_step"] == "true" and given["--model_type"] == "ar"
+    assert given["--sr"] == "false" and given["--rewrite"] == "false"
+    assert given["--num_inference_steps"] == "4" and given["--video_length"] == "13"
+    assert (given["--height"], given["--width"]) == ("32", "64")
+    assert given["--pose"] == "/run/pose.json" and given["--output_path"] == "/run/output"
+    assert given["--action_ckpt"] == "/m/ar_distilled_action_model/x.safetensors"
+    assert given["--offloading"] == "true"
+
+
+def test_bidirectional_arguments_and_profiles():
+    bi = spec(variant="bi", steps=50, guidance=6.0,
+              trajectory={"source": "w-15", "num_latents": 16, "num_frames": 61, "sha256": "0" * 64}, frames=61)  # fmt: skip
+    given = flags(official_arguments(bi, Path("/m"), Path("/c"), Path("/i"), Path("/p.json"), Path("/o"), "group-offload", sr=True))
+    assert given["--model_type"] == "bi" and given["--few_step"] == "false" and given["--sr"] == "true"
+    assert given["--offloading"] == "true" and given["--group_offloading"] == "true"
+    assert flags(official_arguments(bi, Path("/m"), Path("/c"), Path("/i"), Path("/p.json"), Path("/o"), "resident"))["--offloading"] == "false"
+
+
+def test_torchrun_command_keeps_rank_logs_and_no_restarts():
+    command = torchrun_command("/py", 2, 29500, Path("/logs"), ["--prompt", "x"])
+    assert command[:3] == ["/py", "-m", "torch.distributed.run"]
+    given = flags(command[3 : command.index("hyvideo/generate.py")])
+    assert given["--nproc_per_node"] == "2" and given["--max-restarts"] == "0"
+    assert given["--log-dir"] == "/logs" and given["--redirects"] == "3"
+    assert command[-3:] == ["hyvideo/generate.py", "--prompt", "x"]
+
+
+def test_progress_parser_counts_chunks_from_tqdm_redraws():
+    parser = ProgressParser(steps=4, num_chunks=2)
+    assert parser.feed(b"\r  0%|   | 0/4 [00:00<?, ?it/s]\r 25%|#  | 1/4 [00:00<00:01, 3it/s]")
+    assert (parser.chunk, parser.step, parser.done) == (0, 1, 1)
+    parser.feed(b"\r100%|###| 4/4 [00:01<00:00, 3it/s]\r100%|###| 4/4 [00:01<00:00, 3it/s]\n")
+    assert (parser.chunk, parser.done) == (0, 4)
+    parser.feed(b"loading 1/1 [ other bar\r  0%|   | 0/4 [00:00<?, ?it/s]\r 50%|## | 2/4 [")
+    assert (parser.chunk, parser.step, parser.done) == (1, 2, 6)
+
+
+def test_console_lines_drop_progress_redraws_and_rank_prefixes():
+    merged = "\r  0%|    | 0/4 [00:00<?, ?it/s][default0]:HY-World 1.5 loading from:  /m/x.safetensors"
+    assert console_lines(merged) == ["HY-World 1.5 loading from:  /m/x.safetensors"]
+    assert console_lines("[default0]:Saved video to: /o/gen.mp4") == ["Saved video to: /o/gen.mp4"]
+    assert console_lines("\r100%|####| 4/4 [00:01<00:00, 3.1it/s]") == []
+    assert console_lines("W1122 torchrun warning") == ["W1122 torchrun warning"]
+
+
+@pytest.fixture
+def official_env(worldplay_env, tmp_path, monkeypatch):
+    repo = tmp_path / "HY-WorldPlay"
+    (repo / "hyvideo").mkdir(parents=True)
+    (repo / "hyvideo" / "generate.py").write_text(STUB)
+    record = tmp_path / "record"
+    record.mkdir()
+    monkeypatch.setenv("HY_WORLDPLAY_REPO", str(repo))
+    monkeypatch.setenv("STUB_RECORD_DIR", str(record))
+    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(fake_model_dir(tmp_path / "models")))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return {"repo": repo, "record": record, "outputs": Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"])}
+
+
+def _enqueue(cli, *args) -> str:
+    code, out, err = cli("generate", "--queue", "official", "--engine", "official", *SMALL, *args)
+    assert code == 0, err
+    return out.strip()
+
+
+@pytest.mark.slow
+def test_official_jobs_through_a_real_worker(cli, redis_conn, official_env, start_worker):
+    good = _enqueue(cli, "--prompt", "a quiet street", "--gpus", "2")
+    oom = _enqueue(cli, "--prompt", "oom please", "--seed", "7")
+    start_worker("official")
+    for job_id in (good, oom):
+        wait_until(lambda job_id=job_id: fetch_job(redis_conn, job_id).get_status().value in ("finished", "failed"),
+                   120, what=f"job {job_id}")  # fmt: skip
+
+    # 1. two real ranks under torchrun, run in the checkout, with the mapped arguments
+    job = fetch_job(redis_conn, good)
+    assert job.get_status().value == "finished", job.meta.get("failure")
+    ranks = [json.loads((official_env["record"] / f"argv-seed1-rank{rank}.json").read_text()) for rank in range(2)]
+    assert {rank["world_size"] for rank in ranks} == {"2"}
+    assert Path(ranks[0]["cwd"]) == official_env["repo"]
+    given = flags(ranks[0]["argv"])
+    assert given["--few_step"] == "true" and given["--sr"] == "false" and given["--prompt"] == "a quiet street"
+    assert given["--pose"].endswith("/official/pose.json") and given["--output_path"].endswith("/official/output")
+    # 2. progress parsed from the bars, the video collected, the run described in the manifest
+    progress = job.meta["progress"]
+    assert progress["stage"] == "done"
+    manifest = json.loads((official_env["outputs"] / good / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["video"]["frames"] == 13
+    assert manifest["engine"]["name"] == "official" and manifest["engine"]["nproc"] == 2
+    assert manifest["timings"]["stages"].keys() >= {"load", "generate", "collect"}
+    log = (official_env["outputs"] / good / "log.txt").read_text()
+    assert "official: HY-World 1.5 loading from:" in log and "Saved video to:" in log
+    assert (official_env["outputs"] / good / "video.mp4").stat().st_size > 0
+
+    # 3. an OOM inside the official script is classified, with a hint
+    failure = fetch_job(redis_conn, oom).meta["failure"]
+    assert failure["kind"] == "oom" and "CUDA out of memory" in failure["message"]
+    assert "--memory-profile group-offload" in failure["hint"]
+
+
+def test_checkout_comes_from_the_worker_environment(worldplay_env, monkeypatch, tmp_path):
+    from worker.engines.official import official_repo_for
+
+    monkeypatch.delenv("HY_WORLDPLAY_REPO", raising=False)
+    assert official_repo_for(spec()) is None
+    monkeypatch.setenv("HY_WORLDPLAY_REPO", str(tmp_path / "HY-WorldPlay"))
+    assert official_repo_for(spec()) == tmp_path / "HY-WorldPlay"
