@@ -95,18 +95,24 @@ class Dashboard(App):
         self._refresh_again = False
 
     def compose(self) -> ComposeResult:
+        # Kept as attributes: refreshes land while other screens (detail, dialogs) are on top.
+        self.banner = Static(id="banner")
+        self.filter_input = Input(placeholder="filter: id, prompt, engine, worker, failure… (/ to focus, esc to leave)", id="filter")
+        self.status_line = StatusLine(id="status")
+        self.jobs_table = JobsTable(id="jobs")
+        self.workers_table = WorkersTable(id="workers")
         yield Header()
-        yield Static(id="banner")
-        yield Input(placeholder="filter: id, prompt, engine, worker, failure… (/ to focus, esc to leave)", id="filter")
-        yield StatusLine(id="status")
-        yield JobsTable(id="jobs")
-        yield WorkersTable(id="workers")
+        yield self.banner
+        yield self.filter_input
+        yield self.status_line
+        yield self.jobs_table
+        yield self.workers_table
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = self.source.location
-        self.query_one(JobsTable).set_sort(self.job_query.sort, self.job_query.descending)
-        self.query_one(JobsTable).focus()
+        self.jobs_table.set_sort(self.job_query.sort, self.job_query.descending)
+        self.jobs_table.focus()
         self.request_refresh()
         self.set_interval(self.refresh_s, self.request_refresh)
 
@@ -126,6 +132,8 @@ class Dashboard(App):
             self.post_message(self.Refreshed(self.source.snapshot(query), query))
         except SourceUnavailable as exc:
             self.post_message(self.SourceLost(str(exc)))
+        except Exception as exc:  # e.g. a Redis error reply: show it and keep refreshing, never stall
+            self.post_message(self.SourceLost(describe_error(exc)))
 
     @on(Refreshed)
     def _show(self, message: Refreshed) -> None:
@@ -137,9 +145,9 @@ class Dashboard(App):
         if page.offset != self.job_query.offset and message.query == self.job_query:
             # The page we asked for no longer exists (jobs were removed): stay on the last one.
             self.job_query = replace(self.job_query, offset=page.offset)
-        self.query_one(JobsTable).show(page.rows, snapshot.now)
-        self.query_one(WorkersTable).show(snapshot.workers, snapshot.nvml)
-        self.query_one(StatusLine).show(snapshot, message.query, self.show_timing)
+        self.jobs_table.show(page.rows, snapshot.now)
+        self.workers_table.show(snapshot.workers, snapshot.nvml)
+        self.status_line.show(snapshot, message.query, self.show_timing)
         if self._refresh_again or message.query != self.job_query:
             self._refresh_again = False
             self.request_refresh()
@@ -154,26 +162,26 @@ class Dashboard(App):
         """Show the banner; the refresh timer keeps trying, and the first answer hides it."""
         if self.lost_since is None:
             self.lost_since = time.time()
+            self.notify(f"lost Redis: {error}", severity="error")
         since = time.strftime("%H:%M:%S", time.localtime(self.lost_since))
-        banner = self.query_one("#banner", Static)
-        banner.update(
+        self.banner.update(
             f"Redis unreachable at {self.source.location} since {since}: {error}. "
             f"Reconnecting every {self.refresh_s:g} s…"
         )
-        banner.add_class("-visible")
+        self.banner.add_class("-visible")
 
     def source_back(self) -> None:
         if self.lost_since is None:
             return
         self.lost_since = None
-        self.query_one("#banner", Static).remove_class("-visible")
+        self.banner.remove_class("-visible")
         self.notify("reconnected to Redis")
 
     # --- listing: filter, sort, page ----------------------------------------------------------------
 
     def set_query(self, **changes) -> None:
         self.job_query = replace(self.job_query, **changes)
-        self.query_one(JobsTable).set_sort(self.job_query.sort, self.job_query.descending)
+        self.jobs_table.set_sort(self.job_query.sort, self.job_query.descending)
         self.request_refresh()
 
     @on(Input.Changed, "#filter")
@@ -182,15 +190,15 @@ class Dashboard(App):
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
-        self.query_one(JobsTable).focus()
+        self.jobs_table.focus()
 
     def on_key(self, event) -> None:
-        if event.key == "escape" and self.focused is self.query_one("#filter", Input):
-            self.query_one(JobsTable).focus()
+        if event.key == "escape" and self.focused is self.filter_input:
+            self.jobs_table.focus()
             event.stop()
 
     def action_focus_filter(self) -> None:
-        self.query_one("#filter", Input).focus()
+        self.filter_input.focus()
 
     def action_cycle_status(self) -> None:
         position = _STATUS_CYCLE.index(self.job_query.statuses) if self.job_query.statuses in _STATUS_CYCLE else 0
@@ -225,7 +233,7 @@ class Dashboard(App):
         self.set_query(offset=min(max(0, self.job_query.offset + step * limit), last))
 
     def action_toggle_workers(self) -> None:
-        workers = self.query_one(WorkersTable)
+        workers = self.workers_table
         workers.display = not workers.display
 
     def action_toggle_timing(self) -> None:
@@ -237,7 +245,7 @@ class Dashboard(App):
 
     @property
     def selected_job_id(self) -> str | None:
-        return self.query_one(JobsTable).selected_job_id
+        return self.jobs_table.selected_job_id
 
     @on(DataTable.RowSelected, "#jobs")
     def _row_selected(self, event: DataTable.RowSelected) -> None:

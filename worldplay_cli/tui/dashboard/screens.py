@@ -14,7 +14,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, Markdown, RichLog, Static
@@ -284,14 +284,15 @@ class RequeueScreen(ModalScreen[tuple[dict[str, Any], str | None] | None]):
         self.queue = queue
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="dialog", classes="form"):
+        with Vertical(id="dialog", classes="form"):
             yield Label(f"re-queue {self.job_id} with edits (inputs are copied)", id="question")
-            for name in EDITABLE_FIELDS:
-                value = self.spec.get(name)
-                yield Label(name)
-                yield Input("" if value is None else str(value), id=f"field-{name}")
-            yield Label("queue")
-            yield Input(self.queue or "", id="field-queue")
+            with Grid(id="form-grid"):
+                for name in EDITABLE_FIELDS:
+                    value = self.spec.get(name)
+                    yield Label(name)
+                    yield Input("" if value is None else str(value), id=f"field-{name}", compact=True)
+                yield Label("queue")
+                yield Input(self.queue or "", id="field-queue", compact=True)
             with Horizontal(classes="buttons"):
                 yield Button("Re-queue (ctrl+s)", variant="primary", id="submit")
                 yield Button("Cancel (esc)", id="cancel")

@@ -30,10 +30,10 @@ JOB_COLUMNS = (
     ("status", "Status", 9),
     ("engine", "Engine", 20),
     ("prompt", "Prompt", 26),
-    ("progress", "Progress", 38),
+    ("progress", "Progress", 42),
     ("eta", "ETA", 7),
     ("duration", "Duration", 8),
-    ("worker", "Worker", 16),
+    ("worker", "Worker", 18),
     ("created", "Created", 14),
 )
 _BAR_WIDTH = 10
