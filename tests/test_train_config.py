@@ -79,6 +79,6 @@ def test_malformed_overrides_and_files_are_bad_input(tmp_path):
 
 
 def test_config_module_does_not_import_torch():
-    code = "import sys, worldplay_cli.train_config; print('torch' in sys.modules)"
+    code = "import sys, worldplay_cli.train_config, worldplay_cli.commands.train, worldplay_cli.commands.data; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from worldplay_cli.errors import BadInput
 
@@ -218,7 +218,14 @@ class BiMethod(_Strict):
     timesteps: TimestepSampling = Field(default_factory=TimestepSampling)
 
 
-Method = Annotated[Union[ARMethod, BiMethod], Field(discriminator="name")]
+def _method_name(value: Any) -> str | None:
+    # a method section without a name is the default (AR) method, so `--set method.window_latents=8` works
+    if isinstance(value, dict):
+        return value.get("name", "ar")
+    return getattr(value, "name", None)
+
+
+Method = Annotated[Union[Annotated[ARMethod, Tag("ar")], Annotated[BiMethod, Tag("bi")]], Discriminator(_method_name)]
 
 
 class OptimizerSection(_Strict):
@@ -297,6 +304,64 @@ class TrainConfig(_Strict):
         if self.lora is not None and self.fsdp:
             raise ValueError("LoRA with FSDP is not supported; LoRA models fit one device, drop fsdp")
         return self
+
+
+TASK_TRAIN = "worker.training.job.train"
+DEFAULT_TRAIN_QUEUE = "train"
+TRAIN_TIMEOUT_S = 30 * 24 * 3600
+
+
+class TrainJobSpec(_Strict):
+    """A `worldplay train --queue` job: the validated config (its output_dir is the job directory), an
+    optional checkpoint to resume from and the number of processes (one per GPU)."""
+
+    version: Literal[1] = CONFIG_VERSION
+    kind: Literal["train"] = "train"
+    config: TrainConfig
+    resume: str | None = None
+    gpus: int = Field(default=1, ge=1, le=64)
+    timeout_s: int = Field(default=TRAIN_TIMEOUT_S, gt=0)
+
+
+def enqueue_train(conn, settings, spec: TrainJobSpec, job_id: str, queue_name: str):
+    """Put a train job on `queue_name` (rq, JSON serializer, allowlisted task), listed with the other jobs."""
+    import time
+
+    from rq import Retry
+
+    from worldplay_cli.queue import rq_queue
+    from worldplay_cli.schema import JOBS_INDEX, QUEUES_SET
+
+    queue = rq_queue(conn, queue_name)
+    method = spec.config.method
+    summary = {
+        "kind": "train",
+        "engine": "native",
+        "variant": method.name,
+        "prompt": f"train {method.name} {spec.config.max_steps} steps on {Path(spec.config.data.path).name}",
+        "frames": None,
+        "width": None,
+        "height": None,
+        "output_name": None,
+        "queue": queue_name,
+    }
+    job = queue.enqueue(
+        TASK_TRAIN,
+        spec.model_dump(mode="json"),
+        job_id=job_id,
+        job_timeout=spec.timeout_s,
+        result_ttl=settings.queue.finished_ttl_s,
+        failure_ttl=settings.queue.failed_ttl_s,
+        meta={"summary": summary, "attempt": 0},
+        description=summary["prompt"],
+        # a re-run after a lost worker resumes from the job's newest checkpoint
+        retry=Retry(max=settings.queue.retries_on_lost_worker) if settings.queue.retries_on_lost_worker > 0 else None,
+    )
+    with conn.pipeline() as pipe:
+        pipe.sadd(QUEUES_SET, queue_name)
+        pipe.zadd(JOBS_INDEX, {job_id: time.time()})
+        pipe.execute()
+    return job
 
 
 # --- loading with overrides ------------------------------------------------------------------------------

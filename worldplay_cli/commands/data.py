@@ -1,0 +1,87 @@
+"""`worldplay data`: make training datasets (synthetic clips; cached latents and condition states)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from worldplay_cli.runtime import JsonOption
+
+data_app = typer.Typer(
+    name="data",
+    help="Training data: generate synthetic clips, prepare (encode) a dataset. See docs/training.md.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app)
+
+
+PREPARE_HELP = """Encode a raw dataset (SRC/dataset.json: clips of video + per-frame actions and/or poses + prompt) into OUT: VAE latents and text/vision states in safetensors shards with an index.json.
+
+Bad clips (wrong fps, too short, missing or malformed actions/poses, unreadable video) are listed with their reason and skipped; the rest is prepared. Re-running the command resumes an interrupted run.
+"""
+
+
+@data_app.command("prepare", help=PREPARE_HELP)
+def prepare(
+    src: Annotated[Path, typer.Argument(help="Raw dataset directory (with dataset.json) or the manifest file.")],
+    out: Annotated[Path, typer.Argument(help="Output directory of the prepared dataset.")],
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="Official model directory (its VAE and encoders are used).")],
+    width: Annotated[Optional[int], typer.Option(help="Frame width (multiple of 16; default: the first clip's).", show_default=False)] = None,
+    height: Annotated[Optional[int], typer.Option(help="Frame height (multiple of 16; default: the first clip's).", show_default=False)] = None,
+    min_frames: Annotated[int, typer.Option(help="Shorter clips (after alignment to 4k+1 frames) are rejected.")] = 17,
+    max_frames: Annotated[Optional[int], typer.Option(help="Cut longer clips to this many frames.", show_default=False)] = None,
+    clips_per_shard: Annotated[int, typer.Option(help="Clips per safetensors shard.", min=1)] = 8,
+    device: Annotated[str, typer.Option(help="Device for the encoders (cpu, cuda, cuda:1).")] = "cpu",
+    as_json: JsonOption = False,
+) -> None:
+    from worldplay_cli.commands.train import run_training_process
+    from worldplay_cli.errors import BadInput
+    from worldplay_cli.output import emit
+    from worldplay_cli.train_config import load_source_manifest
+
+    manifest = load_source_manifest(src)
+    if not model_dir.is_dir():
+        raise BadInput(f"model directory {model_dir} does not exist", "pass --model-dir pointing at the official layout")
+    arguments = ["prepare", str(src), str(out), "--model-dir", str(model_dir), "--min-frames", str(min_frames)]
+    arguments += ["--clips-per-shard", str(clips_per_shard), "--device", device]
+    for flag, value in (("--width", width), ("--height", height), ("--max-frames", max_frames)):
+        if value is not None:
+            arguments += [flag, str(value)]
+    summary = run_training_process(arguments)
+
+    def render(console) -> None:
+        console.print(f"prepared {summary['clips']} of {len(manifest.clips)} clips into {summary['out']} ({summary['width']}x{summary['height']}, {summary['fps']:g} fps)")
+        for clip in summary["rejected"]:
+            console.print(f"[yellow]rejected[/] {clip['id']}: {clip['reason']}")
+
+    emit(summary, as_json, render)
+
+
+@data_app.command("synth", help="Render synthetic clips (textured rooms, random walks with their keys, mouse and poses) as a raw dataset.")
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output directory (gets dataset.json and clips/).")],
+    clips: Annotated[int, typer.Option(help="Training clips (random walks).", min=0)] = 32,
+    validation: Annotated[int, typer.Option(help="Validation clips (scripted single actions).", min=0)] = 4,
+    width: Annotated[int, typer.Option(help="Frame width.", min=16)] = 64,
+    height: Annotated[int, typer.Option(help="Frame height.", min=16)] = 64,
+    latents: Annotated[int, typer.Option(help="Latents per clip (frames = 4·(latents−1)+1).", min=2)] = 24,
+    fps: Annotated[int, typer.Option(help="Frame rate.", min=1)] = 16,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    from worldplay_cli.commands.train import run_training_process
+    from worldplay_cli.errors import BadInput
+    from worldplay_cli.output import emit
+
+    if clips + validation == 0:
+        raise BadInput("nothing to generate", "pass --clips and/or --validation above 0")
+    arguments = ["synth", str(out), "--clips", str(clips), "--validation", str(validation), "--width", str(width)]
+    arguments += ["--height", str(height), "--latents", str(latents), "--fps", str(fps), "--seed", str(seed)]
+    summary = run_training_process(arguments)
+    emit(summary, as_json, lambda console: console.print(f"wrote {clips} + {validation} clips of {summary['frames']} frames: {summary['manifest']}"))

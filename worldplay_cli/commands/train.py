@@ -1,0 +1,145 @@
+"""`worldplay train`: train a WorldPlay model from a YAML config, in the foreground or as a queue job."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from worldplay_cli.runtime import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
+
+HELP = """Train (fine-tune) a WorldPlay model on a prepared dataset.
+
+[bold]worldplay train CONFIG[/] runs in the foreground (Ctrl+C saves a checkpoint, then stops). [bold]--queue[/] puts it on the train queue for `worldplay worker --queue train` and prints the job id; checkpoints then go to <output root>/<job id>/. [bold]worldplay train resume RUN[/] continues from the newest checkpoint of a run directory, a checkpoint directory or a queued job's id.
+
+Every key of the config can be overridden, e.g. [bold]--set optimizer.learning_rate=1e-5[/]. The config is validated before anything starts or is enqueued. See docs/training.md.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help=HELP)(train)
+
+
+def training_process_command(arguments: list[str], processes: int = 1) -> list[str]:
+    """`python -m worker.training ...`, through torchrun when several processes (GPUs) are asked for."""
+    if processes <= 1:
+        return [sys.executable, "-m", "worker.training", *arguments]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "worker.training", *arguments]
+
+
+def run_training_process(arguments: list[str], processes: int = 1) -> dict:
+    """Run the worker-side process (its progress goes to stderr), return its summary (errors become CLI errors).
+
+    A Ctrl+C reaches the child too (same process group); it finishes the step, saves and exits, and we
+    wait for that instead of leaving it orphaned.
+    """
+    from worldplay_cli.errors import BadInput, WorldplayError
+
+    process = subprocess.Popen(training_process_command(arguments, processes), stdout=subprocess.PIPE, text=True)
+    last: dict = {}
+    while True:
+        try:
+            for line in process.stdout:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if record.get("kind") in ("summary", "error"):
+                    last = record
+            break
+        except KeyboardInterrupt:
+            continue
+    code = process.wait()
+    if last.get("kind") == "error":
+        error = BadInput if code == 2 else WorldplayError
+        raise error(last["message"], last.get("hint"))
+    if code != 0 or last.get("kind") != "summary":
+        raise WorldplayError(f"the training process failed (exit code {code})", "run with WORLDPLAY_DEBUG=1 or see its output above")
+    return {key: value for key, value in last.items() if key != "kind"}
+
+
+def train(
+    target: Annotated[list[str], typer.Argument(metavar="CONFIG | resume RUN", help="A config YAML, or `resume` and a run directory, checkpoint or job id.")],
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: KEY=VALUE (repeatable).")] = None,
+    queue: Annotated[bool, typer.Option("--queue", help="Enqueue instead of running here.")] = False,
+    queue_name: Annotated[Optional[str], typer.Option("--queue-name", help="Queue for --queue (default: train).", show_default=False)] = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="Processes, one per GPU (gloo ranks on a CPU-only host).", min=1)] = 1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved config; run nothing.")] = False,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    output_root: OutputRootOption = None,
+) -> None:
+    from worldplay_cli.errors import BadInput
+    from worldplay_cli.output import emit
+    from worldplay_cli.train_config import check_paths, load_train_config
+
+    overrides = overrides or []
+    if target[0] == "resume":
+        if len(target) != 2:
+            raise BadInput("resume takes one run directory, checkpoint or job id", "worldplay train resume runs/my-run")
+        run = _resolve_run(target[1], config, redis_url, output_root)
+        if queue:
+            raise BadInput("resume runs in the foreground", "a re-run queue job resumes by itself: `worldplay jobs retry JOB`")
+        summary = run_training_process(["resume", str(run), *_set_args(overrides)], gpus)
+        emit(summary, as_json, lambda console: _render(console, summary))
+        return
+    if len(target) != 1:
+        raise BadInput(f"expected one config file, got {len(target)} arguments", "worldplay train CONFIG [--set KEY=VALUE]")
+    train_config = load_train_config(target[0], overrides)
+    check_paths(train_config)
+    if dry_run:
+        emit(train_config.model_dump(mode="json"), as_json=True)
+        return
+    if queue:
+        emit(*_enqueue(train_config, gpus, queue_name, config, redis_url, output_root, as_json))
+        return
+    summary = run_training_process(["train", target[0], *_set_args(overrides)], gpus)
+    emit(summary, as_json, lambda console: _render(console, summary))
+
+
+def _set_args(overrides: list[str]) -> list[str]:
+    return [argument for item in overrides for argument in ("--set", item)]
+
+
+def _resolve_run(reference: str, config, redis_url, output_root) -> Path:
+    from worldplay_cli.errors import BadInput
+    from worldplay_cli.runtime import Runtime
+
+    path = Path(reference)
+    if path.exists():
+        return path
+    job_dir = Path(Runtime(config, redis_url, output_root).settings.output_root) / reference
+    if job_dir.is_dir():
+        return job_dir
+    raise BadInput(f"{reference} is neither a run directory nor a job id with a directory under the output root")
+
+
+def _enqueue(train_config, gpus: int, queue_name: str | None, config, redis_url, output_root, as_json: bool):
+    from worldplay_cli.runtime import Runtime
+    from worldplay_cli.schema import new_job_id
+    from worldplay_cli.submit import check_output_root
+    from worldplay_cli.train_config import DEFAULT_TRAIN_QUEUE, TrainJobSpec, enqueue_train
+
+    runtime = Runtime(config, redis_url, output_root)
+    check_output_root(runtime.settings)
+    job_id = new_job_id()
+    job_dir = Path(runtime.settings.output_root) / job_id
+    checkpoint = train_config.checkpoint.model_copy(update={"output_dir": str(job_dir)})
+    spec = TrainJobSpec(config=train_config.model_copy(update={"checkpoint": checkpoint}), gpus=gpus)
+    name = queue_name or DEFAULT_TRAIN_QUEUE
+    enqueue_train(runtime.conn, runtime.settings, spec, job_id, name)
+    data = {"job_id": job_id, "queue": name, "status": "queued", "output_dir": str(job_dir)}
+    return data, as_json, lambda console: console.print(job_id)
+
+
+def _render(console, summary: dict) -> None:
+    state = "stopped" if summary.get("stopped") else "finished"
+    loss = summary.get("loss")
+    console.print(f"{state} at step {summary['step']}/{summary['max_steps']}" + (f", loss {loss:.4f}" if loss is not None else ""))
+    if summary.get("checkpoint"):
+        console.print(f"checkpoint: {summary['checkpoint']}")
