@@ -22,6 +22,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Label, TextArea
+from textual.worker import get_current_worker
 
 from trajectories import CHUNK, PRESETS, Trajectory, TrajectoryError
 from worldplay_cli.tui.editor.document import document_from_trajectory
@@ -147,10 +148,10 @@ class EditorScreen(Screen):
         c2w = self.state.cache.c2w
         relative = np.linalg.inv(c2w[0]) @ c2w
         pane.border_title = f"preview · latent {self.state.cursor}"
-        self._render_preview(self.state.cursor, self.state.version, relative, self.state.document.K_matrix(), size)
+        self._render_preview(self.state.cursor, relative, self.state.document.K_matrix(), size)
 
     @work(thread=True, exclusive=True, group="preview")
-    def _render_preview(self, latent: int, version: int, relative: np.ndarray, K: np.ndarray, size: tuple[int, int]) -> None:  # noqa: N803
+    def _render_preview(self, latent: int, relative: np.ndarray, K: np.ndarray, size: tuple[int, int]) -> None:  # noqa: N803
         from trajectories.render import SceneDepth, fit_image, normalize_intrinsics, render_view
 
         fitted = self._fitted.get(size)
@@ -158,7 +159,9 @@ class EditorScreen(Screen):
             fitted = self._fitted[size] = fit_image(self.editor.reference, *size)
         scene = SceneDepth().for_trajectory(relative)
         image = render_view(fitted, relative[latent], normalize_intrinsics(K), out_size=size, scene=scene)
-        self.post_message(PreviewRendered(latent, version, image))
+        # A newer key press superseded this render while it ran: its frame would flash an old view.
+        if not get_current_worker().is_cancelled:
+            self.post_message(PreviewRendered(latent, image))
 
     @on(PreviewRendered)
     def _preview_rendered(self, message: PreviewRendered) -> None:

@@ -17,10 +17,9 @@ class LatentClicked(Message):
 
 @dataclass
 class PreviewRendered(Message):
-    """The preview worker finished the view at `latent` of document version `version`."""
+    """The preview worker finished the view from `latent` (HxWx3 uint8)."""
 
     latent: int
-    version: int
     image: np.ndarray
 
 

@@ -135,8 +135,7 @@ class EditorState:
 
     def _commit(self, document: Document, cursor: int, *, text_session: bool = False) -> bool:
         if document.num_latents > MAX_LATENTS:
-            self.message = f"a trajectory can have at most {MAX_LATENTS} latents"
-            self.version += 1
+            self._say(f"a trajectory can have at most {MAX_LATENTS} latents")
             return False
         if not (text_session and self._text_session):
             self._undo.append(Snapshot(self.document, self.cursor))
@@ -152,6 +151,11 @@ class EditorState:
         self.cursor = max(0, min(cursor, document.num_latents - 1))
         if self.anchor is not None and self.anchor >= document.num_latents:
             self.anchor = None
+        self.version += 1
+
+    def _say(self, message: str) -> None:
+        """Show `message` in the summary (a version bump, so it is drawn even if nothing else changed)."""
+        self.message = message
         self.version += 1
 
     def _take_count(self) -> int:
@@ -174,11 +178,10 @@ class EditorState:
 
     def action(self, name: str) -> None:
         """An action key: `w a s d`, `right left up down` or `hold` (see the module docstring)."""
-        self.message = ""
+        self._say("")
         if self.recording:
             self.record_keys.append(name)
             self.count_text = ""
-            self.version += 1
             return
         count = self._take_count()
         pressed = [Move(name, self.step_for(name))] if name != "hold" else [HOLD_MOVE]
@@ -192,7 +195,7 @@ class EditorState:
             first = max(self.cursor, 1)
             count = min(count, self.num_latents - first)
             if count <= 0:
-                self.message = "nothing to replace: latent 0 is the start pose"
+                self._say("nothing to replace: latent 0 is the start pose")
                 return
             done = self._commit(self.document.splice(first, count, [step] * count), first + count - 1)
         else:
@@ -212,7 +215,7 @@ class EditorState:
         elif self.cursor >= 1:
             first, count = self.cursor, 1
         else:
-            self.message = "nothing to combine with: latent 0 is the start pose"
+            self._say("nothing to combine with: latent 0 is the start pose")
             return
         steps = [combined(step, moves) for step in self.document.steps[first - 1 : first - 1 + count]]
         if self._commit(self.document.splice(first, count, steps), self.cursor):
@@ -246,7 +249,7 @@ class EditorState:
             count = last - first + 1
             self.anchor = None
         elif self.cursor == 0:
-            self.message = "latent 0 is the start pose; it cannot be deleted"
+            self._say("latent 0 is the start pose; it cannot be deleted")
             return
         else:
             first = self.cursor
@@ -258,7 +261,7 @@ class EditorState:
         count = self._take_count()
         self._idle()
         if self.cursor == 0:
-            self.message = "latent 0 is the start pose; it cannot be deleted"
+            self._say("latent 0 is the start pose; it cannot be deleted")
             return
         count = min(count, self.cursor)
         first = self.cursor - count + 1
@@ -271,20 +274,20 @@ class EditorState:
         if selection is None:
             run = self.document.run_at(self.cursor)
             if run is None:
-                self.message = "nothing to copy at latent 0"
+                self._say("nothing to copy at latent 0")
                 return
             selection = (run.first, run.last)
         first, last = selection
         self.clipboard = self.document.steps[first - 1 : last]
         self.anchor = None
-        self.message = f"copied {len(self.clipboard)} latent{'s' * (len(self.clipboard) != 1)}"
+        self._say(f"copied {len(self.clipboard)} latent{'s' * (len(self.clipboard) != 1)}")
         self.version += 1
 
     def paste(self) -> None:
         count = self._take_count()
         self._idle()
         if not self.clipboard:
-            self.message = "clipboard is empty: copy with y first"
+            self._say("clipboard is empty: copy with y first")
             return
         steps = self.clipboard * count
         first = self.cursor + 1
@@ -298,7 +301,7 @@ class EditorState:
     def undo(self) -> None:
         self._idle()
         if not self._undo:
-            self.message = "nothing to undo"
+            self._say("nothing to undo")
             return
         snapshot = self._undo.pop()
         self._redo.append(Snapshot(self.document, self.cursor))
@@ -307,7 +310,7 @@ class EditorState:
     def redo(self) -> None:
         self._idle()
         if not self._redo:
-            self.message = "nothing to redo"
+            self._say("nothing to redo")
             return
         snapshot = self._redo.pop()
         self._undo.append(Snapshot(self.document, self.cursor))
@@ -317,18 +320,18 @@ class EditorState:
         """Pad with holds or trim trailing latents to the nearest length valid for the model (and --frames)."""
         self._idle()
         if self.validation().ok:
-            self.message = "length is already valid"
+            self._say("length is already valid")
             return
         target = self.target_latents(how)
         if target is None:
-            self.message = f"cannot {how} to a valid length; try {'trim' if how == 'pad' else 'pad'}"
+            self._say(f"cannot {how} to a valid length; try {'trim' if how == 'pad' else 'pad'}")
             return
         if target > self.num_latents:
             document = self.document.splice(self.num_latents, 0, [HOLD] * (target - self.num_latents))
         else:
             document = self.document.with_steps(self.document.steps[: target - 1])
         self._commit(document, min(self.cursor, target - 1))
-        self.message = f"{'padded' if how == 'pad' else 'trimmed'} to {target} latents"
+        self._say(f"{'padded' if how == 'pad' else 'trimmed'} to {target} latents")
 
     def replace_document(self, document: Document, message: str = "") -> None:
         """Load a preset or an imported file as one undoable change."""
@@ -404,8 +407,7 @@ class EditorState:
         self._idle()
         self.count_text = ""
         self.anchor = None
-        self.message = ""
-        self.version += 1
+        self._say("")
 
     # Record mode ---------------------------------------------------------------------------------
 
