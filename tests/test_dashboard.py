@@ -21,7 +21,6 @@ import pytest
 import redis
 from spine_util import wait_until
 
-from worldplay_cli.jobs_index import JobQuery
 from worldplay_cli.schema import TASK_NOOP, Failure, Progress
 from worldplay_cli.settings import load_settings
 
@@ -523,6 +522,7 @@ async def test_help_lists_the_keys(fresh):
         assert not isinstance(app.screen, HelpScreen)
 
 
+@pytest.mark.slow
 async def test_a_vanished_redis_shows_a_banner_and_the_dashboard_reconnects(tmp_path):
     from textual.widgets import Static
 
@@ -550,6 +550,7 @@ async def test_a_vanished_redis_shows_a_banner_and_the_dashboard_reconnects(tmp_
         server.stop(settings)
 
 
+@pytest.mark.slow
 def test_cli_prints_a_snapshot_as_json_and_one_line_for_an_unreachable_redis(world):
     import json
 
@@ -571,6 +572,7 @@ def test_cli_prints_a_snapshot_as_json_and_one_line_for_an_unreachable_redis(wor
     assert result.stderr.startswith("error: cannot reach Redis") and result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 async def test_workers_panel_shows_a_live_worker(fresh, start_worker):
     import socket
 
@@ -597,6 +599,7 @@ return 1
 """
 
 
+@pytest.mark.slow
 async def test_keys_are_handled_while_a_refresh_waits_on_a_busy_redis(fresh):
     import threading
 

@@ -30,14 +30,18 @@ def register(app: typer.Typer) -> None:
         from worldplay_cli.output import emit
         from worldplay_cli.redis_server import connect_url, redis_url as resolve_url
         from worldplay_cli.settings import load_settings
-        from worldplay_cli.tui.dashboard.source import RedisSource
+        from worldplay_cli.errors import WorldplayError
+        from worldplay_cli.tui.dashboard.source import RedisSource, SourceUnavailable
 
         settings = load_settings({"redis_url": redis_url, "output_root": output_root}, config)
         url = resolve_url(settings)
         connect_url(url).close()  # an unreachable Redis is a one-line error here, not an empty dashboard
         source = RedisSource(url, settings)
         if as_json:
-            emit(snapshot_json(source), True)
+            try:
+                emit(snapshot_json(source), True)
+            except SourceUnavailable as exc:
+                raise WorldplayError(f"lost Redis at {source.location}: {exc}") from None
             return
         from worldplay_cli.tui.dashboard.app import run_dashboard
 
