@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from redis import Redis
     from rq.job import Job
 
+    from worldplay_cli.settings import Settings
+
 _META_INTERVAL_S = 0.25
 _CANCEL_INTERVAL_S = 0.5
 _MIN_FRACTION_FOR_ETA = 0.02
@@ -28,11 +30,11 @@ class JobCanceled(Exception):
 
 
 class Reporter:
-    def __init__(self, conn: Redis, job: Job, log_file: Path, stream_maxlen: int):
+    def __init__(self, conn: Redis, job: Job, log_file: Path, settings: Settings):
         self.conn = conn
         self.job = job
         self.log_file = log_file
-        self.stream_maxlen = stream_maxlen
+        self.settings = settings
         self.started = time.monotonic()
         self.stage_times: dict[str, float] = {}
         self._weights: dict[str, float] = {}
@@ -75,7 +77,7 @@ class Reporter:
         self._publish(progress, force=bool(total) and step >= total)
 
     def log(self, message: str) -> None:
-        append_log(self.conn, self.job.id, message, self.stream_maxlen, self.log_file)
+        append_log(self.conn, self.settings, self.job.id, message, self.log_file)
 
     def check_cancel(self) -> None:
         now = time.monotonic()

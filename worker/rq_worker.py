@@ -182,13 +182,8 @@ class WorldplayWorker(Worker):
             return
         if retry:
             reason = "worker shutting down" if requeue else failure.message
-            append_log(
-                self.connection,
-                job.id,
-                f"attempt ended ({reason}); re-queued",
-                self.settings.worker.log_stream_maxlen,
-                self.settings.output_root / job.id / "log.txt",
-            )
+            log_file = self.settings.output_root / job.id / "log.txt"
+            append_log(self.connection, self.settings, job.id, f"attempt ended ({reason}); re-queued", log_file)
         else:
             record_end(self.connection, self.settings, job, failure, "stopped" if stopped else "failed")
 

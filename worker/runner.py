@@ -84,7 +84,7 @@ def record_end(conn: Redis, settings: Settings, job: Job, failure: Failure, stat
     history.append({"attempt": job.meta.get("attempt", 0), "outcome": failure.kind, "at": time.time()})
     job.save_meta()
     directory = Path(settings.output_root) / job.id
-    append_log(conn, job.id, f"{status}: {failure.message}", settings.worker.log_stream_maxlen, directory / "log.txt")
+    append_log(conn, settings, job.id, f"{status}: {failure.message}", directory / "log.txt")
     end_manifest(directory, status, failure)
 
 
@@ -150,7 +150,7 @@ def run_generate(job: Job, spec_data: dict) -> dict:
     job.meta.update(attempt=attempt, progress=Progress(stage="starting").model_dump(), output_dir=str(directory))
     job.meta.pop("failure", None)
     job.save_meta()
-    reporter = Reporter(conn, job, log_file, settings.worker.log_stream_maxlen)
+    reporter = Reporter(conn, job, log_file, settings)
     reporter.log(f"attempt {attempt} started on worker {job.worker_name} (host {socket.gethostname()}, pid {os.getpid()})")
 
     spec: JobSpec | None = None

@@ -262,7 +262,7 @@ def cancel_job(conn: Redis, settings: Settings, job_id: str, wait_s: float | Non
     if status in ("queued", "deferred", "scheduled"):
         job.cancel()
         set_failure(job, Failure(kind="canceled", message="canceled by the user before it started"))
-        append_log(conn, job_id, "canceled before it started", settings.worker.log_stream_maxlen)
+        append_log(conn, settings, job_id, "canceled before it started", job_dir(settings, job_id) / "log.txt")
         return "canceled"
     if status != "started":
         raise BadInput(f"job {job_id} already ended ({status})")
@@ -302,7 +302,7 @@ def retry_job(conn: Redis, settings: Settings, job_id: str) -> str:
     job.meta.pop("progress", None)
     conn.delete(cancel_key(job_id))
     registry.requeue(job)
-    append_log(conn, job_id, "re-queued by the user", settings.worker.log_stream_maxlen, job_dir(settings, job_id) / "log.txt")
+    append_log(conn, settings, job_id, "re-queued by the user", job_dir(settings, job_id) / "log.txt")
     return job.get_status().value
 
 

@@ -137,10 +137,16 @@ def enqueue_generate(
     return job
 
 
-def append_log(conn: Redis, job_id: str, line: str, maxlen: int, log_file: Path | None = None) -> None:
-    """One line to the job's capped Redis stream (and to its log.txt when the file is reachable)."""
+def append_log(conn: Redis, settings: Settings, job_id: str, line: str, log_file: Path | None = None) -> None:
+    """One line to the job's capped Redis stream (and to its log.txt when the file is reachable).
+
+    The stream keeps `worker.log_stream_maxlen` lines and expires with the job record."""
     stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}"
-    conn.xadd(log_stream_key(job_id), {"line": stamped}, maxlen=maxlen, approximate=True)
+    key = log_stream_key(job_id)
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.xadd(key, {"line": stamped}, maxlen=settings.worker.log_stream_maxlen, approximate=True)
+        pipe.expire(key, max(settings.queue.finished_ttl_s, settings.queue.failed_ttl_s))
+        pipe.execute()
     if log_file is not None and log_file.parent.is_dir():
         with open(log_file, "a", encoding="utf-8") as handle:
             handle.write(stamped + "\n")
@@ -197,7 +203,7 @@ def _record_lost(conn: Redis, settings: Settings, job_id: str, worker_name: str 
         if status == JobStatus.FAILED:
             job.meta["failure"] = Failure(kind="worker_lost", message=message, hint=LOST_HINT).model_dump()
         job.save_meta()
-        append_log(conn, job_id, message, settings.worker.log_stream_maxlen, job_dir(settings, job_id) / "log.txt")
+        append_log(conn, settings, job_id, message, job_dir(settings, job_id) / "log.txt")
         if status == JobStatus.FAILED:
             end_manifest(job_dir(settings, job_id), "failed", Failure(kind="worker_lost", message=message))
     log.warning("job %s: %s", job_id, message)
