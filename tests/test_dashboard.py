@@ -349,7 +349,7 @@ async def test_the_log_follows_the_redis_stream(world):
     async with app.run_test(size=(200, 60)) as pilot:
         screen = await open_detail(pilot, app, job_id)
         for index in range(3):
-            append_log(world.conn, job_id, f"decoded chunk {index}", maxlen=500)
+            append_log(world.conn, world.settings, job_id, f"decoded chunk {index}")
             await settle(pilot, lambda: f"decoded chunk {index}" in log_text(screen), what=f"log line {index}")
         assert log_text(screen).count("decoded chunk 0") == 1
 
