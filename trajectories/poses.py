@@ -61,7 +61,7 @@ class Move:
     def __str__(self) -> str:
         if self.action == "hold" or self.step == _default_step(self.action):
             return self.action
-        return f"{self.action}:{self.step:g}"
+        return f"{self.action}:{self.step:.10g}"  # 10 digits: presets like a:0.1046719 survive a round trip
 
 
 @dataclass(frozen=True)
