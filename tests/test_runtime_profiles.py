@@ -50,7 +50,7 @@ def test_auto_takes_the_first_profile_that_fits():
 
 def test_oom_ladder_and_hint():
     assert [next_profile(profile) for profile in LADDER] == ["offload", "group-offload", "low-vram", None]
-    assert oom_hint("resident", 1, 4) == "try --memory-profile offload, or more GPUs per job (sequence parallel splits the context cache), or fewer frames"
+    assert oom_hint("resident", 1, 4) == "try the offload memory profile, or more GPUs per job (sequence parallel splits the context cache), or fewer frames"
     assert oom_hint("low-vram", 4, 4) == "try fewer frames"
 
 

@@ -147,7 +147,7 @@ def oom_hint(profile: str, sp: int, gpu_count: int) -> str:
     hints = []
     following = next_profile(profile)
     if following:
-        hints.append(f"--memory-profile {following}")
+        hints.append(f"the {following} memory profile")
     if sp < gpu_count:
         hints.append("more GPUs per job (sequence parallel splits the context cache)")
     hints.append("fewer frames")
