@@ -10,26 +10,16 @@ import sys
 import time
 from pathlib import Path
 
-import imageio_ffmpeg
-import numpy as np
 import pytest
 
 from spine_engines import ENGINES
 from spine_util import alive, wait_until
 from worldplay_cli.queue import fetch_job
+from worker.video import read_video_frames as decode
 from worldplay_cli.schema import Manifest
 
 SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")
 TESTS_DIR = str(Path(__file__).parent)
-
-
-def decode(path: Path) -> np.ndarray:
-    """Every frame of an mp4, decoded by ffmpeg (not by our own reader)."""
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    width, height = meta["size"]
-    frames = [np.frombuffer(frame, np.uint8).reshape(height, width, 3) for frame in reader]
-    return np.stack(frames)
 
 
 @pytest.fixture
