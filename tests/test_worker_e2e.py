@@ -14,8 +14,8 @@ import pytest
 
 from spine_engines import ENGINES
 from spine_util import alive, wait_until
-from worldplay_cli.queue import fetch_job
 from worker.video import read_video_frames as decode
+from worldplay_cli.queue import fetch_job
 from worldplay_cli.schema import Manifest
 
 SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")
