@@ -36,6 +36,7 @@ from worker.progress import JobCanceled
 from worker.runner import record_end
 
 _PARENT_POLL_S = 0.5
+MAINTENANCE_INTERVAL_S = 30
 
 
 class WorldplayWorker(Worker):
@@ -53,6 +54,8 @@ class WorldplayWorker(Worker):
             job_monitoring_interval=liveness.heartbeat_s,
             # rq blocks on the queue for worker_ttl - 15 s; that is also how often an idle worker reaps.
             worker_ttl=liveness.reaper_interval_s + 15,
+            # rq's own maintenance (default every 10 min) also recovers jobs lost between dequeue and start.
+            maintenance_interval=MAINTENANCE_INTERVAL_S,
             default_result_ttl=settings.queue.finished_ttl_s,
             **kwargs,
         )
