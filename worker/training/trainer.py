@@ -26,6 +26,7 @@ from worldplay_cli.errors import BadInput
 from worldplay_cli.train_config import TrainConfig
 
 METRICS_NAME = "metrics.jsonl"
+ROOT_FORWARD_METHODS = ("forward_text", "forward_bi", "forward_context", "forward_chunk", "prepare_frames", "embed_prompt", "final_output")
 
 
 @dataclass
@@ -291,13 +292,20 @@ class Trainer:
     # -- setup helpers ------------------------------------------------------------------------------
 
     def _shard(self) -> None:
+        """FSDP2 over all ranks. The model is driven through methods other than `forward` (forward_text,
+        the blocks' qkv/finish halves, which call the blocks' layers from the root), so the units are the
+        layers of every double block (each reached through its own `forward`) plus the root, whose
+        driving methods are registered as forward methods."""
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
         mesh = init_device_mesh(self.context.device.type, (self.context.world_size,))
         for block in self.model.double_blocks:
-            fully_shard(block, mesh=mesh)
+            for layer in block.children():
+                fully_shard(layer, mesh=mesh)
         fully_shard(self.model, mesh=mesh)
+        for method in ROOT_FORWARD_METHODS:
+            register_fsdp_forward_method(self.model, method)
 
     def _load_resume_weights(self, checkpoint: Path) -> dict:
         from worker.models.checkpoint import load_weights
