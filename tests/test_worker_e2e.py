@@ -91,6 +91,18 @@ def test_queue_and_wait_follows_the_job_to_the_end(cli, output_root, start_worke
 
 
 @pytest.mark.slow
+def test_logs_follow_prints_lines_until_the_job_ends(cli, output_root, start_worker, monkeypatch):
+    monkeypatch.setenv("WORLDPLAY_EXTRA_ENGINES", ENGINES)
+    monkeypatch.setenv("PYTHONPATH", TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    code, out, err = cli("generate", "--queue", "--engine", "slow", "--steps", "15", "--prompt", "x", *SMALL)
+    job_id = out.strip()
+    start_worker("generate")
+    code, out, err = cli("jobs", "logs", job_id, "--follow")
+    assert code == 0, err
+    assert "attempt 1 started" in out and "stage: sleep" in out and out.rstrip().splitlines()[-1].split(" ", 2)[2].startswith("finished: ")
+
+
+@pytest.mark.slow
 def test_a_failed_job_leaves_no_video_and_says_why(cli, redis_conn, output_root, start_worker, monkeypatch):
     code, out, err = cli("generate", "--queue", *SMALL)
     job_id = out.strip()

@@ -42,16 +42,15 @@ ENDED = frozenset({"finished", "failed", "stopped", "canceled"})
 JOB_PREFIX = "rq:job:"
 _ROW_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name", "meta", "description")
 
-# (id, status, origin, description) for every indexed job, newest first, in one round trip.
+# "id<TAB>status<TAB>queue[<TAB>description]" for every indexed job, newest first, in one round trip.
 _SCAN_LUA = """
 local ids = redis.call('ZREVRANGE', KEYS[1], 0, -1)
 local out = {}
-for _, id in ipairs(ids) do
+for i, id in ipairs(ids) do
   local fields = redis.call('HMGET', ARGV[1] .. id, 'status', 'origin', 'description')
-  out[#out + 1] = id
-  out[#out + 1] = fields[1] or ''
-  out[#out + 1] = fields[2] or ''
-  out[#out + 1] = fields[3] or ''
+  local entry = id .. '\t' .. (fields[1] or '') .. '\t' .. (fields[2] or '')
+  if ARGV[2] == '1' then entry = entry .. '\t' .. string.gsub(fields[3] or '', '\t', ' ') end
+  out[i] = entry
 end
 return out
 """
@@ -183,13 +182,13 @@ def list_jobs(
     unknown = set(statuses or ()) - set(STATUSES)
     if unknown:
         raise BadInput(f"unknown status {sorted(unknown)[0]!r}", f"use one of: {', '.join(STATUSES)}")
-    flat = conn.eval(_SCAN_LUA, 1, JOBS_INDEX, JOB_PREFIX)
+    needle = text.lower() if text else None
+    entries = conn.eval(_SCAN_LUA, 1, JOBS_INDEX, JOB_PREFIX, "1" if needle else "0")
     counts = dict.fromkeys(STATUSES, 0)
     matching: list[str] = []
     expired: list[str] = []
-    needle = text.lower() if text else None
-    for index in range(0, len(flat), 4):
-        job_id, status, origin, description = (value.decode() for value in flat[index : index + 4])
+    for entry in entries:
+        job_id, status, origin, *rest = entry.decode().split("\t")
         if not status:
             expired.append(job_id)
             continue
@@ -198,7 +197,7 @@ def list_jobs(
             continue
         if queue and origin != queue:
             continue
-        if needle and needle not in description.lower() and needle not in job_id:
+        if needle and needle not in rest[0].lower() and needle not in job_id:
             continue
         matching.append(job_id)
     if expired:
