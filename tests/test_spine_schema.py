@@ -111,6 +111,13 @@ def test_queue_and_worker_settings_come_from_the_environment(tmp_path):
     assert settings.queue.default_queue == "gpu8"
 
 
+def test_plumbing_variables_are_ignored_but_unknown_keys_of_a_section_fail(tmp_path):
+    environ = {"WORLDPLAY_RUN": "job:1", "WORLDPLAY_SOMETHING_ELSE": "x", "WORLDPLAY_REDIS_URL": "redis://h:1/0"}
+    assert load_settings(config_path=tmp_path / "none.toml", environ=environ).redis_url == "redis://h:1/0"
+    with pytest.raises(BadInput, match="rewrite.bogus"):
+        load_settings(config_path=tmp_path / "none.toml", environ={"WORLDPLAY_REWRITE__BOGUS": "1"})
+
+
 def test_lost_bound_must_cover_two_heartbeats(tmp_path):
     environ = {"WORLDPLAY_WORKER__HEARTBEAT_S": "10", "WORLDPLAY_WORKER__LOST_AFTER_S": "15"}
     with pytest.raises(BadInput, match="at least twice"):

@@ -23,10 +23,6 @@ else:  # pragma: no cover
 
 SETTINGS_VERSION = 1
 ENV_PREFIX = "WORLDPLAY_"
-# WORLDPLAY_* variables that are not settings (process plumbing read elsewhere).
-NOT_SETTINGS_ENV = frozenset(
-    {"WORLDPLAY_CONFIG", "WORLDPLAY_HOME", "WORLDPLAY_DEBUG", "WORLDPLAY_EXTRA_ENGINES", "WORLDPLAY_RUN"}
-)
 
 Engine = Literal["preview", "native", "official"]
 Variant = Literal["bi", "ar", "ar-rl", "ar-distilled"]
@@ -165,8 +161,12 @@ def env_layer(environ: dict[str, str] | None = None) -> dict:
         if environ.get(name):
             _set_path(layer, path, environ[name])
     for name, value in environ.items():
-        if name.startswith(ENV_PREFIX) and name not in NOT_SETTINGS_ENV:
-            path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        # WORLDPLAY_* names whose first part is no setting are process plumbing (WORLDPLAY_RUN,
+        # WORLDPLAY_DEBUG, ...) and are read elsewhere; below a known section, unknown keys still fail.
+        if path[0] in Settings.model_fields:
             _set_path(layer, path, value)
     return layer
 
