@@ -52,10 +52,13 @@ def wait_for_manifest(path: Path, timeout: float) -> dict:
 def test_a_queued_native_job_writes_the_video_manifest_and_chunk_log(
     worldplay_env, start_worker, tiny_model_dir, monkeypatch
 ):
-    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_model_dir))
+    """`worldplay generate --queue --engine native --model-dir DIR` served by a real worker."""
+    # the job's --model-dir wins over the worker's setting
+    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_model_dir.parent / "elsewhere"))
     worker = start_worker("generate")
     completed = cli(
-        "generate", "--queue", "--json", "--engine", "native", "--variant", "ar-distilled", "--pose", "w-3, right-4", *SMALL
+        "generate", "--queue", "--json", "--engine", "native", "--variant", "ar-distilled", "--pose", "w-3, right-4",
+        "--model-dir", str(tiny_model_dir), *SMALL,
     )
     assert completed.returncode == 0, completed.stderr
     job_id = json.loads(completed.stdout)["job_id"]
@@ -79,6 +82,7 @@ def test_a_queued_native_job_writes_the_video_manifest_and_chunk_log(
 
 
 def test_a_model_directory_without_weights_fails_with_the_download_command(worldplay_env, tmp_path, monkeypatch):
+    """Foreground `worldplay generate` (its own one-job worker), model directory from the setting."""
     empty = tmp_path / "no-weights"
     empty.mkdir()
     monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(empty))

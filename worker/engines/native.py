@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 def model_dir_for(spec: JobSpec) -> Path:
     from worldplay_cli.settings import load_settings
 
-    chosen = getattr(spec, "model_dir", None)
-    return Path(chosen or load_settings().model_dir).expanduser()
+    return Path(spec.model_dir or load_settings().model_dir).expanduser()
 
 
 class NativeEngine:
