@@ -94,3 +94,17 @@ def test_a_model_directory_without_weights_fails_with_the_download_command(world
     assert "lacks what variant bi needs" in error and "bi action checkpoint" in error
     assert f"worldplay download bi --model-dir {empty}" in error
     assert time.monotonic() - started < 120
+
+
+def test_a_foreground_bi_run_prints_the_result(worldplay_env, tiny_model_dir):
+    """Foreground `worldplay generate --engine native --model-dir DIR` (no --queue): waits and reports."""
+    completed = cli(
+        "generate", "--json", "--engine", "native", "--variant", "bi", "--pose", "w-15", "--steps", "1",
+        "--model-dir", str(tiny_model_dir), *SMALL,
+    )
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert (result["status"], result["frames"], result["width"], result["height"]) == ("finished", 61, 32, 48)
+    manifest = json.loads((Path(result["video"]).parent / "manifest.json").read_text())
+    assert manifest["engine"]["variant"] == "bi" and manifest["engine"]["guidance_scale"] == 6.0
+    assert [chunk["latents"] for chunk in manifest["engine"]["chunks"]] == [[0, 16]]
