@@ -1,0 +1,206 @@
+"""Action following: a tiny WorldPlay model trained on synthetic rooms vs the same model untrained.
+
+    python bench/action_following.py --work /tmp/af-bench [--steps 600] [--size 48]
+
+Stages (each cached in --work, so a re-run continues):
+1. a tiny model directory (`worker.pipeline.tiny_model`); with --fit-vae-steps > 0 its VAE is replaced by
+   a small HunyuanVideo-1.5-architecture VAE fitted to synthetic clips. The random tiny VAE decodes every
+   latent video to a near-uniform grey, which carries no motion at all, so an action-following score of
+   its videos would measure nothing (the reference row below shows this: its calibration gains are ~0);
+2. synthetic clips (`worldplay data synth`): random walks for training, scripted single-action clips for
+   validation; prepared with that model directory (`worldplay data prepare`);
+3. training (`worker.training`), with validation at step 0 (untrained) and at the end (trained);
+4. a control: the trained model conditioned on another validation clip's actions and cameras, scored
+   against the clip's own actions (a model that ignores actions scores the same in both rows).
+
+Printed side by side: the action-following pixel EPE (lower is better) and mean-flow cosine of untrained,
+trained and control, and the reference (ground-truth latents through the same VAE): the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+# ---------------------------------------------------------------------------------------------------
+# A small VAE fitted to the synthetic rooms (the official architecture, trained as an autoencoder)
+
+
+def fit_vae(directory: Path, size: int, steps: int, latent_channels: int, seed: int) -> None:
+    from worker.models.vae import CONFIG_NAME, WEIGHTS_NAME, HunyuanVideo15VAE, VAEConfig
+    from worker.training.dataset import write_safetensors_atomic
+    from worker.training.synthetic import SynthOptions, make_clip
+
+    config = VAEConfig(
+        latent_channels=latent_channels,
+        block_out_channels=(16, 32, 64, 64),
+        layers_per_block=1,
+        ffactor_spatial=8,
+        ffactor_temporal=4,
+        sample_size=size,
+        sample_tsize=16,
+    )
+    torch.manual_seed(seed)
+    vae = HunyuanVideo15VAE(config)
+    options = SynthOptions(width=size, height=size, num_latents=3)
+    clips = [make_clip(10_000 + index, options) for index in range(48)]
+    videos = [torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1 for clip in clips]
+    optimizer = torch.optim.Adam(vae.parameters(), lr=2e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    started = time.monotonic()
+    for step in range(steps):
+        video = videos[step % len(videos)]
+        # the same steps as encode/decode (first frame alone, then groups of 4 with causal caches), with grad
+        cache: dict = {}
+        bounds = [0, *range(1, video.shape[2] + 1, config.ffactor_temporal)]
+        latents = torch.cat([vae.encoder(video[:, :, a:b], cache) for a, b in zip(bounds, bounds[1:])], dim=2)[:, :latent_channels]
+        cache = {}
+        decoded = torch.cat([vae.decoder(latents[:, :, i : i + 1], cache, i == 0) for i in range(latents.shape[2])], dim=2)
+        loss = (decoded - video).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 100 == 0 or step == steps - 1:
+            print(f"  vae step {step + 1}/{steps}  L1 {loss.item():.4f}  ({time.monotonic() - started:.0f} s)", flush=True)
+    vae_dir = directory / "vae"
+    (vae_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    write_safetensors_atomic(vae_dir / WEIGHTS_NAME, {name: tensor.detach() for name, tensor in vae.state_dict().items()})
+
+
+def model_dir(work: Path, size: int, fit_steps: int, seed: int) -> Path:
+    from dataclasses import replace
+
+    from worker.models.tiny import TINY_TRANSFORMER_CONFIG, write_tiny_transformer
+    from worker.pipeline.tiny_model import write_tiny_model
+
+    root = work / "model"
+    if (root / "bench-ready").exists():
+        return root
+    write_tiny_model(root, seed=seed)
+    latent_channels = 4
+    if fit_steps > 0:
+        latent_channels = 8
+        print(f"fitting a small VAE to synthetic rooms ({fit_steps} steps)")
+        fit_vae(root, size, fit_steps, latent_channels, seed)
+    config = replace(TINY_TRANSFORMER_CONFIG, in_channels=latent_channels, out_channels=latent_channels)
+    write_tiny_transformer(root, seed=seed, config=config)
+    (root / "bench-ready").write_text("1\n")
+    return root
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data, training, scoring
+
+
+def dataset(work: Path, model: Path, size: int, clips: int, validation: int, latents: int, seed: int) -> Path:
+    from worker.training.prepare import PrepareOptions, prepare_dataset
+    from worker.training.synthetic import SynthOptions, write_synthetic_dataset
+
+    raw, prepared = work / "raw", work / "prepared"
+    if not (raw / "dataset.json").exists():
+        print(f"rendering {clips} + {validation} synthetic clips at {size}x{size}")
+        write_synthetic_dataset(raw, clips, validation, SynthOptions(width=size, height=size, num_latents=latents), seed)
+    print("preparing (VAE latents, text and vision states)")
+    prepare_dataset(raw, prepared, model, PrepareOptions(clips_per_shard=16))
+    return prepared
+
+
+def train_config(work: Path, model: Path, data: Path, steps: int, validation_clips: int, seed: int):
+    from worldplay_cli.train_config import TrainConfig
+
+    return TrainConfig.model_validate(
+        {
+            "model": {"model_dir": str(model), "init": "ar"},
+            "data": {"path": str(data), "cfg_dropout": 0.1},
+            "method": {"name": "ar", "chunk_latents": 4, "window_latents": 12, "context_latents": 4, "memory_points": 4000},
+            "optimizer": {"learning_rate": 1e-3, "weight_decay": 0.0, "schedule": "cosine", "warmup_steps": 20},
+            "max_steps": steps,
+            "seed": seed,
+            "checkpoint": {"output_dir": str(work / "run"), "every_steps": steps},
+            "validation": {"every_steps": steps, "max_clips": validation_clips, "sampling_steps": 8, "num_latents": 12},
+            "logging": {"every_steps": 50, "tensorboard": "off"},
+        }
+    )
+
+
+class SwappedActions:
+    """Validation with each clip generated from the *next* clip's actions and cameras (the control)."""
+
+    def __init__(self, validator):
+        self.validator = validator
+
+    def run(self, model, step: int) -> dict:
+        from dataclasses import replace
+
+        validator = self.validator
+        original = validator.clips
+        swapped = []
+        for index, clip in enumerate(original):
+            donor = original[(index + 1) % len(original)]
+            swapped.append(replace(clip, viewmats=donor.viewmats, intrinsics_norm=donor.intrinsics_norm, labels=donor.labels))
+        generate = validator.generate
+        validator.generate = lambda model, clip, index: generate(model, swapped[index], index)
+        try:
+            return validator.run(model, step)
+        finally:
+            validator.generate = generate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/worldplay-action-following"))
+    parser.add_argument("--size", type=int, default=48)
+    parser.add_argument("--clips", type=int, default=48)
+    parser.add_argument("--validation", type=int, default=6)
+    parser.add_argument("--latents", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--fit-vae-steps", type=int, default=1500)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+
+    model = model_dir(args.work, args.size, args.fit_vae_steps, args.seed)
+    data = dataset(args.work, model, args.size, args.clips, args.validation, args.latents, args.seed)
+
+    from worker.training.trainer import Hooks, Trainer
+
+    records: list[dict] = []
+    config = train_config(args.work, model, data, args.steps, args.validation, args.seed)
+    print(f"training {args.steps} steps")
+    trainer = Trainer(config, hooks=Hooks(on_metrics=lambda record: (records.append(record), record["kind"] == "train" and print(f"  step {record['step']}  loss {record['loss']:.4f}", flush=True))))
+    trainer.run()
+    validations = [record for record in records if record["kind"] == "validation"]
+    untrained, trained = validations[0], validations[-1]
+    with torch.no_grad():
+        control = SwappedActions(trainer.validator).run(trainer.model, args.steps + 1)
+    calibration = trainer.validator.calibration
+
+    rows = [("untrained", untrained), ("trained", trained), ("trained, other clip's actions", control)]
+    print()
+    print(f"action following on {args.validation} scripted validation clips, {args.size}x{args.size}, after {args.steps} steps")
+    print(f"reference calibration gains (pitch, yaw, strafe, forward): {np.round(calibration.gains, 4).tolist()}, residual rms {calibration.residual_rms:.3f} px")
+    print(f"{'':32s} {'pixel EPE':>10s} {'mean-flow cos':>14s} {'PSNR':>7s}")
+    for name, scores in rows:
+        print(f"{name:32s} {scores['action_pixel_epe']:10.3f} {scores['action_mean_flow_cosine']:14.3f} {scores['psnr']:7.2f}")
+    print(f"{'reference (ground truth)':32s} {trained['reference_pixel_epe']:10.3f}")
+    print(f"untrained / trained EPE: {untrained['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x   "
+          f"control / trained EPE: {control['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x")
+    print(f"total {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
