@@ -201,11 +201,11 @@ async def test_record_mode_appends_latents_in_real_time():
         await pilot.press("R")
         # Keys pressed within one tick of the latent clock make one latent; tick by hand here so a
         # loaded machine cannot split the chord across two ticks.
-        app._record_timer.pause()
+        app.screen._record_timer.pause()
         await pilot.press("w", "right")
-        app._record_tick()
+        app.screen._record_tick()
         assert app.state.num_latents == 2
-        app._record_timer.resume()
+        app.screen._record_timer.resume()
         await pilot.press("d")
         await until(pilot, lambda: app.state.num_latents == 3)
         await pilot.press("R")
