@@ -70,6 +70,12 @@ class WorldplayWorker(Worker):
 
     # --- liveness -----------------------------------------------------------------------------------
 
+    def bootstrap(self, *args, **kwargs):
+        # rq registers the worker before installing its signal handlers; a supervisor that saw the
+        # registration and sent SIGTERM in that gap would kill us outright instead of stopping us warmly.
+        self._install_signal_handlers()
+        super().bootstrap(*args, **kwargs)
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # rq adds a fixed 60 s; ours is the configured bound, refreshed every heartbeat until the horse is gone.
         return self.settings.worker.lost_after_s
