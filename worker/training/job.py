@@ -59,7 +59,7 @@ def train(spec_data: dict) -> dict:
     job.meta.update(attempt=attempt, output_dir=str(directory))
     job.meta.pop("failure", None)
     job.save_meta()
-    reporter = Reporter(conn, job, directory / "log.txt", settings.worker.log_stream_maxlen)
+    reporter = Reporter(conn, job, directory / "log.txt", settings)
     spec = None
     try:
         spec = TrainJobSpec.model_validate(spec_data)
