@@ -110,6 +110,15 @@ def test_dry_run_prints_the_resolved_spec_and_touches_nothing(cli, redis_conn, o
     assert _nothing_enqueued(redis_conn, output_root)
 
 
+def test_bundled_examples_are_chosen_by_name(cli):
+    sources = {}
+    for name in ("meadow", "city"):
+        code, out, err = cli("generate", "--dry-run", "--prompt", "a harbour", "--image", name, *SMALL)
+        assert code == 0, err
+        sources[name] = json.loads(out)["image"]["source"]
+    assert sources["meadow"].endswith("example.png") and sources["city"].endswith("example_city.png")
+
+
 def test_worker_side_options_are_carried_in_the_spec(cli):
     code, out, err = cli(
         "generate", "--dry-run", "--engine", "native", "--prompt", "a harbour", "--model-dir", "/models/hy",

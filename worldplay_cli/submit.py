@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -38,8 +37,15 @@ if TYPE_CHECKING:
 DEFAULT_POSE = "walk-and-turn"
 
 
-def example_image() -> Path:
-    return Path(str(resources.files("worldplay_cli") / "assets" / "example.png"))
+def image_path_for(image: str | Path | None) -> Path:
+    """The reference image: a path, or the name of a bundled example (`meadow`, `city`; default `meadow`)."""
+    from worldplay_cli.assets import EXAMPLE_IMAGE, EXAMPLE_IMAGES
+
+    if image is None:
+        return EXAMPLE_IMAGE
+    if str(image) in EXAMPLE_IMAGES and not Path(image).exists():
+        return EXAMPLE_IMAGES[str(image)]
+    return Path(image).expanduser()
 
 
 @dataclass
@@ -126,7 +132,7 @@ def prepare(request: GenerateRequest, settings: Settings) -> PreparedJob:
     variant = request.variant or settings.default_variant
     if variant not in VARIANT_DEFAULTS:
         raise BadInput(f"unknown variant {variant!r}", f"use one of: {', '.join(VARIANT_DEFAULTS)}")
-    image_path = Path(request.image).expanduser() if request.image else example_image()
+    image_path = image_path_for(request.image)
     image_png, image_width, image_height = _load_image(image_path)
 
     trajectory = resolve(request.pose)

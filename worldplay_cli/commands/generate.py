@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
 def generate(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="What the world looks like.")] = "",
     image: Annotated[
-        Optional[Path], typer.Option("--image", "-i", help="Reference image (default: a bundled example).", show_default=False)
+        Optional[Path], typer.Option("--image", "-i", help="Reference image, or a bundled example: meadow (default), city.", show_default=False)
     ] = None,
     pose: Annotated[
         str, typer.Option("--pose", help="Pose string (e.g. 'w-15, right-16'), preset name, or trajectory file.")
