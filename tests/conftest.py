@@ -29,6 +29,19 @@ def golden_vae_state():
     return regenerate_state_dict(VAE)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny random model directory in the official layout (`worker.pipeline.tiny_model`), written
+    once per session. Shared by every test that needs one, so its files are read-only."""
+    from worker.pipeline.tiny_model import write_tiny_model
+
+    root = write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+    for path in root.rglob("*"):
+        if path.is_file():
+            path.chmod(0o444)
+    return root
+
+
 # --- real Redis and real workers (queue, worker, dashboard tests) ---------------------------------------
 
 _redis_dbs = itertools.count()

@@ -11,16 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.pipeline.tiny_model import write_tiny_model
 
 pytestmark = pytest.mark.slow
 
 SMALL = ("--prompt", "a quiet street", "--width", "32", "--height", "48")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -49,23 +43,28 @@ def wait_for_manifest(path: Path, timeout: float) -> dict:
     raise AssertionError(f"{path} did not reach an end state within {timeout} s")
 
 
-def test_a_queued_native_job_writes_the_video_manifest_and_chunk_log(
+def test_queued_native_jobs_write_video_manifest_and_chunk_log_and_share_one_load(
     worldplay_env, start_worker, tiny_model_dir, monkeypatch
 ):
-    """`worldplay generate --queue --engine native --model-dir DIR` served by a real worker."""
+    """`worldplay generate --queue --engine native --model-dir DIR` twice, served by one real worker."""
+    from worker.runtime.client import log_dir
+
     # the job's --model-dir wins over the worker's setting
     monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_model_dir.parent / "elsewhere"))
     worker = start_worker("generate")
-    completed = cli(
-        "generate", "--queue", "--json", "--engine", "native", "--variant", "ar-distilled", "--pose", "w-3, right-4",
-        "--model-dir", str(tiny_model_dir), *SMALL,
-    )
-    assert completed.returncode == 0, completed.stderr
-    job_id = json.loads(completed.stdout)["job_id"]
-    directory = Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"]) / job_id
-    manifest = wait_for_manifest(directory / "manifest.json", timeout=180)
-    assert manifest["status"] == "finished", worker.log_path.read_text()
+    directories = []
+    for seed in ("1", "2"):
+        completed = cli(
+            "generate", "--queue", "--json", "--engine", "native", "--variant", "ar-distilled", "--pose", "w-3, right-4",
+            "--model-dir", str(tiny_model_dir), "--seed", seed, *SMALL,
+        )
+        assert completed.returncode == 0, completed.stderr
+        directories.append(Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"]) / json.loads(completed.stdout)["job_id"])
+    manifests = [wait_for_manifest(directory / "manifest.json", timeout=180) for directory in directories]
+    assert [manifest["status"] for manifest in manifests] == ["finished"] * 2, worker.log_path.read_text()
 
+    # 1. the first job: video, manifest, log
+    directory, manifest = directories[0], manifests[0]
     assert video_frames(directory / "video.mp4") == (29, (32, 48))
     assert (manifest["video"]["frames"], manifest["video"]["width"], manifest["video"]["height"]) == (29, 32, 48)
     engine = manifest["engine"]
@@ -79,6 +78,15 @@ def test_a_queued_native_job_writes_the_video_manifest_and_chunk_log(
     assert {"load", "encode", "generate"} <= set(manifest["timings"]["stages"])
     log = (directory / "log.txt").read_text()
     assert "chunk 1/2" in log and "chunk 2/2" in log and "native: ar-distilled" in log
+
+    # 2. the second job starts on the weights the first one loaded: one load in this worker
+    assert [m["engine"]["resident"]["reused_weights"] for m in manifests] == [False, True]
+    assert [m["engine"]["resident"]["loads_in_worker"] for m in manifests] == [1, 1]
+    assert "resident: reusing ar-distilled weights" in (directories[1] / "log.txt").read_text()
+    supervisor_log = (log_dir(worker.pid) / "supervisor.log").read_text()
+    loads = [line for line in supervisor_log.splitlines() if "of this worker:" in line]
+    assert len(loads) == 1 and "load #1 of this worker: ar-distilled" in loads[0]
+    assert video_frames(directories[1] / "video.mp4") == (29, (32, 48))
 
 
 def test_a_model_directory_without_weights_fails_with_the_download_command(worldplay_env, tmp_path, monkeypatch):

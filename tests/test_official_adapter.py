@@ -137,7 +137,7 @@ def official_env(worldplay_env, tmp_path, monkeypatch):
     (repo / "hyvideo" / "generate.py").write_text(STUB)
     record = tmp_path / "record"
     record.mkdir()
-    monkeypatch.setenv("HY_WORLDPLAY_REPO", str(repo))
+    monkeypatch.setenv("WORLDPLAY_OFFICIAL_REPO", str(repo))
     monkeypatch.setenv("STUB_RECORD_DIR", str(record))
     monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(fake_model_dir(tmp_path / "models")))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -185,10 +185,10 @@ def test_official_jobs_through_a_real_worker(cli, redis_conn, official_env, star
     assert "the group-offload memory profile" in failure["hint"]
 
 
-def test_checkout_comes_from_the_worker_environment(worldplay_env, monkeypatch, tmp_path):
+def test_checkout_comes_from_the_job_else_the_worker_setting(worldplay_env, monkeypatch, tmp_path):
     from worker.engines.official import official_repo_for
 
-    monkeypatch.delenv("HY_WORLDPLAY_REPO", raising=False)
     assert official_repo_for(spec()) is None
-    monkeypatch.setenv("HY_WORLDPLAY_REPO", str(tmp_path / "HY-WorldPlay"))
+    monkeypatch.setenv("WORLDPLAY_OFFICIAL_REPO", str(tmp_path / "HY-WorldPlay"))
     assert official_repo_for(spec()) == tmp_path / "HY-WorldPlay"
+    assert official_repo_for(spec(official_repo=str(tmp_path / "mine"))) == tmp_path / "mine"

@@ -13,7 +13,6 @@ from worker.models.scheduler import FlowMatchScheduler, classifier_free_guidance
 from worker.pipeline.image import ImageSizeError, generation_size, image_to_video_tensor, to_uint8_frames
 from worker.pipeline.memory import sample_points_in_sphere, select_context_latents
 from worker.pipeline.pipeline import GenerationError, GenerationOptions, WorldPlayPipeline
-from worker.pipeline.tiny_model import write_tiny_model
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +23,7 @@ LONG_POSE = "w-7, right-8, left-8, s-4"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
-@pytest.fixture(scope="module")
-def pipelines(model_dir):
+def pipelines(tiny_model_dir):
     """`bi` and `ar` load from the directory; `ar-rl` and `ar-distilled` reuse `ar`'s components (the tiny
     directory holds the same weights for all; loading each variant is covered in test_pipeline_model_dir)."""
     cache: dict[str, WorldPlayPipeline] = {}
@@ -37,7 +31,7 @@ def pipelines(model_dir):
     def get(variant: str) -> WorldPlayPipeline:
         if variant not in cache:
             if variant in ("bi", "ar"):
-                cache[variant] = WorldPlayPipeline.from_model_dir(model_dir, variant, device="cpu")
+                cache[variant] = WorldPlayPipeline.from_model_dir(tiny_model_dir, variant, device="cpu")
             else:
                 ar = get("ar")
                 cache[variant] = WorldPlayPipeline(variant, ar.transformer, ar.vae, ar.encoders, paths=ar.paths)

@@ -1,5 +1,6 @@
-"""The resident runtime: a real worker keeps a 2-rank gloo group with the tiny model loaded across jobs,
-swaps weights for another variant, survives a killed rank, and its ranks end with the worker."""
+"""The resident runtime behind the `native` engine: a real worker keeps a 2-rank gloo group with the tiny
+model loaded across jobs, swaps weights for another variant, survives a killed rank, renders what one
+process renders, and its ranks end with the worker."""
 
 from __future__ import annotations
 
@@ -9,32 +10,28 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spine_util import alive, wait_until
+from test_pipeline_model_dir import linked_copy
 from worldplay_cli.queue import fetch_job
+from worker.pipeline.model_dir import WEIGHTS_NAME
 from worker.runtime.client import log_dir
+from worker.video import read_video_frames
 
-SMALL = ("--width", "64", "--height", "32", "--prompt", "a quiet street", "--gpus", "2")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from worker.pipeline.tiny_model import write_tiny_model
-
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+SMALL = ("--width", "64", "--height", "32", "--prompt", "a quiet street")
 
 
 @pytest.fixture
 def resident_env(worldplay_env, tiny_model_dir, monkeypatch):
-    monkeypatch.setenv("WORLDPLAY_EXTRA_ENGINES", "resident=worker.runtime.engine:ResidentEngine")
     monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_model_dir))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     return Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"])
 
 
-def _enqueue(cli, *args) -> str:
-    code, out, err = cli("generate", "--queue", "resident", "--engine", "resident", *SMALL, *args)
+def _enqueue(cli, *args, gpus: int = 2) -> str:
+    code, out, err = cli("generate", "--queue", "resident", "--engine", "native", "--gpus", str(gpus), *SMALL, *args)
     assert code == 0, err
     return out.strip()
 
@@ -49,7 +46,9 @@ def _info(outputs: Path, job_id: str) -> dict:
 
 
 @pytest.mark.slow
-def test_resident_group_loads_once_swaps_survives_a_dead_rank_and_ends_with_the_worker(cli, redis_conn, resident_env, start_worker):
+def test_resident_group_loads_once_swaps_survives_a_dead_rank_and_ends_with_the_worker(
+    cli, redis_conn, resident_env, start_worker, tiny_model_dir, tmp_path
+):
     outputs = resident_env
     first = _enqueue(cli, "--variant", "ar-distilled", "--pose", "w-3")
     second = _enqueue(cli, "--variant", "ar-distilled", "--pose", "w-7", "--seed", "2")
@@ -92,7 +91,28 @@ def test_resident_group_loads_once_swaps_survives_a_dead_rank_and_ends_with_the_
     assert [line.split(": ")[1] for line in supervisor_log.splitlines() if "of this worker" in line] == [
         "load #1 of this worker", "load #2 of this worker", "load #3 of this worker"]  # fmt: skip
 
-    # 4. the ranks end with their worker
+    # 4. a job the ranks refuse (a truncated checkpoint) fails alone with the reason; the group stays up
+    broken = linked_copy(tiny_model_dir, tmp_path / "broken", replace_dirs=("ar_model",))
+    (broken / "ar_model").mkdir()
+    intact = (tiny_model_dir / "ar_model" / WEIGHTS_NAME).read_bytes()
+    (broken / "ar_model" / WEIGHTS_NAME).write_bytes(intact[: len(intact) // 2])
+    refused = _enqueue(cli, "--variant", "ar", "--pose", "w-3", "--model-dir", str(broken))
+    assert wait_until(lambda: _ended(redis_conn, refused), 60, what="the refusal") == "failed"
+    failure = fetch_job(redis_conn, refused).meta["failure"]
+    assert failure["kind"] == "refused" and "cannot load the transformer" in failure["message"]
+    assert all(alive(pid) for pid in (int(pid) for pid in (logs / "group.txt").read_text().split()))
+
+    # 5. one rank renders what two ranks render (the group is restarted with one rank)
+    single = _enqueue(cli, "--variant", "ar-distilled", "--pose", "w-3", gpus=1)
+    assert wait_until(lambda: _ended(redis_conn, single), 120, what="the one-rank job") == "finished"
+    assert (_info(outputs, single)["sequence_parallel"], _info(outputs, after)["sequence_parallel"]) == (1, 2)
+    assert _info(outputs, single)["resident"]["group"] == 3  # the refusal did not restart group 2
+    frames = [read_video_frames(outputs / job_id / "video.mp4") for job_id in (single, after)]
+    # exact: sequence parallel only moves tokens and heads between the ranks (tests/test_parallel.py)
+    assert len(frames[0]) == len(frames[1]) == 13
+    assert all(np.array_equal(a, b) for a, b in zip(*frames))
+
+    # 6. the ranks end with their worker
     pids = [int(pid) for pid in (logs / "group.txt").read_text().split()]
     worker.send_signal(signal.SIGTERM)
     worker.wait(timeout=30)

@@ -11,8 +11,8 @@ the official CLI's traps (reference §1, §13.14):
 
 torchrun writes each rank's output to its own files; rank 0's stderr carries the tqdm bar of every chunk's
 denoising loop, which becomes step/chunk progress in the job meta. Rank 0's other output goes to the job
-log. The checkout is found from the spec's `official_repo`, the `official_repo` setting, or the
-`HY_WORLDPLAY_REPO` environment variable of the worker.
+log. The checkout is the spec's `official_repo` (`--official-repo`), else the worker's `official_repo`
+setting (`WORLDPLAY_OFFICIAL_REPO`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from worldplay_cli.schema import JobSpec
     from worker.progress import Reporter
 
-REPO_ENV = "HY_WORLDPLAY_REPO"
 PYTHON_ENV = "HY_WORLDPLAY_PYTHON"  # the interpreter of the checkout's environment (default: ours)
 SCRIPT = "hyvideo/generate.py"
 CHUNK_LATENTS = {"bi": 16, "ar": 4, "ar-rl": 4, "ar-distilled": 4}
@@ -144,7 +143,7 @@ def console_lines(line: str) -> list[str]:
 def official_repo_for(spec: JobSpec) -> Path | None:
     from worldplay_cli.settings import load_settings
 
-    chosen = getattr(spec, "official_repo", None) or getattr(load_settings(), "official_repo", None) or os.environ.get(REPO_ENV)
+    chosen = spec.official_repo or load_settings().official_repo
     return Path(chosen).expanduser() if chosen else None
 
 
@@ -185,7 +184,7 @@ class OfficialEngine:
             where = f"{repo} has no {SCRIPT}" if repo else "no HY-WorldPlay checkout is configured"
             raise JobFailed(
                 Failure(kind="refused", message=f"official engine: {where}",
-                        hint=f"clone Tencent-Hunyuan/HY-WorldPlay and set official_repo (or {REPO_ENV}) on the worker")
+                        hint="clone Tencent-Hunyuan/HY-WorldPlay and pass --official-repo, or set official_repo on the worker")
             )  # fmt: skip
         model_dir = model_dir_for(spec)
         try:

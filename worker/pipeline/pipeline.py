@@ -172,9 +172,13 @@ class WorldPlayPipeline:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         attention_backend: str = "auto",
+        encoders_device: torch.device | str | None = None,
     ) -> WorldPlayPipeline:
         """Load every component of `variant` from the official layout. On CUDA: transformer bf16 (or
-        `dtype`), VAE fp32, LLM and SigLIP fp16 (official); on CPU everything fp32."""
+        `dtype`), VAE fp32, LLM and SigLIP fp16 (official); on CPU everything fp32.
+
+        `encoders_device` (default: `device`) places the text and vision encoders elsewhere, e.g. in host
+        memory for a caller that moves them to the GPU only to encode; their dtype follows `device`."""
         paths = resolve_model_dir(root, variant, checkpoint)
         device = torch.device(device) if device is not None else default_device()
         cuda = device.type == "cuda"
@@ -190,7 +194,9 @@ class WorldPlayPipeline:
         with _component("VAE", paths):
             vae = load_vae(paths.vae_dir, device=device, dtype=torch.float32)
         with _component("text/vision encoders", paths):
-            encoders = ConditionEncoders.from_model_dir(paths.root, device, torch.float16 if cuda else torch.float32)
+            encoders = ConditionEncoders.from_model_dir(
+                paths.root, encoders_device or device, torch.float16 if cuda else torch.float32
+            )
         with _component("scheduler", paths):
             scheduler = FlowMatchScheduler.from_model_dir(paths.root, 1)
         return cls(variant, transformer, vae, encoders, scheduler.num_train_timesteps, paths)

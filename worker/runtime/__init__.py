@@ -4,7 +4,8 @@
                                                                    ├── rank 0  (control socket; model loaded)
                                                                    └── rank 1..N-1 (jobs via the process group)
 
-`engine.ResidentEngine` is the horse's side, `supervisor` keeps the group alive across jobs and
-restarts it when a rank dies, `rank` runs the native pipeline sequence-parallel, `memory_profiles`
-decides what lives on the GPU.
+The horse's side is the `native` engine (`worker.engines.native.NativeEngine`, through `client`),
+`supervisor` keeps the group alive across jobs and restarts it when a rank dies, `rank` renders each job
+with the native engine's `render`, sequence-parallel over the ranks, and `memory_profiles` decides what
+lives on the GPU.
 """

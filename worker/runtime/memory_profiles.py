@@ -131,10 +131,10 @@ def choose_profile(
 
 
 def requested_profile(spec) -> str:
-    """The job's memory profile: its own, else the worker's `memory_profile` setting, else auto."""
+    """The job's memory profile, else the worker's `memory_profile` setting (default `auto`)."""
     from worldplay_cli.settings import load_settings
 
-    return getattr(spec, "memory_profile", None) or getattr(load_settings(), "memory_profile", None) or "auto"
+    return spec.memory_profile or load_settings().memory_profile
 
 
 def next_profile(profile: str) -> str | None:

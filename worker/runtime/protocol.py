@@ -3,7 +3,8 @@
 horse -> supervisor   {"type": "job", "spec": {...}, "job_dir", "out_dir", "model_dir", "nproc", "profile"}
 supervisor -> rank 0  the same job (plus "attempt"), {"type": "cancel"}, {"type": "stop"}
 rank 0 -> supervisor  {"type": "ready"}, {"type": "loaded", ...}, then per job "stage" / "progress" / "log"
-                      events and one of "result" / "error" / "canceled"
+                      events and one of "result" / "error" / "canceled" ("error": kind, message, hint;
+                      `"fatal": false` when the ranks refused the job and stay usable)
 supervisor -> horse   the job's events, relayed
 """
 
@@ -62,6 +63,18 @@ class Connection:
             self._buffer += data
         line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)
+
+    def receive_available(self) -> list[dict]:
+        """Every complete message that arrived, without waiting; one read may bring several, and a
+        caller that waits in `select` on the socket would not see those already buffered."""
+        messages = []
+        try:
+            while (message := self.receive(0)) is not None:
+                messages.append(message)
+        except ConnectionClosed:
+            if not messages:
+                raise
+        return messages
 
     def close(self) -> None:
         self.sock.close()

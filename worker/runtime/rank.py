@@ -3,13 +3,15 @@
 The ranks keep the pipeline loaded between jobs. Rank 0 takes jobs from the supervisor over the control
 socket and broadcasts each one to the other ranks over the process group; while idle it broadcasts a
 heartbeat every `TICK_S`, so idle ranks never sit in a collective long enough to time out and a dead peer
-is noticed by the next tick. Every rank runs the same pipeline calls (the transformer is sequence
-parallel across them); rank 0 writes the video and reports stages, steps, logs and the result.
+is noticed by the next tick. Every rank renders the job with the native engine's `render` (the
+transformer is sequence parallel across them); rank 0 writes the video and reports stages, steps, logs
+and the result.
 
 A cancel from the supervisor is broadcast at the next denoising step, so all ranks stop at the same
-point and the group stays usable. Any other exception ends the rank: the supervisor then tears the whole
-group down and starts a fresh one (a failed collective, an OOM or an illegal address leave nothing worth
-keeping, performance-reliability D3).
+point and the group stays usable; so does a job the engine refuses (bad request, unusable model
+directory), which every rank refuses at the same point. Any other exception ends the rank: the
+supervisor then tears the whole group down and starts a fresh one (a failed collective, an OOM or an
+illegal address leave nothing worth keeping, performance-reliability D3).
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ import torch.distributed as dist
 
 from worldplay_cli.schema import JobSpec
 from worker.engines import JobInputs
+from worker.engines.native import refusing_unusable_model_dirs, render
 from worker.parallel.launch import init_from_env
+from worker.progress import JobCanceled
+from worker.runner import JobFailed
 from worker.runtime.memory_profiles import (
     POLICIES,
     RELEASED_TRANSFORMER_PARAMS,
@@ -43,10 +48,6 @@ from worker.runtime.memory_profiles import (
 from worker.runtime.protocol import Connection, ConnectionClosed
 
 TICK_S = 1.0
-
-
-class JobCanceled(Exception):
-    pass
 
 
 @dataclass
@@ -89,13 +90,13 @@ class RankServer:
         except ConnectionClosed:
             self._inbox.put({"type": "stop"})
 
-    def _send(self, message: dict) -> None:
+    def send(self, message: dict) -> None:
         if self.control is not None:
             self.control.send(message)
 
     def log(self, line: str) -> None:
         print(line, flush=True)
-        self._send({"type": "log", "line": line})
+        self.send({"type": "log", "line": line})
 
     def _next_message(self) -> dict | None:
         message = None
@@ -108,12 +109,12 @@ class RankServer:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def _check_cancel(self) -> None:
+    def check_cancel(self) -> None:
         flag = torch.tensor([1 if self.rank == 0 and self._cancel.is_set() else 0], device=self._collective_device())
         if self.world > 1:
             dist.broadcast(flag, src=0)
         if flag.item():
-            raise JobCanceled()
+            raise JobCanceled("canceled by the user")
 
     def _collective_device(self) -> torch.device:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
@@ -121,7 +122,7 @@ class RankServer:
     # -- serving --------------------------------------------------------------------------------------
 
     def serve(self) -> None:
-        self._send({"type": "ready", "world_size": self.world, "device": str(self.device)})
+        self.send({"type": "ready", "world_size": self.world, "device": str(self.device)})
         while True:
             message = self._next_message()
             if message is None:
@@ -130,9 +131,13 @@ class RankServer:
                 return
             self._cancel.clear()
             try:
-                self._send({"type": "result", "info": self.run_job(message)})
+                self.send({"type": "result", "info": self.run_job(message)})
             except JobCanceled:
-                self._send({"type": "canceled"})
+                self.send({"type": "canceled"})
+            except JobFailed as failed:
+                # the job's own fault (a request the variant cannot serve, a model directory that cannot
+                # serve it): every rank refused it at the same point, so the group stays usable
+                self.send({"type": "error", **failed.failure.model_dump(), "fatal": False})
             except BaseException as error:
                 self._report(error, message)
                 raise
@@ -144,9 +149,9 @@ class RankServer:
         if is_out_of_memory(error):
             profile = self.loaded.key[2] if self.loaded else message["profile"]
             hint = oom_hint(profile if profile in POLICIES else "resident", self.world, max(1, torch.cuda.device_count()))
-            self._send({"type": "error", "kind": "oom", "message": f"out of memory: {detail}", "hint": hint, "profile": profile})
+            self.send({"type": "error", "kind": "oom", "message": f"out of memory: {detail}", "hint": hint, "profile": profile})
         else:
-            self._send({"type": "error", "kind": "engine_error", "message": f"rank {self.rank}: {detail}", "hint": "see the job log"})
+            self.send({"type": "error", "kind": "engine_error", "message": f"rank {self.rank}: {detail}", "hint": "see the job log"})
 
     def ensure_loaded(self, model_dir: str, variant: str, requested: str) -> tuple[Loaded, bool]:
         """The pipeline for (model dir, variant, profile): the resident one, or a fresh load in its place."""
@@ -155,10 +160,11 @@ class RankServer:
         from worker.pipeline.model_dir import resolve_model_dir
         from worker.pipeline.pipeline import WorldPlayPipeline
 
-        paths = resolve_model_dir(model_dir, variant)
-        with torch.device("meta"):
-            config = WorldPlayTransformerConfig.from_json(paths.transformer_dir / "config.json")
-            params = sum(parameter.numel() for parameter in WorldPlayTransformer(config).parameters())
+        with refusing_unusable_model_dirs():
+            paths = resolve_model_dir(model_dir, variant)
+            with torch.device("meta"):
+                config = WorldPlayTransformerConfig.from_json(paths.transformer_dir / "config.json")
+                params = sum(parameter.numel() for parameter in WorldPlayTransformer(config).parameters())
         gpu_memory = torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else None
         choice = choose_profile(requested, variant, self.world, gpu_memory, params / RELEASED_TRANSFORMER_PARAMS)
         key = (str(model_dir), variant, choice.profile)
@@ -171,25 +177,26 @@ class RankServer:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         started = time.perf_counter()
-        pipeline = WorldPlayPipeline.from_model_dir(model_dir, variant, device=self.device)
+        policy = POLICIES[choice.profile]
+        # encoders that visit the GPU only to encode are loaded into host memory, so that loading never
+        # peaks at the resident footprint
+        encoders_device = self.device if policy.encoders_resident else torch.device("cpu")
+        with refusing_unusable_model_dirs():
+            pipeline = WorldPlayPipeline.from_model_dir(model_dir, variant, device=self.device, encoders_device=encoders_device)
         if self.world > 1:
             pipeline.transformer = SequenceParallelTransformer(pipeline.transformer)
-        placement = Placement(pipeline, POLICIES[choice.profile], self.device)
+        placement = Placement(pipeline, policy, self.device)
         self.loads += 1
         self.loaded = Loaded(key, pipeline, placement, choice, time.perf_counter() - started)
         self.log(
             f"resident: load #{self.loads} of this group: {variant} from {model_dir} on {self.world} rank(s) "
             f"in {self.loaded.load_s:.1f} s, memory profile {choice.profile} ({choice.reason})"
         )
-        self._send({"type": "loaded", "variant": variant, "load_s": self.loaded.load_s})
+        self.send({"type": "loaded", "variant": variant, "load_s": self.loaded.load_s})
         return self.loaded, False
 
     def run_job(self, message: dict) -> dict:
-        from worker.pipeline.pipeline import GenerationOptions
-
         spec = JobSpec.model_validate(message["spec"])
-        inputs = JobInputs(Path(message["job_dir"]), spec)
-        out_dir = Path(message["out_dir"])
         peak = PeakMemory(self.device.type)
         peak.start("load")
         loaded, reused = self.ensure_loaded(message["model_dir"], spec.variant, message["profile"])
@@ -199,49 +206,41 @@ class RankServer:
         if reused:
             age = time.time() - loaded.loaded_at
             self.log(f"resident: reusing {spec.variant} weights loaded {age:.0f} s ago (load #{self.loads}, job {self.jobs} of this group)")
-        pipeline, placement = loaded.pipeline, loaded.placement
-        options = GenerationOptions(
-            seed=spec.seed,
-            num_inference_steps=spec.steps,
-            guidance_scale=spec.guidance,
-            negative_prompt=spec.negative_prompt,
-            width=spec.width,
-            height=spec.height,
-            fps=spec.fps,
-            tiling=placement.tiling,
-        )
-
-        def on_stage(name: str) -> None:
-            placement.on_stage(name)
-            peak.start(name)
-            self._send({"type": "stage", "name": name})
-
-        def on_step(event) -> None:
-            self._check_cancel()
-            done = event.chunk * event.steps + event.step
-            self._send({"type": "progress", "done": done, "total": event.num_chunks * event.steps,
-                        "chunk": event.chunk + 1, "num_chunks": event.num_chunks})  # fmt: skip
-
-        video = out_dir / "video.mp4" if self.rank == 0 else None
-        result = pipeline.generate(
-            spec.prompt, inputs.load_image(), inputs.load_trajectory(), video, options, on_step=on_step, on_stage=on_stage
-        )
+        video = Path(message["out_dir"]) / "video.mp4" if self.rank == 0 else None
+        inputs = JobInputs(Path(message["job_dir"]), spec)
+        facts = render(loaded.pipeline, spec, inputs, video, JobReporter(self, loaded.placement, peak), loaded.placement.tiling)
         peak.stop()
-        transformer = pipeline.transformer
         return {
-            "variant": spec.variant,
-            "model_dir": message["model_dir"],
-            "device": str(self.device),
-            "dtype": str(transformer.dtype).removeprefix("torch."),
-            "attention": transformer.attention_backend_in_use(),
+            **facts,
             "sequence_parallel": self.world,
             "resident": {"loads_in_group": self.loads, "jobs_in_group": self.jobs, "reused_weights": reused,
                          "load_s": round(loaded.load_s, 3)},
             "memory": {"requested": message["profile"], "profile": loaded.choice.profile,
                        "estimated_peak_bytes": loaded.choice.estimated_peak_bytes, "peak_bytes": peak.stages,
                        "retried_from": message.get("retried_from")},
-            **result.info(),
         }  # fmt: skip
+
+
+class JobReporter:
+    """`render`'s reporter inside a rank: stages move the model's parts (memory profile) and start a peak
+    measurement; every step is a cancel check all ranks take part in; rank 0 relays it all."""
+
+    def __init__(self, server: RankServer, placement: Placement, peak: PeakMemory):
+        self.server = server
+        self.placement = placement
+        self.peak = peak
+
+    def stage(self, name: str) -> None:
+        self.placement.on_stage(name)
+        self.peak.start(name)
+        self.server.send({"type": "stage", "name": name})
+
+    def update(self, step: int, total: int | None = None, chunk: int | None = None, num_chunks: int | None = None) -> None:
+        self.server.check_cancel()
+        self.server.send({"type": "progress", "done": step, "total": total, "chunk": chunk, "num_chunks": num_chunks})
+
+    def log(self, message: str) -> None:
+        self.server.log(message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     info = init_from_env(timeout_s=args.collective_timeout)
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        # CPU ranks share the host's cores; one thread per core each would oversubscribe them
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // info.world_size))
     control = Connection.connect(args.control) if info.rank == 0 else None
     RankServer(control).serve()
     dist.destroy_process_group()

@@ -10,6 +10,8 @@ Supervision (checked every `POLL_S`):
   fails with the rank and its exit status as the reason; a fresh group is started at once, so the worker
   is healthy for the next job. Collective timeouts only matter for a rank that hangs while alive.
 - an out-of-memory error is retried once, in a fresh group, one memory profile further down the ladder.
+- a job the ranks refuse (`"fatal": false`: a bad request, an unusable model directory) fails alone;
+  the group stays up, with whatever it has loaded.
 - a horse that goes away (cancel, timeout, kill) cancels the job at the next denoising step; if the
   ranks do not confirm within `cancel_grace_s`, the group is torn down and restarted.
 """
@@ -191,7 +193,7 @@ class Supervisor:
                     return
             self.group.control.send({**job, "profile": profile, "retried_from": retried_from, "attempt": attempt})
             outcome = self.relay(client)
-            if outcome["type"] in ("result", "canceled"):
+            if outcome["type"] in ("result", "canceled") or outcome.get("fatal") is False:
                 self._tell(client, outcome)
                 return
             nproc = self.group.nproc
@@ -231,27 +233,26 @@ class Supervisor:
             if group.control.sock not in readable:
                 continue
             try:
-                message = group.control.receive(0)
+                messages = group.control.receive_available()
             except ConnectionClosed:
                 deadline = time.monotonic() + 5
                 while group.dead_rank() is None and time.monotonic() < deadline:
                     time.sleep(POLL_S)
                 reason = group.dead_rank() or "rank 0 closed its control connection"
                 return {"type": "error", "kind": "engine_error", "message": f"{reason} during the job; the rank group was restarted"}
-            if message is None:
-                continue
-            if message["type"] == "loaded":
-                self.loads += 1
-                _log(f"load #{self.loads} of this worker: {message['variant']} in {message['load_s']:.1f} s")
-                continue
-            if message["type"] == "error" and message["kind"] != "oom":
-                return self._root_cause(message)
-            if message["type"] in ("result", "canceled", "error"):
-                if message["type"] == "result":
-                    message["info"]["resident"].update(loads_in_worker=self.loads, group=self.groups_started)
-                return message
-            if client_open:
-                self._tell(client, message)
+            for message in messages:
+                if message["type"] == "loaded":
+                    self.loads += 1
+                    _log(f"load #{self.loads} of this worker: {message['variant']} in {message['load_s']:.1f} s")
+                    continue
+                if message["type"] == "error" and message["kind"] != "oom" and message.get("fatal", True):
+                    return self._root_cause(message)
+                if message["type"] in ("result", "canceled", "error"):
+                    if message["type"] == "result":
+                        message["info"]["resident"].update(loads_in_worker=self.loads, group=self.groups_started)
+                    return message
+                if client_open:
+                    self._tell(client, message)
 
     def _root_cause(self, error: dict) -> dict:
         """Rank 0's error is often a broken collective: if another rank died meanwhile, that is the reason."""
