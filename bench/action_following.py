@@ -199,6 +199,10 @@ def main() -> None:
     print(f"{'reference (ground truth)':32s} {trained['reference_pixel_epe']:10.3f}")
     print(f"untrained / trained EPE: {untrained['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x   "
           f"control / trained EPE: {control['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x")
+    if max(abs(gain) for gain in calibration.gains) < 1e-3:
+        print("WARNING: the reference videos (ground truth through this VAE) show no motion the controls explain "
+              "(calibration gains ~0): this VAE cannot support an action-following comparison; the figures above "
+              "are not evidence either way. Fit the VAE longer (--fit-vae-steps) or use a real VAE.")
     print(f"total {time.monotonic() - started:.0f} s")
 
 
