@@ -1,27 +1,27 @@
 """Action following: a tiny WorldPlay model trained on synthetic rooms vs the same model untrained.
 
-    python bench/action_following.py --work /tmp/af-bench [--steps 600] [--size 48]
+    python bench/action_following.py --work /tmp/af-bench [--steps 600] [--size 48] [--vae-dir DIR]
 
 Stages (each cached in --work, so a re-run continues):
-1. a tiny model directory (`worker.pipeline.tiny_model`); with --fit-vae-steps > 0 its VAE is replaced by
-   a small HunyuanVideo-1.5-architecture VAE fitted to synthetic clips. The random tiny VAE decodes every
-   latent video to a near-uniform grey, which carries no motion at all, so an action-following score of
-   its videos would measure nothing (the reference row below shows this: its calibration gains are ~0);
-2. synthetic clips (`worldplay data synth`): random walks for training, scripted single-action clips for
-   validation; prepared with that model directory (`worldplay data prepare`);
+1. a tiny model directory (`worker.pipeline.tiny_model`), optionally with a real VAE (`--vae-dir`, e.g.
+   the released HunyuanVideo-1.5 `vae/`; the tiny transformer's latent channels follow it);
+2. synthetic clips (random walks for training, scripted single-action clips for validation), prepared
+   with that model directory;
 3. training (`worker.training`), with validation at step 0 (untrained) and at the end (trained);
 4. a control: the trained model conditioned on another validation clip's actions and cameras, scored
    against the clip's own actions (a model that ignores actions scores the same in both rows).
 
 Printed side by side: the action-following pixel EPE (lower is better) and mean-flow cosine of untrained,
-trained and control, and the reference (ground-truth latents through the same VAE): the floor.
+trained and control, and the reference (ground-truth latents through the same VAE): the floor. The
+random tiny VAE decodes every latent video to a near-uniform grey with no motion in it; the script
+detects that (calibration gains ~0 on the reference videos) and says the figures are not evidence.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -32,67 +32,23 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-# ---------------------------------------------------------------------------------------------------
-# A small VAE fitted to the synthetic rooms (the official architecture, trained as an autoencoder)
-
-
-def fit_vae(directory: Path, size: int, steps: int, latent_channels: int, seed: int) -> None:
-    from worker.models.vae import CONFIG_NAME, WEIGHTS_NAME, HunyuanVideo15VAE, VAEConfig
-    from worker.training.dataset import write_safetensors_atomic
-    from worker.training.synthetic import SynthOptions, make_clip
-
-    config = VAEConfig(
-        latent_channels=latent_channels,
-        block_out_channels=(16, 32, 64, 64),
-        layers_per_block=1,
-        ffactor_spatial=8,
-        ffactor_temporal=4,
-        sample_size=size,
-        sample_tsize=16,
-    )
-    torch.manual_seed(seed)
-    vae = HunyuanVideo15VAE(config)
-    options = SynthOptions(width=size, height=size, num_latents=3)
-    clips = [make_clip(10_000 + index, options) for index in range(48)]
-    videos = [torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1 for clip in clips]
-    optimizer = torch.optim.Adam(vae.parameters(), lr=2e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    started = time.monotonic()
-    for step in range(steps):
-        video = videos[step % len(videos)]
-        # the same steps as encode/decode (first frame alone, then groups of 4 with causal caches), with grad
-        cache: dict = {}
-        bounds = [0, *range(1, video.shape[2] + 1, config.ffactor_temporal)]
-        latents = torch.cat([vae.encoder(video[:, :, a:b], cache) for a, b in zip(bounds, bounds[1:])], dim=2)[:, :latent_channels]
-        cache = {}
-        decoded = torch.cat([vae.decoder(latents[:, :, i : i + 1], cache, i == 0) for i in range(latents.shape[2])], dim=2)
-        loss = (decoded - video).abs().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 100 == 0 or step == steps - 1:
-            print(f"  vae step {step + 1}/{steps}  L1 {loss.item():.4f}  ({time.monotonic() - started:.0f} s)", flush=True)
-    vae_dir = directory / "vae"
-    (vae_dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    write_safetensors_atomic(vae_dir / WEIGHTS_NAME, {name: tensor.detach() for name, tensor in vae.state_dict().items()})
-
-
-def model_dir(work: Path, size: int, fit_steps: int, seed: int) -> Path:
+def model_dir(work: Path, seed: int, vae_dir: Path | None) -> Path:
+    """A tiny model directory; with `vae_dir` its VAE is that one (linked) and the transformer's latent
+    channels follow its config."""
     from dataclasses import replace
 
     from worker.models.tiny import TINY_TRANSFORMER_CONFIG, write_tiny_transformer
+    from worker.models.vae import VAEConfig
     from worker.pipeline.tiny_model import write_tiny_model
 
     root = work / "model"
     if (root / "bench-ready").exists():
         return root
     write_tiny_model(root, seed=seed)
-    latent_channels = 4
-    if fit_steps > 0:
-        latent_channels = 8
-        print(f"fitting a small VAE to synthetic rooms ({fit_steps} steps)")
-        fit_vae(root, size, fit_steps, latent_channels, seed)
+    if vae_dir is not None:
+        shutil.rmtree(root / "vae")
+        (root / "vae").symlink_to(vae_dir.resolve(), target_is_directory=True)
+    latent_channels = VAEConfig.from_json(root / "vae" / "config.json").latent_channels
     config = replace(TINY_TRANSFORMER_CONFIG, in_channels=latent_channels, out_channels=latent_channels)
     write_tiny_transformer(root, seed=seed, config=config)
     (root / "bench-ready").write_text("1\n")
@@ -165,7 +121,7 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=6)
     parser.add_argument("--latents", type=int, default=20)
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--fit-vae-steps", type=int, default=1500)
+    parser.add_argument("--vae-dir", type=Path, default=None, help="a VAE directory (official layout) instead of the random tiny one")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -173,7 +129,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
-    model = model_dir(args.work, args.size, args.fit_vae_steps, args.seed)
+    model = model_dir(args.work, args.seed, args.vae_dir)
     data = dataset(args.work, model, args.size, args.clips, args.validation, args.latents, args.seed)
 
     from worker.training.trainer import Hooks, Trainer
@@ -202,7 +158,7 @@ def main() -> None:
     if max(abs(gain) for gain in calibration.gains) < 1e-3:
         print("WARNING: the reference videos (ground truth through this VAE) show no motion the controls explain "
               "(calibration gains ~0): this VAE cannot support an action-following comparison; the figures above "
-              "are not evidence either way. Fit the VAE longer (--fit-vae-steps) or use a real VAE.")
+              "are not evidence either way. Pass a VAE that reconstructs the clips (--vae-dir).")
     print(f"total {time.monotonic() - started:.0f} s")
 
 
