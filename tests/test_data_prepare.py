@@ -74,14 +74,15 @@ def _prepare(raw, out, **options):
 
 @pytest.mark.slow
 def test_bad_clips_are_reported_and_the_rest_is_prepared(tmp_path):
-    from worker.training.media import read_video, write_video
+    from worker.training.media import read_video
+    from worker.video import write_video
 
     raw, manifest = _copy_raw(tmp_path)
     clips = manifest["clips"]
     good = clips[0]
     # wrong frame rate
     video = read_video(raw / good["video"])
-    write_video(raw / "clips" / "fast.mp4", video.frames, 30)
+    write_video(video.frames, raw / "clips" / "fast.mp4", 30)
     # actions covering only 8 frames
     short_actions = json.loads((raw / good["actions"]).read_text())
     short_actions = {key: value[:8] for key, value in short_actions.items()}

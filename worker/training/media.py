@@ -1,4 +1,4 @@
-"""Video files for training: read clips (frames, fps) and write validation/synthetic videos, via imageio-ffmpeg."""
+"""Reading training clips (frames and frame rate in one decode) via imageio-ffmpeg; writing is `worker.video`."""
 
 from __future__ import annotations
 
@@ -36,27 +36,3 @@ def video_size(path: str | Path) -> tuple[int, int]:
         return tuple(next(reader)["size"])
     finally:
         reader.close()
-
-
-def write_video(path: str | Path, frames: np.ndarray, fps: float, quality: int = 10) -> Path:
-    """Encode [F, H, W, 3] uint8 frames as H.264 (yuv444p keeps small synthetic frames sharp)."""
-    import imageio_ffmpeg
-
-    frames = np.ascontiguousarray(frames, dtype=np.uint8)
-    height, width = frames.shape[1:3]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = imageio_ffmpeg.write_frames(
-        str(path),
-        (width, height),
-        fps=fps,
-        quality=quality,
-        pix_fmt_out="yuv444p",
-        macro_block_size=1,
-        output_params=["-loglevel", "error"],
-    )
-    writer.send(None)
-    for frame in frames:
-        writer.send(frame)
-    writer.close()
-    return path

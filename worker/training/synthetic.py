@@ -292,7 +292,7 @@ def write_synthetic_dataset(
     progress=None,
 ) -> Path:
     """Write `num_clips` random and `num_validation` scripted clips plus `dataset.json`; returns its path."""
-    from worker.training.media import write_video
+    from worker.video import write_video
 
     out_dir = Path(out_dir)
     (out_dir / "clips").mkdir(parents=True, exist_ok=True)
@@ -304,7 +304,7 @@ def write_synthetic_dataset(
     ]
     for position, (clip_id, clip_seed, pattern, split) in enumerate(jobs):
         clip = make_clip(clip_seed, options, pattern)
-        write_video(out_dir / "clips" / f"{clip_id}.mp4", clip.frames, options.fps)
+        write_video(clip.frames, out_dir / "clips" / f"{clip_id}.mp4", options.fps, overwrite=True)
         actions = {"keyboard": clip.keyboard.tolist(), "mouse": clip.mouse.tolist()}
         (out_dir / "clips" / f"{clip_id}.actions.json").write_text(json.dumps(actions))
         (out_dir / "clips" / f"{clip_id}.poses.json").write_text(json.dumps(official_pose_json(clip.c2w, clip.intrinsics)))

@@ -176,7 +176,7 @@ class Validator:
             if self.is_main:
                 try:
                     self._write(step_dir, clip.record.id, frames, clip)
-                except (OSError, RuntimeError) as error:
+                except (OSError, RuntimeError) as error:  # VideoError is a RuntimeError
                     errors.append(f"{clip.record.id}: video not written ({error})")
         keys = sorted({key for scores in per_clip.values() for key in scores})
         mean = {key: float(np.mean([scores[key] for scores in per_clip.values() if key in scores])) for key in keys}
@@ -187,10 +187,11 @@ class Validator:
         return mean
 
     def _write(self, directory: Path, name: str, frames: np.ndarray, clip: ClipTensors) -> None:
-        from worker.training.media import write_video
+        from worker.video import write_video
 
         fps = self.dataset.index.fps
-        write_video(directory / f"{name}.mp4", frames, fps)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_video(frames, directory / f"{name}.mp4", fps, overwrite=True)
         if self.settings.hud:
-            write_video(directory / f"{name}_hud.mp4", hud_frames(frames, frame_labels(clip, len(frames))), fps)
+            write_video(hud_frames(frames, frame_labels(clip, len(frames))), directory / f"{name}_hud.mp4", fps, overwrite=True)
 
