@@ -215,7 +215,7 @@ def get_row(conn: Redis, job_id: str) -> JobRow:
 
 
 def job_detail(conn: Redis, settings: Settings, job_id: str, log_lines: int = 20) -> dict:
-    """Row + spec + result or error + output files + the last log lines."""
+    """Row + spec + result or error + training metrics (train jobs) + output files + the last log lines."""
     row = get_row(conn, job_id)
     job = fetch_job(conn, job_id)
     detail: dict[str, Any] = row.to_dict()
@@ -226,6 +226,7 @@ def job_detail(conn: Redis, settings: Settings, job_id: str, log_lines: int = 20
     result = job.latest_result() if job else None
     detail["result"] = result.return_value if result is not None and result.type == result.Type.SUCCESSFUL else None
     detail["error"] = result.exc_string if result is not None and result.exc_string else None
+    detail["train"] = job.meta.get("train") if job else None
     directory = job_dir(settings, job_id)
     detail["output_dir"] = str(directory)
     detail["files"] = sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) if directory.is_dir() else []

@@ -22,7 +22,7 @@ from textual.widgets import Button, Footer, Input, Label, Markdown, RichLog, Sta
 from worldplay_cli.jobs import ENDED
 from worldplay_cli.jobs_index import duration_s
 from worldplay_cli.tui.dashboard.source import EDITABLE_FIELDS, JobDetail, LogChunk, SourceUnavailable
-from worldplay_cli.tui.dashboard.widgets import STATUS_STYLES, human_seconds, progress_text
+from worldplay_cli.tui.dashboard.widgets import STATUS_STYLES, LossCurve, human_seconds, progress_text, train_table
 from worldplay_cli.tui.widgets import HalfBlockImage, image_size_for
 
 if TYPE_CHECKING:
@@ -148,11 +148,16 @@ class JobDetailScreen(Screen):
                 yield Label("spec", classes="section")
                 yield Static(id="detail-spec")
             with Vertical(id="detail-right"):
-                yield Label("trajectory (top-down)", classes="section")
-                yield Static(id="detail-plot")
-                yield Label("first frame", classes="section")
-                yield Static(id="detail-frame-note")
-                yield HalfBlockImage(id="detail-frame")
+                with Vertical(id="detail-train"):  # shown for train jobs instead of trajectory and frame
+                    yield Label("training", classes="section")
+                    yield Static(id="detail-train-stats")
+                    yield Label("loss", classes="section")
+                    yield LossCurve(id="detail-loss")
+                yield Label("trajectory (top-down)", classes="section generate-only")
+                yield Static(id="detail-plot", classes="generate-only")
+                yield Label("first frame", classes="section generate-only")
+                yield Static(id="detail-frame-note", classes="generate-only")
+                yield HalfBlockImage(id="detail-frame", classes="generate-only")
         yield Label("log", classes="section")
         yield RichLog(id="detail-log", wrap=False, highlight=False, max_lines=5000)
         yield Footer()
@@ -201,7 +206,15 @@ class JobDetailScreen(Screen):
         failure_widget.update(failure or "")
         self.query_one("#detail-timings", Static).update(timings_table(detail))
         self.query_one("#detail-outputs", Static).update(outputs_text(detail))
+        is_train = detail.row.kind == "train"
+        if is_train:
+            train = detail.train or {}
+            self.query_one("#detail-train-stats", Static).update(train_table(train))
+            self.query_one(LossCurve).show(train.get("loss_history") or [])
         if first:
+            self.query_one("#detail-train").display = is_train
+            for widget in self.query(".generate-only"):
+                widget.display = not is_train
             spec = JSON(json.dumps(detail.spec, indent=2)) if detail.spec else Text("spec not readable", style="dim")
             self.query_one("#detail-spec", Static).update(spec)
             plot = "\n".join(detail.trajectory_plot) if detail.trajectory_plot else Text("no trajectory file", style="dim")

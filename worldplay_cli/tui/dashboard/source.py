@@ -74,6 +74,7 @@ class JobDetail:
     trajectory_plot: list[str] | None
     video: str | None  # only when the job finished and the file exists
     log: LogChunk
+    train: dict | None = None  # a train job's meta["train"]: step, max_steps, loss, lr, loss_history, ...
 
 
 class DashboardSource(Protocol):
@@ -261,6 +262,7 @@ class RedisSource:
             trajectory_plot=plot,
             video=video,
             log=log,
+            train=data.get("train"),
         )
 
     def read_log(self, job_id: str, cursor: str) -> LogChunk:

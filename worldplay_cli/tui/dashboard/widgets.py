@@ -1,13 +1,18 @@
-"""The dashboard's widgets: jobs table, workers table, status line, banner, and the cell renderers."""
+"""The dashboard's widgets: jobs table, workers table, status line, banner, loss curve, and the cell renderers."""
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from dataclasses import dataclass
 
+from rich.table import Table
 from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Sparkline, Static
 
 from worldplay_cli.jobs import STATUSES, JobRow
 from worldplay_cli.jobs_index import duration_s, fraction
@@ -231,3 +236,75 @@ class StatusLine(Static):
             text.append(f" │ refresh {snapshot.refresh_s * 1000:.0f} ms", style="dim")
         self.update(text)
 
+
+
+def _number(value: float | None, pattern: str = ".4g") -> str:
+    return "—" if value is None else format(value, pattern)
+
+
+def train_table(train: dict) -> Table:
+    """A train job's step, last loss, learning rate, throughput, last validation scores and checkpoint
+    (its ETA is the job's progress ETA, shown in the summary)."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    step, max_steps = train.get("step"), train.get("max_steps")
+    if step is None:
+        table.add_row("step", Text("no step reported yet", style="dim"))
+    else:
+        share = f" ({step / max_steps:.0%})" if max_steps else ""
+        table.add_row("step", f"{step:,} / {max_steps:,}{share}" if max_steps else f"{step:,}")
+    table.add_row("loss", _number(train.get("loss")))
+    table.add_row("lr", _number(train.get("lr"), ".3e"))
+    samples_per_s = train.get("samples_per_s")
+    table.add_row("throughput", "—" if samples_per_s is None else f"{samples_per_s:.2f} samples/s")
+    validation = train.get("validation") or {}
+    scores = {
+        key: value
+        for key, value in validation.items()
+        if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+    if scores:
+        lines = [f"step {validation['step']:,}"] if isinstance(validation.get("step"), int) else []
+        table.add_row("validation", "\n".join(lines + [f"{key} {value:.4g}" for key, value in scores.items()]))
+    if train.get("checkpoint"):
+        table.add_row("checkpoint", str(train["checkpoint"]))
+    return table
+
+
+class LossCurve(Vertical):
+    """A train job's loss history: last/min/max above a sparkline of bucket means, first/last step below.
+
+    `points` holds the (step, loss) pairs drawn: the job's `loss_history` without non-finite losses (one
+    NaN would flatten the whole curve); the step table above the curve still shows the raw last loss.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.points: list[tuple[int, float]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="loss-range")
+        yield Sparkline([], summary_function=statistics.fmean, id="loss-sparkline")
+        yield Static(id="loss-steps")
+
+    def show(self, history: list) -> None:
+        self.points = [(int(step), float(loss)) for step, loss in history if loss is not None and math.isfinite(loss)]
+        sparkline = self.query_one(Sparkline)
+        steps = self.query_one("#loss-steps", Static)
+        sparkline.display = steps.display = bool(self.points)
+        if not self.points:
+            self.query_one("#loss-range", Static).update(Text("no loss reported yet", style="dim"))
+            return
+        losses = [loss for _, loss in self.points]
+        summary = Text()
+        for label, value in (("last", losses[-1]), ("min", min(losses)), ("max", max(losses))):
+            summary.append(f"{label} ", style="dim")
+            summary.append(f"{value:.4g}  ", style="bold" if label == "last" else "")
+        self.query_one("#loss-range", Static).update(summary)
+        sparkline.data = losses
+        axis = Table.grid(expand=True)
+        axis.add_column()
+        axis.add_column(justify="right")
+        axis.add_row(f"step {self.points[0][0]:,}", f"step {self.points[-1][0]:,}")
+        steps.update(axis)
