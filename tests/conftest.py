@@ -42,6 +42,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture
+def torch_one_thread():
+    """torch on one thread during the test: the tiny models gain nothing from more, and on a busy machine
+    (workers, ranks and other test runs sharing a few cores) the thread pool mostly spins; the pipeline
+    tests run about 6x faster. Subprocesses get the same with OMP_NUM_THREADS=1."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --- real Redis and real workers (queue, worker, dashboard tests) ---------------------------------------
 
 _redis_dbs = itertools.count()

@@ -17,6 +17,12 @@ pytestmark = pytest.mark.slow
 SMALL = ("--prompt", "a quiet street", "--width", "32", "--height", "48")
 
 
+@pytest.fixture(autouse=True)
+def one_thread_ranks(monkeypatch):
+    """The workers' ranks compute on one thread each (see `torch_one_thread`)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "worldplay_cli", *args], capture_output=True, text=True, env=dict(os.environ), timeout=timeout
@@ -108,11 +114,13 @@ def test_a_foreground_bi_run_prints_the_result(worldplay_env, tiny_model_dir):
     """Foreground `worldplay generate --engine native --model-dir DIR` (no --queue): waits and reports."""
     completed = cli(
         "generate", "--json", "--engine", "native", "--variant", "bi", "--pose", "w-15", "--steps", "1",
-        "--model-dir", str(tiny_model_dir), *SMALL,
+        "--model-dir", str(tiny_model_dir), "--memory-profile", "low-vram", *SMALL,
     )
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert (result["status"], result["frames"], result["width"], result["height"]) == ("finished", 61, 32, 48)
     manifest = json.loads((Path(result["video"]).parent / "manifest.json").read_text())
     assert manifest["engine"]["variant"] == "bi" and manifest["engine"]["guidance_scale"] == 6.0
+    # every part of the lowest profile runs on the way: encoders in host memory, streamed blocks, tiled VAE
+    assert manifest["engine"]["memory"]["profile"] == "low-vram"
     assert [chunk["latents"] for chunk in manifest["engine"]["chunks"]] == [[0, 16]]

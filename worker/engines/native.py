@@ -120,7 +120,6 @@ class NativeEngine:
 
     def run(self, spec: JobSpec, inputs: JobInputs, out_dir: Path, reporter: Reporter) -> EngineResult:
         from worldplay_cli.schema import Failure
-        from worker.pipeline.model_dir import resolve_model_dir
         from worker.progress import JobCanceled
         from worker.runner import JobFailed
         from worker.runtime import client
@@ -130,9 +129,7 @@ class NativeEngine:
         reporter.plan({"load": 0.1, "encode": 0.05, "generate": 0.85})
         reporter.stage("load")
         model_dir = model_dir_for(spec)
-        # missing pieces are refused here, before any rank starts
-        with refusing_unusable_model_dirs():
-            resolve_model_dir(model_dir, spec.variant)
+        # the ranks check the model directory: the horse stays free of torch, so a job starts at once
         job = {
             "type": "job",
             "spec": spec.model_dump(mode="json"),

@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     info = init_from_env(timeout_s=args.collective_timeout)
     if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
         # CPU ranks share the host's cores; one thread per core each would oversubscribe them
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // info.world_size))
+        torch.set_num_threads(max(1, torch.get_num_threads() // info.world_size))
     control = Connection.connect(args.control) if info.rank == 0 else None
     RankServer(control).serve()
     dist.destroy_process_group()
