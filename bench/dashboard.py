@@ -86,7 +86,7 @@ def fill(conn, count: int) -> list[str]:
                 meta["failure"] = {"kind": "oom", "message": "out of memory", "hint": "use fewer frames"}
                 fields["meta"] = json.dumps(meta)
             pipe.hset(key, mapping=fields)
-            registry = {"started": f"rq:wip:generate", "finished": "rq:finished:generate",
+            registry = {"started": "rq:wip:generate", "finished": "rq:finished:generate",
                         "failed": "rq:failed:generate", "canceled": "rq:canceled:generate"}.get(state)
             member = f"{job_id}:exec{index}" if state == "started" else job_id
             if registry:

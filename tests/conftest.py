@@ -14,6 +14,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# torch on one thread, here and in every worker, rank and CLI subprocess: the tiny test models gain
+# nothing from more, and on a busy machine (workers, ranks and other runs sharing a few cores) torch's
+# thread pool mostly spins; the pipeline tests run about 6x faster. Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session")
 def golden_transformer_state():
@@ -40,19 +45,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         if path.is_file():
             path.chmod(0o444)
     return root
-
-
-@pytest.fixture
-def torch_one_thread():
-    """torch on one thread during the test: the tiny models gain nothing from more, and on a busy machine
-    (workers, ranks and other test runs sharing a few cores) the thread pool mostly spins; the pipeline
-    tests run about 6x faster. Subprocesses get the same with OMP_NUM_THREADS=1."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- real Redis and real workers (queue, worker, dashboard tests) ---------------------------------------

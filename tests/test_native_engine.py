@@ -17,12 +17,6 @@ pytestmark = pytest.mark.slow
 SMALL = ("--prompt", "a quiet street", "--width", "32", "--height", "48")
 
 
-@pytest.fixture(autouse=True)
-def one_thread_ranks(monkeypatch):
-    """The workers' ranks compute on one thread each (see `torch_one_thread`)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
 def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "worldplay_cli", *args], capture_output=True, text=True, env=dict(os.environ), timeout=timeout

@@ -14,7 +14,7 @@ from worker.pipeline.image import ImageSizeError, generation_size, image_to_vide
 from worker.pipeline.memory import sample_points_in_sphere, select_context_latents
 from worker.pipeline.pipeline import GenerationError, GenerationOptions, WorldPlayPipeline
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
+pytestmark = pytest.mark.slow
 
 WIDTH, HEIGHT = 16, 32  # 1 x 2 latents: every code path, little compute
 PROMPT = 'A shop sign that reads "OPEN" above a wooden door'

@@ -26,7 +26,6 @@ SMALL = ("--width", "64", "--height", "32", "--prompt", "a quiet street")
 @pytest.fixture
 def resident_env(worldplay_env, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_model_dir))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     return Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"])
 
 

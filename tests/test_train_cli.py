@@ -13,7 +13,6 @@ import pytest
 import yaml
 from train_fixtures import train_config_data
 
-SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def worldplay(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -22,7 +21,7 @@ def worldplay(*args: str, env: dict | None = None, timeout: float = 240) -> subp
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **SINGLE_THREAD, **(env or {})},
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -86,7 +85,7 @@ def test_train_job_on_the_queue_reports_progress_and_loss_curve(tmp_path, worldp
     assert result.returncode == 0, result.stderr
     queued = json.loads(result.stdout)
     assert queued["queue"] == "train" and queued["status"] == "queued"
-    start_worker("train", env=SINGLE_THREAD)
+    start_worker("train")
 
     row = wait_for(redis_conn, queued["job_id"], timeout_s=240)
     assert row.status == "finished", (row.failure, Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"], queued["job_id"], "train.log").read_text())
@@ -108,7 +107,7 @@ def test_canceling_a_train_job_saves_a_checkpoint_first(tmp_path, worldplay_env,
 
     config = _config_file(tmp_path, max_steps=100_000, checkpoint={"output_dir": str(tmp_path / "ignored"), "every_steps": 100_000})
     job_id = json.loads(worldplay("train", str(config), "--queue", "--json").stdout)["job_id"]
-    start_worker("train", env=SINGLE_THREAD)
+    start_worker("train")
     _wait(lambda: (fetch_job(redis_conn, job_id).meta.get("train") or {}).get("step", 0) >= 2, 240, "training steps")
 
     cancel_job(redis_conn, load_settings(), job_id)

@@ -12,14 +12,6 @@ from train_fixtures import train_config_data
 from worldplay_cli.train_config import TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_horn_schunck_recovers_a_subpixel_translation():
     from worker.training.flow import video_flow, warp
     from worker.training.synthetic import face_texture

@@ -25,7 +25,7 @@ def _settings(config, port=None):
     settings = load_settings({"server": {"port": port}}, config)
     if settings.redis_url:
         raise BadInput(
-            f"redis_url is set, so worldplay does not manage a server",
+            "redis_url is set, so worldplay does not manage a server",
             "unset redis_url (worldplay config show) to use the embedded server",
         )
     return settings
