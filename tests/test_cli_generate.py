@@ -151,3 +151,41 @@ def test_bare_queue_uses_the_default_queue(cli, redis_conn):
     assert code == 0, err
     assert json.loads(out)["queue"] == "generate"
     assert redis_conn.llen("rq:queue:generate") == 1
+
+
+def test_rewrite_happens_before_enqueue_and_is_recorded_without_the_key(cli, redis_conn, output_root, monkeypatch):
+    from fake_openai import FakeOpenAI, Reply
+
+    from worldplay_cli.queue import fetch_job
+
+    with FakeOpenAI(api_key="sk-secret-123") as fake:
+        monkeypatch.setenv("I2V_REWRITE_BASE_URL", fake.base_url)
+        monkeypatch.setenv("I2V_REWRITE_MODEL_NAME", "fake-rewriter")
+        monkeypatch.setenv("WORLDPLAY_REWRITE__I2V__API_KEY", "sk-secret-123")
+        fake.reply(Reply(content="<think>hm</think>A quiet harbour at dawn, boats moored along the pier."))
+        code, out, err = cli("generate", "--queue", "--rewrite", "--prompt", "a harbour", *SMALL)
+        assert code == 0, err
+        assert len(fake.chat_requests()) == 1  # the image-to-video endpoint, once, before enqueue
+
+    spec = fetch_job(redis_conn, out.strip()).args[0]
+    assert spec["prompt"] == "A quiet harbour at dawn, boats moored along the pier."
+    assert spec["rewrite"]["original"] == "a harbour" and spec["rewrite"]["model"] == "fake-rewriter"
+    assert spec["rewrite"]["prompt_version"] and spec["rewrite"]["changed"]
+    stored = (output_root / out.strip() / "spec.json").read_text() + json.dumps(spec)
+    assert "sk-secret-123" not in stored
+
+
+def test_best_effort_rewrite_warns_and_keeps_the_prompt_when_the_endpoint_fails(cli, redis_conn, monkeypatch):
+    from fake_openai import FakeOpenAI, Reply
+
+    from worldplay_cli.queue import fetch_job
+
+    with FakeOpenAI() as fake:
+        monkeypatch.setenv("I2V_REWRITE_BASE_URL", fake.base_url)
+        monkeypatch.setenv("I2V_REWRITE_MODEL_NAME", "fake-rewriter")
+        fake.reply(Reply(400))
+        code, out, err = cli("generate", "--queue", "--rewrite", "--prompt", "a harbour", *SMALL)
+    assert code == 0, err
+    assert "HTTP 400" in err and "kept the original prompt" in err
+    spec = fetch_job(redis_conn, out.strip()).args[0]
+    assert spec["prompt"] == "a harbour" and spec["rewrite"]["changed"] is False

@@ -162,20 +162,18 @@ def generate(
 
 
 def _rewrite(prepared, settings, policy):
+    from rich.markup import escape
+
+    from worldplay_cli.output import err_console
     from worldplay_cli.rewrite import rewrite_prompt
     from worldplay_cli.schema import RewriteRecord
 
     result = rewrite_prompt(prepared.spec.prompt, Path(prepared.spec.image.source), settings, policy)
-    return RewriteRecord(
-        policy=policy,
-        original=result.original,
-        rewritten=result.rewritten,
-        changed=result.changed,
-        model=result.model,
-        prompt_version=result.prompt_version,
-        endpoint=result.endpoint,
-        warning=result.warning,
-    )
+    if result.warning:
+        err_console.print(f"[yellow]warning:[/] {escape(result.warning)}", highlight=False)
+    elif result.changed:
+        err_console.print(f"prompt rewritten by {result.model} ({result.prompt_version}): {result.rewritten}", highlight=False, markup=False)
+    return RewriteRecord(policy=policy, **result.model_dump())
 
 
 def _finish(runtime, job_id: str, as_json: bool, worker) -> None:
