@@ -23,7 +23,9 @@ def expected():
 
 
 def test_seeded_point_cloud_is_the_golden_one(golden):
-    assert torch.equal(sample_points_in_sphere(seed=0), golden["points_local_seed0"])
+    # Same draws as the official cloud; the trigonometry may differ in the last bit with the thread count
+    # and SIMD width (seen with OMP_NUM_THREADS=1), so compare to float32 precision, not bit for bit.
+    torch.testing.assert_close(sample_points_in_sphere(seed=0), golden["points_local_seed0"], rtol=0, atol=1e-5)
     assert not torch.equal(sample_points_in_sphere(seed=1), golden["points_local_seed0"])
 
 
