@@ -118,3 +118,18 @@ def test_a_foreground_bi_run_prints_the_result(worldplay_env, tiny_model_dir):
     # every part of the lowest profile runs on the way: encoders in host memory, streamed blocks, tiled VAE
     assert manifest["engine"]["memory"]["profile"] == "low-vram"
     assert [chunk["latents"] for chunk in manifest["engine"]["chunks"]] == [[0, 16]]
+
+
+def test_a_job_wanting_more_gpus_than_its_worker_has_is_refused_with_the_fix(worldplay_env, start_worker, tiny_model_dir):
+    worker = start_worker("generate", "--gpus", "0")
+    completed = cli(
+        "generate", "--queue", "--json", "--engine", "native", "--variant", "ar-distilled", "--pose", "w-3",
+        "--model-dir", str(tiny_model_dir), "--gpus", "2", *SMALL,
+    )
+    assert completed.returncode == 0, completed.stderr
+    directory = Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"]) / json.loads(completed.stdout)["job_id"]
+    manifest = wait_for_manifest(directory / "manifest.json", timeout=60)
+    assert manifest["status"] == "failed", worker.log_path.read_text()
+    failure = manifest["failure"]
+    assert failure["kind"] == "bad_input" and "asks for 2 GPUs but this worker has 1 (0)" in failure["message"]
+    assert "--gpus" in failure["hint"] and not (directory / "video.mp4").exists()

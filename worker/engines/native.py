@@ -112,6 +112,23 @@ def render(
     return {**facts, **result.info()}
 
 
+def _check_gpu_count(spec: JobSpec) -> None:
+    """Refuse a job wanting more GPUs than this worker was given, before a rank group fails to start."""
+    from worldplay_cli.schema import Failure
+    from worker.runner import JobFailed
+
+    visible = [device for device in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if device.strip()]
+    if visible and spec.gpus > len(visible):
+        raise JobFailed(
+            Failure(
+                kind="bad_input",
+                message=f"the job asks for {spec.gpus} GPUs but this worker has {len(visible)} ({','.join(visible)})",
+                hint=f"serve its queue with `worldplay worker --gpus` giving a set of {spec.gpus} (e.g. 0-{spec.gpus - 1}), "
+                f"or submit with --gpus {len(visible)}",
+            )
+        )
+
+
 class NativeEngine:
     """The work horse's side: send the job to this worker's resident group and relay what it reports."""
 
@@ -126,6 +143,7 @@ class NativeEngine:
         from worker.runtime.memory_profiles import requested_profile
         from worker.runtime.protocol import ConnectionClosed
 
+        _check_gpu_count(spec)
         reporter.plan({"load": 0.1, "encode": 0.05, "generate": 0.85})
         reporter.stage("load")
         model_dir = model_dir_for(spec)
