@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from tui_util import settle
 import redis
 from spine_util import wait_until
 
@@ -181,16 +182,6 @@ def dashboard(world: World, **kwargs):
     from worldplay_cli.tui.dashboard import Dashboard, RedisSource
 
     return Dashboard(source=RedisSource(world.url, world.settings, nvml=False), refresh_s=0.2, **kwargs)
-
-
-async def settle(pilot, condition, timeout_s: float = 15.0, what: str = "the dashboard"):
-    """Let the app run until `condition()` holds (refreshes happen in thread workers)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        await pilot.pause(0.05)
-        if condition():
-            return
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def table_ids(app) -> list[str]:
@@ -648,8 +639,8 @@ def pinned(*keys: str):
         if keys:
             await pilot.press(*keys)
         await pilot.pause(0.3)
-        for field in app.screen.query(Input):  # a blinking cursor would make the picture random
-            field.cursor_blink = False
+        for text_input in app.screen.query(Input):  # a blinking cursor would make the picture random
+            text_input.cursor_blink = False
         await pilot.pause(0.1)
 
     return run_before

@@ -7,9 +7,9 @@ training task writes it, so the dashboard reads it through the shared jobs read 
 
 from __future__ import annotations
 
-import time
 
 import pytest
+from tui_util import settle
 
 from worldplay_cli.schema import Progress
 from worldplay_cli.settings import load_settings
@@ -65,15 +65,6 @@ def dashboard(redis_url, settings):
     from worldplay_cli.tui.dashboard import Dashboard, RedisSource
 
     return Dashboard(source=RedisSource(redis_url, settings, nvml=False), refresh_s=0.2)
-
-
-async def settle(pilot, condition, timeout_s: float = 15.0, what: str = "the dashboard"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        await pilot.pause(0.05)
-        if condition():
-            return
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def open_detail(pilot, app, job_id: str):

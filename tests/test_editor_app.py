@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import numpy as np
 import pytest
+from tui_util import settle
 from textual.command import CommandList
 
 from trajectories import PRESETS, Trajectory, parse_pose_string
@@ -25,15 +25,6 @@ def make_app(document=None, **kwargs) -> EditorApp:
     model = kwargs.pop("model", "ar")
     frames = kwargs.pop("frames", None)
     return EditorApp(EditorState(document, model=model, frames=frames), **kwargs)
-
-
-async def until(pilot, condition, timeout: float = 10.0) -> None:
-    """Let the app run until `condition()` holds (workers and timers finish on their own time)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        await pilot.pause(0.02)
 
 
 async def test_keys_author_the_trajectory():
@@ -207,7 +198,7 @@ async def test_record_mode_appends_latents_in_real_time():
         assert app.state.num_latents == 2
         app.screen._record_timer.resume()
         await pilot.press("d")
-        await until(pilot, lambda: app.state.num_latents == 3)
+        await settle(pilot, lambda: app.state.num_latents == 3)
         await pilot.press("R")
         assert not app.state.recording
     assert app.state.document.pose_string() == "w+right-1, d-1"
@@ -227,9 +218,9 @@ async def test_help_screen_and_command_palette():
         await pilot.press("2", "w", "ctrl+p")
         await pilot.press(*"Fix length: pad")
         command_list = app.screen.query_one(CommandList)
-        await until(pilot, lambda: command_list.option_count > 0 and command_list.highlighted is not None)
+        await settle(pilot, lambda: command_list.option_count > 0 and command_list.highlighted is not None)
         await pilot.press("enter")
-        await until(pilot, lambda: app.state.num_latents == 4)
+        await settle(pilot, lambda: app.state.num_latents == 4)
 
 
 async def test_live_preview_follows_the_cursor():
@@ -240,10 +231,10 @@ async def test_live_preview_follows_the_cursor():
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("1", "0", "right")
         preview = app.screen.query_one("#preview")
-        await until(pilot, lambda: bool(preview._strips) and "latent 10" in str(preview.border_title))
+        await settle(pilot, lambda: bool(preview._strips) and "latent 10" in str(preview.border_title))
         turned = [segment.style.bgcolor.triplet for strip in preview._strips for segment in strip]
         await pilot.press("home")
-        await until(pilot, lambda: "latent 0" in str(preview.border_title) and preview._strips)
+        await settle(pilot, lambda: "latent 0" in str(preview.border_title) and preview._strips)
         await pilot.pause(0.3)
         start = [segment.style.bgcolor.triplet for strip in preview._strips for segment in strip]
         assert turned != start
@@ -276,7 +267,7 @@ async def test_play_zoom_pan_and_fit():
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("8", "w", "home", "space")
-        await until(pilot, lambda: app.state.cursor >= 2)
+        await settle(pilot, lambda: app.state.cursor >= 2)
         await pilot.press("space")
         stopped_at = app.state.cursor
         await pilot.pause(0.4)
