@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 import pytest
-from test_editor_app import until
+from tui_util import settle
 
 from trajectories import Trajectory
 from worldplay_cli.queue import fetch_job
@@ -38,11 +38,11 @@ async def test_submit_form_enqueues_a_valid_job(submitter, redis_conn):
         screen.query_one("#submit-seed").value = "7"
         await pilot.press("enter")
         status = screen.query_one("#submit-status")
-        await until(pilot, lambda: "multiple of 16" in str(status.render()))
+        await settle(pilot, lambda: "multiple of 16" in str(status.render()))
         assert redis_conn.zcard("worldplay:jobs") == 0
         screen.query_one("#submit-variant").value = "ar"
         await pilot.click("#submit-go")
-        await until(pilot, lambda: "queued job" in str(status.render()))
+        await settle(pilot, lambda: "queued job" in str(status.render()))
         await pilot.press("escape")
         assert isinstance(app.screen, EditorScreen)
         trajectory = app.state.trajectory()
