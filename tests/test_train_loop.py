@@ -56,16 +56,17 @@ def test_chunk_causal_forward_equals_the_inference_context_and_chunk_passes():
 
 
 def test_gradient_checkpointing_changes_no_value_or_gradient():
-    from worker.training.forward import bidirectional_forward, chunk_causal_forward
+    from worker.training.forward import chunk_causal_forward
 
     hidden, prompt, viewmats, intrinsics, actions = _inputs()
     timestep = torch.tensor([[500.0, 500, 80, 80], [900, 900, 30, 30]])
     results = []
     for checkpointing in (False, True):
         model = _tiny_model()
+        model.gradient_checkpointing = checkpointing
         cache = model.forward_text(prompt, 0.0)
-        ar = chunk_causal_forward(model, hidden, timestep, viewmats, intrinsics, actions, cache, 2, checkpointing)
-        bi = bidirectional_forward(model, hidden, timestep[:, 0], prompt, viewmats, intrinsics, actions, timestep[:, 0], checkpointing)
+        ar = chunk_causal_forward(model, hidden, timestep, viewmats, intrinsics, actions, cache, 2)
+        bi = model.forward_bi(hidden, timestep[:, 0], prompt, viewmats, intrinsics, actions, timestep[:, 0])
         (ar.square().mean() + bi.square().mean()).backward()
         results.append((ar.detach(), bi.detach(), model.double_blocks[0].img_attn_q.weight.grad.clone()))
     for plain, checkpointed in zip(*results):

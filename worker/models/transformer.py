@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from worker.models.attention import attention, resolve_backend
 
@@ -594,6 +595,29 @@ class DoubleStreamBlock(nn.Module):
         return txt + gate_mlp * self.txt_mlp(layer_norm(txt) * (1 + scale_mlp) + shift_mlp)
 
 
+    def forward_joint(self, img, txt, frame_vec, text_vec, rope: RotaryEmbedding, camera: CameraProjection, key_mask, backend: str):
+        """One bidirectional layer: image and text attend jointly; returns the updated (img, txt)."""
+        img_modulation = tuple(m.unsqueeze(2) for m in self.img_mod(frame_vec))
+        txt_modulation = tuple(m.unsqueeze(1) for m in self.txt_mod(text_vec))
+        # 1. q/k/v of both streams; the camera branch only exists for image tokens
+        (query, key, value), (query_p, key_p, value_p) = self.image_qkv(img, img_modulation, rope, camera)
+        txt_query, txt_key, txt_value = self.text_qkv(txt, txt_modulation)
+        image_len = query.shape[1] * query.shape[2]
+        # 2. RoPE branch: image and text queries attend to [image, text]
+        keys = torch.cat([to_heads_first(key), to_heads_first(txt_key)], dim=2)
+        values = torch.cat([to_heads_first(value), to_heads_first(txt_value)], dim=2)
+        queries = torch.cat([to_heads_first(query), to_heads_first(txt_query)], dim=2)
+        attended = attention(queries, keys, values, key_mask, backend)
+        attended_img = from_heads_first(attended[:, :, :image_len], query.shape)
+        attended_txt = from_heads_first(attended[:, :, image_len:], txt_query.shape)
+        # 3. PRoPE branch: image queries attend to [camera-transformed image, untransformed text]
+        keys_p = torch.cat([to_heads_first(key_p), to_heads_first(txt_key)], dim=2)
+        values_p = torch.cat([to_heads_first(value_p), to_heads_first(txt_value)], dim=2)
+        attended_p = from_heads_first(attention(to_heads_first(query_p), keys_p, values_p, key_mask, backend), query.shape)
+        # 4. residual updates
+        img = self.finish_image(img, attended_img, attended_p, img_modulation, camera)
+        return img, self.finish_text(txt, attended_txt, txt_modulation)
+
 def from_heads_first(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """[B, H, L, D] -> `shape` ([B, T, S, H, D] or [B, L, H, D])."""
     return x.transpose(1, 2).reshape(shape)
@@ -618,6 +642,8 @@ class WorldPlayTransformer(nn.Module):
         super().__init__()
         self.config = config = config or WorldPlayTransformerConfig()
         self.attention_backend = attention_backend
+        # activation checkpointing per double block in `forward_bi` (training only; off = plain forward)
+        self.gradient_checkpointing = False
         self.byt5_in = ByT5Mapper(config)
         self.img_in = PatchEmbed(config)
         self.vision_in = VisionProjection(config)
@@ -733,27 +759,14 @@ class WorldPlayTransformer(nn.Module):
         key_mask = None
         if text_mask is not None:
             key_mask = F.pad(text_mask, (image_len, 0), value=True)
+        # 3. the double blocks, each optionally under activation checkpointing (training)
         for block in self.double_blocks:
-            img_modulation = tuple(m.unsqueeze(2) for m in block.img_mod(frame_vec))
-            txt_modulation = tuple(m.unsqueeze(1) for m in block.txt_mod(text_vec))
-            # 3. q/k/v of both streams; the camera branch only exists for image tokens
-            (query, key, value), (query_p, key_p, value_p) = block.image_qkv(img, img_modulation, rope, camera)
-            txt_query, txt_key, txt_value = block.text_qkv(txt, txt_modulation)
-            # 4. RoPE branch: image and text queries attend to [image, text]
-            keys = torch.cat([to_heads_first(key), to_heads_first(txt_key)], dim=2)
-            values = torch.cat([to_heads_first(value), to_heads_first(txt_value)], dim=2)
-            queries = torch.cat([to_heads_first(query), to_heads_first(txt_query)], dim=2)
-            attended = attention(queries, keys, values, key_mask, backend)
-            attended_img = from_heads_first(attended[:, :, :image_len], query.shape)
-            attended_txt = from_heads_first(attended[:, :, image_len:], txt_query.shape)
-            # 5. PRoPE branch: image queries attend to [camera-transformed image, untransformed text]
-            keys_p = torch.cat([to_heads_first(key_p), to_heads_first(txt_key)], dim=2)
-            values_p = torch.cat([to_heads_first(value_p), to_heads_first(txt_value)], dim=2)
-            attended_p = attention(to_heads_first(query_p), keys_p, values_p, key_mask, backend)
-            attended_p = from_heads_first(attended_p, query.shape)
-            # 6. residual updates
-            img = block.finish_image(img, attended_img, attended_p, img_modulation, camera)
-            txt = block.finish_text(txt, attended_txt, txt_modulation)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                img, txt = checkpoint(
+                    block.forward_joint, img, txt, frame_vec, text_vec, rope, camera, key_mask, backend, use_reentrant=False
+                )
+            else:
+                img, txt = block.forward_joint(img, txt, frame_vec, text_vec, rope, camera, key_mask, backend)
         return self.final_output(img, frame_vec, grid)
 
     # -- autoregressive -----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Training forwards of the WorldPlay transformer: chunk-causal (AR) and bidirectional, with optional
-activation checkpointing per double block.
+"""The chunk-causal (AR) training forward of the WorldPlay transformer, with activation checkpointing per
+double block when `model.gradient_checkpointing` is set (the bidirectional forward is `model.forward_bi`,
+which checkpoints the same way).
 
 The model's own AR entry points (`forward_context` + `forward_chunk`) serve inference, where the context
 is one clean set of latents. Training (the official `torch_causal` mode) runs a whole window in one pass:
@@ -18,14 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from worker.models.transformer import (
-    KVCache,
-    PromptEmbeddings,
-    WorldPlayTransformer,
-    from_heads_first,
-    per_sample,
-    to_heads_first,
-)
+from worker.models.transformer import KVCache, WorldPlayTransformer, from_heads_first, to_heads_first
 
 
 def chunk_causal_mask(num_frames: int, tokens_per_frame: int, chunk_latents: int, text_len: int, device) -> torch.Tensor:
@@ -51,7 +45,6 @@ def chunk_causal_forward(
     action: torch.Tensor,
     text_cache: KVCache,
     chunk_latents: int,
-    gradient_checkpointing: bool = False,
 ) -> torch.Tensor:
     """Velocity for every latent of the window [B, out_channels, T, H, W]; timestep [B, T] per latent."""
     batch, _, frames = hidden_states.shape[:3]
@@ -76,48 +69,5 @@ def chunk_causal_forward(
 
     # 3. the double blocks' image halves
     for index, block in enumerate(model.double_blocks):
-        img = _maybe_checkpoint(block_forward, gradient_checkpointing, block, img, text_cache.text_keys[index], text_cache.text_values[index])
-    return model.final_output(img, frame_vec, grid)
-
-
-def bidirectional_forward(
-    model: WorldPlayTransformer,
-    hidden_states: torch.Tensor,
-    timestep: torch.Tensor,
-    prompt: PromptEmbeddings,
-    viewmats: torch.Tensor,
-    intrinsics: torch.Tensor,
-    action: torch.Tensor,
-    text_timestep: torch.Tensor,
-    gradient_checkpointing: bool = False,
-) -> torch.Tensor:
-    """`model.forward_bi` with per-block activation checkpointing; without it, the model's own forward."""
-    if not gradient_checkpointing:
-        return model.forward_bi(hidden_states, timestep, prompt, viewmats, intrinsics, action, text_timestep)
-    batch = hidden_states.shape[0]
-    img, frame_vec, rope, camera, grid = model.prepare_frames(hidden_states, timestep, viewmats, intrinsics, action, 0)
-    txt, text_mask, text_vec = model.embed_prompt(prompt, per_sample(text_timestep, batch, img.device))
-    image_len = img.shape[1] * img.shape[2]
-    key_mask = None if text_mask is None else F.pad(text_mask, (image_len, 0), value=True)[:, None, None]
-
-    def block_forward(block, img, txt):
-        img_modulation = tuple(m.unsqueeze(2) for m in block.img_mod(frame_vec))
-        txt_modulation = tuple(m.unsqueeze(1) for m in block.txt_mod(text_vec))
-        (query, key, value), (query_p, key_p, value_p) = block.image_qkv(img, img_modulation, rope, camera)
-        txt_query, txt_key, txt_value = block.text_qkv(txt, txt_modulation)
-        keys = torch.cat([to_heads_first(key), to_heads_first(txt_key)], dim=2)
-        values = torch.cat([to_heads_first(value), to_heads_first(txt_value)], dim=2)
-        queries = torch.cat([to_heads_first(query), to_heads_first(txt_query)], dim=2)
-        attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=key_mask)
-        keys_p = torch.cat([to_heads_first(key_p), to_heads_first(txt_key)], dim=2)
-        values_p = torch.cat([to_heads_first(value_p), to_heads_first(txt_value)], dim=2)
-        attended_p = F.scaled_dot_product_attention(to_heads_first(query_p), keys_p, values_p, attn_mask=key_mask)
-        img = block.finish_image(
-            img, from_heads_first(attended[:, :, :image_len], query.shape), from_heads_first(attended_p, query.shape), img_modulation, camera
-        )
-        txt = block.finish_text(txt, from_heads_first(attended[:, :, image_len:], txt_query.shape), txt_modulation)
-        return img, txt
-
-    for block in model.double_blocks:
-        img, txt = _maybe_checkpoint(block_forward, True, block, img, txt)
+        img = _maybe_checkpoint(block_forward, model.gradient_checkpointing, block, img, text_cache.text_keys[index], text_cache.text_values[index])
     return model.final_output(img, frame_vec, grid)

@@ -12,7 +12,7 @@ import torch
 
 from worker.models.transformer import WorldPlayTransformer
 from worker.training.batches import Batch
-from worker.training.forward import bidirectional_forward, chunk_causal_forward
+from worker.training.forward import chunk_causal_forward
 from worldplay_cli.train_config import ARMethod, BiMethod
 
 
@@ -28,7 +28,7 @@ class ChunkCausalAR:
     def __init__(self, config: ARMethod):
         self.config = config
 
-    def loss(self, model: WorldPlayTransformer, batch: Batch, gradient_checkpointing: bool = False) -> torch.Tensor:
+    def loss(self, model: WorldPlayTransformer, batch: Batch) -> torch.Tensor:
         hidden_states, target = batch.model_input()
         text_cache = model.forward_text(batch.prompt, 0.0)
         prediction = chunk_causal_forward(
@@ -40,7 +40,6 @@ class ChunkCausalAR:
             batch.actions,
             text_cache,
             self.config.chunk_latents,
-            gradient_checkpointing,
         )
         return masked_mse(prediction, target, batch.loss_mask)
 
@@ -51,12 +50,10 @@ class BidirectionalFlowMatching:
     def __init__(self, config: BiMethod):
         self.config = config
 
-    def loss(self, model: WorldPlayTransformer, batch: Batch, gradient_checkpointing: bool = False) -> torch.Tensor:
+    def loss(self, model: WorldPlayTransformer, batch: Batch) -> torch.Tensor:
         hidden_states, target = batch.model_input()
         timestep = batch.sigmas[:, 0] * 1000.0
-        prediction = bidirectional_forward(
-            model, hidden_states, timestep, batch.prompt, batch.viewmats, batch.intrinsics, batch.actions, timestep, gradient_checkpointing
-        )
+        prediction = model.forward_bi(hidden_states, timestep, batch.prompt, batch.viewmats, batch.intrinsics, batch.actions, timestep)
         return masked_mse(prediction, target, batch.loss_mask)
 
 

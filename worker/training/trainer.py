@@ -255,6 +255,7 @@ class Trainer:
         # 2. model, LoRA, resume weights, FSDP
         device = self.context.device
         self.model = load_initial_model(config, device)
+        self.model.gradient_checkpointing = config.gradient_checkpointing
         self.lora = None
         if config.lora is not None:
             from worker.training.lora import LoRA
@@ -348,7 +349,7 @@ class Trainer:
             batch = self.samples.batch(step, micro, accumulation, self.context.rank, self.context.world_size, config.data.batch_size)
             batch = batch.to(self.context.device)
             with self.autocast():
-                loss = self.method.loss(self.model, batch, config.gradient_checkpointing)
+                loss = self.method.loss(self.model, batch)
             (loss / accumulation).backward()
             total_loss += loss.item() / accumulation
             memory_samples += int(batch.memory.sum())
