@@ -8,7 +8,7 @@ the running jobs report progress, as live workers do. Timed, median of `--rounds
 - `dashboard`: one steady-state dashboard refresh (`RedisSource.snapshot`: incremental index refresh,
   sort, filter, page, workers, suspension flag); the target is <= 100 ms at 10,000 jobs;
 - `cold`: the first refresh (every job read once);
-- `jobs list`: the shared read model's newest-first page (`worldplay_cli.jobs.list_jobs`, one Lua scan);
+- `jobs list`: `worldplay_cli.jobs.list_jobs`, a one-shot `JobsIndex` (a cold read: membership scan + every row);
 - `rq full read`: every registry's ids, then every job fetched and decoded (`Job.fetch_many`), which is
   what `rq info`-style dashboards do on every refresh.
 

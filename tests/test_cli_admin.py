@@ -15,6 +15,7 @@ import pytest
 from spine_util import wait_until
 from worldplay_cli.errors import BadInput
 from worldplay_cli.runtime import parse_gpu_sets
+from worldplay_cli.schema import JOBS_INDEX
 
 SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")
 
@@ -91,8 +92,14 @@ def test_jobs_list_filter_page_cancel_retry_rm(cli, redis_conn, worldplay_env):
     code, out, _ = cli("jobs", "rm", ids[1], "--files", "--json")
     assert code == 0 and json.loads(out)[0]["files_removed"] is True
     assert not (output_root / ids[1]).exists()
+    redis_conn.zadd(JOBS_INDEX, {"expired-job": 1.0})  # what an rq record past its TTL leaves behind
     code, out, _ = cli("jobs", "list", "--json")
     assert json.loads(out)["total"] == 4
+    assert redis_conn.zscore(JOBS_INDEX, "expired-job") is None
+    code, out, _ = cli("jobs", "list", "--json", "--queue", "generate", "--status", "queued")
+    assert {row["id"] for row in json.loads(out)["jobs"]} == {ids[0], ids[2], ids[3], ids[4]}
+    code, out, _ = cli("jobs", "list", "--json", "--queue", "no-such-queue")
+    assert json.loads(out)["total"] == 0
 
     code, _, err = cli("jobs", "show", "no-such-job")
     assert code == 2 and "no job 'no-such-job'" in err

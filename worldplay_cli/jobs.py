@@ -1,9 +1,8 @@
 """The jobs read model (and the few writes users make): one place for `worldplay jobs` and the dashboard.
 
-Reads stay cheap with many jobs: the index `worldplay:jobs` (job id -> enqueue time) orders every job;
-one Lua call returns (id, status, queue) for all of them (a single round trip for 10,000 jobs), the
-filter and the page are computed here, and only the page's rows are fetched in full (one pipeline).
-Rows whose rq record expired are dropped from the index as they are met.
+Listings (`list_jobs`, the dashboard) go through `worldplay_cli.jobs_index.JobsIndex`: one membership
+scan of rq's registries and our index `worldplay:jobs` (job id -> enqueue time), then the rows in one
+pipeline. Ids whose rq record expired are dropped from our index as they are met.
 """
 
 from __future__ import annotations
@@ -41,20 +40,6 @@ ACTIVE = frozenset({"queued", "deferred", "scheduled", "started"})
 ENDED = frozenset({"finished", "failed", "stopped", "canceled"})
 JOB_PREFIX = "rq:job:"
 _ROW_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name", "meta", "description")
-
-# "id<TAB>status<TAB>queue[<TAB>description]" for every indexed job, newest first, in one round trip.
-_SCAN_LUA = """
-local ids = redis.call('ZREVRANGE', KEYS[1], 0, -1)
-local out = {}
-for i, id in ipairs(ids) do
-  local fields = redis.call('HMGET', ARGV[1] .. id, 'status', 'origin', 'description')
-  local entry = id .. '\t' .. (fields[1] or '') .. '\t' .. (fields[2] or '')
-  if ARGV[2] == '1' then entry = entry .. '\t' .. string.gsub(fields[3] or '', '\t', ' ') end
-  out[i] = entry
-end
-return out
-"""
-
 
 def _text(value: bytes | None) -> str | None:
     return value.decode() if value is not None else None
@@ -178,33 +163,25 @@ def list_jobs(
     offset: int = 0,
     limit: int = 50,
 ) -> JobPage:
-    """A page of jobs, newest first, filtered by status, queue and a text in the description."""
+    """A page of jobs, newest first, filtered by status, queue and a text (id, prompt, engine, worker,
+    failure...). The dashboard's read model (`JobsIndex`) answers it, so both list the same jobs."""
+    # imported here: jobs_index builds on this module's rows
+    from worldplay_cli.jobs_index import JobQuery, JobsIndex
+
     unknown = set(statuses or ()) - set(STATUSES)
     if unknown:
         raise BadInput(f"unknown status {sorted(unknown)[0]!r}", f"use one of: {', '.join(STATUSES)}")
-    needle = text.lower() if text else None
-    entries = conn.eval(_SCAN_LUA, 1, JOBS_INDEX, JOB_PREFIX, "1" if needle else "0")
-    counts = dict.fromkeys(STATUSES, 0)
-    matching: list[str] = []
-    expired: list[str] = []
-    for entry in entries:
-        job_id, status, origin, *rest = entry.decode().split("\t")
-        if not status:
-            expired.append(job_id)
-            continue
-        counts[status] = counts.get(status, 0) + 1
-        if statuses and status not in statuses:
-            continue
-        if queue and origin != queue:
-            continue
-        if needle and needle not in rest[0].lower() and needle not in job_id:
-            continue
-        matching.append(job_id)
-    if expired:
-        conn.zrem(JOBS_INDEX, *expired)
-    page_ids = matching[offset : offset + limit]
-    rows = [row for row in job_rows(conn, page_ids) if row is not None]
-    return JobPage(rows=rows, total=len(matching), offset=offset, limit=limit, counts=counts)
+    index = JobsIndex(conn)
+    index.refresh()
+    query = JobQuery(
+        statuses=frozenset(statuses or ()),
+        queues=frozenset([queue] if queue else ()),
+        text=text or "",
+        offset=offset,
+        limit=limit,
+    )
+    page = index.query(query)
+    return JobPage(rows=page.rows, total=page.matched, offset=page.offset, limit=limit, counts=page.counts)
 
 
 def get_row(conn: Redis, job_id: str) -> JobRow:

@@ -94,6 +94,7 @@ class JobQuery:
     descending: bool = True
     statuses: frozenset[str] = frozenset()  # empty: every status
     kinds: frozenset[str] = frozenset()
+    queues: frozenset[str] = frozenset()
     text: str = ""
     offset: int = 0
     limit: int = 100
@@ -205,8 +206,11 @@ class JobsIndex:
             or now - self._changed_at.get(job_id, -1e18) < self.hot_window_s
         ]
         changed = bool(removed)
+        expired = []
         for job_id, row in zip(stale, job_rows(self.conn, stale) if stale else ()):
             if row is None:
+                if found[job_id] is None:
+                    expired.append(job_id)
                 self._gone.add(job_id)
                 if self.rows.pop(job_id, None) is not None:
                     changed = self._reshaped = True
@@ -223,6 +227,9 @@ class JobsIndex:
                 moved = job_id in self._registry and self._registry[job_id] != found[job_id]
                 if moved or job_id in self._invalid:
                     self._changed_at[job_id] = now
+        if expired:
+            # rq let these records expire; only our index still named them
+            self.conn.zrem(JOBS_INDEX, *expired)
         if changed:
             self._counts = None
         for job_id in stale:
@@ -269,13 +276,14 @@ class JobsIndex:
     def query(self, query: JobQuery) -> SortedPage:
         ids = self._ordered(query.sort, query.descending, self.clock())
         text = query.text.strip().lower()
-        if query.statuses or query.kinds or text:
+        if query.statuses or query.kinds or query.queues or text:
             rows, search = self.rows, self._search
             ids = [
                 job_id
                 for job_id in ids
                 if (not query.statuses or rows[job_id].status in query.statuses)
                 and (not query.kinds or rows[job_id].kind in query.kinds)
+                and (not query.queues or rows[job_id].queue in query.queues)
                 and (not text or text in search[job_id])
             ]
         limit = max(1, query.limit)
