@@ -1,20 +1,23 @@
 """Action following: a tiny WorldPlay model trained on synthetic rooms vs the same model untrained.
 
-    python bench/action_following.py --work /tmp/af-bench [--steps 600] [--size 48] [--vae-dir DIR]
+    python bench/action_following.py --work /tmp/af-bench [--steps 2000] [--size 48] [--vae pooling|random] [--vae-dir DIR]
 
 Stages (each cached in --work, so a re-run continues):
-1. a tiny model directory (`worker.pipeline.tiny_model`), optionally with a real VAE (`--vae-dir`, e.g.
-   the released HunyuanVideo-1.5 `vae/`; the tiny transformer's latent channels follow it);
-2. synthetic clips (random walks for training, scripted single-action clips for validation), prepared
-   with that model directory;
-3. training (`worker.training`), with validation at step 0 (untrained) and at the end (trained);
+1. synthetic clips (random walks for training, scripted single-action clips for validation);
+2. a tiny model directory whose VAE is, by default, the grey pooling VAE (`worker.models.tiny_vae`: the
+   official architecture set to 4x4 block means, decoded with the motion spread evenly over each group of
+   four frames), so generated latent videos decode to videos whose motion optical flow can measure; the
+   random tiny VAE (`--vae random`) decodes everything to a flat grey, `--vae-dir` takes e.g. the released
+   VAE on a GPU host. The tiny transformer's latent channels follow the VAE;
+3. the clips prepared with that directory, then training (`worker.training`) with validation at step 0
+   (untrained) and at the end (trained);
 4. a control: the trained model conditioned on another validation clip's actions and cameras, scored
    against the clip's own actions (a model that ignores actions scores the same in both rows).
 
 Printed side by side: the action-following pixel EPE (lower is better) and mean-flow cosine of untrained,
-trained and control, and the reference (ground-truth latents through the same VAE): the floor. The
-random tiny VAE decodes every latent video to a near-uniform grey with no motion in it; the script
-detects that (calibration gains ~0 on the reference videos) and says the figures are not evidence.
+trained and control, and the reference (ground-truth latents through the same VAE): the floor. When the
+reference videos show no motion the controls explain (calibration gains ~0, the random VAE), the script
+says the figures are not evidence.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def model_dir(work: Path, seed: int, vae_dir: Path | None) -> Path:
-    """A tiny model directory; with `vae_dir` its VAE is that one (linked) and the transformer's latent
-    channels follow its config."""
+def model_dir(work: Path, seed: int, vae: str, vae_dir: Path | None, raw: Path) -> Path:
+    """A tiny model directory whose VAE is the grey pooling VAE (default), the random tiny one, or
+    `vae_dir` (linked); the transformer's latent channels follow the VAE's config."""
     from dataclasses import replace
 
     from worker.models.tiny import TINY_TRANSFORMER_CONFIG, write_tiny_transformer
+    from worker.models.tiny_vae import write_pooling_vae
     from worker.models.vae import VAEConfig
     from worker.pipeline.tiny_model import write_tiny_model
 
@@ -48,6 +52,8 @@ def model_dir(work: Path, seed: int, vae_dir: Path | None) -> Path:
     if vae_dir is not None:
         shutil.rmtree(root / "vae")
         (root / "vae").symlink_to(vae_dir.resolve(), target_is_directory=True)
+    elif vae == "pooling":
+        write_pooling_vae(root, scaling_factor=pooling_scaling_factor(root, raw))
     latent_channels = VAEConfig.from_json(root / "vae" / "config.json").latent_channels
     config = replace(TINY_TRANSFORMER_CONFIG, in_channels=latent_channels, out_channels=latent_channels)
     write_tiny_transformer(root, seed=seed, config=config)
@@ -55,19 +61,44 @@ def model_dir(work: Path, seed: int, vae_dir: Path | None) -> Path:
     return root
 
 
+def pooling_scaling_factor(root: Path, raw: Path, clips: int = 8) -> float:
+    """1 / std of the pooling VAE's latents of the first training clips (unit-variance diffusion inputs)."""
+    import json
+
+    from worker.models.tiny_vae import write_pooling_vae
+    from worker.models.vae import load_vae
+    from worker.training.media import read_video
+
+    vae = load_vae(write_pooling_vae(root))
+    entries = [entry for entry in json.loads((raw / "dataset.json").read_text())["clips"] if entry["split"] == "train"]
+    latents = []
+    for entry in entries[:clips]:
+        frames = read_video(raw / entry["video"]).frames
+        frames = frames[: (len(frames) - 1) // 4 * 4 + 1]
+        video = torch.from_numpy(frames).float().permute(3, 0, 1, 2)[None] / 127.5 - 1.0
+        latents.append(vae.encode(video).flatten())
+    return float(1.0 / torch.cat(latents).std())
+
+
 # ---------------------------------------------------------------------------------------------------
 # Data, training, scoring
 
 
-def dataset(work: Path, model: Path, size: int, clips: int, validation: int, latents: int, seed: int) -> Path:
-    from worker.training.prepare import PrepareOptions, prepare_dataset
+def render(work: Path, size: int, clips: int, validation: int, latents: int, seed: int) -> Path:
     from worker.training.synthetic import SynthOptions, write_synthetic_dataset
 
-    raw, prepared = work / "raw", work / "prepared"
+    raw = work / "raw"
     if not (raw / "dataset.json").exists():
         print(f"rendering {clips} + {validation} synthetic clips at {size}x{size}")
         write_synthetic_dataset(raw, clips, validation, SynthOptions(width=size, height=size, num_latents=latents), seed)
+    return raw
+
+
+def prepare(work: Path, raw: Path, model: Path) -> Path:
+    from worker.training.prepare import PrepareOptions, prepare_dataset
+
     print("preparing (VAE latents, text and vision states)")
+    prepared = work / "prepared"
     prepare_dataset(raw, prepared, model, PrepareOptions(clips_per_shard=16))
     return prepared
 
@@ -113,6 +144,17 @@ class SwappedActions:
             validator.generate = generate
 
 
+def static_scores(validator) -> dict:
+    """What a model that ignores the controls and holds the first frame would score (zero flow)."""
+    from worker.training.flow import action_following
+
+    scores = []
+    for clip in validator.clips:
+        frames, flows = validator.reference(clip)
+        scores.append(action_following(np.zeros_like(flows), validator.features(clip, len(frames)), validator.calibration))
+    return {key: float(np.mean([score[key] for score in scores])) for key in scores[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/worldplay-action-following"))
@@ -121,7 +163,9 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=6)
     parser.add_argument("--latents", type=int, default=20)
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--vae-dir", type=Path, default=None, help="a VAE directory (official layout) instead of the random tiny one")
+    parser.add_argument("--vae", choices=("pooling", "random"), default="pooling",
+                        help="pooling: the grey 4x4-pooling VAE (shows motion); random: the test model's random VAE (flat grey)")
+    parser.add_argument("--vae-dir", type=Path, default=None, help="a VAE directory (official layout), e.g. the released one")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -129,8 +173,9 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
-    model = model_dir(args.work, args.seed, args.vae_dir)
-    data = dataset(args.work, model, args.size, args.clips, args.validation, args.latents, args.seed)
+    raw = render(args.work, args.size, args.clips, args.validation, args.latents, args.seed)
+    model = model_dir(args.work, args.seed, args.vae, args.vae_dir, raw)
+    data = prepare(args.work, raw, model)
 
     from worker.training.trainer import Hooks, Trainer
 
@@ -144,6 +189,7 @@ def main() -> None:
     with torch.no_grad():
         control = SwappedActions(trainer.validator).run(trainer.model, args.steps + 1)
     calibration = trainer.validator.calibration
+    static = static_scores(trainer.validator)
 
     rows = [("untrained", untrained), ("trained", trained), ("trained, other clip's actions", control)]
     print()
@@ -152,6 +198,7 @@ def main() -> None:
     print(f"{'':32s} {'pixel EPE':>10s} {'mean-flow cos':>14s} {'PSNR':>7s}")
     for name, scores in rows:
         print(f"{name:32s} {scores['action_pixel_epe']:10.3f} {scores['action_mean_flow_cosine']:14.3f} {scores['psnr']:7.2f}")
+    print(f"{'a still video (no motion)':32s} {static['pixel_epe']:10.3f} {static['mean_flow_cosine']:14.3f}")
     print(f"{'reference (ground truth)':32s} {trained['reference_pixel_epe']:10.3f}")
     print(f"untrained / trained EPE: {untrained['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x   "
           f"control / trained EPE: {control['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x")
