@@ -35,7 +35,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def model_dir(work: Path, seed: int, vae: str, vae_dir: Path | None, raw: Path) -> Path:
+def model_dir(work: Path, seed: int, vae: str, vae_dir: Path | None, raw: Path, hidden_size: int, layers: int) -> Path:
     """A tiny model directory whose VAE is the grey pooling VAE (default), the random tiny one, or
     `vae_dir` (linked); the transformer's latent channels follow the VAE's config."""
     from dataclasses import replace
@@ -55,7 +55,10 @@ def model_dir(work: Path, seed: int, vae: str, vae_dir: Path | None, raw: Path) 
     elif vae == "pooling":
         write_pooling_vae(root, scaling_factor=pooling_scaling_factor(root, raw))
     latent_channels = VAEConfig.from_json(root / "vae" / "config.json").latent_channels
-    config = replace(TINY_TRANSFORMER_CONFIG, in_channels=latent_channels, out_channels=latent_channels)
+    config = replace(
+        TINY_TRANSFORMER_CONFIG, in_channels=latent_channels, out_channels=latent_channels, hidden_size=hidden_size, num_layers=layers,
+        num_heads=hidden_size // TINY_TRANSFORMER_CONFIG.head_dim,
+    )
     write_tiny_transformer(root, seed=seed, config=config)
     (root / "bench-ready").write_text("1\n")
     return root
@@ -84,13 +87,13 @@ def pooling_scaling_factor(root: Path, raw: Path, clips: int = 8) -> float:
 # Data, training, scoring
 
 
-def render(work: Path, size: int, clips: int, validation: int, latents: int, seed: int) -> Path:
-    from worker.training.synthetic import SynthOptions, write_synthetic_dataset
+def render(work: Path, options, clips: int, validation: int, seed: int) -> Path:
+    from worker.training.synthetic import write_synthetic_dataset
 
     raw = work / "raw"
     if not (raw / "dataset.json").exists():
-        print(f"rendering {clips} + {validation} synthetic clips at {size}x{size}")
-        write_synthetic_dataset(raw, clips, validation, SynthOptions(width=size, height=size, num_latents=latents), seed)
+        print(f"rendering {clips} + {validation} synthetic clips at {options.width}x{options.height}")
+        write_synthetic_dataset(raw, clips, validation, options, seed)
     return raw
 
 
@@ -103,19 +106,25 @@ def prepare(work: Path, raw: Path, model: Path) -> Path:
     return prepared
 
 
-def train_config(work: Path, model: Path, data: Path, steps: int, validation_clips: int, seed: int):
+METHODS = {
+    "ar": {"name": "ar", "chunk_latents": 4, "window_latents": 12, "context_latents": 4, "memory_points": 4000},
+    "bi": {"name": "bi", "window_latents": 12},
+}
+
+
+def train_config(work: Path, model: Path, data: Path, method: str, steps: int, validation_clips: int, sampling_steps: int, seed: int):
     from worldplay_cli.train_config import TrainConfig
 
     return TrainConfig.model_validate(
         {
-            "model": {"model_dir": str(model), "init": "ar"},
+            "model": {"model_dir": str(model), "init": method},
             "data": {"path": str(data), "cfg_dropout": 0.1},
-            "method": {"name": "ar", "chunk_latents": 4, "window_latents": 12, "context_latents": 4, "memory_points": 4000},
+            "method": METHODS[method],
             "optimizer": {"learning_rate": 1e-3, "weight_decay": 0.0, "schedule": "cosine", "warmup_steps": 20},
             "max_steps": steps,
             "seed": seed,
             "checkpoint": {"output_dir": str(work / "run"), "every_steps": steps},
-            "validation": {"every_steps": steps, "max_clips": validation_clips, "sampling_steps": 8, "num_latents": 12},
+            "validation": {"every_steps": steps, "max_clips": validation_clips, "sampling_steps": sampling_steps, "num_latents": 12},
             "logging": {"every_steps": 50, "tensorboard": "off"},
         }
     )
@@ -166,6 +175,13 @@ def main() -> None:
     parser.add_argument("--vae", choices=("pooling", "random"), default="pooling",
                         help="pooling: the grey 4x4-pooling VAE (shows motion); random: the test model's random VAE (flat grey)")
     parser.add_argument("--vae-dir", type=Path, default=None, help="a VAE directory (official layout), e.g. the released one")
+    parser.add_argument("--texture-period", type=float, default=2.0, help="world units per texture repeat (larger: smoother)")
+    parser.add_argument("--turn-deg", type=float, default=1.5, help="degrees per frame while looking")
+    parser.add_argument("--move-step", type=float, default=0.04, help="world units per frame while a key is held")
+    parser.add_argument("--method", choices=sorted(METHODS), default="ar")
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--sampling-steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -173,14 +189,20 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
-    raw = render(args.work, args.size, args.clips, args.validation, args.latents, args.seed)
-    model = model_dir(args.work, args.seed, args.vae, args.vae_dir, raw)
+    from worker.training.synthetic import SynthOptions
+
+    options = SynthOptions(
+        width=args.size, height=args.size, num_latents=args.latents, texture_period=args.texture_period,
+        turn_step_deg=args.turn_deg, move_step=args.move_step,
+    )  # fmt: skip
+    raw = render(args.work, options, args.clips, args.validation, args.seed)
+    model = model_dir(args.work, args.seed, args.vae, args.vae_dir, raw, args.hidden_size, args.layers)
     data = prepare(args.work, raw, model)
 
     from worker.training.trainer import Hooks, Trainer
 
     records: list[dict] = []
-    config = train_config(args.work, model, data, args.steps, args.validation, args.seed)
+    config = train_config(args.work, model, data, args.method, args.steps, args.validation, args.sampling_steps, args.seed)
     print(f"training {args.steps} steps")
     trainer = Trainer(config, hooks=Hooks(on_metrics=lambda record: (records.append(record), record["kind"] == "train" and print(f"  step {record['step']}  loss {record['loss']:.4f}", flush=True))))
     trainer.run()
@@ -193,7 +215,7 @@ def main() -> None:
 
     rows = [("untrained", untrained), ("trained", trained), ("trained, other clip's actions", control)]
     print()
-    print(f"action following on {args.validation} scripted validation clips, {args.size}x{args.size}, after {args.steps} steps")
+    print(f"action following on {args.validation} scripted validation clips, {args.size}x{args.size}, {args.method} method, after {args.steps} steps")
     print(f"reference calibration gains (pitch, yaw, strafe, forward): {np.round(calibration.gains, 4).tolist()}, residual rms {calibration.residual_rms:.3f} px")
     print(f"{'':32s} {'pixel EPE':>10s} {'mean-flow cos':>14s} {'PSNR':>7s}")
     for name, scores in rows:

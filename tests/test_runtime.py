@@ -116,3 +116,30 @@ def test_resident_group_loads_once_swaps_survives_a_dead_rank_and_ends_with_the_
     worker.send_signal(signal.SIGTERM)
     worker.wait(timeout=30)
     wait_until(lambda: not any(alive(pid) for pid in pids), 30, what="the ranks to stop with the worker")
+
+
+@pytest.mark.slow
+def test_canceling_a_resident_job_stops_the_ranks_at_a_step_and_keeps_the_weights_loaded(
+    cli, redis_conn, resident_env, start_worker
+):
+    outputs = resident_env
+    worker = start_worker("resident")
+    long_job = _enqueue(cli, "--variant", "ar-distilled", "--steps", "40", "--pose", "w-15")
+    wait_until(lambda: (fetch_job(redis_conn, long_job).meta.get("progress") or {}).get("step"), 180, what="denoising to start")
+    logs = log_dir(worker.pid)
+    pids = [int(pid) for pid in (logs / "group.txt").read_text().split()]
+
+    code, out, err = cli("jobs", "cancel", long_job, "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["status"] in ("stopped", "canceled")
+    assert fetch_job(redis_conn, long_job).meta["failure"]["kind"] == "canceled"
+    assert not (outputs / long_job / "video.mp4").exists()
+    wait_until(lambda: "canceling the job" in (logs / "supervisor.log").read_text(), 30, what="the supervisor to relay the cancel")
+
+    # the same ranks, with the weights still loaded, serve the next job
+    after = _enqueue(cli, "--variant", "ar-distilled", "--pose", "w-3")
+    assert wait_until(lambda: _ended(redis_conn, after), 120, what="the next job") == "finished"
+    info = _info(outputs, after)
+    assert info["resident"]["reused_weights"] is True and info["resident"]["group"] == 1
+    assert [int(pid) for pid in (logs / "group.txt").read_text().split()] == pids
+    assert all(alive(pid) for pid in pids)

@@ -68,6 +68,7 @@ class SynthOptions:
     move_step: float = 0.04  # world units per frame while a translation key is held
     turn_step_deg: float = 1.5  # degrees per frame while the mouse is moved
     supersample: int = 2
+    texture_period: float = TEXTURE_PERIOD  # world units per texture repeat: larger = smoother frames
 
     @property
     def num_frames(self) -> int:
@@ -130,7 +131,9 @@ class Room:
             textures.append(face_texture(rng, face_base))
         return cls(tuple(textures), colour)
 
-    def render(self, c2w: np.ndarray, intrinsics: np.ndarray, width: int, height: int, supersample: int = 2) -> np.ndarray:
+    def render(
+        self, c2w: np.ndarray, intrinsics: np.ndarray, width: int, height: int, supersample: int = 2, texture_period: float = TEXTURE_PERIOD
+    ) -> np.ndarray:
         """The view from camera-to-world `c2w` (OpenCV axes) with pixel `intrinsics`, HxWx3 uint8."""
         # 1. rays through supersampled pixel centres, in world space
         scale = supersample
@@ -157,7 +160,7 @@ class Room:
         for index in range(6):
             selected = face == index
             if selected.any():
-                colour[selected] = sample_wrapped(self.textures[index], tangent_u[selected], tangent_v[selected])
+                colour[selected] = sample_wrapped(self.textures[index], tangent_u[selected], tangent_v[selected], texture_period)
         # 4. a little distance fog gives depth cues and hides aliasing far away
         fog = np.exp(-distance / 12.0)[:, None].astype(np.float32)
         colour = colour * fog + 90.0 * (1 - fog)
@@ -166,11 +169,11 @@ class Room:
         return np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
 
-def sample_wrapped(texture: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Bilinear lookup of a periodic texture at world coordinates (u, v); returns [N, 3]."""
+def sample_wrapped(texture: np.ndarray, u: np.ndarray, v: np.ndarray, period: float = TEXTURE_PERIOD) -> np.ndarray:
+    """Bilinear lookup of a periodic texture (one repeat per `period` world units) at (u, v); returns [N, 3]."""
     size = texture.shape[0]
-    x = (u / TEXTURE_PERIOD % 1.0) * size
-    y = (v / TEXTURE_PERIOD % 1.0) * size
+    x = (u / period % 1.0) * size
+    y = (v / period % 1.0) * size
     x0, y0 = np.floor(x).astype(int) % size, np.floor(y).astype(int) % size
     x1, y1 = (x0 + 1) % size, (y0 + 1) % size
     wx, wy = (x - np.floor(x))[:, None], (y - np.floor(y))[:, None]
@@ -272,7 +275,7 @@ def make_clip(seed: int, options: SynthOptions, pattern=None) -> SyntheticClip:
     keyboard, mouse = controls_for_segments(segments, options.num_latents, options)
     c2w = integrate_controls(keyboard, mouse, options.move_step, start)
     intrinsics = options.pixel_intrinsics()
-    frames = np.stack([room.render(pose, intrinsics, options.width, options.height, options.supersample) for pose in c2w])
+    frames = np.stack([room.render(pose, intrinsics, options.width, options.height, options.supersample, options.texture_period) for pose in c2w])
     prompt = f"A first-person walk through a synthetic room with {room.colour} patterned walls."
     return SyntheticClip(frames, keyboard, mouse, c2w, intrinsics, prompt)
 
