@@ -39,3 +39,34 @@ def test_encode_averages_each_block_and_decode_spreads_motion_over_the_frames(tm
             weight = (offset + 1) / 4
             expected = blocks[index - 1] + weight * (blocks[index] - blocks[index - 1])
             torch.testing.assert_close(decoded[0, :, 4 * index - 3 + offset], expected.expand(3, -1, -1), atol=1e-3, rtol=0)
+
+
+def test_rooms_through_the_pooling_vae_keep_the_motion_their_controls_explain(tmp_path):
+    """What the action-following bench relies on: reference videos decoded by this VAE still move as the
+    controls say (positive gains, matching controls score better than swapped ones and than a still video)."""
+    import numpy as np
+
+    from worker.training.flow import action_following, calibrate, motion_features, video_flow
+    from worker.training.synthetic import VALIDATION_PATTERNS, SynthOptions, make_clip
+
+    vae = load_vae(write_pooling_vae(tmp_path))
+    options = SynthOptions(width=48, height=48, num_latents=6)
+    videos = []
+    for index, pattern in enumerate(VALIDATION_PATTERNS[:8]):
+        clip = make_clip(100 + index, options, pattern)
+        video = torch.from_numpy(clip.frames).float().permute(3, 0, 1, 2)[None] / 127.5 - 1.0
+        decoded = vae.decode(vae.encode(video)).clamp(-1, 1)
+        frames = ((decoded[0].permute(1, 2, 3, 0) + 1) * 127.5).round().to(torch.uint8).numpy()
+        videos.append((video_flow(frames), motion_features(clip.keyboard, clip.mouse)))
+    calibration = calibrate(videos, focal=float(options.pixel_intrinsics()[0, 0]))
+    assert all(gain > 0.003 for gain in calibration.gains)
+    scores = [
+        (
+            action_following(flows, features, calibration)["pixel_epe"],
+            action_following(flows, features[:, [1, 0, 3, 2]], calibration)["pixel_epe"],
+            action_following(np.zeros_like(flows), features, calibration)["pixel_epe"],
+        )
+        for flows, features in videos
+    ]
+    right, swapped, still = (float(np.mean(column)) for column in zip(*scores))
+    assert right < 0.8 * swapped and right < 0.9 * still
