@@ -87,13 +87,13 @@ def pooling_scaling_factor(root: Path, raw: Path, clips: int = 8) -> float:
 # Data, training, scoring
 
 
-def render(work: Path, options, clips: int, validation: int, seed: int) -> Path:
+def render(work: Path, options, clips: int, validation: int, seed: int, scripted: bool) -> Path:
     from worker.training.synthetic import write_synthetic_dataset
 
     raw = work / "raw"
     if not (raw / "dataset.json").exists():
         print(f"rendering {clips} + {validation} synthetic clips at {options.width}x{options.height}")
-        write_synthetic_dataset(raw, clips, validation, options, seed)
+        write_synthetic_dataset(raw, clips, validation, options, seed, scripted_training=scripted)
     return raw
 
 
@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--texture-period", type=float, default=2.0, help="world units per texture repeat (larger: smoother)")
     parser.add_argument("--turn-deg", type=float, default=1.5, help="degrees per frame while looking")
     parser.add_argument("--move-step", type=float, default=0.04, help="world units per frame while a key is held")
+    parser.add_argument("--scripted-training", action="store_true",
+                        help="train on the validation patterns (single held actions) in other rooms instead of random walks")
     parser.add_argument("--method", choices=sorted(METHODS), default="ar")
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
@@ -195,7 +197,7 @@ def main() -> None:
         width=args.size, height=args.size, num_latents=args.latents, texture_period=args.texture_period,
         turn_step_deg=args.turn_deg, move_step=args.move_step,
     )  # fmt: skip
-    raw = render(args.work, options, args.clips, args.validation, args.seed)
+    raw = render(args.work, options, args.clips, args.validation, args.seed, args.scripted_training)
     model = model_dir(args.work, args.seed, args.vae, args.vae_dir, raw, args.hidden_size, args.layers)
     data = prepare(args.work, raw, model)
 

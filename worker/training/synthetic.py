@@ -293,14 +293,19 @@ def write_synthetic_dataset(
     options: SynthOptions = SynthOptions(),
     seed: int = 0,
     progress=None,
+    scripted_training: bool = False,
 ) -> Path:
-    """Write `num_clips` random and `num_validation` scripted clips plus `dataset.json`; returns its path."""
+    """Write `num_clips` training clips (random walks, or with `scripted_training` the validation patterns
+    in other rooms) and `num_validation` scripted clips plus `dataset.json`; returns its path."""
     from worker.video import write_video
 
     out_dir = Path(out_dir)
     (out_dir / "clips").mkdir(parents=True, exist_ok=True)
     entries = []
-    jobs = [(f"train-{index:05d}", seed * 1_000_003 + index, None, "train") for index in range(num_clips)]
+    jobs = [
+        (f"train-{index:05d}", seed * 1_000_003 + index, VALIDATION_PATTERNS[index % len(VALIDATION_PATTERNS)] if scripted_training else None, "train")
+        for index in range(num_clips)
+    ]
     jobs += [
         (f"val-{index:03d}", seed * 1_000_003 + 900_000 + index, VALIDATION_PATTERNS[index % len(VALIDATION_PATTERNS)], "validation")
         for index in range(num_validation)
