@@ -134,7 +134,6 @@ def test_canceling_a_resident_job_stops_the_ranks_at_a_step_and_keeps_the_weight
     assert json.loads(out)[0]["status"] in ("stopped", "canceled")
     assert fetch_job(redis_conn, long_job).meta["failure"]["kind"] == "canceled"
     assert not (outputs / long_job / "video.mp4").exists()
-    wait_until(lambda: "canceling the job" in (logs / "supervisor.log").read_text(), 30, what="the supervisor to relay the cancel")
 
     # the same ranks, with the weights still loaded, serve the next job
     after = _enqueue(cli, "--variant", "ar-distilled", "--pose", "w-3")

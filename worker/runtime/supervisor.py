@@ -109,6 +109,14 @@ class Group:
             self.control.close()
 
 
+def _peer_data(client: Connection) -> bytes:
+    """What the client sent, b"" once it is gone: a killed work horse resets the socket instead of closing it."""
+    try:
+        return client.sock.recv(4096)
+    except ConnectionResetError:
+        return b""
+
+
 class Supervisor:
     def __init__(self, socket_path: Path, owner: int, collective_timeout_s: float, start_timeout_s: float, cancel_grace_s: float):
         self.socket_path = socket_path
@@ -225,7 +233,7 @@ class Supervisor:
                 return {"type": "error", "kind": "canceled", "message": "the ranks did not stop in time after a cancel"}
             watched = [group.control.sock] + ([client.sock] if client_open else [])
             readable, _, _ = select.select(watched, [], [], POLL_S)
-            if client_open and client.sock in readable and not client.sock.recv(4096):
+            if client_open and client.sock in readable and not _peer_data(client):
                 client_open = False
                 cancel_deadline = time.monotonic() + self.cancel_grace_s
                 _log("the job's work horse went away; canceling the job")
