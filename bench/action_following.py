@@ -53,7 +53,7 @@ def model_dir(work: Path, seed: int, vae: str, vae_dir: Path | None, raw: Path, 
         shutil.rmtree(root / "vae")
         (root / "vae").symlink_to(vae_dir.resolve(), target_is_directory=True)
     elif vae == "pooling":
-        write_pooling_vae(root, scaling_factor=pooling_scaling_factor(root, raw))
+        write_pooling_vae(root, scaling_factor=pooling_scaling_factor(raw))
     latent_channels = VAEConfig.from_json(root / "vae" / "config.json").latent_channels
     config = replace(
         TINY_TRANSFORMER_CONFIG, in_channels=latent_channels, out_channels=latent_channels, hidden_size=hidden_size, num_layers=layers,
@@ -64,15 +64,14 @@ def model_dir(work: Path, seed: int, vae: str, vae_dir: Path | None, raw: Path, 
     return root
 
 
-def pooling_scaling_factor(root: Path, raw: Path, clips: int = 8) -> float:
+def pooling_scaling_factor(raw: Path, clips: int = 8) -> float:
     """1 / std of the pooling VAE's latents of the first training clips (unit-variance diffusion inputs)."""
     import json
 
-    from worker.models.tiny_vae import write_pooling_vae
-    from worker.models.vae import load_vae
+    from worker.models.tiny_vae import pooling_vae
     from worker.training.media import read_video
 
-    vae = load_vae(write_pooling_vae(root))
+    vae = pooling_vae()
     entries = [entry for entry in json.loads((raw / "dataset.json").read_text())["clips"] if entry["split"] == "train"]
     latents = []
     for entry in entries[:clips]:
@@ -81,10 +80,6 @@ def pooling_scaling_factor(root: Path, raw: Path, clips: int = 8) -> float:
         video = torch.from_numpy(frames).float().permute(3, 0, 1, 2)[None] / 127.5 - 1.0
         latents.append(vae.encode(video).flatten())
     return float(1.0 / torch.cat(latents).std())
-
-
-# ---------------------------------------------------------------------------------------------------
-# Data, training, scoring
 
 
 def render(work: Path, options, clips: int, validation: int, seed: int, scripted: bool) -> Path:

@@ -58,8 +58,10 @@ LUMA = (0.299, 0.587, 0.114)
 HEAD_CONSTANT = 1.0e4
 
 
-def pooling_vae_state(config: VAEConfig = POOLING_VAE_CONFIG) -> dict[str, torch.Tensor]:
-    """The weights of the grey pooling VAE (official parameter names)."""
+def pooling_vae_state() -> dict[str, torch.Tensor]:
+    """The weights of the grey pooling VAE (official parameter names); the index arithmetic below is that
+    of `POOLING_VAE_CONFIG`'s channel widths."""
+    config = POOLING_VAE_CONFIG
     with torch.device("meta"):
         shapes = {name: parameter.shape for name, parameter in HunyuanVideo15VAE(config).named_parameters()}
     # norms keep gamma = 1, everything else starts at zero
@@ -90,7 +92,16 @@ def pooling_vae_state(config: VAEConfig = POOLING_VAE_CONFIG) -> dict[str, torch
     return state
 
 
-def write_pooling_vae(root: str | Path, config: VAEConfig = POOLING_VAE_CONFIG, scaling_factor: float = 1.0) -> Path:
+def pooling_vae(scaling_factor: float = 1.0) -> HunyuanVideo15VAE:
+    """The grey pooling VAE in memory."""
+    from dataclasses import replace
+
+    vae = HunyuanVideo15VAE(replace(POOLING_VAE_CONFIG, scaling_factor=scaling_factor))
+    vae.load_state_dict(pooling_vae_state(), strict=True)
+    return vae.eval()
+
+
+def write_pooling_vae(root: str | Path, scaling_factor: float = 1.0) -> Path:
     """Write the grey pooling VAE as `<root>/vae/{config.json, weights}`; returns the `vae` directory."""
     from dataclasses import replace
 
@@ -98,7 +109,7 @@ def write_pooling_vae(root: str | Path, config: VAEConfig = POOLING_VAE_CONFIG, 
 
     directory = Path(root) / "vae"
     directory.mkdir(parents=True, exist_ok=True)
-    config = replace(config, scaling_factor=scaling_factor)
+    config = replace(POOLING_VAE_CONFIG, scaling_factor=scaling_factor)
     (directory / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    save_file(pooling_vae_state(config), str(directory / WEIGHTS_NAME))
+    save_file(pooling_vae_state(), str(directory / WEIGHTS_NAME))
     return directory
