@@ -35,9 +35,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def model_dir(work: Path, seed: int, vae: str, vae_dir: Path | None, raw: Path, hidden_size: int, layers: int) -> Path:
+def model_dir(work: Path, seed: int, vae: str, vae_dir: Path | None, raw: Path, hidden_size: int, layers: int, init: str) -> Path:
     """A tiny model directory whose VAE is the grey pooling VAE (default), the random tiny one, or
-    `vae_dir` (linked); the transformer's latent channels follow the VAE's config."""
+    `vae_dir` (linked); the transformer's latent channels follow the VAE's config; its weights are the
+    modules' own initialisation (`init="standard"`) or the tests' randn * 0.05 (`"scaled"`)."""
     from dataclasses import replace
 
     from worker.models.tiny import TINY_TRANSFORMER_CONFIG, write_tiny_transformer
@@ -59,7 +60,7 @@ def model_dir(work: Path, seed: int, vae: str, vae_dir: Path | None, raw: Path, 
         TINY_TRANSFORMER_CONFIG, in_channels=latent_channels, out_channels=latent_channels, hidden_size=hidden_size, num_layers=layers,
         num_heads=hidden_size // TINY_TRANSFORMER_CONFIG.head_dim,
     )
-    write_tiny_transformer(root, seed=seed, config=config)
+    write_tiny_transformer(root, seed=seed, config=config, scale=None if init == "standard" else 0.05)
     (root / "bench-ready").write_text("1\n")
     return root
 
@@ -148,6 +149,24 @@ class SwappedActions:
             validator.generate = generate
 
 
+def control_losses(trainer, batches: int = 24, batch_size: int = 4) -> tuple[float, float]:
+    """Denoising loss on held-out validation windows with their own controls, and with each window's
+    actions and cameras rolled to the next window of the batch: equal for a model that ignores actions."""
+    from worker.training.batches import SampleBuilder
+
+    config = trainer.config
+    builder = SampleBuilder(trainer.dataset, config.method, seed=config.seed + 1, cfg_dropout=0.0, split="validation")
+    own, other = [], []
+    with torch.no_grad():
+        for index in range(batches):
+            batch = builder.batch(index, 0, 1, 0, 1, batch_size)
+            own.append(trainer.method.loss(trainer.model, batch).item())
+            roll = [(slot + 1) % batch_size for slot in range(batch_size)]
+            batch.actions, batch.viewmats, batch.intrinsics = batch.actions[roll], batch.viewmats[roll], batch.intrinsics[roll]
+            other.append(trainer.method.loss(trainer.model, batch).item())
+    return float(np.mean(own)), float(np.mean(other))
+
+
 def static_scores(validator) -> dict:
     """What a model that ignores the controls and holds the first frame would score (zero flow)."""
     from worker.training.flow import action_following
@@ -176,6 +195,8 @@ def main() -> None:
     parser.add_argument("--scripted-training", action="store_true",
                         help="train on the validation patterns (single held actions) in other rooms instead of random walks")
     parser.add_argument("--method", choices=sorted(METHODS), default="ar")
+    parser.add_argument("--init", choices=("standard", "scaled"), default="standard",
+                        help="standard: the modules' own initialisation (training from scratch); scaled: the tests' randn * 0.05")
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--sampling-steps", type=int, default=8)
@@ -193,7 +214,7 @@ def main() -> None:
         turn_step_deg=args.turn_deg, move_step=args.move_step,
     )  # fmt: skip
     raw = render(args.work, options, args.clips, args.validation, args.seed, args.scripted_training)
-    model = model_dir(args.work, args.seed, args.vae, args.vae_dir, raw, args.hidden_size, args.layers)
+    model = model_dir(args.work, args.seed, args.vae, args.vae_dir, raw, args.hidden_size, args.layers, args.init)
     data = prepare(args.work, raw, model)
 
     from worker.training.trainer import Hooks, Trainer
@@ -202,7 +223,9 @@ def main() -> None:
     config = train_config(args.work, model, data, args.method, args.steps, args.validation, args.sampling_steps, args.seed)
     print(f"training {args.steps} steps")
     trainer = Trainer(config, hooks=Hooks(on_metrics=lambda record: (records.append(record), record["kind"] == "train" and print(f"  step {record['step']}  loss {record['loss']:.4f}", flush=True))))
+    losses_before = control_losses(trainer)
     trainer.run()
+    losses_after = control_losses(trainer)
     validations = [record for record in records if record["kind"] == "validation"]
     untrained, trained = validations[0], validations[-1]
     with torch.no_grad():
@@ -221,6 +244,10 @@ def main() -> None:
     print(f"{'reference (ground truth)':32s} {trained['reference_pixel_epe']:10.3f}")
     print(f"untrained / trained EPE: {untrained['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x   "
           f"control / trained EPE: {control['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x")
+    print()
+    print(f"held-out denoising loss          {'own controls':>12s} {'other clip':>11s} {'other / own':>12s}")
+    for name, (own, other) in (("untrained", losses_before), ("trained", losses_after)):
+        print(f"{name:32s} {own:12.4f} {other:11.4f} {other / own:12.3f}")
     if max(abs(gain) for gain in calibration.gains) < 1e-3:
         print("WARNING: the reference videos (ground truth through this VAE) show no motion the controls explain "
               "(calibration gains ~0): this VAE cannot support an action-following comparison; the figures above "

@@ -39,6 +39,20 @@ def test_validation_patterns_hold_one_action():
     assert labels[0] == 0 and set(labels[1:]) == {9}
 
 
+def test_a_scripted_walk_that_cannot_fit_the_room_is_an_error_before_anything_is_written(tmp_path):
+    from worker.training.synthetic import SynthOptions, write_synthetic_dataset
+
+    # 0.1 units per frame held for 19 latents is 7.6 units: more than the room's safe area
+    options = SynthOptions(width=16, height=16, num_latents=20, move_step=0.1)
+    with pytest.raises(BadInput) as error:
+        write_synthetic_dataset(tmp_path / "raw", 1, 2, options)
+    assert "leaves the room" in error.value.message and "--move-step" in error.value.hint
+    assert not (tmp_path / "raw").exists()
+    # without scripted clips the random walks are trimmed at the walls instead
+    manifest = write_synthetic_dataset(tmp_path / "walks", 1, 0, SynthOptions(width=16, height=16, num_latents=20, move_step=0.1))
+    assert len(json.loads(manifest.read_text())["clips"]) == 1
+
+
 def test_prepared_dataset_has_aligned_latents_controls_and_states():
     from worker.training.dataset import PreparedDataset
 

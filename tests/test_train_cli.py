@@ -45,6 +45,9 @@ def test_bad_configs_and_inputs_fail_before_anything_starts(tmp_path):
     result = worldplay("data", "prepare", str(tmp_path / "nothing"), str(tmp_path / "out"), "--model-dir", str(tmp_path))
     assert result.returncode == 2 and "no dataset manifest" in result.stderr
     assert not (tmp_path / "run").exists()
+    result = worldplay("data", "synth", str(tmp_path / "raw"), "--latents", "40", "--move-step", "0.1")
+    assert result.returncode == 2 and "leaves the room" in result.stderr and "--move-step" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "raw").exists()
 
 
 @pytest.mark.slow

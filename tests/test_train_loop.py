@@ -100,6 +100,11 @@ def test_samples_follow_the_official_layout():
     reference = builder.batch(5, 0, 1, 0, 1, 1)
     assert torch.equal(again.noise, reference.noise) and torch.equal(again.sigmas, reference.sigmas)
     assert torch.equal(again.actions, reference.actions)
+    # held-out samples come from the validation clips only
+    dataset = PreparedDataset(prepared_dataset())
+    held_out = SampleBuilder(dataset, method, seed=3, cfg_dropout=0.0, split="validation")
+    assert held_out.clips and set(held_out.clips) <= {clip.id for clip in dataset.clips("validation")}
+    assert not set(held_out.clips) & set(builder.clips)
 
 
 def _run(tmp_path, name, resume_from=None, **sections):

@@ -38,6 +38,25 @@ def test_tiny_writer_reproduces_the_golden_weights_and_they_load_strictly(tmp_pa
     torch.testing.assert_close(out, io["out_bi"], atol=1e-4, rtol=1e-4)
 
 
+def test_tiny_writer_without_a_scale_writes_the_modules_own_initialisation(tmp_path):
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    root = write_tiny_transformer(tmp_path / "a", seed=4, scale=None)
+    # the global RNG is untouched, and the weights depend on the seed only
+    assert torch.equal(torch.rand(1), expected_next)
+    again = write_tiny_transformer(tmp_path / "b", seed=4, scale=None)
+    first = load_file(str(root / "ar_model" / "diffusion_pytorch_model.safetensors"))
+    second = load_file(str(again / "ar_model" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    model = load_transformer(root, action_checkpoint_path(root, "ar"), dtype=torch.float32)
+    block = model.double_blocks[0]
+    # unit query/key norm weights (not 0.05-scaled): attention can be sharp from the first step
+    assert torch.equal(block.img_attn_q_norm.weight, torch.ones_like(block.img_attn_q_norm.weight))
+    fan_in = block.img_attn_q.weight.shape[1]
+    assert block.img_attn_q.weight.abs().max() <= fan_in**-0.5
+
+
 def test_action_checkpoint_replaces_every_base_weight(tiny_dir):
     model = load_transformer(tiny_dir, tiny_dir / "bidirectional_model", dtype=torch.float32)
     action = load_file(str(tiny_dir / "bidirectional_model" / "diffusion_pytorch_model.safetensors"))

@@ -6,7 +6,10 @@
 
 Weights are `randn(shape) * scale` from one seeded CPU generator in parameter-registration order, which
 is the official order, so `write_tiny_transformer(root, seed=1, scale=0.05, config=<golden config>)` writes
-the golden tiny weights bit for bit. The four action checkpoints hold the same full state dict; the base
+the golden tiny weights bit for bit. `scale=None` writes the modules' own initialisation instead (PyTorch's
+Linear init, unit norm weights): what a model trained from scratch starts from. With every weight at 0.05
+the query/key norms make attention near uniform, and a tiny model trained from there learns the scenes'
+look long before it learns to use the actions (`bench/action_following.py`). The four action checkpoints hold the same full state dict; the base
 weights are drawn from the next seed and lack the action parameters, as the real base weights do.
 The default widths fit `worker.pipeline.tiny_encoders` (text 16, vision 24, byT5 1472) and
 `worker.models.tiny_vae` (4 latent channels).
@@ -42,7 +45,11 @@ TINY_TRANSFORMER_CONFIG = WorldPlayTransformerConfig(
 )
 
 
-def random_state_dict(config: WorldPlayTransformerConfig, seed: int, scale: float) -> dict[str, torch.Tensor]:
+def random_state_dict(config: WorldPlayTransformerConfig, seed: int, scale: float | None) -> dict[str, torch.Tensor]:
+    if scale is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return {name: tensor.contiguous() for name, tensor in WorldPlayTransformer(config).state_dict().items()}
     with torch.device("meta"):
         shapes = [(name, parameter.shape) for name, parameter in WorldPlayTransformer(config).named_parameters()]
     generator = torch.Generator().manual_seed(seed)
@@ -52,7 +59,7 @@ def random_state_dict(config: WorldPlayTransformerConfig, seed: int, scale: floa
 def write_tiny_transformer(
     root: str | Path,
     seed: int = 0,
-    scale: float = 0.05,
+    scale: float | None = 0.05,
     config: WorldPlayTransformerConfig = TINY_TRANSFORMER_CONFIG,
 ) -> Path:
     """Write the transformer config, base weights, the four action checkpoints and the scheduler config

@@ -108,7 +108,10 @@ def _prepare(args: argparse.Namespace) -> dict:
 def _synth(args: argparse.Namespace) -> dict:
     from worker.training.synthetic import SynthOptions, write_synthetic_dataset
 
-    options = SynthOptions(width=args.width, height=args.height, fps=args.fps, num_latents=args.latents)
+    options = SynthOptions(
+        width=args.width, height=args.height, fps=args.fps, num_latents=args.latents, move_step=args.move_step,
+        turn_step_deg=args.turn_deg, texture_period=args.texture_period,
+    )  # fmt: skip
 
     def progress(done: int, total: int, clip_id: str) -> None:
         _stderr(f"[{done}/{total}] {clip_id}")
@@ -147,6 +150,9 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--latents", type=int, default=24)
     synth.add_argument("--fps", type=int, default=16)
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--move-step", type=float, default=0.04)
+    synth.add_argument("--turn-deg", type=float, default=1.5)
+    synth.add_argument("--texture-period", type=float, default=2.0)
     return root
 
 

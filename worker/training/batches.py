@@ -84,15 +84,15 @@ def sample_shifted_timestep(rng: np.random.Generator, sampling: TimestepSampling
 
 
 class SampleBuilder:
-    """Draws the sample of (step, micro, rank, slot) from a prepared dataset for one method."""
+    """Draws the sample of (step, micro, rank, slot) from a prepared dataset's `split` for one method."""
 
-    def __init__(self, dataset: PreparedDataset, method: ARMethod | BiMethod, seed: int, cfg_dropout: float):
+    def __init__(self, dataset: PreparedDataset, method: ARMethod | BiMethod, seed: int, cfg_dropout: float, split: str = "train"):
         self.dataset = dataset
         self.method = method
         self.seed = seed
         self.cfg_dropout = cfg_dropout
-        self.clips = [clip.id for clip in dataset.clips("train") if clip.num_latents >= method.window_latents]
-        self.skipped = len(dataset.clips("train")) - len(self.clips)
+        self.clips = [clip.id for clip in dataset.clips(split) if clip.num_latents >= method.window_latents]
+        self.skipped = len(dataset.clips(split)) - len(self.clips)
         self.negative = dataset.negative_prompt()
         self.points = sample_points_in_sphere(method.memory_points, seed=seed) if isinstance(method, ARMethod) else None
         self._cache: dict[str, ClipTensors] = {}

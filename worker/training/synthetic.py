@@ -248,6 +248,36 @@ def start_pose(rng: np.random.Generator) -> np.ndarray:
     return pose
 
 
+def pattern_segments(pattern, options: SynthOptions) -> list[tuple[tuple[str, ...], int]]:
+    """A scripted pattern repeated from latent 1 to the end of the clip."""
+    return [pattern[index % len(pattern)] for index in range(options.num_latents - 1)]
+
+
+def scripted_start(segments, options: SynthOptions, start: np.ndarray) -> np.ndarray:
+    """The start position that centres a scripted walk on the room; BadInput when the walk cannot fit.
+
+    A scripted clip exists to show its actions, so it is never trimmed the way a random walk is (a walk
+    trimmed to nothing would score a model on a still camera)."""
+    from worldplay_cli.errors import BadInput
+
+    centred = start.copy()
+    centred[:3, 3] = 0.0
+    keyboard, mouse = controls_for_segments(segments, options.num_latents, options)
+    path = integrate_controls(keyboard, mouse, options.move_step, centred)
+    offset = -path[:, :3, 3].mean(axis=0)
+    # distance from the room's centre: the same for every start heading, so one check covers all clips
+    extent = float(np.linalg.norm(path[:, [0, 2], 3] + offset[[0, 2]], axis=1).max())
+    pitch = np.degrees(np.arcsin(np.clip(-path[:, 1, 2], -1, 1)))
+    if extent >= ROOM_HALF - WALL_MARGIN or np.any(np.abs(pitch) >= MAX_PITCH_DEG):
+        raise BadInput(
+            f"a scripted validation walk of {options.num_latents} latents at {options.move_step} units and "
+            f"{options.turn_step_deg}° per frame leaves the room (it reaches {extent:.1f} units from the centre, "
+            f"the limit is {ROOM_HALF - WALL_MARGIN:.1f}) or pitches past {MAX_PITCH_DEG:.0f}°",
+            "use fewer --latents, or a smaller --move-step / --turn-deg",
+        )
+    return offset
+
+
 @dataclass(frozen=True)
 class SyntheticClip:
     frames: np.ndarray  # [F, H, W, 3] uint8
@@ -264,14 +294,10 @@ def make_clip(seed: int, options: SynthOptions, pattern=None) -> SyntheticClip:
     room = Room.random(rng)
     start = start_pose(rng)
     if pattern is None:
-        segments = random_segments(rng, options.num_latents)
+        segments = safe_segments(rng, random_segments(rng, options.num_latents), options, start)
     else:
-        # the pattern repeated from latent 1 on, with the walk centred on the room so it stays inside
-        segments = [pattern[index % len(pattern)] for index in range(options.num_latents - 1)]
-        start[:3, 3] = 0.0
-        keyboard, mouse = controls_for_segments(segments, options.num_latents, options)
-        start[:3, 3] = -integrate_controls(keyboard, mouse, options.move_step, start)[:, :3, 3].mean(axis=0)
-    segments = safe_segments(rng, segments, options, start)
+        segments = pattern_segments(pattern, options)
+        start[:3, 3] = scripted_start(segments, options, start)
     keyboard, mouse = controls_for_segments(segments, options.num_latents, options)
     c2w = integrate_controls(keyboard, mouse, options.move_step, start)
     intrinsics = options.pixel_intrinsics()
@@ -300,7 +326,6 @@ def write_synthetic_dataset(
     from worker.video import write_video
 
     out_dir = Path(out_dir)
-    (out_dir / "clips").mkdir(parents=True, exist_ok=True)
     entries = []
     jobs = [
         (f"train-{index:05d}", seed * 1_000_003 + index, VALIDATION_PATTERNS[index % len(VALIDATION_PATTERNS)] if scripted_training else None, "train")
@@ -310,6 +335,10 @@ def write_synthetic_dataset(
         (f"val-{index:03d}", seed * 1_000_003 + 900_000 + index, VALIDATION_PATTERNS[index % len(VALIDATION_PATTERNS)], "validation")
         for index in range(num_validation)
     ]
+    # fail before rendering anything when a scripted walk cannot fit the room
+    for pattern in {pattern for _, _, pattern, _ in jobs if pattern is not None}:
+        scripted_start(pattern_segments(pattern, options), options, np.eye(4))
+    (out_dir / "clips").mkdir(parents=True, exist_ok=True)
     for position, (clip_id, clip_seed, pattern, split) in enumerate(jobs):
         clip = make_clip(clip_seed, options, pattern)
         write_video(clip.frames, out_dir / "clips" / f"{clip_id}.mp4", options.fps, overwrite=True)

@@ -73,6 +73,9 @@ def synth(
     latents: Annotated[int, typer.Option(help="Latents per clip (frames = 4·(latents−1)+1).", min=2)] = 24,
     fps: Annotated[int, typer.Option(help="Frame rate.", min=1)] = 16,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    move_step: Annotated[float, typer.Option(help="World units per frame while W/S/A/D is held (the room is 8 units wide).", min=0.001)] = 0.04,
+    turn_deg: Annotated[float, typer.Option(help="Degrees per frame while the view turns.", min=0.01)] = 1.5,
+    texture_period: Annotated[float, typer.Option(help="World units per texture repeat (larger: smoother frames).", min=0.1)] = 2.0,
     as_json: JsonOption = False,
 ) -> None:
     from worldplay_cli.commands.train import run_training_process
@@ -83,5 +86,6 @@ def synth(
         raise BadInput("nothing to generate", "pass --clips and/or --validation above 0")
     arguments = ["synth", str(out), "--clips", str(clips), "--validation", str(validation), "--width", str(width)]
     arguments += ["--height", str(height), "--latents", str(latents), "--fps", str(fps), "--seed", str(seed)]
+    arguments += ["--move-step", str(move_step), "--turn-deg", str(turn_deg), "--texture-period", str(texture_period)]
     summary = run_training_process(arguments)
     emit(summary, as_json, lambda console: console.print(f"wrote {clips} + {validation} clips of {summary['frames']} frames: {summary['manifest']}"))
