@@ -12,7 +12,9 @@ Stages (each cached in --work, so a re-run continues):
 3. the clips prepared with that directory, then training (`worker.training`) with validation at step 0
    (untrained) and at the end (trained);
 4. a control: the trained model conditioned on another validation clip's actions and cameras, scored
-   against the clip's own actions (a model that ignores actions scores the same in both rows).
+   against the clip's own actions (a model that ignores actions scores the same in both rows); and the
+   validation's control loss: the held-out denoising loss with each clip's own controls vs another clip's
+   (ratio 1 for a model that ignores them).
 
 Printed side by side: the action-following pixel EPE (lower is better) and mean-flow cosine of untrained,
 trained and control, and the reference (ground-truth latents through the same VAE): the floor. When the
@@ -149,24 +151,6 @@ class SwappedActions:
             validator.generate = generate
 
 
-def control_losses(trainer, batches: int = 24, batch_size: int = 4) -> tuple[float, float]:
-    """Denoising loss on held-out validation windows with their own controls, and with each window's
-    actions and cameras rolled to the next window of the batch: equal for a model that ignores actions."""
-    from worker.training.batches import SampleBuilder
-
-    config = trainer.config
-    builder = SampleBuilder(trainer.dataset, config.method, seed=config.seed + 1, cfg_dropout=0.0, split="validation")
-    own, other = [], []
-    with torch.no_grad():
-        for index in range(batches):
-            batch = builder.batch(index, 0, 1, 0, 1, batch_size)
-            own.append(trainer.method.loss(trainer.model, batch).item())
-            roll = [(slot + 1) % batch_size for slot in range(batch_size)]
-            batch.actions, batch.viewmats, batch.intrinsics = batch.actions[roll], batch.viewmats[roll], batch.intrinsics[roll]
-            other.append(trainer.method.loss(trainer.model, batch).item())
-    return float(np.mean(own)), float(np.mean(other))
-
-
 def static_scores(validator) -> dict:
     """What a model that ignores the controls and holds the first frame would score (zero flow)."""
     from worker.training.flow import action_following
@@ -223,9 +207,7 @@ def main() -> None:
     config = train_config(args.work, model, data, args.method, args.steps, args.validation, args.sampling_steps, args.seed)
     print(f"training {args.steps} steps")
     trainer = Trainer(config, hooks=Hooks(on_metrics=lambda record: (records.append(record), record["kind"] == "train" and print(f"  step {record['step']}  loss {record['loss']:.4f}", flush=True))))
-    losses_before = control_losses(trainer)
     trainer.run()
-    losses_after = control_losses(trainer)
     validations = [record for record in records if record["kind"] == "validation"]
     untrained, trained = validations[0], validations[-1]
     with torch.no_grad():
@@ -246,8 +228,8 @@ def main() -> None:
           f"control / trained EPE: {control['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x")
     print()
     print(f"held-out denoising loss          {'own controls':>12s} {'other clip':>11s} {'other / own':>12s}")
-    for name, (own, other) in (("untrained", losses_before), ("trained", losses_after)):
-        print(f"{name:32s} {own:12.4f} {other:11.4f} {other / own:12.3f}")
+    for name, scores in (("untrained", untrained), ("trained", trained)):
+        print(f"{name:32s} {scores['control_loss_own']:12.4f} {scores['control_loss_other']:11.4f} {scores['control_loss_ratio']:12.3f}")
     if max(abs(gain) for gain in calibration.gains) < 1e-3:
         print("WARNING: the reference videos (ground truth through this VAE) show no motion the controls explain "
               "(calibration gains ~0): this VAE cannot support an action-following comparison; the figures above "

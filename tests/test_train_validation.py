@@ -58,6 +58,27 @@ def test_psnr_and_ssim():
     assert 20 < psnr(noisy, video) < 30 and ssim(noisy, video) < ssim(video, video)
 
 
+def test_control_loss_is_one_for_a_model_without_action_parameters_and_not_for_one_with_them(tmp_path):
+    from worker.models.checkpoint import is_action_parameter
+    from worker.training.dataset import PreparedDataset
+    from worker.training.trainer import load_initial_model
+    from worker.training.validation import Validator
+
+    config = TrainConfig.model_validate(train_config_data(tmp_path / "run", validation={"max_clips": 2}))
+    validator = Validator(config, PreparedDataset(config.data.path), tmp_path / "run", torch.device("cpu"), is_main=True)
+    model = load_initial_model(config, torch.device("cpu"))
+    with torch.no_grad():
+        losses = validator.control_losses(model, rounds=1)
+        assert losses["control_loss_ratio"] != pytest.approx(1.0, abs=1e-6)
+        # the action embedding and the camera (PRoPE) branch are the only ways the controls reach the model
+        for name, parameter in model.named_parameters():
+            if is_action_parameter(name):
+                parameter.zero_()
+        blind = validator.control_losses(model, rounds=1)
+    assert blind["control_loss_own"] == pytest.approx(blind["control_loss_other"], rel=1e-6)
+    assert blind["control_loss_ratio"] == pytest.approx(1.0, abs=1e-6)
+
+
 @pytest.mark.slow
 def test_validation_during_training_writes_plain_and_hud_videos_and_metrics(tmp_path):
     from worker.training.media import read_video
@@ -77,7 +98,9 @@ def test_validation_during_training_writes_plain_and_hud_videos_and_metrics(tmp_
     assert plain.frames.shape == hud.frames.shape == (29, 32, 32, 3)
     assert not np.array_equal(plain.frames, hud.frames)
     summary = json.loads((step_dir / "metrics.json").read_text())
-    assert set(summary["per_clip"]) == {"val-000"} and not summary["errors"]
+    assert set(summary["per_clip"]) == {"val-000"}
+    # one clip has no other clip to borrow controls from: said, not silently dropped
+    assert summary["errors"] == ["control_loss skipped: needs two validation clips of at least 12 latents"]
     assert (tmp_path / "run" / "validation" / "flow_calibration.json").is_file()
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {line["kind"] for line in lines} == {"train", "validation", "checkpoint"}

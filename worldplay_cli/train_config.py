@@ -271,8 +271,8 @@ class ValidationSection(_Strict):
     guidance: float = Field(default=1.0, ge=1)
     seed: int = 0
     hud: bool = True
-    metrics: list[Literal["psnr", "ssim", "action_following"]] = Field(
-        default_factory=lambda: ["psnr", "ssim", "action_following"]
+    metrics: list[Literal["psnr", "ssim", "action_following", "control_loss"]] = Field(
+        default_factory=lambda: ["psnr", "ssim", "action_following", "control_loss"]
     )
 
 

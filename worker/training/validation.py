@@ -9,6 +9,10 @@ without a keyboard HUD, and score them.
 - action following (`flow.py`): the optical flow of the generated video against the flow the clip's
   controls predict, with gains calibrated once on the reference videos at this resolution. The reference
   videos' own score is reported beside it (`reference_pixel_epe`): the best a model can do here.
+- control loss (`control_loss_*`): the training loss on held-out windows of the validation clips with their
+  own controls and with each window's actions and cameras taken from the next clip. A model that ignores
+  the controls scores a ratio (other / own) of 1; the higher, the more its predictions depend on them.
+  No sampling and no VAE, so it reads the same at any resolution and costs two forwards per clip.
 
 Outputs: `<output_dir>/validation/step-<N>/<clip>.mp4`, `<clip>_hud.mp4` and `metrics.json` (per clip and
 mean); the reference videos once under `validation/reference/`. A failed video write is logged in the
@@ -23,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worker.training.batches import prompt_embeddings, prompt_to
+from worker.training.batches import SampleBuilder, collate, prompt_embeddings, prompt_to
 from worker.training.dataset import ClipTensors, PreparedDataset
 from worker.training.flow import FlowCalibration, action_following, calibrate, motion_features, psnr, ssim, video_flow
 from worldplay_cli.train_config import ARMethod, TrainConfig
@@ -146,12 +150,44 @@ class Validator:
                 self.calibration.save(self.output_dir / CALIBRATION_NAME)
         return self.calibration
 
+    # -- control loss -------------------------------------------------------------------------------
+
+    def control_losses(self, model, rounds: int = 4) -> dict[str, float]:
+        """Mean held-out loss with the clips' own controls and with the next clip's (ValueError with fewer
+        than two clips long enough for a training window)."""
+        from worker.training.methods import build_method
+
+        split = "train" if self.uses_training_clips else "validation"
+        builder = SampleBuilder(self.dataset, self.config.method, self.settings.seed, cfg_dropout=0.0, split=split)
+        clip_ids = builder.clips[: self.settings.max_clips]
+        if len(clip_ids) < 2:
+            raise ValueError(f"needs two {split} clips of at least {self.config.method.window_latents} latents")
+        loss = build_method(self.config.method).loss
+        clips = [self.dataset.load(clip_id) for clip_id in clip_ids]
+        own, other = [], []
+        for round_index in range(rounds):
+            samples = [builder.sample(clip, np.random.default_rng([self.settings.seed, round_index, index])) for index, clip in enumerate(clips)]
+            # one window per forward: the memory a training step needs, not max_clips times it
+            for index, sample in enumerate(samples):
+                donor = samples[(index + 1) % len(samples)]
+                swapped = {**sample, **{name: donor[name] for name in ("actions", "viewmats", "intrinsics")}}
+                own.append(float(loss(model, collate([sample]).to(self.device))))
+                other.append(float(loss(model, collate([swapped]).to(self.device))))
+        own_mean, other_mean = float(np.mean(own)), float(np.mean(other))
+        return {"control_loss_own": own_mean, "control_loss_other": other_mean, "control_loss_ratio": other_mean / own_mean}
+
     # -- one validation round -----------------------------------------------------------------------
 
     def run(self, model, step: int) -> dict[str, float]:
         metrics_wanted = set(self.settings.metrics)
         per_clip: dict[str, dict] = {}
         errors: list[str] = []
+        overall: dict[str, float] = {}
+        if "control_loss" in metrics_wanted:
+            try:
+                overall = self.control_losses(model)
+            except ValueError as error:
+                errors.append(f"control_loss skipped: {error}")
         step_dir = self.output_dir / f"step-{step:06d}"
         for index, clip in enumerate(self.clips):
             frames = self.decode(self.generate(model, clip, index))
@@ -180,6 +216,7 @@ class Validator:
                     errors.append(f"{clip.record.id}: video not written ({error})")
         keys = sorted({key for scores in per_clip.values() for key in scores})
         mean = {key: float(np.mean([scores[key] for scores in per_clip.values() if key in scores])) for key in keys}
+        mean.update(overall)
         if self.is_main:
             step_dir.mkdir(parents=True, exist_ok=True)
             summary = {"step": step, "mean": mean, "per_clip": per_clip, "errors": errors, "training_clips": self.uses_training_clips}
