@@ -6,11 +6,12 @@
 
 Weights are `randn(shape) * scale` from one seeded CPU generator in parameter-registration order, which
 is the official order, so `write_tiny_transformer(root, seed=1, scale=0.05, config=<golden config>)` writes
-the golden tiny weights bit for bit. `scale=None` writes the modules' own initialisation instead (PyTorch's
-Linear init, unit norm weights): what a model trained from scratch starts from. With every weight at 0.05
-the query/key norms make attention near uniform, and a tiny model trained from there learns the scenes'
-look long before it learns to use the actions (`bench/action_following.py`). The four action checkpoints hold the same full state dict; the base
+the golden tiny weights bit for bit. The four action checkpoints hold the same full state dict; the base
 weights are drawn from the next seed and lack the action parameters, as the real base weights do.
+`scale=None` writes the modules' own initialisation instead (PyTorch's Linear init, unit norm weights):
+what a model trained from scratch starts from. With every weight at 0.05 the query/key norms make
+attention near uniform, and a tiny model trained from there learns the scenes' look long before it learns
+to use the actions (`bench/action_following.py`).
 The default widths fit `worker.pipeline.tiny_encoders` (text 16, vision 24, byT5 1472) and
 `worker.models.tiny_vae` (4 latent channels).
 """

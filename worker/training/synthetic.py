@@ -220,7 +220,7 @@ def random_segments(rng: np.random.Generator, num_latents: int) -> list[tuple[tu
     return segments
 
 
-def safe_segments(rng: np.random.Generator, segments, options: SynthOptions, start: np.ndarray):
+def safe_segments(segments, options: SynthOptions, start: np.ndarray):
     """Drop translations that would leave the room's safe area and looks that would pitch too far."""
     fixed = []
     pose = start
@@ -294,7 +294,7 @@ def make_clip(seed: int, options: SynthOptions, pattern=None) -> SyntheticClip:
     room = Room.random(rng)
     start = start_pose(rng)
     if pattern is None:
-        segments = safe_segments(rng, random_segments(rng, options.num_latents), options, start)
+        segments = safe_segments(random_segments(rng, options.num_latents), options, start)
     else:
         segments = pattern_segments(pattern, options)
         start[:3, 3] = scripted_start(segments, options, start)

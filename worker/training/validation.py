@@ -30,6 +30,7 @@ import torch
 from worker.training.batches import SampleBuilder, collate, prompt_embeddings, prompt_to
 from worker.training.dataset import ClipTensors, PreparedDataset
 from worker.training.flow import FlowCalibration, action_following, calibrate, motion_features, psnr, ssim, video_flow
+from worker.training.methods import build_method
 from worldplay_cli.train_config import ARMethod, TrainConfig
 
 CALIBRATION_NAME = "flow_calibration.json"
@@ -155,8 +156,6 @@ class Validator:
     def control_losses(self, model, rounds: int = 4) -> dict[str, float]:
         """Mean held-out loss with the clips' own controls and with the next clip's (ValueError with fewer
         than two clips long enough for a training window)."""
-        from worker.training.methods import build_method
-
         split = "train" if self.uses_training_clips else "validation"
         builder = SampleBuilder(self.dataset, self.config.method, self.settings.seed, cfg_dropout=0.0, split=split)
         clip_ids = builder.clips[: self.settings.max_clips]
