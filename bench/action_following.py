@@ -164,6 +164,31 @@ def static_scores(validator) -> dict:
     return {key: float(np.mean([score[key] for score in scores])) for key in scores[0]}
 
 
+# The arguments the cached stages (clips, model directory, prepared latents) are built from.
+CACHED_SETTINGS = (
+    "size", "clips", "validation", "latents", "vae", "vae_dir", "texture_period", "turn_deg", "move_step",
+    "scripted_training", "init", "hidden_size", "layers", "seed",
+)  # fmt: skip
+
+
+def check_cached_settings(args: argparse.Namespace) -> None:
+    """Refuse a --work whose cached stages were built with other settings (they would be reused silently)."""
+    import json
+
+    settings = {name: str(getattr(args, name)) for name in CACHED_SETTINGS}
+    stamp = args.work / "settings.json"
+    if stamp.exists():
+        built = json.loads(stamp.read_text())
+        changed = sorted(name for name in settings if built.get(name) != settings[name])
+        if changed:
+            raise SystemExit(
+                f"error: {args.work} was built with other {', '.join('--' + name.replace('_', '-') for name in changed)} "
+                "(hint: pass a new --work, or the settings it was built with)"
+            )
+    else:
+        stamp.write_text(json.dumps(settings, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/worldplay-action-following"))
@@ -193,6 +218,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
+    check_cached_settings(args)
     started = time.monotonic()
 
     from worker.training.synthetic import SynthOptions
