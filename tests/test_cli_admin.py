@@ -137,6 +137,37 @@ def test_bad_gpu_sets(text):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_worker_supervisor_of_two_stops_within_seconds_every_time(cli, worldplay_env):
+    """A supervisor of two idle workers stops within a few seconds of SIGTERM, ten times running.
+
+    The race this guards: a worker's command listener that saw its UNSUBSCRIBE answered before its stop
+    flag waited out rq's 60 s listen timeout, and the supervisor waited for it (2 stops in 10 hung).
+    """
+    for cycle in range(10):
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "worldplay_cli", "worker", "--gpus", "0,1", "--queue", "stopping"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            def two_workers():
+                code, out, _ = cli("jobs", "workers", "--json")
+                return code == 0 and len(json.loads(out)) == 2
+
+            wait_until(two_workers, 60, interval=0.1, what="two workers")
+            supervisor.send_signal(signal.SIGTERM)
+            try:
+                supervisor.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"cycle {cycle}: the supervisor did not stop within 8 s of SIGTERM")
+            assert supervisor.returncode == 0
+        finally:
+            if supervisor.poll() is None:
+                supervisor.kill()
+                supervisor.wait()
+
+
 def test_worker_command_runs_one_worker_per_gpu_set_and_stops_them_on_sigterm(cli, worldplay_env):
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "worldplay_cli", "worker", "--gpus", "0,1", "--queue", "gpu1"],

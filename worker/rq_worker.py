@@ -37,6 +37,11 @@ from worker.runner import record_end
 
 _PARENT_POLL_S = 0.5
 MAINTENANCE_INTERVAL_S = 30
+# How long the command listener (cancel/stop messages) waits for a message or a subscription per turn.
+# rq uses 60 s, and redis-py joins the listener without a bound at shutdown: when the listener saw our
+# UNSUBSCRIBE answered before it saw the stop flag, it waited out the full 60 s for a new subscription
+# and `worldplay worker` took up to a minute to stop. One second bounds that wait.
+_PUBSUB_POLL_S = 1.0
 
 
 class WorldplayWorker(Worker):
@@ -75,6 +80,14 @@ class WorldplayWorker(Worker):
         # registration and sent SIGTERM in that gap would kill us outright instead of stopping us warmly.
         self._install_signal_handlers()
         super().bootstrap(*args, **kwargs)
+
+    def subscribe(self):
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=_PUBSUB_POLL_S, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # rq adds a fixed 60 s; ours is the configured bound, refreshed every heartbeat until the horse is gone.
