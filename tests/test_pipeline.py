@@ -211,6 +211,20 @@ def test_latent_rounding_is_an_option(pipelines, image):
     torch.testing.assert_close(rounded, exact, atol=0.1, rtol=0)
 
 
+@pytest.mark.parametrize("variant", ["ar", "bi"])
+@pytest.mark.parametrize("round_latents", [True, False])
+def test_rollouts_leave_their_inputs_untouched(pipelines, image, variant, round_latents):
+    pipeline = pipelines(variant)
+    options = GenerationOptions(width=WIDTH, height=HEIGHT, num_inference_steps=1, round_latents=round_latents)
+    prepared = pipeline.prepare(PROMPT, image, parse_pose_string("w-15"), options)
+    inputs = prepared.inputs
+    before = {name: getattr(inputs, name).clone() for name in ("noise", "cond", "viewmats", "intrinsics", "actions", "w2c")}
+    chunks = list(pipeline.rollout(prepared, options))
+    assert not torch.equal(chunks[0].latents, before["noise"][:, :, : chunks[0].end])
+    for name, tensor in before.items():
+        assert torch.equal(getattr(inputs, name), tensor), f"{name} was written by the {variant} rollout"
+
+
 def test_streaming_decode_equals_decoding_the_whole_video(pipelines, image):
     pipeline = pipelines("ar-distilled")
     streamed, streamed_frames = run(pipeline, image, "w-7", streaming_decode=True)

@@ -85,6 +85,12 @@ def _store(latents: torch.Tensor, round_latents: bool) -> torch.Tensor:
     return latents.to(torch.bfloat16).float() if round_latents else latents
 
 
+def _working_latents(noise: torch.Tensor, round_latents: bool) -> torch.Tensor:
+    """The rollout's own buffer of the whole video: chunks are written back into it, so it must never be
+    (or share storage with) the caller's noise, which `_store` returns unchanged for fp32 latents."""
+    return _store(noise.to(torch.float32, copy=True), round_latents)
+
+
 def _guide(predictions: list[torch.Tensor], guidance_scale: float) -> torch.Tensor:
     if len(predictions) == 1:
         return predictions[0]
@@ -101,7 +107,7 @@ def bi_rollout(
     round_latents: bool = True,
     on_step: StepCallback | None = None,
 ) -> Iterator[ChunkResult]:
-    latents = _store(inputs.noise.float(), round_latents)
+    latents = _working_latents(inputs.noise, round_latents)
     num_chunks = inputs.num_latents // chunk_latents
     batch = len(inputs.prompts)
     prompt = inputs.prompts[0] if batch == 1 else stack_prompts(inputs.prompts)
@@ -151,7 +157,7 @@ def ar_rollout(
     round_latents: bool = True,
     on_step: StepCallback | None = None,
 ) -> Iterator[ChunkResult]:
-    latents = _store(inputs.noise.float(), round_latents)
+    latents = _working_latents(inputs.noise, round_latents)
     num_chunks = inputs.num_latents // chunk_latents
     # 1. text K/V once per video and guidance branch
     caches: list[KVCache] = [transformer.forward_text(prompt, AR_TEXT_TIMESTEP) for prompt in inputs.prompts]
