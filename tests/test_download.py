@@ -14,6 +14,7 @@ import pytest
 from fake_hub import GOOD_TOKEN, FakeHub, add_worldplay_repos
 from worldplay_cli.app import main
 from worldplay_cli.download import transfer
+from worldplay_cli.download.sizes import format_size
 
 DISTILLED_REPO_FILE = "ar_distilled_action_model/model.safetensors"
 DISTILLED_LAYOUT_FILE = "ar_distilled_action_model/diffusion_pytorch_model.safetensors"
@@ -309,3 +310,136 @@ def test_token_never_printed_logged_or_stored(hub, env, capsys):
     cdn = [r for r in hub.requests if r.path.startswith("/cdn/")]
     assert cdn and not any(r.authorized for r in cdn)
     assert any(r.authorized for r in hub.requests if "/resolve/" in r.path)
+
+
+# -- planning without the hub -------------------------------------------------------------------------
+
+def _closed_port_url() -> str:
+    """An endpoint on this machine that refuses connections: a hub that cannot be reached."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_offline_dry_run_plans_from_the_catalog_and_says_so(hub, env, capsys):
+    from worldplay_cli.download.catalog import KNOWN_SIZES
+
+    code, plan = run_json(capsys, "download", "bi", "--dry-run", "--offline")
+    assert code == 0, plan
+    assert plan["sizes_from"] == "catalog"
+    assert plan["sizes_note"] == "sizes from worldplay's catalog (offline); the hub may differ"
+    names = ["hunyuanvideo-480p-i2v", "qwen2.5-vl", "byt5-small", "glyph-sdxl-v2", "siglip", "action-bi"]
+    assert [piece["name"] for piece in plan["pieces"]] == names
+    for piece in plan["pieces"]:
+        assert piece["sizes_from"] == "catalog" and piece["files"] is None, piece
+        assert piece["total_bytes"] == KNOWN_SIZES[piece["name"]].size > 0
+    assert plan["total_bytes"] == plan["download_bytes"] == sum(KNOWN_SIZES[name].size for name in names)
+    assert plan["space"][0]["need"] == plan["total_bytes"]
+
+    code, out, err = run(capsys, "download", "bi", "--dry-run", "--offline")
+    assert code == 0, err
+    assert "sizes from worldplay's catalog (offline); the hub may differ" in out
+    assert f"total ~{format_size(plan['total_bytes'])}" in out and "~17.1 GB" in out
+    assert " 0 B " not in out.replace("present 0 B", "")  # no piece claims to be empty
+    assert hub.requests == []
+
+
+def test_offline_plan_uses_cached_records_and_the_catalog_only_for_the_rest(hub, env, capsys):
+    assert run_json(capsys, "download", "ar-distilled", "--skip", "siglip")[0] == 0
+    hub.reset_requests()
+    code, plan = run_json(capsys, "download", "ar-distilled", "bi", "--dry-run", "--offline")
+    assert code == 0
+    pieces = {piece["name"]: piece for piece in plan["pieces"]}
+    assert pieces["action-ar-distilled"]["sizes_from"] == "local"
+    assert pieces["action-ar-distilled"]["total_bytes"] == len(repo_bytes(hub, "tencent/HY-WorldPlay",
+                                                                         DISTILLED_REPO_FILE))
+    assert pieces["action-ar-distilled"]["files"] == 1 and pieces["action-ar-distilled"]["problem"] is None
+    assert {name for name, piece in pieces.items() if piece["sizes_from"] == "catalog"} == {"siglip", "action-bi"}
+    assert plan["sizes_from"] == "catalog" and hub.requests == []
+
+    # Online, the live listing wins again.
+    code, plan = run_json(capsys, "download", "ar-distilled", "--skip", "siglip", "--dry-run")
+    assert code == 0 and plan["sizes_from"] == "hub" and plan["sizes_note"] is None
+    assert {piece["sizes_from"] for piece in plan["pieces"]} == {"hub"}
+
+
+def test_unreachable_hub_dry_run_falls_back_to_the_catalog_and_a_real_run_stops(env, capsys, monkeypatch):
+    nowhere = _closed_port_url()
+    monkeypatch.setenv("HF_ENDPOINT", nowhere)
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", nowhere)
+    code, plan = run_json(capsys, "download", "ar", "--dry-run")
+    assert code == 0, plan
+    assert plan["sizes_from"] == "catalog" and not plan["offline"]
+    assert plan["sizes_note"] == "sizes from worldplay's catalog (the hub is unreachable); the hub may differ"
+    assert all(piece["problem"].startswith(f"cannot reach {nowhere}") for piece in plan["pieces"])
+    assert plan["total_bytes"] > 50 * 10**9
+
+    code, out, err = run(capsys, "download", "ar")
+    assert code == 1 and f"cannot reach {nowhere}" in err.splitlines()[-1]
+
+
+# -- models verify when nothing (or not everything) is here -------------------------------------------
+
+def test_verify_with_nothing_downloaded_is_not_ok(hub, env, capsys):
+    code, out, err = run(capsys, "models", "verify")
+    assert code == 1 and "ok" not in out
+    assert err == (f"error: nothing is downloaded in {env['model_dir']} (hint: run `worldplay download VARIANT`, "
+                   "VARIANT one of bi, ar, ar-rl, ar-distilled, sr)\n")
+    code, report = run_json(capsys, "models", "verify", "bi")
+    assert code == 1 and not report["ok"] and report["not_downloaded"] == ["bi"]
+    assert report["absent_pieces"] == [] and report["repair"] is None
+    code, out, err = run(capsys, "models", "verify", "bi", "--quick")
+    assert code == 1 and err.strip() == (f"error: bi is not downloaded in {env['model_dir']} "
+                                         "(hint: run `worldplay download bi`)")
+
+
+def test_verify_after_a_partial_download_says_which_variant_is_incomplete(hub, env, capsys):
+    assert run_json(capsys, "download", "ar-distilled", "--skip", "siglip")[0] == 0
+    code, out, err = run(capsys, "models", "verify", "--quick")
+    assert code == 0
+    assert "incomplete ar-distilled: no siglip" in out
+    code, report = run_json(capsys, "models", "verify", "ar-distilled", "bi")
+    # bi was never fetched: that is said once, and the repair line only names what is here.
+    assert code == 1 and report["not_downloaded"] == [] and report["incomplete"] == {
+        "ar-distilled": ["siglip"], "bi": ["siglip", "action-bi"]}
+    code, out, err = run(capsys, "models", "path", "ar-distilled")
+    assert code == 1 and "ar-distilled is incomplete" in err and "siglip" in err
+
+
+# -- one kind of mistake, one exit code ------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ("download", "bii"),
+    ("download", "bii", "--dry-run", "--offline"),
+    ("models", "path", "bii"),
+    ("models", "verify", "bii"),
+    ("models", "rm", "bii"),  # refused before the confirmation question
+    ("models", "rm", "bii", "--yes"),
+])
+def test_unknown_variant_is_bad_input_in_every_subcommand(hub, env, capsys, args):
+    code, out, err = run(capsys, *args)
+    assert code == 2, (code, err)
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: unknown variant 'bii'; did you mean 'bi'? (hint: variants: "
+                          "bi, ar, ar-rl, ar-distilled, sr")
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("download", "bi", "--skip", "sigl"), "error: unknown piece 'sigl'; did you mean 'siglip'?"),
+    (("models", "path", "ar-rl-distilled"), "error: ar-rl-distilled (HY-World1.5-Autoregressive-480P-I2V-rl-distill)"
+                                            " is not released yet"),
+    (("download", "bi", "--quota", "lots"), "error: cannot read --quota 'lots'"),
+    (("download", "bi", "--workers", "0"), "error: invalid value for '--workers'"),
+    (("download", "bi", "--link", "soft"), "error: unknown --link 'soft'"),
+    (("models", "list", "--model-dir"), "error: option '--model-dir' requires an argument"),
+    (("models", "verify", "--full"), "error: no such option: --full"),
+])
+def test_bad_values_are_one_line_exit_2(hub, env, capsys, args, expected):
+    code, out, err = run(capsys, *args)
+    assert code == 2, (code, err)
+    assert err.startswith(expected) and err.count("\n") == 1 and "╭" not in err, err
+    assert hub.requests == []

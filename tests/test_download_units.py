@@ -35,6 +35,23 @@ def test_select_shares_pieces_and_refuses_unknown_or_unreleased_names():
         catalog.select(["ar"], skip=["nope"])
 
 
+def test_every_piece_has_a_catalog_size_that_says_where_it_comes_from():
+    # An offline plan shows these; a piece without one would be planned as "? B".
+    assert set(catalog.KNOWN_SIZES) == set(catalog.PIECES)
+    for name, known in catalog.KNOWN_SIZES.items():
+        assert known.size > 10**8 and known.basis, name
+    assert format_size(catalog.KNOWN_SIZES["action-ar"].size, approximate=True) == "~17.1 GB"
+
+
+def test_mistyped_names_get_the_closest_valid_one():
+    with pytest.raises(BadInput, match=r"unknown variant 'ar-distiled'; did you mean 'ar-distilled'\?"):
+        catalog.select(["ar-distiled"])
+    with pytest.raises(BadInput) as caught:
+        catalog.find_variant("xyz")
+    assert caught.value.message == "unknown variant 'xyz'" and caught.value.hint == (
+        "variants: bi, ar, ar-rl, ar-distilled, sr")
+
+
 def test_patterns_and_the_distilled_rename():
     hv = catalog.PIECES["hunyuanvideo-480p-i2v"]
     files = ["vae/config.json", "transformer/480p_i2v/config.json", "transformer/720p_t2v/config.json",

@@ -57,7 +57,7 @@ def download(
         raise BadInput(f"unknown --link {link!r}", f"choose one of {', '.join(LINK_MODES)}")
     if local_dir is not None and model_dir is not None:
         raise BadInput("--local-dir and --model-dir both name the layout root", "pass only one of them")
-    quota_bytes = parse_size(quota) if quota else None
+    quota_bytes = parse_size(quota, "--quota") if quota else None
     settings = load_settings({"model_dir": model_dir})
     target = make_target(settings.model_dir, local_dir=local_dir, cache_dir=cache_dir, link_mode=link)
     offline = offline_mode(offline)
@@ -79,6 +79,7 @@ def download(
 def _render_plan(console: Console, plan) -> None:
     from worldplay_cli.download.sizes import format_size
 
+    estimated = plan.sizes_from == "catalog"
     table = Table(title=f"{' + '.join(plan.variants)} → {plan.model_dir}" + (" (offline)" if plan.offline else ""))
     table.add_column("piece", no_wrap=True)
     table.add_column("source", overflow="fold")
@@ -86,7 +87,10 @@ def _render_plan(console: Console, plan) -> None:
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("status")
     for item in plan.pieces:
-        if item.problem:
+        from_catalog = item.sizes_from == "catalog"
+        if from_catalog and not plan.offline:
+            status = "[red]unreachable[/red]"  # the error itself is printed once, below the table
+        elif item.problem:
             status = f"[red]{item.problem}[/red]"
         elif item.complete:
             status = "[green]present[/green]"
@@ -97,21 +101,33 @@ def _render_plan(console: Console, plan) -> None:
         source = f"{'modelscope:' if item.piece.source == 'modelscope' else ''}{item.piece.repo}"
         if item.piece.gated:
             source += " [dim](gated)[/dim]"
-        table.add_row(item.piece.name, source, str(len(item.files)), format_size(item.total),
-                      format_size(item.have), status)
+        # Unlisted pieces have no file names: their count is unknown and their size is the catalog's estimate.
+        table.add_row(item.piece.name, source, "?" if from_catalog else str(len(item.files)),
+                      format_size(item.estimate if from_catalog else item.total, approximate=from_catalog),
+                      "?" if from_catalog else format_size(item.have), status)
     console.print(table)
+    if estimated:
+        console.print(f"[yellow]{plan.sizes_note}[/yellow]", soft_wrap=True, highlight=False)
     console.print(
-        f"total {format_size(plan.total)} · present {format_size(plan.have)} · "
-        f"to download [bold]{format_size(plan.need)}[/bold] · "
-        + ("links into " + plan.cache_dir if not plan.local else "real files (--local-dir)")
+        f"total {format_size(plan.total, estimated)} · present {format_size(plan.have)} · "
+        f"to download [bold]{format_size(plan.need, estimated)}[/bold] · "
+        + ("links into " + plan.cache_dir if not plan.local else "real files (--local-dir)"),
+        soft_wrap=True, highlight=False,
     )
     for check in plan.space:
         where = "quota (--quota)" if check.path == "--quota" else check.path
         verdict = "[green]ok[/green]" if check.ok else "[red]NOT ENOUGH SPACE[/red]"
-        console.print(f"disk {where}: needs {format_size(check.need)}, free {format_size(check.free)} {verdict}")
+        console.print(f"disk {where}: needs {format_size(check.need, estimated)}, free {format_size(check.free)} "
+                      f"{verdict}", soft_wrap=True, highlight=False)
+    notes: dict[str, list[str]] = {}
     for item in plan.pieces:
-        if item.hint:
-            console.print(f"[yellow]{item.piece.name}[/yellow]: {item.hint}")
+        unreachable = item.sizes_from == "catalog" and not plan.offline
+        note = f"{item.problem}; {item.hint}" if unreachable and item.hint else item.hint
+        if note:
+            notes.setdefault(note, []).append(item.piece.name)
+    # Offline or unreachable, every piece has the same note: say it once.
+    for note, names in notes.items():
+        console.print(f"[yellow]{', '.join(names)}[/yellow]: {note}", soft_wrap=True, highlight=False)
 
 
 def _render_done(console: Console, plan, outcome, target, default_model_dir: Path) -> None:

@@ -76,26 +76,44 @@ def verify(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check every file against the size and sha256 (git blob id for small files) the Hub recorded."""
-    from worldplay_cli.download.inventory import repair_command, verify as verify_files
+    from worldplay_cli.download.catalog import released_names
+    from worldplay_cli.download.inventory import repair_command
+    from worldplay_cli.download.inventory import verify as verify_files
 
     root = _model_dir(model_dir)
-    checks, absent = verify_files(root, variants or None, full=not quick)
-    bad = [check for check in checks if check.status != "ok"]
-    broken_pieces = {check.piece for check in bad} | set(absent)
+    found = verify_files(root, variants or None, full=not quick)
+    bad = [check for check in found.checks if check.status != "ok"]
+    broken_pieces = {check.piece for check in bad} | set(found.absent)
     repair = None
     if broken_pieces:
-        repair = repair_command(root, variants or None, broken_pieces, show_dir=model_dir is not None)
+        # What is not downloaded at all needs a download (the error below), not a repair.
+        present = [name for name in variants or [] if name not in found.not_downloaded]
+        repair = repair_command(root, present or None, broken_pieces, show_dir=model_dir is not None)
+    dir_option = f" --model-dir {root}" if model_dir is not None else ""
     result = {
         "model_dir": str(root),
-        "checked_files": len(checks),
-        "ok": not broken_pieces,
+        "checked_files": len(found.checks),
+        # Nothing checked is not a pass: an empty directory, or a named variant that is not here, fails.
+        "ok": not broken_pieces and not found.not_downloaded and not found.empty,
+        "not_downloaded": found.not_downloaded,
         "problems": [check.model_dump() for check in bad],
-        "absent_pieces": absent,
+        "absent_pieces": found.absent,
+        "ready": found.ready,
+        "incomplete": found.incomplete,
         "repair": repair,
     }
     emit(result, as_json, lambda console: _render_verify(console, result, quick))
+    if found.not_downloaded:
+        names = found.not_downloaded
+        raise WorldplayError(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} not downloaded in {root}",
+                             f"run `worldplay download {' '.join(names)}{dir_option}`")
+    if found.empty:
+        raise WorldplayError(
+            f"nothing is downloaded in {root}",
+            f"run `worldplay download VARIANT{dir_option}`, VARIANT one of {', '.join(released_names())}",
+        )
     if broken_pieces:
-        raise WorldplayError(f"{len(bad)} file(s) and {len(absent)} piece(s) need repair", repair)
+        raise WorldplayError(f"{len(bad)} file(s) and {len(found.absent)} piece(s) need repair", repair)
 
 
 def _render_verify(console: Console, result: dict, quick: bool) -> None:
@@ -106,6 +124,12 @@ def _render_verify(console: Console, result: dict, quick: bool) -> None:
     if result["ok"]:
         console.print(f"[green]ok[/green]: {result['checked_files']} file(s) match the recorded "
                       + ("sizes" if quick else "sizes and hashes"))
+        for name, missing in result["incomplete"].items():
+            console.print(f"[yellow]incomplete[/yellow] {name}: no {', '.join(missing)} "
+                          f"(`worldplay download {name}` fetches it)", highlight=False)
+        if not result["ready"] and not result["incomplete"]:
+            console.print("[yellow]no variant is complete here[/yellow] (`worldplay models list` shows what each "
+                          "one lacks)", highlight=False)
 
 
 @models_app.command("rm")
@@ -117,9 +141,11 @@ def rm(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Remove downloaded variants from the model directory (and, with --purge-cache, their cached blobs)."""
+    from worldplay_cli.download.catalog import select
     from worldplay_cli.download.inventory import remove
     from worldplay_cli.download.sizes import format_size
 
+    select(variants)  # a mistyped name is bad input before any question is asked
     root = _model_dir(model_dir)
     if not yes and not typer.confirm(f"remove {' '.join(variants)} from {root}?"):
         raise typer.Abort()

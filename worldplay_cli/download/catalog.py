@@ -2,12 +2,13 @@
 
 Paths in the official layout are relative to the model directory (the HunyuanVideo-1.5 root). The
 action checkpoints live inside it too, each as `<folder>/diffusion_pytorch_model.safetensors`, so one
-directory holds everything a variant needs. Sizes are not stored here: they come from the Hub at plan
-time (or from the manifest when offline).
+directory holds everything a variant needs. Live sizes come from the Hub at plan time (or from the
+manifest / cache when offline); `KNOWN_SIZES` is only the fallback that lets a plan be made with neither.
 """
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -147,6 +148,47 @@ PIECES: dict[str, Piece] = {
     )
 }
 
+
+class KnownSize(BaseModel):
+    """A piece's size as far as worldplay knows it without asking the hub, and where that figure comes from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int
+    basis: str
+
+
+# Used only when a plan cannot ask the hub (offline with nothing cached, or the hub unreachable); the plan then
+# says its sizes are these. None is a published byte count: worldplay's reference has the parameter counts, not
+# the Hub listings, so each figure is computed or estimated and says how. Replace one with the Hub's total when known.
+KNOWN_SIZES: dict[str, KnownSize] = {
+    "hunyuanvideo-480p-i2v": KnownSize(
+        size=17_200_000_000,
+        basis="approximate: the 480p I2V transformer's 8.33 B parameters in bf16 (16.7 GB) plus the VAE and scheduler",
+    ),
+    "hunyuanvideo-sr": KnownSize(
+        size=17_200_000_000,
+        basis="approximate: the SR transformer has the same 8.33 B-parameter architecture (16.7 GB in bf16), "
+              "plus the upsampler",
+    ),
+    "qwen2.5-vl": KnownSize(
+        size=16_600_000_000,
+        basis="approximate: 8.3 B parameters in bf16; the official download script says ~15GB",
+    ),
+    "byt5-small": KnownSize(size=1_200_000_000, basis="approximate: 300 M parameters in fp32 (pytorch_model.bin)"),
+    "glyph-sdxl-v2": KnownSize(
+        size=900_000_000, basis="approximate: a ByT5-small encoder checkpoint in fp32 plus two small JSON files",
+    ),
+    "siglip": KnownSize(size=860_000_000, basis="approximate: SigLIP so400m, 428 M parameters in bf16"),
+    **{
+        name: KnownSize(
+            size=17_100_000_000,
+            basis="approximate: 8,557,933,856 parameters (base plus action layers) in bf16",
+        )
+        for name in ("action-bi", "action-ar", "action-ar-rl", "action-ar-distilled")
+    },
+}
+
 _BASE = ("hunyuanvideo-480p-i2v", "qwen2.5-vl", "byt5-small", "glyph-sdxl-v2", "siglip")
 
 VARIANTS: dict[str, Variant] = {
@@ -192,25 +234,43 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+def released_names() -> list[str]:
+    return [variant.name for variant in VARIANTS.values() if variant.released]
+
+
+def unknown_name(kind: str, name: str, known: list[str], listing: str) -> BadInput:
+    """The one error for a mistyped variant or piece name: what is valid, and the closest match if any."""
+    close = difflib.get_close_matches(name, known, n=1)
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    return BadInput(f"unknown {kind} {name!r}{guess}", f"{kind}s: {listing}")
+
+
+def find_variant(name: str, *, accept_all: bool = False) -> Variant:
+    """A released variant by name; unknown and unreleased names are bad input (exit 2) wherever they are typed."""
+    variant = VARIANTS.get(name)
+    if variant is None:
+        known = [*VARIANTS, "all"] if accept_all else list(VARIANTS)
+        listing = ", ".join(released_names()) + (" or all" if accept_all else "")
+        raise unknown_name("variant", name, known, listing)
+    if not variant.released:
+        raise BadInput(f"{name} ({variant.title}) is not released yet", variant.note)
+    return variant
+
+
 def select(names: list[str], skip: list[str] | None = None) -> tuple[list[Variant], list[Piece]]:
     """The variants named (or all released ones for `all`) and their pieces, shared pieces once."""
     skip = list(skip or [])
-    unknown_skip = [name for name in skip if name not in PIECES]
-    if unknown_skip:
-        raise BadInput(f"unknown piece {unknown_skip[0]!r}", f"pieces: {', '.join(PIECES)}")
+    for name in skip:
+        if name not in PIECES:
+            raise unknown_name("piece", name, list(PIECES), ", ".join(PIECES))
     if not names:
-        raise BadInput("no variant given", f"variants: {', '.join(VARIANTS)} or all")
+        raise BadInput("no variant given", f"variants: {', '.join(released_names())} or all")
     variants: list[Variant] = []
     for name in names:
         if name == "all":
             variants.extend(variant for variant in VARIANTS.values() if variant.released)
-            continue
-        variant = VARIANTS.get(name)
-        if variant is None:
-            raise BadInput(f"unknown variant {name!r}", f"variants: {', '.join(VARIANTS)} or all")
-        if not variant.released:
-            raise BadInput(f"{name} ({variant.title}) is not released yet", variant.note)
-        variants.append(variant)
+        else:
+            variants.append(find_variant(name, accept_all=True))
     variants = list({variant.name: variant for variant in variants}.values())
     piece_names = dict.fromkeys(name for variant in variants for name in variant.pieces if name not in skip)
     return variants, [PIECES[name] for name in piece_names]

@@ -50,6 +50,10 @@ def resolve_token(explicit: str | None) -> str | None:
         return None
 
 
+class Unreachable(WorldplayError):
+    """No answer at all from a hub (no network, DNS, refused, timeout): a plan falls back to the catalog."""
+
+
 def _hub_error(exc: Exception, piece: Piece, access: HubAccess) -> WorldplayError:
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -64,7 +68,7 @@ def _hub_error(exc: Exception, piece: Piece, access: HubAccess) -> WorldplayErro
     if isinstance(exc, HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else "?"
         return WorldplayError(f"the Hub answered {status} for {piece.repo}", "retry later; partial files are kept")
-    return WorldplayError(
+    return Unreachable(
         f"cannot reach {access.endpoint}: {type(exc).__name__}",
         "check your network, or set HF_HUB_OFFLINE=1 to use only what is cached",
     )

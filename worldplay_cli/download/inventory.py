@@ -68,14 +68,15 @@ def list_variants(model_dir: Path) -> list[dict]:
 
 def variant_paths(variant_name: str, model_dir: Path) -> dict:
     """The two paths the official CLI takes: `--model_path` and `--action_ckpt`."""
-    variant = catalog.VARIANTS.get(variant_name)
-    if variant is None:
-        raise WorldplayError(f"unknown variant {variant_name!r}", f"variants: {', '.join(catalog.VARIANTS)}")
+    variant = catalog.find_variant(variant_name)
     state = variant_state(variant, load_manifest(model_dir), model_dir)
+    if state["status"] == "missing":
+        raise WorldplayError(f"{variant_name} is not downloaded in {model_dir}",
+                             f"run `worldplay download {variant_name}`")
     if state["status"] != "ready":
         raise WorldplayError(
-            f"{variant_name} is not ready in {model_dir} ({state['status']})",
-            state["note"] if state["status"] == "unreleased" else f"run `worldplay download {variant_name}`",
+            f"{variant_name} is incomplete in {model_dir} (missing or damaged: {', '.join(state['missing_pieces'])})",
+            f"run `worldplay download {variant_name}`",
         )
     return {
         "variant": variant_name,
@@ -84,13 +85,28 @@ def variant_paths(variant_name: str, model_dir: Path) -> dict:
     }
 
 
-def verify(model_dir: Path, names: list[str] | None, full: bool = True) -> tuple[list[FileCheck], list[str]]:
-    """Check each recorded file (size, and sha256 / git blob id when `full`); returns checks and absent pieces."""
+class Verification(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checks: list[FileCheck]
+    # Pieces of the named variants with no record (skipped, or never fetched).
+    absent: list[str]
+    # Named variants of which nothing is here; with no names, True `empty` says the same of the whole directory.
+    not_downloaded: list[str]
+    empty: bool
+    # Of the variants checked (the named ones, else those whose own action model or SR stage is here):
+    ready: list[str]
+    incomplete: dict[str, list[str]]
+
+
+def verify(model_dir: Path, names: list[str] | None, full: bool = True) -> Verification:
+    """Check each recorded file (size, and sha256 / git blob id when `full`) and say what is not here at all."""
     manifest = load_manifest(model_dir)
     if names:
-        _, pieces = catalog.select(names)
+        variants, pieces = catalog.select(names)
         wanted = [piece.name for piece in pieces]
     else:
+        variants = [variant for variant in catalog.VARIANTS.values() if _installed(variant, manifest)]
         wanted = list(manifest.pieces)
     checks = []
     for name in wanted:
@@ -98,8 +114,18 @@ def verify(model_dir: Path, names: list[str] | None, full: bool = True) -> tuple
         for file in record.files if record else []:
             checks.append(FileCheck(piece=name, layout_path=file.layout_path, size=file.size,
                                     status=file_status(model_dir, file, full)))
-    absent = [name for name in wanted if name not in manifest.pieces]
-    return checks, absent
+    states = {variant.name: variant_state(variant, manifest, model_dir) for variant in variants}
+    not_downloaded = [name for name, state in states.items() if state["status"] == "missing"]
+    # A variant that is not here at all is reported as such, not piece by piece.
+    here = {piece for variant in variants if variant.name not in not_downloaded for piece in variant.pieces}
+    return Verification(
+        checks=checks,
+        absent=[name for name in wanted if name not in manifest.pieces and (name in here or not names)],
+        not_downloaded=not_downloaded,
+        empty=not manifest.pieces,
+        ready=[name for name, state in states.items() if state["status"] == "ready"],
+        incomplete={name: state["missing_pieces"] for name, state in states.items() if state["status"] == "partial"},
+    )
 
 
 def repair_command(model_dir: Path, names: list[str] | None, broken_pieces: set[str], show_dir: bool) -> str:

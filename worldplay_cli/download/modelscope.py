@@ -15,7 +15,7 @@ from typing import Callable
 from urllib.parse import quote, urlencode
 
 from worldplay_cli.download.catalog import Piece
-from worldplay_cli.download.hub import Listing
+from worldplay_cli.download.hub import Listing, Unreachable
 from worldplay_cli.download.manifest import FileRecord
 from worldplay_cli.download.transfer import fetch
 from worldplay_cli.errors import WorldplayError
@@ -52,7 +52,7 @@ def list_piece(piece: Piece, access: ModelScopeAccess) -> Listing:
     try:
         response = httpx.get(url, headers=access.headers(), timeout=access.timeout_s, follow_redirects=True)
     except httpx.TransportError as exc:
-        raise WorldplayError(
+        raise Unreachable(
             f"cannot reach {access.endpoint}: {type(exc).__name__}",
             "check your network, or set HF_HUB_OFFLINE=1 to use only what is already downloaded",
         ) from None

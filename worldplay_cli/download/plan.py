@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from worldplay_cli.download import catalog
 from worldplay_cli.download.catalog import Piece
-from worldplay_cli.download.hub import HubAccess, Listing
+from worldplay_cli.download.hub import HubAccess, Listing, Unreachable
 from worldplay_cli.download.layout import Target
 from worldplay_cli.download.manifest import FileRecord, Manifest, load_manifest
 from worldplay_cli.download.modelscope import ModelScopeAccess
@@ -19,6 +19,9 @@ from worldplay_cli.errors import WorldplayError
 PLAN_VERSION = 1
 
 Where = Literal["cache", "layout", "partial", "missing"]
+# hub: listed just now (Hugging Face or ModelScope); local: the manifest's or the cache's record of an earlier
+# listing; catalog: worldplay's own estimate (`catalog.KNOWN_SIZES`), when neither of the others is possible.
+SizesFrom = Literal["hub", "local", "catalog"]
 
 
 class PlannedFile(FileRecord):
@@ -36,11 +39,16 @@ class PlannedPiece(BaseModel):
     piece: Piece
     commit: str | None = None
     files: list[PlannedFile] = []
+    sizes_from: SizesFrom = "hub"
+    # Without a listing the file names are unknown, so only the catalog's total for the piece is.
+    estimate: int | None = None
     problem: str | None = None
     hint: str | None = None
 
     @property
     def total(self) -> int:
+        if self.sizes_from == "catalog":
+            return self.estimate or 0
         return sum(file.size for file in self.files)
 
     @property
@@ -92,6 +100,19 @@ class Plan(BaseModel):
     def space_ok(self) -> bool:
         return all(check.ok for check in self.space)
 
+    @property
+    def sizes_from(self) -> SizesFrom:
+        """`catalog` as soon as one piece is estimated: then every total is an estimate too."""
+        kinds = {item.sizes_from for item in self.pieces}
+        return next((kind for kind in ("catalog", "hub") if kind in kinds), "local")
+
+    @property
+    def sizes_note(self) -> str | None:
+        if self.sizes_from != "catalog":
+            return None
+        why = "offline" if self.offline else "the hub is unreachable"
+        return f"sizes from worldplay's catalog ({why}); the hub may differ"
+
     def summary(self) -> dict:
         """The JSON view printed by `--dry-run --json` and after a download."""
         return {
@@ -101,6 +122,8 @@ class Plan(BaseModel):
             "cache_dir": self.cache_dir,
             "mode": "local" if self.local else "links",
             "offline": self.offline,
+            "sizes_from": self.sizes_from,
+            "sizes_note": self.sizes_note,
             "total_bytes": self.total,
             "present_bytes": self.have,
             "download_bytes": self.need,
@@ -114,10 +137,13 @@ class Plan(BaseModel):
                     "commit": item.commit,
                     "gated": item.piece.gated,
                     "target": item.piece.target or ".",
+                    "sizes_from": item.sizes_from,
                     "total_bytes": item.total,
                     "present_bytes": item.have,
-                    "files": len(item.files),
-                    "missing_files": sum(not file.present for file in item.files),
+                    # Unknown (null), not 0, when the sizes come from the catalog.
+                    "files": None if item.sizes_from == "catalog" else len(item.files),
+                    "missing_files": None if item.sizes_from == "catalog" else sum(
+                        not file.present for file in item.files),
                     "problem": item.problem,
                     "hint": item.hint,
                 }
@@ -153,7 +179,10 @@ def plan_pieces(
 ) -> Plan:
     """The plan for explicit pieces (catalog ones, or any repository described as a `Piece`)."""
     manifest = load_manifest(target.model_dir)
-    planned = [_plan_piece(piece, target, hub, modelscope, manifest, offline) for piece in pieces]
+    # One failed connection per endpoint is enough: the next pieces go straight to the catalog instead of
+    # each waiting for its own timeout.
+    unreachable: dict[str, Unreachable] = {}
+    planned = [_plan_piece(piece, target, hub, modelscope, manifest, offline, unreachable) for piece in pieces]
     plan = Plan(
         variants=variants or [],
         model_dir=str(target.model_dir),
@@ -167,31 +196,47 @@ def plan_pieces(
 
 
 def _plan_piece(
-    piece: Piece, target: Target, hub: HubAccess, modelscope: ModelScopeAccess, manifest: Manifest, offline: bool
+    piece: Piece, target: Target, hub: HubAccess, modelscope: ModelScopeAccess, manifest: Manifest, offline: bool,
+    unreachable: dict[str, Unreachable],
 ) -> PlannedPiece:
     from worldplay_cli.download import hub as hub_api
     from worldplay_cli.download import modelscope as modelscope_api
 
+    endpoint = modelscope.endpoint if piece.source == "modelscope" else hub.endpoint
     if offline:
         listing = cached_listing(piece, target, manifest)
         if listing is None:
-            return PlannedPiece(
-                piece=piece,
-                problem="not in the cache (offline mode)",
-                hint="run the download once without HF_HUB_OFFLINE=1 / --offline",
-            )
-    elif piece.source == "modelscope":
-        listing = modelscope_api.list_piece(piece, modelscope)
+            return _from_catalog(piece, "not in the cache (offline mode)",
+                                 "run the download once without HF_HUB_OFFLINE=1 / --offline")
+        sizes_from: SizesFrom = "local"
+    elif endpoint in unreachable:
+        return _from_catalog(piece, unreachable[endpoint].message, unreachable[endpoint].hint)
     else:
-        listing = hub_api.list_piece(piece, hub)
+        try:
+            if piece.source == "modelscope":
+                listing = modelscope_api.list_piece(piece, modelscope)
+            else:
+                listing = hub_api.list_piece(piece, hub)
+        except Unreachable as exc:
+            unreachable[endpoint] = exc
+            return _from_catalog(piece, exc.message, exc.hint)
+        sizes_from = "hub"
     files = [_locate(piece, record, target) for record in listing.files]
-    planned = PlannedPiece(piece=piece, commit=listing.commit, files=files)
+    planned = PlannedPiece(piece=piece, commit=listing.commit, files=files, sizes_from=sizes_from)
     if listing.gated and not offline and not planned.complete:
         try:
             hub_api.check_access(piece, listing.commit, listing.files[0], hub)
         except WorldplayError as exc:
             planned.problem, planned.hint = exc.message, exc.hint
     return planned
+
+
+def _from_catalog(piece: Piece, problem: str, hint: str | None) -> PlannedPiece:
+    """A piece nothing could list: the catalog's size for the plan, and the reason it cannot be fetched now."""
+    # Only the catalog's own pieces: a look-alike (another repo or patterns under the same name) is not known.
+    known = catalog.KNOWN_SIZES.get(piece.name) if catalog.PIECES.get(piece.name) == piece else None
+    return PlannedPiece(piece=piece, sizes_from="catalog", estimate=known.size if known else None,
+                        problem=problem, hint=hint)
 
 
 def _locate(piece: Piece, record: FileRecord, target: Target) -> PlannedFile:
