@@ -57,7 +57,6 @@ def test_dotted_overrides_set_nested_values_with_yaml_types(tmp_path):
         ({"method": {"name": "ar", "history_timesteps": [600, 100]}}, "low <= high"),
         ({"method": {"name": "gan"}}, "does not match any of the expected tags"),
         ({"version": 2}, "version"),
-        ({"lora": {"rank": 4}, "fsdp": True}, "LoRA with FSDP"),
     ],
 )
 def test_bad_configs_name_the_problem(change, message):

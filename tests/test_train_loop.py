@@ -171,7 +171,7 @@ def test_lora_export_folds_the_adapters_into_official_weights():
         for adapter in lora.adapters.values():
             adapter.up.normal_()
         hooked = model.forward_bi(hidden, 500.0, prompt, viewmats, intrinsics, actions)
-    merged = lora.merged_state_dict(model)
+    merged = lora.merge_into(model.state_dict())
     assert set(merged) == set(model.state_dict())
     plain = _tiny_model()
     plain.load_state_dict(merged, strict=True)

@@ -299,12 +299,6 @@ class TrainConfig(_Strict):
     validation: ValidationSection | None = None
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
-    @model_validator(mode="after")
-    def _compatible(self) -> TrainConfig:
-        if self.lora is not None and self.fsdp:
-            raise ValueError("LoRA with FSDP is not supported; LoRA models fit one device, drop fsdp")
-        return self
-
 
 TASK_TRAIN = "worker.training.job.train"
 DEFAULT_TRAIN_QUEUE = "train"

@@ -2,8 +2,10 @@
 
 Each targeted `nn.Linear` keeps its weight; a forward hook adds `scale · B(A(x))` (B zero-initialised, so
 step 0 equals the base model). The adapters live in their own module, so the transformer's state dict
-keeps the official key names, and `merged_state_dict` folds W + scale·B·A into them for export: the
-checkpoint loads strictly into the engine and the official code without any LoRA support.
+keeps the official key names, and `merge_into` folds W + scale·B·A into them for export: the
+checkpoint loads strictly into the engine and the official code without any LoRA support. Under FSDP the
+frozen base model is sharded while the adapters stay whole on every rank (the trainer averages their
+gradients), since the hooks only read the Linear's input and output, never its sharded weight.
 """
 
 from __future__ import annotations
@@ -47,13 +49,14 @@ class LoRA(nn.Module):
         if not self.adapters:
             raise ValueError(f"lora.targets {config.targets} match no Linear layer of the model")
 
-    def merged_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The model's state dict with every adapter folded into its Linear weight (official names)."""
-        state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    def merge_into(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`state` (the model's full state dict, official names) with every adapter folded into its Linear
+        weight."""
+        merged = dict(state)
         for key, adapter in self.adapters.items():
             weight = key.replace("__", ".") + ".weight"
-            state[weight] = state[weight] + adapter.weight_delta().detach().to(state[weight].dtype)
-        return state
+            merged[weight] = state[weight] + adapter.weight_delta().detach().to(state[weight])
+        return merged
 
 
 def _hook(adapter: LoRAAdapter):

@@ -3,8 +3,12 @@ precision, clipping, LR schedule, checkpoints, resume, validation, metrics) is s
 
 Per step: `grad_accumulation` micro-batches (loss / accumulation, backward), grad-norm clip (optionally
 skipping steps above a norm), optimizer and LR-schedule step, EMA update, metrics, then checkpoint and
-validation when due. Distributed runs (torchrun: WORLD_SIZE > 1) use gloo on CPU and NCCL on GPUs;
-`fsdp: true` shards every double block and the root with FSDP2 `fully_shard` over all ranks.
+validation when due. Distributed runs (torchrun: WORLD_SIZE > 1) use gloo on CPU and NCCL on GPUs and
+are data parallel: every rank draws its own micro-batches of the global batch. `fsdp: true` shards every
+double block and the root with FSDP2 `fully_shard` over all ranks, which averages the sharded gradients
+itself; the gradients of replicated trainable parameters (the whole model without FSDP, the LoRA adapters
+with or without it) are averaged over the ranks explicitly, so N ranks take the step one process
+accumulating the same N micro-batches takes.
 """
 
 from __future__ import annotations
@@ -80,6 +84,39 @@ class DistributedContext:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
+
+    def average_gradients(self, parameters: list[nn.Parameter], bucket_elements: int = 1 << 24) -> None:
+        """Replace the gradients of replicated parameters by their mean over the ranks (what DDP does; DDP
+        itself only hooks `forward`, and the methods drive the model through other entry points).
+
+        A parameter some rank's samples did not reach counts as a zero gradient there; one no rank's samples
+        reached keeps no gradient, so the optimizer skips it as one process would. The reduction goes in
+        buckets so a large replica needs no second full-size buffer.
+        """
+        if self.world_size == 1 or not parameters:
+            return
+        reached = torch.tensor([parameter.grad is not None for parameter in parameters], dtype=torch.float32, device=self.device)
+        dist.all_reduce(reached, op=dist.ReduceOp.MAX)
+        gradients = []
+        for parameter, flag in zip(parameters, reached.tolist()):
+            if flag:
+                if parameter.grad is None:
+                    parameter.grad = torch.zeros_like(parameter)
+                gradients.append(parameter.grad)
+        buckets: list[list[torch.Tensor]] = []
+        size = 0
+        for gradient in gradients:
+            if not buckets or size + gradient.numel() > bucket_elements or buckets[-1][0].dtype != gradient.dtype:
+                buckets.append([])
+                size = 0
+            buckets[-1].append(gradient)
+            size += gradient.numel()
+        for bucket in buckets:
+            flat = torch.cat([gradient.reshape(-1) for gradient in bucket])
+            dist.all_reduce(flat)
+            flat /= self.world_size
+            for gradient, part in zip(bucket, flat.split([gradient.numel() for gradient in bucket])):
+                gradient.copy_(part.view_as(gradient))
 
 
 def distributed_context() -> DistributedContext:
@@ -275,6 +312,8 @@ class Trainer:
 
         # 3. optimizer, schedule, EMA
         self.parameters = [parameter for parameter in self.trainable.parameters() if parameter.requires_grad]
+        # FSDP-managed parameters are DTensors whose gradients FSDP reduces; every other one is a replica
+        self.replicated = [parameter for parameter in self.parameters if not hasattr(parameter, "device_mesh")]
         optimizer = config.optimizer
         self.optimizer = torch.optim.AdamW(
             self.parameters, lr=optimizer.learning_rate, betas=optimizer.betas, weight_decay=optimizer.weight_decay, eps=optimizer.eps
@@ -353,6 +392,7 @@ class Trainer:
             (loss / accumulation).backward()
             total_loss += loss.item() / accumulation
             memory_samples += int(batch.memory.sum())
+        self.context.average_gradients(self.replicated)
         max_norm = config.optimizer.max_grad_norm or float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, max_norm))
         threshold = config.optimizer.skip_grad_norm_above
@@ -430,13 +470,15 @@ class Trainer:
     # -- export, checkpoints, validation ------------------------------------------------------------
 
     def export_weights(self) -> dict[str, torch.Tensor]:
-        """The full transformer state dict in official names (LoRA merged), on every rank's CPU."""
-        if self.lora is not None:
-            return {name: tensor.to("cpu", copy=True) for name, tensor in self.lora.merged_state_dict(self.model).items()}
+        """The full transformer state dict in official names (LoRA merged) on rank 0's CPU; other ranks of
+        a distributed run get an empty dict (the gathered copy only goes where it is written)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state.items()}
+        weights = {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state.items()}
+        if self.lora is not None and weights:
+            weights = self.lora.merge_into(weights)
+        return weights
 
     def save(self, step: int, loss: float | None) -> Path | None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
