@@ -50,6 +50,30 @@ def test_bad_configs_and_inputs_fail_before_anything_starts(tmp_path):
     assert "Traceback" not in result.stderr and not (tmp_path / "raw").exists()
 
 
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["synth", "{out}", "--clips", "-1"], "--clips"),
+        (["synth", "{out}", "--clips", "many"], "--clips"),
+        (["synth", "{out}", "--seed", "-1"], "--seed"),
+        (["synth", "{out}", "--width", "8"], "--width"),
+        (["prepare", "{out}", "{out}-prepared", "--model-dir", "{out}", "--width", "17"], "--width 17"),
+        (["prepare", "{out}", "{out}-prepared", "--model-dir", "{out}", "--min-frames", "0"], "--min-frames"),
+        (["prepare", "{out}", "{out}-prepared", "--model-dir", "{out}", "--max-frames", "9"], "--max-frames 9"),
+    ],
+)
+def test_bad_data_option_values_are_one_line_errors(tmp_path, capsys, args, named):
+    from worldplay_cli.app import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["data", *(arg.format(out=tmp_path / "data") for arg in args)])
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1 and named in stderr, stderr
+    assert "Traceback" not in stderr and "\u256d" not in stderr  # no Rich box either
+    assert not (tmp_path / "data").exists()
+
 @pytest.mark.slow
 def test_synth_train_and_resume_from_the_command_line(tmp_path):
     result = worldplay("data", "synth", str(tmp_path / "raw"), "--clips", "1", "--validation", "0", "--width", "32", "--height", "32", "--latents", "5", "--json")

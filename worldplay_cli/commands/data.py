@@ -34,8 +34,8 @@ def prepare(
     model_dir: Annotated[Path, typer.Option("--model-dir", help="Official model directory (its VAE and encoders are used).")],
     width: Annotated[Optional[int], typer.Option(help="Frame width (multiple of 16; default: the first clip's).", show_default=False)] = None,
     height: Annotated[Optional[int], typer.Option(help="Frame height (multiple of 16; default: the first clip's).", show_default=False)] = None,
-    min_frames: Annotated[int, typer.Option(help="Shorter clips (after alignment to 4k+1 frames) are rejected.")] = 17,
-    max_frames: Annotated[Optional[int], typer.Option(help="Cut longer clips to this many frames.", show_default=False)] = None,
+    min_frames: Annotated[int, typer.Option(help="Shorter clips (after alignment to 4k+1 frames) are rejected.", min=1)] = 17,
+    max_frames: Annotated[Optional[int], typer.Option(help="Cut longer clips to this many frames.", show_default=False, min=1)] = None,
     clips_per_shard: Annotated[int, typer.Option(help="Clips per safetensors shard.", min=1)] = 8,
     device: Annotated[str, typer.Option(help="Device for the encoders (cpu, cuda, cuda:1).")] = "cpu",
     as_json: JsonOption = False,
@@ -45,6 +45,11 @@ def prepare(
     from worldplay_cli.output import emit
     from worldplay_cli.train_config import load_source_manifest
 
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and (value < 16 or value % 16):
+            raise BadInput(f"--{name} {value} must be a multiple of 16 (at least 16)", f"e.g. --{name} {max(16, value // 16 * 16)}")
+    if max_frames is not None and max_frames < min_frames:
+        raise BadInput(f"--max-frames {max_frames} is below --min-frames {min_frames}: every clip would be rejected", "raise --max-frames or lower --min-frames")
     manifest = load_source_manifest(src)
     if not model_dir.is_dir():
         raise BadInput(f"model directory {model_dir} does not exist", "pass --model-dir pointing at the official layout")
@@ -72,7 +77,7 @@ def synth(
     height: Annotated[int, typer.Option(help="Frame height.", min=16)] = 64,
     latents: Annotated[int, typer.Option(help="Latents per clip (frames = 4·(latents−1)+1).", min=2)] = 24,
     fps: Annotated[int, typer.Option(help="Frame rate.", min=1)] = 16,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.", min=0)] = 0,
     move_step: Annotated[float, typer.Option(help="World units per frame while W/S/A/D is held (the room is 8 units wide).", min=0.001)] = 0.04,
     turn_deg: Annotated[float, typer.Option(help="Degrees per frame while the view turns.", min=0.01)] = 1.5,
     texture_period: Annotated[float, typer.Option(help="World units per texture repeat (larger: smoother frames).", min=0.1)] = 2.0,
