@@ -393,6 +393,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def bundled_examples() -> dict[str, Path]:
+    """The example configs shipped in the worker package (worker/training/configs), by name. Found without
+    importing the package: the CLI never imports torch, and a CLI-only install has no examples."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("worker")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    directory = Path(list(spec.submodule_search_locations)[0]) / "training" / "configs"
+    return {path.stem: path for path in sorted(directory.glob("*.yaml"))}
+
+
 def read_config_data(path: str | Path) -> dict[str, Any]:
     import yaml
 
@@ -400,7 +412,9 @@ def read_config_data(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise BadInput(f"no training config at {path}") from None
+        examples = ", ".join(bundled_examples())
+        hint = f"give a YAML file or a bundled example: {examples}" if examples else None
+        raise BadInput(f"no training config at {path}", hint) from None
     except (OSError, yaml.YAMLError) as error:
         raise BadInput(f"cannot read training config {path}: {error}") from None
     if not isinstance(data, dict):
@@ -408,12 +422,20 @@ def read_config_data(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_train_config(path: str | Path, overrides: list[str] = (), base_dir: Path | None = None) -> TrainConfig:
-    """Read YAML, apply dotted overrides, validate; relative paths resolve against the config's directory."""
-    path = Path(path)
+def load_train_config(target: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read YAML, apply dotted overrides, validate. `target` is a config file, whose relative paths resolve
+    against its directory, or the name of a bundled example (`tiny_synthetic`), whose relative paths
+    resolve against the current directory: the model, data and run directories are the user's, never the
+    installed package's."""
+    path = Path(target)
+    examples = bundled_examples()
+    if not path.is_file() and str(target) in examples:
+        path, base = examples[str(target)], Path.cwd()
+    else:
+        base = path.parent
     data = apply_overrides(read_config_data(path), list(overrides))
     config = validate_config(data, str(path))
-    return resolve_paths(config, base_dir or path.parent)
+    return resolve_paths(config, base)
 
 
 def validate_config(data: dict[str, Any], source: str = "config") -> TrainConfig:

@@ -14,7 +14,7 @@ from worldplay_cli.runtime import ConfigOption, JsonOption, OutputRootOption, Re
 
 HELP = """Train (fine-tune) a WorldPlay model on a prepared dataset.
 
-[bold]worldplay train CONFIG[/] runs in the foreground (Ctrl+C saves a checkpoint, then stops). [bold]--queue[/] puts it on the train queue for `worldplay worker --queue train` and prints the job id; checkpoints then go to <output root>/<job id>/. [bold]worldplay train resume RUN[/] continues from the newest checkpoint of a run directory, a checkpoint directory or a queued job's id.
+[bold]worldplay train CONFIG[/] (a YAML file, or a bundled example by name, e.g. tiny_synthetic) runs in the foreground (Ctrl+C saves a checkpoint, then stops). [bold]--queue[/] puts it on the train queue for `worldplay worker --queue train` and prints the job id; checkpoints then go to <output root>/<job id>/. [bold]worldplay train resume RUN[/] continues from the newest checkpoint of a run directory, a checkpoint directory or a queued job's id.
 
 Every key of the config can be overridden, e.g. [bold]--set optimizer.learning_rate=1e-5[/]. The config is validated before anything starts or is enqueued. See docs/training.md.
 """
@@ -63,7 +63,7 @@ def run_training_process(arguments: list[str], processes: int = 1) -> dict:
 
 
 def train(
-    target: Annotated[list[str], typer.Argument(metavar="CONFIG | resume RUN", help="A config YAML, or `resume` and a run directory, checkpoint or job id.")],
+    target: Annotated[list[str], typer.Argument(metavar="CONFIG | resume RUN", help="A config YAML or bundled example name, or `resume` and a run directory, checkpoint or job id.")],
     overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: KEY=VALUE (repeatable).")] = None,
     queue: Annotated[bool, typer.Option("--queue", help="Enqueue instead of running here.")] = False,
     queue_name: Annotated[Optional[str], typer.Option("--queue-name", help="Queue for --queue (default: train).", show_default=False)] = None,
