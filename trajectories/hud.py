@@ -3,6 +3,7 @@
 Drawn with PIL in the spirit of the official ``--with-ui`` overlay (70 px keys, 6 px gaps, 40 px margin at
 480 px height, active colour (30, 120, 255)), scaled to the frame. It reads the 81-class action id, so it
 works for any trajectory, including compound actions such as W+D with yaw right and pitch up.
+When a frame looks mostly past the reference image, a small label top-left says how much of it does.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ _ACTIVE_EDGE = (255, 255, 255, 255)
 _IDLE_EDGE = (255, 255, 255, 150)
 _ACTIVE_GLYPH = (255, 255, 255, 255)
 _IDLE_GLYPH = (255, 255, 255, 190)
+_LABEL_FILL = (20, 20, 20, 150)
+_LABEL_TEXT = (255, 200, 90, 255)  # amber: a caution about the preview, not part of the controls
 
 # Action id = translation * 9 + rotation; the index order follows the action label definition.
 _TRANSLATION_KEYS = ((), ("W",), ("S",), ("D",), ("A",), ("W", "D"), ("W", "A"), ("S", "D"), ("S", "A"))
@@ -81,14 +84,22 @@ class Hud:
             (_ARROW_LAYOUT, (max(0, self.width - self.margin - cluster_width), top)),
         )
         self._cluster_size = (cluster_width, cluster_height)
+        self._label_font = _font(max(6, round(self.key * 0.32)))
         self._cache: dict[int, list[tuple[int, int, np.ndarray, np.ndarray]]] = {}
+        self._labels: dict[int, tuple[int, int, np.ndarray, np.ndarray]] = {}
 
-    def draw(self, frame: np.ndarray, action: int) -> np.ndarray:
-        """Return a copy of ``frame`` (HxWx3 uint8, the size given at construction) with the overlay."""
+    def draw(self, frame: np.ndarray, action: int, uncovered: float | None = None) -> np.ndarray:
+        """Return a copy of ``frame`` (HxWx3 uint8, the size given at construction) with the overlay.
+
+        ``uncovered``, if given, is the fraction of the frame outside the reference image, shown as a label.
+        """
         if frame.shape != (self.height, self.width, 3):
             raise ValueError(f"frame must be {self.height}x{self.width}x3, got {frame.shape}")
         out = frame.copy()
-        for left, top, colour, alpha in self._patches(int(action)):
+        patches = self._patches(int(action))
+        if uncovered is not None:
+            patches = [*patches, self._label(round(100 * uncovered))]
+        for left, top, colour, alpha in patches:
             region = out[top : top + colour.shape[0], left : left + colour.shape[1]]
             blended = region * (1.0 - alpha) + colour * alpha
             region[...] = (blended + 0.5).astype(np.uint8)
@@ -97,13 +108,27 @@ class Hud:
     def _patches(self, action: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
         if action not in self._cache:
             keys = active_keys(action)
-            patches = []
-            for layout, (left, top) in self._clusters:
-                rgba = np.asarray(self._cluster_image(layout, keys), dtype=np.float32)
-                rgba = rgba[: self.height - top, : self.width - left]
-                patches.append((left, top, rgba[:, :, :3], rgba[:, :, 3:] / 255.0))
-            self._cache[action] = patches
+            self._cache[action] = [
+                self._patch(self._cluster_image(layout, keys), left, top) for layout, (left, top) in self._clusters
+            ]
         return self._cache[action]
+
+    def _patch(self, image: Image.Image, left: int, top: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+        rgba = np.asarray(image, dtype=np.float32)[: self.height - top, : self.width - left]
+        return left, top, rgba[:, :, :3], rgba[:, :, 3:] / 255.0
+
+    def _label(self, percent: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+        if percent not in self._labels:
+            text = f"outside the reference image: {percent}%"
+            pad = max(1, round(self.key * 0.1))
+            left, top, right, bottom = ImageDraw.Draw(Image.new("RGBA", (1, 1))).textbbox((0, 0), text, font=self._label_font)
+            label = Image.new("RGBA", (right - left + 2 * pad, bottom - top + 2 * pad), (0, 0, 0, 0))
+            pen = ImageDraw.Draw(label)
+            pen.rounded_rectangle((0, 0, label.width - 1, label.height - 1), radius=pad, fill=_LABEL_FILL)
+            pen.text((pad - left, pad - top), text, fill=_LABEL_TEXT, font=self._label_font)
+            corner = min(self.margin // 2, self.width - 1, self.height - 1)
+            self._labels[percent] = self._patch(label, corner, corner)
+        return self._labels[percent]
 
     def _cluster_image(self, layout: tuple[tuple[str, int, int], ...], keys: frozenset[str]) -> Image.Image:
         cluster = Image.new("RGBA", self._cluster_size, (0, 0, 0, 0))

@@ -9,9 +9,12 @@ image as if the scene were a simple 3-D stage seen from each camera pose:
   camera (OpenCV axes, +y is down) and a vertical backdrop plane ``far_depth`` ahead of it. Each output
   ray is intersected with whichever plane it meets first; the hit point is projected into the reference
   camera. Walking forward therefore zooms the backdrop gently and streams the ground past quickly.
-- **Outside the reference image** (turned away, walked back) pixels repeat the nearest edge, fading over
-  ``fade_width`` of the image size into a blurred, darkened copy, so the frame border reads as "unknown"
-  rather than as a hard black hole. Rays that point behind the reference camera get the full fade.
+- **Outside the reference image** (turned away, walked back) the frame shows fog: the colours of the
+  covered part spread outward and blurred (push-pull on a coarse grid), fading with distance into a
+  greyed sky tone above the horizon and ground tone below, both taken from the image. The nearest edge
+  is repeated for the first ``fade_width`` past the border so there is no seam. Covered pixels are the
+  plain bilinear samples, untouched by the fill. ``render_with_coverage`` also says how much of the frame
+  is fog; ``trajectories.coverage`` works that out for a whole trajectory without rendering.
 
 Intrinsics are used in normalised form (``fx/W``, ``fy/H``, principal point at the centre) exactly like the
 model's conditioning, so the same trajectory previews identically at every output size.
@@ -42,6 +45,19 @@ DEFAULT_K_NORM = np.array(
 
 # Below this |z| a ray counts as parallel to the backdrop / pointing behind the reference camera.
 _EPSILON = 1e-6
+# float32 rays put the outermost pixel centres of an unmoved view a hair past the edge; that is still inside.
+_ROUNDING_SLACK = 1e-4
+
+# Above this fraction of a frame outside the reference image, the preview is mostly guesswork: the HUD
+# says so and ``trajectories.coverage.coverage_warning`` warns.
+MOSTLY_UNCOVERED = 0.5
+
+# The fill of uncovered areas: worked out on a grid this many cells long, blurred by this fraction of it.
+_FILL_CELLS = 96
+_FILL_BLUR = 0.02
+# How far the fog tones move towards grey, and the elevation (sine) over which sky fog blends into ground fog.
+_FOG_GREYING = 0.35
+_FOG_HORIZON = 0.15
 
 
 @dataclass(frozen=True)
@@ -50,9 +66,10 @@ class SceneDepth:
 
     camera_height: float = 1.0
     far_depth: float = 4.0
-    fade_width: float = 0.12
-    outside_darkening: float = 0.55
-    blur_radius: float = 0.02
+    # Past the image edge, the repeated edge pixels give way to the fill over this fraction of the image size.
+    fade_width: float = 0.04
+    # The covered part's spread colours fade into the fog over about this fraction of the frame.
+    fill_reach: float = 0.2
 
     def for_trajectory(self, c2w_rel: np.ndarray) -> SceneDepth:
         """Push the backdrop back so no camera gets closer to it than half its distance.
@@ -216,53 +233,61 @@ def fit_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((width, height), Image.Resampling.LANCZOS))
 
 
-class ViewRenderer:
-    """Re-projects one reference image to many camera poses; per-image and per-size work is done once.
+class Reprojection:
+    """Where each output pixel's ray meets the stage, as a position in the reference image.
 
-    ``render_view`` is the one-shot form; ``preview_frames`` keeps one of these for a whole trajectory.
+    Holds the per-size work (pixel rays, one entry per output K); ``ViewRenderer`` samples colours at the
+    positions, ``trajectories.coverage`` only counts how many land inside the image.
     """
 
-    def __init__(self, image: np.ndarray, K_norm: np.ndarray, out_size: tuple[int, int], scene: SceneDepth):
-        image = _as_rgb(image)
+    def __init__(self, K_norm: np.ndarray, source_size: tuple[int, int], out_size: tuple[int, int], scene: SceneDepth):
+        self.source_width, self.source_height = int(source_size[0]), int(source_size[1])
         self.width, self.height = int(out_size[0]), int(out_size[1])
         if self.width < 1 or self.height < 1:
             raise ValueError(f"output size must be positive, got {out_size}")
         self.scene = scene
-        self.source_height, self.source_width = image.shape[:2]
         self.K_source = _scaled_intrinsics(np.asarray(K_norm, dtype=np.float64), self.source_width, self.source_height)
-        self.sharp = image.reshape(-1, 3).T.astype(np.float32)  # channel-planar, see _bilinear
-        blur_pixels = scene.blur_radius * max(self.source_width, self.source_height)
-        blurred = Image.fromarray(np.ascontiguousarray(image)).filter(ImageFilter.GaussianBlur(blur_pixels))
-        self.blurred = np.asarray(blurred).reshape(-1, 3).T.astype(np.float32)
-        # One-entry cache: K is almost always constant along a trajectory.
+        # Keyed by output K, then grid size; K is almost always constant along a trajectory.
         self._rays_key: bytes | None = None
-        self._rays = np.empty((3, 0), np.float32)
+        self._rays: dict[tuple[int, int], np.ndarray] = {}
 
-    def _camera_rays(self, K_norm_out: np.ndarray) -> np.ndarray:
-        """Ray directions (3, H·W) through the output pixel centres, in the output camera frame (z = 1)."""
+    @property
+    def K_source_norm(self) -> np.ndarray:
+        return np.diag([1.0 / self.source_width, 1.0 / self.source_height, 1.0]) @ self.K_source
+
+    def _camera_rays(self, K_norm_out: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+        """Ray directions (3, w·h) through the centres of a ``grid`` = (w, h) of cells covering the output
+        frame, in the output camera frame (z = 1)."""
         key = np.asarray(K_norm_out, dtype=np.float64).tobytes()
         if key != self._rays_key:
-            K_out = _scaled_intrinsics(K_norm_out, self.width, self.height)
-            column, row = np.meshgrid(np.arange(self.width) + 0.5, np.arange(self.height) + 0.5)
-            K_inverse = np.linalg.inv(K_out)
+            self._rays_key, self._rays = key, {}
+        if grid not in self._rays:
+            K_inverse = np.linalg.inv(_scaled_intrinsics(K_norm_out, self.width, self.height))
+            column, row = np.meshgrid(
+                (np.arange(grid[0]) + 0.5) * (self.width / grid[0]),
+                (np.arange(grid[1]) + 0.5) * (self.height / grid[1]),
+            )
             rays = K_inverse[:, 0:1] * column.ravel() + K_inverse[:, 1:2] * row.ravel() + K_inverse[:, 2:3]
-            self._rays_key, self._rays = key, rays.astype(np.float32)
-        return self._rays
+            self._rays[grid] = rays.astype(np.float32)
+        return self._rays[grid]
 
-    def render(self, c2w_rel: np.ndarray, K_norm_out: np.ndarray | None = None) -> np.ndarray:
-        """The view from ``c2w_rel`` (output camera -> reference camera, OpenCV axes) as HxWx3 uint8."""
+    def rays(self, c2w_rel: np.ndarray, K_norm_out: np.ndarray, grid: tuple[int, int] | None = None) -> tuple[np.ndarray, ...]:
+        """The output pixel rays (or those of a coarser ``grid``) rotated into the reference camera frame."""
+        # Written out rather than a matmul: a (3,3)@(3,P) product goes to multi-threaded BLAS, which costs
+        # more in thread wake-ups than these nine multiply-adds.
+        camera_x, camera_y, camera_z = self._camera_rays(K_norm_out, grid or (self.width, self.height))
+        rotation = [[float(value) for value in row] for row in c2w_rel[:3, :3]]
+        return tuple(row[0] * camera_x + row[1] * camera_y + row[2] * camera_z for row in rotation)
+
+    def project(self, c2w_rel: np.ndarray, K_norm_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Source pixel coordinates (x, y, centres at integers) of every output pixel, and whether its ray
+        meets the stage in front of the reference camera; all flat (H·W,)."""
         c2w_rel = np.asarray(c2w_rel, dtype=np.float64)
         if c2w_rel.shape != (4, 4):
             raise ValueError(f"c2w_rel must be 4x4, got shape {c2w_rel.shape}")
-        K_norm_out = self.K_source_norm if K_norm_out is None else np.asarray(K_norm_out, dtype=np.float64)
         scene = self.scene
-
-        # 1. Output pixel rays, rotated into the reference camera frame; the ray origin is the camera centre.
-        # Written out rather than a matmul: a (3,3)@(3,P) product goes to multi-threaded BLAS, which costs
-        # more in thread wake-ups than these nine multiply-adds.
-        camera_x, camera_y, camera_z = self._camera_rays(K_norm_out)
-        rotation = [[float(value) for value in row] for row in c2w_rel[:3, :3]]
-        ray_x, ray_y, ray_z = (row[0] * camera_x + row[1] * camera_y + row[2] * camera_z for row in rotation)
+        # 1. Output pixel rays in the reference camera frame; the ray origin is the camera centre.
+        ray_x, ray_y, ray_z = self.rays(c2w_rel, K_norm_out)
         origin_x, origin_y, origin_z = (float(value) for value in c2w_rel[:3, 3])
 
         # 2. Distance along each ray to the ground plane (y = camera_height) and the backdrop (z = far_depth);
@@ -285,33 +310,136 @@ class ViewRenderer:
         K = self.K_source
         source_x = (origin_x + distance * ray_x) * (float(K[0, 0]) / depth) + (float(K[0, 2]) - 0.5)
         source_y = (origin_y + distance * ray_y) * (float(K[1, 1]) / depth) + (float(K[1, 2]) - 0.5)
-        return self._sample(source_x, source_y, in_front)
+        return source_x, source_y, in_front
+
+    def overshoot(self, source_x: np.ndarray, source_y: np.ndarray, in_front: np.ndarray) -> np.ndarray:
+        """How far past the image edge each projected pixel lands, as a fraction of the image size: 0 inside
+        (between the outermost pixel centres), inf for rays that meet nothing in front of the camera."""
+        width, height = self.source_width, self.source_height
+        beyond_x = np.maximum(np.maximum(-source_x, source_x - (width - 1.0)), 0.0) * (1.0 / width)
+        beyond_y = np.maximum(np.maximum(-source_y, source_y - (height - 1.0)), 0.0) * (1.0 / height)
+        overshoot = np.maximum(beyond_x, beyond_y)
+        overshoot[~in_front] = np.inf
+        return overshoot
+
+    def covered(self, source_x: np.ndarray, source_y: np.ndarray, in_front: np.ndarray) -> np.ndarray:
+        """Which projected pixels land inside the reference image."""
+        return self.overshoot(source_x, source_y, in_front) <= _ROUNDING_SLACK
+
+
+class ViewRenderer:
+    """Re-projects one reference image to many camera poses; per-image and per-size work is done once.
+
+    ``render_view`` is the one-shot form; ``preview_frames`` keeps one of these for a whole trajectory.
+    """
+
+    def __init__(self, image: np.ndarray, K_norm: np.ndarray, out_size: tuple[int, int], scene: SceneDepth):
+        image = _as_rgb(image)
+        self.reprojection = Reprojection(K_norm, (image.shape[1], image.shape[0]), out_size, scene)
+        self.width, self.height = self.reprojection.width, self.reprojection.height
+        self.scene = scene
+        self.source_height, self.source_width = image.shape[:2]
+        self.sharp = image.reshape(-1, 3).T.astype(np.float32)  # channel-planar, see _bilinear
+        # The unknown fades towards a fog of the photo's own sky and ground colours: it still reads as the
+        # same scene, but clearly not as something the photo shows.
+        horizon = min(max(round(float(self.reprojection.K_source[1, 2])), 1), self.source_height - 1)
+        tones = np.stack([image[:horizon].reshape(-1, 3).mean(axis=0), image[horizon:].reshape(-1, 3).mean(axis=0)])
+        grey = tones @ np.array([0.299, 0.587, 0.114])
+        self.fog = ((1.0 - _FOG_GREYING) * tones + _FOG_GREYING * grey[:, None]).astype(np.float32)  # (sky, ground)
+        # The fill is worked out on a grid of about _FILL_CELLS cells along the longer side, then upsampled.
+        cell = max(1, round(max(self.width, self.height) / _FILL_CELLS))
+        self.fill_grid = (-(-self.width // cell), -(-self.height // cell))
 
     @property
     def K_source_norm(self) -> np.ndarray:
-        return np.diag([1.0 / self.source_width, 1.0 / self.source_height, 1.0]) @ self.K_source
+        return self.reprojection.K_source_norm
 
-    def _sample(self, source_x: np.ndarray, source_y: np.ndarray, in_front: np.ndarray) -> np.ndarray:
-        """Bilinear samples at (x, y); outside the image, edge-extend fading to a blurred, darker copy."""
+    def render(self, c2w_rel: np.ndarray, K_norm_out: np.ndarray | None = None) -> np.ndarray:
+        """The view from ``c2w_rel`` (output camera -> reference camera, OpenCV axes) as HxWx3 uint8."""
+        return self.render_with_coverage(c2w_rel, K_norm_out)[0]
+
+    def render_with_coverage(self, c2w_rel: np.ndarray, K_norm_out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """``render``, plus the fraction of the frame that lies outside the reference image."""
+        c2w_rel = np.asarray(c2w_rel, dtype=np.float64)
+        K_norm_out = self.K_source_norm if K_norm_out is None else np.asarray(K_norm_out, dtype=np.float64)
+        source_x, source_y, in_front = self.reprojection.project(c2w_rel, K_norm_out)
         width, height = self.source_width, self.source_height
         clamped_x = np.clip(source_x, 0.0, width - 1.0)
         clamped_y = np.clip(source_y, 0.0, height - 1.0)
-        colour = _bilinear(self.sharp, width, clamped_x, clamped_y)  # (3, P)
+        colour = _bilinear(self.sharp, width, clamped_x, clamped_y)  # (3, P); outside: the nearest edge repeated
 
-        overshoot = np.maximum(np.abs(source_x - clamped_x) * (1.0 / width), np.abs(source_y - clamped_y) * (1.0 / height))
-        fade = np.minimum(overshoot * (1.0 / self.scene.fade_width), 1.0)
-        fade[~in_front] = 1.0
-        outside = np.flatnonzero(fade > 0.0)
+        overshoot = self.reprojection.overshoot(source_x, source_y, in_front)
+        covered = overshoot <= _ROUNDING_SLACK
+        outside = np.flatnonzero(~covered)
         if outside.size:
-            weight = fade[outside]
+            # The repeated edge streaks along the projection, so it only bridges into the fill, over fade_width.
+            weight = np.minimum(overshoot[outside] * (1.0 / self.scene.fade_width), 1.0)
             weight = weight * weight * (3.0 - 2.0 * weight)  # smoothstep: no visible seam at the image edge
-            blurred = _bilinear(self.blurred, width, clamped_x[outside], clamped_y[outside])
-            mixed = colour[:, outside] * (1.0 - weight) + blurred * weight
-            colour[:, outside] = mixed * (1.0 - self.scene.outside_darkening * weight)
+            fill = self._fill(colour, covered, c2w_rel, K_norm_out).transpose(2, 0, 1).reshape(3, -1)
+            fill = np.take(fill, outside, axis=1)  # a planar gather: ~3x faster than picking RGB rows
+            colour[:, outside] += (fill - colour[:, outside]) * weight
         frame = np.empty((self.height, self.width, 3), np.uint8)
         for channel in range(3):
             frame[:, :, channel] = (colour[channel] + 0.5).reshape(self.height, self.width)
-        return frame
+        return frame, outside.size / overshoot.size
+
+    def _fill(self, colour: np.ndarray, covered: np.ndarray, c2w_rel: np.ndarray, K_norm_out: np.ndarray) -> np.ndarray:
+        """What to show where the photo says nothing, HxWx3 uint8: the covered part's colours spread outward
+        and blurred, fading with distance from it into the fog (sky tone above the horizon, ground below).
+
+        Worked out on the coarse ``fill_grid`` and upsampled: it is smooth by design, so nothing is lost.
+        """
+        grid = self.fill_grid
+        ray_x, ray_y, ray_z = self.reprojection.rays(c2w_rel, K_norm_out, grid)
+        upward = -ray_y / np.sqrt(ray_x * ray_x + ray_y * ray_y + ray_z * ray_z)
+        sky = np.clip(upward * (0.5 / _FOG_HORIZON) + 0.5, 0.0, 1.0)
+        sky = sky * sky * (3.0 - 2.0 * sky)
+        fill = (self.fog[1][:, None] + (self.fog[0] - self.fog[1])[:, None] * sky).reshape(3, grid[1], grid[0])
+
+        known = _resize(covered.astype(np.float32).reshape(1, self.height, self.width), grid, Image.Resampling.BOX)
+        if known.any():
+            premultiplied = colour.reshape(3, self.height, self.width) * covered.reshape(self.height, self.width)
+            premultiplied = _resize(premultiplied, grid, Image.Resampling.BOX)
+            spread = _push_pull(np.concatenate([premultiplied, known]))
+            # Blurring the coverage gives a cheap distance: ~0.5 on the covered boundary, falling to 0 about
+            # fill_reach away, so the spread colours keep only near what they came from.
+            reach = self.scene.fill_reach * max(grid)
+            near = Image.fromarray((known[0] * 255.0 + 0.5).astype(np.uint8)).filter(ImageFilter.GaussianBlur(reach))
+            keep = np.clip(np.asarray(near) * (2.0 / 255.0), 0.0, 1.0)
+            keep = keep * keep * (3.0 - 2.0 * keep)
+            fill = fill + (spread - fill) * keep
+        fill = Image.fromarray((np.clip(fill, 0.0, 255.0) + 0.5).astype(np.uint8).transpose(1, 2, 0))
+        fill = fill.filter(ImageFilter.GaussianBlur(_FILL_BLUR * max(grid)))
+        return np.asarray(fill.resize((self.width, self.height), Image.Resampling.BILINEAR))
+
+
+def _resize(planes: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    """Resize each plane of a (C, h, w) float32 stack to ``size`` = (w, h) (PIL's "F" mode, no rounding)."""
+    planes = np.ascontiguousarray(planes, np.float32)
+    return np.stack([np.asarray(Image.fromarray(plane).resize(size, resample)) for plane in planes])
+
+
+def _push_pull(premultiplied: np.ndarray) -> np.ndarray:
+    """Fill the holes of a (3 colour · weight, weight) stack with the colours of the nearest known cells.
+
+    Push: halve the resolution until one cell is left, averaging colour and weight. Pull: back up, keep
+    each level's own colour where it is known and the coarser level's (upsampled) elsewhere, so every hole
+    gets the average of what surrounds it at the scale where something does. Needs one known cell.
+    """
+    levels = [premultiplied]
+    while max(levels[-1].shape[1:]) > 1:
+        height, width = levels[-1].shape[1:]
+        levels.append(_resize(levels[-1], (-(-width // 2), -(-height // 2)), Image.Resampling.BOX))
+    filled = levels[-1][:3] / levels[-1][3]
+    for level in reversed(levels[:-1]):
+        known = level[3]
+        own = level[:3] / np.maximum(known, _EPSILON)
+        coarser = _resize(filled, (level.shape[2], level.shape[1]), Image.Resampling.BILINEAR)
+        # A cell a quarter covered already has a fair colour of its own; trusting it from there keeps the
+        # spread colours close to the edge they continue.
+        trust = np.minimum(known * 4.0, 1.0)
+        filled = coarser + (own - coarser) * trust
+    return filled
 
 
 def _bilinear(planar_image: np.ndarray, width: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -373,7 +501,8 @@ def preview_frames(
     """Yield the 4·(N-1)+1 preview frames (HxWx3 uint8) of ``image`` flown along ``trajectory``.
 
     The image is centre-cropped to the output aspect ratio and resized to ``width`` x ``height``; it is the
-    view of the trajectory's first camera. With ``hud``, each frame carries its action's key overlay.
+    view of the trajectory's first camera. With ``hud``, each frame carries its action's key overlay, and
+    frames more than ``MOSTLY_UNCOVERED`` outside the reference image say by how much.
     """
     if width < 2 or height < 2:
         raise ValueError(f"preview size must be at least 2x2, got {width}x{height}")
@@ -386,5 +515,7 @@ def preview_frames(
     overlay = Hud(width, height) if hud else None
     actions = frame_actions(trajectory)
     for pose, K_norm, action in zip(relative, intrinsics, actions):
-        frame = renderer.render(pose, K_norm)
-        yield overlay.draw(frame, int(action)) if overlay is not None else frame
+        frame, uncovered = renderer.render_with_coverage(pose, K_norm)
+        if overlay is not None:
+            frame = overlay.draw(frame, int(action), uncovered if uncovered > MOSTLY_UNCOVERED else None)
+        yield frame

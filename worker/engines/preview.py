@@ -1,7 +1,8 @@
 """The `preview` engine: the reference image flown along the trajectory, on the CPU, without weights.
 
 A thin adapter: rendering is `trajectories.render.preview_frames`, encoding is `worker.video.write_video`.
-It lets a user check a trajectory (and the whole queue path) before spending GPU hours.
+It lets a user check a trajectory (and the whole queue path) before spending GPU hours, so it also logs
+`trajectories.coverage.coverage_warning` when the camera leaves most of the reference image behind.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import TYPE_CHECKING
 from worker.engines import EngineResult, JobInputs
 
 if TYPE_CHECKING:
-    from worldplay_cli.schema import JobSpec
     from worker.progress import Reporter
+    from worldplay_cli.schema import JobSpec
 
 
 class PreviewEngine:
@@ -21,6 +22,7 @@ class PreviewEngine:
     uses_gpu = False
 
     def run(self, spec: JobSpec, inputs: JobInputs, out_dir: Path, reporter: Reporter) -> EngineResult:
+        from trajectories.coverage import coverage_warning
         from trajectories.latents import CHUNK
         from trajectories.render import preview_frames
         from worker.video import write_video
@@ -29,6 +31,9 @@ class PreviewEngine:
         reporter.stage("load")
         image = inputs.load_image()
         trajectory = inputs.load_trajectory()
+        warning = coverage_warning(trajectory, spec.width, spec.height)
+        if warning is not None:
+            reporter.log(f"warning: {warning}")
         reporter.stage("render")
         frames = preview_frames(image, trajectory, spec.width, spec.height, hud=spec.hud)
 
