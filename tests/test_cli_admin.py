@@ -137,7 +137,6 @@ def test_bad_gpu_sets(text):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_worker_supervisor_of_two_stops_within_seconds_every_time(cli, worldplay_env):
     """A supervisor of two idle workers stops within a few seconds of SIGTERM, ten times running.
 
@@ -168,6 +167,7 @@ def test_worker_supervisor_of_two_stops_within_seconds_every_time(cli, worldplay
                 supervisor.wait()
 
 
+@pytest.mark.slow
 def test_worker_command_runs_one_worker_per_gpu_set_and_stops_them_on_sigterm(cli, worldplay_env):
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "worldplay_cli", "worker", "--gpus", "0,1", "--queue", "gpu1"],

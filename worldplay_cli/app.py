@@ -10,10 +10,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from typing import Annotated
 
 import typer
 
-from worldplay_cli.errors import EXIT_FAILURE, WorldplayError, debug_enabled, format_error
+from worldplay_cli import __version__
+from worldplay_cli.errors import EXIT_BAD_INPUT, EXIT_FAILURE, WorldplayError, debug_enabled, format_error
 
 
 app = typer.Typer(
@@ -26,6 +28,21 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"worldplay {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Run, queue and train HY-World 1.5 (WorldPlay) world models."""
+
+
 def _register_commands() -> None:
     from worldplay_cli import commands
 
@@ -36,13 +53,66 @@ def _register_commands() -> None:
 _register_commands()
 
 
+# What an option's value is, in help: Typer prints the Python annotation (`<bool>`, `<list[str]>`), which
+# says nothing to a user; flags get no word at all.
+_VALUE_WORDS = {int: "INTEGER", float: "NUMBER"}
+
+
+def _plain_metavars(command) -> None:
+    # The --help option is made on first use and then kept; make it now so it gets no word either.
+    help_option = command.get_help_option(command.context_class(command))
+    for param in [*command.params, *([help_option] if help_option else [])]:
+        if param.metavar is not None or getattr(param, "param_type_name", "") != "option":
+            continue
+        if param.is_flag:
+            param.metavar = ""
+            continue
+        descriptor = getattr(param, "type_descriptor", None)
+        annotation = getattr(descriptor, "annotation", None)
+        param.metavar = "PATH" if getattr(descriptor, "is_path", False) else _VALUE_WORDS.get(annotation, "TEXT")
+    for subcommand in getattr(command, "commands", {}).values():
+        _plain_metavars(subcommand)
+
+
+def _command_path(command, args: list[str]) -> str:
+    """`worldplay jobs show` for `jobs show x --bad`: the deepest command the arguments name."""
+    path = ["worldplay"]
+    for arg in args:
+        subcommand = getattr(command, "commands", {}).get(arg)
+        if subcommand is None:
+            break
+        path.append(arg)
+        command = subcommand
+    return " ".join(path)
+
+
+def _usage_error(exc: typer.TyperException, command, args: list[str]) -> int:
+    """A mistake on the command line (unknown option, bad value): one line naming what to read."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+        exc.show()
+        return exc.exit_code
+    context = getattr(exc, "ctx", None)
+    path = context.command_path if context is not None else _command_path(command, args)
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    sys.stderr.write(format_error(message[:1].lower() + message[1:], f"see `{path} --help`") + "\n")
+    return exc.exit_code or EXIT_BAD_INPUT
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every failure into one line and an exit code."""
     from trajectories.errors import TrajectoryError
 
-    # Typer handles its own usage errors (exit 2) and exits; our errors propagate to here.
+    command = typer.main.get_command(app)
+    _plain_metavars(command)
     try:
-        app(args=argv, prog_name="worldplay")
+        # Typer returns a command's exit code (130 for Ctrl+C) instead of exiting when not standalone.
+        code = command.main(args=argv, prog_name="worldplay", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.TyperException as exc:
+        sys.exit(_usage_error(exc, command, sys.argv[1:] if argv is None else argv))
+    except typer.Abort:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
     except (WorldplayError, TrajectoryError) as exc:
         if debug_enabled():
             raise

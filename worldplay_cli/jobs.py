@@ -184,6 +184,27 @@ def list_jobs(
     return JobPage(rows=page.rows, total=page.matched, offset=page.offset, limit=limit, counts=page.counts)
 
 
+def resolve_job_id(conn: Redis, text: str) -> str:
+    """The job a user means: its id, a unique prefix of it, its random part (`9f2c1a`) or its `--name`."""
+    from worldplay_cli.schema import job_id_token
+
+    wanted = text.strip()
+    if not wanted:
+        raise BadInput("empty job id", "list jobs with `worldplay jobs list`")
+    if conn.exists(JOB_PREFIX + wanted):
+        return wanted
+    known = [member.decode() for member in conn.zrange(JOBS_INDEX, 0, -1)]
+    matches = [job_id for job_id in known if job_id.startswith(wanted) or job_id_token(job_id) == wanted]
+    if not matches:
+        matches = [row.id for row in job_rows(conn, known) if row is not None and row.output_name == wanted]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise BadInput(f"no job {wanted!r}", "list jobs with `worldplay jobs list`")
+    shown = ", ".join(sorted(matches)[-5:]) + (", ..." if len(matches) > 5 else "")
+    raise BadInput(f"{wanted!r} matches {len(matches)} jobs: {shown}", "type more of the id")
+
+
 def get_row(conn: Redis, job_id: str) -> JobRow:
     row = job_rows(conn, [job_id])[0]
     if row is None:
@@ -209,6 +230,50 @@ def job_detail(conn: Redis, settings: Settings, job_id: str, log_lines: int = 20
     detail["files"] = sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) if directory.is_dir() else []
     detail["log"] = [line for _, line in log_tail(conn, job_id, log_lines)]
     return detail
+
+
+def describe_spec(spec: dict | None) -> list[str]:
+    """A job's spec in a few lines for people, whatever its kind."""
+    if not spec:
+        return []
+    kind = spec.get("kind", "generate")
+    if kind == "generate":
+        trajectory = spec.get("trajectory") or {}
+        lines = [
+            f"generate {spec.get('engine')}/{spec.get('variant')}, {spec.get('frames')} frames, "
+            f"{spec.get('width')}x{spec.get('height')}, {spec.get('steps')} steps, seed {spec.get('seed')}, "
+            f"trajectory {trajectory.get('source')!r}",
+            f"prompt: {spec.get('prompt')!r}",
+        ]
+        return lines + ([f"name: {spec['output_name']}"] if spec.get("output_name") else [])
+    if kind == "train":
+        config = spec.get("config") or {}
+        method = (config.get("method") or {}).get("name", "ar")
+        how = "LoRA rank {}".format(config["lora"].get("rank")) if config.get("lora") else "full fine-tuning"
+        return [
+            f"train {method}, {how}, {config.get('max_steps')} steps on {spec.get('gpus', 1)} GPU(s)"
+            + (", FSDP" if config.get("fsdp") else ""),
+            f"model: {(config.get('model') or {}).get('model_dir')}",
+            f"data: {(config.get('data') or {}).get('path')}",
+        ] + ([f"resume: {spec['resume']}"] if spec.get("resume") else [])
+    fields = ", ".join(f"{key} {value}" for key, value in spec.items() if key not in ("kind", "version") and not isinstance(value, dict))
+    return [f"{kind}: {fields}"]
+
+
+def describe_training(train: dict | None) -> list[str]:
+    """A train job's last reported step, loss and validation, from its `meta["train"]`."""
+    if not train or "step" not in train:
+        return []
+    line = f"step {train['step']}/{train.get('max_steps')}, loss {train.get('loss'):.4g}, lr {train.get('lr'):.3g}"
+    if train.get("samples_per_s"):
+        line += f", {train['samples_per_s']:.3g} samples/s"
+    lines = [line]
+    if train.get("validation"):
+        metrics = {key: value for key, value in train["validation"].items() if isinstance(value, (int, float))}
+        lines.append("validation: " + ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()))
+    if train.get("checkpoint"):
+        lines.append(f"checkpoint: {train['checkpoint']}")
+    return lines
 
 
 def log_tail(conn: Redis, job_id: str, count: int = 50) -> list[tuple[str, str]]:
@@ -318,9 +383,16 @@ def delete_job(conn: Redis, settings: Settings, job_id: str, remove_files: bool 
     if job is None and not removed:
         raise BadInput(f"no job {job_id!r}")
     directory = job_dir(settings, job_id)
-    if remove_files and directory.is_dir():
+    had_files = directory.is_dir()
+    if remove_files and had_files:
         shutil.rmtree(directory)
-    return {"job_id": job_id, "deleted": True, "files_removed": remove_files and not directory.exists()}
+    return {
+        "job_id": job_id,
+        "deleted": True,
+        "output_dir": str(directory),
+        "files_removed": had_files and remove_files,
+        "files_kept": had_files and not remove_files,
+    }
 
 
 def wait_for(conn: Redis, job_id: str, timeout_s: float | None = None, poll_s: float = 0.2) -> JobRow:
@@ -390,3 +462,14 @@ def list_workers(conn: Redis, settings: Settings) -> list[WorkerRow]:
             )
         )
     return rows
+
+
+def unserved_queue_warning(conn: Redis, settings: Settings, queue: str) -> str | None:
+    """A one-line warning with the command that fixes it when no live worker serves `queue`, else None.
+
+    "Live" means registered and not stale; a worker that is busy still serves its queue (the job waits).
+    """
+    if any(queue in row.queues and not row.stale for row in list_workers(conn, settings)):
+        return None
+    start = "worldplay worker" if queue == settings.queue.default_queue else f"worldplay worker --queue {queue}"
+    return f"no live worker serves queue '{queue}'; the job waits until one does (start one: {start})"

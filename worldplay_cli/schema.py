@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import time
 from typing import Any, Literal
@@ -35,6 +36,10 @@ JOBS_INDEX = "worldplay:jobs"  # sorted set: job id -> enqueue time, newest last
 QUEUES_SET = "worldplay:queues"  # every queue a job was ever sent to (the reaper sweeps them all)
 
 
+# How much of a job's --name goes into its id (and so its output directory name).
+JOB_ID_NAME_CHARS = 24
+
+
 def log_stream_key(job_id: str) -> str:
     return f"worldplay:log:{job_id}"
 
@@ -52,9 +57,19 @@ def worker_info_key(worker_name: str) -> str:
     return f"worldplay:worker:{worker_name}"
 
 
-def new_job_id() -> str:
-    """Sortable and readable, used as the output directory name: `20260522-141503-9f2c1a`."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+def new_job_id(name: str | None = None) -> str:
+    """Sortable and readable, used as the output directory name: `20260522-141503-9f2c1a`, or with the
+    job's `--name` as a slug after it, `20260522-141503-9f2c1a-rainy-street` (rq ids allow only letters,
+    digits, `_` and `-`)."""
+    job_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    slug = re.sub(r"[^a-z0-9_]+", "-", (name or "").lower()).strip("-")[:JOB_ID_NAME_CHARS].strip("-")
+    return f"{job_id}-{slug}" if slug else job_id
+
+
+def job_id_token(job_id: str) -> str:
+    """The random part of a job id (`9f2c1a`), unique enough to type."""
+    parts = job_id.split("-")
+    return parts[2] if len(parts) > 2 else job_id
 
 
 # --- engines and variants -------------------------------------------------------------------------------
@@ -163,7 +178,7 @@ class JobSpec(_Model):
     width: int = Field(gt=0, le=4096)
     height: int = Field(gt=0, le=4096)
     fps: int = Field(default=24, ge=1, le=120)
-    gpus: int = Field(default=1, ge=0, le=64)
+    gpus: int = Field(default=1, ge=1, le=64)
     hud: bool = True
     output_name: str | None = Field(default=None, max_length=120, pattern=r"^[\w.\- ]+$")
     rewrite: RewriteRecord | None = None

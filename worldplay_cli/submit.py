@@ -174,17 +174,26 @@ def prepare(request: GenerateRequest, settings: Settings) -> PreparedJob:
             gpus=request.gpus,
             hud=request.hud,
             output_name=request.output_name,
-            timeout_s=request.timeout_s or settings.job_timeout_s,
+            timeout_s=request.timeout_s if request.timeout_s is not None else settings.job_timeout_s,
             model_dir=str(request.model_dir) if request.model_dir else None,
             memory_profile=request.memory_profile,
             official_repo=str(request.official_repo) if request.official_repo else None,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
-        raise BadInput(f"{where}: {message}" if where else message) from None
+        if first["type"] == "string_pattern_mismatch":
+            message = "use only letters, digits, spaces, '.', '_' and '-'"
+        field = str(first["loc"][0]) if first["loc"] else ""
+        if field in _OPTION_FOR_FIELD or field in GenerateRequest.__dataclass_fields__:
+            option = _OPTION_FOR_FIELD.get(field, "--" + field.replace("_", "-"))
+            raise BadInput(f"{option} {first.get('input')!r}: {message}", f"see `worldplay generate --help` for {option}") from None
+        raise BadInput(f"{'.'.join(map(str, first['loc']))}: {message}" if field else message) from None
     return PreparedJob(spec, image_png, trajectory_json)
+
+
+# Job spec fields whose generate option is not simply `--<field>`.
+_OPTION_FOR_FIELD = {"timeout_s": "--timeout", "output_name": "--name"}
 
 
 def check_output_root(settings: Settings) -> Path:

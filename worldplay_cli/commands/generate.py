@@ -99,7 +99,7 @@ def generate(
     output_root: OutputRootOption = None,
 ) -> None:
     from worldplay_cli.errors import BadInput
-    from worldplay_cli.output import emit
+    from worldplay_cli.output import emit, err_console
     from worldplay_cli.runtime import Runtime
     from worldplay_cli.schema import new_job_id
     from worldplay_cli.submit import GenerateRequest, check_output_root, prepare, submit
@@ -141,14 +141,21 @@ def generate(
         return
     check_output_root(settings)
     conn = runtime.conn
-    job_id = new_job_id()
+    job_id = new_job_id(prepared.spec.output_name)
     if queue is not None:
+        from worldplay_cli.jobs import unserved_queue_warning
+
         queue_name = queue or settings.queue.default_queue
         submit(conn, settings, prepared, queue_name, job_id)
+        warning = unserved_queue_warning(conn, settings, queue_name)
         if not wait:
-            emit({"job_id": job_id, "queue": queue_name, "status": "queued"}, as_json, lambda c: c.print(job_id))
+            _warn(warning)
+            emit({"job_id": job_id, "queue": queue_name, "status": "queued", "warning": warning}, as_json, lambda c: c.print(job_id))
             return
-        _finish(runtime, job_id, as_json, worker=None)
+        if not as_json:
+            err_console.print(f"job {job_id} queued on {queue_name}", highlight=False, soft_wrap=True)
+        _warn(warning)
+        _finish(runtime, job_id, as_json, worker=None, queue_name=queue_name, warned=warning is not None)
         return
     # Foreground: a private queue and a one-job worker for it, cleaned up afterwards.
     queue_name = f"local-{job_id}"
@@ -176,15 +183,36 @@ def _rewrite(prepared, settings, policy):
     return RewriteRecord(policy=policy, **result.model_dump())
 
 
-def _finish(runtime, job_id: str, as_json: bool, worker) -> None:
-    """Follow the job to its end (progress on stderr), print the result, exit non-zero on failure."""
+def _warn(warning: str | None) -> None:
+    from rich.markup import escape
+
+    from worldplay_cli.output import err_console
+
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+def _finish(runtime, job_id: str, as_json: bool, worker, queue_name: str | None = None, warned: bool = False) -> None:
+    """Follow the job to its end (progress on stderr), print the result, exit non-zero on failure.
+
+    `worker` is the private one-job worker of a foreground run (Ctrl+C cancels the job: nobody else
+    would run it); without one the job belongs to `queue_name`, and Ctrl+C only stops following it.
+    """
     from worldplay_cli import jobs
     from worldplay_cli.errors import WorldplayError
-    from worldplay_cli.output import emit
+    from worldplay_cli.output import emit, err_console
 
     try:
-        row = _follow(runtime, job_id, worker, show=not as_json)
+        row = _follow(runtime, job_id, worker, show=not as_json, queue_name=queue_name, warned=warned)
     except KeyboardInterrupt:
+        if worker is None:
+            err_console.print(
+                f"detached; job {job_id} keeps going (follow it: worldplay jobs logs -f {job_id}; "
+                f"stop it: worldplay jobs cancel {job_id})",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(130) from None
         status = jobs.cancel_job(runtime.conn, runtime.settings, job_id)
         raise WorldplayError(f"interrupted; job {job_id} is {status}") from None
     if row.status != "finished":
@@ -204,7 +232,11 @@ def _finish(runtime, job_id: str, as_json: bool, worker) -> None:
     emit({"job_id": job_id, "status": row.status, **result}, as_json, render)
 
 
-def _follow(runtime, job_id: str, worker, show: bool):
+# While a followed job waits on a shared queue, check this often that some worker still serves it.
+_SERVED_CHECK_S = 5.0
+
+
+def _follow(runtime, job_id: str, worker, show: bool, queue_name: str | None = None, warned: bool = False):
     import time
 
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
@@ -222,6 +254,7 @@ def _follow(runtime, job_id: str, worker, show: bool):
             if show:
                 err_console.print(line, style="dim", highlight=False, markup=False, soft_wrap=True)
 
+    next_served_check = time.monotonic() + _SERVED_CHECK_S
     # A bar only on a terminal; elsewhere (CI logs, pipes) just the log lines.
     with Progress(*columns, console=err_console, disable=not (show and err_console.is_terminal), transient=True) as bar:
         task = bar.add_task("queued", total=1.0, detail="")
@@ -231,6 +264,12 @@ def _follow(runtime, job_id: str, worker, show: bool):
             if row.status in jobs.ENDED:
                 print_new_log_lines()
                 return row
+            if queue_name and not warned and row.status == "queued" and time.monotonic() > next_served_check:
+                next_served_check = time.monotonic() + _SERVED_CHECK_S
+                warning = jobs.unserved_queue_warning(runtime.conn, runtime.settings, queue_name)
+                if warning and show:
+                    _warn(warning)
+                warned = warning is not None
             progress = row.progress or {}
             detail = []
             if progress.get("total"):

@@ -10,7 +10,12 @@ from worldplay_cli.runtime import ConfigOption, JsonOption, OutputRootOption, Re
 
 jobs_app = typer.Typer(help="Inspect and steer queued, running and finished jobs.", no_args_is_help=True)
 
-JobIds = Annotated[list[str], typer.Argument(help="Job id(s).", show_default=False)]
+JobIds = Annotated[
+    list[str], typer.Argument(help="Job id(s): the id, a unique prefix, its random part or the job's --name.", show_default=False)
+]
+JobIdArgument = Annotated[
+    str, typer.Argument(help="Job: the id, a unique prefix, its random part or the job's --name.", show_default=False)
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -74,22 +79,32 @@ def list_command(
     page = jobs.list_jobs(runtime.conn, set(status) if status else None, queue, search, offset, limit)
 
     def render(console):
+        # Narrow terminals drop the least useful columns; ids are never cut (they are what users type).
+        columns = ["id", "status", "engine", "progress", "time", "prompt"]
+        if console.width >= 110:
+            columns[3:3] = ["frames"]
+        if console.width >= 140:
+            columns.insert(-1, "worker")
         table = Table(box=None, header_style="bold")
-        for column in ("id", "status", "engine", "frames", "progress", "time", "worker", "prompt"):
-            table.add_column(column, overflow="ellipsis", no_wrap=column != "prompt")
+        for column in columns:
+            if column == "id":
+                table.add_column(column, no_wrap=True, min_width=max((len(row.id) for row in page.rows), default=2))
+            else:
+                table.add_column(column, overflow="ellipsis", no_wrap=True, ratio=1 if column == "prompt" else None)
         for row in page.rows:
             style = STATUS_STYLE.get(row.status, "")
             failure = (row.failure or {}).get("kind", "")
-            table.add_row(
-                row.id,
-                f"[{style}]{row.status}[/]" + (f" ({failure})" if failure and row.status != "finished" else "") if style else row.status,
-                f"{row.engine}/{row.variant}" if row.engine else "",
-                str(row.frames or ""),
-                _progress_text(row),
-                _age(row.duration_s),
-                row.worker or "",
-                (row.prompt or "")[:60],
-            )
+            cells = {
+                "id": row.id,
+                "status": f"[{style}]{row.status}[/]" + (f" ({failure})" if failure and row.status != "finished" else "") if style else row.status,
+                "engine": f"{row.engine}/{row.variant}" if row.engine else (row.kind or ""),
+                "frames": str(row.frames or ""),
+                "progress": _progress_text(row),
+                "time": _age(row.duration_s),
+                "worker": row.worker or "",
+                "prompt": row.prompt or "",
+            }
+            table.add_row(*(cells[column] for column in columns))
         console.print(table)
         counts = ", ".join(f"{n} {s}" for s, n in page.counts.items() if n)
         console.print(f"[dim]{page.offset + len(page.rows)} of {page.total} shown; all jobs: {counts or 'none'}[/]")
@@ -99,43 +114,43 @@ def list_command(
 
 @jobs_app.command("show")
 def show_command(
-    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    job_id: JobIdArgument,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
     output_root: OutputRootOption = None,
 ) -> None:
     """Everything about one job: spec, progress, result or failure, files, recent log."""
+    from rich.markup import escape
+
     from worldplay_cli import jobs
     from worldplay_cli.output import emit
 
     runtime = _runtime(config, redis_url, output_root)
+    job_id = jobs.resolve_job_id(runtime.conn, job_id)
     detail = jobs.job_detail(runtime.conn, runtime.settings, job_id)
 
     def render(console):
         console.print(f"[bold]{detail['id']}[/]  {detail['status']}  queue {detail['queue']}  attempt {detail['attempt']}")
-        spec = detail.get("spec") or {}
-        if spec:
-            console.print(f"engine {spec.get('engine')}/{spec.get('variant')}, {spec.get('frames')} frames, "
-                          f"{spec.get('width')}x{spec.get('height')}, trajectory {spec.get('trajectory', {}).get('source')!r}")
-            console.print(f"prompt: {spec.get('prompt')!r}")
+        for line in jobs.describe_spec(detail.get("spec")) + jobs.describe_training(detail.get("train")):
+            console.print(escape(line), highlight=False)
         if detail.get("progress") and detail["status"] == "started":
             console.print(f"progress: {_progress_text(jobs.get_row(runtime.conn, job_id))}")
         if detail.get("failure"):
             failure = detail["failure"]
             console.print(f"[red]{failure['kind']}[/]: {failure['message']}" + (f" (hint: {failure['hint']})" if failure.get("hint") else ""))
-        if detail.get("result"):
+        if detail.get("result") and detail["result"].get("video"):
             console.print(f"video: [bold]{detail['result'].get('video')}[/]")
         console.print(f"output dir: {detail['output_dir']}  files: {', '.join(detail['files']) or '-'}")
         for line in detail["log"]:
-            console.print(f"[dim]{line}[/]")
+            console.print(f"[dim]{escape(line)}[/]")
 
     emit(detail, as_json, render)
 
 
 @jobs_app.command("logs")
 def logs_command(
-    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    job_id: JobIdArgument,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many recent lines.")] = 50,
     config: ConfigOption = None,
@@ -148,6 +163,7 @@ def logs_command(
     from worldplay_cli import jobs
 
     runtime = _runtime(config, redis_url, output_root)
+    job_id = jobs.resolve_job_id(runtime.conn, job_id)
     row = jobs.get_row(runtime.conn, job_id)
     last = "0-0"
     for last, line in jobs.log_tail(runtime.conn, job_id, lines):
@@ -163,18 +179,21 @@ def logs_command(
             sys.stdout.write(line + "\n")
 
 
-def _each(job_ids: list[str], action, as_json: bool) -> None:
+def _each(runtime, job_ids: list[str], action, as_json: bool) -> None:
+    """Apply `action` to every job the user named; report each, exit with the first error's code."""
+    from worldplay_cli import jobs
     from worldplay_cli.errors import BadInput
     from worldplay_cli.output import emit
 
     results: list[dict] = []
     errors = []
-    for job_id in job_ids:
+    for typed in job_ids:
         try:
+            job_id = jobs.resolve_job_id(runtime.conn, typed)
             results.append({"job_id": job_id, **action(job_id)})
         except BadInput as exc:
             errors.append(exc)
-            results.append({"job_id": job_id, "error": exc.message})
+            results.append({"job_id": typed, "error": exc.message, "hint": exc.hint})
 
     def render(console):
         from worldplay_cli.errors import format_error
@@ -182,9 +201,9 @@ def _each(job_ids: list[str], action, as_json: bool) -> None:
 
         for result in results:
             if "error" in result:
-                err_console.print(format_error(f"{result['job_id']}: {result['error']}"), highlight=False)
+                err_console.print(format_error(result["error"], result["hint"]), highlight=False, markup=False, soft_wrap=True)
             else:
-                console.print(f"{result['job_id']}: {result.get('status', 'done')}")
+                console.print(f"{result['job_id']}: {result.get('note') or result.get('status', 'done')}", highlight=False, soft_wrap=True)
 
     emit(results, as_json, render)
     if errors:
@@ -203,7 +222,7 @@ def cancel_command(
     from worldplay_cli import jobs
 
     runtime = _runtime(config, redis_url, output_root)
-    _each(job_ids, lambda job_id: {"status": jobs.cancel_job(runtime.conn, runtime.settings, job_id)}, as_json)
+    _each(runtime, job_ids, lambda job_id: {"status": jobs.cancel_job(runtime.conn, runtime.settings, job_id)}, as_json)
 
 
 @jobs_app.command("retry")
@@ -218,7 +237,7 @@ def retry_command(
     from worldplay_cli import jobs
 
     runtime = _runtime(config, redis_url, output_root)
-    _each(job_ids, lambda job_id: {"status": jobs.retry_job(runtime.conn, runtime.settings, job_id)}, as_json)
+    _each(runtime, job_ids, lambda job_id: {"status": jobs.retry_job(runtime.conn, runtime.settings, job_id)}, as_json)
 
 
 @jobs_app.command("rm")
@@ -234,7 +253,17 @@ def rm_command(
     from worldplay_cli import jobs
 
     runtime = _runtime(config, redis_url, output_root)
-    _each(job_ids, lambda job_id: {"status": "deleted", **jobs.delete_job(runtime.conn, runtime.settings, job_id, files)}, as_json)
+    def delete(job_id: str) -> dict:
+        result = jobs.delete_job(runtime.conn, runtime.settings, job_id, files)
+        if result["files_removed"]:
+            note = f"deleted, and its files ({result['output_dir']})"
+        elif result["files_kept"]:
+            note = f"deleted; its files were kept in {result['output_dir']} (add --files to delete them too)"
+        else:
+            note = "deleted (it had no files)"
+        return {"status": "deleted", "note": note, **result}
+
+    _each(runtime, job_ids, delete, as_json)
 
 
 @jobs_app.command("workers")
