@@ -18,9 +18,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from tui_util import settle
 import redis
 from spine_util import wait_until
+from test_worker_reliability import engines_env  # noqa: F401 (fixture: the misbehaving test engines)
+from tui_util import settle
 
 from worldplay_cli.schema import TASK_NOOP, Failure, Progress
 from worldplay_cli.settings import load_settings
@@ -209,7 +210,7 @@ async def test_the_table_lists_jobs_in_every_state_with_counts(world):
 
 
 async def test_sorting_by_keys_and_by_clicking_headers(world):
-    from worldplay_cli.tui.dashboard.widgets import JOB_COLUMNS, JobsTable
+    from worldplay_cli.tui.dashboard.widgets import JobsTable
 
     app = dashboard(world)
     async with app.run_test(size=(200, 50)) as pilot:
@@ -221,7 +222,9 @@ async def test_sorting_by_keys_and_by_clicking_headers(world):
         await pilot.press("S")
         await settle(pilot, lambda: table_ids(app) == sorted(WORLD_IDS.values(), reverse=True), what="reversed")
         # Click the "Status" header: sorted by status (queued, deferred, scheduled, started, finished, ...).
-        x = sum(width + 2 for _, _, width in JOB_COLUMNS[: [k for k, _, _ in JOB_COLUMNS].index("status")]) + 2
+        table = app.query_one(JobsTable)
+        keys = [str(key.value) for key in table.columns]
+        x = sum(column.get_render_width(table) for column in list(table.columns.values())[: keys.index("status")]) + 2
         await pilot.click(JobsTable, offset=(x, 0))
         await settle(pilot, lambda: app.job_query.sort == "status", what="sort by status")
         await settle(pilot, lambda: table_ids(app)[:3] == [WORLD_IDS["queued"], WORLD_IDS["deferred"], WORLD_IDS["scheduled"]])
@@ -464,8 +467,9 @@ async def test_submit_a_job_from_a_spec_file(fresh, tmp_path):
     async with app.run_test(size=(200, 50)) as pilot:
         await settle(pilot, lambda: app.snapshot is not None)
         await pilot.press("n")
-        await settle(pilot, lambda: isinstance(app.screen, SubmitScreen), what="the file prompt")
+        await settle(pilot, lambda: isinstance(app.screen, SubmitScreen), what="the submit form")
         app.screen.query_one("#path").value = str(request)
+        app.screen.query_one("#path").focus()
         await pilot.press("enter")
         await settle(pilot, lambda: len(table_ids(app)) == 1, what="the submitted job")
         job_id = table_ids(app)[0]
@@ -474,9 +478,158 @@ async def test_submit_a_job_from_a_spec_file(fresh, tmp_path):
         request.write_text(json.dumps({"prompt": "x", "warp": 9}))
         await pilot.press("n")
         await settle(pilot, lambda: isinstance(app.screen, SubmitScreen))
-        app.screen.query_one("#path").value = str(request)
+        form = app.screen
+        form.query_one("#path").value = str(request)
+        form.query_one("#path").focus()
         await pilot.press("enter")
-        await settle(pilot, lambda: any("unknown field 'warp'" in n.message for n in app._notifications), what="the error")
+        await settle(pilot, lambda: "unknown field 'warp'" in str(form.query_one("#submit-error").render()), what="the error")
+        assert app.screen is form  # the form stays open with the error
+
+
+async def test_the_cursor_follows_the_highlighted_job_when_rows_move(fresh):
+    from worldplay_cli.tui.dashboard.screens import ConfirmScreen
+
+    ids = enqueue_noops(fresh, 3)
+    # Not the first by id whatever ids come later: a cursor that kept its row would land elsewhere.
+    chosen = sorted(ids)[-1]
+    app = dashboard(fresh)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot, lambda: len(table_ids(app)) == 3)
+        await pilot.press(*["down"] * table_ids(app).index(chosen))
+        assert app.selected_job_id == chosen
+        newer = enqueue_noops(fresh, 2)  # newest first: both land above the chosen job
+        await settle(pilot, lambda: len(table_ids(app)) == 5, what="the new jobs")
+        assert app.selected_job_id == chosen
+        await pilot.press("s")  # sorted by id now: every row may move
+        await settle(pilot, lambda: app.job_query.sort == "id" and table_ids(app) == sorted(ids + newer), what="sort by id")
+        assert app.selected_job_id == chosen
+        app.query_one("#filter").value = "matches-no-job"
+        await settle(pilot, lambda: table_ids(app) == [], what="an empty listing")
+        app.query_one("#filter").value = ""
+        await settle(pilot, lambda: len(table_ids(app)) == 5, what="the jobs again")
+        assert app.selected_job_id == chosen
+        await pilot.press("c")
+        await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        assert chosen in app.screen.question
+        await pilot.press("y")
+        await settle(pilot, lambda: status_of(fresh, chosen) == "canceled", what="the chosen job to be canceled")
+        # Only queued jobs now: the canceled one leaves the view and the cursor keeps its row.
+        row = app.jobs_table.cursor_row
+        await pilot.press("f")
+        await settle(pilot, lambda: len(table_ids(app)) == 4, what="queued jobs only")
+        assert app.jobs_table.cursor_row == min(row, 3)
+        await pilot.press("c")
+        await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        assert app.selected_job_id in app.screen.question
+        await pilot.press("n")
+    assert [status_of(fresh, job_id) for job_id in ids + newer if job_id != chosen] == ["queued"] * 4
+
+
+async def test_home_and_end_move_to_the_first_and_last_job(fresh):
+    enqueue_noops(fresh, 4)
+    app = dashboard(fresh)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot, lambda: len(table_ids(app)) == 4)
+        await pilot.press("end")
+        assert app.selected_job_id == table_ids(app)[-1]
+        await pilot.press("up", "home")
+        assert app.selected_job_id == table_ids(app)[0]
+        await pilot.press("question_mark")
+        assert "| `home` | First job on the page |" in app.screen.markdown
+
+
+@pytest.mark.parametrize("width", [80, 160])
+async def test_columns_fit_the_terminal_width(world, width):
+    from worldplay_cli.tui.dashboard.widgets import JobsTable
+
+    app = dashboard(world)
+    async with app.run_test(size=(width, 40)) as pilot:
+        await settle(pilot, lambda: len(table_ids(app)) == len(WORLD_IDS))
+        table = app.query_one(JobsTable)
+        shown = [str(key.value) for key in table.columns]
+        assert sum(column.get_render_width(table) for column in table.columns.values()) <= table.size.width
+        await pilot.pause()
+        assert table.max_scroll_x == 0  # nothing hides off to the right
+        screen = "\n".join(table.render_line(y).text for y in range(table.size.height))
+        for job_id in WORLD_IDS.values():  # the whole id, on screen
+            assert job_id in screen
+        assert {"id", "status", "progress"} <= set(shown)
+        if width == 80:
+            assert "created" not in shown and "worker" not in shown
+        else:
+            assert {"prompt", "engine", "worker", "created", "duration"} <= set(shown)
+            assert "a quiet harbour at dawn" in screen
+
+
+def submit_form_values(form, **values) -> None:
+    for name, value in values.items():
+        form.query_one(f"#submit-{name}").value = value
+
+
+async def test_submit_form_enqueues_a_job_with_the_values_entered(fresh):
+    from worldplay_cli.queue import fetch_job
+    from worldplay_cli.schema import JOBS_INDEX, JobSpec
+    from worldplay_cli.tui.dashboard.screens import SubmitScreen
+
+    app = dashboard(fresh)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await settle(pilot, lambda: app.snapshot is not None)
+        await pilot.press("n")
+        await settle(pilot, lambda: isinstance(app.screen, SubmitScreen), what="the submit form")
+        form = app.screen
+        assert form.query_one("#submit-engine").value == fresh.settings.default_engine
+        assert form.query_one("#submit-variant").value == fresh.settings.default_variant
+        await pilot.press(*"a lighthouse in fog")  # the prompt has the focus
+        submit_form_values(form, image="city", pose="w-3, jump-2", engine="native", variant="ar", seed="42", queue="formq")
+        await pilot.press("ctrl+s")
+        error = form.query_one("#submit-error")
+        await settle(pilot, lambda: "unknown action 'jump'" in str(error.render()), what="the pose error")
+        assert app.screen is form and fresh.conn.zcard(JOBS_INDEX) == 0
+        assert not any(Path(fresh.settings.output_root).iterdir())
+        submit_form_values(form, pose="w-3")
+        await pilot.press("enter")
+        await settle(pilot, lambda: not isinstance(app.screen, SubmitScreen), what="the form to close")
+        await settle(pilot, lambda: len(table_ids(app)) == 1, what="the job in the table")
+        messages = [notification.message for notification in app._notifications]
+        (job_id,) = table_ids(app)
+    job = fetch_job(fresh.conn, job_id)
+    spec = JobSpec.model_validate(job.args[0])
+    assert job.origin == "formq" and job.get_status().value == "queued"
+    assert (spec.prompt, spec.engine, spec.variant, spec.seed) == ("a lighthouse in fog", "native", "ar", 42)
+    assert spec.trajectory.source == "w-3" and spec.image.source.endswith("example_city.png")
+    assert f"submitted {job_id} on queue formq" in messages
+    # Nobody serves the queue: the user is told, with the command that starts a worker for it.
+    assert any("no live worker serves queue 'formq'" in m and "worldplay worker --queue formq" in m for m in messages)
+
+
+@pytest.mark.slow
+async def test_a_canceled_job_is_not_a_worker_failure(fresh, engines_env, start_worker):
+    from worldplay_cli.jobs import list_workers
+    from worldplay_cli.tui.dashboard.screens import SubmitScreen
+    from worldplay_cli.tui.dashboard.widgets import WorkersTable
+
+    job_id = submit_preview(fresh, "stopped by the user", queue="stoppable", engine="slow", steps=600)
+    start_worker("stoppable")
+    wait_until(lambda: (engines_env / job_id / "horse.pid").exists(), 60, what="the job to start")
+    app = dashboard(fresh)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot, lambda: table_ids(app) == [job_id] and app.snapshot.page.rows[0].status == "started")
+        await pilot.press("c", "y")
+        await settle(pilot, lambda: status_of(fresh, job_id) == "stopped", timeout_s=30, what="the job to stop")
+        workers = app.query_one(WorkersTable)
+        # "idle": the worker has finished handling the stopped job (its counts are written with the status).
+        await settle(pilot, lambda: workers.row_count == 1 and str(workers.get_row_at(0)[5]) == "idle", timeout_s=30)
+        assert [str(cell) for cell in workers.get_row_at(0)[8:10]] == ["0", "0"]
+        (worker,) = list_workers(fresh.conn, fresh.settings)
+        assert worker.failed_jobs == 0
+        # A queue with a live worker: no warning after a submit.
+        await pilot.press("n")
+        await settle(pilot, lambda: isinstance(app.screen, SubmitScreen), what="the submit form")
+        submit_form_values(app.screen, prompt="served", pose="w-3", queue="stoppable", engine="slow")
+        await pilot.press("ctrl+s")
+        await settle(pilot, lambda: not isinstance(app.screen, SubmitScreen), what="the form to close")
+        await settle(pilot, lambda: any(n.message.startswith("submitted ") for n in app._notifications))
+        assert not any("no live worker" in n.message for n in app._notifications)
 
 
 async def test_every_action_is_in_the_command_palette(fresh):
@@ -489,7 +642,7 @@ async def test_every_action_is_in_the_command_palette(fresh):
         titles = {command.title for command in app.get_system_commands(app.screen)}
         for title in ("Cancel job", "Retry job", "Re-queue job with edits", "Delete job"):
             assert f"{title} {job_id}" in titles
-        assert {"Submit job from spec file", "Suspend or resume workers", "Sort by status", "Dashboard help"} <= titles
+        assert {"Submit a job", "Suspend or resume workers", "Sort by status", "Dashboard help"} <= titles
         await pilot.press("ctrl+p")
         await pilot.press(*"suspend")
         await pilot.pause(0.3)
@@ -656,6 +809,14 @@ def test_snapshot_cancel_confirmation(pinned_app, snap_compare):
 
 def test_snapshot_requeue_form(pinned_app, snap_compare):
     assert snap_compare(pinned_app, terminal_size=(120, 48), run_before=pinned("down", "down", "down", "down", "e"))
+
+
+def test_snapshot_jobs_table_at_80_columns(pinned_app, snap_compare):
+    assert snap_compare(pinned_app, terminal_size=(80, 24), run_before=pinned())
+
+
+def test_snapshot_submit_form(pinned_app, snap_compare):
+    assert snap_compare(pinned_app, terminal_size=(100, 36), run_before=pinned("n"))
 
 
 # --- the incremental index under the table --------------------------------------------------------------

@@ -82,6 +82,28 @@ async def test_edit_as_text_shows_errors_inline_and_applies_valid_text():
         assert app.screen.query_one("#segment-text").text == "w-3"
 
 
+async def test_invalid_text_is_kept_with_its_error_when_leaving_text_mode():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3", "w", "e", "end", "enter", *"jump", "minus", "2")
+        await pilot.press("escape")  # leave text mode with text that does not parse
+        text_area = app.screen.query_one("#segment-text")
+        assert not text_area.has_focus
+        assert text_area.text == "w-3\njump-2"  # kept, not replaced by the path's text
+        error = str(app.screen.query_one("#segment-error").render())
+        assert "line 2" in error and "unknown action 'jump'" in error
+        assert app.state.document.pose_string() == "w-3"  # and not applied
+        assert any("not applied" in n.message and "'jump'" in n.message for n in app._notifications)
+        await pilot.press("e", "backspace", "backspace", "backspace", "backspace", "backspace", "backspace", "d", "minus", "2")
+        assert app.state.document.pose_string() == "w-3, d-2"
+        await pilot.press("escape")
+        assert str(app.screen.query_one("#segment-error").render()) == ""
+        await pilot.press("e", "end", "enter", "x", "escape", "w")  # keys change the path: the text follows it
+        assert app.state.num_latents == 7 and "x" not in text_area.text
+        assert text_area.text == app.state.document.text()
+        assert str(app.screen.query_one("#segment-error").render()) == ""
+
+
 async def test_fix_length_for_model_and_frames():
     app = make_app(model="bi")
     async with app.run_test(size=SIZE) as pilot:
@@ -140,6 +162,24 @@ async def test_unsaved_changes_guard():
         await pilot.press("ctrl+q")
         await pilot.click("#discard")
     assert app.return_value.saved is False and app.return_value.num_latents == 2
+
+
+async def test_q_quits_like_the_dashboard_with_the_unsaved_changes_guard():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("w", "q")
+        assert isinstance(app.screen, ConfirmQuitScreen)
+        await pilot.press("escape")
+        await pilot.press("e", "end", "q")  # in the text box q is just a letter
+        assert app.screen.query_one("#segment-text").text == "w-1q" and app.is_running
+        await pilot.press("backspace", "escape", "q")
+        assert isinstance(app.screen, ConfirmQuitScreen)
+        await pilot.click("#discard")
+    assert app.return_value.saved is False
+    clean = make_app()
+    async with clean.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+    assert clean.return_value is not None and clean.return_value.num_latents == 1
 
 
 async def test_unsaved_changes_guard_can_save_first(tmp_path):

@@ -1,4 +1,4 @@
-"""SVG snapshots of the editor's main screen at 80x24 and 160x48, and of its help screen.
+"""SVG snapshots of the editor's main screen at 80x24 and 160x48, and of its help screen and submit dialog.
 
 Regenerate after an intended visual change with `pytest tests/test_editor_snapshots.py --snapshot-update`
 and review the SVGs in tests/__snapshots__/.
@@ -24,3 +24,17 @@ def test_main_screen_160x48_bi(snap_compare):
 
 def test_help_screen_80x24(snap_compare):
     assert snap_compare(EditorApp(EditorState()), terminal_size=(80, 24), press=["question_mark"])
+
+
+def test_submit_dialog_80x24(snap_compare):
+    from textual.widgets import Input
+
+    app = EditorApp(EditorState(), submitter=lambda *args: None, default_variant="ar-distilled", default_engine="preview")
+
+    async def run_before(pilot) -> None:
+        await pilot.press("3", "w", "ctrl+g")
+        for text_input in pilot.app.screen.query(Input):  # a blinking cursor would make the picture random
+            text_input.cursor_blink = False
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -26,14 +26,22 @@ def submitter(redis_conn, tmp_path):
 
 
 async def test_submit_form_enqueues_a_valid_job(submitter, redis_conn):
+    from textual.widgets import Label
+
     submit, settings = submitter
-    app = EditorApp(EditorState(), submitter=submit, default_variant="ar-distilled")
+    app = EditorApp(EditorState(), submitter=submit, default_variant="ar-distilled", default_engine="preview")
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("3", "w", "plus", "right", "ctrl+g")
         assert isinstance(app.screen, SubmitScreen)
         screen = app.screen
-        assert screen.form().variant == "ar-distilled"
+        assert screen.form().variant == "ar-distilled" and screen.form().engine == "preview"
+        # Every field has its label on its left.
+        grid = list(screen.query_one("#submit-grid").children)
+        labels = [str(widget.render()) for widget in grid[0::2]]
+        assert all(isinstance(widget, Label) for widget in grid[0::2]) and labels == ["prompt", "engine", "variant", "seed"]
+        assert [widget.id for widget in grid[1::2]] == ["submit-prompt", "submit-engine", "submit-variant", "submit-seed"]
         screen.query_one("#submit-variant").value = "bi"  # 4 latents are not a bi length
+        screen.query_one("#submit-engine").value = "native"
         screen.query_one("#submit-prompt").value = "a quiet street at dusk"
         screen.query_one("#submit-seed").value = "7"
         await pilot.press("enter")
@@ -43,15 +51,32 @@ async def test_submit_form_enqueues_a_valid_job(submitter, redis_conn):
         screen.query_one("#submit-variant").value = "ar"
         await pilot.click("#submit-go")
         await settle(pilot, lambda: "queued job" in str(status.render()))
+        # No worker serves the queue: the user is told, with the command that starts one.
+        warning = f"no live worker serves queue '{settings.queue.default_queue}'"
+        assert any(warning in n.message and "worldplay worker" in n.message for n in app._notifications)
         await pilot.press("escape")
         assert isinstance(app.screen, EditorScreen)
         trajectory = app.state.trajectory()
     (job_id,) = app.job_ids
     job = fetch_job(redis_conn, job_id)
     spec = JobSpec.model_validate(job.args[0])
-    assert (spec.prompt, spec.variant, spec.seed, spec.frames) == ("a quiet street at dusk", "ar", 7, 13)
+    assert (spec.prompt, spec.engine, spec.variant, spec.seed, spec.frames) == ("a quiet street at dusk", "native", "ar", 7, 13)
     assert spec.trajectory.source == "w+right-3"
     assert Trajectory.load(settings.output_root / job_id / "trajectory.json") == trajectory
+
+
+async def test_without_a_known_default_the_engine_is_the_settings_default(submitter, redis_conn):
+    submit, settings = submitter
+    app = EditorApp(EditorState(), submitter=submit)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3", "w", "ctrl+g")
+        screen = app.screen
+        engine = screen.query_one("#submit-engine")
+        assert screen.form().engine is None and engine.is_blank() and engine.prompt == "settings default"
+        await pilot.click("#submit-go")
+        await settle(pilot, lambda: "queued job" in str(screen.query_one("#submit-status").render()))
+    (job_id,) = [member.decode() for member in redis_conn.zrange("worldplay:jobs", 0, -1)]
+    assert JobSpec.model_validate(fetch_job(redis_conn, job_id).args[0]).engine == settings.default_engine
 
 
 def test_unsaved_imported_paths_go_through_a_file(submitter, redis_conn, tmp_path):

@@ -197,7 +197,14 @@ class WorldplayWorker(Worker):
         elif not transient:
             job.retries_left = 0
         retry = job.should_retry and not stopped
-        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        if stopped:
+            # rq counts a job stopped on request as a failure of this worker; the user's cancel is not one
+            # (`worldplay jobs workers` and the dashboard would blame a healthy worker).
+            self.increment_failed_job_count = lambda pipeline=None: None
+        try:
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        finally:
+            self.__dict__.pop("increment_failed_job_count", None)
         if stopped:
             self.connection.delete(cancel_key(job.id))
         if recorded:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Callable, Iterable
 
 from textual import on, work
@@ -31,6 +30,7 @@ from worldplay_cli.tui.dashboard.screens import (
 )
 from worldplay_cli.tui.dashboard.source import DashboardSource, Snapshot, SourceUnavailable, describe_error
 from worldplay_cli.tui.dashboard.widgets import JOB_COLUMNS, JobsTable, StatusLine, WorkersTable
+from worldplay_cli.tui.submit import Submitted
 
 # Columns that read best biggest-first when first sorted by.
 _DESCENDING_FIRST = {"created", "duration", "progress", "eta"}
@@ -220,7 +220,7 @@ class Dashboard(App):
         self.sort_by(message.column)
 
     def action_cycle_sort(self) -> None:
-        columns = [key for key, _, _ in JOB_COLUMNS]
+        columns = [column.key for column in JOB_COLUMNS]
         self.sort_by(columns[(columns.index(self.job_query.sort) + 1) % len(columns)])
 
     def action_reverse_sort(self) -> None:
@@ -308,11 +308,15 @@ class Dashboard(App):
         self.push_screen(RequeueScreen(job_id, spec, queue), submit)
 
     def action_submit(self) -> None:
-        def chosen(path: Path | None) -> None:
-            if path is not None:
-                self.run_source_call(lambda: self.source.submit_file(path))
+        def submitted(job: Submitted | None) -> None:
+            if job is None:
+                return
+            self.notify(f"submitted {job.job_id} on queue {job.queue}", timeout=6)
+            if job.warning:
+                self.notify(job.warning, severity="warning", timeout=15)
+            self.request_refresh()
 
-        self.push_screen(SubmitScreen(), chosen)
+        self.push_screen(SubmitScreen(self.source.submit_choices()), submitted)
 
     def action_toggle_suspend(self) -> None:
         suspend = not (self.snapshot.suspended if self.snapshot else False)
@@ -335,7 +339,7 @@ class Dashboard(App):
     # --- help and command palette -------------------------------------------------------------------
 
     def action_help(self) -> None:
-        sections = [("jobs and workers", self.BINDINGS), ("job detail", JobDetailScreen.BINDINGS)]
+        sections = [("jobs and workers", self.BINDINGS + JobsTable.BINDINGS), ("job detail", JobDetailScreen.BINDINGS)]
         self.push_screen(HelpScreen(keys_markdown(sections)))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -346,13 +350,13 @@ class Dashboard(App):
                 yield SystemCommand(f"{title} {job_id}", help_text, self._palette_job_action(verb, job_id))
         if not isinstance(screen, JobDetailScreen):
             yield SystemCommand("Open job detail", "Show spec, log, timings and outputs", self.action_open_job)
-            yield SystemCommand("Submit job from spec file", "Enqueue a job described in a JSON/TOML/YAML file", self.action_submit)
+            yield SystemCommand("Submit a job", "Prompt, image, trajectory, engine, variant (or a spec file)", self.action_submit)
             yield SystemCommand("Suspend or resume workers", "Stop (or restart) workers taking new jobs", self.action_toggle_suspend)
             yield SystemCommand("Filter jobs", "Focus the text filter", self.action_focus_filter)
             yield SystemCommand("Cycle status filter", "All, queued, started, finished, failed, …", self.action_cycle_status)
             yield SystemCommand("Cycle kind filter", "All, generate, train", self.action_cycle_kind)
-            for key, label, _ in JOB_COLUMNS:
-                yield SystemCommand(f"Sort by {label.lower()}", "Sort the jobs table (again to reverse)", self._palette_sort(key))
+            for column in JOB_COLUMNS:
+                yield SystemCommand(f"Sort by {column.label.lower()}", "Sort the jobs table (again to reverse)", self._palette_sort(column.key))
             yield SystemCommand("Next page", "Show the next page of jobs", lambda: self.action_page(1))
             yield SystemCommand("Previous page", "Show the previous page of jobs", lambda: self.action_page(-1))
             yield SystemCommand("Show or hide workers", "Toggle the workers panel", self.action_toggle_workers)

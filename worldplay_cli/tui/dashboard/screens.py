@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.json import JSON
 from rich.table import Table
@@ -17,16 +17,26 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Input, Label, Markdown, RichLog, Static
+from textual.widgets import Button, Footer, Input, Label, Markdown, RichLog, Select, Static
 
 from worldplay_cli.jobs import ENDED
 from worldplay_cli.jobs_index import duration_s
-from worldplay_cli.tui.dashboard.source import EDITABLE_FIELDS, JobDetail, LogChunk, SourceUnavailable
+from worldplay_cli.tui.dashboard.source import (
+    EDITABLE_FIELDS,
+    JobDetail,
+    LogChunk,
+    SourceUnavailable,
+    SubmitChoices,
+    describe_error,
+)
 from worldplay_cli.tui.dashboard.widgets import STATUS_STYLES, LossCurve, human_seconds, progress_text, train_table
 from worldplay_cli.tui.widgets import HalfBlockImage, image_size_for
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from worldplay_cli.submit import GenerateRequest
+    from worldplay_cli.tui.submit import Submitted
 
 _FAILURE_NAMES = {
     "oom": "out of memory",
@@ -355,24 +365,141 @@ class RequeueScreen(ModalScreen[tuple[dict[str, Any], str | None] | None]):
         self.dismiss(None)
 
 
-class SubmitScreen(ModalScreen[Path | None]):
-    """Ask for a request file (JSON, TOML or YAML with `worldplay generate` fields and an optional queue)."""
+class SubmitScreen(ModalScreen["Submitted | None"]):
+    """Submit a generation job: a form (prompt, image, trajectory, engine, variant, seed, queue), or a spec
+    file. Submitting runs in a worker; a bad input shows its one-line error here and enqueues nothing.
+    Dismisses with the `Submitted` job, or None when closed."""
 
-    BINDINGS = [Binding("escape", "dismiss_none", "Cancel")]
+    BINDINGS = [Binding("escape", "dismiss_none", "Cancel"), Binding("ctrl+s", "submit", "Submit")]
+
+    @dataclass
+    class Finished(Message):
+        submitted: Submitted | None
+        error: str | None = None
+
+    def __init__(self, choices: SubmitChoices):
+        super().__init__()
+        self.choices = choices
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Label("submit a job from a spec file (JSON, TOML or YAML)", id="question")
-            yield Input(placeholder="path/to/request.json", id="path")
+        from worldplay_cli.assets import EXAMPLE_IMAGES
+        from worldplay_cli.submit import DEFAULT_POSE
+
+        choices = self.choices
+        examples = ", ".join(EXAMPLE_IMAGES)
+        with Vertical(id="dialog", classes="form"):
+            yield Label("submit a generation job", id="question")
+            with Grid(id="form-grid"):
+                yield Label("prompt")
+                yield Input(placeholder="what the world looks like", id="submit-prompt", compact=True)
+                yield Label("image")
+                yield Input(placeholder=f"path or example: {examples} (default meadow)", id="submit-image", compact=True)
+                yield Label("trajectory")
+                yield Input(DEFAULT_POSE, placeholder="pose string (w-31), preset name or file", id="submit-pose", compact=True)
+                yield Label("engine")
+                yield Select([(name, name) for name in choices.engines], value=choices.engine, allow_blank=False, compact=True, id="submit-engine")
+                yield Label("variant")
+                yield Select([(name, name) for name in choices.variants], value=choices.variant, allow_blank=False, compact=True, id="submit-variant")
+                yield Label("seed")
+                yield Input("1", type="integer", id="submit-seed", compact=True)
+                yield Label("queue")
+                yield Input(choices.queue, id="submit-queue", compact=True)
+            yield Label("or a spec file (JSON, TOML or YAML; enter submits it)", classes="section")
+            yield Input(placeholder="path/to/request.json", id="path", compact=True)
             yield Static(
                 Text('fields: prompt, image, pose, engine, variant, frames, seed, steps, ... and "queue"', style="dim")
             )
+            yield Label("", id="submit-error")
+            with Horizontal(classes="buttons"):
+                yield Button("Submit (ctrl+s)", variant="primary", id="submit")
+                yield Button("Cancel (esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#submit-prompt", Input).focus()
+
+    def request(self) -> tuple[GenerateRequest, str | None]:
+        """The form as a `GenerateRequest` and its queue; BadInput for a seed that is not a number."""
+        from worldplay_cli.errors import BadInput
+        from worldplay_cli.submit import GenerateRequest
+
+        def text(name: str) -> str:
+            return self.query_one(f"#submit-{name}", Input).value.strip()
+
+        try:
+            seed = int(text("seed") or "1")
+        except ValueError:
+            raise BadInput(f"seed: {text('seed')!r} is not a whole number") from None
+        request = GenerateRequest(
+            prompt=self.query_one("#submit-prompt", Input).value,
+            image=Path(text("image")) if text("image") else None,  # prepare() also resolves example names
+            pose=text("pose"),
+            engine=str(self.query_one("#submit-engine", Select).value),
+            variant=str(self.query_one("#submit-variant", Select).value),
+            seed=seed,
+        )
+        return request, text("queue") or None
+
+    def action_submit(self) -> None:
+        from worldplay_cli.errors import BadInput
+
+        try:
+            request, queue = self.request()
+        except BadInput as exc:
+            self._show_error(exc.message)
+            return
+        source = self.app.source
+        self._start(lambda: source.submit_request(request, queue))
 
     @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(Path(event.value.strip()) if event.value.strip() else None)
+    def _entered(self, event: Input.Submitted) -> None:
+        if event.input.id != "path":
+            self.action_submit()
+            return
+        text = event.value.strip()
+        if not text:
+            self._show_error("give the path of a spec file")
+            return
+        source = self.app.source
+        self._start(lambda: source.submit_file(Path(text)))
+
+    def _start(self, call: Callable[[], Submitted]) -> None:
+        self.query_one("#submit", Button).disabled = True
+        self.query_one("#submit-error", Label).update(Text("submitting…", style="dim"))
+        self._run(call)
+
+    @work(thread=True, exclusive=True, group="submit", exit_on_error=False)
+    def _run(self, call: Callable[[], Submitted]) -> None:
+        from trajectories import TrajectoryError
+
+        try:
+            self.post_message(self.Finished(call()))
+        except TrajectoryError as exc:
+            self.post_message(self.Finished(None, exc.message + (f" (hint: {exc.hint})" if exc.hint else "")))
+        except SourceUnavailable as exc:
+            self.post_message(self.Finished(None, f"Redis unreachable: {exc}"))
+        except Exception as exc:  # still one visible line in the form, never a silent thread death
+            self.post_message(self.Finished(None, describe_error(exc)))
+
+    @on(Finished)
+    def _finished(self, message: Finished) -> None:
+        self.query_one("#submit", Button).disabled = False
+        if message.error is not None:
+            self._show_error(message.error)
+            return
+        self.dismiss(message.submitted)
+
+    def _show_error(self, error: str) -> None:
+        self.query_one("#submit-error", Label).update(Text(error, style="bold red"))
 
     def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#submit")
+    def _submit_pressed(self) -> None:
+        self.action_submit()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
         self.dismiss(None)
 
 

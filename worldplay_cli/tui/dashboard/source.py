@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     from worldplay_cli.jobs import JobRow, WorkerRow
     from worldplay_cli.settings import Settings
+    from worldplay_cli.submit import GenerateRequest
+    from worldplay_cli.tui.submit import Submitted
 
 
 class SourceUnavailable(Exception):
@@ -77,6 +79,17 @@ class JobDetail:
     train: dict | None = None  # a train job's meta["train"]: step, max_steps, loss, lr, loss_history, ...
 
 
+@dataclass
+class SubmitChoices:
+    """What the submit form offers, and what it starts with (the settings' defaults)."""
+
+    engines: list[str]
+    variants: list[str]
+    engine: str
+    variant: str
+    queue: str
+
+
 class DashboardSource(Protocol):
     location: str  # shown in the header (never with a password)
 
@@ -100,7 +113,11 @@ class DashboardSource(Protocol):
 
     def set_suspended(self, suspended: bool) -> str: ...
 
-    def submit_file(self, path: Path) -> str: ...
+    def submit_choices(self) -> SubmitChoices: ...
+
+    def submit_request(self, request: GenerateRequest, queue: str | None) -> Submitted: ...
+
+    def submit_file(self, path: Path) -> Submitted: ...
 
 
 # Spec fields the re-queue form may change (the inputs themselves are copied from the original job).
@@ -318,19 +335,31 @@ class RedisSource:
         self._call(resume, self.conn)
         return "workers resumed"
 
-    def submit_file(self, path: Path) -> str:
-        from worldplay_cli.schema import new_job_id
-        from worldplay_cli.submit import GenerateRequest, check_output_root, prepare, submit
+    def submit_choices(self) -> SubmitChoices:
+        from worldplay_cli.schema import VARIANT_DEFAULTS, engine_table
+
+        settings = self.settings
+        return SubmitChoices(
+            sorted(engine_table()), list(VARIANT_DEFAULTS), settings.default_engine, settings.default_variant,
+            settings.queue.default_queue,
+        )
+
+    def submit_request(self, request: GenerateRequest, queue: str | None) -> Submitted:
+        from worldplay_cli.submit import prepare
+        from worldplay_cli.tui.submit import enqueue_prepared
+
+        prepared = prepare(request, self.settings)
+        return self._call(enqueue_prepared, self.conn, self.settings, prepared, queue)
+
+    def submit_file(self, path: Path) -> Submitted:
+        from worldplay_cli.submit import GenerateRequest
 
         fields, queue = read_request_file(path)
         try:
             request = GenerateRequest(**fields)
         except TypeError as exc:
             raise BadInput(f"spec file {path}: {exc}") from None
-        prepared = prepare(request, self.settings)
-        check_output_root(self.settings)
-        job = self._call(submit, self.conn, self.settings, prepared, queue or self.settings.queue.default_queue, new_job_id())
-        return f"submitted {job.id}"
+        return self.submit_request(request, queue)
 
 
 class _Nvml:

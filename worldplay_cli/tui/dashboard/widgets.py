@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Sparkline, Static
@@ -28,19 +29,62 @@ STATUS_STYLES = {
     "canceled": "magenta dim",
 }
 
-# (column key, label, width); the key is also the sort key.
+
+@dataclass(frozen=True)
+class JobColumn:
+    key: str  # also the sort key
+    label: str
+    width: int  # what the column gets when the terminal is wide enough
+    min_width: int  # narrower than this it is not worth showing
+    priority: int  # narrow terminals keep the lowest numbers
+
+
+# In display order. At 80 columns: id, status, progress, prompt, ETA; every wider terminal adds more.
 JOB_COLUMNS = (
-    ("id", "ID", 22),
-    ("kind", "Kind", 8),
-    ("status", "Status", 9),
-    ("engine", "Engine", 20),
-    ("prompt", "Prompt", 26),
-    ("progress", "Progress", 42),
-    ("eta", "ETA", 7),
-    ("duration", "Duration", 8),
-    ("worker", "Worker", 18),
-    ("created", "Created", 14),
+    JobColumn("id", "ID", 22, 22, 0),  # never narrower: the whole default id stays readable
+    JobColumn("kind", "Kind", 8, 8, 9),
+    JobColumn("status", "Status", 9, 9, 1),
+    JobColumn("engine", "Engine", 20, 12, 7),
+    JobColumn("prompt", "Prompt", 26, 14, 3),
+    JobColumn("progress", "Progress", 42, 15, 2),
+    JobColumn("eta", "ETA", 7, 7, 4),
+    JobColumn("duration", "Duration", 8, 8, 5),
+    JobColumn("worker", "Worker", 18, 12, 8),
+    JobColumn("created", "Created", 14, 10, 6),
 )
+_CELL_PADDING = 2  # DataTable pads every cell with one space on each side
+# Spare width goes to these first: a few more characters make them whole, where the progress column's
+# details (stage, step, chunk) would take all of it.
+_GROW_FIRST = ("prompt", "worker", "engine", "created")
+
+
+def _growth_order(column: JobColumn) -> tuple[int, int]:
+    return (0, _GROW_FIRST.index(column.key)) if column.key in _GROW_FIRST else (1, column.priority)
+
+
+def fit_columns(available: int) -> list[tuple[JobColumn, int]]:
+    """The columns (in display order) and their widths for a table `available` cells wide.
+
+    Columns are taken by priority at their minimum width while they fit; what is left widens them up to
+    their full width, the short texts first (prompt, worker, engine, date) and the progress details last.
+    The id is always shown.
+    """
+    widths: dict[str, int] = {}
+    used = 0
+    for column in sorted(JOB_COLUMNS, key=lambda column: column.priority):
+        cost = column.min_width + _CELL_PADDING
+        if used + cost <= available or not widths:
+            widths[column.key] = column.min_width
+            used += cost
+    spare = available - used
+    for column in sorted(JOB_COLUMNS, key=_growth_order):
+        if column.key in widths and spare > 0:
+            grow = min(spare, column.width - column.min_width)
+            widths[column.key] += grow
+            spare -= grow
+    return [(column, widths[column.key]) for column in JOB_COLUMNS if column.key in widths]
+
+
 _BAR_WIDTH = 10
 
 
@@ -89,26 +133,41 @@ def progress_text(row: JobRow) -> Text:
     return text
 
 
-def job_cells(row: JobRow, now: float) -> tuple:
+def _clipped(text: str) -> Text:
+    # Text, not str: a str cell is read as markup (a prompt with "[" in it would be mangled); the
+    # ellipsis shows where a narrow column cut the value.
+    return Text(text, no_wrap=True, overflow="ellipsis")
+
+
+def job_cells(row: JobRow, now: float) -> dict[str, object]:
     eta = (row.progress or {}).get("eta_s") if row.status == "started" else None
     engine = "/".join(part for part in (row.engine, row.variant) if part)
-    prompt = (row.prompt or "").replace("\n", " ")
-    return (
-        row.id,
-        row.kind or "",
-        Text(row.status, style=STATUS_STYLES.get(row.status, "")),
-        engine,
-        prompt if len(prompt) <= 26 else prompt[:25] + "…",
-        progress_text(row),
-        human_seconds(eta),
-        human_seconds(duration_s(row, now)),
-        row.worker or "",
-        created_label(row.enqueued_at or row.created_at, now),
-    )
+    return {
+        "id": _clipped(row.id),
+        "kind": row.kind or "",
+        "status": Text(row.status, style=STATUS_STYLES.get(row.status, "")),
+        "engine": _clipped(engine),
+        "prompt": _clipped((row.prompt or "").replace("\n", " ")),
+        "progress": progress_text(row),
+        "eta": human_seconds(eta),
+        "duration": human_seconds(duration_s(row, now)),
+        "worker": _clipped(row.worker or ""),
+        "created": created_label(row.enqueued_at or row.created_at, now),
+    }
 
 
 class JobsTable(DataTable):
-    """One page of jobs; updated in place cell by cell when the same jobs stay on the page."""
+    """One page of jobs; updated in place cell by cell when the same jobs stay on the page.
+
+    The cursor follows the highlighted job, not its row: when a refresh reorders the page (new jobs above
+    it, another sort), the same job stays highlighted, so an action on "the highlighted job" acts on the
+    job the user chose. If that job leaves the page, the cursor stays at its row (clamped to the page).
+    """
+
+    BINDINGS = [
+        Binding("home", "scroll_top", "First job on the page", show=False),
+        Binding("end", "scroll_bottom", "Last job on the page", show=False),
+    ]
 
     @dataclass
     class SortRequested(Message):
@@ -116,23 +175,29 @@ class JobsTable(DataTable):
 
     def __init__(self, **kwargs):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
-        self._cells: dict[str, tuple] = {}
+        self._cells: dict[str, dict[str, object]] = {}
         self._order: list[str] = []
-        self._sort: tuple[str, bool] | None = None
+        self._sort: tuple[str, bool] = ("created", True)
+        self._layout: list[tuple[JobColumn, int]] = []
+        # The job to highlight again when rows come back after the page was empty (e.g. a filter
+        # that matched nothing was cleared).
+        self._last_selected: str | None = None
 
     def set_sort(self, sort: str, descending: bool) -> None:
-        """(Re)build the header with an arrow on the sorted column."""
-        if self._sort == (sort, descending):
-            return
-        self._sort = (sort, descending)
-        selected = self.selected_job_id
-        self.clear(columns=True)
-        for key, label, width in JOB_COLUMNS:
-            arrow = (" ▼" if descending else " ▲") if key == sort else ""
-            self.add_column(label + arrow, key=key, width=width)
-        self._cells.clear()
-        self._order = []
-        self._restore_cursor(selected, 0)
+        """Put an arrow on the sorted column's header (the rows follow with the next refresh)."""
+        if self._sort != (sort, descending):
+            self._sort = (sort, descending)
+            self._rebuild()
+
+    def on_resize(self) -> None:
+        layout = fit_columns(self.size.width - self.styles.scrollbar_size_vertical)
+        if layout != self._layout:
+            self._layout = layout
+            self._rebuild()
+
+    @property
+    def visible_columns(self) -> list[str]:
+        return [column.key for column, _ in self._layout]
 
     @property
     def selected_job_id(self) -> str | None:
@@ -146,24 +211,32 @@ class JobsTable(DataTable):
         if order == self._order:
             for job_id in order:
                 old, new = self._cells[job_id], cells[job_id]
-                for (key, _, _), before, after in zip(JOB_COLUMNS, old, new):
-                    if before != after:
-                        self.update_cell(job_id, key, after)
+                for key in self.visible_columns:
+                    if old[key] != new[key]:
+                        self.update_cell(job_id, key, new[key])
             self._cells = cells
             return
-        selected, position = self.selected_job_id, self.cursor_row
-        self.clear()
-        for job_id in order:
-            self.add_row(*cells[job_id], key=job_id)
         self._cells = cells
-        self._order = order
-        self._restore_cursor(selected, position)
+        self._rebuild(order)
 
-    def _restore_cursor(self, job_id: str | None, position: int) -> None:
-        if not self._order:
-            return
-        row = self._order.index(job_id) if job_id in self._order else min(max(position, 0), len(self._order) - 1)
-        self.move_cursor(row=row, animate=False, scroll=True)
+    def _rebuild(self, order: list[str] | None = None) -> None:
+        """Redraw header and rows from the cached cells (in `order`, if given), keeping the highlighted job."""
+        selected = self.selected_job_id or self._last_selected
+        position = self.cursor_row
+        self.clear(columns=True)
+        sort, descending = self._sort
+        for column, width in self._layout:
+            arrow = (" ▼" if descending else " ▲") if column.key == sort else ""
+            self.add_column(column.label + arrow, key=column.key, width=width)
+        if order is not None:
+            self._order = order
+        for job_id in self._order:
+            cells = self._cells[job_id]
+            self.add_row(*(cells[key] for key in self.visible_columns), key=job_id)
+        if self._order:
+            row = self._order.index(selected) if selected in self._order else min(max(position, 0), len(self._order) - 1)
+            self.move_cursor(row=row, animate=False, scroll=True)
+        self._last_selected = self.selected_job_id or selected
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         event.stop()

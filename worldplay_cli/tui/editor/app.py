@@ -61,6 +61,7 @@ class EditorScreen(Screen):
         self._shown_version = -1
         self._shown_text: str | None = None
         self._text_error: str | None = None
+        self._unapplied_text = False  # the text box holds text that did not parse (its error is shown)
         self._preview_key: tuple = ()
         self._fitted: dict[tuple[int, int], np.ndarray] = {}
         self.playing = False
@@ -100,20 +101,26 @@ class EditorScreen(Screen):
         state = self.state
         if state.version == self._shown_version and not force:
             return
+        changed = state.version != self._shown_version
         self._shown_version = state.version
         for view in self.query(PathView):
             view.show(state)
         self.query_one(Timeline).show(state)
         self.query_one(Summary).show(state, playing=self.playing)
-        self._sync_text()
+        self._sync_text(changed)
         self._update_title()
         self._request_preview()
 
-    def _sync_text(self) -> None:
+    def _sync_text(self, changed: bool) -> None:
         text_area = self.query_one("#segment-text", TextArea)
         text_area.read_only = self.state.document.has_imported
         if text_area.has_focus:
             return
+        if self._unapplied_text and not changed:
+            # Text that does not parse stays, with its error, until the user fixes it or changes the path
+            # another way: losing it on leaving the text box would throw away typing without a word.
+            return
+        self._unapplied_text = False
         text = self.state.document.text()
         if text != text_area.text:
             self._shown_text = text
@@ -183,12 +190,16 @@ class EditorScreen(Screen):
         if text == self._shown_text:
             return
         self._shown_text = None
-        self._show_text_error(self.state.apply_text(text))
+        error = self.state.apply_text(text)
+        self._unapplied_text = error is not None
+        self._show_text_error(error)
         self.sync()
 
     @on(events.DescendantBlur, "#segment-text")
     def _text_left(self) -> None:
         self.state.end_text_session()
+        if self._unapplied_text:
+            self.notify(f"segment text not applied: {self._text_error}", severity="warning", timeout=8)
         self.sync(force=True)
 
     # Actions: authoring --------------------------------------------------------------------------
@@ -378,7 +389,7 @@ class EditorScreen(Screen):
                 self.state.message = f"queued job {job_id}"
                 self.sync(force=True)
 
-        self.app.push_screen(SubmitScreen(variant, self.submit_form), done)
+        self.app.push_screen(SubmitScreen(variant, self.editor.default_engine, self.submit_form), done)
 
     def submit_form(self, form: SubmitForm) -> Submitted:
         """Run the injected submitter on the current trajectory (called from the submit worker thread)."""
@@ -406,6 +417,7 @@ class EditorApp(App[EditorResult]):
         reference: np.ndarray | None = None,
         submitter: Submitter | None = None,
         default_variant: str | None = None,
+        default_engine: str | None = None,
     ):
         super().__init__()
         self.state = state
@@ -413,6 +425,7 @@ class EditorApp(App[EditorResult]):
         self.reference = reference
         self.submitter = submitter
         self.default_variant = default_variant
+        self.default_engine = default_engine  # None: the submit dialog offers "the settings' default"
         self.saved_once = False
         self.job_ids: list[str] = []
 

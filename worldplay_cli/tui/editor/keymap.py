@@ -104,15 +104,19 @@ COMMANDS: tuple[Command, ...] = (
     Command("f2", "save_as", "Save as", "save under a new name", "File"),
     Command("ctrl+g", "submit", "Submit", "enqueue a generation job with this trajectory", "File", "^g", footer=True),
     Command("question_mark,f1", "help", "Help", "list every key", "File", "? f1", footer=True),
-    Command("ctrl+q", "app.quit", "Quit", "quit (asks first when there are unsaved changes)", "File", "^q", footer=True),
+    Command("q,ctrl+q", "app.quit", "Quit", "quit (asks first when there are unsaved changes)", "File", "q ^q", footer=True),
     *(Command(str(digit), f"digit('{digit}')", f"Count {digit}", "count prefix; 0 alone goes to latent 0", "Author",
               palette=False) for digit in range(10)),
 )
 
 
 def bindings() -> list[Binding]:
+    # ctrl+q is the App's own (priority) quit binding; `q` quits from the editor screen (typing a q in the
+    # text box or a dialog is left alone, as the focused widget takes the key first).
     return [
         Binding(command.keys, command.action, command.title, show=command.footer, key_display=command.display or None)
+        if command.action != "app.quit"
+        else Binding("q", command.action, command.title, show=command.footer)
         for command in COMMANDS
-        if command.keys and command.action != "app.quit"
+        if command.keys
     ]

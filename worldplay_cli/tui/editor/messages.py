@@ -25,8 +25,10 @@ class PreviewRendered(Message):
 
 @dataclass
 class SubmitFinished(Message):
-    """The submit worker enqueued a job (`job_id`, `queue`) or failed with `error`."""
+    """The submit worker enqueued a job (`job_id`, `queue`) or failed with `error`; `warning`: no live
+    worker serves the queue (with the command that starts one)."""
 
     job_id: str | None
     queue: str | None = None
     error: str | None = None
+    warning: str | None = None

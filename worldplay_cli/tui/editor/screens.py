@@ -10,7 +10,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
@@ -18,7 +18,7 @@ from textual.widgets.option_list import Option
 from trajectories import MODELS, PRESETS
 from worldplay_cli.tui.editor.keymap import COMMANDS
 from worldplay_cli.tui.editor.messages import SubmitFinished
-from worldplay_cli.tui.editor.submit import SubmitForm
+from worldplay_cli.tui.editor.submit import SubmitForm, Submitted
 
 
 class HelpScreen(ModalScreen[None]):
@@ -115,22 +115,36 @@ class PathScreen(ModalScreen[Path | None]):
 
 
 class SubmitScreen(ModalScreen[str | None]):
-    """Prompt, variant and seed; Submit enqueues in a worker thread and shows the job id."""
+    """Prompt, engine, variant and seed, each labelled; Submit enqueues in a worker thread and shows the
+    job id (and, as a notification, that no worker serves the queue when none does)."""
 
     BINDINGS = [Binding("escape", "close", "Close")]
 
-    def __init__(self, variant: str, submit: Callable[[SubmitForm], object]):
+    def __init__(self, variant: str, engine: str | None, submit: Callable[[SubmitForm], Submitted]):
         super().__init__()
         self._variant = variant
+        self._engine = engine
         self._submit = submit
         self._job_id: str | None = None
 
     def compose(self) -> ComposeResult:
+        from worldplay_cli.schema import engine_table
+
+        engines = [(name, name) for name in sorted(engine_table())]
         with Vertical(classes="dialog", id="submit-dialog"):
-            yield Input(placeholder="prompt: what the world looks like", id="submit-prompt")
-            with Horizontal(id="submit-row"):
-                yield Select([(model, model) for model in MODELS], value=self._variant, allow_blank=False, id="submit-variant")
-                yield Input("1", placeholder="seed", type="integer", id="submit-seed")
+            with Grid(id="submit-grid"):
+                yield Label("prompt")
+                yield Input(placeholder="what the world looks like", id="submit-prompt", compact=True)
+                yield Label("engine")
+                # Without a known default, blank means "the settings' default engine" (resolved on submit).
+                yield Select(
+                    engines, value=self._engine or Select.NULL, allow_blank=self._engine is None,
+                    prompt="settings default", compact=True, id="submit-engine",
+                )
+                yield Label("variant")
+                yield Select([(model, model) for model in MODELS], value=self._variant, allow_blank=False, compact=True, id="submit-variant")
+                yield Label("seed")
+                yield Input("1", placeholder="seed", type="integer", id="submit-seed", compact=True)
             with Horizontal(id="submit-buttons"):
                 yield Button("Submit", variant="primary", id="submit-go")
                 yield Button("Close", id="submit-close")
@@ -142,10 +156,12 @@ class SubmitScreen(ModalScreen[str | None]):
 
     def form(self) -> SubmitForm:
         seed_text = self.query_one("#submit-seed", Input).value.strip()
+        engine = self.query_one("#submit-engine", Select)
         return SubmitForm(
             prompt=self.query_one("#submit-prompt", Input).value,
             variant=str(self.query_one("#submit-variant", Select).value),
             seed=int(seed_text) if seed_text else 1,
+            engine=None if engine.is_blank() else str(engine.value),
         )
 
     @on(Button.Pressed, "#submit-go")
@@ -166,7 +182,7 @@ class SubmitScreen(ModalScreen[str | None]):
             message = error.message + (f" (hint: {error.hint})" if error.hint else "")
             self.post_message(SubmitFinished(None, error=message))
         else:
-            self.post_message(SubmitFinished(submitted.job_id, submitted.queue))
+            self.post_message(SubmitFinished(submitted.job_id, submitted.queue, warning=submitted.warning))
 
     @on(SubmitFinished)
     def _finished(self, message: SubmitFinished) -> None:
@@ -177,6 +193,8 @@ class SubmitScreen(ModalScreen[str | None]):
             return
         self._job_id = message.job_id
         status.update(Text.assemble("queued job ", (message.job_id, "bold green"), f" on queue {message.queue}"))
+        if message.warning:
+            self.app.notify(message.warning, severity="warning", timeout=15)
 
     @on(Button.Pressed, "#submit-close")
     def action_close(self) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from trajectories import Trajectory
+from worldplay_cli.tui.submit import Submitted, enqueue_prepared
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -20,12 +21,7 @@ class SubmitForm:
     prompt: str
     variant: str
     seed: int = 1
-
-
-@dataclass(frozen=True)
-class Submitted:
-    job_id: str
-    queue: str
+    engine: str | None = None  # None: the settings' default engine
 
 
 # What a job's manifest names as the trajectory's source when it was never saved.
@@ -44,28 +40,25 @@ def submit_trajectory(
     image: Path | None = None,
     queue: str | None = None,
 ) -> Submitted:
-    """Validate, write the job's inputs and enqueue it; returns the job id. Raises BadInput/WorldplayError.
+    """Validate, write the job's inputs and enqueue it. Raises BadInput/WorldplayError/TrajectoryError.
 
     `pose` is how the job records where its trajectory came from: the pose string when it reproduces the
     trajectory exactly, or the saved file. Without one, the trajectory goes through a temporary file
     (its contents are copied into the job directory, so nothing refers to the file afterwards).
     """
-    from worldplay_cli.schema import new_job_id
-    from worldplay_cli.submit import GenerateRequest, check_output_root, prepare, submit
+    from worldplay_cli.submit import GenerateRequest, prepare
 
     with tempfile.TemporaryDirectory(prefix="worldplay-edit-") as scratch:
         unsaved = pose is None
         if unsaved:
             pose = str(Path(scratch) / "edited-trajectory.json")
             trajectory.save(pose)
-        request = GenerateRequest(prompt=form.prompt, image=image, pose=pose, variant=form.variant, seed=form.seed)
+        request = GenerateRequest(
+            prompt=form.prompt, image=image, pose=pose, engine=form.engine, variant=form.variant, seed=form.seed
+        )
         prepared = prepare(request, settings)
     if unsaved:
         spec = prepared.spec
         source = spec.trajectory.model_copy(update={"source": UNSAVED_SOURCE})
         prepared = replace(prepared, spec=spec.model_copy(update={"trajectory": source}))
-    check_output_root(settings)
-    queue_name = queue or settings.queue.default_queue
-    job_id = new_job_id()
-    submit(connect(), settings, prepared, queue_name, job_id)
-    return Submitted(job_id, queue_name)
+    return enqueue_prepared(connect(), settings, prepared, queue)
