@@ -60,6 +60,19 @@ def test_server_start_status_stop(cli, monkeypatch, tmp_path):
     assert json.loads(out)["running"] is False
 
 
+def test_the_first_command_says_it_started_the_embedded_server_and_how_to_stop_it(cli, monkeypatch, tmp_path):
+    monkeypatch.delenv("WORLDPLAY_REDIS_URL")
+    monkeypatch.setenv("WORLDPLAY_SERVER__DATA_DIR", str(tmp_path / "embedded"))
+    try:
+        code, _, err = cli("jobs", "list")
+        assert code == 0 and "started the embedded Redis server" in err and "`worldplay server stop`" in err, err
+        code, _, err = cli("jobs", "list")
+        assert code == 0 and "started" not in err
+    finally:
+        code, out, _ = cli("server", "stop", "--json")
+    assert json.loads(out) == {"stopped": True}
+
+
 def test_server_commands_refuse_when_an_external_redis_is_configured(cli):
     code, _, err = cli("server", "start")
     assert code == 2 and "redis_url is set" in err

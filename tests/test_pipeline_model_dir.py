@@ -4,6 +4,7 @@ or wrong-variant pieces."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -141,6 +142,20 @@ def test_dev_tiny_model_refuses_a_foreign_directory(tmp_path):
     completed = cli("dev", "tiny-model", str(tmp_path))
     assert completed.returncode == 2
     assert "is not empty" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_dev_tiny_model_on_the_light_install_says_what_to_install(tmp_path):
+    # The light install has no torch: a package directory ahead of site-packages makes `import torch` fail
+    # exactly as it fails there (ModuleNotFoundError), in the CLI and in the writer it starts.
+    shadow = tmp_path / "no-torch"
+    (shadow / "torch").mkdir(parents=True)
+    (shadow / "torch" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
+    completed = subprocess.run(
+        [sys.executable, "-m", "worldplay_cli", "dev", "tiny-model", str(tmp_path / "model")], capture_output=True, text=True, env=env
+    )
+    assert completed.returncode == 1 and completed.stderr.count("\n") == 1, completed.stderr
+    assert "needs the worker extra" in completed.stderr and 'pip install -e ".[worker]"' in completed.stderr
 
 
 def test_the_dev_command_module_does_not_import_torch():

@@ -146,3 +146,9 @@ def test_cli_subprocess_round_trip(fake, tmp_path):
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["rewritten"] == "A lighthouse in fog."
+
+
+def test_a_bundled_example_image_name_works_for_i2v(clean_env, fake, capsys):
+    assert run(["rewrite", "a city street", "--image", "city", "--base-url", fake.base_url, "--model", "fake-rewriter", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["prompt_version"] == "i2v-1"
+    assert len(fake.chat_requests()[-1].image_sizes) == 1  # the bundled city image went with the prompt

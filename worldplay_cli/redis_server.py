@@ -191,7 +191,8 @@ def _log_tail(paths: ServerPaths, lines: int = 3) -> str:
 
 
 def start(settings: Settings) -> dict:
-    """Start the embedded server unless it already runs; return `status()`. Safe to call concurrently."""
+    """Start the embedded server unless it already runs; return `status()`, with `started_now` telling
+    whether this call started it. Safe to call concurrently."""
     paths = ServerPaths.of(settings.server.data_dir)
     try:
         paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -203,7 +204,7 @@ def start(settings: Settings) -> dict:
     with _start_lock(paths):
         password = _ensure_password(paths)
         if _ping(paths, password):
-            return status(settings)
+            return {**status(settings), "started_now": False}
         if _pid(paths) is not None:
             raise WorldplayError(
                 f"a redis-server (pid {_pid(paths)}) owns {paths.data_dir} but does not answer on {paths.socket}",
@@ -231,7 +232,7 @@ def start(settings: Settings) -> dict:
                     f"see {paths.logfile}",
                 )
             time.sleep(0.05)
-    return status(settings)
+    return {**status(settings), "started_now": True}
 
 
 def stop(settings: Settings) -> bool:

@@ -45,10 +45,12 @@ class Runtime:
 
     @property
     def conn(self) -> Redis:
-        from worldplay_cli.redis_server import connect_url, redis_url
+        from worldplay_cli.redis_server import connect_url, redis_url, start
 
         if self._conn is None:
-            self.url = redis_url(self.settings)
+            if not self.settings.redis_url:
+                _announce_start(start(self.settings))
+            self.url = redis_url(self.settings, start_embedded=False)
             self._conn = connect_url(self.url)
         return self._conn
 
@@ -86,6 +88,19 @@ class Runtime:
         output = subprocess.DEVNULL if quiet else None
         # Own session: a Ctrl+C in the terminal reaches only us, and we decide what the workers get.
         return subprocess.Popen(args, env=env, stdout=output, stderr=output, start_new_session=True)
+
+
+def _announce_start(state: dict) -> None:
+    """The embedded server outlives the command that started it: say so, once, when it is started."""
+    from worldplay_cli.output import err_console
+
+    if state.get("started_now"):
+        err_console.print(
+            f"started the embedded Redis server (pid {state.get('pid')}, data in {state['data_dir']}); it keeps "
+            "running for later commands and workers: `worldplay server stop` ends it",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def parse_gpu_sets(text: str | None) -> list[tuple[int, ...]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,14 @@ def write_tiny_model(root: Path, seed: int, hub_names: bool) -> Path:
     if completed.returncode != 0:
         lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
         detail = lines[-1] if lines else f"exit code {completed.returncode}"
+        missing = re.search(r"No module named '([\w.]+)'", detail)
+        if missing:
+            raise WorldplayError(
+                f"the tiny model needs the worker extra (torch, safetensors, transformers); "
+                f"{missing.group(1).split('.')[0]} is not installed",
+                f"from a clone: pip install -e \".[worker]\"  (or: pip install \"worldplay[worker]\"); "
+                "GPU users install their CUDA torch first",
+            )
         raise WorldplayError(
             f"writing the tiny model failed: {detail}",
             f"`{sys.executable} -m worker.pipeline.tiny_model {root}` shows the full output",

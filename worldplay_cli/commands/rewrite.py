@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
     def rewrite_command(
         prompt: str = typer.Argument(..., help="The prompt to rewrite."),
         image: Optional[Path] = typer.Option(
-            None, "--image", "-i", help="Reference image: rewrite for image-to-video through the i2v endpoint."
+            None, "--image", "-i", help="Reference image or a bundled example (meadow, city): rewrite for image-to-video."
         ),
         required: bool = typer.Option(
             False, "--required", help="Fail (exit 1) when the endpoint fails instead of keeping the original prompt."
@@ -39,8 +39,10 @@ def register(app: typer.Typer) -> None:
         """Rewrite a prompt through the configured OpenAI-compatible endpoint and show original vs rewritten."""
         from worldplay_cli.rewrite import rewrite_prompt
         from worldplay_cli.settings import load_settings
+        from worldplay_cli.submit import image_path_for
 
         task = "i2v" if image is not None else "t2v"
+        image = image_path_for(image) if image is not None else None
         overrides = {
             "rewrite": {
                 task: {"base_url": base_url, "model": model, "timeout_s": timeout},

@@ -38,7 +38,10 @@ def edit(
     ] = None,
     image: Annotated[
         Optional[Path],
-        typer.Option("--image", "-i", help="Reference image: turns on the live preview; submitted jobs use it.", show_default=False),
+        typer.Option(
+            "--image", "-i", help="Reference image or a bundled example (meadow, city): turns on the live preview; submitted jobs use it.",
+            show_default=False,
+        ),
     ] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Check lengths for ar (chunks of 4 latents) or bi (16).")] = "ar",
     frames: Annotated[
@@ -62,6 +65,10 @@ def edit(
         if latents % CHUNK[model]:
             raise BadInput(f"--frames {frames} is {latents} latents, not a multiple of {CHUNK[model]} as {model} needs")
     document, path, note = _open(file)
+    if image is not None:
+        from worldplay_cli.submit import image_path_for
+
+        image = image_path_for(image)
     reference = _load_image(image) if image is not None else None
 
     from worldplay_cli.runtime import Runtime
