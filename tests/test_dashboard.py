@@ -526,16 +526,26 @@ async def test_the_cursor_follows_the_highlighted_job_when_rows_move(fresh):
 
 
 async def test_home_and_end_move_to_the_first_and_last_job(fresh):
-    enqueue_noops(fresh, 4)
-    app = dashboard(fresh)
+    ids = enqueue_noops(fresh, 5)
+    newest_first = ids[::-1]
+    app = dashboard(fresh, page_size=2)
     async with app.run_test(size=(200, 50)) as pilot:
-        await settle(pilot, lambda: len(table_ids(app)) == 4)
-        await pilot.press("end")
-        assert app.selected_job_id == table_ids(app)[-1]
-        await pilot.press("up", "home")
-        assert app.selected_job_id == table_ids(app)[0]
+        await settle(pilot, lambda: table_ids(app) == newest_first[:2])
+        await pilot.press("end")  # the last job of the whole listing, on the last page
+        await settle(pilot, lambda: table_ids(app) == newest_first[4:], what="the last page")
+        assert app.selected_job_id == newest_first[-1]
+        await pilot.press("left_square_bracket")
+        await settle(pilot, lambda: table_ids(app) == newest_first[2:4], what="the page before")
+        await pilot.press("end")  # from another page too
+        await settle(pilot, lambda: table_ids(app) == newest_first[4:], what="the last page again")
+        assert app.selected_job_id == newest_first[-1]
+        await pilot.press("home")
+        await settle(pilot, lambda: table_ids(app) == newest_first[:2], what="the first page")
+        assert app.selected_job_id == newest_first[0]
+        await pilot.press("down", "home")  # on the first page: just the first row
+        assert app.selected_job_id == newest_first[0]
         await pilot.press("question_mark")
-        assert "| `home` | First job on the page |" in app.screen.markdown
+        assert "| `home` | First job |" in app.screen.markdown and "| `end` | Last job |" in app.screen.markdown
 
 
 @pytest.mark.parametrize("width", [80, 160])

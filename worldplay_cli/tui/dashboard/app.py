@@ -226,11 +226,21 @@ class Dashboard(App):
     def action_reverse_sort(self) -> None:
         self.set_query(descending=not self.job_query.descending)
 
-    def action_page(self, step: int) -> None:
+    def _last_page_offset(self) -> int:
         matched = self.snapshot.page.matched if self.snapshot else 0
-        limit = self.job_query.limit
-        last = max(0, (matched - 1) // limit * limit)
-        self.set_query(offset=min(max(0, self.job_query.offset + step * limit), last))
+        return max(0, (matched - 1) // self.job_query.limit * self.job_query.limit)
+
+    def action_page(self, step: int) -> None:
+        offset = self.job_query.offset + step * self.job_query.limit
+        self.set_query(offset=min(max(0, offset), self._last_page_offset()))
+
+    @on(JobsTable.EdgeRequested)
+    def _edge_requested(self, message: JobsTable.EdgeRequested) -> None:
+        # The table has put its cursor on its first (last) row; on another page it lands on that page's
+        # first (last) row too, as the job it was on is not there.
+        offset = self._last_page_offset() if message.last else 0
+        if offset != self.job_query.offset:
+            self.set_query(offset=offset)
 
     def action_toggle_workers(self) -> None:
         workers = self.workers_table

@@ -165,13 +165,19 @@ class JobsTable(DataTable):
     """
 
     BINDINGS = [
-        Binding("home", "scroll_top", "First job on the page", show=False),
-        Binding("end", "scroll_bottom", "Last job on the page", show=False),
+        Binding("home", "edge(False)", "First job", show=False),
+        Binding("end", "edge(True)", "Last job", show=False),
     ]
 
     @dataclass
     class SortRequested(Message):
         column: str
+
+    @dataclass
+    class EdgeRequested(Message):
+        """Home/End: show the first (last) page of the listing; the cursor is already on the edge row."""
+
+        last: bool
 
     def __init__(self, **kwargs):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
@@ -237,6 +243,11 @@ class JobsTable(DataTable):
             row = self._order.index(selected) if selected in self._order else min(max(position, 0), len(self._order) - 1)
             self.move_cursor(row=row, animate=False, scroll=True)
         self._last_selected = self.selected_job_id or selected
+
+    def action_edge(self, last: bool) -> None:
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1 if last else 0, animate=False, scroll=True)
+        self.post_message(self.EdgeRequested(last))
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         event.stop()
