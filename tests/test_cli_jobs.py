@@ -152,3 +152,18 @@ def test_version_and_help_without_python_types(cli):
         code, out, _ = cli(*command, "--help")
         assert code == 0 and "Usage" in out
         assert "<bool>" not in out and "<str>" not in out and "list[" not in out, out
+
+
+@pytest.mark.slow
+def test_train_queue_warns_that_a_default_worker_does_not_serve_it(cli, tmp_path):
+    import yaml
+    from train_fixtures import train_config_data
+
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(train_config_data(tmp_path / "run")))
+    code, out, err = cli("train", str(config), "--queue")
+    assert code == 0, err
+    assert "no live worker serves queue 'train'" in err and "worldplay worker --queue train" in err
+    job_id = out.strip()
+    code, out, err = cli("jobs", "show", job_id.split("-")[2])
+    assert code == 0 and out.startswith(job_id) and "train ar, full fine-tuning" in out and "None" not in out

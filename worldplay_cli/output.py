@@ -21,3 +21,11 @@ def emit(data: Any, as_json: bool, render: Callable[[Console], None] | None = No
         render(console)
     else:
         console.print(data)
+
+
+def warn(message: str | None) -> None:
+    """One `warning: ...` line on stderr, never wrapped (people copy the commands in it)."""
+    from rich.markup import escape
+
+    if message:
+        err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)

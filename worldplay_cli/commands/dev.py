@@ -77,7 +77,7 @@ def write_tiny_model(root: Path, seed: int, hub_names: bool) -> Path:
             raise WorldplayError(
                 f"the tiny model needs the worker extra (torch, safetensors, transformers); "
                 f"{missing.group(1).split('.')[0]} is not installed",
-                f"from a clone: pip install -e \".[worker]\"  (or: pip install \"worldplay[worker]\"); "
+                "from a clone: pip install -e \".[worker]\"  (or: pip install \"worldplay[worker]\"); "
                 "GPU users install their CUDA torch first",
             )
         raise WorldplayError(

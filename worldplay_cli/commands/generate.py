@@ -99,7 +99,7 @@ def generate(
     output_root: OutputRootOption = None,
 ) -> None:
     from worldplay_cli.errors import BadInput
-    from worldplay_cli.output import emit, err_console
+    from worldplay_cli.output import emit, err_console, warn
     from worldplay_cli.runtime import Runtime
     from worldplay_cli.schema import new_job_id
     from worldplay_cli.submit import GenerateRequest, check_output_root, prepare, submit
@@ -149,12 +149,12 @@ def generate(
         submit(conn, settings, prepared, queue_name, job_id)
         warning = unserved_queue_warning(conn, settings, queue_name)
         if not wait:
-            _warn(warning)
+            warn(warning)
             emit({"job_id": job_id, "queue": queue_name, "status": "queued", "warning": warning}, as_json, lambda c: c.print(job_id))
             return
         if not as_json:
             err_console.print(f"job {job_id} queued on {queue_name}", highlight=False, soft_wrap=True)
-        _warn(warning)
+        warn(warning)
         _finish(runtime, job_id, as_json, worker=None, queue_name=queue_name, warned=warning is not None)
         return
     # Foreground: a private queue and a one-job worker for it, cleaned up afterwards.
@@ -169,27 +169,16 @@ def generate(
 
 
 def _rewrite(prepared, settings, policy):
-    from rich.markup import escape
-
-    from worldplay_cli.output import err_console
+    from worldplay_cli.output import err_console, warn
     from worldplay_cli.rewrite import rewrite_prompt
     from worldplay_cli.schema import RewriteRecord
 
     result = rewrite_prompt(prepared.spec.prompt, Path(prepared.spec.image.source), settings, policy)
     if result.warning:
-        err_console.print(f"[yellow]warning:[/] {escape(result.warning)}", highlight=False)
+        warn(result.warning)
     elif result.changed:
         err_console.print(f"prompt rewritten by {result.model} ({result.prompt_version}): {result.rewritten}", highlight=False, markup=False)
     return RewriteRecord(policy=policy, **result.model_dump())
-
-
-def _warn(warning: str | None) -> None:
-    from rich.markup import escape
-
-    from worldplay_cli.output import err_console
-
-    if warning:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def _finish(runtime, job_id: str, as_json: bool, worker, queue_name: str | None = None, warned: bool = False) -> None:
@@ -243,7 +232,7 @@ def _follow(runtime, job_id: str, worker, show: bool, queue_name: str | None = N
 
     from worldplay_cli import jobs
     from worldplay_cli.errors import WorldplayError
-    from worldplay_cli.output import err_console
+    from worldplay_cli.output import err_console, warn
 
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[detail]}"))
     last_log = "0-0"
@@ -268,7 +257,7 @@ def _follow(runtime, job_id: str, worker, show: bool, queue_name: str | None = N
                 next_served_check = time.monotonic() + _SERVED_CHECK_S
                 warning = jobs.unserved_queue_warning(runtime.conn, runtime.settings, queue_name)
                 if warning and show:
-                    _warn(warning)
+                    warn(warning)
                 warned = warning is not None
             progress = row.progress or {}
             detail = []

@@ -110,16 +110,28 @@ def _resolve_run(reference: str, config, redis_url, output_root) -> Path:
     from worldplay_cli.errors import BadInput
     from worldplay_cli.runtime import Runtime
 
+    from worldplay_cli.schema import job_id_token
+
     path = Path(reference)
     if path.exists():
         return path
-    job_dir = Path(Runtime(config, redis_url, output_root).settings.output_root) / reference
-    if job_dir.is_dir():
-        return job_dir
+    root = Path(Runtime(config, redis_url, output_root).settings.output_root)
+    # Job directories are named by job id: the same prefixes and random part `worldplay jobs` accepts.
+    matches = sorted(
+        directory
+        for directory in (root.iterdir() if root.is_dir() else ())
+        if directory.is_dir() and (directory.name.startswith(reference) or job_id_token(directory.name) == reference)
+    )
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise BadInput(f"{reference!r} matches {len(matches)} job directories: {', '.join(m.name for m in matches[:5])}", "type more of the id")
     raise BadInput(f"{reference} is neither a run directory nor a job id with a directory under the output root")
 
 
 def _enqueue(train_config, gpus: int, queue_name: str | None, config, redis_url, output_root, as_json: bool):
+    from worldplay_cli.jobs import unserved_queue_warning
+    from worldplay_cli.output import warn
     from worldplay_cli.runtime import Runtime
     from worldplay_cli.schema import new_job_id
     from worldplay_cli.submit import check_output_root
@@ -133,7 +145,9 @@ def _enqueue(train_config, gpus: int, queue_name: str | None, config, redis_url,
     spec = TrainJobSpec(config=train_config.model_copy(update={"checkpoint": checkpoint}), gpus=gpus)
     name = queue_name or DEFAULT_TRAIN_QUEUE
     enqueue_train(runtime.conn, runtime.settings, spec, job_id, name)
-    data = {"job_id": job_id, "queue": name, "status": "queued", "output_dir": str(job_dir)}
+    warning = unserved_queue_warning(runtime.conn, runtime.settings, name)
+    warn(warning)
+    data = {"job_id": job_id, "queue": name, "status": "queued", "output_dir": str(job_dir), "warning": warning}
     return data, as_json, lambda console: console.print(job_id)
 
 
