@@ -80,7 +80,14 @@ def edit(
     submitter = partial(submit_trajectory, settings=runtime.settings, connect=lambda: runtime.conn, image=image)
     state = EditorState(document, model=model, frames=frames)
     state.message = note
-    app = EditorApp(state, path=path, reference=reference, submitter=submitter, default_variant=runtime.settings.default_variant)
+    app = EditorApp(
+        state,
+        path=path,
+        reference=reference,
+        submitter=submitter,
+        default_variant=runtime.settings.default_variant,
+        default_engine=runtime.settings.default_engine,
+    )
     result = app.run()
     if result is None:
         return
