@@ -80,15 +80,20 @@ def list_command(
 
     def render(console):
         # Narrow terminals drop the least useful columns; ids are never cut (they are what users type).
-        columns = ["id", "status", "engine", "progress", "time", "prompt"]
-        if console.width >= 110:
-            columns[3:3] = ["frames"]
+        columns = ["id", "status", "time", "prompt"]
+        if any(row.status == "started" for row in page.rows):
+            columns.insert(2, "progress")
+        if console.width >= 100:
+            columns.insert(2, "engine")
+        if console.width >= 120:
+            columns.insert(3, "frames")
         if console.width >= 140:
             columns.insert(-1, "worker")
         table = Table(box=None, header_style="bold")
         for column in columns:
-            if column == "id":
-                table.add_column(column, no_wrap=True, min_width=max((len(row.id) for row in page.rows), default=2))
+            if column in ("id", "status"):
+                cells = [row.id for row in page.rows] if column == "id" else [row.status for row in page.rows]
+                table.add_column(column, no_wrap=True, min_width=max(map(len, cells), default=2))
             else:
                 table.add_column(column, overflow="ellipsis", no_wrap=True, ratio=1 if column == "prompt" else None)
         for row in page.rows:
@@ -133,7 +138,7 @@ def show_command(
     def render(console):
         console.print(f"[bold]{detail['id']}[/]  {detail['status']}  queue {detail['queue']}  attempt {detail['attempt']}")
         for line in jobs.describe_spec(detail.get("spec")) + jobs.describe_training(detail.get("train")):
-            console.print(escape(line), highlight=False)
+            console.print(escape(line), highlight=False, soft_wrap=True)
         if detail.get("progress") and detail["status"] == "started":
             console.print(f"progress: {_progress_text(jobs.get_row(runtime.conn, job_id))}")
         if detail.get("failure"):
