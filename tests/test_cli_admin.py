@@ -150,60 +150,41 @@ def test_bad_gpu_sets(text):
 
 
 @pytest.mark.slow
-def test_worker_supervisor_of_two_stops_within_seconds_every_time(cli, worldplay_env):
-    """A supervisor of two idle workers stops within a few seconds of SIGTERM, ten times running.
+def test_worker_command_runs_one_worker_per_gpu_set_and_stops_them_within_seconds_every_time(cli, worldplay_env):
+    """Ten runs of a supervisor of two workers: one worker per GPU set, each with only its GPUs visible,
+    all gone within a few seconds of SIGTERM.
 
-    The race this guards: a worker's command listener that saw its UNSUBSCRIBE answered before its stop
-    flag waited out rq's 60 s listen timeout, and the supervisor waited for it (2 stops in 10 hung).
+    The race the repetition guards: a worker's command listener that saw its UNSUBSCRIBE answered before its
+    stop flag waited out rq's 60 s listen timeout, and the supervisor waited for it (2 stops in 10 hung).
     """
+
+    def two_workers():
+        code, out, _ = cli("jobs", "workers", "--json")
+        rows = json.loads(out) if code == 0 else []
+        return rows if len(rows) == 2 else None
+
     for cycle in range(10):
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "worldplay_cli", "worker", "--gpus", "0,1", "--queue", "stopping"],
+            [sys.executable, "-m", "worldplay_cli", "worker", "--gpus", "0,1", "--queue", "gpu1"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         try:
-            def two_workers():
-                code, out, _ = cli("jobs", "workers", "--json")
-                return code == 0 and len(json.loads(out)) == 2
-
-            wait_until(two_workers, 60, interval=0.1, what="two workers")
+            rows = wait_until(two_workers, 60, interval=0.1, what="two workers")
+            assert sorted(row["gpus"] for row in rows) == ["0", "1"]
+            assert all(row["queues"] == ["gpu1"] for row in rows)
+            for row in rows:
+                environ = Path(f"/proc/{row['pid']}/environ").read_bytes().split(b"\0")
+                assert f"CUDA_VISIBLE_DEVICES={row['gpus']}".encode() in environ or sys.platform != "linux"
             supervisor.send_signal(signal.SIGTERM)
             try:
                 supervisor.wait(timeout=8)
             except subprocess.TimeoutExpired:
                 pytest.fail(f"cycle {cycle}: the supervisor did not stop within 8 s of SIGTERM")
             assert supervisor.returncode == 0
+            assert not any(os.path.exists(f"/proc/{row['pid']}") for row in rows)
+            code, out, _ = cli("jobs", "workers", "--json")
+            assert json.loads(out) == []
         finally:
             if supervisor.poll() is None:
                 supervisor.kill()
-                supervisor.wait()
-
-
-@pytest.mark.slow
-def test_worker_command_runs_one_worker_per_gpu_set_and_stops_them_on_sigterm(cli, worldplay_env):
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "worldplay_cli", "worker", "--gpus", "0,1", "--queue", "gpu1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        def two_workers():
-            code, out, _ = cli("jobs", "workers", "--json")
-            rows = json.loads(out) if code == 0 else []
-            return rows if len(rows) == 2 else None
-
-        rows = wait_until(two_workers, 60, interval=0.2, what="two workers")
-        assert sorted(row["gpus"] for row in rows) == ["0", "1"]
-        assert all(row["queues"] == ["gpu1"] for row in rows)
-        for row in rows:
-            environ = Path(f"/proc/{row['pid']}/environ").read_bytes().split(b"\0")
-            assert f"CUDA_VISIBLE_DEVICES={row['gpus']}".encode() in environ or sys.platform != "linux"
-        supervisor.send_signal(signal.SIGTERM)
-        assert supervisor.wait(timeout=60) == 0
-        assert not any(os.path.exists(f"/proc/{row['pid']}") for row in rows)
-        code, out, _ = cli("jobs", "workers", "--json")
-        assert json.loads(out) == []
-    finally:
-        if supervisor.poll() is None:
-            supervisor.kill()
