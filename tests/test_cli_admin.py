@@ -188,3 +188,4 @@ def test_worker_command_runs_one_worker_per_gpu_set_and_stops_them_within_second
         finally:
             if supervisor.poll() is None:
                 supervisor.kill()
+                supervisor.wait()
