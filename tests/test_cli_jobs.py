@@ -155,7 +155,7 @@ def test_version_and_help_without_python_types(cli):
 
 
 @pytest.mark.slow
-def test_train_queue_warns_that_a_default_worker_does_not_serve_it(cli, tmp_path):
+def test_train_queue_warns_that_a_default_worker_does_not_serve_it(cli, tmp_path, monkeypatch):
     import yaml
     from train_fixtures import train_config_data
 
@@ -167,3 +167,8 @@ def test_train_queue_warns_that_a_default_worker_does_not_serve_it(cli, tmp_path
     job_id = out.strip()
     code, out, err = cli("jobs", "show", job_id.split("-")[2])
     assert code == 0 and out.startswith(job_id) and "train ar, full fine-tuning" in out and "None" not in out
+    from worldplay_cli import output
+
+    monkeypatch.setattr(output, "console", output.Console(width=120))
+    code, out, err = cli("jobs", "list")
+    assert code == 0 and "train ar" in out and "native/ar" not in out

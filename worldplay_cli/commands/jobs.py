@@ -102,7 +102,8 @@ def list_command(
             cells = {
                 "id": row.id,
                 "status": f"[{style}]{row.status}[/]" + (f" ({failure})" if failure and row.status != "finished" else "") if style else row.status,
-                "engine": f"{row.engine}/{row.variant}" if row.engine else (row.kind or ""),
+                # what runs: the engine for generation, the job kind (train, ...) otherwise
+                "engine": f"{row.engine}/{row.variant}" if row.kind in (None, "generate") else f"{row.kind} {row.variant or ''}",
                 "frames": str(row.frames or ""),
                 "progress": _progress_text(row),
                 "time": _age(row.duration_s),
