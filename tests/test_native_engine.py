@@ -49,8 +49,9 @@ def test_queued_native_jobs_write_video_manifest_and_chunk_log_and_share_one_loa
     """`worldplay generate --queue --engine native --model-dir DIR` twice, served by one real worker."""
     from worker.runtime.client import log_dir
 
-    # the job's --model-dir wins over the worker's setting
+    # the job's --model-dir wins over the worker's default when the worker allows it
     monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_model_dir.parent / "elsewhere"))
+    monkeypatch.setenv("WORLDPLAY_WORKER__MODEL_DIRS", str(tiny_model_dir))
     worker = start_worker("generate")
     directories = []
     for seed in ("1", "2"):

@@ -24,8 +24,9 @@ SMALL = ("--width", "64", "--height", "32", "--prompt", "a quiet street")
 
 
 @pytest.fixture
-def resident_env(worldplay_env, tiny_model_dir, monkeypatch):
+def resident_env(worldplay_env, tiny_model_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_model_dir))
+    monkeypatch.setenv("WORLDPLAY_WORKER__MODEL_DIRS", str(tmp_path / "broken"))  # a job may name it (step 4)
     return Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"])
 
 

@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 
 from worldplay_cli.queue import append_log, end_manifest, write_json_atomic
 from worldplay_cli.schema import Failure, JobSpec, Manifest, Progress, Timings, VideoInfo, run_key
-from worldplay_cli.settings import Settings, load_settings, settings_to_dict
+from worldplay_cli.settings import Settings, job_file_mode, load_settings, settings_to_dict
 from worker import proctree
 from worker.engines import InputError, JobInputs, UnknownEngine, get_engine
 from worker.progress import JobCanceled, Reporter
@@ -129,7 +130,7 @@ def _commit(conn: Redis, job_id: str, execution_id: str, produced: Path, final: 
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
             raise
         # Filesystems without hard links: claim the name exclusively, then move the file onto the claim.
-        os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         os.replace(produced, final)
         return
     os.unlink(produced)
@@ -182,7 +183,7 @@ def run_generate(job: Job, spec_data: dict) -> dict:
         engine = get_engine(spec.engine)
         manifest["engine"] = {"name": spec.engine}
         work_dir = directory / f".attempt-{attempt}-{execution_id[:12]}"
-        work_dir.mkdir()
+        work_dir.mkdir(mode=stat.S_IMODE(directory.stat().st_mode))
         result = engine.run(spec, inputs, work_dir, reporter)
         manifest["engine"].update(result.info)
 
@@ -200,6 +201,7 @@ def run_generate(job: Job, spec_data: dict) -> dict:
             )
         final = directory / "video.mp4"
         size = result.video.stat().st_size
+        result.video.chmod(job_file_mode(directory))  # engines write with their umask
         _commit(conn, job.id, execution_id, result.video, final)
         reporter.finish()
         video = VideoInfo(frames=num_frames, width=width, height=height, fps=fps, bytes=size)

@@ -352,6 +352,7 @@ def resubmit(conn: Redis, settings: Settings, job_id: str, changes: dict | None 
     """A new job from an existing one's spec (optionally changed) and inputs; returns the new job id."""
     from worldplay_cli.queue import enqueue_generate
     from worldplay_cli.schema import new_job_id
+    from worldplay_cli.submit import PreparedJob, write_inputs
 
     job = fetch_job(conn, job_id)
     if job is None:
@@ -362,11 +363,8 @@ def resubmit(conn: Redis, settings: Settings, job_id: str, changes: dict | None 
         raise BadInput(f"cannot re-submit {job_id}: {str(exc).splitlines()[0]}") from None
     source = job_dir(settings, job_id)
     new_id = new_job_id()
-    target = job_dir(settings, new_id)
-    target.mkdir()
-    for name in (spec.image.file, spec.trajectory.file):
-        shutil.copyfile(source / name, target / name)
-    (target / "spec.json").write_text(spec.model_dump_json(indent=2))
+    inputs = [(source / name).read_bytes() for name in (spec.image.file, spec.trajectory.file)]
+    write_inputs(settings, new_id, PreparedJob(spec, *inputs))
     enqueue_generate(conn, settings, spec, new_id, queue or job.origin)
     return new_id
 

@@ -33,6 +33,7 @@ from worldplay_cli.schema import (
     log_stream_key,
     summary,
 )
+from worldplay_cli.settings import open_job_file
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -148,7 +149,7 @@ def append_log(conn: Redis, settings: Settings, job_id: str, line: str, log_file
         pipe.expire(key, max(settings.queue.finished_ttl_s, settings.queue.failed_ttl_s))
         pipe.execute()
     if log_file is not None and log_file.parent.is_dir():
-        with open(log_file, "a", encoding="utf-8") as handle:
+        with os.fdopen(open_job_file(log_file, os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8") as handle:
             handle.write(stamped + "\n")
 
 
@@ -215,8 +216,10 @@ def job_dir(settings: Settings, job_id: str) -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace `path` (in a job directory, so with `job_file_mode`) all at once."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
+    with os.fdopen(open_job_file(tmp, os.O_WRONLY | os.O_TRUNC), "w") as handle:
+        handle.write(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
 
 

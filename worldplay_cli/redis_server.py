@@ -17,14 +17,13 @@ import os
 import secrets
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worldplay_cli.errors import WorldplayError
-from worldplay_cli.settings import Settings, mask_url
+from worldplay_cli.settings import Settings, mask_url, runtime_dir
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -52,7 +51,7 @@ class ServerPaths:
         if len(str(socket)) > _MAX_SOCKET_PATH:
             # Deep data dirs cannot hold a socket; use a short per-user, per-data-dir path instead.
             digest = hashlib.sha1(str(data_dir).encode()).hexdigest()[:16]
-            socket = Path(tempfile.gettempdir()) / f"worldplay-{os.getuid()}" / f"{digest}.sock"
+            socket = runtime_dir(create=False) / f"{digest}.sock"
         return cls(
             data_dir=data_dir,
             config=data_dir / "redis.conf",
@@ -196,7 +195,8 @@ def start(settings: Settings) -> dict:
     paths = ServerPaths.of(settings.server.data_dir)
     try:
         paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        paths.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if paths.socket.parent != paths.data_dir:  # a data dir too deep for a socket path
+            runtime_dir()
     except OSError as exc:
         raise WorldplayError(
             f"cannot create the Redis data dir {paths.data_dir}: {exc.strerror}", "set server.data_dir to a writable path"

@@ -72,9 +72,10 @@ class Runtime:
         max_jobs: int | None = None,
         name: str | None = None,
         quiet: bool = False,
+        env_extra: dict[str, str] | None = None,
     ) -> subprocess.Popen:
         args = [sys.executable, "-m", "worker", "run", "--queue", queue, "--exit-with-parent"]
-        env = self.child_env()
+        env = {**self.child_env(), **(env_extra or {})}
         if gpus:
             args += ["--gpus", "+".join(str(gpu) for gpu in gpus)]
             # Set before exec (not only by the worker itself) so CUDA never sees the other GPUs.

@@ -143,12 +143,25 @@ class RewriteRecord(_Model):
     warning: str | None = None
 
 
+# A job input is named by a plain file name in its job directory: a spec is data anyone who can enqueue
+# can write, and a path (`../x`, `/etc/x`) would make the worker read any file into the outputs.
+_INPUT_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def _plain_file_name(name: str) -> str:
+    if not _INPUT_FILE_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a plain file name in the job directory (letters, digits, '_', '.', '-')")
+    return name
+
+
 class ImageRef(_Model):
     file: str = "input.png"  # inside the job directory
-    source: str  # where the user's image came from (for the manifest)
+    source: str  # where the user's image came from (for the manifest; the worker never reads it)
     sha256: str
     width: int = Field(gt=0)
     height: int = Field(gt=0)
+
+    _file = field_validator("file")(_plain_file_name)
 
 
 class TrajectoryRef(_Model):
@@ -157,6 +170,8 @@ class TrajectoryRef(_Model):
     num_latents: int = Field(gt=0)
     num_frames: int = Field(gt=0)
     sha256: str
+
+    _file = field_validator("file")(_plain_file_name)
 
 
 class JobSpec(_Model):
@@ -183,7 +198,8 @@ class JobSpec(_Model):
     output_name: str | None = Field(default=None, max_length=120, pattern=r"^[\w.\- ]+$")
     rewrite: RewriteRecord | None = None
     timeout_s: int = Field(gt=0)
-    # Paths on the worker host; None means the worker's own setting.
+    # Paths on the worker host; None means the worker's own setting. A job can only choose among what the
+    # worker allows (`model_dir` + `worker.model_dirs`, `official_repo` + `worker.official_repos`).
     model_dir: str | None = None
     memory_profile: MemoryProfile | None = None
     official_repo: str | None = None

@@ -8,13 +8,16 @@ the config file (`~/.config/worldplay/config.toml`, or `WORLDPLAY_CONFIG`) > def
 from __future__ import annotations
 
 import os
+import stat
 import sys
+import tempfile
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from worldplay_cli.errors import BadInput
+from worldplay_cli.errors import BadInput, WorldplayError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -90,12 +93,27 @@ class WorkerSettings(_Section):
     # SIGTERM to a worker: let the running job finish for this long, then stop and re-queue it.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     log_stream_maxlen: int = Field(default=500, ge=10)
+    # What a job may name (docs/queue-and-workers.md, "Trust model"): besides the top-level `model_dir` and
+    # `official_repo`, only these. Anyone who can enqueue chooses among them, never beyond: the official
+    # engine executes its checkout, and a model directory is loaded by code that may unpickle.
+    model_dirs: list[Path] = Field(default_factory=list)
+    official_repos: list[Path] = Field(default_factory=list)
+
+    @field_validator("model_dirs", "official_repos", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        # environment variables and `config set` give one string: PATH-style, `:`-separated
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
 
 
 class Settings(_Section):
     version: int = SETTINGS_VERSION
     redis_url: str | None = None
     output_root: Path = Field(default_factory=lambda: _data_dir() / "outputs")
+    # Permissions of job directories and their files (OUTPUT_MODES); `shared` lets group and others read.
+    output_mode: Literal["private", "shared"] = "private"
     model_dir: Path = Field(default_factory=lambda: _data_dir() / "models" / "HunyuanVideo-1.5")
     default_engine: Engine = "preview"
     default_variant: Variant = "ar-distilled"
@@ -241,7 +259,7 @@ def set_config_value(path: Path, key: str, value: str) -> Any:
     for part in keys:
         node = getattr(node, part)
     typed = node.get_secret_value() if isinstance(node, SecretStr) else node
-    stored = str(typed) if isinstance(typed, Path) else typed
+    stored = str(typed) if isinstance(typed, Path) else [str(item) for item in typed] if isinstance(typed, list) else typed
     _set_path(data, keys, stored)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -250,3 +268,64 @@ def set_config_value(path: Path, key: str, value: str) -> Any:
         tomli_w.dump(data, handle)
     os.replace(tmp, path)
     return stored
+
+
+# --- files and directories worldplay creates ------------------------------------------------------------
+
+# Job directory modes. A job's files take their directory's read/write bits (`job_file_mode`), so what
+# a worker on another host writes matches what the submitting CLI chose, and never more than that.
+OUTPUT_MODES = {"private": 0o700, "shared": 0o755}
+
+
+def create_job_dir(path: Path, settings: Settings) -> None:
+    """Create a job directory (never an existing one) with the `output_mode`, whatever the umask."""
+    mode = OUTPUT_MODES[settings.output_mode]
+    path.mkdir(mode=mode)
+    path.chmod(mode)  # mkdir's mode is narrowed by the umask
+
+
+def job_file_mode(directory: Path) -> int:
+    """Mode for a file created in `directory`: its read/write bits, never executable nor group/world writable."""
+    return stat.S_IMODE(directory.stat().st_mode) & 0o644
+
+
+def open_job_file(path: Path, flags: int) -> int:
+    """`os.open` (creating) a file in a job directory with `job_file_mode` (the umask may only have
+    narrowed it; a file another user created is left as it is)."""
+    mode = job_file_mode(path.parent)
+    fd = os.open(path, flags | os.O_CREAT, mode)
+    if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+        with suppress(PermissionError):
+            os.fchmod(fd, mode)
+    return fd
+
+
+def write_job_file(path: Path, data: bytes) -> None:
+    """A new file in a job directory (never replacing one), with `job_file_mode`."""
+    with os.fdopen(open_job_file(path, os.O_WRONLY | os.O_EXCL), "wb") as handle:
+        handle.write(data)
+
+
+def runtime_dir(create: bool = True) -> Path:
+    """`$TMPDIR/worldplay-<uid>`: resident-runtime sockets and the Redis socket when the data dir is too
+    deep for one. In a shared /tmp anyone could have made it first (and then swap sockets), so it is
+    created 0700 and refused unless it is a real directory of ours that no one else can write to."""
+    directory = Path(tempfile.gettempdir()) / f"worldplay-{os.getuid()}"
+    if not create:
+        return directory
+    with suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    info = directory.lstat()
+    problem = None
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory (a symlink or file)"
+    elif info.st_uid != os.getuid():
+        problem = f"is owned by uid {info.st_uid}, not by you (uid {os.getuid()})"
+    elif info.st_mode & 0o022:
+        problem = f"is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+    if problem:
+        raise WorldplayError(
+            f"runtime directory {directory} {problem}; refusing to use it for sockets",
+            "remove it so worldplay re-creates it private (0700), or point TMPDIR at a private directory",
+        )
+    return directory

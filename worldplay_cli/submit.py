@@ -29,6 +29,8 @@ from worldplay_cli.schema import (
     engine_table,
 )
 
+from worldplay_cli.settings import OUTPUT_MODES, create_job_dir, write_job_file
+
 if TYPE_CHECKING:
     from redis import Redis
 
@@ -200,7 +202,8 @@ def check_output_root(settings: Settings) -> Path:
     """The output root exists (or can be created) and is writable; a one-line error otherwise."""
     root = Path(settings.output_root).expanduser()
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        # a root made here gets the output mode; an existing one is the user's business
+        root.mkdir(parents=True, exist_ok=True, mode=OUTPUT_MODES[settings.output_mode])
     except OSError as exc:
         raise BadInput(f"cannot create output root {root}: {exc.strerror}", "set output_root to a writable directory") from None
     if not os.access(root, os.W_OK | os.X_OK):
@@ -212,10 +215,10 @@ def write_inputs(settings: Settings, job_id: str, prepared: PreparedJob) -> Path
     """Create `<output root>/<job id>/` (never an existing one) with the job's inputs."""
     directory = Path(settings.output_root).expanduser() / job_id
     try:
-        directory.mkdir()
-        (directory / prepared.spec.image.file).write_bytes(prepared.image_png)
-        (directory / prepared.spec.trajectory.file).write_bytes(prepared.trajectory_json)
-        (directory / "spec.json").write_text(prepared.spec.model_dump_json(indent=2))
+        create_job_dir(directory, settings)
+        write_job_file(directory / prepared.spec.image.file, prepared.image_png)
+        write_job_file(directory / prepared.spec.trajectory.file, prepared.trajectory_json)
+        write_job_file(directory / "spec.json", prepared.spec.model_dump_json(indent=2).encode())
     except FileExistsError:
         raise WorldplayError(f"output directory {directory} already exists; outputs are never overwritten") from None
     except OSError as exc:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from worldplay_cli.schema import JobSpec, engine_table
 
@@ -37,11 +38,23 @@ class JobInputs:
 
     @property
     def image_path(self) -> Path:
-        return self.job_dir / self.spec.image.file
+        return self._inside("image.file", self.spec.image.file)
 
     @property
     def trajectory_path(self) -> Path:
-        return self.job_dir / self.spec.trajectory.file
+        return self._inside("trajectory.file", self.spec.trajectory.file)
+
+    def _inside(self, field_name: str, name: str) -> Path:
+        """The input as a real path, refused unless it is in the job directory: the schema already allows
+        only plain names, but a symlink in the directory could still point anywhere on this host."""
+        directory = self.job_dir.resolve()
+        path = (directory / name).resolve()
+        if path.parent != directory:
+            _refuse(
+                f"job input {field_name} {name!r} resolves to {path}, outside the job directory",
+                "job inputs are files in the job directory; submit jobs with `worldplay generate`",
+            )
+        return path
 
     def verify(self) -> None:
         for path, expected in ((self.image_path, self.spec.image.sha256), (self.trajectory_path, self.spec.trajectory.sha256)):
@@ -80,6 +93,32 @@ class Engine(Protocol):
 
 class UnknownEngine(Exception):
     pass
+
+
+def _refuse(message: str, hint: str) -> NoReturn:
+    from worldplay_cli.schema import Failure
+    from worker.runner import JobFailed
+
+    raise JobFailed(Failure(kind="refused", message=message, hint=hint))
+
+
+def allowed_path(requested: str | None, default: Path | None, others: list[Path], what: str, setting: str) -> Path | None:
+    """The worker-side path a job uses: `default` (the worker's own setting) when the job names none,
+    else the allowed entry (`default` or one of `others`) that the job's path resolves to. The entry as the
+    worker configured it is returned, never the job's string, so a job cannot swap a symlink after the
+    check. Anything else is refused: a job may choose among the worker's paths, never add one."""
+    allowed = [Path(path).expanduser() for path in ([default] if default else []) + list(others)]
+    if requested is None:
+        return allowed[0] if default else None
+    wanted = Path(requested).expanduser().resolve()
+    for path in allowed:
+        if path.resolve() == wanted:
+            return path
+    env = "WORLDPLAY_" + setting.upper().replace(".", "__")
+    _refuse(
+        f"{what} {requested} is not allowed on this worker",
+        f"on the worker host, add it to {setting} (config file, or {env}=PATH[{os.pathsep}PATH...]) and restart the worker",
+    )
 
 
 def get_engine(name: str) -> Engine:

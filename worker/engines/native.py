@@ -5,8 +5,9 @@ Each rq worker forks a work horse per job, so a model loaded in the horse would 
 (`worker.runtime`): the ranks load the model once, serve job after job, and run a job over `spec.gpus`
 ranks sequence-parallel. `render` is what every rank does with the loaded pipeline for one job.
 
-The model directory is the job's `model_dir` when the spec carries one, else this worker's `model_dir`
-setting (paths are per host, so a worker may hold the weights elsewhere than the submitting machine).
+The model directory is this worker's `model_dir` setting, or the one the job names if the worker allows
+it (`worker.model_dirs`; paths are per host, so a worker may hold the weights elsewhere than the
+submitting machine).
 Progress is reported per denoising step and chunk, the video file grows chunk by chunk while the next
 chunk is denoised, and the manifest gets per-stage and per-chunk timings and the memory context of every
 chunk. A model directory that lacks pieces or a request the variant cannot serve fails with one line
@@ -40,8 +41,10 @@ class RenderReporter(Protocol):
 
 def model_dir_for(spec: JobSpec) -> Path:
     from worldplay_cli.settings import load_settings
+    from worker.engines import allowed_path
 
-    return Path(spec.model_dir or load_settings().model_dir).expanduser()
+    settings = load_settings()
+    return allowed_path(spec.model_dir, settings.model_dir, settings.worker.model_dirs, "model directory", "worker.model_dirs")
 
 
 @contextmanager

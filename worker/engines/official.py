@@ -11,8 +11,9 @@ the official CLI's traps (reference §1, §13.14):
 
 torchrun writes each rank's output to its own files; rank 0's stderr carries the tqdm bar of every chunk's
 denoising loop, which becomes step/chunk progress in the job meta. Rank 0's other output goes to the job
-log. The checkout is the spec's `official_repo` (`--official-repo`), else the worker's `official_repo`
-setting (`WORLDPLAY_OFFICIAL_REPO`).
+log. The checkout is the worker's `official_repo` setting (`WORLDPLAY_OFFICIAL_REPO`), or the job's
+`official_repo` (`--official-repo`) when the worker allows it (`worker.official_repos`); see the trust model
+in docs/queue-and-workers.md.
 """
 
 from __future__ import annotations
@@ -141,10 +142,13 @@ def console_lines(line: str) -> list[str]:
 
 
 def official_repo_for(spec: JobSpec) -> Path | None:
+    """The checkout to execute: the worker's, never one a job brings (whoever can enqueue would run code
+    on every worker); a job may pick one of `official_repo` + `worker.official_repos`."""
     from worldplay_cli.settings import load_settings
+    from worker.engines import allowed_path
 
-    chosen = spec.official_repo or load_settings().official_repo
-    return Path(chosen).expanduser() if chosen else None
+    settings = load_settings()
+    return allowed_path(spec.official_repo, settings.official_repo, settings.worker.official_repos, "official checkout", "worker.official_repos")
 
 
 class _Tail:
@@ -184,7 +188,7 @@ class OfficialEngine:
             where = f"{repo} has no {SCRIPT}" if repo else "no HY-WorldPlay checkout is configured"
             raise JobFailed(
                 Failure(kind="refused", message=f"official engine: {where}",
-                        hint="clone Tencent-Hunyuan/HY-WorldPlay and pass --official-repo, or set official_repo on the worker")
+                        hint="clone Tencent-Hunyuan/HY-WorldPlay on the worker host and set official_repo there")
             )  # fmt: skip
         model_dir = model_dir_for(spec)
         try:

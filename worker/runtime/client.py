@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from worker import proctree
-from worker.runtime.protocol import Connection, runtime_dir
+from worker.runtime.protocol import Connection
+from worldplay_cli.settings import runtime_dir
 
 START_TIMEOUT_S = 60.0
 

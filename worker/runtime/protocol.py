@@ -11,10 +11,8 @@ supervisor -> horse   the job's events, relayed
 from __future__ import annotations
 
 import json
-import os
 import select
 import socket
-import tempfile
 from pathlib import Path
 
 
@@ -87,10 +85,3 @@ def listen(path: Path) -> socket.socket:
     sock.bind(str(path))
     sock.listen(4)
     return sock
-
-
-def runtime_dir() -> Path:
-    """A private directory for sockets and resident-runtime logs (Unix socket paths must stay short)."""
-    directory = Path(tempfile.gettempdir()) / f"worldplay-{os.getuid()}"
-    directory.mkdir(mode=0o700, exist_ok=True)
-    return directory

@@ -47,13 +47,13 @@ def train(spec_data: dict) -> dict:
     from worker.progress import Reporter
     from worker.runner import classify, record_end
     from worker.training.checkpoints import checkpoint_dirs
-    from worldplay_cli.settings import load_settings
+    from worldplay_cli.settings import OUTPUT_MODES, load_settings
 
     job = get_current_job()
     conn = job.connection
     settings = load_settings()
     directory = Path(settings.output_root) / job.id
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=OUTPUT_MODES[settings.output_mode])
     job.get_meta(refresh=True)
     attempt = int(job.meta.get("attempt", 0)) + 1
     job.meta.update(attempt=attempt, output_dir=str(directory))

@@ -78,14 +78,14 @@ def generate(
         typer.Option("--rewrite", help="Rewrite the prompt first: bare = best-effort, or --rewrite required.", show_default=False),
     ] = None,
     model_dir: Annotated[
-        Optional[Path], typer.Option(help="Native engine: model directory on the worker host.", show_default=False)
+        Optional[Path], typer.Option(help="Model directory on the worker host: its model_dir or one in its worker.model_dirs.", show_default=False)
     ] = None,
     memory_profile: Annotated[
         Optional[str],
         typer.Option(help="Native engine: auto | resident | offload | group-offload | low-vram.", show_default=False),
     ] = None,
     official_repo: Annotated[
-        Optional[Path], typer.Option(help="Official engine: HY-WorldPlay checkout on the worker host.", show_default=False)
+        Optional[Path], typer.Option(help="Official engine: HY-WorldPlay checkout on the worker host, one in its worker.official_repos.", show_default=False)
     ] = None,
     queue: Annotated[
         Optional[str],
@@ -160,12 +160,26 @@ def generate(
     # Foreground: a private queue and a one-job worker for it, cleaned up afterwards.
     queue_name = f"local-{job_id}"
     submit(conn, settings, prepared, queue_name, job_id, retries_on_lost=0)
-    worker = runtime.spawn_worker(queue_name, burst=True, max_jobs=1, quiet=True)
+    worker = runtime.spawn_worker(queue_name, burst=True, max_jobs=1, quiet=True, env_extra=_own_paths_allowed(settings, prepared.spec))
     try:
         _finish(runtime, job_id, as_json, worker=worker)
     finally:
         _stop_worker(worker)
         _forget_queue(conn, queue_name)
+
+
+def _own_paths_allowed(settings, spec) -> dict[str, str]:
+    """The foreground worker is this user's, for one job on a private queue: the model directory and
+    checkout named on this command line are its owner's choice, so it may use them. A shared worker uses
+    only what its owner configured (docs/queue-and-workers.md, "Trust model")."""
+    import os
+
+    env = {}
+    for chosen, allowed, name in ((spec.model_dir, settings.worker.model_dirs, "MODEL_DIRS"),
+                                  (spec.official_repo, settings.worker.official_repos, "OFFICIAL_REPOS")):  # fmt: skip
+        if chosen:
+            env[f"WORLDPLAY_WORKER__{name}"] = os.pathsep.join([*map(str, allowed), chosen])
+    return env
 
 
 def _rewrite(prepared, settings, policy):
