@@ -64,12 +64,16 @@ def test_the_embedded_redis_does_not_put_its_socket_in_a_planted_runtime_dir(wor
     env = {**os.environ, "WORLDPLAY_SERVER__DATA_DIR": str(deep)}
     env.pop("WORLDPLAY_REDIS_URL")  # the embedded server, not the test's
     try:
-        done = subprocess.run([sys.executable, "-m", "worldplay_cli", "server", "start"], env=env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "worldplay_cli", "server", "start"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
         assert done.returncode == 1, done.stdout + done.stderr
         assert done.stderr.strip().splitlines() == [
-            f"error: runtime directory {planted} is writable by group or others (mode 777); refusing to use it for "
-            "sockets (hint: remove it so worldplay re-creates it private (0700), or point TMPDIR at a private directory)"
+            (
+                f"error: runtime directory {planted} is writable by group or others (mode 777); refusing to use it for "
+                "sockets (hint: remove it so worldplay re-creates it private (0700), or point TMPDIR at a private directory)"
+            )
         ]
         assert list(planted.iterdir()) == [] and not (deep / "redis.pid").exists()
     finally:
-        subprocess.run([sys.executable, "-m", "worldplay_cli", "server", "stop"], env=env, capture_output=True, timeout=60)
+        subprocess.run([sys.executable, "-m", "worldplay_cli", "server", "stop"], env=env, capture_output=True, timeout=60, check=False)
