@@ -571,6 +571,16 @@ async def test_columns_fit_the_terminal_width(world, width):
             assert "a quiet harbour at dawn" in screen
 
 
+def test_a_named_jobs_whole_base_id_fits_at_80_columns():
+    from worldplay_cli.schema import new_job_id
+    from worldplay_cli.tui.dashboard.widgets import fit_columns
+
+    base, named = new_job_id(), new_job_id("x" * 40)
+    assert {column.key: width for column, width in fit_columns(78)}["id"] == len(base)
+    assert {column.key: width for column, width in fit_columns(78, len(named))}["id"] > len(base)  # base id, "…"
+    assert {column.key: width for column, width in fit_columns(200, len(named))}["id"] == len(named)
+
+
 def submit_form_values(form, **values) -> None:
     for name, value in values.items():
         form.query_one(f"#submit-{name}").value = value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rich.table import Table
 from rich.text import Text
@@ -30,6 +30,9 @@ STATUS_STYLES = {
 }
 
 
+ID_CHARS = 22  # `20261207-101503-9f2c1a`; a job's --name follows as `-rainy-street`
+
+
 @dataclass(frozen=True)
 class JobColumn:
     key: str  # also the sort key
@@ -41,7 +44,8 @@ class JobColumn:
 
 # In display order. At 80 columns: id, status, progress, prompt, ETA; every wider terminal adds more.
 JOB_COLUMNS = (
-    JobColumn("id", "ID", 22, 22, 0),  # never narrower: the whole default id stays readable
+    # Never narrower than a whole id; its width follows the longest id shown (`fit_columns`).
+    JobColumn("id", "ID", ID_CHARS, ID_CHARS, 0),
     JobColumn("kind", "Kind", 8, 8, 9),
     JobColumn("status", "Status", 9, 9, 1),
     JobColumn("engine", "Engine", 20, 12, 7),
@@ -55,34 +59,39 @@ JOB_COLUMNS = (
 _CELL_PADDING = 2  # DataTable pads every cell with one space on each side
 # Spare width goes to these first: a few more characters make them whole, where the progress column's
 # details (stage, step, chunk) would take all of it.
-_GROW_FIRST = ("prompt", "worker", "engine", "created")
+_GROW_FIRST = ("prompt", "id", "worker", "engine", "created")
 
 
 def _growth_order(column: JobColumn) -> tuple[int, int]:
     return (0, _GROW_FIRST.index(column.key)) if column.key in _GROW_FIRST else (1, column.priority)
 
 
-def fit_columns(available: int) -> list[tuple[JobColumn, int]]:
+def fit_columns(available: int, longest_id: int = ID_CHARS) -> list[tuple[JobColumn, int]]:
     """The columns (in display order) and their widths for a table `available` cells wide.
 
     Columns are taken by priority at their minimum width while they fit; what is left widens them up to
-    their full width, the short texts first (prompt, worker, engine, date) and the progress details last.
-    The id is always shown.
+    their full width, the short texts first (prompt, id, worker, engine, date) and the progress details
+    last. The id is always shown: whole, or with the name suffix of a `--name`d job cut ("…").
     """
+    if longest_id > ID_CHARS:
+        id_column = replace(JOB_COLUMNS[0], width=longest_id, min_width=ID_CHARS + 1)
+        columns = (id_column, *JOB_COLUMNS[1:])
+    else:
+        columns = JOB_COLUMNS
     widths: dict[str, int] = {}
     used = 0
-    for column in sorted(JOB_COLUMNS, key=lambda column: column.priority):
+    for column in sorted(columns, key=lambda column: column.priority):
         cost = column.min_width + _CELL_PADDING
         if used + cost <= available or not widths:
             widths[column.key] = column.min_width
             used += cost
     spare = available - used
-    for column in sorted(JOB_COLUMNS, key=_growth_order):
+    for column in sorted(columns, key=_growth_order):
         if column.key in widths and spare > 0:
             grow = min(spare, column.width - column.min_width)
             widths[column.key] += grow
             spare -= grow
-    return [(column, widths[column.key]) for column in JOB_COLUMNS if column.key in widths]
+    return [(column, widths[column.key]) for column in columns if column.key in widths]
 
 
 _BAR_WIDTH = 10
@@ -196,10 +205,14 @@ class JobsTable(DataTable):
             self._rebuild()
 
     def on_resize(self) -> None:
-        layout = fit_columns(self.size.width - self.styles.scrollbar_size_vertical)
+        layout = self._layout_for(self._order)
         if layout != self._layout:
             self._layout = layout
             self._rebuild()
+
+    def _layout_for(self, job_ids: list[str]) -> list[tuple[JobColumn, int]]:
+        longest = max(map(len, job_ids), default=ID_CHARS)
+        return fit_columns(self.size.width - self.styles.scrollbar_size_vertical, longest)
 
     @property
     def visible_columns(self) -> list[str]:
@@ -223,6 +236,7 @@ class JobsTable(DataTable):
             self._cells = cells
             return
         self._cells = cells
+        self._layout = self._layout_for(order)  # a longer (named) id may widen the id column
         self._rebuild(order)
 
     def _rebuild(self, order: list[str] | None = None) -> None:
