@@ -21,7 +21,7 @@ def test_redis_is_version_7_with_aof_and_no_eviction():
     redis = _load()["services"]["redis"]
     assert redis["image"] == "redis:7"
     flags = _flags(redis["command"])
-    assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
+    assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "always"
     assert flags["--maxmemory-policy"] == "noeviction"
     assert "--requirepass" in flags
     assert any(volume.endswith(":/data") for volume in redis["volumes"])  # AOF survives the container

@@ -2,7 +2,8 @@
 
 Started by `worldplay worker` (one per GPU set), which resolves the Redis URL (starting the embedded
 server if needed) and passes it in the environment; the worker reads everything else from the same
-settings (flags > WORLDPLAY_* environment > config file > defaults).
+settings (flags > WORLDPLAY_* environment > config file > defaults). A worker only ever connects: it
+never starts an embedded server (one found gone is restarted by the next CLI command, which says so).
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import socket
 import sys
 import threading
 import time
+
+# How long a worker (and its work horse, which shares the client) keeps retrying a Redis that went away,
+# backing off up to 2 s between tries, before giving up: long enough for Redis to restart from its AOF,
+# so that a busy worker carries on with its job instead of quitting mid-job.
+REDIS_OUTAGE_RETRIES = 40
+REDIS_OUTAGE_BACKOFF_CAP_S = 2.0
 
 
 def _parse_gpus(text: str) -> tuple[int, ...]:
@@ -36,6 +43,8 @@ def _exit_with_parent() -> None:
 
 def run(args: argparse.Namespace) -> int:
     import redis
+    from redis.backoff import ExponentialBackoff, NoBackoff
+    from redis.retry import Retry
 
     from worldplay_cli.settings import load_settings, mask_url
     from worker.rq_worker import WorldplayWorker
@@ -48,12 +57,22 @@ def run(args: argparse.Namespace) -> int:
     if args.gpus:
         os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in gpus)
-    connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, health_check_interval=30)
+    # At start-up, no waiting: a Redis that is not there is a configuration error, said at once (and the
+    # `worldplay worker` supervisor retries later).
+    probe = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
     try:
-        connection.ping()
+        probe.ping()
     except redis.RedisError as exc:
         sys.stderr.write(f"error: cannot reach Redis at {mask_url(settings.redis_url)}: {exc}\n")
         return 1
+    finally:
+        probe.close()
+    connection = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=REDIS_OUTAGE_BACKOFF_CAP_S, base=0.1), REDIS_OUTAGE_RETRIES),
+    )
     name = args.name or f"{socket.gethostname()}.{os.getpid()}" + (f".gpu{'+'.join(map(str, gpus))}" if gpus else "")
     if args.exit_with_parent:
         _exit_with_parent()

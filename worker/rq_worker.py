@@ -6,8 +6,12 @@
   (`worker.proctree`), including processes in their own sessions (torchrun ranks).
 - Heartbeats every `worker.heartbeat_s`; a job's started-registry entry expires `worker.lost_after_s`
   after the last one, and every worker reaps lost jobs of every queue every `worker.reaper_interval_s`.
-- The work horse dies with its worker: if the worker process vanishes, the horse ends its tree and exits,
-  so a re-queued job never runs twice at once (the fencing in the runner covers frozen processes).
+- The work horse dies with its worker: if the worker process vanishes, the horse ends its tree and exits
+  without recording anything (the reaper re-queues the job, or fails it when its retries are used up), so
+  a re-queued job never runs twice at once (the fencing in the runner covers frozen processes).
+- Meta (`attempt`, `history`) is re-read before rq re-queues a job (rq writes its own, stale, copy of the
+  whole job hash), and the attempt that ended is added to the history in the same write.
+- A malformed queue entry is set aside (`GuardedQueue`), never the end of the worker.
 - SIGTERM/SIGINT: warm shutdown; the running job gets `worker.shutdown_grace_s` to finish, then it is
   stopped and re-queued at the front without using up a retry. A second signal does that at once.
 - Retries only for failures that are not the job's fault (worker lost, work horse killed by the OS).
@@ -16,6 +20,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -28,12 +33,21 @@ from rq.queue import Queue
 from rq.utils import now
 from rq.worker import Worker
 
-from worldplay_cli.queue import SERIALIZER, GuardedJob, TaskRefused, append_log, reap, rq_queue
+from worldplay_cli.queue import (
+    SERIALIZER,
+    GuardedJob,
+    GuardedQueue,
+    TaskRefused,
+    append_log,
+    note_attempt,
+    reap,
+    rq_queue,
+)
 from worldplay_cli.schema import Failure, cancel_key
 from worldplay_cli.settings import Settings
 from worker import proctree, tasks  # noqa: F401 (tasks: imported once here, not in every forked horse)
 from worker.progress import JobCanceled
-from worker.runner import record_end
+from worker.runner import ORPHANED, disowned, record_end
 
 _PARENT_POLL_S = 0.5
 MAINTENANCE_INTERVAL_S = 30
@@ -56,6 +70,7 @@ class WorldplayWorker(Worker):
             connection=connection,
             serializer=SERIALIZER,
             job_class=GuardedJob,
+            queue_class=GuardedQueue,
             job_monitoring_interval=liveness.heartbeat_s,
             # rq blocks on the queue for worker_ttl - 15 s; that is also how often an idle worker reaps.
             worker_ttl=liveness.reaper_interval_s + 15,
@@ -72,6 +87,7 @@ class WorldplayWorker(Worker):
         self._last_exception: BaseException | None = None
         self._last_reap = 0.0
         self._shutdown_timer: threading.Timer | None = None
+        self._parent_watch: threading.Thread | None = None
 
     # --- liveness -----------------------------------------------------------------------------------
 
@@ -131,7 +147,8 @@ class WorldplayWorker(Worker):
             os.environ.pop(proctree.MARKER_ENV, None)
 
     def main_work_horse(self, job: Job, queue: Queue):
-        threading.Thread(target=self._die_with_parent, args=(os.getppid(),), daemon=True).start()
+        self._parent_watch = threading.Thread(target=self._die_with_parent, args=(os.getppid(),), daemon=True)
+        self._parent_watch.start()
         super().main_work_horse(job, queue)
 
     def _die_with_parent(self, parent_pid: int) -> None:
@@ -139,6 +156,9 @@ class WorldplayWorker(Worker):
         while True:
             time.sleep(_PARENT_POLL_S)
             if os.getppid() != parent_pid:
+                # Before ending the tree: the engine fails as its processes die (an encoder's broken pipe),
+                # and that failure must not be recorded as the job's, or the job would not be re-queued.
+                ORPHANED.set()
                 proctree.terminate(os.environ.get(proctree.MARKER_ENV), grace_s=self.settings.worker.kill_grace_s)
                 os._exit(1)
 
@@ -178,11 +198,17 @@ class WorldplayWorker(Worker):
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
 
     def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string="", execution=None):
+        if self.is_horse and disowned(self._last_exception):
+            if ORPHANED.is_set():
+                self._parent_watch.join()  # never returns: it ends this process once the job's tree is gone
+            self.log.warning("Worker %s: job %s was taken over by another run; leaving it alone", self.name, job.id)
+            return
         if not self.is_horse:
             # Report the job ended only once its processes are gone.
             self._kill_done.wait(timeout=self.settings.worker.kill_grace_s + 15)
             if self._marker:
                 proctree.terminate(self._marker, grace_s=0)
+                self._remove_attempt_dirs(job.id, self._marker)
         if self.is_horse and isinstance(self._last_exception, JobCanceled):
             # The engine honoured the cancel flag before the worker's kill arrived: same outcome.
             self._stopped_job_id = job.id
@@ -194,9 +220,15 @@ class WorldplayWorker(Worker):
             job.retries_left = (job.retries_left or 0) + 1
             job.enqueue_at_front_on_retry = True
             self._requeue_job_id = None
+            failure = Failure(kind="worker_lost", message="worker shutting down")
         elif not transient:
             job.retries_left = 0
         retry = job.should_retry and not stopped
+        if retry:
+            # rq re-queues by saving its copy of the job hash, meta included; ours was read at dequeue and
+            # lacks what the run wrote (attempt). Re-read it and add this attempt, in that same write.
+            job.get_meta(refresh=True)
+            note_attempt(job, failure)
         if stopped:
             # rq counts a job stopped on request as a failure of this worker; the user's cancel is not one
             # (`worldplay jobs workers` and the dashboard would blame a healthy worker).
@@ -210,11 +242,17 @@ class WorldplayWorker(Worker):
         if recorded:
             return
         if retry:
-            reason = "worker shutting down" if requeue else failure.message
             log_file = self.settings.output_root / job.id / "log.txt"
-            append_log(self.connection, self.settings, job.id, f"attempt ended ({reason}); re-queued", log_file)
+            append_log(self.connection, self.settings, job.id, f"attempt ended ({failure.message}); re-queued", log_file)
         else:
             record_end(self.connection, self.settings, job, failure, "stopped" if stopped else "failed")
+
+    def _remove_attempt_dirs(self, job_id: str, marker: str) -> None:
+        """The run's private attempt directory (a half-written video): the runner removes it when the job
+        ends by itself, but a killed horse (cancel, timeout, shutdown, OOM killer) never gets to."""
+        execution_id = marker.split(":", 1)[1]
+        for attempt_dir in (self.settings.output_root / job_id).glob(f".attempt-*-{execution_id[:12]}"):
+            shutil.rmtree(attempt_dir, ignore_errors=True)
 
     def _classify(self, job: Job, exc_string: str, stopped: bool) -> tuple[Failure, bool, bool]:
         """(failure, transient?, already recorded by the runner?)"""

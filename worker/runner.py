@@ -7,7 +7,9 @@
 4. Check the video decodes to the promised frames and size, re-check the claim, and link it into place
    as `video.mp4` (a link never replaces an existing file). Only then is the manifest 'finished'.
 Any failure is classified (bad input, timeout, canceled, OOM, engine error, ...), written to the job
-meta, the manifest and the log, and re-raised so rq records the job as failed.
+meta, the manifest and the log, and re-raised so rq records the job as failed; except when this run no
+longer owns the job (its worker died, or a re-run took it over): then it records nothing, since whatever
+it saw (an encoder killed under it, a refused commit) is not the job's outcome.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import shutil
 import socket
 import stat
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from worldplay_cli.queue import append_log, end_manifest, write_json_atomic
+from worldplay_cli.queue import append_log, end_manifest, note_attempt, write_json_atomic
 from worldplay_cli.schema import Failure, JobSpec, Manifest, Progress, Timings, VideoInfo, run_key
 from worldplay_cli.settings import Settings, job_file_mode, load_settings, settings_to_dict
 from worker import proctree
@@ -37,12 +40,26 @@ if TYPE_CHECKING:
     from rq.job import Job
 
 
+# Set in the work horse once its worker process is gone (`WorldplayWorker._die_with_parent`): the job is
+# the reaper's to re-queue now, and the errors its teardown causes here are not the job's outcome.
+ORPHANED = threading.Event()
+
+
 class JobFailed(Exception):
     """A failure the runner has already classified."""
 
     def __init__(self, failure: Failure):
         super().__init__(failure.message)
         self.failure = failure
+
+
+class Superseded(JobFailed):
+    """Another run of this job took over (this one was presumed dead): the job is that run's now."""
+
+
+def disowned(exc: BaseException | None) -> bool:
+    """Did this run stop owning its job, so that `exc` must not be recorded as the job's outcome?"""
+    return ORPHANED.is_set() or isinstance(exc, Superseded)
 
 
 def classify(exc: BaseException, spec: JobSpec | None) -> Failure:
@@ -81,8 +98,7 @@ def record_end(conn: Redis, settings: Settings, job: Job, failure: Failure, stat
     """Failure bookkeeping shared by the runner and the worker process (when the horse could not do it)."""
     job.get_meta(refresh=True)
     job.meta["failure"] = failure.model_dump()
-    history = job.meta.setdefault("history", [])
-    history.append({"attempt": job.meta.get("attempt", 0), "outcome": failure.kind, "at": time.time()})
+    note_attempt(job, failure)
     job.save_meta()
     directory = Path(settings.output_root) / job.id
     append_log(conn, settings, job.id, f"{status}: {failure.message}", directory / "log.txt")
@@ -114,7 +130,7 @@ def _commit(conn: Redis, job_id: str, execution_id: str, produced: Path, final: 
     """Put the video in place if this run still owns the job; never replace an existing file."""
     owner = conn.get(run_key(job_id))
     if owner is None or owner.decode() != execution_id:
-        raise JobFailed(
+        raise Superseded(
             Failure(
                 kind="worker_lost",
                 message="another run of this job took over (this one was presumed dead); its video was discarded",
@@ -219,6 +235,10 @@ def run_generate(job: Job, spec_data: dict) -> dict:
             "duration_s": round(time.time() - started_at, 3),
         }
     except BaseException as exc:
+        if disowned(exc):
+            if isinstance(exc, Superseded):
+                reporter.log(f"run {execution_id[:12]}: {exc.failure.message}")
+            raise
         failure = classify(exc, spec)
         status = "stopped" if failure.kind == "canceled" else "failed"
         if manifest is not None:

@@ -19,7 +19,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import WatchError
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
+from rq.job_lifecycle import record_job_failure
+from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -37,7 +41,6 @@ from worldplay_cli.settings import open_job_file
 
 if TYPE_CHECKING:
     from redis import Redis
-    from rq import Queue
 
     from worldplay_cli.settings import Settings
 
@@ -45,6 +48,9 @@ log = logging.getLogger("worldplay.queue")
 
 SERIALIZER = JSONSerializer
 REAPER_LOCK = "worldplay:reaper-lock"
+# Queue entries a worker could not turn into a job (newest last, capped): see `GuardedQueue`.
+SET_ASIDE_KEY = "worldplay:set-aside"
+SET_ASIDE_MAX = 1000
 LOST_HINT = "check the worker host (killed, out of memory, rebooted?)"
 
 
@@ -95,10 +101,40 @@ class GuardedJob(Job):
         return None
 
 
-def rq_queue(conn: Redis, name: str) -> Queue:
-    from rq import Queue
+class GuardedQueue(Queue):
+    """A queue whose dequeue survives a malformed entry (an id that is no rq job id, like `../../etc`
+    pushed by hand, or a job hash that does not decode): rq would raise out of the worker loop, and the
+    worker would quit. The entry is logged and set aside instead, and the worker takes the next one."""
 
-    return Queue(name, connection=conn, serializer=SERIALIZER, job_class=GuardedJob)
+    @classmethod
+    def _fetch_dequeued_job(cls, connection, queue_key, job_id, *args, **kwargs):
+        try:
+            fetched = super()._fetch_dequeued_job(connection, queue_key, job_id, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - whatever the entry holds, it must not stop the worker
+            set_aside(connection, queue_key, job_id, exc)
+            return None
+        if fetched is not None and fetched[0].get_status(refresh=False) != JobStatus.QUEUED:
+            # A stale entry: a job re-queued as lost whose first run then finished after all. Running it
+            # again would only fail (its video exists) and overwrite the finished record.
+            connection.lrem(IntermediateQueue.get_intermediate_queue_key(queue_key), 1, job_id)
+            log.warning("queue %s: job %s is %s, not queued; entry dropped", queue_key, job_id, fetched[0].get_status(refresh=False))
+            return None
+        return fetched
+
+
+def set_aside(conn: Redis, queue_key: str, entry: str, exc: BaseException) -> None:
+    """Take a malformed entry off the worker's intermediate list and keep it, with the reason, for a human."""
+    record = {"queue_key": queue_key, "entry": entry, "error": f"{type(exc).__name__}: {exc}", "at": time.time()}
+    with conn.pipeline() as pipe:
+        pipe.lrem(IntermediateQueue.get_intermediate_queue_key(queue_key), 1, entry)
+        pipe.rpush(SET_ASIDE_KEY, json.dumps(record))
+        pipe.ltrim(SET_ASIDE_KEY, -SET_ASIDE_MAX, -1)
+        pipe.execute()
+    log.error("queue %s: malformed entry %r set aside in %s (%s)", queue_key, entry, SET_ASIDE_KEY, record["error"])
+
+
+def rq_queue(conn: Redis, name: str) -> Queue:
+    return GuardedQueue(name, connection=conn, serializer=SERIALIZER, job_class=GuardedJob)
 
 
 def fetch_job(conn: Redis, job_id: str) -> GuardedJob | None:
@@ -163,52 +199,115 @@ def known_queues(conn: Redis) -> list[str]:
     return sorted(name.decode() for name in conn.smembers(QUEUES_SET))
 
 
+def note_attempt(job: Job, failure: Failure) -> None:
+    """Add the attempt that just ended to `job.meta["history"]` (in memory: the caller saves the meta, in
+    the same write as the status change where it can, so a re-run never starts from a meta without it)."""
+    job.meta.setdefault("history", []).append(
+        {"attempt": job.meta.get("attempt", 0), "outcome": failure.kind, "message": failure.message, "at": time.time()}
+    )
+
+
 def reap(conn: Redis, settings: Settings, force: bool = False) -> list[dict[str, Any]]:
-    """Re-queue or fail jobs whose worker stopped heartbeating; returns what it did, one dict per job.
+    """Re-queue or fail jobs whose worker stopped heartbeating, and re-queue jobs a dead worker took off a
+    queue without starting them; returns what it did, one dict per job.
 
     Takes a short lock so that many workers (and CLI reads) do not reap the same queue at once; `force`
-    skips the lock (used by tests and `jobs list`).
+    skips the lock (used by tests and `jobs list`). Each job is handled in one transaction watched on its
+    hash, so two reapers never re-queue the same job twice.
     """
     token = str(time.time())
     if not force and not conn.set(REAPER_LOCK, token, nx=True, px=int(settings.worker.reaper_interval_s * 1000)):
         return []
     outcomes = []
+    # Nobody could heartbeat while Redis was down: right after a restart every running job looks lost.
+    # Give the workers one full `lost_after_s` of a live Redis to show they are still there.
+    just_restarted = conn.info("server")["uptime_in_seconds"] < settings.worker.lost_after_s + settings.worker.heartbeat_s
     for queue_name in known_queues(conn):
+        queue = rq_queue(conn, queue_name)
         registry = StartedJobRegistry(queue_name, connection=conn, job_class=GuardedJob, serializer=SERIALIZER)
-        expired = registry.get_expired_job_ids()
-        if not expired:
-            continue
-        before = {}
-        for job_id in expired:
-            job = fetch_job(conn, job_id)
-            if job is not None and job.get_status(refresh=False) == JobStatus.STARTED:
-                before[job_id] = (job.worker_name, job.retries_left or 0)
-        registry.cleanup()
-        for job_id, (worker_name, retries_left) in before.items():
-            outcomes.append(_record_lost(conn, settings, job_id, worker_name, retries_left))
+        cutoff = time.time()
+        expired: dict[str, list[bytes]] = {}
+        for member in conn.zrangebyscore(registry.key, 0, cutoff):
+            expired.setdefault(registry.parse_job_id(member.decode()), []).append(member)
+        # A job re-run elsewhere can still have its dead run's entry: only the live one counts.
+        live = {registry.parse_job_id(member.decode()) for member in conn.zrangebyscore(registry.key, f"({cutoff}", "+inf")}
+        for job_id, members in {} if just_restarted else expired.items():
+            outcome = _reap_lost(conn, settings, queue, registry.key, job_id, members, running=job_id in live)
+            if outcome:
+                outcomes.append(outcome)
+        outcomes += _reap_untaken(conn, settings, queue, expired.keys() | live)
     return outcomes
 
 
-def _record_lost(conn: Redis, settings: Settings, job_id: str, worker_name: str | None, retries_left: int) -> dict:
-    job = fetch_job(conn, job_id)
-    status = job.get_status(refresh=False).value if job is not None else "gone"
+def _reap_lost(
+    conn: Redis, settings: Settings, queue: Queue, registry_key: str, job_id: str, members: list, running: bool
+) -> dict | None:
     lost_for = settings.worker.lost_after_s
-    if status == JobStatus.QUEUED:
-        message = f"worker {worker_name} lost (no heartbeat for {lost_for} s); re-queued"
-    else:
-        message = f"worker {worker_name} lost (no heartbeat for {lost_for} s); no retries left, failed"
-    if job is not None:
-        job.get_meta(refresh=True)
-        history = job.meta.setdefault("history", [])
-        history.append({"attempt": job.meta.get("attempt", 0), "outcome": "worker_lost", "at": time.time()})
-        if status == JobStatus.FAILED:
-            job.meta["failure"] = Failure(kind="worker_lost", message=message, hint=LOST_HINT).model_dump()
-        job.save_meta()
-        append_log(conn, settings, job_id, message, job_dir(settings, job_id) / "log.txt")
-        if status == JobStatus.FAILED:
-            end_manifest(job_dir(settings, job_id), "failed", Failure(kind="worker_lost", message=message))
+    with conn.pipeline() as pipe:
+        try:
+            pipe.watch(Job.key_for(job_id))
+            job = fetch_job(conn, job_id)
+            if running or job is None or job.get_status(refresh=False) != JobStatus.STARTED:
+                pipe.multi()
+                pipe.zrem(registry_key, *members)
+                pipe.execute()
+                return None
+            retry = job.should_retry
+            outcome = "re-queued" if retry else "no retries left, failed"
+            message = f"worker {job.worker_name} lost (no heartbeat for {lost_for} s); {outcome}"
+            failure = Failure(kind="worker_lost", message=message, hint=LOST_HINT)
+            note_attempt(job, failure)
+            pipe.multi()
+            pipe.zrem(registry_key, *members)
+            if retry:
+                job.retry(queue, pipe)  # saves the job hash, meta included
+            else:
+                job.meta["failure"] = failure.model_dump()
+                pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))
+                record_job_failure(job, f"AbandonedJobError: {message}", pipe)
+            pipe.execute()
+        except WatchError:
+            return None  # the job changed meanwhile (another reaper, a late write): the next round looks again
+    append_log(conn, settings, job_id, message, job_dir(settings, job_id) / "log.txt")
+    if not retry:
+        end_manifest(job_dir(settings, job_id), "failed", failure)
     log.warning("job %s: %s", job_id, message)
-    return {"job_id": job_id, "status": status, "message": message}
+    return {"job_id": job_id, "status": "queued" if retry else "failed", "message": message}
+
+
+def _reap_untaken(conn: Redis, settings: Settings, queue: Queue, started: set[str]) -> list[dict]:
+    """A worker moves a job from its queue to the queue's intermediate list (BLMOVE) and only then starts
+    it. A worker that dies in between (or whose Redis restarted and lost the reply) leaves the job there;
+    rq's own cleanup takes ~2 min, and fails a job without retries left although it never ran. Put it
+    back at the front once it has waited `lost_after_s`, without using up a retry."""
+    intermediate = IntermediateQueue(queue.key, conn)
+    outcomes = []
+    for job_id in intermediate.get_job_ids():
+        if job_id in started:
+            continue
+        intermediate.set_first_seen(job_id)
+        first_seen = intermediate.get_first_seen(job_id)
+        if first_seen is None or time.time() - first_seen.timestamp() < settings.worker.lost_after_s:
+            continue
+        with conn.pipeline() as pipe:
+            try:
+                pipe.watch(Job.key_for(job_id), intermediate.key)
+                job = fetch_job(conn, job_id)
+                pipe.multi()
+                pipe.lrem(intermediate.key, 1, job_id)
+                pipe.delete(intermediate.get_first_seen_key(job_id))
+                taken_back = job is not None and job.get_status(refresh=False) == JobStatus.QUEUED
+                if taken_back:
+                    pipe.lpush(queue.key, job_id)
+                pipe.execute()
+            except WatchError:
+                continue
+        if taken_back:
+            message = "a worker took the job but never started it (worker or Redis died); re-queued at the front"
+            append_log(conn, settings, job_id, message, job_dir(settings, job_id) / "log.txt")
+            log.warning("job %s: %s", job_id, message)
+            outcomes.append({"job_id": job_id, "status": "queued", "message": message})
+    return outcomes
 
 
 def job_dir(settings: Settings, job_id: str) -> Path:
