@@ -84,7 +84,7 @@ def test_endpoint_failure_warns_by_default_and_fails_with_required(clean_env, fa
 
 
 def test_no_endpoint_with_required_is_bad_input(clean_env, capsys):
-    assert run(["rewrite", "a cat", "--required", "--image", "frame.png"]) == 2
+    assert run(["rewrite", "a cat", "--required", "--image", "meadow"]) == 2  # a bundled example: a real image
     err = capsys.readouterr().err
     assert err.startswith("error: no rewrite endpoint configured for i2v (hint: ")
     assert "I2V_REWRITE_BASE_URL" in err

@@ -23,7 +23,8 @@ import numpy as np
 from trajectories.errors import TrajectoryError
 from trajectories.geometry import flip_camera_axes, rotation_from_ypr
 from trajectories.model import DEFAULT_K, Trajectory
-from trajectories.official import FORMAT_HINT, dump_official, official_arrays, parse_json_text, read_json
+from trajectories.limits import check_latents
+from trajectories.official import FORMAT_HINT, dump_official, official_arrays, parse_json_text, read_json, read_text
 
 FORMATS = ("official", "nerfstudio", "csv", "json", "matrices")
 AXES = ("opencv", "opengl")
@@ -109,7 +110,7 @@ def save(trajectory: Trajectory, path: Path, format: str | None = None) -> None:
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise TrajectoryError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise TrajectoryError(f"cannot write {path}: {exc.strerror or exc}", "choose a writable file path") from None
 
 
 # nerfstudio ----------------------------------------------------------------------------------
@@ -139,7 +140,10 @@ def to_nerfstudio(trajectory: Trajectory) -> dict:
 def from_nerfstudio(data: dict) -> Trajectory:
     cameras = data.get("camera_path")
     if not isinstance(cameras, list) or not cameras:
-        raise TrajectoryError("nerfstudio camera path: 'camera_path' must be a non-empty list of cameras")
+        raise TrajectoryError(
+            "nerfstudio camera path: 'camera_path' must be a non-empty list of cameras", "see docs/trajectories.md for the format"
+        )
+    check_latents(len(cameras), "nerfstudio camera path")
     try:
         height = float(data.get("render_height", 2 * DEFAULT_K[1, 2]))
         width = float(data.get("render_width", 2 * DEFAULT_K[0, 2]))
@@ -174,6 +178,8 @@ def to_matrices(trajectory: Trajectory, axes: str = "opencv", kind: str = "c2w")
 
 
 def from_matrices(data, axes: str = "opencv", kind: str = "c2w") -> Trajectory:
+    if isinstance(data, list):
+        check_latents(len(data), "matrices")
     matrices = _numbers(data, "matrices")
     if matrices.ndim != 3 or matrices.shape[1:] != (4, 4) or len(matrices) == 0:
         raise TrajectoryError(f"matrices: expected a list of 4x4 matrices, got shape {matrices.shape}")
@@ -228,12 +234,7 @@ def _write_csv(rows: list[dict]) -> str:
 
 
 def _read_csv(path: Path) -> list[dict]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TrajectoryError(f"file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrajectoryError(f"cannot read {path}: {exc}") from None
+    text = read_text(path)
     reader = csv.DictReader(io.StringIO(text))
     missing = [column for column in ("latent", "x", "y", "z", "yaw", "pitch") if column not in (reader.fieldnames or [])]
     if missing:
@@ -246,7 +247,8 @@ def _read_csv(path: Path) -> list[dict]:
 def _from_rows(rows: list, name: str) -> Trajectory:
     """Rows with latent, x, y, z, yaw, pitch (roll, fx, fy, cx, cy optional) in any order of latents."""
     if not rows:
-        raise TrajectoryError(f"{name}: no poses")
+        raise TrajectoryError(f"{name}: no poses", f"the columns are {','.join(PLAIN_COLUMNS)}, one row per latent")
+    check_latents(len(rows), name)
     by_latent: dict[int, dict] = {}
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict):

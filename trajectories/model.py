@@ -10,6 +10,7 @@ from trajectories.actions import NUM_ACTIONS, compute_actions
 from trajectories.errors import TrajectoryError
 from trajectories.geometry import rigidity_error, ypr_from_rotation
 from trajectories.latents import latents_to_frames, nearest_valid_latents
+from trajectories.limits import check_latents
 from trajectories.validation import ValidationReport, validate_length
 
 # The official default pixel intrinsics (1920x1080, about 89.4 x 58.2 deg field of view).
@@ -37,7 +38,11 @@ class Trajectory:
     def __init__(self, c2w, K=None, actions=None, source: str | None = None):
         c2w = np.array(c2w, dtype=np.float64)
         if c2w.ndim != 3 or c2w.shape[1:] != (4, 4) or len(c2w) == 0:
-            raise TrajectoryError(f"camera poses must have shape (N, 4, 4) with N >= 1, got {c2w.shape}")
+            raise TrajectoryError(
+                f"camera poses must have shape (N, 4, 4) with N >= 1, got {c2w.shape}",
+                "give one 4x4 camera-to-world matrix per latent",
+            )
+        check_latents(len(c2w))
         _check_finite(c2w, "extrinsic")
         errors = rigidity_error(c2w)
         bad = np.flatnonzero(errors > RIGID_TOLERANCE)
@@ -147,7 +152,7 @@ class Trajectory:
     def scaled(self, factor: float) -> Trajectory:
         """The path with every camera position multiplied by `factor` (a scene-scale change)."""
         if not np.isfinite(factor) or factor <= 0:
-            raise TrajectoryError(f"scale factor must be positive, got {factor}")
+            raise TrajectoryError(f"scale factor must be positive, got {factor}", "e.g. --scale 0.5 halves every distance")
         c2w = self._c2w.copy()
         c2w[:, :3, 3] *= factor
         return Trajectory(c2w, self._K, source=self._source)

@@ -28,6 +28,7 @@ import numpy as np
 
 from trajectories.errors import TrajectoryError
 from trajectories.geometry import rot_x, rot_y
+from trajectories.limits import check_latents
 
 DEFAULT_TRANSLATION_STEP = 0.08
 DEFAULT_ROTATION_STEP_DEG = 3.0
@@ -107,6 +108,9 @@ def parse_segments(text: str) -> list[Segment]:
             segments.append(_parse_segment(piece, start + 1))
     if not segments:
         raise TrajectoryError(f"pose string {text!r} has no segments", GRAMMAR_HINT)
+    # The length is known from the counts (plus latent 0, the implicit start pose): refuse a too long
+    # trajectory before any matrix is built.
+    check_latents(1 + sum(segment.latents for segment in segments), "pose string")
     return segments
 
 

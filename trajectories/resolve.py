@@ -25,7 +25,7 @@ def resolve(spec) -> Trajectory:
     if text in PRESETS:
         return PRESETS[text].trajectory()
     path = Path(text).expanduser()
-    if text.lower().endswith(_FILE_SUFFIXES) or os.sep in text or "/" in text or path.is_file():
+    if text.lower().endswith(_FILE_SUFFIXES) or os.sep in text or "/" in text or _is_file(path):
         return Trajectory.load(path)
     try:
         return parse_pose_string(text)
@@ -36,3 +36,10 @@ def resolve(spec) -> Trajectory:
                 f"{text!r} is not a preset, a file or a pose string", f"did you mean the preset {close[0]!r}?"
             ) from None
         raise
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for a file (a long pose string), a NUL byte
+        return False

@@ -307,7 +307,7 @@ def cancel_job(conn: Redis, settings: Settings, job_id: str, wait_s: float | Non
         append_log(conn, settings, job_id, "canceled before it started", job_dir(settings, job_id) / "log.txt")
         return "canceled"
     if status != "started":
-        raise BadInput(f"job {job_id} already ended ({status})")
+        raise BadInput(f"job {job_id} already ended ({status})", f"see it with `worldplay jobs show {job_id}`")
     # Cooperative first (the engine stops at its next step), then the worker ends the process tree.
     conn.set(cancel_key(job_id), "1", ex=settings.queue.failed_ttl_s)
     try:
@@ -327,10 +327,12 @@ def retry_job(conn: Redis, settings: Settings, job_id: str) -> str:
     """Put a failed, stopped or canceled job back on its queue (same id, same output directory)."""
     job = fetch_job(conn, job_id)
     if job is None:
-        raise BadInput(f"no job {job_id!r}")
+        raise BadInput(f"no job {job_id!r}", "list jobs with `worldplay jobs list`")
     status = job.get_status().value
     if status not in ("failed", "stopped", "canceled"):
-        raise BadInput(f"job {job_id} is {status}; only failed, stopped or canceled jobs can be retried")
+        raise BadInput(
+            f"job {job_id} is {status}; only failed, stopped or canceled jobs can be retried", "submit a new job instead"
+        )
     if (job_dir(settings, job_id) / "video.mp4").exists():
         raise BadInput(f"job {job_id} already has a video", "submit a new job instead")
     if status == "canceled":
@@ -356,11 +358,11 @@ def resubmit(conn: Redis, settings: Settings, job_id: str, changes: dict | None 
 
     job = fetch_job(conn, job_id)
     if job is None:
-        raise BadInput(f"no job {job_id!r}")
+        raise BadInput(f"no job {job_id!r}", "list jobs with `worldplay jobs list`")
     try:
         spec = JobSpec.model_validate({**job.args[0], **(changes or {})})
     except Exception as exc:
-        raise BadInput(f"cannot re-submit {job_id}: {str(exc).splitlines()[0]}") from None
+        raise BadInput(f"cannot re-submit {job_id}: {str(exc).splitlines()[0]}", "submit a new job instead") from None
     source = job_dir(settings, job_id)
     new_id = new_job_id()
     inputs = [(source / name).read_bytes() for name in (spec.image.file, spec.trajectory.file)]
@@ -379,7 +381,7 @@ def delete_job(conn: Redis, settings: Settings, job_id: str, remove_files: bool 
     conn.delete(log_stream_key(job_id), cancel_key(job_id), run_key(job_id))
     removed = conn.zrem(JOBS_INDEX, job_id)
     if job is None and not removed:
-        raise BadInput(f"no job {job_id!r}")
+        raise BadInput(f"no job {job_id!r}", "list jobs with `worldplay jobs list`")
     directory = job_dir(settings, job_id)
     had_files = directory.is_dir()
     if remove_files and had_files:

@@ -23,9 +23,25 @@ if TYPE_CHECKING:
 ConfigOption = Annotated[
     Optional[Path], typer.Option("--config", help="Config file (default ~/.config/worldplay/config.toml).", show_default=False)
 ]
+def check_redis_url_option(url: Optional[str]) -> Optional[str]:
+    """A `--redis-url` with a scheme worldplay cannot use is bad input, refused before anything runs."""
+    from worldplay_cli.errors import BadInput
+    from worldplay_cli.settings import REDIS_URL_HINT, mask_url, redis_url_problem
+
+    problem = url is not None and redis_url_problem(url)
+    if problem:
+        raise BadInput(f"--redis-url {mask_url(url)!r}: {problem}", REDIS_URL_HINT)
+    return url
+
+
 RedisUrlOption = Annotated[
     Optional[str],
-    typer.Option("--redis-url", help="redis://, rediss:// or unix:// URL (default: the embedded server).", show_default=False),
+    typer.Option(
+        "--redis-url",
+        help="redis://, rediss:// or unix:// URL (default: the embedded server).",
+        show_default=False,
+        callback=check_redis_url_option,
+    ),
 ]
 OutputRootOption = Annotated[
     Optional[Path], typer.Option("--output-root", help="Where job directories are written.", show_default=False)
@@ -125,7 +141,7 @@ def parse_gpu_sets(text: str | None) -> list[tuple[int, ...]]:
         if not ids or min(ids) < 0:
             raise BadInput(f"invalid GPU set {item!r} in --gpus {text!r}", "use e.g. 0,1 or 0-3 or 0+1,2+3")
         if seen & set(ids):
-            raise BadInput(f"GPU {sorted(seen & set(ids))[0]} appears in two sets of --gpus {text!r}")
+            raise BadInput(f"GPU {sorted(seen & set(ids))[0]} appears in two sets of --gpus {text!r}", "each GPU may serve one worker")
         seen.update(ids)
         sets.append(ids)
     return sets

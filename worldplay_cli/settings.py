@@ -69,10 +69,39 @@ class ServerSettings(_Section):
     port: int | None = Field(default=None, ge=0, le=65535)
 
 
+# The one rule for queue names (settings, `generate --queue`, `worker --queue`, `train --queue-name`, ...):
+# they become Redis keys (`rq:queue:<name>`) and appear in commands people copy.
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+QUEUE_NAME_HINT = "a queue name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+
+
+def check_queue_name(name: str, option: str = "--queue") -> str:
+    """`name` if it is a valid queue name, else a BadInput naming `option`."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(QUEUE_NAME_PATTERN, name):
+        raise BadInput(f"{option} {name!r} is not a valid queue name", QUEUE_NAME_HINT)
+    return name
+
+
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_URL_HINT = "use a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0"
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why `url` is no Redis URL worldplay accepts (None if it is one)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if not url.startswith(REDIS_URL_SCHEMES):
+        return f"unsupported scheme {scheme + '://'!r}" if scheme else "it has no scheme"
+    if any(ch.isspace() for ch in url):
+        return "it contains white space"
+    return None
+
+
 class QueueSettings(_Section):
     """How jobs are enqueued: where, and how long their records stay in Redis."""
 
-    default_queue: str = Field(default="generate", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    default_queue: str = Field(default="generate", pattern=QUEUE_NAME_PATTERN)
     # Finished/failed job records (spec, meta, result) stay this long; videos stay on disk regardless.
     finished_ttl_s: int = Field(default=30 * 86400, gt=0)
     failed_ttl_s: int = Field(default=30 * 86400, gt=0)
@@ -108,6 +137,15 @@ class WorkerSettings(_Section):
         return value
 
 
+class LimitsSettings(_Section):
+    """Sizes refused as bad input before anything is allocated (see docs/trajectories.md, "Limits")."""
+
+    # Latents per trajectory: 2048 latents are 8189 frames (about 5.7 minutes at 24 fps).
+    max_latents: int = Field(default=2048, ge=1, le=1_000_000)
+    # Bytes per trajectory file, checked before it is read (a 2048-latent official JSON is about 1.6 MB).
+    max_trajectory_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+
+
 class Settings(_Section):
     version: int = SETTINGS_VERSION
     redis_url: str | None = None
@@ -126,6 +164,15 @@ class Settings(_Section):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, url: str | None) -> str | None:
+        problem = url and redis_url_problem(url)
+        if problem:
+            raise ValueError(f"{problem}; {REDIS_URL_HINT}")
+        return url
 
     @model_validator(mode="after")
     def _liveness_is_consistent(self) -> Settings:
@@ -199,14 +246,23 @@ def load_settings(
     for layer in layers:
         data = _merge(data, layer)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise BadInput(
-            f"invalid setting {where}: {first['msg']}",
+            f"invalid setting {where}: {first['msg'].removeprefix('Value error, ')}",
             f"check {path}, WORLDPLAY_* environment variables and flags",
         ) from None
+    apply_limits(settings)
+    return settings
+
+
+def apply_limits(settings: Settings) -> None:
+    """Make the `limits.*` settings the limits the trajectories package checks."""
+    from trajectories.limits import configure
+
+    configure(settings.limits.max_latents, settings.limits.max_trajectory_bytes)
 
 
 def _drop_none(tree: dict) -> dict:
@@ -254,7 +310,9 @@ def set_config_value(path: Path, key: str, value: str) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or key
-        raise BadInput(f"invalid setting {where}: {first['msg']}", "see `worldplay config show` for the names") from None
+        raise BadInput(
+            f"invalid setting {where}: {first['msg'].removeprefix('Value error, ')}", "see `worldplay config show` for the names"
+        ) from None
     node: Any = settings
     for part in keys:
         node = getattr(node, part)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from worldplay_cli.errors import BadInput, WorldplayError
 from worldplay_cli.schema import (
+    RESOLUTION_BASE,
     VARIANT_DEFAULTS,
     ImageRef,
     JobSpec,
@@ -90,23 +91,41 @@ class PreparedJob:
         return PreparedJob(JobSpec.model_validate(spec.model_dump()), self.image_png, self.trajectory_json)
 
 
+# Reference images are resized to ~0.4 megapixels; anything above this is refused before it is decoded
+# (a PNG of a few KB can claim 30000x30000 pixels: a decompression bomb).
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+_IMAGE_SIZE_HINT = f"use an image of at most {MAX_IMAGE_PIXELS // 1024 // 1024} megapixels (e.g. 8192x8192)"
+
+
+def check_image_pixels(width: int, height: int, path: Path) -> None:
+    """Refuse an image too large to decode (its header's size, checked before decoding)."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise BadInput(f"image {path} is {width}x{height} pixels, too many to decode", _IMAGE_SIZE_HINT)
+
+
 def _load_image(path: Path) -> tuple[bytes, int, int]:
     from PIL import Image, UnidentifiedImageError
 
     if not path.exists():
         raise BadInput(f"image not found: {path}", "check the path given to --image")
     if not path.is_file():
-        raise BadInput(f"image is not a file: {path}")
+        raise BadInput(f"image is not a file: {path}", "give the path of a PNG or JPEG file to --image")
     try:
         with Image.open(path) as image:
+            check_image_pixels(image.width, image.height, path)  # from the header, before decoding
             image.load()
             rgb = image.convert("RGB")
     except PermissionError:
-        raise BadInput(f"cannot read image {path}: permission denied") from None
+        raise BadInput(f"cannot read image {path}: permission denied", "check the file's permissions") from None
+    except Image.DecompressionBombError:
+        raise BadInput(f"image {path} has too many pixels to decode safely", _IMAGE_SIZE_HINT) from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise BadInput(f"cannot decode image {path}: {str(exc).splitlines()[0]}", "use a PNG or JPEG file") from None
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInput(f"cannot decode image {path}: {message}", "use a PNG or JPEG file") from None
     if min(rgb.size) < 16:
-        raise BadInput(f"image {path} is {rgb.width}x{rgb.height}; it must be at least 16 pixels on each side")
+        raise BadInput(
+            f"image {path} is {rgb.width}x{rgb.height}; it must be at least 16 pixels on each side", "use a larger image"
+        )
     buffer = io.BytesIO()
     rgb.save(buffer, format="PNG")
     return buffer.getvalue(), rgb.width, rgb.height
@@ -114,12 +133,12 @@ def _load_image(path: Path) -> tuple[bytes, int, int]:
 
 def _size(request: GenerateRequest, image_width: int, image_height: int) -> tuple[int, int]:
     if (request.width is None) != (request.height is None):
-        raise BadInput("give both --width and --height, or neither")
+        raise BadInput("give both --width and --height, or neither", "omit both to use the image's aspect ratio")
     if request.width is None:
         return bucket_size(image_width, image_height, request.resolution)
     for name, value in (("width", request.width), ("height", request.height)):
         if value <= 0 or value % 16:
-            raise BadInput(f"--{name} {value} must be a positive multiple of 16")
+            raise BadInput(f"--{name} {value} must be a positive multiple of 16", f"e.g. --{name} {max(16, value // 16 * 16)}")
     return request.width, request.height
 
 
@@ -134,6 +153,8 @@ def prepare(request: GenerateRequest, settings: Settings) -> PreparedJob:
     variant = request.variant or settings.default_variant
     if variant not in VARIANT_DEFAULTS:
         raise BadInput(f"unknown variant {variant!r}", f"use one of: {', '.join(VARIANT_DEFAULTS)}")
+    if request.resolution not in RESOLUTION_BASE:
+        raise BadInput(f"unknown resolution {request.resolution!r}", f"use one of: {', '.join(RESOLUTION_BASE)} (the released model is 480p)")
     image_path = image_path_for(request.image)
     image_png, image_width, image_height = _load_image(image_path)
 
@@ -143,7 +164,9 @@ def prepare(request: GenerateRequest, settings: Settings) -> PreparedJob:
         fixes = "; ".join(f"{s.description} ({s.num_frames} frames)" for s in report.suggestions)
         if not fixes and request.frames is not None:
             fixes = f"this trajectory makes {trajectory.num_frames} frames; omit --frames or change --pose"
-        raise BadInput(f"trajectory {request.pose!r}: {report.problems[0]}", fixes or None)
+        raise BadInput(
+            f"trajectory {_shortened(request.pose)!r}: {report.problems[0]}", fixes or f"check it with `worldplay traj validate --model {variant}`"
+        )
     trajectory_json = json.dumps(trajectory.to_official_json(), indent=2).encode()
 
     width, height = _size(request, image_width, image_height)
@@ -190,8 +213,14 @@ def prepare(request: GenerateRequest, settings: Settings) -> PreparedJob:
         if field in _OPTION_FOR_FIELD or field in GenerateRequest.__dataclass_fields__:
             option = _OPTION_FOR_FIELD.get(field, "--" + field.replace("_", "-"))
             raise BadInput(f"{option} {first.get('input')!r}: {message}", f"see `worldplay generate --help` for {option}") from None
-        raise BadInput(f"{'.'.join(map(str, first['loc']))}: {message}" if field else message) from None
+        raise BadInput(
+            f"{'.'.join(map(str, first['loc']))}: {message}" if field else message, "see `worldplay generate --help`"
+        ) from None
     return PreparedJob(spec, image_png, trajectory_json)
+
+
+def _shortened(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # Job spec fields whose generate option is not simply `--<field>`.

@@ -136,13 +136,15 @@ def _load_json_model(model, path: Path, what: str, hint: str | None = None):
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise BadInput(f"no {what} at {path}", hint) from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise BadInput(f"cannot read {what} {path}: {error}") from None
+        raise BadInput(f"no {what} at {path}", hint or "check the path (see docs/training.md for the layout)") from None
+    except json.JSONDecodeError as error:
+        raise BadInput(f"cannot read {what} {path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}", "fix the JSON syntax there") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as error:
+        raise BadInput(f"cannot read {what} {path}: {getattr(error, 'strerror', None) or error}", "check the file (see docs/training.md)") from None
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise BadInput(f"{path}: {first_error(error)}") from None
+        raise BadInput(f"{path}: {first_error(error)}", "see docs/training.md for the format") from None
 
 
 # --- the training config ---------------------------------------------------------------------------------
@@ -415,10 +417,16 @@ def read_config_data(path: str | Path) -> dict[str, Any]:
         examples = ", ".join(bundled_examples())
         hint = f"give a YAML file or a bundled example: {examples}" if examples else None
         raise BadInput(f"no training config at {path}", hint) from None
-    except (OSError, yaml.YAMLError) as error:
-        raise BadInput(f"cannot read training config {path}: {error}") from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(error.problem or error.context or "invalid YAML").split())
+        raise BadInput(f"training config {path}: YAML error{where}: {problem}", "fix the YAML syntax there") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        detail = getattr(error, "strerror", None) or " ".join(str(error).split())
+        raise BadInput(f"cannot read training config {path}: {detail}", "check the file (see docs/training.md)") from None
     if not isinstance(data, dict):
-        raise BadInput(f"training config {path} is not a mapping of sections")
+        raise BadInput(f"training config {path} is not a mapping of sections", "start from a bundled example, e.g. tiny_synthetic")
     return data
 
 

@@ -7,13 +7,15 @@ from typing import Optional
 
 import typer
 
+from worldplay_cli.runtime import check_redis_url_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("dashboard")
     def dashboard_command(
         redis_url: Optional[str] = typer.Option(
             None, "--redis", "--redis-url", help="redis://, rediss:// or unix:// URL (default: the embedded server).",
-            show_default=False,
+            show_default=False, callback=check_redis_url_option,
         ),
         config: Optional[Path] = typer.Option(
             None, "--config", help="Config file (default ~/.config/worldplay/config.toml).", show_default=False

@@ -21,6 +21,23 @@ def register(app: typer.Typer) -> None:
     app.add_typer(data_app)
 
 
+def _check_output_dir(out: Path) -> None:
+    """`out` is (or can be made as) a writable directory: refused here, not by a traceback in the child."""
+    import os
+
+    from worldplay_cli.errors import BadInput
+
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out} exists and is not a directory", "choose a new or existing directory for the output")
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise BadInput(f"cannot create {out}: {ancestor} is not a directory", "choose a directory path for the output")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BadInput(f"cannot create {out}: {ancestor} is not writable", "choose a writable directory for the output")
+
+
 PREPARE_HELP = """Encode a raw dataset (SRC/dataset.json: clips of video + per-frame actions and/or poses + prompt) into OUT: VAE latents and text/vision states in safetensors shards with an index.json.
 
 Bad clips (wrong fps, too short, missing or malformed actions/poses, unreadable video) are listed with their reason and skipped; the rest is prepared. Re-running the command resumes an interrupted run.
@@ -53,6 +70,7 @@ def prepare(
     manifest = load_source_manifest(src)
     if not model_dir.is_dir():
         raise BadInput(f"model directory {model_dir} does not exist", "pass --model-dir pointing at the official layout")
+    _check_output_dir(out)
     arguments = ["prepare", str(src), str(out), "--model-dir", str(model_dir), "--min-frames", str(min_frames)]
     arguments += ["--clips-per-shard", str(clips_per_shard), "--device", device]
     for flag, value in (("--width", width), ("--height", height), ("--max-frames", max_frames)):
@@ -87,8 +105,14 @@ def synth(
     from worldplay_cli.errors import BadInput
     from worldplay_cli.output import emit
 
+    from worldplay_cli.settings import load_settings
+
     if clips + validation == 0:
         raise BadInput("nothing to generate", "pass --clips and/or --validation above 0")
+    max_latents = load_settings().limits.max_latents
+    if latents > max_latents:
+        raise BadInput(f"--latents {latents} is more than the limit of {max_latents}", "set limits.max_latents to allow longer clips")
+    _check_output_dir(out)
     arguments = ["synth", str(out), "--clips", str(clips), "--validation", str(validation), "--width", str(width)]
     arguments += ["--height", str(height), "--latents", str(latents), "--fps", str(fps), "--seed", str(seed)]
     arguments += ["--move-step", str(move_step), "--turn-deg", str(turn_deg), "--texture-period", str(texture_period)]

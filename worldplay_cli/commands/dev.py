@@ -61,7 +61,7 @@ def tiny_model(
 def write_tiny_model(root: Path, seed: int, hub_names: bool) -> Path:
     """Run the writer in a subprocess; refuse to write into a directory that holds anything else."""
     if root.exists() and not root.is_dir():
-        raise BadInput(f"{root} exists and is not a directory")
+        raise BadInput(f"{root} exists and is not a directory", "choose a new or empty directory")
     if root.is_dir() and any(root.iterdir()) and not (root / TINY_MARKER).is_file():
         raise BadInput(f"{root} is not empty", "choose a new or empty directory (a tiny model directory may be rewritten)")
     command = [sys.executable, "-m", "worker.pipeline.tiny_model", str(root), "--seed", str(seed)]

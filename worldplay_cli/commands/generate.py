@@ -110,6 +110,10 @@ def generate(
         raise BadInput(f"--rewrite {rewrite!r} is not a policy", "use --rewrite or --rewrite required")
     runtime = Runtime(config, redis_url, output_root)
     settings = runtime.settings
+    if queue:  # a bare --queue ("") means the default queue, which the settings check
+        from worldplay_cli.settings import check_queue_name
+
+        check_queue_name(queue)
     request = GenerateRequest(
         prompt=prompt,
         image=image,

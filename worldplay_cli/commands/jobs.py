@@ -62,8 +62,8 @@ def list_command(
     status: Annotated[Optional[list[str]], typer.Option("--status", "-s", help="Only these statuses (repeatable).", show_default=False)] = None,
     queue: Annotated[Optional[str], typer.Option(help="Only this queue.", show_default=False)] = None,
     search: Annotated[Optional[str], typer.Option(help="Text in the id or description.", show_default=False)] = None,
-    limit: Annotated[int, typer.Option(help="Page size.")] = 50,
-    offset: Annotated[int, typer.Option(help="Skip this many (newest first).")] = 0,
+    limit: Annotated[int, typer.Option(help="Page size.", min=1)] = 50,
+    offset: Annotated[int, typer.Option(help="Skip this many (newest first).", min=0)] = 0,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
@@ -75,6 +75,10 @@ def list_command(
     from worldplay_cli import jobs
     from worldplay_cli.output import emit
 
+    if queue is not None:
+        from worldplay_cli.settings import check_queue_name
+
+        check_queue_name(queue)
     runtime = _runtime(config, redis_url, output_root)
     page = jobs.list_jobs(runtime.conn, set(status) if status else None, queue, search, offset, limit)
 
@@ -158,7 +162,7 @@ def show_command(
 def logs_command(
     job_id: JobIdArgument,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="How many recent lines.")] = 50,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many recent lines.", min=0)] = 50,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
     output_root: OutputRootOption = None,
@@ -202,16 +206,19 @@ def _each(runtime, job_ids: list[str], action, as_json: bool) -> None:
             results.append({"job_id": typed, "error": exc.message, "hint": exc.hint})
 
     def render(console):
+        for result in results:
+            if "error" not in result:
+                console.print(f"{result['job_id']}: {result.get('note') or result.get('status', 'done')}", highlight=False, soft_wrap=True)
+
+    emit(results, as_json, render)
+    # Errors go to stderr with --json too (one `error: ... (hint: ...)` line per job that failed).
+    if errors:
         from worldplay_cli.errors import format_error
         from worldplay_cli.output import err_console
 
         for result in results:
             if "error" in result:
                 err_console.print(format_error(result["error"], result["hint"]), highlight=False, markup=False, soft_wrap=True)
-            else:
-                console.print(f"{result['job_id']}: {result.get('note') or result.get('status', 'done')}", highlight=False, soft_wrap=True)
-
-    emit(results, as_json, render)
     if errors:
         raise typer.Exit(errors[0].exit_code)
 

@@ -43,6 +43,10 @@ def register(app: typer.Typer) -> None:
 
         task = "i2v" if image is not None else "t2v"
         image = image_path_for(image) if image is not None else None
+        if image is not None:
+            from worldplay_cli.submit import _load_image
+
+            _load_image(image)  # a missing or undecodable image is bad input, endpoint or not
         overrides = {
             "rewrite": {
                 task: {"base_url": base_url, "model": model, "timeout_s": timeout},

@@ -79,6 +79,10 @@ def train(
     from worldplay_cli.train_config import check_paths, load_train_config
 
     overrides = overrides or []
+    if queue_name is not None:
+        from worldplay_cli.settings import check_queue_name
+
+        check_queue_name(queue_name, "--queue-name")
     if target[0] == "resume":
         if len(target) != 2:
             raise BadInput("resume takes one run directory, checkpoint or job id", "worldplay train resume runs/my-run")
@@ -126,7 +130,10 @@ def _resolve_run(reference: str, config, redis_url, output_root) -> Path:
         return matches[0]
     if matches:
         raise BadInput(f"{reference!r} matches {len(matches)} job directories: {', '.join(m.name for m in matches[:5])}", "type more of the id")
-    raise BadInput(f"{reference} is neither a run directory nor a job id with a directory under the output root")
+    raise BadInput(
+        f"{reference} is neither a run directory nor a job id with a directory under the output root",
+        "give a run directory, a checkpoint or the id of a train job (worldplay jobs list)",
+    )
 
 
 def _enqueue(train_config, gpus: int, queue_name: str | None, config, redis_url, output_root, as_json: bool):

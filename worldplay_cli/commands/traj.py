@@ -46,14 +46,19 @@ def _check_model(model: str) -> str:
 
 
 def _check_output(path: Path, force: bool) -> None:
+    if path.is_dir():
+        raise BadInput(f"{path} is a directory", "give a file path to write")
     if path.exists() and not force:
         raise BadInput(f"{path} already exists", "pass --force to overwrite")
-    if not path.parent.exists():
-        raise BadInput(f"directory {path.parent} does not exist")
+    if not path.parent.is_dir():
+        raise BadInput(f"directory {path.parent} does not exist", "create it first, or write somewhere else")
 
 
 def _load(spec: str, fmt: Optional[str] = None):
     from trajectories import Trajectory, resolve
+    from worldplay_cli.settings import load_settings
+
+    load_settings()  # the limits.* settings: how long a trajectory, how large a file, may be
 
     if fmt is not None:
         return Trajectory.load(Path(spec), fmt)

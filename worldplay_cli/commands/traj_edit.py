@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from worldplay_cli.runtime import check_redis_url_option
+
 HELP = (
     "Edit a camera trajectory: top-down map and side view, latent timeline, live preview, submit.\n\n"
     "FILE is opened if it exists (official JSON, nerfstudio, CSV, plain JSON) and ctrl+s saves back to it when it "
@@ -49,7 +51,7 @@ def edit(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the session's result (saved file, jobs) as JSON on exit.")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", help="Config file (for submitting jobs).", show_default=False)] = None,
-    redis_url: Annotated[Optional[str], typer.Option("--redis-url", help="Redis URL for submitted jobs.", show_default=False)] = None,
+    redis_url: Annotated[Optional[str], typer.Option("--redis-url", help="Redis URL for submitted jobs.", show_default=False, callback=check_redis_url_option)] = None,
     output_root: Annotated[Optional[Path], typer.Option("--output-root", help="Where submitted jobs write.", show_default=False)] = None,
 ) -> None:
     from functools import partial
@@ -63,7 +65,13 @@ def edit(
     if frames is not None:
         latents = frames_to_latents(frames)
         if latents % CHUNK[model]:
-            raise BadInput(f"--frames {frames} is {latents} latents, not a multiple of {CHUNK[model]} as {model} needs")
+            raise BadInput(
+                f"--frames {frames} is {latents} latents, not a multiple of {CHUNK[model]} as {model} needs",
+                f"use a multiple of {CHUNK[model]} latents, e.g. --frames {4 * (latents // CHUNK[model] + 1) * CHUNK[model] - 3}",
+            )
+    from worldplay_cli.runtime import Runtime
+
+    runtime = Runtime(config, redis_url, output_root)  # settings (and their limits) before FILE is read
     document, path, note = _open(file)
     if image is not None:
         from worldplay_cli.submit import image_path_for
@@ -71,12 +79,10 @@ def edit(
         image = image_path_for(image)
     reference = _load_image(image) if image is not None else None
 
-    from worldplay_cli.runtime import Runtime
     from worldplay_cli.tui.editor.app import EditorApp
     from worldplay_cli.tui.editor.state import EditorState
     from worldplay_cli.tui.editor.submit import submit_trajectory
 
-    runtime = Runtime(config, redis_url, output_root)
     submitter = partial(submit_trajectory, settings=runtime.settings, connect=lambda: runtime.conn, image=image)
     state = EditorState(document, model=model, frames=frames)
     state.message = note
@@ -137,13 +143,17 @@ def _load_image(path: Path):
     from PIL import Image, UnidentifiedImageError
 
     from worldplay_cli.errors import BadInput
+    from worldplay_cli.submit import check_image_pixels
 
     if not path.is_file():
         raise BadInput(f"image not found: {path}", "check the path given to --image")
     try:
         with Image.open(path) as opened:
+            check_image_pixels(opened.width, opened.height, path)  # from the header, before decoding
             picture = opened.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise BadInput(f"cannot read image {path}: {error}") from None
+    except Image.DecompressionBombError:
+        raise BadInput(f"image {path} has too many pixels to decode safely", "use a smaller image") from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise BadInput(f"cannot read image {path}: {error}", "use a PNG or JPEG file") from None
     picture.thumbnail((PREVIEW_SOURCE_PIXELS, PREVIEW_SOURCE_PIXELS))
     return np.asarray(picture)
