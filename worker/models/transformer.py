@@ -9,15 +9,19 @@ strict=True. Two additions over HunyuanVideo-1.5:
 - a PRoPE camera branch in every double block: per-frame projection P = lift(K)·w2c applied as Pᵀ to the
   (pre-RoPE) queries, P⁻¹ to keys and values and P to the output, with its own output projection.
 
-Two attention regimes:
+Three attention patterns, all of them here:
 - bidirectional (`forward_bi`): image tokens and text tokens attend jointly;
 - autoregressive: `forward_text` caches per-layer text K/V once per video (text attends to text only, at
   text timestep 0); `forward_context` runs the selected clean context latents and caches their per-layer K/V
-  of both branches; `forward_chunk` denoises a chunk attending to [text, context, itself].
+  of both branches; `forward_chunk` denoises a chunk attending to [text, context, itself];
+- chunk-causal training (`forward_chunk_causal`): a whole window in one pass, latent chunk i attending to
+  [text, chunks 0..i], which is what the autoregressive passes show each chunk.
 RoPE time positions follow the official "temporal reframing": context frames take 0..n-1, the chunk n...
 
 Tensor layout inside the blocks: image tokens [B, T, S, C] (T latent frames of S tokens each) so that
 per-frame modulation and per-frame cameras broadcast without copying; attention works on [B, H, L, D].
+Every attention call goes through the model's `AttentionProcessor` (worker.models.attention), which holds
+the kernel backend and, when the runtime sets one for sequence parallelism, shards the image tokens.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from worker.models.attention import attention, resolve_backend
+from worker.models.attention import AttentionProcessor, resolve_backend
 
 # Width of the sinusoidal timestep/action features fed to the embedding MLPs.
 FREQUENCY_EMBEDDING_SIZE = 256
@@ -226,7 +230,8 @@ class KVCache:
     (post QK-norm, no RoPE), `text_mask` [B, L] only when prompts in the batch have different lengths.
     Context part (`forward_context`, rebuilt for every chunk): `context_keys[i]`/`context_values[i]`
     [2B, H, N, D], rows [:B] from the RoPE branch (keys after RoPE) and rows [B:] from the PRoPE branch,
-    covering `context_frames` latent frames that sit at RoPE time positions 0..context_frames-1.
+    covering `context_frames` latent frames that sit at RoPE time positions 0..context_frames-1. They are
+    kept in the attention processor's layout: under sequence parallelism [2B, H/sp, N', D], sharded by heads.
     """
 
     text_keys: tuple[torch.Tensor, ...]
@@ -388,13 +393,13 @@ class TokenRefinerBlock(nn.Module):
         self.mlp = FeedForward(hidden_size, int(hidden_size * mlp_ratio), nn.SiLU())
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor, key_mask: torch.Tensor | None, backend: str):
+    def forward(self, x: torch.Tensor, condition: torch.Tensor, key_mask: torch.Tensor | None, attention: AttentionProcessor):
         batch, length, hidden = x.shape
         gate_attention, gate_mlp = self.adaLN_modulation(condition).unsqueeze(1).chunk(2, dim=-1)
         # qkv features are laid out [3, heads, head_dim]
         qkv = self.self_attn_qkv(self.norm1(x)).view(batch, length, 3, self.num_heads, -1)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)
-        attended = attention(query, key, value, key_mask, backend).transpose(1, 2).reshape(batch, length, hidden)
+        attended = attention(query, key, value, key_mask).transpose(1, 2).reshape(batch, length, hidden)
         x = x + gate_attention * self.self_attn_proj(attended)
         return x + gate_mlp * self.mlp(self.norm2(x))
 
@@ -415,7 +420,9 @@ class SingleTokenRefiner(nn.Module):
         self.c_embedder = PooledTextProjection(config.text_states_dim, config.hidden_size)
         self.individual_token_refiner = TokenRefinerStack(config.hidden_size, config.num_heads, config.mlp_ratio)
 
-    def forward(self, states: torch.Tensor, timestep: torch.Tensor, mask: torch.Tensor, backend: str) -> torch.Tensor:
+    def forward(
+        self, states: torch.Tensor, timestep: torch.Tensor, mask: torch.Tensor, attention: AttentionProcessor
+    ) -> torch.Tensor:
         # 1. condition = timestep embedding + projection of the mean over valid tokens
         weights = mask.to(states.dtype).unsqueeze(-1)
         pooled = (states * weights).sum(dim=1) / weights.sum(dim=1)
@@ -426,7 +433,7 @@ class SingleTokenRefiner(nn.Module):
         key_mask = None if bool(key_mask.all()) else key_mask
         x = self.input_embedder(states)
         for block in self.individual_token_refiner.blocks:
-            x = block(x, condition, key_mask, backend)
+            x = block(x, condition, key_mask, attention)
         return x
 
 
@@ -595,28 +602,123 @@ class DoubleStreamBlock(nn.Module):
         return txt + gate_mlp * self.txt_mlp(layer_norm(txt) * (1 + scale_mlp) + shift_mlp)
 
 
-    def forward_joint(self, img, txt, frame_vec, text_vec, rope: RotaryEmbedding, camera: CameraProjection, key_mask, backend: str):
+    def forward_joint(
+        self,
+        img: torch.Tensor,
+        txt: torch.Tensor,
+        frame_vec: torch.Tensor,
+        text_vec: torch.Tensor,
+        rope: RotaryEmbedding,
+        camera: CameraProjection,
+        text_mask: torch.Tensor | None,
+        attention: AttentionProcessor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One bidirectional layer: image and text attend jointly; returns the updated (img, txt)."""
         img_modulation = tuple(m.unsqueeze(2) for m in self.img_mod(frame_vec))
         txt_modulation = tuple(m.unsqueeze(1) for m in self.txt_mod(text_vec))
         # 1. q/k/v of both streams; the camera branch only exists for image tokens
         (query, key, value), (query_p, key_p, value_p) = self.image_qkv(img, img_modulation, rope, camera)
         txt_query, txt_key, txt_value = self.text_qkv(txt, txt_modulation)
-        image_len = query.shape[1] * query.shape[2]
         # 2. RoPE branch: image and text queries attend to [image, text]
-        keys = torch.cat([to_heads_first(key), to_heads_first(txt_key)], dim=2)
-        values = torch.cat([to_heads_first(value), to_heads_first(txt_value)], dim=2)
-        queries = torch.cat([to_heads_first(query), to_heads_first(txt_query)], dim=2)
-        attended = attention(queries, keys, values, key_mask, backend)
-        attended_img = from_heads_first(attended[:, :, :image_len], query.shape)
-        attended_txt = from_heads_first(attended[:, :, image_len:], txt_query.shape)
+        attended_img, attended_txt = joint_attention(
+            attention, (query, key, value), (txt_query, txt_key, txt_value), text_mask
+        )
         # 3. PRoPE branch: image queries attend to [camera-transformed image, untransformed text]
-        keys_p = torch.cat([to_heads_first(key_p), to_heads_first(txt_key)], dim=2)
-        values_p = torch.cat([to_heads_first(value_p), to_heads_first(txt_value)], dim=2)
-        attended_p = from_heads_first(attention(to_heads_first(query_p), keys_p, values_p, key_mask, backend), query.shape)
+        attended_p, _ = joint_attention(attention, (query_p, key_p, value_p), (None, txt_key, txt_value), text_mask)
         # 4. residual updates
         img = self.finish_image(img, attended_img, attended_p, img_modulation, camera)
         return img, self.finish_text(txt, attended_txt, txt_modulation)
+
+    def forward_image(
+        self,
+        img: torch.Tensor,
+        frame_vec: torch.Tensor,
+        rope: RotaryEmbedding,
+        camera: CameraProjection,
+        cache: KVCache,
+        layer: int,
+        chunk_frames: int,
+        keep_kv: bool,
+        attention: AttentionProcessor,
+    ):
+        """One layer of the image tokens against layer `layer` of the cache, causal by chunk: the frames'
+        chunk i (of `chunk_frames` frames) attends to [text, cached context, chunks 0..i], bidirectionally
+        inside itself. Returns the updated img and, with `keep_kv` (one chunk only), the frames' keys and
+        values [2B, H, N, D] in the attention layout (else None, None)."""
+        img_modulation = tuple(m.unsqueeze(2) for m in self.img_mod(frame_vec))
+        branches = self.image_qkv(img, img_modulation, rope, camera)
+        # 1. keys of each batch row: [text, context, chunk 0, chunk 1, ...]; both branches share the text K/V,
+        #    so they run as one attention with the PRoPE rows [B:] stacked after the RoPE rows [:B]
+        text_key, text_value = (attention.text_to_attention(x) for x in (cache.text_keys[layer], cache.text_values[layer]))
+        key_parts, value_parts = [torch.cat([text_key, text_key])], [torch.cat([text_value, text_value])]
+        mask_parts = [None if cache.text_mask is None else cache.text_mask.repeat(2, 1)]
+        if cache.context_frames:
+            key_parts.append(cache.context_keys[layer])
+            value_parts.append(cache.context_values[layer])
+            mask_parts.append(attention.image_key_mask(cache.context_keys[layer].shape[2], img.device))
+        queries = []
+        for start in range(0, img.shape[1], chunk_frames):
+            frames = slice(start, start + chunk_frames)
+            # q, k, v [2B, H, n, D] of the chunk's tokens in both branches, then into the attention layout; chunk
+            # by chunk, so that under sequence parallelism each chunk's gathered tokens stay contiguous
+            chunk = [torch.cat([to_heads_first(x[:, frames]), to_heads_first(x_p[:, frames])]) for x, x_p in zip(*branches)]
+            chunk_query, chunk_key, chunk_value = attention.image_to_attention(*chunk)
+            queries.append(chunk_query)
+            key_parts.append(chunk_key)
+            value_parts.append(chunk_value)
+            mask_parts.append(attention.image_key_mask(chunk_key.shape[2], img.device))
+        keys, values = torch.cat(key_parts, dim=2), torch.cat(value_parts, dim=2)
+        key_mask = join_key_masks(mask_parts, [part.shape[2] for part in key_parts], keys.shape[0])
+        # 2. chunk i's keys are a prefix of the sequence, everything up to its own: views, so the keys are held
+        #    once for all chunks (and for backward)
+        attended = []
+        end = keys.shape[2] - sum(chunk_query.shape[2] for chunk_query in queries)
+        for chunk_query in queries:
+            end += chunk_query.shape[2]
+            chunk_mask = None if key_mask is None else key_mask[:, :end]
+            chunk_attended = attention(chunk_query, keys[:, :, :end], values[:, :, :end], chunk_mask)
+            attended.append(attention.image_from_attention(chunk_attended))
+        image_shape = branches[0][0].shape
+        attended_img, attended_p = (from_heads_first(part, image_shape) for part in torch.cat(attended, dim=2).chunk(2))
+        # 3. residual updates
+        img = self.finish_image(img, attended_img, attended_p, img_modulation, camera)
+        if not keep_kv:
+            return img, None, None
+        return img, key_parts[-1], value_parts[-1]
+
+
+def joint_attention(attention: AttentionProcessor, image_qkv, text_qkv, text_mask: torch.Tensor | None):
+    """Image queries, and text queries unless `text_qkv[0]` is None, attending to [image, text] keys.
+
+    image q/k/v [B, T, S, H, D] (this rank's tokens), text q/k/v [B, L, H, D] and text_mask [B, L] or None;
+    returns the attended image [B, T, S, H, D] and text [B, L, H, D] (None without text queries).
+    """
+    image_query, image_key, image_value = attention.image_to_attention(*(to_heads_first(x) for x in image_qkv))
+    text_query, text_key, text_value = (None if x is None else attention.text_to_attention(to_heads_first(x)) for x in text_qkv)
+    image_len = image_query.shape[2]
+    image_mask = attention.image_key_mask(image_len, image_query.device)
+    key_mask = join_key_masks([image_mask, text_mask], [image_len, text_key.shape[2]], image_query.shape[0])
+    queries = image_query if text_query is None else torch.cat([image_query, text_query], dim=2)
+    keys, values = torch.cat([image_key, text_key], dim=2), torch.cat([image_value, text_value], dim=2)
+    attended = attention(queries, keys, values, key_mask)
+    attended_image = from_heads_first(attention.image_from_attention(attended[:, :, :image_len]), image_qkv[0].shape)
+    if text_query is None:
+        return attended_image, None
+    return attended_image, from_heads_first(attention.text_from_attention(attended[:, :, image_len:]), text_qkv[0].shape)
+
+
+def join_key_masks(masks: list[torch.Tensor | None], lengths: list[int], batch: int) -> torch.Tensor | None:
+    """One key mask [B, L] from per-part masks ([B, l], [l] or None meaning all valid); None if all valid."""
+    if all(mask is None for mask in masks):
+        return None
+    device = next(mask.device for mask in masks if mask is not None)
+    rows = []
+    for mask, length in zip(masks, lengths):
+        if mask is None:
+            mask = torch.ones(length, dtype=torch.bool, device=device)
+        rows.append(mask.expand(batch, length))
+    return torch.cat(rows, dim=1)
+
 
 def from_heads_first(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """[B, H, L, D] -> `shape` ([B, T, S, H, D] or [B, L, H, D])."""
@@ -641,8 +743,8 @@ class WorldPlayTransformer(nn.Module):
     def __init__(self, config: WorldPlayTransformerConfig | None = None, attention_backend: str = "auto"):
         super().__init__()
         self.config = config = config or WorldPlayTransformerConfig()
-        self.attention_backend = attention_backend
-        # activation checkpointing per double block in `forward_bi` (training only; off = plain forward)
+        self.attention_processor = AttentionProcessor(attention_backend)
+        # activation checkpointing per double block (training only; off = plain forward)
         self.gradient_checkpointing = False
         self.byt5_in = ByT5Mapper(config)
         self.img_in = PatchEmbed(config)
@@ -676,18 +778,30 @@ class WorldPlayTransformer(nn.Module):
 
     def attention_backend_in_use(self) -> str:
         """"flash" or "sdpa": what the attention calls of this model run on its device and dtype."""
-        return resolve_backend(self.attention_backend, self.device, self.dtype)
+        return resolve_backend(self.attention_processor.backend, self.device, self.dtype)
+
+    def set_attention_processor(self, processor: AttentionProcessor) -> None:
+        """Run attention through `processor` from now on, e.g. `worker.parallel.ulysses.UlyssesAttention` to split
+        the image tokens of every pass over a process group."""
+        processor.check_heads(self.config.num_heads)
+        self.attention_processor = processor
+
+    def _maybe_checkpoint(self, function, *args):
+        """`function(*args)`, under activation checkpointing when training asks for it."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(function, *args, use_reentrant=False)
+        return function(*args)
 
     # -- conditioning -------------------------------------------------------------------------------
 
     def embed_prompt(self, prompt: PromptEmbeddings, text_timestep: torch.Tensor):
         """Text sequence [B, L, C] ordered [SigLIP | byT5 valid | LLM valid | zero pads], its mask [B, L] (None
         when nothing is padded) and the text modulation vector [B, C]."""
-        backend = self.attention_backend
         dtype = self.dtype
         llm_mask = prompt.llm_mask.bool()
-        # 1. LLM tokens through the refiner, which is conditioned on the text timestep
-        llm = self.txt_in(prompt.llm.to(dtype), text_timestep, llm_mask, backend)
+        # 1. LLM tokens through the refiner, which is conditioned on the text timestep; text attends to text
+        #    only, so every rank of a sequence-parallel group refines it whole
+        llm = self.txt_in(prompt.llm.to(dtype), text_timestep, llm_mask, self.attention_processor)
         llm = llm + self.cond_type_embedding.weight[COND_TYPE_LLM]
         # 2. byT5 glyph tokens
         byt5 = self.byt5_in(prompt.byt5.to(dtype)) + self.cond_type_embedding.weight[COND_TYPE_BYT5]
@@ -745,35 +859,27 @@ class WorldPlayTransformer(nn.Module):
         `text_timestep` conditions the text stream (the official bi rollout passes the current t); it may be
         omitted when `timestep` is one value per sample.
         """
-        backend = self.attention_backend
         batch = hidden_states.shape[0]
         if text_timestep is None:
             text_timestep = per_sample_default(timestep, batch)
-        # 1. image tokens, per-frame modulation vectors, RoPE and cameras
+        # 1. image tokens, per-frame modulation vectors, RoPE and cameras; this rank's share of the tokens
         img, frame_vec, rope, camera, grid = self.prepare_frames(
             hidden_states, timestep, viewmats, intrinsics, action, time_offset=0
         )
+        img, rope, attention = self.attention_processor.shard_frames(img, rope)
         # 2. text tokens at the text timestep
         txt, text_mask, text_vec = self.embed_prompt(prompt, per_sample(text_timestep, batch, img.device))
-        image_len = img.shape[1] * img.shape[2]
-        key_mask = None
-        if text_mask is not None:
-            key_mask = F.pad(text_mask, (image_len, 0), value=True)
-        # 3. the double blocks, each optionally under activation checkpointing (training)
+        # 3. the double blocks
         for block in self.double_blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                img, txt = checkpoint(
-                    block.forward_joint, img, txt, frame_vec, text_vec, rope, camera, key_mask, backend, use_reentrant=False
-                )
-            else:
-                img, txt = block.forward_joint(img, txt, frame_vec, text_vec, rope, camera, key_mask, backend)
-        return self.final_output(img, frame_vec, grid)
+            img, txt = self._maybe_checkpoint(
+                block.forward_joint, img, txt, frame_vec, text_vec, rope, camera, text_mask, attention
+            )
+        return self.final_output(attention.gather_frames(img), frame_vec, grid)
 
     # -- autoregressive -----------------------------------------------------------------------------
 
     def forward_text(self, prompt: PromptEmbeddings, text_timestep: torch.Tensor | float = 0.0) -> KVCache:
         """Text stream alone (text attends to text) at `text_timestep`; returns the per-layer text K/V cache."""
-        backend = self.attention_backend
         batch = prompt.llm.shape[0]
         txt, text_mask, text_vec = self.embed_prompt(prompt, per_sample(text_timestep, batch, self.device))
         keys, values = [], []
@@ -783,7 +889,8 @@ class WorldPlayTransformer(nn.Module):
             key, value = to_heads_first(key), to_heads_first(value)
             keys.append(key)
             values.append(value)
-            attended = attention(to_heads_first(query), key, value, text_mask, backend)
+            # text attends to text only: every rank of a sequence-parallel group computes it whole
+            attended = self.attention_processor(to_heads_first(query), key, value, text_mask)
             txt = block.finish_text(txt, from_heads_first(attended, query.shape), modulation)
         return KVCache(text_keys=tuple(keys), text_values=tuple(values), text_mask=text_mask)
 
@@ -819,48 +926,55 @@ class WorldPlayTransformer(nn.Module):
         out, _, _ = self._vision_pass(hidden_states, timestep, viewmats, intrinsics, action, cache, keep_kv=False)
         return out
 
-    def _vision_pass(self, hidden_states, timestep, viewmats, intrinsics, action, cache: KVCache, keep_kv: bool):
-        """Image-only pass against the cache; returns (output or None when keep_kv, per-layer keys, values)."""
-        backend = self.attention_backend
+    def forward_chunk_causal(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        viewmats: torch.Tensor,
+        intrinsics: torch.Tensor,
+        action: torch.Tensor,
+        cache: KVCache,
+        chunk_latents: int,
+    ) -> torch.Tensor:
+        """The chunk-causal training pass (the official `torch_causal` mode) over a whole window (RoPE time
+        0..T-1): latent chunk i (of `chunk_latents` latents) attends to [text, chunks 0..i], bidirectionally
+        inside itself; `cache` holds the text K/V of `forward_text`. Returns [B, out_channels, T, H, W].
+
+        Every chunk sees what the AR passes show it: with two chunks, the last chunk's output equals
+        `forward_chunk` after `forward_context` of the first.
+        """
+        out, _, _ = self._vision_pass(
+            hidden_states, timestep, viewmats, intrinsics, action, cache, keep_kv=False, chunk_latents=chunk_latents
+        )
+        return out
+
+    def _vision_pass(
+        self, hidden_states, timestep, viewmats, intrinsics, action, cache: KVCache, keep_kv: bool, chunk_latents=None
+    ):
+        """Image-only pass against the cache, causal by chunks of `chunk_latents` frames (one chunk when None);
+        returns (output or None when keep_kv, per-layer keys, values)."""
         batch = hidden_states.shape[0]
         if cache.batch_size != batch:
             raise ValueError(f"KV cache holds batch {cache.batch_size}, hidden_states has batch {batch}")
-        # 1. image tokens at RoPE time positions after the cached context frames
+        # 1. image tokens at RoPE time positions after the cached context frames; this rank's share of them
         img, frame_vec, rope, camera, grid = self.prepare_frames(
             hidden_states, timestep, viewmats, intrinsics, action, cache.context_frames
         )
-        # 2. keys of each batch row: [text, context, current]; both branches share the text K/V, so the two
-        #    branches run as one attention with the PRoPE rows stacked after the RoPE rows on the batch dim
-        key_mask = None
-        if cache.text_mask is not None:
-            context_len = cache.context_keys[0].shape[2] if cache.context_frames else 0
-            current_len = img.shape[1] * img.shape[2]
-            key_mask = F.pad(cache.text_mask, (0, context_len + current_len), value=True).repeat(2, 1)
+        img, rope, attention = self.attention_processor.shard_frames(img, rope)
+        chunk_frames = chunk_latents or img.shape[1]
+        # 2. the double blocks' image halves; the cache is read, never written, inside a block
         keys, values = [], []
         for index, block in enumerate(self.double_blocks):
-            img_modulation = tuple(m.unsqueeze(2) for m in block.img_mod(frame_vec))
-            (query, key, value), (query_p, key_p, value_p) = block.image_qkv(img, img_modulation, rope, camera)
-            # 3. both branches stacked on the batch dim: rows [:B] RoPE, rows [B:] PRoPE
-            queries = torch.cat([to_heads_first(query), to_heads_first(query_p)])
-            current_keys = torch.cat([to_heads_first(key), to_heads_first(key_p)])
-            current_values = torch.cat([to_heads_first(value), to_heads_first(value_p)])
+            img, frame_keys, frame_values = self._maybe_checkpoint(
+                block.forward_image, img, frame_vec, rope, camera, cache, index, chunk_frames, keep_kv, attention
+            )
             if keep_kv:
-                keys.append(current_keys)
-                values.append(current_values)
-            text_keys, text_values = cache.text_keys[index], cache.text_values[index]
-            key_parts = [torch.cat([text_keys, text_keys]), current_keys]
-            value_parts = [torch.cat([text_values, text_values]), current_values]
-            if cache.context_frames:
-                key_parts.insert(1, cache.context_keys[index])
-                value_parts.insert(1, cache.context_values[index])
-            attended = attention(queries, torch.cat(key_parts, dim=2), torch.cat(value_parts, dim=2), key_mask, backend)
-            attended_img, attended_p = (from_heads_first(part, query.shape) for part in attended.chunk(2))
-            # 4. residual updates
-            img = block.finish_image(img, attended_img, attended_p, img_modulation, camera)
+                keys.append(frame_keys)
+                values.append(frame_values)
         if keep_kv:
             # the context pass only feeds the cache; its final-layer output is never used
             return None, tuple(keys), tuple(values)
-        return self.final_output(img, frame_vec, grid), (), ()
+        return self.final_output(attention.gather_frames(img), frame_vec, grid), (), ()
 
 
 # ---------------------------------------------------------------------------------------------------
