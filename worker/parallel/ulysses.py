@@ -1,22 +1,20 @@
-"""Ulysses sequence parallelism around the native transformer, without a parallel copy of its forwards.
+"""Ulysses sequence parallelism for the native transformer: an attention processor it is given.
 
-The transformer's forwards run unchanged on every rank; three seams are redirected while they run:
+`model.set_attention_processor(UlyssesAttention(group, backend))` makes every rank of `group` compute 1/sp
+of the image tokens of each pass; the model's attention patterns call the processor's hooks:
 
-- `prepare_frames`: the image tokens [B, T, S, C] (with their RoPE rows) are cut along S, the tokens of one
+- `shard_frames`: the image tokens [B, T, S, C] (with their RoPE rows) are cut along S, the tokens of one
   latent frame, so every rank keeps all T frames and per-frame modulation and cameras broadcast as before.
-  S is padded up to a multiple of sp; padded tokens are masked out as keys and dropped at the end.
-- the attention entry point: image q/k/v go through one all-to-all (scatter heads, gather sequence), text
-  q/k/v are narrowed to the local heads, attention runs on H/sp heads over the whole sequence, then image
-  outputs go back through the inverse all-to-all and text outputs are gathered over heads.
-- `final_output`: the image tokens of all ranks are gathered before the final layer and unpatchify.
+  S is padded up to a multiple of sp; padded tokens are masked out as keys (`image_key_mask`) and dropped
+  by `gather_frames`, which gathers the tokens of all ranks before the final layer and unpatchify.
+- around every attention call: image q/k/v go through one all-to-all (scatter heads, gather sequence),
+  text q/k/v are narrowed to the local heads, attention runs on H/sp heads over the whole sequence, then
+  image outputs go back through the inverse all-to-all and text outputs are gathered over heads.
 
 The text stream (and the autoregressive text K/V) is small and stays whole on every rank. The
-autoregressive context K/V is sharded by heads, as in the official code: the all-to-all'd keys of the
-context pass [2B, H/sp, sp*n, D] are what the cache keeps. The transformer concatenates the cached context
-with the chunk's keys along the sequence and therefore expects [2B, H, n, D]; the head-sharded tensor is
-stored under that shape (same number of elements) and viewed back as [2B, H/sp, sp*n, D] inside
-attention, so the context is never re-communicated while a chunk is denoised. A cache built by this
-wrapper only works with this wrapper and the same sp.
+autoregressive context K/V are cached in the attention layout, sharded by heads as in the official code:
+[2B, H/sp, sp*n, D], rank-major over the sequence, so the context is never re-communicated while a chunk is
+denoised. A cache built under this processor only works with it and the same sp.
 
 Ranks must run the same calls with the same shapes (collectives pair up in call order).
 """
@@ -25,17 +23,13 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-import worker.models.transformer as transformer_module
-from worker.models.attention import attention
-from worker.models.transformer import KVCache, PromptEmbeddings, WorldPlayTransformer
+from worker.models.attention import AttentionProcessor
 from worker.parallel.comm import (
     all_gather_cat,
     gather_heads,
@@ -93,208 +87,47 @@ class TokenShard:
         return (positions < self.tokens_per_frame)[:, None, :].expand(self.world, frames, self.local).reshape(-1)
 
 
-class SequenceParallelTransformer:
-    """A `WorldPlayTransformer` split over the ranks of `group` (all of them run the same calls).
+class UlyssesAttention(AttentionProcessor):
+    """The attention processor of a rank in a sequence-parallel group (`group` None: the default group).
 
-    Same forwards and results as the wrapped model; any other attribute (config, device, dtype, ...) is the
-    model's. With a group of one rank the calls go straight to the model.
+    `shard_frames` returns a copy bound to the pass's token split; the other hooks need that split.
     """
 
-    def __init__(self, model: WorldPlayTransformer, group: dist.ProcessGroup | None = None):
-        self.model = model
+    def __init__(self, group: dist.ProcessGroup | None = None, backend: str = "auto"):
+        super().__init__(backend)
         self.group = group
-        self.world = dist.get_world_size(group) if dist.is_initialized() else 1
-        self.rank = dist.get_rank(group) if dist.is_initialized() else 0
-        check_sp_degree(model.config.num_heads, self.world)
-        # state of the pass in progress (set by `_sharded` and `_prepare_frames`)
-        self._phase: str | None = None
-        self._suspended = False
-        self._shard: TokenShard | None = None
-        self._local_tokens = 0
-        self._text_len = 0
-        self._context_len = 0
-        self._context_keys: list[torch.Tensor] = []
-        self._context_values: list[torch.Tensor] = []
+        self.world_size = dist.get_world_size(group)
+        self.rank = dist.get_rank(group)
+        self.shard: TokenShard | None = None
 
-    def __getattr__(self, name: str):
-        return getattr(self.model, name)
+    def check_heads(self, num_heads: int) -> None:
+        check_sp_degree(num_heads, self.world_size)
 
-    # -- the forwards ---------------------------------------------------------------------------------
-
-    def forward_bi(
-        self,
-        hidden_states: torch.Tensor,
-        timestep: torch.Tensor | float,
-        prompt: PromptEmbeddings,
-        viewmats: torch.Tensor,
-        intrinsics: torch.Tensor,
-        action: torch.Tensor,
-        text_timestep: torch.Tensor | float | None = None,
-    ) -> torch.Tensor:
-        with self._sharded("bi"):
-            return self.model.forward_bi(hidden_states, timestep, prompt, viewmats, intrinsics, action, text_timestep)
-
-    def forward_text(self, prompt: PromptEmbeddings, text_timestep: torch.Tensor | float = 0.0) -> KVCache:
-        # text attends to text only: every rank computes the (short) text stream whole
-        return self.model.forward_text(prompt, text_timestep)
-
-    def forward_context(
-        self,
-        hidden_states: torch.Tensor,
-        viewmats: torch.Tensor,
-        intrinsics: torch.Tensor,
-        action: torch.Tensor,
-        cache: KVCache,
-        timestep: torch.Tensor | float = 14.0,
-    ) -> KVCache:
-        if self.world == 1:
-            return self.model.forward_context(hidden_states, viewmats, intrinsics, action, cache, timestep)
-        self._text_len = cache.text_keys[0].shape[2]
-        self._context_keys, self._context_values = [], []
-        with self._sharded("context"):
-            cache = self.model.forward_context(hidden_states, viewmats, intrinsics, action, cache, timestep)
-        keys, values = tuple(self._context_keys), tuple(self._context_values)
-        self._context_keys, self._context_values = [], []
-        return cache.with_context(keys, values, cache.context_frames)
-
-    def forward_chunk(
-        self,
-        hidden_states: torch.Tensor,
-        timestep: torch.Tensor | float,
-        viewmats: torch.Tensor,
-        intrinsics: torch.Tensor,
-        action: torch.Tensor,
-        cache: KVCache,
-    ) -> torch.Tensor:
-        self._text_len = cache.text_keys[0].shape[2]
-        self._context_len = cache.context_keys[0].shape[2] if cache.context_frames else 0
-        with self._sharded("chunk"):
-            return self.model.forward_chunk(hidden_states, timestep, viewmats, intrinsics, action, cache)
-
-    # -- the redirected seams -------------------------------------------------------------------------
-
-    @contextmanager
-    def _sharded(self, phase: str) -> Iterator[None]:
-        if self.world == 1:
-            yield
-            return
-        model = self.model
-        # instance attributes shadow the class's methods for this model only, and only during the call
-        model.prepare_frames = self._prepare_frames
-        model.final_output = self._final_output
-        model.embed_prompt = self._embed_prompt
-        transformer_module.attention = self._attention
-        self._phase = phase
-        try:
-            yield
-        finally:
-            self._phase = None
-            transformer_module.attention = attention
-            for name in ("prepare_frames", "final_output", "embed_prompt"):
-                delattr(model, name)
-
-    def _prepare_frames(self, hidden_states, timestep, viewmats, intrinsics, action, time_offset: int):
-        img, frame_vec, rope, camera, grid = type(self.model).prepare_frames(
-            self.model, hidden_states, timestep, viewmats, intrinsics, action, time_offset
-        )
-        self._shard = shard = TokenShard(img.shape[2], self.world, self.rank)
-        img = shard.take(img, dim=2)
+    def shard_frames(self, img: torch.Tensor, rope) -> tuple[torch.Tensor, object, UlyssesAttention]:
+        shard = TokenShard(img.shape[2], self.world_size, self.rank)
         rope = copy.copy(rope)
         # RoPE rows are [T, S, 1, D]; padded rows are zero, which leaves padded tokens at zero too
         rope.cos, rope.sin = shard.take(rope.cos, dim=1), shard.take(rope.sin, dim=1)
-        self._local_tokens = img.shape[1] * img.shape[2]
-        return img, frame_vec, rope, camera, grid
+        bound = copy.copy(self)
+        bound.shard = shard
+        return shard.take(img, dim=2), rope, bound
 
-    def _final_output(self, img: torch.Tensor, frame_vec: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-        img = all_gather_cat(img, dim=2, group=self.group)[:, :, : self._shard.tokens_per_frame]
-        return type(self.model).final_output(self.model, img, frame_vec, grid)
+    def gather_frames(self, img: torch.Tensor) -> torch.Tensor:
+        return all_gather_cat(img, dim=2, group=self.group)[:, :, : self.shard.tokens_per_frame]
 
-    def _embed_prompt(self, prompt: PromptEmbeddings, text_timestep: torch.Tensor):
-        # the text refiner's attention is text-only and runs whole on every rank
-        self._suspended = True
-        try:
-            return type(self.model).embed_prompt(self.model, prompt, text_timestep)
-        finally:
-            self._suspended = False
+    def image_to_attention(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # one all-to-all for all of them: [k*B, H, n, D] -> [k*B, H/sp, sp*n, D]
+        return scatter_heads_gather_sequence(torch.cat(tensors), self.group).chunk(len(tensors))
 
-    def _attention(self, query, key, value, key_mask=None, backend="auto"):
-        """The attention entry point seen by the transformer while a sharded pass runs.
+    def image_from_attention(self, attended: torch.Tensor) -> torch.Tensor:
+        return gather_heads_scatter_sequence(attended.contiguous(), self.group)
 
-        Sequence layouts of the calls (n = this rank's image tokens, first in the query):
-        bi: query [image n | text], keys [image n | text];  PRoPE branch: query [image n], same keys.
-        context: query [image n], keys [text | image n].   chunk: query [image n], keys [text | context | image n].
-        """
-        if self._suspended:
-            return attention(query, key, value, key_mask, backend)
-        n = self._local_tokens
-        if self._phase == "bi":
-            key_layout = [("image", n), ("text", key.shape[2] - n)]
-        elif self._phase == "context":
-            key_layout = [("text", self._text_len), ("image", n)]
-        else:
-            key_layout = [("text", self._text_len), ("context", self._context_len), ("image", n)]
-        return self._ulysses(query, key, value, key_mask, backend, [part for part in key_layout if part[1]])
+    def text_to_attention(self, tensor: torch.Tensor) -> torch.Tensor:
+        return narrow_heads(tensor, self.group)
 
-    def _ulysses(self, query, key, value, key_mask, backend, key_layout: list[tuple[str, int]]) -> torch.Tensor:
-        group, shard, n = self.group, self._shard, self._local_tokens
-        batch, heads, _, head_dim = query.shape
-        frames = n // shard.local
-        # 1. image q/k/v in one all-to-all: [3B, H, n, D] -> [3B, H/sp, sp*n, D]
-        image_start = _offset(key_layout, "image")
-        stacked = torch.cat([query[:, :, :n], key[:, :, image_start : image_start + n], value[:, :, image_start : image_start + n]])
-        image_query, image_key, image_value = scatter_heads_gather_sequence(stacked, group).chunk(3)
-        if self._phase == "context":
-            # stored head-sharded under the full-head shape the transformer concatenates (module docstring)
-            self._context_keys.append(image_key.reshape(batch, heads, n, head_dim))
-            self._context_values.append(image_value.reshape(batch, heads, n, head_dim))
-        # 2. the keys in the transformer's order, each part on this rank's heads, with its key mask
-        keys, values, masks = [], [], []
-        start = 0
-        for kind, length in key_layout:
-            end = start + length
-            if kind == "image":
-                keys.append(image_key)
-                values.append(image_value)
-                masks.append(shard.gathered_valid(frames, query.device))
-            elif kind == "context":
-                local_heads = heads // self.world
-                keys.append(key[:, :, start:end].reshape(batch, local_heads, self.world * length, head_dim))
-                values.append(value[:, :, start:end].reshape(batch, local_heads, self.world * length, head_dim))
-                masks.append(shard.gathered_valid(length // shard.local, query.device))
-            else:
-                keys.append(narrow_heads(key[:, :, start:end], group))
-                values.append(narrow_heads(value[:, :, start:end], group))
-                masks.append(None if key_mask is None else key_mask[:, start:end])
-            start = end
-        mask = _join_masks(masks, [part.shape[2] for part in keys], batch, query.device)
-        # 3. queries: gathered image rows, then (bi) the text rows on this rank's heads
-        text_queries = query.shape[2] - n
-        queries = image_query if not text_queries else torch.cat([image_query, narrow_heads(query[:, :, n:], group)], dim=2)
-        attended = attention(queries, torch.cat(keys, dim=2), torch.cat(values, dim=2), mask, backend)
-        # 4. back to this rank's image tokens on all heads; text rows gathered over heads
-        image_len = image_query.shape[2]
-        out = gather_heads_scatter_sequence(attended[:, :, :image_len].contiguous(), group)
-        if text_queries:
-            out = torch.cat([out, gather_heads(attended[:, :, image_len:], group)], dim=2)
-        return out
+    def text_from_attention(self, attended: torch.Tensor) -> torch.Tensor:
+        return gather_heads(attended, self.group)
 
-
-def _offset(layout: list[tuple[str, int]], kind: str) -> int:
-    offset = 0
-    for name, length in layout:
-        if name == kind:
-            return offset
-        offset += length
-    raise AssertionError(f"no {kind} part in {layout}")
-
-
-def _join_masks(masks: list[torch.Tensor | None], lengths: list[int], batch: int, device: torch.device):
-    """One key mask [B, L] from per-part masks ([B, l], [l] or None meaning all valid); None if all valid."""
-    if all(mask is None for mask in masks):
-        return None
-    rows = []
-    for mask, length in zip(masks, lengths):
-        if mask is None:
-            mask = torch.ones(length, dtype=torch.bool, device=device)
-        rows.append(mask.expand(batch, length) if mask.ndim == 1 else mask)
-    return torch.cat(rows, dim=1)
+    def image_key_mask(self, length: int, device: torch.device) -> torch.Tensor | None:
+        # `length` gathered keys hold length / (sp*local) frames, rank-major
+        return self.shard.gathered_valid(length // (self.world_size * self.shard.local), device)
