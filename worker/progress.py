@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worldplay_cli.queue import append_log
-from worldplay_cli.schema import Progress, cancel_key
+from worldplay_cli.schema import Progress, cancel_key, run_key
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -25,8 +25,21 @@ _CANCEL_INTERVAL_S = 0.5
 _MIN_FRACTION_FOR_ETA = 0.02
 
 
+# Once a run has claimed its job, its meta writes go through only while the claim is still its own: a run
+# presumed dead that wakes up (frozen host, partition) must not overwrite the meta of the job's re-run.
+_SAVE_META_IF_OWNER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'meta', ARGV[2])
+return 1
+"""
+
+
 class JobCanceled(Exception):
     """The user asked to cancel; raised from `Reporter.update()` at the next step boundary."""
+
+
+class RunTakenOver(Exception):
+    """This run no longer owns its job (reaped as lost, or re-run elsewhere); raised when it writes progress."""
 
 
 class Reporter:
@@ -44,6 +57,7 @@ class Reporter:
         self._last_meta = 0.0
         self._last_cancel_check = 0.0
         self.fraction = 0.0
+        self.execution_id: str | None = None  # set by the runner once this run has claimed the job
 
     def plan(self, weights: dict[str, float]) -> None:
         """Declare the stages ahead and their share of the work, so the ETA covers the whole job."""
@@ -113,4 +127,9 @@ class Reporter:
             return
         self._last_meta = now
         self.job.meta["progress"] = progress.model_dump()
-        self.job.save_meta()
+        if self.execution_id is None:
+            self.job.save_meta()
+            return
+        meta = self.job.serializer.dumps(self.job.meta)
+        if not self.conn.eval(_SAVE_META_IF_OWNER, 2, run_key(self.job.id), self.job.key, self.execution_id, meta):
+            raise RunTakenOver("another run of this job took over (this one was presumed dead)")

@@ -88,6 +88,7 @@ class WorldplayWorker(Worker):
         self._last_reap = 0.0
         self._shutdown_timer: threading.Timer | None = None
         self._parent_watch: threading.Thread | None = None
+        self._parent_pid = 0
 
     # --- liveness -----------------------------------------------------------------------------------
 
@@ -147,7 +148,8 @@ class WorldplayWorker(Worker):
             os.environ.pop(proctree.MARKER_ENV, None)
 
     def main_work_horse(self, job: Job, queue: Queue):
-        self._parent_watch = threading.Thread(target=self._die_with_parent, args=(os.getppid(),), daemon=True)
+        self._parent_pid = os.getppid()
+        self._parent_watch = threading.Thread(target=self._die_with_parent, args=(self._parent_pid,), daemon=True)
         self._parent_watch.start()
         super().main_work_horse(job, queue)
 
@@ -199,7 +201,7 @@ class WorldplayWorker(Worker):
 
     def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string="", execution=None):
         if self.is_horse and disowned(self._last_exception):
-            if ORPHANED.is_set():
+            if os.getppid() != self._parent_pid:
                 self._parent_watch.join()  # never returns: it ends this process once the job's tree is gone
             self.log.warning("Worker %s: job %s was taken over by another run; leaving it alone", self.name, job.id)
             return

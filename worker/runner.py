@@ -33,7 +33,7 @@ from worldplay_cli.schema import Failure, JobSpec, Manifest, Progress, Timings, 
 from worldplay_cli.settings import Settings, job_file_mode, load_settings, settings_to_dict
 from worker import proctree
 from worker.engines import InputError, JobInputs, UnknownEngine, get_engine
-from worker.progress import JobCanceled, Reporter
+from worker.progress import JobCanceled, Reporter, RunTakenOver
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -53,13 +53,16 @@ class JobFailed(Exception):
         self.failure = failure
 
 
-class Superseded(JobFailed):
-    """Another run of this job took over (this one was presumed dead): the job is that run's now."""
+TAKEN_OVER = "another run of this job took over (this one was presumed dead)"
 
 
 def disowned(exc: BaseException | None) -> bool:
-    """Did this run stop owning its job, so that `exc` must not be recorded as the job's outcome?"""
-    return ORPHANED.is_set() or isinstance(exc, Superseded)
+    """Did this run stop owning its job, so that `exc` must not be recorded as the job's outcome? Its worker
+    died (seen by the horse, or first by the native engine's resident supervisor: kind `worker_lost`), or
+    another run took the job over (its claim is gone)."""
+    if ORPHANED.is_set() or isinstance(exc, RunTakenOver):
+        return True
+    return isinstance(exc, JobFailed) and exc.failure.kind == "worker_lost"
 
 
 def classify(exc: BaseException, spec: JobSpec | None) -> Failure:
@@ -126,16 +129,15 @@ def _gpu() -> dict | None:
     return {"cuda_visible_devices": visible} if visible else None
 
 
+def _owns(conn: Redis, job_id: str, execution_id: str) -> bool:
+    owner = conn.get(run_key(job_id))
+    return owner is not None and owner.decode() == execution_id
+
+
 def _commit(conn: Redis, job_id: str, execution_id: str, produced: Path, final: Path) -> None:
     """Put the video in place if this run still owns the job; never replace an existing file."""
-    owner = conn.get(run_key(job_id))
-    if owner is None or owner.decode() != execution_id:
-        raise Superseded(
-            Failure(
-                kind="worker_lost",
-                message="another run of this job took over (this one was presumed dead); its video was discarded",
-            )
-        )
+    if not _owns(conn, job_id, execution_id):
+        raise JobFailed(Failure(kind="worker_lost", message=f"{TAKEN_OVER}; its video was discarded"))
     try:
         os.link(produced, final)
     except FileExistsError:
@@ -180,6 +182,7 @@ def run_generate(job: Job, spec_data: dict) -> dict:
         inputs = JobInputs(directory, spec)
         inputs.verify()
         conn.set(run_key(job.id), execution_id, ex=settings.queue.failed_ttl_s)
+        reporter.execution_id = execution_id
         # This run owns the job now: whatever earlier (dead) runs left behind goes.
         for stale in directory.glob(".attempt-*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -235,9 +238,14 @@ def run_generate(job: Job, spec_data: dict) -> dict:
             "duration_s": round(time.time() - started_at, 3),
         }
     except BaseException as exc:
-        if disowned(exc):
-            if isinstance(exc, Superseded):
-                reporter.log(f"run {execution_id[:12]}: {exc.failure.message}")
+        # However it failed (its attempt directory removed by the re-run, say), a run whose claim is gone
+        # does not own the job any more.
+        taken_over = not disowned(exc) and reporter.execution_id is not None and not _owns(conn, job.id, execution_id)
+        if taken_over or disowned(exc):
+            why = "its worker is gone" if ORPHANED.is_set() else exc.failure.message if isinstance(exc, JobFailed) else TAKEN_OVER
+            reporter.log(f"run {execution_id[:12]} ends without a result: {why}")
+            if taken_over:
+                raise JobFailed(Failure(kind="worker_lost", message=TAKEN_OVER)) from exc
             raise
         failure = classify(exc, spec)
         status = "stopped" if failure.kind == "canceled" else "failed"

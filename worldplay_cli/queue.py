@@ -35,6 +35,7 @@ from worldplay_cli.schema import (
     Failure,
     JobSpec,
     log_stream_key,
+    run_key,
     summary,
 )
 from worldplay_cli.settings import open_job_file
@@ -259,6 +260,9 @@ def _reap_lost(
             note_attempt(job, failure)
             pipe.multi()
             pipe.zrem(registry_key, *members)
+            # Revoke the lost run's claim: should it wake up, it can neither write the job's meta nor
+            # commit a video (see worker.runner).
+            pipe.delete(run_key(job_id))
             if retry:
                 job.retry(queue, pipe)  # saves the job hash, meta included
             else:

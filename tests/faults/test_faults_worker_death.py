@@ -131,3 +131,26 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
+
+
+@pytest.mark.slow
+def test_a_frozen_run_that_wakes_up_after_its_job_was_rerun_leaves_the_job_alone(cli, redis_conn, engines_env, start_worker):  # noqa: F811
+    job_id = _enqueue(cli, *SMALL, "--engine", "slow", "--steps", "40")
+    frozen = start_worker("generate")
+    horse_pid = wait_until(lambda: _read_pid(engines_env / job_id / "horse.pid"), 30, what="the job to start")
+    # A frozen host (or a network partition): no heartbeats, so the job is taken for lost and re-run.
+    for pid in (frozen.pid, horse_pid):
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        start_worker("generate")
+        wait_until(lambda: fetch_job(redis_conn, job_id).get_status().value == "finished", 60, what="the re-run")
+    finally:
+        for pid in (horse_pid, frozen.pid):
+            os.kill(pid, signal.SIGCONT)
+    # The old run carries on, finds its claim taken at the latest when it commits, and ends recording nothing.
+    wait_until(lambda: "ends without a result" in (engines_env / job_id / "log.txt").read_text(), 60, what="the old run to end")
+    job = fetch_job(redis_conn, job_id)
+    assert job.get_status().value == "finished" and "failure" not in job.meta
+    assert job.meta["attempt"] == 2 and [entry["outcome"] for entry in job.meta["history"]] == ["worker_lost"]
+    assert (engines_env / job_id / "video.mp4").exists()
+    assert not list((engines_env / job_id).glob(".attempt-*"))
