@@ -120,3 +120,18 @@ def test_a_worker_whose_redis_is_gone_says_so_and_starts_none(own_redis, start_w
     assert worker.wait(timeout=30) == 1
     assert "cannot reach Redis" in worker.log_path.read_text()
     assert not server.status(settings)["running"]
+
+
+@pytest.mark.slow
+def test_a_job_taken_off_its_queue_but_never_started_is_requeued_without_using_a_retry(cli, redis_conn, start_worker):
+    code, out, err = cli("generate", "--queue", *SMALL)
+    assert code == 0, err
+    job_id = out.strip()
+    queue = rq_queue(redis_conn, "generate")
+    # What a worker leaves when it dies (or its Redis restarts and the reply is lost) right after BLMOVE.
+    assert redis_conn.lmove(queue.key, queue.intermediate_queue_key).decode() == job_id
+    start_worker("generate")
+    wait_until(lambda: fetch_job(redis_conn, job_id).get_status().value == "finished", 30, what="the job to be run")
+    job = fetch_job(redis_conn, job_id)
+    assert job.retries_left == 1 and job.meta["attempt"] == 1
+    assert redis_conn.llen(queue.intermediate_queue_key) == 0
