@@ -8,27 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from golden_util import TRANSFORMER, load_io, regenerate_state_dict
+from golden_util import load_io
+from transformer_util import load_golden_model
 
-from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer, WorldPlayTransformerConfig
+# tests/test_runtime_profiles.py imports the golden config under this name
+from worker.models.tiny import GOLDEN_TRANSFORMER_CONFIG as GOLDEN_CONFIG  # noqa: F401
+from worker.models.transformer import PromptEmbeddings
 from worker.parallel.launch import join_ranks, spawn_ranks
 from worker.parallel.ulysses import SequenceParallelError, TokenShard, check_sp_degree, valid_sp_degrees
 
-GOLDEN_CONFIG = WorldPlayTransformerConfig(
-    in_channels=4, out_channels=4, hidden_size=64, num_heads=2, num_layers=2,
-    rope_axes_dims=(8, 12, 12), text_states_dim=16, vision_states_dim=24,
-)  # fmt: skip
 TESTS_DIR = Path(__file__).parent
 
 
-def golden_model() -> WorldPlayTransformer:
-    model = WorldPlayTransformer(GOLDEN_CONFIG)
-    model.load_state_dict(regenerate_state_dict(TRANSFORMER), strict=True)
-    return model.eval()
-
-
 def run_cases(model) -> dict[str, torch.Tensor]:
-    """Every pass the parallel wrapper must reproduce, on `model` (plain or wrapped)."""
+    """Every pass sequence parallelism must reproduce, on `model` (whatever its attention processor)."""
     io = load_io("tiny_transformer_io.safetensors")
     x, t, viewmats, ks, action = io["x"], io["t"], io["viewmats"], io["Ks"], io["action"]
     prompt = PromptEmbeddings(io["text"], io["text_mask"], io["byt5"], io["byt5_mask"], io["vision"])
@@ -54,6 +47,9 @@ def run_cases(model) -> dict[str, torch.Tensor]:
         cache = model.forward_text(prompt2, 0.0)
         cache = model.forward_context(x2[:, :, :3], viewmats2[:, :3], ks2[:, :3], action2[:, :3], cache, timestep=14.0)
         outputs["ar_chunk_uneven"] = model.forward_chunk(x2[:, :, 3:], 600.0, viewmats2[:, 3:], ks2[:, 3:], action2[:, 3:], cache)
+        # 3. the chunk-causal training pass on the uneven grid: two chunks of two latents
+        cache = model.forward_text(prompt2, 0.0)
+        outputs["chunk_causal_uneven"] = model.forward_chunk_causal(x2, per_frame, viewmats2, ks2, action2, cache, chunk_latents=2)
     return outputs
 
 
@@ -63,10 +59,12 @@ def rank_main(out_dir: str) -> None:
     from safetensors.torch import save_file
 
     from worker.parallel.launch import init_from_env
-    from worker.parallel.ulysses import SequenceParallelTransformer
+    from worker.parallel.ulysses import UlyssesAttention
 
     info = init_from_env(timeout_s=30)
-    outputs = run_cases(SequenceParallelTransformer(golden_model()))
+    model = load_golden_model()
+    model.set_attention_processor(UlyssesAttention())
+    outputs = run_cases(model)
     save_file({name: tensor.contiguous() for name, tensor in outputs.items()}, f"{out_dir}/rank{info.rank}.safetensors")
     dist.destroy_process_group()
 
@@ -81,7 +79,7 @@ def test_two_ranks_over_gloo_equal_one_process(tmp_path):
     logs = "\n".join((tmp_path / f"rank{rank}.log").read_text() for rank in range(2))
     assert codes == [0, 0], logs
 
-    expected = run_cases(golden_model())
+    expected = run_cases(load_golden_model())
     io = load_io("tiny_transformer_io.safetensors")
     torch.testing.assert_close(expected["bi"], io["out_bi"], atol=1e-4, rtol=1e-4)
     for rank in range(2):

@@ -40,14 +40,12 @@ def _inputs(batch=2, frames=4):
 
 
 def test_chunk_causal_forward_equals_the_inference_context_and_chunk_passes():
-    from worker.training.forward import chunk_causal_forward
-
     model = _tiny_model()
     hidden, prompt, viewmats, intrinsics, actions = _inputs()
     timestep = torch.tensor([[14.0, 14, 600, 600], [14, 14, 300, 300]])
     cache = model.forward_text(prompt, 0.0)
     with torch.no_grad():
-        out = chunk_causal_forward(model, hidden, timestep, viewmats, intrinsics, actions, cache, chunk_latents=2)
+        out = model.forward_chunk_causal(hidden, timestep, viewmats, intrinsics, actions, cache, chunk_latents=2)
         context = model.forward_context(hidden[:, :, :2], viewmats[:, :2], intrinsics[:, :2], actions[:, :2], cache, timestep=timestep[:, :2])
         last = model.forward_chunk(hidden[:, :, 2:], timestep[:, 2:], viewmats[:, 2:], intrinsics[:, 2:], actions[:, 2:], context)
         first = model.forward_chunk(hidden[:, :, :2], timestep[:, :2], viewmats[:, :2], intrinsics[:, :2], actions[:, :2], cache)
@@ -56,8 +54,6 @@ def test_chunk_causal_forward_equals_the_inference_context_and_chunk_passes():
 
 
 def test_gradient_checkpointing_changes_no_value_or_gradient():
-    from worker.training.forward import chunk_causal_forward
-
     hidden, prompt, viewmats, intrinsics, actions = _inputs()
     timestep = torch.tensor([[500.0, 500, 80, 80], [900, 900, 30, 30]])
     results = []
@@ -65,7 +61,7 @@ def test_gradient_checkpointing_changes_no_value_or_gradient():
         model = _tiny_model()
         model.gradient_checkpointing = checkpointing
         cache = model.forward_text(prompt, 0.0)
-        ar = chunk_causal_forward(model, hidden, timestep, viewmats, intrinsics, actions, cache, 2)
+        ar = model.forward_chunk_causal(hidden, timestep, viewmats, intrinsics, actions, cache, 2)
         bi = model.forward_bi(hidden, timestep[:, 0], prompt, viewmats, intrinsics, actions, timestep[:, 0])
         (ar.square().mean() + bi.square().mean()).backward()
         results.append((ar.detach(), bi.detach(), model.double_blocks[0].img_attn_q.weight.grad.clone()))

@@ -8,25 +8,15 @@ import json
 import pytest
 import torch
 from golden_util import GOLDEN_DIR, load_io
+from transformer_util import golden_prompt, load_golden_model
 
+from worker.models.tiny import GOLDEN_TRANSFORMER_CONFIG
 from worker.models.transformer import (
-    PromptEmbeddings,
     TransformerConfigError,
     WorldPlayTransformer,
     WorldPlayTransformerConfig,
 )
 
-# The architecture of the golden tiny weights (tests/golden/README.md).
-GOLDEN_CONFIG = WorldPlayTransformerConfig(
-    in_channels=4,
-    out_channels=4,
-    hidden_size=64,
-    num_heads=2,
-    num_layers=2,
-    rope_axes_dims=(8, 12, 12),
-    text_states_dim=16,
-    vision_states_dim=24,
-)
 ATOL = 1e-4
 
 RELEASED_CONFIG_JSON = {
@@ -68,18 +58,12 @@ RELEASED_CONFIG_JSON = {
 
 @pytest.fixture(scope="module")
 def golden_model(golden_transformer_state):
-    model = WorldPlayTransformer(GOLDEN_CONFIG)
-    model.load_state_dict(golden_transformer_state, strict=True)
-    return model.eval()
+    return load_golden_model(golden_transformer_state)
 
 
 @pytest.fixture(scope="module")
 def io():
     return load_io("tiny_transformer_io.safetensors")
-
-
-def golden_prompt(io) -> PromptEmbeddings:
-    return PromptEmbeddings(io["text"], io["text_mask"], io["byt5"], io["byt5_mask"], io["vision"])
 
 
 # -- config -------------------------------------------------------------------------------------------
@@ -135,7 +119,7 @@ def test_parameters_are_registered_in_the_official_order():
     """So seeded random weights drawn in registration order reproduce the golden tiny weights."""
     names = [line.split("\t")[0] for line in (GOLDEN_DIR / "tiny_transformer_param_order.txt").read_text().splitlines()]
     with torch.device("meta"):
-        model = WorldPlayTransformer(GOLDEN_CONFIG)
+        model = WorldPlayTransformer(GOLDEN_TRANSFORMER_CONFIG)
     assert [name for name, _ in model.named_parameters()] == names
 
 

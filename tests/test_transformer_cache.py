@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from test_transformer import GOLDEN_CONFIG, golden_prompt
+from golden_util import load_io
+from transformer_util import golden_prompt, load_golden_model
 
+from worker.models.tiny import TINY_TRANSFORMER_CONFIG
 from worker.models.transformer import (
     CameraProjection,
     PromptEmbeddings,
     WorldPlayTransformer,
-    WorldPlayTransformerConfig,
     to_heads_first,
 )
 
@@ -22,9 +24,7 @@ ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def model(golden_transformer_state):
-    model = WorldPlayTransformer(GOLDEN_CONFIG)
-    model.load_state_dict(golden_transformer_state, strict=True)
-    return model.eval()
+    return load_golden_model(golden_transformer_state)
 
 
 def random_inputs(frames: int, height: int, width: int, batch: int = 1, seed: int = 0, channels: int = 4):
@@ -96,6 +96,15 @@ def test_cached_context_plus_chunk_equals_one_block_causal_pass(model, io_prompt
     assert out.shape == (1, 4, 4, 3, 5)
     expected = block_causal_reference(model, io_prompt, context, chunk, 600.0)
     torch.testing.assert_close(out, expected, atol=ATOL, rtol=ATOL)
+
+
+@torch.no_grad()
+def test_chunk_causal_training_pass_equals_one_block_causal_pass(model, io_prompt):
+    inputs = random_inputs(frames=6, height=3, width=5, seed=2)
+    timesteps = torch.tensor([[14.0] * 3 + [600.0] * 3])
+    out = model.forward_chunk_causal(inputs[0], timesteps, *inputs[1:], model.forward_text(io_prompt), chunk_latents=3)
+    expected = block_causal_reference(model, io_prompt, pick(inputs, slice(0, 3)), pick(inputs, slice(3, 6)), 600.0)
+    torch.testing.assert_close(out[:, :, 3:], expected, atol=ATOL, rtol=ATOL)
 
 
 @torch.no_grad()
@@ -177,16 +186,14 @@ def test_prope_scores_between_frames_see_only_relative_cameras():
 
 @torch.no_grad()
 def test_spatial_patches_and_odd_grids():
-    config = WorldPlayTransformerConfig(
+    config = replace(
+        TINY_TRANSFORMER_CONFIG,
         in_channels=3,
         out_channels=5,
         hidden_size=48,
-        num_heads=2,
         num_layers=1,
         patch_size=(1, 2, 2),
         rope_axes_dims=(4, 10, 10),
-        text_states_dim=16,
-        vision_states_dim=24,
         byt5_states_dim=8,
         byt5_hidden_size=12,
     )
@@ -203,8 +210,6 @@ def test_spatial_patches_and_odd_grids():
 
 @pytest.fixture(scope="module")
 def io_prompt():
-    from golden_util import load_io
-
     return golden_prompt(load_io("tiny_transformer_io.safetensors"))
 
 

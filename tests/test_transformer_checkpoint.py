@@ -8,7 +8,7 @@ import pytest
 import torch
 from golden_util import load_io
 from safetensors.torch import load_file, save_file
-from test_transformer import GOLDEN_CONFIG, golden_prompt
+from transformer_util import golden_prompt
 
 from worker.models.checkpoint import (
     INDEX_NAME,
@@ -17,7 +17,7 @@ from worker.models.checkpoint import (
     load_transformer,
     load_weights,
 )
-from worker.models.tiny import write_tiny_transformer
+from worker.models.tiny import GOLDEN_TRANSFORMER_CONFIG, write_tiny_transformer
 from worker.models.transformer import TransformerConfigError, WorldPlayTransformer
 
 
@@ -27,7 +27,7 @@ def tiny_dir(tmp_path_factory):
 
 
 def test_tiny_writer_reproduces_the_golden_weights_and_they_load_strictly(tmp_path, golden_transformer_state):
-    root = write_tiny_transformer(tmp_path, seed=1, scale=0.05, config=GOLDEN_CONFIG)
+    root = write_tiny_transformer(tmp_path, seed=1, scale=0.05, config=GOLDEN_TRANSFORMER_CONFIG)
     written = load_file(str(root / "ar_model" / "diffusion_pytorch_model.safetensors"))
     assert written.keys() == golden_transformer_state.keys()
     assert all(torch.equal(written[name], golden_transformer_state[name]) for name in written)

@@ -4,17 +4,18 @@ Users of the official code cannot tell which kernel ran (HY-WorldPlay issue #18)
 explicit: a backend name is passed in ("auto", "flash" or "sdpa"), `resolve_backend` says what "auto"
 becomes for a given device and dtype, and asking for "flash" where it cannot run is an error rather than
 a silent fallback.
+
+The transformer holds an `AttentionProcessor`: the backend, plus the hooks through which sequence
+parallelism shards the image tokens (as diffusers passes `backend=` and `parallel_config=` to its attention
+dispatch). The processor here is one process; `worker.parallel.ulysses.UlyssesAttention` is the parallel one.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-Backend = Literal["auto", "flash", "sdpa"]
 BACKENDS: tuple[str, ...] = ("auto", "flash", "sdpa")
 
 # flash-attn kernels only take half precision.
@@ -90,3 +91,55 @@ def _flash_attention(
         max_seqlen_k=int(key_lengths.max()),
     )
     return out.view(batch, query_len, heads, head_dim).transpose(1, 2)
+
+
+class AttentionProcessor:
+    """How the transformer's attention runs: the kernel `backend`, and the token-sharding hooks.
+
+    Between attention calls the image tokens [B, T, S, C] of a pass may be sharded over ranks; inside an
+    attention call the kernel needs every key. The model's attention patterns therefore move their tensors
+    through these hooks: image q/k/v [B, H, n, D] into the attention layout and the attended image rows back,
+    tensors every rank holds whole (the text) likewise, and `image_key_mask` marks the image keys that are
+    real tokens. In one process (this class) every hook hands its tensors through unchanged.
+    """
+
+    def __init__(self, backend: str = "auto"):
+        self.backend = backend
+
+    def check_heads(self, num_heads: int) -> None:
+        """Raise if a model with `num_heads` attention heads cannot run through this processor."""
+
+    def __call__(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The kernel, on tensors already in the attention layout (see `attention`)."""
+        return attention(query, key, value, key_mask, self.backend)
+
+    def shard_frames(self, img: torch.Tensor, rope) -> tuple[torch.Tensor, object, AttentionProcessor]:
+        """This rank's tokens of every frame of a pass: img [B, T, S, C], the RoPE rows `rope.cos/sin`
+        [T, S, 1, D], and the processor for the rest of the pass (which knows the split)."""
+        return img, rope, self
+
+    def gather_frames(self, img: torch.Tensor) -> torch.Tensor:
+        """Every rank's tokens of every frame, [B, T, S, C], before the final layer."""
+        return img
+
+    def image_to_attention(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Image q/k/v [B, H, n, D] (this rank's n tokens) into the attention layout."""
+        return tensors
+
+    def image_from_attention(self, attended: torch.Tensor) -> torch.Tensor:
+        """Attended image rows in the attention layout -> [B, H, n, D] for this rank's n tokens."""
+        return attended
+
+    def text_to_attention(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A tensor [B, H, L, D] every rank holds whole (text q/k/v) into the attention layout."""
+        return tensor
+
+    def text_from_attention(self, attended: torch.Tensor) -> torch.Tensor:
+        """Attended text rows in the attention layout -> [B, H, L, D] on every rank."""
+        return attended
+
+    def image_key_mask(self, length: int, device: torch.device) -> torch.Tensor | None:
+        """Which of `length` image keys in the attention layout are real tokens ([length] bool), None if all."""
+        return None

@@ -19,6 +19,7 @@ The default widths fit `worker.pipeline.tiny_encoders` (text 16, vision 24, byT5
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -33,7 +34,9 @@ from worker.models.checkpoint import (
 from worker.models.scheduler import NUM_TRAIN_TIMESTEPS, SCHEDULER_CONFIG_NAME
 from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
 
-TINY_TRANSFORMER_CONFIG = WorldPlayTransformerConfig(
+# The architecture of the golden tiny weights (tests/golden/README.md), whose byT5 mapper keeps the
+# official hidden width.
+GOLDEN_TRANSFORMER_CONFIG = WorldPlayTransformerConfig(
     in_channels=4,
     out_channels=4,
     hidden_size=64,
@@ -42,8 +45,9 @@ TINY_TRANSFORMER_CONFIG = WorldPlayTransformerConfig(
     rope_axes_dims=(8, 12, 12),
     text_states_dim=16,
     vision_states_dim=24,
-    byt5_hidden_size=64,
 )
+# The tiny model: the golden architecture with a narrow byT5 mapper, which is most of the golden weights.
+TINY_TRANSFORMER_CONFIG = replace(GOLDEN_TRANSFORMER_CONFIG, byt5_hidden_size=64)
 
 
 def random_state_dict(config: WorldPlayTransformerConfig, seed: int, scale: float | None) -> dict[str, torch.Tensor]:

@@ -156,7 +156,7 @@ class RankServer:
     def ensure_loaded(self, model_dir: str, variant: str, requested: str) -> tuple[Loaded, bool]:
         """The pipeline for (model dir, variant, profile): the resident one, or a fresh load in its place."""
         from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
-        from worker.parallel.ulysses import SequenceParallelTransformer
+        from worker.parallel.ulysses import UlyssesAttention
         from worker.pipeline.model_dir import resolve_model_dir
         from worker.pipeline.pipeline import WorldPlayPipeline
 
@@ -184,7 +184,8 @@ class RankServer:
         with refusing_unusable_model_dirs():
             pipeline = WorldPlayPipeline.from_model_dir(model_dir, variant, device=self.device, encoders_device=encoders_device)
         if self.world > 1:
-            pipeline.transformer = SequenceParallelTransformer(pipeline.transformer)
+            transformer = pipeline.transformer
+            transformer.set_attention_processor(UlyssesAttention(backend=transformer.attention_processor.backend))
         placement = Placement(pipeline, policy, self.device)
         self.loads += 1
         self.loaded = Loaded(key, pipeline, placement, choice, time.perf_counter() - started)

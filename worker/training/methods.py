@@ -12,7 +12,6 @@ import torch
 
 from worker.models.transformer import WorldPlayTransformer
 from worker.training.batches import Batch
-from worker.training.forward import chunk_causal_forward
 from worldplay_cli.train_config import ARMethod, BiMethod
 
 
@@ -31,8 +30,7 @@ class ChunkCausalAR:
     def loss(self, model: WorldPlayTransformer, batch: Batch) -> torch.Tensor:
         hidden_states, target = batch.model_input()
         text_cache = model.forward_text(batch.prompt, 0.0)
-        prediction = chunk_causal_forward(
-            model,
+        prediction = model.forward_chunk_causal(
             hidden_states,
             batch.sigmas * 1000.0,
             batch.viewmats,

@@ -30,7 +30,7 @@ from worldplay_cli.errors import BadInput
 from worldplay_cli.train_config import TrainConfig
 
 METRICS_NAME = "metrics.jsonl"
-ROOT_FORWARD_METHODS = ("forward_text", "forward_bi", "forward_context", "forward_chunk", "prepare_frames", "embed_prompt", "final_output")
+ROOT_FORWARD_METHODS = ("forward_text", "forward_bi", "forward_context", "forward_chunk", "forward_chunk_causal")
 
 
 @dataclass
