@@ -40,7 +40,7 @@ class Case:
     setup: str = ""
 
 
-def C(  # noqa: N802
+def C(
     id: str, *args: str, code: int = BAD, env: dict | None = None, targets: tuple = (), contains: str = "", setup: str = ""
 ) -> Case:
     return Case(id, args, code, env or {}, targets, contains, setup)
@@ -349,8 +349,9 @@ def bad_files(tmp_path_factory) -> Path:
         handle.truncate(2 * 1024**3)
     with open(root / "big.csv", "wb") as handle:
         handle.truncate(2 * 1024**3)
-    (root / "nan.json").write_text('{"0": {"extrinsic": [[NaN, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "K": %s}}' % json.dumps(K))
-    (root / "duplicate.json").write_text('{"0": {"extrinsic": %s, "K": %s}, "0": {}}' % (json.dumps(eye), json.dumps(K)))
+    nan_pose = "[[NaN, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]"
+    (root / "nan.json").write_text(f'{{"0": {{"extrinsic": {nan_pose}, "K": {json.dumps(K)}}}}}')
+    (root / "duplicate.json").write_text(f'{{"0": {{"extrinsic": {json.dumps(eye)}, "K": {json.dumps(K)}}}, "0": {{}}}}')
     (root / "latin1.json").write_bytes('{"é": 1}'.encode("latin-1"))
     (root / "invalid.json").write_text('{"0": ')
     (root / "columns.csv").write_text("a,b\n1,2\n")
@@ -393,7 +394,7 @@ def no_spawning(monkeypatch):
 
 @pytest.fixture
 def restore_limits():
-    import trajectories.limits as limits
+    from trajectories import limits
 
     saved = (limits.MAX_LATENTS, limits.MAX_FILE_BYTES)
     yield
