@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -108,12 +110,12 @@ def generate(
         raise BadInput("--wait only makes sense with --queue", "without --queue, generate already waits")
     if rewrite not in (None, "best-effort", "required"):
         raise BadInput(f"--rewrite {rewrite!r} is not a policy", "use --rewrite or --rewrite required")
-    runtime = Runtime(config, redis_url, output_root)
-    settings = runtime.settings
     if queue:  # a bare --queue ("") means the default queue, which the settings check
         from worldplay_cli.settings import check_queue_name
 
         check_queue_name(queue)
+    runtime = Runtime(config, redis_url, output_root)
+    settings = runtime.settings
     request = GenerateRequest(
         prompt=prompt,
         image=image,
@@ -151,15 +153,17 @@ def generate(
 
         queue_name = queue or settings.queue.default_queue
         submit(conn, settings, prepared, queue_name, job_id)
-        warning = unserved_queue_warning(conn, settings, queue_name)
-        if not wait:
+        # From here the job is the queue's: Ctrl+C (at any moment) stops only our following it.
+        with _detach_on_ctrl_c(job_id):
+            warning = unserved_queue_warning(conn, settings, queue_name)
+            if not wait:
+                warn(warning)
+                emit({"job_id": job_id, "queue": queue_name, "status": "queued", "warning": warning}, as_json, lambda c: c.print(job_id))
+                return
+            if not as_json:
+                err_console.print(f"job {job_id} queued on {queue_name}", highlight=False, soft_wrap=True)
             warn(warning)
-            emit({"job_id": job_id, "queue": queue_name, "status": "queued", "warning": warning}, as_json, lambda c: c.print(job_id))
-            return
-        if not as_json:
-            err_console.print(f"job {job_id} queued on {queue_name}", highlight=False, soft_wrap=True)
-        warn(warning)
-        _finish(runtime, job_id, as_json, worker=None, queue_name=queue_name, warned=warning is not None)
+            _finish(runtime, job_id, as_json, worker=None, queue_name=queue_name, warned=warning is not None)
         return
     # Foreground: a private queue and a one-job worker for it, cleaned up afterwards.
     queue_name = f"local-{job_id}"
@@ -207,19 +211,13 @@ def _finish(runtime, job_id: str, as_json: bool, worker, queue_name: str | None 
     """
     from worldplay_cli import jobs
     from worldplay_cli.errors import WorldplayError
-    from worldplay_cli.output import emit, err_console
+    from worldplay_cli.output import emit
 
     try:
         row = _follow(runtime, job_id, worker, show=not as_json, queue_name=queue_name, warned=warned)
     except KeyboardInterrupt:
         if worker is None:
-            err_console.print(
-                f"detached; job {job_id} keeps going (follow it: worldplay jobs logs -f {job_id}; "
-                f"stop it: worldplay jobs cancel {job_id})",
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(130) from None
+            raise
         status = jobs.cancel_job(runtime.conn, runtime.settings, job_id)
         raise WorldplayError(f"interrupted; job {job_id} is {status}") from None
     if row.status != "finished":
@@ -237,6 +235,22 @@ def _finish(runtime, job_id: str, as_json: bool, worker, queue_name: str | None 
         console.print(f"video: [bold]{result.get('video')}[/]", soft_wrap=True)
 
     emit({"job_id": job_id, "status": row.status, **result}, as_json, render)
+
+
+@contextmanager
+def _detach_on_ctrl_c(job_id: str) -> Iterator[None]:
+    from worldplay_cli.output import err_console
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print(
+            f"detached; job {job_id} keeps going (follow it: worldplay jobs logs -f {job_id}; "
+            f"stop it: worldplay jobs cancel {job_id})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
 
 
 # While a followed job waits on a shared queue, check this often that some worker still serves it.
