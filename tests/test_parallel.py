@@ -11,8 +11,6 @@ import torch
 from golden_util import load_io
 from transformer_util import load_golden_model
 
-# tests/test_runtime_profiles.py imports the golden config under this name
-from worker.models.tiny import GOLDEN_TRANSFORMER_CONFIG as GOLDEN_CONFIG  # noqa: F401
 from worker.models.transformer import PromptEmbeddings
 from worker.parallel.launch import join_ranks, spawn_ranks
 from worker.parallel.ulysses import SequenceParallelError, TokenShard, check_sp_degree, valid_sp_degrees

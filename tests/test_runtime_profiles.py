@@ -63,11 +63,11 @@ def test_out_of_memory_is_recognised():
 
 def test_block_streaming_keeps_the_output_and_one_block_at_a_time(golden_transformer_state):
     from golden_util import load_io
-    from test_parallel import GOLDEN_CONFIG
 
+    from worker.models.tiny import GOLDEN_TRANSFORMER_CONFIG
     from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer
 
-    model = WorldPlayTransformer(GOLDEN_CONFIG)
+    model = WorldPlayTransformer(GOLDEN_TRANSFORMER_CONFIG)
     model.load_state_dict(golden_transformer_state)
     io = load_io("tiny_transformer_io.safetensors")
     prompt = PromptEmbeddings(io["text"], io["text_mask"], io["byt5"], io["byt5_mask"], io["vision"])
@@ -78,7 +78,7 @@ def test_block_streaming_keeps_the_output_and_one_block_at_a_time(golden_transfo
         got = model.forward_bi(*args)
     torch.testing.assert_close(got, expected)
     # every block is fetched once per forward, in order
-    assert (streamer.fetches, streamer.current) == (GOLDEN_CONFIG.num_layers, GOLDEN_CONFIG.num_layers - 1)
+    assert (streamer.fetches, streamer.current) == (GOLDEN_TRANSFORMER_CONFIG.num_layers, GOLDEN_TRANSFORMER_CONFIG.num_layers - 1)
 
 
 def test_policies_and_peaks():
