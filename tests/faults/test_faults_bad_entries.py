@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from rq.job import JobStatus
+
 from spine_util import wait_until
 from worldplay_cli.queue import SET_ASIDE_KEY, fetch_job, rq_queue
 from worldplay_cli.schema import TASK_NOOP
@@ -28,3 +30,16 @@ def test_malformed_entries_are_set_aside_and_the_worker_serves_the_next_job(redi
     assert all(record["error"] for record in set_aside)
     assert redis_conn.llen(queue.intermediate_queue_key) == 0
     assert "set aside" in worker.log_path.read_text()
+
+
+def test_a_stale_entry_of_a_job_that_already_ended_is_dropped_not_run_again(redis_conn, start_worker):
+    # A job re-queued as lost whose first run then finished after all: its id is still on the queue.
+    queue = rq_queue(redis_conn, "generate")
+    ended = queue.enqueue(TASK_NOOP)
+    ended.set_status(JobStatus.FINISHED)
+    behind = queue.enqueue(TASK_NOOP)
+    start_worker("generate")
+    wait_until(lambda: fetch_job(redis_conn, behind.id).get_status().value == "finished", 30, what="the job behind it")
+    job = fetch_job(redis_conn, ended.id)
+    assert job.get_status().value == "finished" and job.started_at is None  # never run again
+    assert redis_conn.llen(queue.key) == 0 and redis_conn.llen(queue.intermediate_queue_key) == 0
