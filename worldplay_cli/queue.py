@@ -7,7 +7,8 @@ Lost-worker detection: a running job's entry in rq's started registry carries an
 pushes forward on every heartbeat (`worker.heartbeat_s`). If the worker dies, the entry expires
 `worker.lost_after_s` after the last heartbeat; `reap()` (run every `worker.reaper_interval_s` by every
 live worker, and by `worldplay jobs`) then re-queues the job if it has retries left, else fails it with
-the reason "worker lost". See docs/queue-and-workers.md for the bound.
+the reason "worker lost", and revokes the lost run's claim. It also puts back jobs a worker took off a
+queue but never started. See docs/queue-and-workers.md for the bounds.
 """
 
 from __future__ import annotations
@@ -296,7 +297,11 @@ def _reap_untaken(conn: Redis, settings: Settings, queue: Queue, started: set[st
         with conn.pipeline() as pipe:
             try:
                 pipe.watch(Job.key_for(job_id), intermediate.key)
-                job = fetch_job(conn, job_id)
+                try:
+                    job = fetch_job(conn, job_id)
+                except Exception as exc:  # noqa: BLE001 - a malformed entry its worker died before setting aside
+                    set_aside(conn, queue.key, job_id, exc)
+                    continue
                 pipe.multi()
                 pipe.lrem(intermediate.key, 1, job_id)
                 pipe.delete(intermediate.get_first_seen_key(job_id))
