@@ -27,7 +27,7 @@ import time
 from datetime import timedelta
 
 import redis
-from rq.exceptions import DeserializationError
+from rq.exceptions import DeserializationError, StopRequested
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.utils import now
@@ -87,6 +87,7 @@ class WorldplayWorker(Worker):
         self._last_exception: BaseException | None = None
         self._last_reap = 0.0
         self._shutdown_timer: threading.Timer | None = None
+        self._in_work_loop = False
         self._parent_watch: threading.Thread | None = None
         self._parent_pid = 0
 
@@ -97,6 +98,11 @@ class WorldplayWorker(Worker):
         # registration and sent SIGTERM in that gap would kill us outright instead of stopping us warmly.
         self._install_signal_handlers()
         super().bootstrap(*args, **kwargs)
+
+    def check_for_suspension(self, burst: bool):
+        # The first call of every turn of rq's work loop, inside the `try` that catches StopRequested.
+        self._in_work_loop = True
+        super().check_for_suspension(burst)
 
     def subscribe(self):
         self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
@@ -121,6 +127,8 @@ class WorldplayWorker(Worker):
         self._last_reap = time.monotonic()
         try:
             reap(self.connection, self.settings)
+        except StopRequested:  # SIGTERM while reaping: rq's way of leaving the idle loop, not a failure
+            raise
         except Exception:  # the reaper must never take the worker down; the next beat tries again
             self.log.exception("Worker %s: reaping lost jobs failed", self.name)
 
@@ -283,6 +291,13 @@ class WorldplayWorker(Worker):
     # --- shutdown -----------------------------------------------------------------------------------
 
     def request_stop(self, signum, frame):
+        if not self._in_work_loop:
+            # Still starting up (registering, starting the command listener's thread): rq's StopRequested
+            # would surface wherever the signal lands, outside any handler, and end the worker with a
+            # traceback or hang it in a half-started thread. Note the request; the loop's first turn stops.
+            self._stop_requested = True
+            self._shutdown_requested_date = now()
+            return
         super().request_stop(signum, frame)  # raises StopRequested when idle
         job_id = self.get_current_job_id()
         if self.horse_pid and job_id and self._shutdown_timer is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import WatchError
+from rq.exceptions import StopRequested
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
@@ -112,6 +113,8 @@ class GuardedQueue(Queue):
     def _fetch_dequeued_job(cls, connection, queue_key, job_id, *args, **kwargs):
         try:
             fetched = super()._fetch_dequeued_job(connection, queue_key, job_id, *args, **kwargs)
+        except StopRequested:  # the worker's SIGTERM landed here: the entry is fine, the worker stops
+            raise
         except Exception as exc:  # noqa: BLE001 - whatever the entry holds, it must not stop the worker
             set_aside(connection, queue_key, job_id, exc)
             return None
