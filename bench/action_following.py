@@ -113,7 +113,7 @@ METHODS = {
 
 
 def train_config(work: Path, model: Path, data: Path, method: str, steps: int, validation_clips: int, sampling_steps: int, seed: int):
-    from worldplay_cli.train_config import TrainConfig
+    from worldplay_cli.contract.training import TrainConfig
 
     return TrainConfig.model_validate(
         {

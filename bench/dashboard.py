@@ -40,8 +40,8 @@ def fill(conn, count: int) -> list[str]:
     """`count` jobs on queue `generate`: 60% finished, 30% failed, 5% canceled, RUNNING started, rest queued."""
     from rq import Queue
 
-    from worldplay_cli.queue import rq_queue
-    from worldplay_cli.schema import JOBS_INDEX, QUEUES_SET, TASK_NOOP
+    from worldplay_cli.contract.queue import rq_queue
+    from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET, TASK_NOOP
 
     queue = rq_queue(conn, "generate")
     conn.flushdb()
@@ -100,8 +100,8 @@ def fill(conn, count: int) -> list[str]:
 
 
 def report_progress(conn, running: list[str], step: int) -> None:
-    from worldplay_cli.queue import fetch_job
-    from worldplay_cli.schema import Progress
+    from worldplay_cli.contract.queue import fetch_job
+    from worldplay_cli.contract.specs import Progress
 
     for job_id in running:
         job = fetch_job(conn, job_id)
@@ -115,7 +115,7 @@ def rq_full_read(conn) -> int:
     from rq.registry import (CanceledJobRegistry, DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry,
                              ScheduledJobRegistry, StartedJobRegistry)
 
-    from worldplay_cli.queue import SERIALIZER, rq_queue
+    from worldplay_cli.contract.queue import SERIALIZER, rq_queue
 
     queue = rq_queue(conn, "generate")
     ids = list(queue.get_job_ids())
@@ -146,7 +146,7 @@ def main() -> None:
     from worldplay_cli import redis_server
     from worldplay_cli.jobs import list_jobs
     from worldplay_cli.jobs_index import JobQuery
-    from worldplay_cli.settings import ServerSettings, Settings
+    from worldplay_cli.contract.settings import ServerSettings, Settings
     from worldplay_cli.tui.dashboard.source import RedisSource
 
     with tempfile.TemporaryDirectory(prefix="wp-bench-") as tmp:

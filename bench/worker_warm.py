@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worldplay_cli.settings import Settings  # noqa: E402
+from worldplay_cli.contract.settings import Settings  # noqa: E402
 from worldplay_cli.submit import GenerateRequest, prepare, write_inputs  # noqa: E402
 from worker.models.transformer import WorldPlayTransformerConfig  # noqa: E402
 from worker.runtime import client  # noqa: E402

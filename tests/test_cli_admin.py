@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from spine_util import wait_until
-from worldplay_cli.errors import BadInput
+from worldplay_cli.contract.errors import BadInput
 from worldplay_cli.runtime import parse_gpu_sets
-from worldplay_cli.schema import JOBS_INDEX
+from worldplay_cli.contract.specs import JOBS_INDEX
 
 SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")
 
@@ -122,7 +122,7 @@ def test_jobs_list_filter_page_cancel_retry_rm(cli, redis_conn, worldplay_env):
 
 def test_resubmit_copies_inputs_into_a_new_job(cli, redis_conn, worldplay_env):
     from worldplay_cli import jobs
-    from worldplay_cli.settings import load_settings
+    from worldplay_cli.contract.settings import load_settings
 
     code, out, _ = cli("generate", "--queue", "--prompt", "first", *SMALL)
     old = out.strip()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from worldplay_cli.schema import JOBS_INDEX, QUEUES_SET
+from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET
 
 SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")
 
@@ -133,7 +133,7 @@ def test_worker_side_options_are_carried_in_the_spec(cli):
 
 
 def test_queue_prints_the_job_id_and_stores_the_inputs(cli, redis_conn, output_root):
-    from worldplay_cli.queue import fetch_job
+    from worldplay_cli.contract.queue import fetch_job
 
     code, out, err = cli("generate", "--queue", "gpu-big", "--prompt", "a harbour", *SMALL)
     assert code == 0, err
@@ -159,7 +159,7 @@ def test_bare_queue_uses_the_default_queue(cli, redis_conn):
 def test_rewrite_happens_before_enqueue_and_is_recorded_without_the_key(cli, redis_conn, output_root, monkeypatch):
     from fake_openai import FakeOpenAI, Reply
 
-    from worldplay_cli.queue import fetch_job
+    from worldplay_cli.contract.queue import fetch_job
 
     with FakeOpenAI(api_key="sk-secret-123") as fake:
         monkeypatch.setenv("I2V_REWRITE_BASE_URL", fake.base_url)
@@ -181,7 +181,7 @@ def test_rewrite_happens_before_enqueue_and_is_recorded_without_the_key(cli, red
 def test_best_effort_rewrite_warns_and_keeps_the_prompt_when_the_endpoint_fails(cli, redis_conn, monkeypatch):
     from fake_openai import FakeOpenAI, Reply
 
-    from worldplay_cli.queue import fetch_job
+    from worldplay_cli.contract.queue import fetch_job
 
     with FakeOpenAI() as fake:
         monkeypatch.setenv("I2V_REWRITE_BASE_URL", fake.base_url)

@@ -43,9 +43,9 @@ def test_a_job_is_found_by_its_id_prefix_random_part_or_name(cli, redis_conn):
 
 
 def test_jobs_show_renders_a_train_job(cli, redis_conn):
-    from worldplay_cli.schema import new_job_id
-    from worldplay_cli.settings import load_settings
-    from worldplay_cli.train_config import TrainConfig, TrainJobSpec, enqueue_train
+    from worldplay_cli.contract.specs import new_job_id
+    from worldplay_cli.contract.settings import load_settings
+    from worldplay_cli.contract.training import TrainConfig, TrainJobSpec, enqueue_train
 
     config = TrainConfig.model_validate(
         {
@@ -122,7 +122,7 @@ def test_queue_wait_without_a_worker_warns_prints_the_id_first_and_ctrl_c_detach
 
 def test_queue_without_a_worker_warns_and_a_served_queue_does_not(cli, start_worker, redis_conn):
     from worldplay_cli.jobs import list_workers
-    from worldplay_cli.settings import load_settings
+    from worldplay_cli.contract.settings import load_settings
 
     code, out, err = cli("generate", "--queue", *SMALL)
     assert code == 0 and "no live worker serves queue 'generate'" in err and "start one: worldplay worker)" in err

@@ -23,8 +23,8 @@ from spine_util import wait_until
 from test_worker_reliability import engines_env  # noqa: F401 (fixture: the misbehaving test engines)
 from tui_util import settle
 
-from worldplay_cli.schema import TASK_NOOP, Failure, Progress
-from worldplay_cli.settings import load_settings
+from worldplay_cli.contract.specs import TASK_NOOP, Failure, Progress
+from worldplay_cli.contract.settings import load_settings
 
 SMALL = {"pose": "w-3", "width": 64, "height": 32}
 STARTED_WORKER = "gpu-box.4242.gpu0"
@@ -52,7 +52,7 @@ class World:
 def submit_preview(
     world: World, prompt: str, queue: str = "generate", job_id: str | None = None, retries: int | None = None, **changes
 ) -> str:
-    from worldplay_cli.schema import new_job_id
+    from worldplay_cli.contract.specs import new_job_id
     from worldplay_cli.submit import GenerateRequest, prepare, submit
 
     prepared = prepare(GenerateRequest(prompt=prompt, **{**SMALL, **changes}), world.settings)
@@ -65,7 +65,7 @@ def make_started(world: World, job_id: str, progress: Progress, ttl: int = 3600)
     """Take a queued job off its queue and mark it running the way an rq worker does."""
     from rq.executions import Execution
 
-    from worldplay_cli.queue import fetch_job, rq_queue
+    from worldplay_cli.contract.queue import fetch_job, rq_queue
 
     job = fetch_job(world.conn, job_id)
     rq_queue(world.conn, job.origin).remove(job)
@@ -108,7 +108,7 @@ def run_burst_worker(world: World, queue: str = "generate") -> None:
 @pytest.fixture(scope="module")
 def world(redis_server, tmp_path_factory) -> World:
     from worldplay_cli.jobs import cancel_job
-    from worldplay_cli.queue import reap, rq_queue
+    from worldplay_cli.contract.queue import reap, rq_queue
 
     home = tmp_path_factory.mktemp("dashboard")
     url = redis_server(0)
@@ -336,7 +336,7 @@ async def test_detail_of_failed_jobs_shows_the_classified_reason_and_hint(world)
 
 
 async def test_the_log_follows_the_redis_stream(world):
-    from worldplay_cli.queue import append_log
+    from worldplay_cli.contract.queue import append_log
 
     app = dashboard(world)
     job_id = world.ids["started"]
@@ -361,7 +361,7 @@ def fresh(redis_url, worldplay_env) -> World:
 
 
 def status_of(world: World, job_id: str) -> str | None:
-    from worldplay_cli.queue import fetch_job
+    from worldplay_cli.contract.queue import fetch_job
 
     job = fetch_job(world.conn, job_id)
     return job.get_status().value if job is not None else None
@@ -385,7 +385,7 @@ async def test_cancel_asks_first_then_cancels(fresh):
 
 
 async def test_retry_puts_a_failed_job_back_on_its_queue(fresh):
-    from worldplay_cli.queue import reap
+    from worldplay_cli.contract.queue import reap
 
     job_id = submit_preview(fresh, "to be retried", queue="retry", retries=0)
     make_started(fresh, job_id, Progress(stage="render"), ttl=1)
@@ -404,8 +404,8 @@ async def test_retry_puts_a_failed_job_back_on_its_queue(fresh):
 async def test_requeue_with_edits_submits_a_changed_copy(fresh):
     from textual.widgets import Input
 
-    from worldplay_cli.queue import fetch_job
-    from worldplay_cli.schema import JOBS_INDEX
+    from worldplay_cli.contract.queue import fetch_job
+    from worldplay_cli.contract.specs import JOBS_INDEX
     from worldplay_cli.tui.dashboard.screens import RequeueScreen
 
     job_id = submit_preview(fresh, "the original prompt", seed=7)
@@ -572,7 +572,7 @@ async def test_columns_fit_the_terminal_width(world, width):
 
 
 def test_a_named_jobs_whole_base_id_fits_at_80_columns():
-    from worldplay_cli.schema import new_job_id
+    from worldplay_cli.contract.specs import new_job_id
     from worldplay_cli.tui.dashboard.widgets import fit_columns
 
     base, named = new_job_id(), new_job_id("x" * 40)
@@ -587,8 +587,8 @@ def submit_form_values(form, **values) -> None:
 
 
 async def test_submit_form_enqueues_a_job_with_the_values_entered(fresh):
-    from worldplay_cli.queue import fetch_job
-    from worldplay_cli.schema import JOBS_INDEX, JobSpec
+    from worldplay_cli.contract.queue import fetch_job
+    from worldplay_cli.contract.specs import JOBS_INDEX, JobSpec
     from worldplay_cli.tui.dashboard.screens import SubmitScreen
 
     app = dashboard(fresh)
@@ -691,7 +691,7 @@ async def test_a_vanished_redis_shows_a_banner_and_the_dashboard_reconnects(tmp_
     from textual.widgets import Static
 
     from worldplay_cli import redis_server as server
-    from worldplay_cli.settings import ServerSettings, Settings
+    from worldplay_cli.contract.settings import ServerSettings, Settings
     from worldplay_cli.tui.dashboard import Dashboard, RedisSource
 
     settings = Settings(server=ServerSettings(data_dir=tmp_path / "redis"), output_root=tmp_path / "outputs")
@@ -843,14 +843,14 @@ def test_snapshot_submit_form(pinned_app, snap_compare):
 
 
 def enqueue_noops(world: World, count: int, queue: str = "generate") -> list[str]:
-    from worldplay_cli.queue import rq_queue
+    from worldplay_cli.contract.queue import rq_queue
 
     return [rq_queue(world.conn, queue).enqueue(TASK_NOOP).id for _ in range(count)]
 
 
 def test_the_index_rereads_only_what_can_have_changed(fresh):
     from worldplay_cli.jobs_index import JobsIndex
-    from worldplay_cli.queue import fetch_job, set_failure
+    from worldplay_cli.contract.queue import fetch_job, set_failure
 
     ids = enqueue_noops(fresh, 20)
     clock = [1000.0]

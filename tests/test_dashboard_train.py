@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from tui_util import settle
 
-from worldplay_cli.schema import Progress
-from worldplay_cli.settings import load_settings
+from worldplay_cli.contract.specs import Progress
+from worldplay_cli.contract.settings import load_settings
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def settings(tmp_path, redis_url):
 
 
 def enqueue_train_job(conn, settings, job_id: str, max_steps: int = 400) -> None:
-    from worldplay_cli.train_config import TrainConfig, TrainJobSpec, enqueue_train
+    from worldplay_cli.contract.training import TrainConfig, TrainJobSpec, enqueue_train
 
     config = TrainConfig(
         model={"model_dir": "/models/tiny"},
@@ -44,7 +44,7 @@ def start_with_meta(conn, job_id: str, train: dict, step: int, total: int) -> No
     """Take the job off its queue, mark it running as an rq worker does, and write its train meta."""
     from rq.executions import Execution
 
-    from worldplay_cli.queue import fetch_job, rq_queue
+    from worldplay_cli.contract.queue import fetch_job, rq_queue
 
     job = fetch_job(conn, job_id)
     rq_queue(conn, job.origin).remove(job)
@@ -93,7 +93,7 @@ def rendered(widget) -> str:
 async def test_a_running_train_job_shows_its_loss_curve_and_numbers_and_follows_them(redis_url, redis_conn, settings):
     from textual.widgets import Sparkline, Static
 
-    from worldplay_cli.queue import fetch_job
+    from worldplay_cli.contract.queue import fetch_job
     from worldplay_cli.tui.dashboard.widgets import LossCurve
 
     job_id = "20260101-130000-train1"
@@ -137,7 +137,7 @@ async def test_a_running_train_job_shows_its_loss_curve_and_numbers_and_follows_
 async def test_a_train_job_without_history_shows_a_placeholder(redis_url, redis_conn, settings):
     from textual.widgets import Sparkline, Static
 
-    from worldplay_cli.queue import fetch_job
+    from worldplay_cli.contract.queue import fetch_job
     from worldplay_cli.tui.dashboard.widgets import LossCurve
 
     job_id = "20260101-130100-train2"

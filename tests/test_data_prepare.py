@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from train_fixtures import SYNTH_LATENTS, TRAIN_CLIPS, VALIDATION_CLIPS, prepared_dataset, synthetic_raw, tiny_model_dir
 
-from worldplay_cli.errors import BadInput
+from worldplay_cli.contract.errors import BadInput
 
 
 def test_synthetic_clip_actions_agree_with_its_poses():
@@ -175,7 +175,7 @@ def test_alignment_keeps_4k_plus_1_frames_and_reads_labels_at_frame_4i():
 
 def test_official_action_files_and_vocabulary_signs(tmp_path):
     from worker.training.controls import read_controls
-    from worldplay_cli.train_config import ActionVocabulary
+    from worldplay_cli.contract.training import ActionVocabulary
 
     path = tmp_path / "actions.json"
     path.write_text(json.dumps({"0": {"move_action": "", "view_action": ""}, "1": {"move_action": "WS", "view_action": "LU"}, "2": {"move_action": "D", "view_action": "LR"}}))

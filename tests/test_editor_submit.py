@@ -8,9 +8,9 @@ import pytest
 from tui_util import settle
 
 from trajectories import Trajectory
-from worldplay_cli.queue import fetch_job
-from worldplay_cli.schema import JobSpec
-from worldplay_cli.settings import Settings
+from worldplay_cli.contract.queue import fetch_job
+from worldplay_cli.contract.specs import JobSpec
+from worldplay_cli.contract.settings import Settings
 from worldplay_cli.tui.editor.app import EditorApp, EditorScreen
 from worldplay_cli.tui.editor.document import document_from_trajectory
 from worldplay_cli.tui.editor.screens import SubmitScreen

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from spine_util import wait_until
-from worldplay_cli.queue import fetch_job
-from worldplay_cli.schema import JobSpec
+from worldplay_cli.contract.queue import fetch_job
+from worldplay_cli.contract.specs import JobSpec
 from worker.engines.official import ProgressParser, console_lines, official_arguments, torchrun_command
 from worker.models.checkpoint import ACTION_CHECKPOINT_DIRS, WEIGHTS_NAME
 from worker.pipeline.model_dir import SHARED_PIECES

@@ -24,7 +24,7 @@ from trajectories.render import (
     render_view,
 )
 from worldplay_cli.assets import EXAMPLE_IMAGE
-from worldplay_cli.schema import ImageRef, JobSpec, TrajectoryRef
+from worldplay_cli.contract.specs import ImageRef, JobSpec, TrajectoryRef
 
 WIDTH, HEIGHT = 160, 96
 

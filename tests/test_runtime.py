@@ -15,7 +15,7 @@ import pytest
 
 from spine_util import alive, wait_until
 from test_pipeline_model_dir import linked_copy
-from worldplay_cli.queue import fetch_job
+from worldplay_cli.contract.queue import fetch_job
 from worker.pipeline.model_dir import WEIGHTS_NAME
 from worker.runtime.client import log_dir
 from worker.video import read_video_frames

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from worldplay_cli.errors import BadInput
-from worldplay_cli.schema import (
+from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.contract.specs import (
     EXTRA_ENGINES_ENV,
     ImageRef,
     JobSpec,
@@ -17,7 +17,7 @@ from worldplay_cli.schema import (
     engine_table,
     new_job_id,
 )
-from worldplay_cli.settings import load_settings, mask_url
+from worldplay_cli.contract.settings import load_settings, mask_url
 
 
 def _spec(**changes) -> dict:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from worldplay_cli.errors import BadInput
-from worldplay_cli.train_config import ARMethod, BiMethod, apply_overrides, load_train_config, validate_config
+from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.contract.training import ARMethod, BiMethod, apply_overrides, load_train_config, validate_config
 
 MINIMAL = {
     "version": 1,
@@ -88,9 +86,3 @@ def test_malformed_overrides_and_files_are_bad_input(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(BadInput, match="not a mapping"):
         load_train_config(tmp_path / "list.yaml")
-
-
-def test_config_module_does_not_import_torch():
-    code = "import sys, worldplay_cli.train_config, worldplay_cli.commands.train, worldplay_cli.commands.data; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"

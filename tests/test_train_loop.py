@@ -8,7 +8,7 @@ import pytest
 import torch
 from train_fixtures import prepared_dataset, tiny_model_dir, train_config_data
 
-from worldplay_cli.train_config import TrainConfig
+from worldplay_cli.contract.training import TrainConfig
 
 
 def _tiny_model():
@@ -72,7 +72,7 @@ def test_gradient_checkpointing_changes_no_value_or_gradient():
 def test_samples_follow_the_official_layout():
     from worker.training.batches import SampleBuilder
     from worker.training.dataset import PreparedDataset
-    from worldplay_cli.train_config import ARMethod
+    from worldplay_cli.contract.training import ARMethod
 
     method = ARMethod(window_latents=12, context_latents=4, memory_probability=0.5, memory_points=2000)
     builder = SampleBuilder(PreparedDataset(prepared_dataset()), method, seed=3, cfg_dropout=0.0)
@@ -158,7 +158,7 @@ def test_resume_reproduces_the_next_step_loss_and_checkpoints_load_strictly(tmp_
 
 def test_lora_export_folds_the_adapters_into_official_weights():
     from worker.training.lora import LoRA
-    from worldplay_cli.train_config import LoRASection
+    from worldplay_cli.contract.training import LoRASection
 
     model = _tiny_model()
     hidden, prompt, viewmats, intrinsics, actions = _inputs()

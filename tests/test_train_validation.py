@@ -9,7 +9,7 @@ import pytest
 import torch
 from train_fixtures import train_config_data
 
-from worldplay_cli.train_config import TrainConfig
+from worldplay_cli.contract.training import TrainConfig
 
 
 def test_horn_schunck_recovers_a_subpixel_translation():

@@ -200,13 +200,9 @@ def test_help_documents_the_grammar(capsys):
 
 
 def test_subprocess_bad_input_and_no_torch():
-    """A real process: one-line error with exit 2, and neither import pulls in torch."""
+    """A real process: one-line error with exit 2."""
     result = subprocess.run(
         [sys.executable, "-m", "worldplay_cli", "traj", "show", "w-3, up-0"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: pose string: zero duration in 'up-0' (column 6) (hint: durations count latents and must be at least 1)"
-    probe = "import sys, trajectories, worldplay_cli.app; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"

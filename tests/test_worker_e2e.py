@@ -15,8 +15,8 @@ import pytest
 from spine_engines import ENGINES
 from spine_util import alive, wait_until
 from worker.video import read_video_frames as decode
-from worldplay_cli.queue import fetch_job
-from worldplay_cli.schema import Manifest
+from worldplay_cli.contract.queue import fetch_job
+from worldplay_cli.contract.specs import Manifest
 
 SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")
 TESTS_DIR = str(Path(__file__).parent)

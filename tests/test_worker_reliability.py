@@ -18,8 +18,8 @@ from rq import Queue
 
 from spine_engines import ENGINES
 from spine_util import alive, wait_until
-from worldplay_cli.queue import fetch_job, rq_queue
-from worldplay_cli.schema import TASK_NOOP
+from worldplay_cli.contract.queue import fetch_job, rq_queue
+from worldplay_cli.contract.specs import TASK_NOOP
 
 SMALL = ("--pose", "w-3", "--width", "64", "--height", "32", "--prompt", "a quiet street")
 TESTS_DIR = str(Path(__file__).parent)

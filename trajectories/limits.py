@@ -3,7 +3,7 @@
 A trajectory is one pose per latent; 2048 latents is 8189 frames, minutes of video, far beyond what any
 released model makes in one job. A pose string's length is known from its segment counts before a matrix
 is built, a file's size before it is read, its number of latents before its poses are converted. The CLI
-sets these from the `limits.*` settings (`worldplay_cli.settings`); the defaults apply everywhere else.
+sets these from the `limits.*` settings (`worldplay_cli.contract.settings`); the defaults apply everywhere else.
 """
 
 from __future__ import annotations

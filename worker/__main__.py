@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from redis.backoff import ExponentialBackoff, NoBackoff
     from redis.retry import Retry
 
-    from worldplay_cli.settings import load_settings, mask_url
+    from worldplay_cli.contract.settings import load_settings, mask_url
     from worker.rq_worker import WorldplayWorker
 
     settings = load_settings()

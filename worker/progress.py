@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worldplay_cli.queue import append_log
-from worldplay_cli.schema import Progress, cancel_key, run_key
+from worldplay_cli.contract.queue import append_log
+from worldplay_cli.contract.specs import Progress, cancel_key, run_key
 
 if TYPE_CHECKING:
     from redis import Redis
     from rq.job import Job
 
-    from worldplay_cli.settings import Settings
+    from worldplay_cli.contract.settings import Settings
 
 _META_INTERVAL_S = 0.25
 _CANCEL_INTERVAL_S = 0.5

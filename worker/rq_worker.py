@@ -33,7 +33,7 @@ from rq.queue import Queue
 from rq.utils import now
 from rq.worker import Worker
 
-from worldplay_cli.queue import (
+from worldplay_cli.contract.queue import (
     SERIALIZER,
     GuardedJob,
     GuardedQueue,
@@ -43,8 +43,8 @@ from worldplay_cli.queue import (
     reap,
     rq_queue,
 )
-from worldplay_cli.schema import Failure, cancel_key
-from worldplay_cli.settings import Settings
+from worldplay_cli.contract.specs import Failure, cancel_key
+from worldplay_cli.contract.settings import Settings
 from worker import proctree, tasks  # noqa: F401 (tasks: imported once here, not in every forked horse)
 from worker.progress import JobCanceled
 from worker.runner import ORPHANED, disowned, record_end

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from worldplay_cli.queue import append_log, end_manifest, note_attempt, write_json_atomic
-from worldplay_cli.schema import Failure, JobSpec, Manifest, Progress, Timings, VideoInfo, run_key
-from worldplay_cli.settings import Settings, job_file_mode, load_settings, settings_to_dict
+from worldplay_cli.contract.queue import append_log, end_manifest, note_attempt, write_json_atomic
+from worldplay_cli.contract.specs import Failure, JobSpec, Manifest, Progress, Timings, VideoInfo, run_key
+from worldplay_cli.contract.settings import Settings, job_file_mode, load_settings, settings_to_dict
 from worker import proctree
 from worker.engines import InputError, JobInputs, UnknownEngine, get_engine
 from worker.progress import JobCanceled, Reporter, RunTakenOver

@@ -1,4 +1,4 @@
-"""The rq task entry points. Only names listed in `worldplay_cli.schema.ALLOWED_TASKS` ever run."""
+"""The rq task entry points. Only names listed in `worldplay_cli.contract.specs.ALLOWED_TASKS` ever run."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from worldplay_cli import __version__
-from worldplay_cli.errors import EXIT_BAD_INPUT, EXIT_FAILURE, WorldplayError, debug_enabled, format_error
+from worldplay_cli.contract.errors import EXIT_BAD_INPUT, EXIT_FAILURE, WorldplayError, debug_enabled, format_error
 
 
 app = typer.Typer(

@@ -13,15 +13,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from worldplay_cli.errors import BadInput
-from worldplay_cli.queue import (
+from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.contract.queue import (
     SERIALIZER,
     append_log,
     fetch_job,
     job_dir,
     set_failure,
 )
-from worldplay_cli.schema import (
+from worldplay_cli.contract.specs import (
     JOBS_INDEX,
     Failure,
     JobSpec,
@@ -33,7 +33,7 @@ from worldplay_cli.schema import (
 if TYPE_CHECKING:
     from redis import Redis
 
-    from worldplay_cli.settings import Settings
+    from worldplay_cli.contract.settings import Settings
 
 STATUSES = ("queued", "deferred", "scheduled", "started", "finished", "failed", "stopped", "canceled")
 ACTIVE = frozenset({"queued", "deferred", "scheduled", "started"})
@@ -186,7 +186,7 @@ def list_jobs(
 
 def resolve_job_id(conn: Redis, text: str) -> str:
     """The job a user means: its id, a unique prefix of it, its random part (`9f2c1a`) or its `--name`."""
-    from worldplay_cli.schema import job_id_token
+    from worldplay_cli.contract.specs import job_id_token
 
     wanted = text.strip()
     if not wanted:
@@ -352,8 +352,8 @@ def retry_job(conn: Redis, settings: Settings, job_id: str) -> str:
 
 def resubmit(conn: Redis, settings: Settings, job_id: str, changes: dict | None = None, queue: str | None = None) -> str:
     """A new job from an existing one's spec (optionally changed) and inputs; returns the new job id."""
-    from worldplay_cli.queue import enqueue_generate
-    from worldplay_cli.schema import new_job_id
+    from worldplay_cli.contract.queue import enqueue_generate
+    from worldplay_cli.contract.specs import new_job_id
     from worldplay_cli.submit import PreparedJob, write_inputs
 
     job = fetch_job(conn, job_id)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from worldplay_cli.jobs import ENDED, STATUSES, JobRow, job_rows
-from worldplay_cli.schema import JOBS_INDEX, QUEUES_SET
+from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET
 
 if TYPE_CHECKING:
     from redis import Redis

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worldplay_cli.errors import WorldplayError
-from worldplay_cli.settings import Settings, mask_url, runtime_dir
+from worldplay_cli.contract.errors import WorldplayError
+from worldplay_cli.contract.settings import Settings, mask_url, runtime_dir
 
 if TYPE_CHECKING:
     from redis import Redis

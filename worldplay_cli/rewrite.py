@@ -26,12 +26,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from worldplay_cli.errors import BadInput, WorldplayError
+from worldplay_cli.contract.errors import BadInput, WorldplayError
 
 if TYPE_CHECKING:
     import httpx
 
-    from worldplay_cli.settings import RewriteEndpoint, Settings
+    from worldplay_cli.contract.settings import RewriteEndpoint, Settings
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from worldplay_cli.settings import Settings, load_settings
+from worldplay_cli.contract.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -25,8 +25,8 @@ ConfigOption = Annotated[
 ]
 def check_redis_url_option(url: Optional[str]) -> Optional[str]:
     """A `--redis-url` with a scheme worldplay cannot use is bad input, refused before anything runs."""
-    from worldplay_cli.errors import BadInput
-    from worldplay_cli.settings import REDIS_URL_HINT, mask_url, redis_url_problem
+    from worldplay_cli.contract.errors import BadInput
+    from worldplay_cli.contract.settings import REDIS_URL_HINT, mask_url, redis_url_problem
 
     problem = url is not None and redis_url_problem(url)
     if problem:
@@ -122,7 +122,7 @@ def _announce_start(state: dict) -> None:
 
 def parse_gpu_sets(text: str | None) -> list[tuple[int, ...]]:
     """`0,1` -> two sets of one GPU; `0-3` -> one set of four; `0+1,2+3` -> two sets of two."""
-    from worldplay_cli.errors import BadInput
+    from worldplay_cli.contract.errors import BadInput
 
     if not text:
         return []

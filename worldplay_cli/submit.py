@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
-from worldplay_cli.errors import BadInput, WorldplayError
-from worldplay_cli.schema import (
+from worldplay_cli.contract.errors import BadInput, WorldplayError
+from worldplay_cli.contract.specs import (
     RESOLUTION_BASE,
     VARIANT_DEFAULTS,
     ImageRef,
@@ -30,12 +30,12 @@ from worldplay_cli.schema import (
     engine_table,
 )
 
-from worldplay_cli.settings import OUTPUT_MODES, create_job_dir, write_job_file
+from worldplay_cli.contract.settings import OUTPUT_MODES, create_job_dir, write_job_file
 
 if TYPE_CHECKING:
     from redis import Redis
 
-    from worldplay_cli.settings import Settings
+    from worldplay_cli.contract.settings import Settings
 
 DEFAULT_POSE = "walk-and-turn"
 
@@ -260,7 +260,7 @@ def submit(conn: Redis, settings: Settings, prepared: PreparedJob, queue_name: s
     """Write the inputs and enqueue; if enqueueing fails, remove the directory again."""
     import redis
 
-    from worldplay_cli.queue import enqueue_generate
+    from worldplay_cli.contract.queue import enqueue_generate
 
     directory = write_inputs(settings, job_id, prepared)
     try:

@@ -12,8 +12,8 @@ import json
 from rq.job import JobStatus
 
 from spine_util import wait_until
-from worldplay_cli.queue import SET_ASIDE_KEY, fetch_job, rq_queue
-from worldplay_cli.schema import TASK_NOOP
+from worldplay_cli.contract.queue import SET_ASIDE_KEY, fetch_job, rq_queue
+from worldplay_cli.contract.specs import TASK_NOOP
 
 
 def test_malformed_entries_are_set_aside_and_the_worker_serves_the_next_job(redis_conn, start_worker):

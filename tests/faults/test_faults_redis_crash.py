@@ -21,9 +21,9 @@ from redis.retry import Retry
 from spine_util import wait_until
 from test_worker_reliability import SMALL, engines_env  # noqa: F401 (a fixture)
 from worldplay_cli import redis_server as server
-from worldplay_cli.queue import fetch_job, rq_queue
-from worldplay_cli.schema import TASK_NOOP
-from worldplay_cli.settings import ServerSettings, Settings
+from worldplay_cli.contract.queue import fetch_job, rq_queue
+from worldplay_cli.contract.specs import TASK_NOOP
+from worldplay_cli.contract.settings import ServerSettings, Settings
 
 ROUNDS = 3
 BACKLOG = 200

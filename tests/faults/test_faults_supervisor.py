@@ -17,8 +17,8 @@ import pytest
 from rq.worker import Worker
 
 from spine_util import alive, wait_until
-from worldplay_cli.queue import fetch_job, rq_queue
-from worldplay_cli.schema import TASK_NOOP
+from worldplay_cli.contract.queue import fetch_job, rq_queue
+from worldplay_cli.contract.specs import TASK_NOOP
 
 
 def _worker_pids(log_path) -> list[int]:

@@ -18,7 +18,7 @@ import pytest
 
 from spine_util import wait_until
 from test_worker_reliability import SMALL, engines_env  # noqa: F401 (a fixture)
-from worldplay_cli.queue import fetch_job
+from worldplay_cli.contract.queue import fetch_job
 
 # Long enough for the preview engine to spend a few seconds rendering (and encoding) on a busy CPU.
 LONG_PREVIEW = ("--pose", "w-63", "--width", "448", "--height", "256", "--prompt", "a long walk")

@@ -16,9 +16,9 @@ from PIL import Image
 from spine_util import wait_until
 from test_official_adapter import SMALL, STUB, fake_model_dir
 
-from worldplay_cli.queue import fetch_job, rq_queue
-from worldplay_cli.schema import TASK_GENERATE, new_job_id
-from worldplay_cli.settings import load_settings
+from worldplay_cli.contract.queue import fetch_job, rq_queue
+from worldplay_cli.contract.specs import TASK_GENERATE, new_job_id
+from worldplay_cli.contract.settings import load_settings
 from worldplay_cli.submit import GenerateRequest, prepare, write_inputs
 
 

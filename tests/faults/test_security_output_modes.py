@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from spine_util import wait_until
 
-from worldplay_cli.queue import fetch_job
+from worldplay_cli.contract.queue import fetch_job
 
 SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")
 FILES = {"input.png", "trajectory.json", "spec.json", "log.txt", "manifest.json", "video.mp4"}

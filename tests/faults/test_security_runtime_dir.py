@@ -11,8 +11,8 @@ import tempfile
 
 import pytest
 
-from worldplay_cli.errors import WorldplayError
-from worldplay_cli.settings import runtime_dir
+from worldplay_cli.contract.errors import WorldplayError
+from worldplay_cli.contract.settings import runtime_dir
 
 OTHER_UID = 65534  # nobody
 

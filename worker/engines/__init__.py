@@ -3,7 +3,7 @@
 An engine is a class with a `name`, a `uses_gpu` flag and `run(spec, inputs, out_dir, reporter)`, which
 writes `out_dir/video.mp4` and returns an `EngineResult`. The runner owns everything around it (job
 directory, manifest, fencing, committing the video, failures); an engine only renders and reports.
-Names map to classes in `worldplay_cli.schema.ENGINES` (plus `WORLDPLAY_EXTRA_ENGINES`), so the CLI can
+Names map to classes in `worldplay_cli.contract.specs.ENGINES` (plus `WORLDPLAY_EXTRA_ENGINES`), so the CLI can
 validate a name without importing the worker.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from worldplay_cli.schema import JobSpec, engine_table
+from worldplay_cli.contract.specs import JobSpec, engine_table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,7 +96,7 @@ class UnknownEngine(Exception):
 
 
 def _refuse(message: str, hint: str) -> NoReturn:
-    from worldplay_cli.schema import Failure
+    from worldplay_cli.contract.specs import Failure
     from worker.runner import JobFailed
 
     raise JobFailed(Failure(kind="refused", message=message, hint=hint))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 from worker.engines import EngineResult, JobInputs
 
 if TYPE_CHECKING:
-    from worldplay_cli.schema import JobSpec
+    from worldplay_cli.contract.specs import JobSpec
     from worker.models.vae import SpatialTiling
     from worker.pipeline.pipeline import WorldPlayPipeline
     from worker.progress import Reporter
@@ -40,7 +40,7 @@ class RenderReporter(Protocol):
 
 
 def model_dir_for(spec: JobSpec) -> Path:
-    from worldplay_cli.settings import load_settings
+    from worldplay_cli.contract.settings import load_settings
     from worker.engines import allowed_path
 
     settings = load_settings()
@@ -50,7 +50,7 @@ def model_dir_for(spec: JobSpec) -> Path:
 @contextmanager
 def refusing_unusable_model_dirs() -> Iterator[None]:
     """A model directory this worker cannot serve the job from fails the job as `refused`."""
-    from worldplay_cli.schema import Failure
+    from worldplay_cli.contract.specs import Failure
     from worker.pipeline.model_dir import ModelDirError
     from worker.runner import JobFailed
 
@@ -70,7 +70,7 @@ def render(
 ) -> dict:
     """Generate `spec` with a loaded pipeline into `video` (None: compute alongside, keep no file, as the
     other ranks of a sequence-parallel group do). Returns the engine facts for the manifest."""
-    from worldplay_cli.schema import Failure
+    from worldplay_cli.contract.specs import Failure
     from worker.pipeline.pipeline import GenerationError, GenerationOptions
     from worker.runner import JobFailed
 
@@ -117,7 +117,7 @@ def render(
 
 def _check_gpu_count(spec: JobSpec) -> None:
     """Refuse a job wanting more GPUs than this worker was given, before a rank group fails to start."""
-    from worldplay_cli.schema import Failure
+    from worldplay_cli.contract.specs import Failure
     from worker.runner import JobFailed
 
     visible = [device for device in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if device.strip()]
@@ -139,7 +139,7 @@ class NativeEngine:
     uses_gpu = True
 
     def run(self, spec: JobSpec, inputs: JobInputs, out_dir: Path, reporter: Reporter) -> EngineResult:
-        from worldplay_cli.schema import Failure
+        from worldplay_cli.contract.specs import Failure
         from worker.progress import JobCanceled
         from worker.runner import JobFailed
         from worker.runtime import client

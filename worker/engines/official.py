@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from worker.engines import EngineResult, JobInputs
 
 if TYPE_CHECKING:
-    from worldplay_cli.schema import JobSpec
+    from worldplay_cli.contract.specs import JobSpec
     from worker.progress import Reporter
 
 PYTHON_ENV = "HY_WORLDPLAY_PYTHON"  # the interpreter of the checkout's environment (default: ours)
@@ -144,7 +144,7 @@ def console_lines(line: str) -> list[str]:
 def official_repo_for(spec: JobSpec) -> Path | None:
     """The checkout to execute: the worker's, never one a job brings (whoever can enqueue would run code
     on every worker); a job may pick one of `official_repo` + `worker.official_repos`."""
-    from worldplay_cli.settings import load_settings
+    from worldplay_cli.contract.settings import load_settings
     from worker.engines import allowed_path
 
     settings = load_settings()
@@ -173,8 +173,8 @@ class OfficialEngine:
     uses_gpu = True
 
     def run(self, spec: JobSpec, inputs: JobInputs, out_dir: Path, reporter: Reporter) -> EngineResult:
-        from worldplay_cli.schema import Failure
-        from worldplay_cli.settings import load_settings
+        from worldplay_cli.contract.specs import Failure
+        from worldplay_cli.contract.settings import load_settings
         from worker.engines.native import model_dir_for
         from worker.parallel.launch import free_port
         from worker.pipeline.model_dir import ModelDirError, resolve_model_dir
@@ -282,7 +282,7 @@ def _stop(process: subprocess.Popen, grace_s: float) -> None:
 
 
 def _failure(returncode: int, tail_lines: list[str], log_dir: Path, spec: JobSpec):
-    from worldplay_cli.schema import Failure
+    from worldplay_cli.contract.specs import Failure
     from worker.runtime.memory_profiles import oom_hint, requested_profile
 
     lines = list(tail_lines)

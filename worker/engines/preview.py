@@ -14,7 +14,7 @@ from worker.engines import EngineResult, JobInputs
 
 if TYPE_CHECKING:
     from worker.progress import Reporter
-    from worldplay_cli.schema import JobSpec
+    from worldplay_cli.contract.specs import JobSpec
 
 
 class PreviewEngine:

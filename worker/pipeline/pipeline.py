@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worldplay_cli.schema import VARIANT_DEFAULTS
+from worldplay_cli.contract.specs import VARIANT_DEFAULTS
 from worker.models.checkpoint import load_transformer
 from worker.models.scheduler import FlowMatchScheduler
 from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from worker import proctree
 from worker.runtime.protocol import Connection
-from worldplay_cli.settings import runtime_dir
+from worldplay_cli.contract.settings import runtime_dir
 
 START_TIMEOUT_S = 60.0
 

@@ -132,7 +132,7 @@ def choose_profile(
 
 def requested_profile(spec) -> str:
     """The job's memory profile, else the worker's `memory_profile` setting (default `auto`)."""
-    from worldplay_cli.settings import load_settings
+    from worldplay_cli.contract.settings import load_settings
 
     return spec.memory_profile or load_settings().memory_profile
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from worldplay_cli.schema import JobSpec
+from worldplay_cli.contract.specs import JobSpec
 from worker.engines import JobInputs
 from worker.engines.native import refusing_unusable_model_dirs, render
 from worker.parallel.launch import init_from_env

@@ -38,7 +38,7 @@ def _stderr(message: str) -> None:
 def _train(args: argparse.Namespace, resume: bool) -> dict:
     from worker.training.checkpoints import find_checkpoint, read_metadata
     from worker.training.trainer import Hooks, Trainer
-    from worldplay_cli.train_config import apply_overrides, load_train_config, validate_config
+    from worldplay_cli.contract.training import apply_overrides, load_train_config, validate_config
 
     checkpoint = None
     if resume:
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from worldplay_cli.errors import WorldplayError
+    from worldplay_cli.contract.errors import WorldplayError
 
     if args.threads:
         import torch

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from worker.models.transformer import PromptEmbeddings
 from worker.pipeline.memory import sample_points_in_sphere, select_memory_frames
 from worker.training.dataset import ClipTensors, PreparedDataset, PromptStates
-from worldplay_cli.train_config import ARMethod, BiMethod, TimestepSampling
+from worldplay_cli.contract.training import ARMethod, BiMethod, TimestepSampling
 
 # Salts keep the different random streams of one sample independent.
 _CLIP_ORDER, _SAMPLE = 1, 2

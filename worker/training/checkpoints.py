@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from worldplay_cli.errors import BadInput
+from worldplay_cli.contract.errors import BadInput
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TRANSFORMER_SUBDIR = "transformer"

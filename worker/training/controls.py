@@ -20,7 +20,7 @@ import numpy as np
 
 from trajectories.actions import compute_actions
 from trajectories.geometry import rot_x, rot_y
-from worldplay_cli.train_config import ActionVocabulary
+from worldplay_cli.contract.training import ActionVocabulary
 
 FRAMES_PER_LATENT = 4
 CANONICAL_KEYS = ("W", "S", "A", "D")

@@ -1,6 +1,6 @@
 """The prepared dataset on disk: `index.json` + safetensors shards of cached latents and condition states.
 
-    <dir>/index.json                     DatasetIndex (worldplay_cli.train_config): clips, rejected clips
+    <dir>/index.json                     DatasetIndex (worldplay_cli.contract.training): clips, rejected clips
     <dir>/shards/shard-00000.safetensors one file per group of clips, written atomically, never rewritten
     <dir>/negative.safetensors           the negative ("") prompt's states, for text CFG dropout
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from worldplay_cli.train_config import INDEX_NAME, DatasetIndex, PreparedClip, load_dataset_index
+from worldplay_cli.contract.training import INDEX_NAME, DatasetIndex, PreparedClip, load_dataset_index
 
 SHARD_DIR = "shards"
 NEGATIVE_NAME = "negative.safetensors"

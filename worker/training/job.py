@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from worldplay_cli.schema import Failure
-from worldplay_cli.train_config import TrainJobSpec
+from worldplay_cli.contract.specs import Failure
+from worldplay_cli.contract.training import TrainJobSpec
 
 LOSS_HISTORY_POINTS = 400
 
@@ -47,7 +47,7 @@ def train(spec_data: dict) -> dict:
     from worker.progress import Reporter
     from worker.runner import classify, record_end
     from worker.training.checkpoints import checkpoint_dirs
-    from worldplay_cli.settings import OUTPUT_MODES, load_settings
+    from worldplay_cli.contract.settings import OUTPUT_MODES, load_settings
 
     job = get_current_job()
     conn = job.connection

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from worldplay_cli.train_config import LoRASection
+from worldplay_cli.contract.training import LoRASection
 
 
 class LoRAAdapter(nn.Module):

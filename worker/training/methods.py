@@ -12,7 +12,7 @@ import torch
 
 from worker.models.transformer import WorldPlayTransformer
 from worker.training.batches import Batch
-from worldplay_cli.train_config import ARMethod, BiMethod
+from worldplay_cli.contract.training import ARMethod, BiMethod
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:

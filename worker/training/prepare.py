@@ -29,8 +29,8 @@ from worker.training.controls import (
     read_poses,
 )
 from worker.training.dataset import NEGATIVE_NAME, SHARD_DIR, save_index, write_safetensors_atomic
-from worldplay_cli.errors import BadInput
-from worldplay_cli.train_config import (
+from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.contract.training import (
     INDEX_NAME,
     DatasetIndex,
     PreparedClip,

@@ -258,7 +258,7 @@ def scripted_start(segments, options: SynthOptions, start: np.ndarray) -> np.nda
 
     A scripted clip exists to show its actions, so it is never trimmed the way a random walk is (a walk
     trimmed to nothing would score a model on a still camera)."""
-    from worldplay_cli.errors import BadInput
+    from worldplay_cli.contract.errors import BadInput
 
     centred = start.copy()
     centred[:3, 3] = 0.0

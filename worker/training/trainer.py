@@ -26,8 +26,8 @@ import torch.distributed as dist
 from torch import nn
 
 from worker.training.checkpoints import STATE_NAME, TRANSFORMER_SUBDIR, WEIGHTS_NAME, read_metadata, write_checkpoint
-from worldplay_cli.errors import BadInput
-from worldplay_cli.train_config import TrainConfig
+from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.contract.training import TrainConfig
 
 METRICS_NAME = "metrics.jsonl"
 ROOT_FORWARD_METHODS = ("forward_text", "forward_bi", "forward_context", "forward_chunk", "forward_chunk_causal")

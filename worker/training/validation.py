@@ -31,7 +31,7 @@ from worker.training.batches import SampleBuilder, collate, prompt_embeddings, p
 from worker.training.dataset import ClipTensors, PreparedDataset
 from worker.training.flow import FlowCalibration, action_following, calibrate, motion_features, psnr, ssim, video_flow
 from worker.training.methods import build_method
-from worldplay_cli.train_config import ARMethod, TrainConfig
+from worldplay_cli.contract.training import ARMethod, TrainConfig
 
 CALIBRATION_NAME = "flow_calibration.json"
 

@@ -25,7 +25,7 @@ def _check_output_dir(out: Path) -> None:
     """`out` is (or can be made as) a writable directory: refused here, not by a traceback in the child."""
     import os
 
-    from worldplay_cli.errors import BadInput
+    from worldplay_cli.contract.errors import BadInput
 
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out} exists and is not a directory", "choose a new or existing directory for the output")
@@ -58,9 +58,9 @@ def prepare(
     as_json: JsonOption = False,
 ) -> None:
     from worldplay_cli.commands.train import run_training_process
-    from worldplay_cli.errors import BadInput
+    from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.output import emit
-    from worldplay_cli.train_config import load_source_manifest
+    from worldplay_cli.contract.training import load_source_manifest
 
     for name, value in (("width", width), ("height", height)):
         if value is not None and (value < 16 or value % 16):
@@ -102,10 +102,10 @@ def synth(
     as_json: JsonOption = False,
 ) -> None:
     from worldplay_cli.commands.train import run_training_process
-    from worldplay_cli.errors import BadInput
+    from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.output import emit
 
-    from worldplay_cli.settings import load_settings
+    from worldplay_cli.contract.settings import load_settings
 
     if clips + validation == 0:
         raise BadInput("nothing to generate", "pass --clips and/or --validation above 0")

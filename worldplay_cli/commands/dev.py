@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from worldplay_cli.errors import BadInput, WorldplayError
+from worldplay_cli.contract.errors import BadInput, WorldplayError
 from worldplay_cli.output import emit
 
 dev_app = typer.Typer(help="Developer helpers (tiny test models).", no_args_is_help=True)

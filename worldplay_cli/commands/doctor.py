@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from worldplay_cli.errors import WorldplayError
+from worldplay_cli.contract.errors import WorldplayError
 from worldplay_cli.output import emit
 from worldplay_cli.runtime import ConfigOption, JsonOption, RedisUrlOption
 
@@ -38,7 +38,7 @@ def doctor(
     as_json: JsonOption = False,
 ) -> None:
     """Check torch, CUDA, flash-attn, ffmpeg, Redis and the model directory; recommend a setup."""
-    from worldplay_cli.settings import load_settings
+    from worldplay_cli.contract.settings import load_settings
 
     settings = load_settings({"redis_url": redis_url, "model_dir": model_dir}, config)
     report = diagnose(settings, python or sys.executable)
@@ -121,7 +121,7 @@ def check_ffmpeg() -> dict:
 
 def check_redis(settings) -> dict:
     from worldplay_cli import redis_server
-    from worldplay_cli.settings import mask_url
+    from worldplay_cli.contract.settings import mask_url
 
     if settings.redis_url:
         try:

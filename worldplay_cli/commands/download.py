@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from worldplay_cli.errors import BadInput
+from worldplay_cli.contract.errors import BadInput
 from worldplay_cli.output import emit, err_console
 
 LINK_MODES = ("auto", "symlink", "hardlink")
@@ -51,7 +51,7 @@ def download(
     from worldplay_cli.download.modelscope import ModelScopeAccess
     from worldplay_cli.download.plan import build_plan
     from worldplay_cli.download.sizes import parse_size
-    from worldplay_cli.settings import load_settings
+    from worldplay_cli.contract.settings import load_settings
 
     if link not in LINK_MODES:
         raise BadInput(f"unknown --link {link!r}", f"choose one of {', '.join(LINK_MODES)}")

@@ -100,10 +100,10 @@ def generate(
     redis_url: RedisUrlOption = None,
     output_root: OutputRootOption = None,
 ) -> None:
-    from worldplay_cli.errors import BadInput
+    from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.output import emit, err_console, warn
     from worldplay_cli.runtime import Runtime
-    from worldplay_cli.schema import new_job_id
+    from worldplay_cli.contract.specs import new_job_id
     from worldplay_cli.submit import GenerateRequest, check_output_root, prepare, submit
 
     if wait and queue is None:
@@ -111,7 +111,7 @@ def generate(
     if rewrite not in (None, "best-effort", "required"):
         raise BadInput(f"--rewrite {rewrite!r} is not a policy", "use --rewrite or --rewrite required")
     if queue:  # a bare --queue ("") means the default queue, which the settings check
-        from worldplay_cli.settings import check_queue_name
+        from worldplay_cli.contract.settings import check_queue_name
 
         check_queue_name(queue)
     runtime = Runtime(config, redis_url, output_root)
@@ -193,7 +193,7 @@ def _own_paths_allowed(settings, spec) -> dict[str, str]:
 def _rewrite(prepared, settings, policy):
     from worldplay_cli.output import err_console, warn
     from worldplay_cli.rewrite import rewrite_prompt
-    from worldplay_cli.schema import RewriteRecord
+    from worldplay_cli.contract.specs import RewriteRecord
 
     result = rewrite_prompt(prepared.spec.prompt, Path(prepared.spec.image.source), settings, policy)
     if result.warning:
@@ -210,7 +210,7 @@ def _finish(runtime, job_id: str, as_json: bool, worker, queue_name: str | None 
     would run it); without one the job belongs to `queue_name`, and Ctrl+C only stops following it.
     """
     from worldplay_cli import jobs
-    from worldplay_cli.errors import WorldplayError
+    from worldplay_cli.contract.errors import WorldplayError
     from worldplay_cli.output import emit
 
     try:
@@ -263,7 +263,7 @@ def _follow(runtime, job_id: str, worker, show: bool, queue_name: str | None = N
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
     from worldplay_cli import jobs
-    from worldplay_cli.errors import WorldplayError
+    from worldplay_cli.contract.errors import WorldplayError
     from worldplay_cli.output import err_console, warn
 
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[detail]}"))
@@ -320,8 +320,8 @@ def _stop_worker(worker) -> None:
 
 
 def _forget_queue(conn, queue_name: str) -> None:
-    from worldplay_cli.queue import rq_queue
-    from worldplay_cli.schema import QUEUES_SET
+    from worldplay_cli.contract.queue import rq_queue
+    from worldplay_cli.contract.specs import QUEUES_SET
 
     rq_queue(conn, queue_name).delete(delete_jobs=False)
     conn.srem(QUEUES_SET, queue_name)

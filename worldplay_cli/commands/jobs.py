@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _runtime(config, redis_url, output_root):
-    from worldplay_cli.queue import reap
+    from worldplay_cli.contract.queue import reap
     from worldplay_cli.runtime import Runtime
 
     runtime = Runtime(config, redis_url, output_root)
@@ -76,7 +76,7 @@ def list_command(
     from worldplay_cli.output import emit
 
     if queue is not None:
-        from worldplay_cli.settings import check_queue_name
+        from worldplay_cli.contract.settings import check_queue_name
 
         check_queue_name(queue)
     runtime = _runtime(config, redis_url, output_root)
@@ -192,7 +192,7 @@ def logs_command(
 def _each(runtime, job_ids: list[str], action, as_json: bool) -> None:
     """Apply `action` to every job the user named; report each, exit with the first error's code."""
     from worldplay_cli import jobs
-    from worldplay_cli.errors import BadInput
+    from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.output import emit
 
     results: list[dict] = []
@@ -213,7 +213,7 @@ def _each(runtime, job_ids: list[str], action, as_json: bool) -> None:
     emit(results, as_json, render)
     # Errors go to stderr with --json too (one `error: ... (hint: ...)` line per job that failed).
     if errors:
-        from worldplay_cli.errors import format_error
+        from worldplay_cli.contract.errors import format_error
         from worldplay_cli.output import err_console
 
         for result in results:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from worldplay_cli.errors import WorldplayError
+from worldplay_cli.contract.errors import WorldplayError
 from worldplay_cli.output import emit
 
 models_app = typer.Typer(help="Inspect, verify and remove downloaded weights.", no_args_is_help=True)
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _model_dir(model_dir: Optional[Path]) -> Path:
-    from worldplay_cli.settings import load_settings
+    from worldplay_cli.contract.settings import load_settings
 
     return load_settings({"model_dir": model_dir}).model_dir.expanduser().absolute()
 

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Rewrite a prompt through the configured OpenAI-compatible endpoint and show original vs rewritten."""
         from worldplay_cli.rewrite import rewrite_prompt
-        from worldplay_cli.settings import load_settings
+        from worldplay_cli.contract.settings import load_settings
         from worldplay_cli.submit import image_path_for
 
         task = "i2v" if image is not None else "t2v"

@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _settings(config, port=None):
-    from worldplay_cli.errors import BadInput
-    from worldplay_cli.settings import load_settings
+    from worldplay_cli.contract.errors import BadInput
+    from worldplay_cli.contract.settings import load_settings
 
     settings = load_settings({"server": {"port": port}}, config)
     if settings.redis_url:

@@ -37,7 +37,7 @@ def run_training_process(arguments: list[str], processes: int = 1) -> dict:
     A Ctrl+C reaches the child too (same process group); it finishes the step, saves and exits, and we
     wait for that instead of leaving it orphaned.
     """
-    from worldplay_cli.errors import BadInput, WorldplayError
+    from worldplay_cli.contract.errors import BadInput, WorldplayError
 
     process = subprocess.Popen(training_process_command(arguments, processes), stdout=subprocess.PIPE, text=True)
     last: dict = {}
@@ -74,13 +74,13 @@ def train(
     redis_url: RedisUrlOption = None,
     output_root: OutputRootOption = None,
 ) -> None:
-    from worldplay_cli.errors import BadInput
+    from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.output import emit
-    from worldplay_cli.train_config import check_paths, load_train_config
+    from worldplay_cli.contract.training import check_paths, load_train_config
 
     overrides = overrides or []
     if queue_name is not None:
-        from worldplay_cli.settings import check_queue_name
+        from worldplay_cli.contract.settings import check_queue_name
 
         check_queue_name(queue_name, "--queue-name")
     if target[0] == "resume":
@@ -111,10 +111,10 @@ def _set_args(overrides: list[str]) -> list[str]:
 
 
 def _resolve_run(reference: str, config, redis_url, output_root) -> Path:
-    from worldplay_cli.errors import BadInput
+    from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.runtime import Runtime
 
-    from worldplay_cli.schema import job_id_token
+    from worldplay_cli.contract.specs import job_id_token
 
     path = Path(reference)
     if path.exists():
@@ -140,9 +140,9 @@ def _enqueue(train_config, gpus: int, queue_name: str | None, config, redis_url,
     from worldplay_cli.jobs import unserved_queue_warning
     from worldplay_cli.output import warn
     from worldplay_cli.runtime import Runtime
-    from worldplay_cli.schema import new_job_id
+    from worldplay_cli.contract.specs import new_job_id
     from worldplay_cli.submit import check_output_root
-    from worldplay_cli.train_config import DEFAULT_TRAIN_QUEUE, TrainJobSpec, enqueue_train
+    from worldplay_cli.contract.training import DEFAULT_TRAIN_QUEUE, TrainJobSpec, enqueue_train
 
     runtime = Runtime(config, redis_url, output_root)
     check_output_root(runtime.settings)

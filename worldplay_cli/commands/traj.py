@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from worldplay_cli.errors import BadInput
+from worldplay_cli.contract.errors import BadInput
 from worldplay_cli.output import emit
 
 SPEC_HELP = "A pose string (e.g. 'w-31'), a preset name (see `worldplay traj presets`) or a trajectory file."
@@ -56,7 +56,7 @@ def _check_output(path: Path, force: bool) -> None:
 
 def _load(spec: str, fmt: Optional[str] = None):
     from trajectories import Trajectory, resolve
-    from worldplay_cli.settings import load_settings
+    from worldplay_cli.contract.settings import load_settings
 
     load_settings()  # the limits.* settings: how long a trajectory, how large a file, may be
 

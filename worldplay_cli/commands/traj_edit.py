@@ -57,7 +57,7 @@ def edit(
     from functools import partial
 
     from trajectories import CHUNK, MODELS, frames_to_latents
-    from worldplay_cli.errors import BadInput
+    from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.output import emit
 
     if model not in MODELS:
@@ -120,7 +120,7 @@ def _open(file: str | None):
     from trajectories import resolve
     from trajectories.formats import detect_format
     from trajectories.official import read_json
-    from worldplay_cli.errors import BadInput
+    from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.tui.editor.document import Document, document_from_trajectory
 
     if file is None:
@@ -142,7 +142,7 @@ def _load_image(path: Path):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from worldplay_cli.errors import BadInput
+    from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.submit import check_image_pixels
 
     if not path.is_file():

@@ -50,7 +50,7 @@ def worker(
     from worldplay_cli.submit import check_output_root
 
     if queue is not None:
-        from worldplay_cli.settings import check_queue_name
+        from worldplay_cli.contract.settings import check_queue_name
 
         check_queue_name(queue)
     runtime = Runtime(config, redis_url, output_root)

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from worldplay_cli.errors import BadInput
+from worldplay_cli.contract.errors import BadInput
 
 Source = Literal["huggingface", "modelscope"]
 

@@ -17,7 +17,7 @@ from worldplay_cli.download.plan import Plan, PlannedFile, PlannedPiece
 from worldplay_cli.download.sizes import format_size
 from worldplay_cli.download.store import file_sha256, git_blob_sha1
 from worldplay_cli.download.transfer import AccessDenied
-from worldplay_cli.errors import WorldplayError
+from worldplay_cli.contract.errors import WorldplayError
 
 
 class Reporter(Protocol):

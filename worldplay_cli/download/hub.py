@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from worldplay_cli.download.catalog import Piece
 from worldplay_cli.download.manifest import FileRecord
 from worldplay_cli.download.transfer import fetch
-from worldplay_cli.errors import WorldplayError
+from worldplay_cli.contract.errors import WorldplayError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 

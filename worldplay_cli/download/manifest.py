@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worldplay_cli.download.catalog import Source
-from worldplay_cli.errors import WorldplayError
+from worldplay_cli.contract.errors import WorldplayError
 
 MANIFEST_VERSION = 1
 

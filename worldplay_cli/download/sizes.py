@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from worldplay_cli.errors import BadInput
+from worldplay_cli.contract.errors import BadInput
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
           "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from worldplay_cli.errors import WorldplayError
+from worldplay_cli.contract.errors import WorldplayError
 
 CHUNK_SIZE = 8 << 20
 MAX_STALLED_ATTEMPTS = 5

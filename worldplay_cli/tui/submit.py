@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from redis import Redis
 
-    from worldplay_cli.settings import Settings
+    from worldplay_cli.contract.settings import Settings
     from worldplay_cli.submit import PreparedJob
 
 
@@ -26,7 +26,7 @@ class Submitted:
 
 def enqueue_prepared(conn: Redis, settings: Settings, prepared: PreparedJob, queue: str | None = None) -> Submitted:
     """Write the inputs of a `prepare`d job and enqueue it on `queue` (default: the settings' queue)."""
-    from worldplay_cli.schema import new_job_id
+    from worldplay_cli.contract.specs import new_job_id
     from worldplay_cli.submit import check_output_root, submit
 
     check_output_root(settings)

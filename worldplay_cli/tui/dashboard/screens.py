@@ -322,7 +322,7 @@ class RequeueScreen(ModalScreen[tuple[dict[str, Any], str | None] | None]):
 
     def changes(self) -> dict[str, Any]:
         """Fields whose text differs from the original, converted to the spec's types."""
-        from worldplay_cli.errors import BadInput
+        from worldplay_cli.contract.errors import BadInput
 
         changes: dict[str, Any] = {}
         for name in EDITABLE_FIELDS:
@@ -343,7 +343,7 @@ class RequeueScreen(ModalScreen[tuple[dict[str, Any], str | None] | None]):
         return changes
 
     def action_submit(self) -> None:
-        from worldplay_cli.errors import BadInput
+        from worldplay_cli.contract.errors import BadInput
 
         try:
             changes = self.changes()
@@ -419,7 +419,7 @@ class SubmitScreen(ModalScreen["Submitted | None"]):
 
     def request(self) -> tuple[GenerateRequest, str | None]:
         """The form as a `GenerateRequest` and its queue; BadInput for a seed that is not a number."""
-        from worldplay_cli.errors import BadInput
+        from worldplay_cli.contract.errors import BadInput
         from worldplay_cli.submit import GenerateRequest
 
         def text(name: str) -> str:
@@ -440,7 +440,7 @@ class SubmitScreen(ModalScreen["Submitted | None"]):
         return request, text("queue") or None
 
     def action_submit(self) -> None:
-        from worldplay_cli.errors import BadInput
+        from worldplay_cli.contract.errors import BadInput
 
         try:
             request, queue = self.request()

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from worldplay_cli.errors import BadInput, WorldplayError
+from worldplay_cli.contract.errors import BadInput, WorldplayError
 from worldplay_cli.jobs_index import JobQuery, SortedPage
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from worldplay_cli.jobs import JobRow, WorkerRow
-    from worldplay_cli.settings import Settings
+    from worldplay_cli.contract.settings import Settings
     from worldplay_cli.submit import GenerateRequest
     from worldplay_cli.tui.submit import Submitted
 
@@ -166,7 +166,7 @@ def read_request_file(path: Path) -> tuple[dict, str | None]:
         raise BadInput(f"cannot read spec file {path}: {exc.strerror}") from None
     try:
         if path.suffix == ".toml":
-            from worldplay_cli.settings import tomllib
+            from worldplay_cli.contract.settings import tomllib
 
             data = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
@@ -196,7 +196,7 @@ class RedisSource:
         import redis
 
         from worldplay_cli.jobs_index import JobsIndex
-        from worldplay_cli.settings import mask_url
+        from worldplay_cli.contract.settings import mask_url
 
         self.settings = settings
         self.location = mask_url(url)
@@ -336,7 +336,7 @@ class RedisSource:
         return "workers resumed"
 
     def submit_choices(self) -> SubmitChoices:
-        from worldplay_cli.schema import VARIANT_DEFAULTS, engine_table
+        from worldplay_cli.contract.specs import VARIANT_DEFAULTS, engine_table
 
         settings = self.settings
         return SubmitChoices(

@@ -128,7 +128,7 @@ class SubmitScreen(ModalScreen[str | None]):
         self._job_id: str | None = None
 
     def compose(self) -> ComposeResult:
-        from worldplay_cli.schema import engine_table
+        from worldplay_cli.contract.specs import engine_table
 
         engines = [(name, name) for name in sorted(engine_table())]
         with Vertical(classes="dialog", id="submit-dialog"):
@@ -174,7 +174,7 @@ class SubmitScreen(ModalScreen[str | None]):
     @work(thread=True, exclusive=True, group="submit")
     def _run(self, form: SubmitForm) -> None:
         from trajectories import TrajectoryError
-        from worldplay_cli.errors import WorldplayError
+        from worldplay_cli.contract.errors import WorldplayError
 
         try:
             submitted = self._submit(form)

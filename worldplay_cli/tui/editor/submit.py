@@ -13,7 +13,7 @@ from worldplay_cli.tui.submit import Submitted, enqueue_prepared
 if TYPE_CHECKING:
     from redis import Redis
 
-    from worldplay_cli.settings import Settings
+    from worldplay_cli.contract.settings import Settings
 
 
 @dataclass(frozen=True)

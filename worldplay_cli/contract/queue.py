@@ -29,7 +29,7 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from worldplay_cli.schema import (
+from worldplay_cli.contract.specs import (
     ALLOWED_TASKS,
     JOBS_INDEX,
     QUEUES_SET,
@@ -40,12 +40,12 @@ from worldplay_cli.schema import (
     run_key,
     summary,
 )
-from worldplay_cli.settings import open_job_file
+from worldplay_cli.contract.settings import open_job_file
 
 if TYPE_CHECKING:
     from redis import Redis
 
-    from worldplay_cli.settings import Settings
+    from worldplay_cli.contract.settings import Settings
 
 log = logging.getLogger("worldplay.queue")
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from worldplay_cli.errors import BadInput
+from worldplay_cli.contract.errors import BadInput
 
 CONFIG_VERSION = 1
 DATASET_VERSION = 1
@@ -325,8 +325,8 @@ def enqueue_train(conn, settings, spec: TrainJobSpec, job_id: str, queue_name: s
 
     from rq import Retry
 
-    from worldplay_cli.queue import rq_queue
-    from worldplay_cli.schema import JOBS_INDEX, QUEUES_SET
+    from worldplay_cli.contract.queue import rq_queue
+    from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET
 
     queue = rq_queue(conn, queue_name)
     method = spec.config.method

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from worldplay_cli.settings import MemoryProfile, Variant
+from worldplay_cli.contract.settings import MemoryProfile, Variant
 
 SCHEMA_VERSION = 1
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from worldplay_cli.errors import BadInput, WorldplayError
+from worldplay_cli.contract.errors import BadInput, WorldplayError
 
 if sys.version_info >= (3, 11):
     import tomllib
