@@ -187,13 +187,14 @@ def test_official_jobs_through_a_real_worker(cli, redis_conn, official_env, star
 
 def test_checkout_is_the_workers_setting_or_one_the_worker_allows(worldplay_env, monkeypatch, tmp_path):
     from worker.engines.official import official_repo_for
-    from worker.runner import JobFailed
+    from worldplay_cli.contract.settings import load_settings
+    from worker.job import JobFailed
 
-    assert official_repo_for(spec()) is None
+    assert official_repo_for(spec(), load_settings()) is None
     monkeypatch.setenv("WORLDPLAY_OFFICIAL_REPO", str(tmp_path / "HY-WorldPlay"))
-    assert official_repo_for(spec()) == tmp_path / "HY-WorldPlay"
+    assert official_repo_for(spec(), load_settings()) == tmp_path / "HY-WorldPlay"
     with pytest.raises(JobFailed) as refused:
-        official_repo_for(spec(official_repo=str(tmp_path / "mine")))
+        official_repo_for(spec(official_repo=str(tmp_path / "mine")), load_settings())
     assert refused.value.failure.kind == "refused" and "worker.official_repos" in refused.value.failure.hint
     monkeypatch.setenv("WORLDPLAY_WORKER__OFFICIAL_REPOS", str(tmp_path / "mine"))
-    assert official_repo_for(spec(official_repo=str(tmp_path / "mine"))) == tmp_path / "mine"
+    assert official_repo_for(spec(official_repo=str(tmp_path / "mine")), load_settings()) == tmp_path / "mine"

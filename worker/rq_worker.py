@@ -47,7 +47,8 @@ from worldplay_cli.contract.specs import Failure, cancel_key
 from worldplay_cli.contract.settings import Settings
 from worker import proctree, tasks  # noqa: F401 (tasks: imported once here, not in every forked horse)
 from worker.progress import JobCanceled
-from worker.runner import ORPHANED, disowned, record_end
+from worker.job import record_end
+from worker.runner import ORPHANED, disowned
 
 _PARENT_POLL_S = 0.5
 MAINTENANCE_INTERVAL_S = 30

@@ -6,10 +6,11 @@
    mixes with a dead run's files.
 4. Check the video decodes to the promised frames and size, re-check the claim, and link it into place
    as `video.mp4` (a link never replaces an existing file). Only then is the manifest 'finished'.
-Any failure is classified (bad input, timeout, canceled, OOM, engine error, ...), written to the job
-meta, the manifest and the log, and re-raised so rq records the job as failed; except when this run no
-longer owns the job (its worker died, or a re-run took it over): then it records nothing, since whatever
-it saw (an encoder killed under it, a refused commit) is not the job's outcome.
+Any failure is classified (`worker.job.classify`: bad input, timeout, canceled, OOM, engine error, ...),
+written to the job meta, the manifest and the log (`worker.job.record_end`), and re-raised so rq records
+the job as failed; except when this run no longer owns the job (its worker died, or a re-run took it
+over): then it records nothing, since whatever it saw (an encoder killed under it, a refused commit) is
+not the job's outcome.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from worldplay_cli.contract.queue import append_log, end_manifest, note_attempt, write_json_atomic
+from worldplay_cli.contract.queue import write_json_atomic
 from worldplay_cli.contract.specs import Failure, JobSpec, Manifest, Progress, Timings, VideoInfo, run_key
-from worldplay_cli.contract.settings import Settings, job_file_mode, load_settings, settings_to_dict
+from worldplay_cli.contract.settings import job_file_mode, load_settings, settings_to_dict
 from worker import proctree
-from worker.engines import InputError, JobInputs, UnknownEngine, get_engine
-from worker.progress import JobCanceled, Reporter, RunTakenOver
+from worker.engines import get_engine
+from worker.job import InputError, JobFailed, JobInputs, classify, record_end
+from worker.progress import Reporter, RunTakenOver
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -43,14 +43,6 @@ if TYPE_CHECKING:
 # Set in the work horse once its worker process is gone (`WorldplayWorker._die_with_parent`): the job is
 # the reaper's to re-queue now, and the errors its teardown causes here are not the job's outcome.
 ORPHANED = threading.Event()
-
-
-class JobFailed(Exception):
-    """A failure the runner has already classified."""
-
-    def __init__(self, failure: Failure):
-        super().__init__(failure.message)
-        self.failure = failure
 
 
 TAKEN_OVER = "another run of this job took over (this one was presumed dead)"
@@ -63,49 +55,6 @@ def disowned(exc: BaseException | None) -> bool:
     if ORPHANED.is_set() or isinstance(exc, RunTakenOver):
         return True
     return isinstance(exc, JobFailed) and exc.failure.kind == "worker_lost"
-
-
-def classify(exc: BaseException, spec: JobSpec | None) -> Failure:
-    """One user-facing line (and a hint) for whatever ended the job."""
-    from rq.timeouts import JobTimeoutException
-
-    if isinstance(exc, JobFailed):
-        return exc.failure
-    if isinstance(exc, JobCanceled):
-        return Failure(kind="canceled", message="canceled by the user")
-    if isinstance(exc, JobTimeoutException):
-        limit = f" of {spec.timeout_s} s" if spec else ""
-        return Failure(kind="timeout", message=f"job exceeded its timeout{limit}", hint="raise --timeout (or job_timeout_s)")
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return Failure(
-            kind="oom",
-            message=f"out of memory: {_one_line(exc)}",
-            hint="use fewer frames, a smaller resolution, more GPUs per job or a lower-memory profile",
-        )
-    if isinstance(exc, (ValidationError, InputError)):
-        return Failure(kind="bad_input", message=_one_line(exc), hint="re-submit the job with `worldplay generate`")
-    if isinstance(exc, UnknownEngine):
-        return Failure(kind="refused", message=_one_line(exc), hint="run this engine on a worker that has it installed")
-    return Failure(kind="engine_error", message=f"{type(exc).__name__}: {_one_line(exc)}", hint="see the job log")
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        return f"invalid job spec: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def record_end(conn: Redis, settings: Settings, job: Job, failure: Failure, status: str = "failed") -> None:
-    """Failure bookkeeping shared by the runner and the worker process (when the horse could not do it)."""
-    job.get_meta(refresh=True)
-    job.meta["failure"] = failure.model_dump()
-    note_attempt(job, failure)
-    job.save_meta()
-    directory = Path(settings.output_root) / job.id
-    append_log(conn, settings, job.id, f"{status}: {failure.message}", directory / "log.txt")
-    end_manifest(directory, status, failure)
 
 
 def _versions() -> dict[str, str]:

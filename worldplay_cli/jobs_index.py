@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from worldplay_cli.jobs import ENDED, STATUSES, JobRow, job_rows
 from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET
+from worldplay_cli.rows import ENDED, STATUSES, JobRow, job_rows
 
 if TYPE_CHECKING:
     from redis import Redis

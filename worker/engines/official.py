@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.engines import EngineResult, JobInputs
+from worker.job import EngineResult, JobFailed, JobInputs, allowed_path, refuse
 
 if TYPE_CHECKING:
+    from worldplay_cli.contract.settings import Settings
     from worldplay_cli.contract.specs import JobSpec
     from worker.progress import Reporter
 
@@ -141,13 +142,9 @@ def console_lines(line: str) -> list[str]:
     return [piece for piece in pieces if piece.strip() and not _TQDM.search(piece.encode())]
 
 
-def official_repo_for(spec: JobSpec) -> Path | None:
+def official_repo_for(spec: JobSpec, settings: Settings) -> Path | None:
     """The checkout to execute: the worker's, never one a job brings (whoever can enqueue would run code
     on every worker); a job may pick one of `official_repo` + `worker.official_repos`."""
-    from worldplay_cli.contract.settings import load_settings
-    from worker.engines import allowed_path
-
-    settings = load_settings()
     return allowed_path(spec.official_repo, settings.official_repo, settings.worker.official_repos, "official checkout", "worker.official_repos")
 
 
@@ -174,27 +171,21 @@ class OfficialEngine:
 
     def run(self, spec: JobSpec, inputs: JobInputs, out_dir: Path, reporter: Reporter) -> EngineResult:
         from worldplay_cli.contract.specs import Failure
-        from worldplay_cli.contract.settings import load_settings
-        from worker.engines.native import model_dir_for
         from worker.parallel.launch import free_port
-        from worker.pipeline.model_dir import ModelDirError, resolve_model_dir
-        from worker.runner import JobFailed
+        from worker.pipeline.model_dir import resolve_model_dir
         from worker.runtime.memory_profiles import requested_profile
+        from worker.runtime.render import model_dir_for, refusing_unusable_model_dirs
 
+        settings = reporter.settings
         reporter.plan({"load": 0.15, "generate": 0.8, "collect": 0.05})
         reporter.stage("load")
-        repo = official_repo_for(spec)
+        repo = official_repo_for(spec, settings)
         if repo is None or not (repo / SCRIPT).is_file():
             where = f"{repo} has no {SCRIPT}" if repo else "no HY-WorldPlay checkout is configured"
-            raise JobFailed(
-                Failure(kind="refused", message=f"official engine: {where}",
-                        hint="clone Tencent-Hunyuan/HY-WorldPlay on the worker host and set official_repo there")
-            )  # fmt: skip
-        model_dir = model_dir_for(spec)
-        try:
+            refuse(f"official engine: {where}", "clone Tencent-Hunyuan/HY-WorldPlay on the worker host and set official_repo there")
+        model_dir = model_dir_for(spec, settings)
+        with refusing_unusable_model_dirs():
             paths = resolve_model_dir(model_dir, spec.variant)
-        except ModelDirError as error:
-            raise JobFailed(Failure(kind="refused", message=error.message, hint=error.hint or None)) from None
 
         # 1. a private directory per attempt: the pose as JSON, the official output dir, torchrun's logs
         run_dir = out_dir / "official"
@@ -202,7 +193,7 @@ class OfficialEngine:
         pose_json = run_dir / "pose.json"
         pose_json.write_bytes(inputs.trajectory_path.read_bytes())
         output_dir, log_dir = run_dir / "output", run_dir / "logs"
-        profile = requested_profile(spec)
+        profile = requested_profile(spec, settings)
         arguments = official_arguments(spec, model_dir, paths.action_checkpoint, inputs.image_path, pose_json, output_dir, profile)
         python = os.environ.get(PYTHON_ENV) or sys.executable
         nproc = max(1, spec.gpus)
@@ -245,11 +236,11 @@ class OfficialEngine:
                     break
                 time.sleep(_POLL_S)
         finally:
-            _stop(process, load_settings().worker.kill_grace_s)
+            _stop(process, settings.worker.kill_grace_s)
 
         # 3. the verdict and the video
         if process.returncode != 0:
-            raise JobFailed(_failure(process.returncode, tail_lines, log_dir, spec))
+            raise JobFailed(_failure(process.returncode, tail_lines, log_dir, spec, profile))
         reporter.stage("collect")
         produced = output_dir / "gen.mp4"
         if not produced.is_file():
@@ -281,9 +272,9 @@ def _stop(process: subprocess.Popen, grace_s: float) -> None:
         process.wait()
 
 
-def _failure(returncode: int, tail_lines: list[str], log_dir: Path, spec: JobSpec):
+def _failure(returncode: int, tail_lines: list[str], log_dir: Path, spec: JobSpec, profile: str):
     from worldplay_cli.contract.specs import Failure
-    from worker.runtime.memory_profiles import oom_hint, requested_profile
+    from worker.runtime.memory_profiles import oom_hint
 
     lines = list(tail_lines)
     for path in sorted(log_dir.glob("**/0/stderr.log")):
@@ -291,7 +282,6 @@ def _failure(returncode: int, tail_lines: list[str], log_dir: Path, spec: JobSpe
     errors = [match.group(1) for line in lines if (match := _ERROR_LINE.match(line))]
     last = errors[-1] if errors else f"exit code {returncode}"
     if any("out of memory" in line.lower() for line in errors):
-        profile = requested_profile(spec)
         hint = oom_hint("offload" if profile == "auto" else profile, max(1, spec.gpus), max(1, spec.gpus))
         return Failure(kind="oom", message=f"official script ran out of memory: {last}", hint=hint)
     return Failure(kind="engine_error", message=f"official script failed: {last}", hint="see the job log")

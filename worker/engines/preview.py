@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.engines import EngineResult, JobInputs
+from worker.job import EngineResult, JobInputs
 
 if TYPE_CHECKING:
     from worker.progress import Reporter

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from worldplay_cli.contract.errors import HintedError
 from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
 
 CONFIG_NAME = "config.json"
@@ -40,16 +41,13 @@ ACTION_CHECKPOINT_DIRS = {
 }
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(HintedError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model; `hint` says what to do about it."""
 
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__(message)
-        self.hint = hint
+    show_hint = True
 
-    def __str__(self) -> str:
-        text = super().__str__()
-        return f"{text} (hint: {self.hint})" if self.hint else text
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message, hint)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from worldplay_cli.contract.errors import HintedError
 from worker.models.checkpoint import (
     ACTION_CHECKPOINT_DIRS as ACTION_DIRS,
     HUB_DISTILLED_NAME,
@@ -59,17 +60,14 @@ SHARED_PIECES: tuple[tuple[str, tuple[str, ...], str], ...] = (
 SR_FILES = (f"{SR_TRANSFORMER_DIR}/config.json", f"{SR_UPSAMPLER_DIR}/config.json")
 
 
-class ModelDirError(Exception):
+class ModelDirError(HintedError):
     """The model directory cannot serve the request; `hint` says what to run, `missing` lists what is absent."""
 
-    def __init__(self, message: str, hint: str = "", missing: list[MissingPiece] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.missing = missing or []
+    show_hint = True
 
-    def __str__(self) -> str:
-        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+    def __init__(self, message: str, hint: str = "", missing: list[MissingPiece] | None = None):
+        super().__init__(message, hint)
+        self.missing = missing or []
 
 
 @dataclass(frozen=True)

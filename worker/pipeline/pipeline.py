@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from worldplay_cli.contract.errors import HintedError
 from worldplay_cli.contract.specs import VARIANT_DEFAULTS
 from worker.models.checkpoint import load_transformer
 from worker.models.scheduler import FlowMatchScheduler
@@ -40,16 +41,13 @@ CHUNK_LATENTS = {"bi": 16, "ar": 4, "ar-rl": 4, "ar-distilled": 4}
 FPS = 24
 
 
-class GenerationError(ValueError):
+class GenerationError(HintedError, ValueError):
     """A request the pipeline cannot serve (frame count, sizes, inputs); `hint` says how to fix it."""
 
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+    show_hint = True
 
-    def __str__(self) -> str:
-        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message, hint)
 
 
 @dataclass(frozen=True)

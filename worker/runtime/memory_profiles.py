@@ -130,11 +130,9 @@ def choose_profile(
     )  # fmt: skip
 
 
-def requested_profile(spec) -> str:
+def requested_profile(spec, settings) -> str:
     """The job's memory profile, else the worker's `memory_profile` setting (default `auto`)."""
-    from worldplay_cli.contract.settings import load_settings
-
-    return spec.memory_profile or load_settings().memory_profile
+    return spec.memory_profile or settings.memory_profile
 
 
 def next_profile(profile: str) -> str | None:

@@ -3,7 +3,7 @@
 The ranks keep the pipeline loaded between jobs. Rank 0 takes jobs from the supervisor over the control
 socket and broadcasts each one to the other ranks over the process group; while idle it broadcasts a
 heartbeat every `TICK_S`, so idle ranks never sit in a collective long enough to time out and a dead peer
-is noticed by the next tick. Every rank renders the job with the native engine's `render` (the
+is noticed by the next tick. Every rank renders the job with `worker.runtime.render.render` (the
 transformer is sequence parallel across them); rank 0 writes the video and reports stages, steps, logs
 and the result.
 
@@ -31,11 +31,9 @@ import torch
 import torch.distributed as dist
 
 from worldplay_cli.contract.specs import JobSpec
-from worker.engines import JobInputs
-from worker.engines.native import refusing_unusable_model_dirs, render
+from worker.job import JobFailed, JobInputs
 from worker.parallel.launch import init_from_env
 from worker.progress import JobCanceled
-from worker.runner import JobFailed
 from worker.runtime.memory_profiles import (
     POLICIES,
     RELEASED_TRANSFORMER_PARAMS,
@@ -46,6 +44,7 @@ from worker.runtime.memory_profiles import (
     oom_hint,
 )
 from worker.runtime.protocol import Connection, ConnectionClosed
+from worker.runtime.render import refusing_unusable_model_dirs, render
 
 TICK_S = 1.0
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from worldplay_cli.contract.specs import Failure
 from worldplay_cli.contract.training import TrainJobSpec
+from worker.job import JobFailed
 
 LOSS_HISTORY_POINTS = 400
 
@@ -45,7 +46,7 @@ def train(spec_data: dict) -> dict:
     from rq import get_current_job
 
     from worker.progress import Reporter
-    from worker.runner import classify, record_end
+    from worker.job import classify, record_end
     from worker.training.checkpoints import checkpoint_dirs
     from worldplay_cli.contract.settings import OUTPUT_MODES, load_settings
 
@@ -76,15 +77,9 @@ def train(spec_data: dict) -> dict:
         job.save_meta()
         return summary
     except BaseException as error:
-        failure = error.failure if isinstance(error, _TrainingError) else classify(error, None)
+        failure = classify(error, None)
         record_end(conn, settings, job, failure, "stopped" if failure.kind == "canceled" else "failed")
         raise
-
-
-class _TrainingError(Exception):
-    def __init__(self, failure: Failure):
-        super().__init__(failure.message)
-        self.failure = failure
 
 
 def _supervise(command: list[str], directory: Path, job, reporter) -> dict:
@@ -127,9 +122,9 @@ def _supervise(command: list[str], directory: Path, job, reporter) -> dict:
         raise JobCanceled("canceled by the user (checkpoint saved)")
     if last.get("kind") == "error":
         kind = "bad_input" if code == 2 else "engine_error"
-        raise _TrainingError(Failure(kind=kind, message=last["message"], hint=last.get("hint")))
+        raise JobFailed(Failure(kind=kind, message=last["message"], hint=last.get("hint")))
     if code != 0 or last.get("kind") != "summary":
-        raise _TrainingError(Failure(kind="engine_error", message=f"training process exited with code {code}", hint=f"see {directory / 'train.log'}"))
+        raise JobFailed(Failure(kind="engine_error", message=f"training process exited with code {code}", hint=f"see {directory / 'train.log'}"))
     if last.get("stopped"):
         raise JobCanceled("stopped (checkpoint saved)")
     return {key: value for key, value in last.items() if key != "kind"}

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from worldplay_cli.contract.errors import BadInput, WorldplayError
+from worldplay_cli.contract.errors import BadInput, WorldplayError, first_error
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -248,10 +248,8 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
         raise BadInput(
-            f"invalid setting {where}: {first['msg'].removeprefix('Value error, ')}",
+            f"invalid setting {first_error(exc)}",
             f"check {path}, WORLDPLAY_* environment variables and flags",
         ) from None
     apply_limits(settings)
@@ -308,10 +306,8 @@ def set_config_value(path: Path, key: str, value: str) -> Any:
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or key
         raise BadInput(
-            f"invalid setting {where}: {first['msg'].removeprefix('Value error, ')}", "see `worldplay config show` for the names"
+            f"invalid setting {first_error(exc, key)}", "see `worldplay config show` for the names"
         ) from None
     node: Any = settings
     for part in keys:

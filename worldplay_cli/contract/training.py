@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.contract.errors import BadInput, first_error
 
 CONFIG_VERSION = 1
 DATASET_VERSION = 1
@@ -361,13 +361,6 @@ def enqueue_train(conn, settings, spec: TrainJobSpec, job_id: str, queue_name: s
 
 
 # --- loading with overrides ------------------------------------------------------------------------------
-
-
-def first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"] if not str(part).startswith("function-"))
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{location}: {message}" if location else message
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

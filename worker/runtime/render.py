@@ -1,0 +1,98 @@
+"""What every rank of a resident group does with the loaded pipeline for one job (`render`), and the
+model-directory checks both GPU engines share (`model_dir_for`, `refusing_unusable_model_dirs`).
+
+They live on the runtime floor, below the engines: `worker.runtime.rank` renders, `worker.engines.native`
+and `worker.engines.official` pick the model directory, and nothing here imports an engine or the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from worker.job import JobInputs, allowed_path, refuse
+
+if TYPE_CHECKING:
+    from worker.models.vae import SpatialTiling
+    from worker.pipeline.pipeline import WorldPlayPipeline
+    from worldplay_cli.contract.settings import Settings
+    from worldplay_cli.contract.specs import JobSpec
+
+
+class RenderReporter(Protocol):
+    """What `render` reports through: the job's `Reporter` or a rank's relay to the supervisor."""
+
+    def stage(self, name: str) -> None: ...
+    def update(self, step: int, total: int | None = None, chunk: int | None = None, num_chunks: int | None = None) -> None: ...
+    def log(self, message: str) -> None: ...
+
+
+def model_dir_for(spec: JobSpec, settings: Settings) -> Path:
+    """The model directory the job runs from: the worker's `model_dir`, or one of `worker.model_dirs`."""
+    return allowed_path(spec.model_dir, settings.model_dir, settings.worker.model_dirs, "model directory", "worker.model_dirs")
+
+
+@contextmanager
+def refusing_unusable_model_dirs() -> Iterator[None]:
+    """A model directory this worker cannot serve the job from fails the job as `refused`."""
+    from worker.pipeline.model_dir import ModelDirError
+
+    try:
+        yield
+    except ModelDirError as error:
+        refuse(error.message, error.hint)
+
+
+def render(
+    pipeline: WorldPlayPipeline,
+    spec: JobSpec,
+    inputs: JobInputs,
+    video: Path | None,
+    reporter: RenderReporter,
+    tiling: SpatialTiling | None = None,
+) -> dict:
+    """Generate `spec` with a loaded pipeline into `video` (None: compute alongside, keep no file, as the
+    other ranks of a sequence-parallel group do). Returns the engine facts for the manifest."""
+    from worker.pipeline.pipeline import GenerationError, GenerationOptions
+
+    transformer = pipeline.transformer
+    facts = {
+        "variant": spec.variant,
+        "model_dir": str(pipeline.paths.root),
+        "checkpoint": str(pipeline.paths.action_checkpoint),
+        "device": str(pipeline.device),
+        "dtype": str(transformer.dtype).removeprefix("torch."),
+        "attention": transformer.attention_backend_in_use(),
+    }
+    reporter.log(
+        f"native: {spec.variant} from {facts['model_dir']} on {facts['device']} ({facts['dtype']}, attention {facts['attention']})"
+    )
+    options = GenerationOptions(
+        seed=spec.seed,
+        num_inference_steps=spec.steps,
+        guidance_scale=spec.guidance,
+        negative_prompt=spec.negative_prompt,
+        width=spec.width,
+        height=spec.height,
+        fps=spec.fps,
+        tiling=tiling,
+    )
+
+    def on_step(event) -> None:
+        done = event.chunk * event.steps + event.step
+        reporter.update(done, event.num_chunks * event.steps, chunk=event.chunk + 1, num_chunks=event.num_chunks)
+
+    try:
+        result = pipeline.generate(
+            spec.prompt, inputs.load_image(), inputs.load_trajectory(), video, options, on_step=on_step, on_stage=reporter.stage
+        )
+    except GenerationError as error:
+        refuse(error.message, error.hint, kind="bad_input")
+    for chunk in result.chunks:
+        reporter.log(
+            f"chunk {chunk.index + 1}/{len(result.chunks)}: latents {chunk.latents[0]}-{chunk.latents[1] - 1}, "
+            f"{len(chunk.context)} context latents, denoise {chunk.denoise_s:.2f} s, decode {chunk.decode_s:.2f} s"
+        )
+    return {**facts, **result.info()}
