@@ -916,3 +916,17 @@ def test_index_queries_sort_filter_and_page(fresh):
     assert page.counts["queued"] == 5 and page.total == 5
     with pytest.raises(ValueError, match="unknown sort key"):
         index.query(JobQuery(sort="colour"))
+
+
+def test_keys_help_and_palette_come_from_one_command_table():
+    from textual.actions import parse
+
+    from worldplay_cli.tui.dashboard import Dashboard, keymap
+    from worldplay_cli.tui.dashboard.screens import JobDetailScreen
+
+    assert Dashboard.BINDINGS == keymap.bindings("jobs") and JobDetailScreen.BINDINGS == keymap.bindings("detail")
+    for command in keymap.COMMANDS:
+        namespace, name, _ = parse(command.action)
+        owner = JobDetailScreen if command.job_verb else Dashboard
+        assert namespace == "app" or hasattr(owner, f"action_{name}") and hasattr(Dashboard, f"action_{name}"), command
+        assert command.keys or command.palette, f"{command.title}: neither a key nor a palette entry"

@@ -26,7 +26,7 @@ def run(*args: str) -> int:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "xx"], "unknown model 'xx'"),
+        (["--variant", "xx"], "unknown variant 'xx'"),
         (["--frames", "127"], "127 frames is not 4k+1"),
         (["--model", "bi", "--frames", "129"], "not a multiple of 16"),
         (["--image", "/nonexistent/picture.png"], "image not found"),

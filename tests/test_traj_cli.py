@@ -102,8 +102,9 @@ BAD_INPUTS = [
     (["traj", "show", "{file:csv_gap}"], "latent 1 is missing"),
     (["traj", "show", "{file:matrices_shape}"], "expected a list of 4x4 matrices"),
     (["traj", "show", "does/not/exist.json"], "file not found"),
-    (["traj", "show", "w-31", "--model", "xl"], "unknown model 'xl'"),
-    (["traj", "validate", "w-31", "--model", "bi2"], "unknown model 'bi2'"),
+    (["traj", "show", "w-31", "--variant", "xl"], "unknown variant 'xl'"),
+    (["traj", "validate", "w-31", "--model", "bi2"], "unknown variant 'bi2'"),  # --model: the old name, still accepted
+    (["traj", "validate", "w-31", "--variant", "ar", "--model", "bi"], "--variant 'ar' and --model 'bi' disagree"),
     (["traj", "validate", "w-31", "--frames", "0"], "frame count must be a positive whole number"),
     (["traj", "show", "w-31", "--from", "matrices:sideways"], "unknown camera axes 'sideways'"),
     (["traj", "convert", "w-31", "{tmp}/out.json", "--to", "obj"], "unknown trajectory format 'obj'"),
@@ -148,7 +149,7 @@ def test_new_then_show_then_validate(capsys, tmp_path):
     code, out, _ = run(capsys, "traj", "show", str(path))
     assert code == 0 and "W+→ (10)" in out and "top view" in out and "o" in out
 
-    code, out, _ = run(capsys, "traj", "validate", str(path), "--model", "ar", "--frames", "125")
+    code, out, _ = run(capsys, "traj", "validate", str(path), "--variant", "ar", "--frames", "125")
     assert code == 0 and "valid" in out
 
     code, _, _ = run(capsys, "traj", "new", "w-31", "-o", str(path))
@@ -164,7 +165,7 @@ def test_validate_reports_and_fixes(capsys, tmp_path):
     assert any("125 frames need 32 latents" in problem for problem in report["problems"])
     assert [(s["how"], s["num_latents"]) for s in report["suggestions"]] == [("pad", 8), ("trim", 4)]
 
-    code, out, _ = run(capsys, "traj", "validate", "w-3, right-1", "--model", "bi")
+    code, out, _ = run(capsys, "traj", "validate", "w-3, right-1", "--variant", "bi")
     assert code == 2 and "hold the last pose for 11 more latents" in out
 
     fixed = tmp_path / "fixed.json"
@@ -206,3 +207,11 @@ def test_subprocess_bad_input_and_no_torch():
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: pose string: zero duration in 'up-0' (column 6) (hint: durations count latents and must be at least 1)"
+
+
+def test_the_variant_is_spelled_variant_and_the_old_model_still_works(capsys):
+    code, out, _ = run(capsys, "traj", "validate", "--help")
+    assert code == 0 and "--variant" in out and "--model" not in out
+    for flag in ("--variant", "--model", "-m"):
+        code, out, _ = run(capsys, "traj", "validate", "w-3, right-1", flag, "bi")
+        assert code == 2 and "variant bi: invalid" in out

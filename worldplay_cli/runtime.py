@@ -11,42 +11,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
-
-import typer
+from typing import TYPE_CHECKING
 
 from worldplay_cli.contract.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from redis import Redis
-
-ConfigOption = Annotated[
-    Optional[Path], typer.Option("--config", help="Config file (default ~/.config/worldplay/config.toml).", show_default=False)
-]
-def check_redis_url_option(url: Optional[str]) -> Optional[str]:
-    """A `--redis-url` with a scheme worldplay cannot use is bad input, refused before anything runs."""
-    from worldplay_cli.contract.errors import BadInput
-    from worldplay_cli.contract.settings import REDIS_URL_HINT, mask_url, redis_url_problem
-
-    problem = url is not None and redis_url_problem(url)
-    if problem:
-        raise BadInput(f"--redis-url {mask_url(url)!r}: {problem}", REDIS_URL_HINT)
-    return url
-
-
-RedisUrlOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--redis-url",
-        help="redis://, rediss:// or unix:// URL (default: the embedded server).",
-        show_default=False,
-        callback=check_redis_url_option,
-    ),
-]
-OutputRootOption = Annotated[
-    Optional[Path], typer.Option("--output-root", help="Where job directories are written.", show_default=False)
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
 class Runtime:

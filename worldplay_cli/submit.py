@@ -1,5 +1,14 @@
 """From user input to a job on the queue: resolve, validate, store the inputs, enqueue.
 
+`submit_generation` is the one way in: `worldplay generate`, the dashboard's submit form and spec files,
+and the trajectory editor all call it (the editor passes its `Trajectory` object, never a file).
+
+One vocabulary from the command line to the worker: a `worldplay generate` option `--x-y` is the
+`GenerateRequest` field and the `JobSpec` field `x_y`, with two exceptions kept for users' sake:
+`--name` is `output_name` and `--timeout` is `timeout_s` (`OPTION_FOR_FIELD`). On the worker side,
+`GenerationOptions` still says `num_inference_steps`/`guidance_scale` for `steps`/`guidance` (mapped in
+`worker/runtime/render.py`).
+
 Every check runs before anything is written or enqueued, so a bad request leaves no trace: a missing or
 undecodable image, an invalid trajectory, a frame count the variant cannot make, an unknown engine or
 variant, an unwritable output root, an unreachable Redis each give a one-line error (exit 2 or 1).
@@ -35,6 +44,7 @@ from worldplay_cli.contract.settings import OUTPUT_MODES, create_job_dir, write_
 if TYPE_CHECKING:
     from redis import Redis
 
+    from trajectories import Trajectory
     from worldplay_cli.contract.settings import Settings
 
 DEFAULT_POSE = "walk-and-turn"
@@ -53,7 +63,10 @@ def image_path_for(image: str | Path | None) -> Path:
 
 @dataclass
 class GenerateRequest:
-    """What the user asked for; None means "use the default" (settings, variant recipe, image bucket)."""
+    """What the user asked for; None means "use the default" (settings, variant recipe, image bucket).
+
+    `pose` is a pose string, preset name or trajectory file; with a `Trajectory` passed to `prepare`
+    it is only the label the job records as that trajectory's source."""
 
     prompt: str = ""
     image: Path | None = None
@@ -142,8 +155,11 @@ def _size(request: GenerateRequest, image_width: int, image_height: int) -> tupl
     return request.width, request.height
 
 
-def prepare(request: GenerateRequest, settings: Settings) -> PreparedJob:
-    """Resolve and validate everything; touches neither Redis nor the output root."""
+def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory | None = None) -> PreparedJob:
+    """Resolve and validate everything; touches neither Redis nor the output root.
+
+    `trajectory`: an already built trajectory (the editor's) used as it is; `request.pose` then only
+    names its source in the spec. Without one, `request.pose` is resolved."""
     from trajectories import resolve
 
     engine = request.engine or settings.default_engine
@@ -158,14 +174,15 @@ def prepare(request: GenerateRequest, settings: Settings) -> PreparedJob:
     image_path = image_path_for(request.image)
     image_png, image_width, image_height = _load_image(image_path)
 
-    trajectory = resolve(request.pose)
+    if trajectory is None:
+        trajectory = resolve(request.pose)
     report = trajectory.validate(variant, request.frames)
     if not report.ok:
         fixes = "; ".join(f"{s.description} ({s.num_frames} frames)" for s in report.suggestions)
         if not fixes and request.frames is not None:
             fixes = f"this trajectory makes {trajectory.num_frames} frames; omit --frames or change --pose"
         raise BadInput(
-            f"trajectory {_shortened(request.pose)!r}: {report.problems[0]}", fixes or f"check it with `worldplay traj validate --model {variant}`"
+            f"trajectory {_shortened(request.pose)!r}: {report.problems[0]}", fixes or f"check it with `worldplay traj validate --variant {variant}`"
         )
     trajectory_json = json.dumps(trajectory.to_official_json(), indent=2).encode()
 
@@ -210,8 +227,8 @@ def prepare(request: GenerateRequest, settings: Settings) -> PreparedJob:
         if first["type"] == "string_pattern_mismatch":
             message = "use only letters, digits, spaces, '.', '_' and '-'"
         field = str(first["loc"][0]) if first["loc"] else ""
-        if field in _OPTION_FOR_FIELD or field in GenerateRequest.__dataclass_fields__:
-            option = _OPTION_FOR_FIELD.get(field, "--" + field.replace("_", "-"))
+        if field in OPTION_FOR_FIELD or field in GenerateRequest.__dataclass_fields__:
+            option = OPTION_FOR_FIELD.get(field, "--" + field.replace("_", "-"))
             raise BadInput(f"{option} {first.get('input')!r}: {message}", f"see `worldplay generate --help` for {option}") from None
         raise BadInput(
             f"{'.'.join(map(str, first['loc']))}: {message}" if field else message, "see `worldplay generate --help`"
@@ -223,8 +240,8 @@ def _shortened(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# Job spec fields whose generate option is not simply `--<field>`.
-_OPTION_FOR_FIELD = {"timeout_s": "--timeout", "output_name": "--name"}
+# Request/spec fields whose `worldplay generate` option is not simply `--<field>` (kept short for users).
+OPTION_FOR_FIELD = {"timeout_s": "--timeout", "output_name": "--name"}
 
 
 def check_output_root(settings: Settings) -> Path:
@@ -268,3 +285,52 @@ def submit(conn: Redis, settings: Settings, prepared: PreparedJob, queue_name: s
     except redis.RedisError as exc:
         shutil.rmtree(directory, ignore_errors=True)
         raise WorldplayError(f"could not enqueue the job: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    queue: str
+    # No live worker serves the queue: the one-line warning with the command that starts one.
+    warning: str | None = None
+
+
+def submit_generation(
+    request: GenerateRequest | PreparedJob,
+    settings: Settings,
+    conn: Redis,
+    queue: str | None = None,
+    *,
+    trajectory: Trajectory | None = None,
+    job_id: str | None = None,
+    retries_on_lost: int | None = None,
+    check_served: bool = True,
+) -> Submitted:
+    """The one way a generation job gets on a queue: prepare (unless given a `PreparedJob`), check the
+    output root, make the job id (with the request's `output_name` in it), write the inputs, enqueue on
+    `queue` (default: the settings' queue) and, with `check_served`, warn when no live worker serves it.
+
+    `trajectory`: see `prepare`; `job_id`: one made by the caller (`new_job_id`). Blocking (Redis, files): a terminal app calls it from a thread worker.
+    Raises BadInput/WorldplayError/TrajectoryError, and redis errors (other than on enqueueing) as they are.
+    """
+    from worldplay_cli.contract.specs import new_job_id
+
+    prepared = request if isinstance(request, PreparedJob) else prepare(request, settings, trajectory)
+    check_output_root(settings)
+    queue_name = queue or settings.queue.default_queue
+    job_id = job_id or new_job_id(prepared.spec.output_name)
+    submit(conn, settings, prepared, queue_name, job_id, retries_on_lost)
+    return Submitted(job_id, queue_name, queue_warning(conn, settings, queue_name) if check_served else None)
+
+
+def queue_warning(conn: Redis, settings: Settings, queue: str) -> str | None:
+    """`unserved_queue_warning`, except that a Redis error here gives no warning: the job is already
+    enqueued, and a hint that cannot be computed must not turn that into a failure."""
+    import redis
+
+    from worldplay_cli.rows import unserved_queue_warning
+
+    try:
+        return unserved_queue_warning(conn, settings, queue)
+    except redis.RedisError:
+        return None

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from worldplay_cli.runtime import ConfigOption, JsonOption
+from worldplay_cli.options import ConfigOption, JsonOption
 
 config_app = typer.Typer(
     help="Settings: flags > WORLDPLAY_* environment > config file > defaults.", no_args_is_help=True

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from worldplay_cli.runtime import JsonOption
+from worldplay_cli.options import JsonOption
 
 data_app = typer.Typer(
     name="data",

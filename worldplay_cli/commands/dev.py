@@ -19,6 +19,7 @@ from pathlib import Path
 import typer
 
 from worldplay_cli.contract.errors import BadInput, WorldplayError
+from worldplay_cli.options import JsonOption
 from worldplay_cli.output import emit
 
 dev_app = typer.Typer(help="Developer helpers (tiny test models).", no_args_is_help=True)
@@ -40,7 +41,7 @@ def tiny_model(
     hub_names: bool = typer.Option(
         False, "--hub-names", help="Keep the distilled checkpoint's Hub file name (model.safetensors)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    as_json: JsonOption = False,
 ) -> None:
     """Write a tiny random model directory in the official layout (a few MB, no download)."""
     root = write_tiny_model(directory.expanduser().absolute(), seed, hub_names)

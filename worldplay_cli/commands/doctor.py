@@ -20,7 +20,7 @@ from rich.table import Table
 
 from worldplay_cli.contract.errors import WorldplayError
 from worldplay_cli.output import emit
-from worldplay_cli.runtime import ConfigOption, JsonOption, RedisUrlOption
+from worldplay_cli.options import ConfigOption, JsonOption, RedisUrlOption
 
 PROBE_TIMEOUT_S = 120
 STATUS_COLOURS = {"ok": "green", "warn": "yellow", "fail": "red"}

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.options import JsonOption, ModelDirOption
 from worldplay_cli.output import emit, err_console
 
 LINK_MODES = ("auto", "symlink", "hardlink")
@@ -30,7 +31,7 @@ def download(
         None, "--token", help="Hugging Face token (default: HF_TOKEN or `hf auth login`); never printed or stored",
         show_default=False,
     ),
-    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="Layout root (default: the model_dir setting)"),
+    model_dir: ModelDirOption = None,
     local_dir: Optional[Path] = typer.Option(
         None, "--local-dir", help="Put real files here instead of links into the Hugging Face cache"
     ),
@@ -42,7 +43,7 @@ def download(
     offline: bool = typer.Option(False, "--offline", help="No network: use the cache only (same as HF_HUB_OFFLINE=1)"),
     workers: int = typer.Option(8, "--workers", min=1, max=64, help="Files fetched in parallel"),
     link: str = typer.Option("auto", "--link", help="auto (symlink, else hardlink), symlink or hardlink"),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+    as_json: JsonOption = False,
 ) -> None:
     """Download every weight a variant needs, resumably, and lay it out like the official script."""
     from worldplay_cli.download.execute import execute

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperCommand
 
-from worldplay_cli.runtime import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
+from worldplay_cli.options import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
 
 HELP = """Generate a video from an image and a camera trajectory.
 
@@ -101,10 +101,10 @@ def generate(
     output_root: OutputRootOption = None,
 ) -> None:
     from worldplay_cli.contract.errors import BadInput
+    from worldplay_cli.follow import run_foreground, wait_for_job
     from worldplay_cli.output import emit, err_console, warn
     from worldplay_cli.runtime import Runtime
-    from worldplay_cli.contract.specs import new_job_id
-    from worldplay_cli.submit import GenerateRequest, check_output_root, prepare, submit
+    from worldplay_cli.submit import GenerateRequest, check_output_root, prepare, queue_warning, submit_generation
 
     if wait and queue is None:
         raise BadInput("--wait only makes sense with --queue", "without --queue, generate already waits")
@@ -116,6 +116,7 @@ def generate(
         check_queue_name(queue)
     runtime = Runtime(config, redis_url, output_root)
     settings = runtime.settings
+    # Each option is the request field of its name, except --name (output_name) and --timeout (timeout_s).
     request = GenerateRequest(
         prompt=prompt,
         image=image,
@@ -145,49 +146,23 @@ def generate(
     if dry_run:
         emit(prepared.spec.model_dump(mode="json"), as_json=True)
         return
-    check_output_root(settings)
-    conn = runtime.conn
-    job_id = new_job_id(prepared.spec.output_name)
-    if queue is not None:
-        from worldplay_cli.jobs import unserved_queue_warning
-
-        queue_name = queue or settings.queue.default_queue
-        submit(conn, settings, prepared, queue_name, job_id)
-        # From here the job is the queue's: Ctrl+C (at any moment) stops only our following it.
-        with _detach_on_ctrl_c(job_id):
-            warning = unserved_queue_warning(conn, settings, queue_name)
-            if not wait:
-                warn(warning)
-                emit({"job_id": job_id, "queue": queue_name, "status": "queued", "warning": warning}, as_json, lambda c: c.print(job_id))
-                return
-            if not as_json:
-                err_console.print(f"job {job_id} queued on {queue_name}", highlight=False, soft_wrap=True)
-            warn(warning)
-            _finish(runtime, job_id, as_json, worker=None, queue_name=queue_name, warned=warning is not None)
+    check_output_root(settings)  # before the connection: an unusable output root starts no Redis server
+    if queue is None:
+        _print_outcome(run_foreground(runtime, prepared, show=not as_json), as_json)
         return
-    # Foreground: a private queue and a one-job worker for it, cleaned up afterwards.
-    queue_name = f"local-{job_id}"
-    submit(conn, settings, prepared, queue_name, job_id, retries_on_lost=0)
-    worker = runtime.spawn_worker(queue_name, burst=True, max_jobs=1, quiet=True, env_extra=_own_paths_allowed(settings, prepared.spec))
-    try:
-        _finish(runtime, job_id, as_json, worker=worker)
-    finally:
-        _stop_worker(worker)
-        _forget_queue(conn, queue_name)
-
-
-def _own_paths_allowed(settings, spec) -> dict[str, str]:
-    """The foreground worker is this user's, for one job on a private queue: the model directory and
-    checkout named on this command line are its owner's choice, so it may use them. A shared worker uses
-    only what its owner configured (docs/queue-and-workers.md, "Trust model")."""
-    import os
-
-    env = {}
-    for chosen, allowed, name in ((spec.model_dir, settings.worker.model_dirs, "MODEL_DIRS"),
-                                  (spec.official_repo, settings.worker.official_repos, "OFFICIAL_REPOS")):  # fmt: skip
-        if chosen:
-            env[f"WORLDPLAY_WORKER__{name}"] = os.pathsep.join([*map(str, allowed), chosen])
-    return env
+    submitted = submit_generation(prepared, settings, runtime.conn, queue or None, check_served=False)
+    job_id, queue_name = submitted.job_id, submitted.queue
+    # From here the job is the queue's: Ctrl+C (at any moment) stops only our following it.
+    with _detach_on_ctrl_c(job_id):
+        warning = queue_warning(runtime.conn, settings, queue_name)
+        if not wait:
+            warn(warning)
+            emit({"job_id": job_id, "queue": queue_name, "status": "queued", "warning": warning}, as_json, lambda c: c.print(job_id))
+            return
+        if not as_json:
+            err_console.print(f"job {job_id} queued on {queue_name}", highlight=False, soft_wrap=True)
+        warn(warning)
+        _print_outcome(wait_for_job(runtime, job_id, queue_name, show=not as_json, warned=warning is not None), as_json)
 
 
 def _rewrite(prepared, settings, policy):
@@ -203,38 +178,17 @@ def _rewrite(prepared, settings, policy):
     return RewriteRecord(policy=policy, **result.model_dump())
 
 
-def _finish(runtime, job_id: str, as_json: bool, worker, queue_name: str | None = None, warned: bool = False) -> None:
-    """Follow the job to its end (progress on stderr), print the result, exit non-zero on failure.
-
-    `worker` is the private one-job worker of a foreground run (Ctrl+C cancels the job: nobody else
-    would run it); without one the job belongs to `queue_name`, and Ctrl+C only stops following it.
-    """
-    from worldplay_cli import jobs
-    from worldplay_cli.contract.errors import WorldplayError
+def _print_outcome(outcome, as_json: bool) -> None:
     from worldplay_cli.output import emit
 
-    try:
-        row = _follow(runtime, job_id, worker, show=not as_json, queue_name=queue_name, warned=warned)
-    except KeyboardInterrupt:
-        if worker is None:
-            raise
-        status = jobs.cancel_job(runtime.conn, runtime.settings, job_id)
-        raise WorldplayError(f"interrupted; job {job_id} is {status}") from None
-    if row.status != "finished":
-        failure = row.failure or {}
-        raise WorldplayError(
-            f"job {job_id} {row.status}: {failure.get('message', 'see `worldplay jobs show ' + job_id + '`')}",
-            failure.get("hint") or f"worldplay jobs logs {job_id}",
-        )
-    detail = jobs.job_detail(runtime.conn, runtime.settings, job_id, log_lines=0)
-    result = detail["result"] or {}
+    result = outcome.result
 
     def render(console):
-        console.print(f"[green]done[/] in {row.duration_s:.1f} s: {result.get('frames')} frames, "
+        console.print(f"[green]done[/] in {outcome.duration_s:.1f} s: {result.get('frames')} frames, "
                       f"{result.get('width')}x{result.get('height')} @ {result.get('fps'):g} fps")
         console.print(f"video: [bold]{result.get('video')}[/]", soft_wrap=True)
 
-    emit({"job_id": job_id, "status": row.status, **result}, as_json, render)
+    emit(outcome.as_json(), as_json, render)
 
 
 @contextmanager
@@ -251,77 +205,3 @@ def _detach_on_ctrl_c(job_id: str) -> Iterator[None]:
             soft_wrap=True,
         )
         raise typer.Exit(130) from None
-
-
-# While a followed job waits on a shared queue, check this often that some worker still serves it.
-_SERVED_CHECK_S = 5.0
-
-
-def _follow(runtime, job_id: str, worker, show: bool, queue_name: str | None = None, warned: bool = False):
-    import time
-
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-
-    from worldplay_cli import jobs
-    from worldplay_cli.contract.errors import WorldplayError
-    from worldplay_cli.output import err_console, warn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[detail]}"))
-    last_log = "0-0"
-
-    def print_new_log_lines() -> None:
-        nonlocal last_log
-        for last_log, line in jobs.read_log(runtime.conn, job_id, last_log):
-            if show:
-                err_console.print(line, style="dim", highlight=False, markup=False, soft_wrap=True)
-
-    next_served_check = time.monotonic() + _SERVED_CHECK_S
-    # A bar only on a terminal; elsewhere (CI logs, pipes) just the log lines.
-    with Progress(*columns, console=err_console, disable=not (show and err_console.is_terminal), transient=True) as bar:
-        task = bar.add_task("queued", total=1.0, detail="")
-        while True:
-            row = jobs.get_row(runtime.conn, job_id)
-            print_new_log_lines()
-            if row.status in jobs.ENDED:
-                print_new_log_lines()
-                return row
-            if queue_name and not warned and row.status == "queued" and time.monotonic() > next_served_check:
-                next_served_check = time.monotonic() + _SERVED_CHECK_S
-                warning = jobs.unserved_queue_warning(runtime.conn, runtime.settings, queue_name)
-                if warning and show:
-                    warn(warning)
-                warned = warning is not None
-            progress = row.progress or {}
-            detail = []
-            if progress.get("total"):
-                detail.append(f"{progress.get('step')}/{progress['total']}")
-            if progress.get("num_chunks"):
-                detail.append(f"chunk {progress.get('chunk')}/{progress['num_chunks']}")
-            if progress.get("eta_s") is not None:
-                detail.append(f"ETA {progress['eta_s']:.0f} s")
-            description = progress.get("stage") or row.status
-            bar.update(task, description=description, completed=progress.get("fraction", 0.0), detail="  ".join(detail))
-            if worker is not None and worker.poll() is not None and row.status in jobs.ACTIVE:
-                raise WorldplayError(f"the worker for job {job_id} exited ({worker.returncode}) before the job ended")
-            time.sleep(0.2)
-
-
-def _stop_worker(worker) -> None:
-    import signal
-    import subprocess
-
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
-
-
-def _forget_queue(conn, queue_name: str) -> None:
-    from worldplay_cli.contract.queue import rq_queue
-    from worldplay_cli.contract.specs import QUEUES_SET
-
-    rq_queue(conn, queue_name).delete(delete_jobs=False)
-    conn.srem(QUEUES_SET, queue_name)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from worldplay_cli.runtime import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
+from worldplay_cli.options import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
 
 jobs_app = typer.Typer(help="Inspect and steer queued, running and finished jobs.", no_args_is_help=True)
 

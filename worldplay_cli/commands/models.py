@@ -10,12 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from worldplay_cli.contract.errors import WorldplayError
+from worldplay_cli.options import JsonOption, ModelDirOption
 from worldplay_cli.output import emit
 
 models_app = typer.Typer(help="Inspect, verify and remove downloaded weights.", no_args_is_help=True)
-
-_MODEL_DIR = typer.Option(None, "--model-dir", help="Layout root (default: the model_dir setting)")
-
 
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
@@ -28,7 +26,7 @@ def _model_dir(model_dir: Optional[Path]) -> Path:
 
 
 @models_app.command("list")
-def list_models(model_dir: Optional[Path] = _MODEL_DIR, as_json: bool = typer.Option(False, "--json")) -> None:
+def list_models(model_dir: ModelDirOption = None, as_json: JsonOption = False) -> None:
     """Variants with their state (ready, partial, missing, unreleased) and size on disk."""
     from worldplay_cli.download.inventory import list_variants
 
@@ -55,8 +53,8 @@ def _render_list(console: Console, root: Path, rows: list[dict]) -> None:
 @models_app.command("path")
 def path(
     variant: str = typer.Argument(..., help="bi, ar, ar-rl or ar-distilled"),
-    model_dir: Optional[Path] = _MODEL_DIR,
-    as_json: bool = typer.Option(False, "--json"),
+    model_dir: ModelDirOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Print the official `--model_path` and `--action_ckpt` of a downloaded variant."""
     from worldplay_cli.download.inventory import variant_paths
@@ -72,8 +70,8 @@ def path(
 def verify(
     variants: Optional[list[str]] = typer.Argument(None, help="Variants to check (default: everything recorded)"),
     quick: bool = typer.Option(False, "--quick", help="Sizes only; skip hashing"),
-    model_dir: Optional[Path] = _MODEL_DIR,
-    as_json: bool = typer.Option(False, "--json"),
+    model_dir: ModelDirOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Check every file against the size and sha256 (git blob id for small files) the Hub recorded."""
     from worldplay_cli.download.catalog import released_names
@@ -137,8 +135,8 @@ def rm(
     variants: list[str] = typer.Argument(..., help="Variants to remove; pieces other variants use are kept"),
     purge_cache: bool = typer.Option(False, "--purge-cache", help="Also delete the blobs from the Hugging Face cache"),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation"),
-    model_dir: Optional[Path] = _MODEL_DIR,
-    as_json: bool = typer.Option(False, "--json"),
+    model_dir: ModelDirOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Remove downloaded variants from the model directory (and, with --purge-cache, their cached blobs)."""
     from worldplay_cli.download.catalog import select

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from worldplay_cli.options import JsonOption
 from worldplay_cli.output import emit
 
 if TYPE_CHECKING:
@@ -17,44 +18,46 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("rewrite")
-    def rewrite_command(
-        prompt: str = typer.Argument(..., help="The prompt to rewrite."),
-        image: Optional[Path] = typer.Option(
-            None, "--image", "-i", help="Reference image or a bundled example (meadow, city): rewrite for image-to-video."
-        ),
-        required: bool = typer.Option(
-            False, "--required", help="Fail (exit 1) when the endpoint fails instead of keeping the original prompt."
-        ),
-        base_url: Optional[str] = typer.Option(
-            None, "--base-url", help="Endpoint base URL for this run (e.g. http://localhost:8000/v1)."
-        ),
-        model: Optional[str] = typer.Option(None, "--model", help="Model name for this run."),
-        timeout: Optional[float] = typer.Option(None, "--timeout", help="Request timeout in seconds."),
-        system_prompt: Optional[Path] = typer.Option(
-            None, "--system-prompt", help="System prompt file (or a directory with rewrite_t2v.md / rewrite_i2v.md)."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    ) -> None:
-        """Rewrite a prompt through the configured OpenAI-compatible endpoint and show original vs rewritten."""
-        from worldplay_cli.rewrite import rewrite_prompt
-        from worldplay_cli.contract.settings import load_settings
-        from worldplay_cli.submit import image_path_for
+    app.command("rewrite")(rewrite_command)
 
-        task = "i2v" if image is not None else "t2v"
-        image = image_path_for(image) if image is not None else None
-        if image is not None:
-            from worldplay_cli.submit import _load_image
 
-            _load_image(image)  # a missing or undecodable image is bad input, endpoint or not
-        overrides = {
-            "rewrite": {
-                task: {"base_url": base_url, "model": model, "timeout_s": timeout},
-                "system_prompt_file": system_prompt,
-            }
+def rewrite_command(
+    prompt: str = typer.Argument(..., help="The prompt to rewrite."),
+    image: Optional[Path] = typer.Option(
+        None, "--image", "-i", help="Reference image or a bundled example (meadow, city): rewrite for image-to-video."
+    ),
+    required: bool = typer.Option(
+        False, "--required", help="Fail (exit 1) when the endpoint fails instead of keeping the original prompt."
+    ),
+    base_url: Optional[str] = typer.Option(
+        None, "--base-url", help="Endpoint base URL for this run (e.g. http://localhost:8000/v1)."
+    ),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name for this run."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Request timeout in seconds."),
+    system_prompt: Optional[Path] = typer.Option(
+        None, "--system-prompt", help="System prompt file (or a directory with rewrite_t2v.md / rewrite_i2v.md)."
+    ),
+    as_json: JsonOption = False,
+) -> None:
+    """Rewrite a prompt through the configured OpenAI-compatible endpoint and show original vs rewritten."""
+    from worldplay_cli.rewrite import rewrite_prompt
+    from worldplay_cli.contract.settings import load_settings
+    from worldplay_cli.submit import image_path_for
+
+    task = "i2v" if image is not None else "t2v"
+    image = image_path_for(image) if image is not None else None
+    if image is not None:
+        from worldplay_cli.submit import _load_image
+
+        _load_image(image)  # a missing or undecodable image is bad input, endpoint or not
+    overrides = {
+        "rewrite": {
+            task: {"base_url": base_url, "model": model, "timeout_s": timeout},
+            "system_prompt_file": system_prompt,
         }
-        result = rewrite_prompt(prompt, image, load_settings(overrides), "required" if required else "best-effort")
-        emit(result.model_dump(mode="json"), as_json, lambda console: render_rewrite(console, result))
+    }
+    result = rewrite_prompt(prompt, image, load_settings(overrides), "required" if required else "best-effort")
+    emit(result.model_dump(mode="json"), as_json, lambda console: render_rewrite(console, result))
 
 
 def render_rewrite(console: Console, result: RewriteResult) -> None:

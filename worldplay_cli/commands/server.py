@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from worldplay_cli.runtime import ConfigOption, JsonOption
+from worldplay_cli.options import ConfigOption, JsonOption
 
 server_app = typer.Typer(
     help="The embedded Redis (used when no redis_url is set; started on demand by generate/worker/jobs).",

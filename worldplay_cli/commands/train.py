@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from worldplay_cli.runtime import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
+from worldplay_cli.options import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
 
 HELP = """Train (fine-tune) a WorldPlay model on a prepared dataset.
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.options import JsonOption, VariantAliasOption, variant_from
 from worldplay_cli.output import emit
 
 SPEC_HELP = "A pose string (e.g. 'w-31'), a preset name (see `worldplay traj presets`) or a trajectory file."
@@ -41,7 +42,7 @@ def _models():
 
 def _check_model(model: str) -> str:
     if model not in _models():
-        raise BadInput(f"unknown model {model!r}", f"use one of: {', '.join(_models())}")
+        raise BadInput(f"unknown variant {model!r}", f"use one of: {', '.join(_models())}")
     return model
 
 
@@ -78,14 +79,15 @@ def new(
     spec: str = typer.Argument(..., help=SPEC_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="File to write."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="With --fix: the model to make it valid for."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="With --fix: the variant to make it valid for (default ar).", show_default=False),
     fix: Optional[str] = typer.Option(None, "--fix", help="pad (hold the last pose) or trim to a valid length."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    as_json: JsonOption = False,
+    model: VariantAliasOption = None,
 ) -> None:
     trajectory = _load(spec)
     if fix is not None:
-        trajectory = trajectory.fixed(_check_model(model or "ar"), fix)
+        trajectory = trajectory.fixed(_check_model(variant_from(variant, model)), fix)
     _check_output(output, force)
     trajectory.save(output, fmt)
     data = {
@@ -107,14 +109,16 @@ def new(
 def show(
     spec: str = typer.Argument(..., help=SPEC_HELP),
     fmt: Optional[str] = typer.Option(None, "--from", help="Input format. " + FORMAT_HELP),
-    model: str = typer.Option("ar", "--model", "-m", help="Model whose chunk boundaries to mark."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Variant whose chunk boundaries to mark (default ar).", show_default=False),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Draw the top-down path."),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    as_json: JsonOption = False,
+    model: VariantAliasOption = None,
 ) -> None:
     from trajectories import CHUNK, action_name
 
     trajectory = _load(spec, fmt)
-    chunk = CHUNK[_check_model(model)]
+    model = _check_model(variant_from(variant, model))
+    chunk = CHUNK[model]
     positions, angles = trajectory.positions(), trajectory.yaw_pitch_roll()
     rows = []
     for latent in range(trajectory.num_latents):
@@ -173,19 +177,21 @@ def show(
     emit(data, as_json, render)
 
 
-@traj_app.command("validate", help="Check a trajectory against a model (and a frame count); suggest or apply a fix.")
+@traj_app.command("validate", help="Check a trajectory against a variant (and a frame count); suggest or apply a fix.")
 def validate(
     spec: str = typer.Argument(..., help=SPEC_HELP),
-    model: str = typer.Option("ar", "--model", "-m", help="ar | ar-rl | ar-distilled | bi"),
+    variant: Optional[str] = typer.Option(None, "--variant", help="ar (default) | ar-rl | ar-distilled | bi", show_default=False),
     frames: Optional[int] = typer.Option(None, "--frames", help="Pixel frames you will generate (4k+1, e.g. 125)."),
     fmt: Optional[str] = typer.Option(None, "--from", help="Input format. " + FORMAT_HELP),
     fix: Optional[str] = typer.Option(None, "--fix", help="pad or trim, written to --output."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where --fix writes the fixed trajectory."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --output."),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    as_json: JsonOption = False,
+    model: VariantAliasOption = None,
 ) -> None:
     trajectory = _load(spec, fmt)
-    report = trajectory.validate(_check_model(model), frames)
+    model = _check_model(variant_from(variant, model))
+    report = trajectory.validate(model, frames)
     if (fix is None) != (output is None):
         raise BadInput("--fix and --output go together", "e.g. --fix pad -o fixed.json")
     data = report.to_dict()
@@ -196,7 +202,7 @@ def validate(
         data["fixed"] = {"path": str(output), "how": fix, "num_latents": fixed.num_latents, "num_frames": fixed.num_frames}
 
     def render(console) -> None:
-        head = f"{report.num_latents} latents, {report.num_frames} frames, model {report.model}: "
+        head = f"{report.num_latents} latents, {report.num_frames} frames, variant {report.model}: "
         console.print(head + ("[green]valid[/]" if report.ok else "[red]invalid[/]"))
         for problem in report.problems:
             console.print(f"  problem: {problem}", highlight=False)
@@ -210,7 +216,7 @@ def validate(
             fixed_info = data["fixed"]
             console.print(f"wrote {fixed_info['path']}: {fixed_info['num_latents']} latents, {fixed_info['num_frames']} frames")
         elif report.suggestions:
-            console.print(f"  apply with: worldplay traj validate ... --model {model} --fix pad -o fixed.json")
+            console.print(f"  apply with: worldplay traj validate ... --variant {model} --fix pad -o fixed.json")
 
     emit(data, as_json, render)
     if not report.ok and fix is None:
@@ -231,7 +237,7 @@ def convert(
     rebase: bool = typer.Option(False, "--rebase", help="Re-express the path relative to its first camera."),
     scale: Optional[float] = typer.Option(None, "--scale", help="Multiply camera positions (scene scale)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    as_json: JsonOption = False,
 ) -> None:
     from trajectories.formats import parse_format
 
@@ -249,7 +255,7 @@ def convert(
 
 
 @traj_app.command("presets", help="List the built-in trajectories (usable by name anywhere a trajectory is asked for).")
-def presets(as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
+def presets(as_json: JsonOption = False) -> None:
     from trajectories import PRESETS
 
     data = []

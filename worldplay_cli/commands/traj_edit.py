@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from worldplay_cli.runtime import check_redis_url_option
+from worldplay_cli.options import ConfigOption, OutputRootOption, RedisUrlOption, VariantAliasOption, variant_from
 
 HELP = (
     "Edit a camera trajectory: top-down map and side view, latent timeline, live preview, submit.\n\n"
@@ -45,14 +45,17 @@ def edit(
             show_default=False,
         ),
     ] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Check lengths for ar (chunks of 4 latents) or bi (16).")] = "ar",
+    variant: Annotated[
+        Optional[str], typer.Option("--variant", help="Check lengths for ar (chunks of 4 latents) or bi (16); default ar.", show_default=False)
+    ] = None,
     frames: Annotated[
         Optional[int], typer.Option("--frames", help="Target pixel frames (4k+1); length checks and fixes aim for it.", show_default=False)
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the session's result (saved file, jobs) as JSON on exit.")] = False,
-    config: Annotated[Optional[Path], typer.Option("--config", help="Config file (for submitting jobs).", show_default=False)] = None,
-    redis_url: Annotated[Optional[str], typer.Option("--redis-url", help="Redis URL for submitted jobs.", show_default=False, callback=check_redis_url_option)] = None,
-    output_root: Annotated[Optional[Path], typer.Option("--output-root", help="Where submitted jobs write.", show_default=False)] = None,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    output_root: OutputRootOption = None,
+    model: VariantAliasOption = None,
 ) -> None:
     from functools import partial
 
@@ -60,8 +63,9 @@ def edit(
     from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.output import emit
 
+    model = variant_from(variant, model)  # the editor checks lengths for this variant
     if model not in MODELS:
-        raise BadInput(f"unknown model {model!r}", f"use one of: {', '.join(MODELS)}")
+        raise BadInput(f"unknown variant {model!r}", f"use one of: {', '.join(MODELS)}")
     if frames is not None:
         latents = frames_to_latents(frames)
         if latents % CHUNK[model]:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from worldplay_cli.runtime import ConfigOption, OutputRootOption, RedisUrlOption
+from worldplay_cli.options import ConfigOption, OutputRootOption, RedisUrlOption
 
 HELP = """Serve a queue: one worker process per GPU set, each listening on exactly one queue.
 

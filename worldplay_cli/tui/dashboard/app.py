@@ -12,14 +12,15 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 from textual import on, work
+from textual.actions import parse as parse_action
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from worldplay_cli.jobs import STATUSES
 from worldplay_cli.jobs_index import JobQuery
+from worldplay_cli.tui.dashboard import keymap
 from worldplay_cli.tui.dashboard.screens import (
     ConfirmScreen,
     HelpScreen,
@@ -30,44 +31,18 @@ from worldplay_cli.tui.dashboard.screens import (
 )
 from worldplay_cli.tui.dashboard.source import DashboardSource, Snapshot, SourceUnavailable, describe_error
 from worldplay_cli.tui.dashboard.widgets import JOB_COLUMNS, JobsTable, StatusLine, WorkersTable
-from worldplay_cli.tui.submit import Submitted
+from worldplay_cli.submit import Submitted
 
 # Columns that read best biggest-first when first sorted by.
 _DESCENDING_FIRST = {"created", "duration", "progress", "eta"}
 _STATUS_CYCLE: tuple[frozenset[str], ...] = (frozenset(),) + tuple(frozenset({status}) for status in STATUSES)
-# verb -> (palette title, help text, asks first?)
-JOB_ACTIONS = {
-    "cancel": ("Cancel job", "Cancel a queued job or stop a running one", True),
-    "retry": ("Retry job", "Put a failed, stopped or canceled job back on its queue", False),
-    "requeue": ("Re-queue job with edits", "Submit a copy of the job with a changed spec", False),
-    "delete": ("Delete job", "Forget the job in Redis (its output directory is kept)", True),
-}
 
 
 class Dashboard(App):
     CSS_PATH = "dashboard.tcss"
     TITLE = "worldplay dashboard"
 
-    BINDINGS = [
-        Binding("enter", "open_job", "Detail", show=False),
-        Binding("c", "job('cancel')", "Cancel"),
-        Binding("r", "job('retry')", "Retry"),
-        Binding("e", "job('requeue')", "Re-queue…"),
-        Binding("x,delete", "job('delete')", "Delete"),
-        Binding("n", "submit", "Submit…"),
-        Binding("p", "toggle_suspend", "Suspend/resume"),
-        Binding("slash", "focus_filter", "Filter"),
-        Binding("f", "cycle_status", "Status"),
-        Binding("k", "cycle_kind", "Kind", show=False),
-        Binding("s", "cycle_sort", "Sort"),
-        Binding("S", "reverse_sort", "Reverse", show=False),
-        Binding("left_square_bracket", "page(-1)", "Prev page", show=False),
-        Binding("right_square_bracket", "page(1)", "Next page", show=False),
-        Binding("w", "toggle_workers", "Workers", show=False),
-        Binding("t", "toggle_timing", "Timing", show=False),
-        Binding("question_mark,f1", "help", "Help"),
-        Binding("q", "quit", "Quit"),
-    ]
+    BINDINGS = keymap.bindings("jobs")
 
     @dataclass
     class Refreshed(Message):
@@ -286,8 +261,7 @@ class Dashboard(App):
             "retry": lambda: source.retry(job_id),
             "delete": lambda: source.delete(job_id),
         }[verb]
-        title, _, confirm = JOB_ACTIONS[verb]
-        if not confirm:
+        if verb not in keymap.CONFIRM:
             self.run_source_call(call)
             return
 
@@ -295,7 +269,7 @@ class Dashboard(App):
             if yes:
                 self.run_source_call(call)
 
-        self.push_screen(ConfirmScreen(f"{title.split()[0]} job {job_id}?"), answered)
+        self.push_screen(ConfirmScreen(f"{verb.capitalize()} job {job_id}?"), answered)
 
     @work(thread=True, group="fetch-spec", exit_on_error=False)
     def _requeue(self, job_id: str) -> None:
@@ -354,23 +328,20 @@ class Dashboard(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        job_id = screen.job_id if isinstance(screen, JobDetailScreen) else self.selected_job_id
+        on_detail = isinstance(screen, JobDetailScreen)
+        job_id = screen.job_id if on_detail else self.selected_job_id
         if job_id:
-            for verb, (title, help_text, _) in JOB_ACTIONS.items():
-                yield SystemCommand(f"{title} {job_id}", help_text, self._palette_job_action(verb, job_id))
-        if not isinstance(screen, JobDetailScreen):
-            yield SystemCommand("Open job detail", "Show spec, log, timings and outputs", self.action_open_job)
-            yield SystemCommand("Submit a job", "Prompt, image, trajectory, engine, variant (or a spec file)", self.action_submit)
-            yield SystemCommand("Suspend or resume workers", "Stop (or restart) workers taking new jobs", self.action_toggle_suspend)
-            yield SystemCommand("Filter jobs", "Focus the text filter", self.action_focus_filter)
-            yield SystemCommand("Cycle status filter", "All, queued, started, finished, failed, …", self.action_cycle_status)
-            yield SystemCommand("Cycle kind filter", "All, generate, train", self.action_cycle_kind)
+            for command in keymap.job_commands():
+                yield SystemCommand(f"{command.palette} {job_id}", command.help, self._palette_job_action(command.job_verb, job_id))
+        for command in keymap.palette_commands("detail" if on_detail else "jobs"):
+            yield SystemCommand(command.palette, command.help, self._palette_action(command.action))
+        if not on_detail:
             for column in JOB_COLUMNS:
                 yield SystemCommand(f"Sort by {column.label.lower()}", "Sort the jobs table (again to reverse)", self._palette_sort(column.key))
-            yield SystemCommand("Next page", "Show the next page of jobs", lambda: self.action_page(1))
-            yield SystemCommand("Previous page", "Show the previous page of jobs", lambda: self.action_page(-1))
-            yield SystemCommand("Show or hide workers", "Toggle the workers panel", self.action_toggle_workers)
-        yield SystemCommand("Dashboard help", "Keys and what they do", self.action_help)
+
+    def _palette_action(self, action: str) -> Callable[[], None]:
+        _, name, params = parse_action(action)
+        return lambda: getattr(self, f"action_{name}")(*params)
 
     def _palette_job_action(self, verb: str, job_id: str) -> Callable[[], None]:
         return lambda: self.job_action(verb, job_id)

@@ -21,6 +21,7 @@ from textual.widgets import Button, Footer, Input, Label, Markdown, RichLog, Sel
 
 from worldplay_cli.jobs import ENDED
 from worldplay_cli.jobs_index import duration_s
+from worldplay_cli.tui.dashboard import keymap
 from worldplay_cli.tui.dashboard.source import (
     EDITABLE_FIELDS,
     JobDetail,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from worldplay_cli.submit import GenerateRequest
-    from worldplay_cli.tui.submit import Submitted
+    from worldplay_cli.submit import Submitted
 
 _FAILURE_NAMES = {
     "oom": "out of memory",
@@ -117,14 +118,7 @@ def outputs_text(detail: JobDetail) -> Text:
 class JobDetailScreen(Screen):
     """Everything about one job; the summary refreshes and the log follows while the screen is open."""
 
-    BINDINGS = [
-        Binding("escape,backspace", "app.pop_screen", "Back"),
-        Binding("c", "job('cancel')", "Cancel"),
-        Binding("r", "job('retry')", "Retry"),
-        Binding("e", "job('requeue')", "Re-queue…"),
-        Binding("x,delete", "job('delete')", "Delete"),
-        Binding("question_mark,f1", "app.help", "Help"),
-    ]
+    BINDINGS = keymap.bindings("detail")
 
     @dataclass
     class Loaded(Message):

@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 
     from worldplay_cli.jobs import JobRow, WorkerRow
     from worldplay_cli.contract.settings import Settings
-    from worldplay_cli.submit import GenerateRequest
-    from worldplay_cli.tui.submit import Submitted
+    from worldplay_cli.submit import GenerateRequest, Submitted
 
 
 class SourceUnavailable(Exception):
@@ -345,11 +344,10 @@ class RedisSource:
         )
 
     def submit_request(self, request: GenerateRequest, queue: str | None) -> Submitted:
-        from worldplay_cli.submit import prepare
-        from worldplay_cli.tui.submit import enqueue_prepared
+        from worldplay_cli.submit import prepare, submit_generation
 
-        prepared = prepare(request, self.settings)
-        return self._call(enqueue_prepared, self.conn, self.settings, prepared, queue)
+        prepared = prepare(request, self.settings)  # bad input is BadInput, not a lost source
+        return self._call(submit_generation, prepared, self.settings, self.conn, queue)
 
     def submit_file(self, path: Path) -> Submitted:
         from worldplay_cli.submit import GenerateRequest

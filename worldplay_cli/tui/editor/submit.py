@@ -1,14 +1,14 @@
-"""Submit = enqueue one generation job for the edited trajectory, through the same path as `generate --queue`."""
+"""Submit = enqueue one generation job for the edited trajectory, through `worldplay_cli.submit.submit_generation`
+(the same path as `generate --queue` and the dashboard)."""
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from trajectories import Trajectory
-from worldplay_cli.tui.submit import Submitted, enqueue_prepared
+from worldplay_cli.submit import Submitted
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -42,23 +42,13 @@ def submit_trajectory(
 ) -> Submitted:
     """Validate, write the job's inputs and enqueue it. Raises BadInput/WorldplayError/TrajectoryError.
 
-    `pose` is how the job records where its trajectory came from: the pose string when it reproduces the
-    trajectory exactly, or the saved file. Without one, the trajectory goes through a temporary file
-    (its contents are copied into the job directory, so nothing refers to the file afterwards).
+    The job gets `trajectory` itself; `pose` is how it records where the trajectory came from: the pose
+    string when it reproduces the trajectory exactly, or the saved file (None: `UNSAVED_SOURCE`).
     """
-    from worldplay_cli.submit import GenerateRequest, prepare
+    from worldplay_cli.submit import GenerateRequest, prepare, submit_generation
 
-    with tempfile.TemporaryDirectory(prefix="worldplay-edit-") as scratch:
-        unsaved = pose is None
-        if unsaved:
-            pose = str(Path(scratch) / "edited-trajectory.json")
-            trajectory.save(pose)
-        request = GenerateRequest(
-            prompt=form.prompt, image=image, pose=pose, engine=form.engine, variant=form.variant, seed=form.seed
-        )
-        prepared = prepare(request, settings)
-    if unsaved:
-        spec = prepared.spec
-        source = spec.trajectory.model_copy(update={"source": UNSAVED_SOURCE})
-        prepared = replace(prepared, spec=spec.model_copy(update={"trajectory": source}))
-    return enqueue_prepared(connect(), settings, prepared, queue)
+    request = GenerateRequest(
+        prompt=form.prompt, image=image, pose=pose or UNSAVED_SOURCE, engine=form.engine, variant=form.variant, seed=form.seed
+    )
+    prepared = prepare(request, settings, trajectory)  # before connecting: bad input starts no Redis
+    return submit_generation(prepared, settings, connect(), queue)
