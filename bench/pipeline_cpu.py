@@ -43,7 +43,7 @@ def run_once(model_dir: str, variant: str, pose: str, width: int, height: int, s
     pipeline = WorldPlayPipeline.from_model_dir(model_dir, variant, device="cpu")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8))
     trajectory = resolve(pose)
-    options = GenerationOptions(width=width, height=height, num_inference_steps=steps, streaming_decode=streaming)
+    options = GenerationOptions(width=width, height=height, steps=steps, streaming_decode=streaming)
     # warm-up (lazy initialisation inside torch and the encoders), not measured
     pipeline.prepare("warm up", image, trajectory, options)
     baseline = peak_rss_bytes()

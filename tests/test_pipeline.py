@@ -72,7 +72,7 @@ def denoise(pipeline, image, pose, **options):
 def test_every_variant_makes_the_promised_video(pipelines, image, variant, pose, chunks):
     pipeline = pipelines(variant)
     trajectory = parse_pose_string(pose)
-    result, frames = run(pipeline, image, pose, num_inference_steps=2)
+    result, frames = run(pipeline, image, pose, steps=2)
     assert len(frames) == trajectory.num_frames == result.num_frames
     assert all(frame.shape == (HEIGHT, WIDTH, 3) and frame.dtype == np.uint8 for frame in frames)
     assert len(result.chunks) == chunks
@@ -85,7 +85,7 @@ def test_every_variant_makes_the_promised_video(pipelines, image, variant, pose,
 def test_variant_recipes(pipelines):
     assert pipelines("ar-distilled").recipe(GenerationOptions()) == (4, 1.0)
     assert pipelines("ar").recipe(GenerationOptions()) == (50, 6.0)
-    assert pipelines("bi").recipe(GenerationOptions(num_inference_steps=3, guidance_scale=2.0)) == (3, 2.0)
+    assert pipelines("bi").recipe(GenerationOptions(steps=3, guidance=2.0)) == (3, 2.0)
 
 
 def test_same_seed_same_video_other_seed_other_video(pipelines, image):
@@ -123,9 +123,9 @@ def test_guidance_doubles_the_branches_and_changes_the_result(pipelines, image, 
 
     setattr(pipeline.transformer, method, spy)
     try:
-        _, guided = denoise(pipeline, image, pose, num_inference_steps=2, guidance_scale=6.0)
+        _, guided = denoise(pipeline, image, pose, steps=2, guidance=6.0)
         guided_calls, calls[:] = list(calls), []
-        _, plain = denoise(pipeline, image, pose, num_inference_steps=2, guidance_scale=1.0)
+        _, plain = denoise(pipeline, image, pose, steps=2, guidance=1.0)
     finally:
         delattr(pipeline.transformer, method)
     if variant == "bi":
@@ -149,7 +149,7 @@ def test_memory_selection_conditions_every_chunk(pipelines, image):
 
     pipeline.transformer.forward_context = spy
     try:
-        chunks, _ = denoise(pipeline, image, LONG_POSE, num_inference_steps=1)
+        chunks, _ = denoise(pipeline, image, LONG_POSE, steps=1)
     finally:
         del pipeline.transformer.forward_context
     points = sample_points_in_sphere()
@@ -164,7 +164,7 @@ def test_memory_selection_conditions_every_chunk(pipelines, image):
 def test_bi_chunks_take_the_memory_union_of_their_sub_starts(pipelines, image):
     pipeline = pipelines("bi")
     pose = "w-15, right-16"
-    chunks, _ = denoise(pipeline, image, pose, num_inference_steps=1, guidance_scale=1.0)
+    chunks, _ = denoise(pipeline, image, pose, steps=1, guidance=1.0)
     trajectory = parse_pose_string(pose)
     assert chunks[0].context == []
     assert chunks[1].context == select_context_latents(trajectory.viewmats(), 16, 16, sample_points_in_sphere())
@@ -174,7 +174,7 @@ def test_ar_rollout_is_exactly_the_composition_of_its_parts(pipelines, image):
     """The loop adds nothing: text cache, per-chunk context rebuild, guided Euler steps with bf16 storage."""
     pipeline = pipelines("ar")
     trajectory = parse_pose_string(LONG_POSE)
-    options = GenerationOptions(width=WIDTH, height=HEIGHT, num_inference_steps=2, guidance_scale=4.0)
+    options = GenerationOptions(width=WIDTH, height=HEIGHT, steps=2, guidance=4.0)
     prepared = pipeline.prepare(PROMPT, image, trajectory, options)
     produced = torch.cat([chunk.latents for chunk in pipeline.rollout(prepared, options)], dim=2)
 
@@ -215,7 +215,7 @@ def test_latent_rounding_is_an_option(pipelines, image):
 @pytest.mark.parametrize("round_latents", [True, False])
 def test_rollouts_leave_their_inputs_untouched(pipelines, image, variant, round_latents):
     pipeline = pipelines(variant)
-    options = GenerationOptions(width=WIDTH, height=HEIGHT, num_inference_steps=1, round_latents=round_latents)
+    options = GenerationOptions(width=WIDTH, height=HEIGHT, steps=1, round_latents=round_latents)
     prepared = pipeline.prepare(PROMPT, image, parse_pose_string("w-15"), options)
     inputs = prepared.inputs
     before = {name: getattr(inputs, name).clone() for name in ("noise", "cond", "viewmats", "intrinsics", "actions", "w2c")}
@@ -276,7 +276,7 @@ def test_pixels_round_unless_official_truncation_is_asked_for():
 def test_each_chunk_reaches_the_writer_before_the_next_chunk_is_denoised(pipelines, image):
     pipeline = pipelines("ar-distilled")
     events: list[tuple[str, int]] = []
-    options = GenerationOptions(width=WIDTH, height=HEIGHT, num_inference_steps=1)
+    options = GenerationOptions(width=WIDTH, height=HEIGHT, steps=1)
 
     def frame_filter(index, frame):
         events.append(("frame", index))

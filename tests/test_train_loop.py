@@ -151,7 +151,7 @@ def test_resume_reproduces_the_next_step_loss_and_checkpoints_load_strictly(tmp_
     pipeline = WorldPlayPipeline.from_model_dir(tiny_model_dir(), "ar", checkpoint=checkpoint / "transformer" / "diffusion_pytorch_model.safetensors", device="cpu")
     assert torch.equal(pipeline.transformer.state_dict()[weight], model.state_dict()[weight])
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    options = GenerationOptions(num_inference_steps=2, width=32, height=32, guidance_scale=1.0)
+    options = GenerationOptions(steps=2, width=32, height=32, guidance=1.0)
     result = pipeline.generate("a room", image, resolve("w-3"), tmp_path / "generated.mp4", options)
     assert result.num_frames == 13 and (tmp_path / "generated.mp4").stat().st_size > 0
 

@@ -5,9 +5,8 @@ and the trajectory editor all call it (the editor passes its `Trajectory` object
 
 One vocabulary from the command line to the worker: a `worldplay generate` option `--x-y` is the
 `GenerateRequest` field and the `JobSpec` field `x_y`, with two exceptions kept for users' sake:
-`--name` is `output_name` and `--timeout` is `timeout_s` (`OPTION_FOR_FIELD`). On the worker side,
-`GenerationOptions` still says `num_inference_steps`/`guidance_scale` for `steps`/`guidance` (mapped in
-`worker/runtime/render.py`).
+`--name` is `output_name` and `--timeout` is `timeout_s` (`OPTION_FOR_FIELD`). The worker's
+`GenerationOptions` (`worker/pipeline/pipeline.py`) says `steps` and `guidance` too.
 
 Every check runs before anything is written or enqueued, so a bad request leaves no trace: a missing or
 undecodable image, an invalid trajectory, a frame count the variant cannot make, an unknown engine or

@@ -52,11 +52,12 @@ class GenerationError(HintedError, ValueError):
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """How to sample; None means the variant's official recipe (50 steps / CFG 6, distilled 4 / none)."""
+    """How to sample; None means the variant's official recipe (50 steps / CFG 6, distilled 4 / none).
+    The names are the job spec's (`steps`, `guidance`), from `worldplay generate --steps/--guidance` on."""
 
     seed: int = 1
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
+    steps: int | None = None
+    guidance: float | None = None
     negative_prompt: str = ""
     width: int | None = None  # both or neither; default: the reference image's bucket
     height: int | None = None
@@ -203,8 +204,8 @@ class WorldPlayPipeline:
 
     def recipe(self, options: GenerationOptions) -> tuple[int, float]:
         defaults = VARIANT_DEFAULTS[self.variant]
-        steps = options.num_inference_steps or defaults["steps"]
-        guidance = options.guidance_scale if options.guidance_scale is not None else defaults["guidance"]
+        steps = options.steps or defaults["steps"]
+        guidance = options.guidance if options.guidance is not None else defaults["guidance"]
         return steps, guidance
 
     def scheduler(self, steps: int) -> FlowMatchScheduler:

@@ -71,8 +71,8 @@ def render(
     )
     options = GenerationOptions(
         seed=spec.seed,
-        num_inference_steps=spec.steps,
-        guidance_scale=spec.guidance,
+        steps=spec.steps,
+        guidance=spec.guidance,
         negative_prompt=spec.negative_prompt,
         width=spec.width,
         height=spec.height,
