@@ -23,7 +23,12 @@ Outputs: <output root>/<job id>/video.mp4, trajectory.json, manifest.json, log.t
 
 
 class _OptionalValues(TyperCommand):
-    """Lets `--queue` and `--rewrite` be used bare (meaning their default value) or with a value."""
+    """Lets `--queue` and `--rewrite` be used bare (meaning their default value) or with a value.
+
+    Typer has no optional-value option: it drops click's `is_flag=False, flag_value=...` for a `str`
+    option (typer 0.29 vendors its own click), so a bare `--queue` would be "requires an argument".
+    Splitting it into `--queue` (bool) and `--queue-name`, as `train` does, would break every
+    `--queue NAME` already written down; this small parser keeps both spellings working."""
 
     optional_values: dict[str, tuple[str | None, set[str] | None]] = {
         "--queue": (None, None),
