@@ -45,7 +45,8 @@ def test_a_job_is_found_by_its_id_prefix_random_part_or_name(cli, redis_conn):
 def test_jobs_show_renders_a_train_job(cli, redis_conn):
     from worldplay_cli.contract.specs import new_job_id
     from worldplay_cli.contract.settings import load_settings
-    from worldplay_cli.contract.training import TrainConfig, TrainJobSpec, enqueue_train
+    from worldplay_cli.contract.queue import enqueue
+    from worldplay_cli.contract.training import TrainConfig, TrainJobSpec
 
     config = TrainConfig.model_validate(
         {
@@ -57,7 +58,7 @@ def test_jobs_show_renders_a_train_job(cli, redis_conn):
         }
     )
     job_id = new_job_id()
-    enqueue_train(redis_conn, load_settings(), TrainJobSpec(config=config, gpus=2), job_id, "train")
+    enqueue(redis_conn, load_settings(), TrainJobSpec(config=config, gpus=2), job_id, "train")
 
     code, out, err = cli("jobs", "show", job_id)
     assert code == 0, err

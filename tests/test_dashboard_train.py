@@ -1,6 +1,6 @@
 """The dashboard's job detail for train jobs: loss curve and training numbers, against a real redis-server.
 
-Train jobs are enqueued the way `worldplay train --queue` does (`enqueue_train`: rq, JSON serializer) and
+Train jobs are enqueued the way `worldplay train --queue` does (`contract.queue.enqueue`: rq, JSON serializer) and
 one is marked running with rq's own execution primitives; its `train` meta is written the way the
 training task writes it, so the dashboard reads it through the shared jobs read model.
 """
@@ -29,7 +29,8 @@ def settings(tmp_path, redis_url):
 
 
 def enqueue_train_job(conn, settings, job_id: str, max_steps: int = 400) -> None:
-    from worldplay_cli.contract.training import TrainConfig, TrainJobSpec, enqueue_train
+    from worldplay_cli.contract.queue import enqueue
+    from worldplay_cli.contract.training import TrainConfig, TrainJobSpec
 
     config = TrainConfig(
         model={"model_dir": "/models/tiny"},
@@ -37,7 +38,7 @@ def enqueue_train_job(conn, settings, job_id: str, max_steps: int = 400) -> None
         max_steps=max_steps,
         checkpoint={"output_dir": "unused"},
     )
-    enqueue_train(conn, settings, TrainJobSpec(config=config), job_id, "train")
+    enqueue(conn, settings, TrainJobSpec(config=config), job_id, "train")
 
 
 def start_with_meta(conn, job_id: str, train: dict, step: int, total: int) -> None:

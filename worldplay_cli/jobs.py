@@ -273,7 +273,7 @@ def retry_job(conn: Redis, settings: Settings, job_id: str) -> str:
 
 def resubmit(conn: Redis, settings: Settings, job_id: str, changes: dict | None = None, queue: str | None = None) -> str:
     """A new job from an existing one's spec (optionally changed) and inputs; returns the new job id."""
-    from worldplay_cli.contract.queue import enqueue_generate
+    from worldplay_cli.contract.queue import enqueue
     from worldplay_cli.contract.specs import new_job_id
     from worldplay_cli.submit import PreparedJob, write_inputs
 
@@ -288,7 +288,7 @@ def resubmit(conn: Redis, settings: Settings, job_id: str, changes: dict | None 
     new_id = new_job_id()
     inputs = [(source / name).read_bytes() for name in (spec.image.file, spec.trajectory.file)]
     write_inputs(settings, new_id, PreparedJob(spec, *inputs))
-    enqueue_generate(conn, settings, spec, new_id, queue or job.origin)
+    enqueue(conn, settings, spec, new_id, queue or job.origin)
     return new_id
 
 

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from redis.exceptions import WatchError
 from rq.exceptions import StopRequested
@@ -33,12 +33,9 @@ from worldplay_cli.contract.specs import (
     ALLOWED_TASKS,
     JOBS_INDEX,
     QUEUES_SET,
-    TASK_GENERATE,
     Failure,
-    JobSpec,
     log_stream_key,
     run_key,
-    summary,
 )
 from worldplay_cli.contract.settings import open_job_file
 
@@ -151,32 +148,46 @@ def fetch_job(conn: Redis, job_id: str) -> GuardedJob | None:
         return None
 
 
-def enqueue_generate(
-    conn: Redis, settings: Settings, spec: JobSpec, job_id: str, queue_name: str, retries_on_lost: int | None = None
+class QueuedSpec(Protocol):
+    """What `enqueue` needs of a job spec of any kind (`specs.JobSpec`, `training.TrainJobSpec`)."""
+
+    task: ClassVar[str]  # the allowlisted rq task that runs it
+    rerun_first: ClassVar[bool]  # a re-run after a lost worker goes to the front of its queue
+    timeout_s: int
+
+    def summary(self, queue: str) -> dict: ...
+    def description(self) -> str: ...
+    def model_dump(self, *, mode: str) -> dict: ...
+
+
+def enqueue(
+    conn: Redis, settings: Settings, spec: QueuedSpec, job_id: str, queue_name: str, retries_on_lost: int | None = None
 ) -> GuardedJob:
-    """Put a validated spec on `queue_name` (its inputs must already be in the job directory)."""
+    """Put a validated job of any kind on `queue_name` (rq, JSON serializer, its allowlisted `spec.task`),
+    listed with every other job: a generation (its inputs already in the job directory) or a training run."""
     from rq import Retry
 
     retries = settings.queue.retries_on_lost_worker if retries_on_lost is None else retries_on_lost
-    queue = rq_queue(conn, queue_name)
-    meta = {"summary": summary(spec, queue_name), "attempt": 0}
-    job = queue.enqueue(
-        TASK_GENERATE,
+    job = rq_queue(conn, queue_name).enqueue(
+        spec.task,
         spec.model_dump(mode="json"),
         job_id=job_id,
         job_timeout=spec.timeout_s,
         result_ttl=settings.queue.finished_ttl_s,
         failure_ttl=settings.queue.failed_ttl_s,
-        # A re-run of a job that had already started goes first: it has waited its turn once.
-        retry=Retry(max=retries, enqueue_at_front=True) if retries > 0 else None,
-        meta=meta,
-        description=f"generate {spec.engine}/{spec.variant} {spec.frames}f: {spec.prompt[:60]}",
+        retry=Retry(max=retries, enqueue_at_front=spec.rerun_first) if retries > 0 else None,
+        meta={"summary": spec.summary(queue_name), "attempt": 0},
+        description=spec.description(),
     )
     with conn.pipeline() as pipe:
         pipe.sadd(QUEUES_SET, queue_name)
         pipe.zadd(JOBS_INDEX, {job_id: time.time()})
         pipe.execute()
     return job
+
+
+# The name callers used before one `enqueue` served every job kind (`contract.training.enqueue_train` too).
+enqueue_generate = enqueue
 
 
 def append_log(conn: Redis, settings: Settings, job_id: str, line: str, log_file: Path | None = None) -> None:

@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -238,6 +238,28 @@ class JobSpec(_Model):
             raise ValueError(f"engine {self.engine} needs a prompt")
         return self
 
+    # how `contract.queue.enqueue` puts it on a queue: the task, and a re-run after a lost worker goes first
+    # (it has waited its turn once)
+    task: ClassVar[str] = TASK_GENERATE
+    rerun_first: ClassVar[bool] = True
+
+    def summary(self, queue: str) -> dict:
+        """The few spec fields job listings show, kept in `job.meta` so listing never decodes full specs."""
+        return {
+            "kind": self.kind,
+            "engine": self.engine,
+            "variant": self.variant,
+            "prompt": self.prompt[:120],
+            "frames": self.frames,
+            "width": self.width,
+            "height": self.height,
+            "output_name": self.output_name,
+            "queue": queue,
+        }
+
+    def description(self) -> str:
+        return f"generate {self.engine}/{self.variant} {self.frames}f: {self.prompt[:60]}"
+
 
 # --- progress, failures, results ------------------------------------------------------------------------
 
@@ -306,18 +328,3 @@ class Manifest(_Model):
     timings: Timings
     video: VideoInfo | None = None
     failure: Failure | None = None
-
-
-def summary(spec: JobSpec, queue: str) -> dict:
-    """The few spec fields job listings show, kept in `job.meta` so listing never decodes full specs."""
-    return {
-        "kind": spec.kind,
-        "engine": spec.engine,
-        "variant": spec.variant,
-        "prompt": spec.prompt[:120],
-        "frames": spec.frames,
-        "width": spec.width,
-        "height": spec.height,
-        "output_name": spec.output_name,
-        "queue": queue,
-    }

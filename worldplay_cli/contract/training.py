@@ -8,11 +8,12 @@ from another version is an error, never a silently ignored key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from worldplay_cli.contract.errors import BadInput, first_error
+from worldplay_cli.contract.queue import enqueue as enqueue_train  # noqa: F401 (the old name of `queue.enqueue`)
 
 CONFIG_VERSION = 1
 DATASET_VERSION = 1
@@ -318,46 +319,28 @@ class TrainJobSpec(_Strict):
     gpus: int = Field(default=1, ge=1, le=64)
     timeout_s: int = Field(default=TRAIN_TIMEOUT_S, gt=0)
 
+    # how `contract.queue.enqueue` puts it on a queue: a re-run after a lost worker resumes from the job's
+    # newest checkpoint, behind the jobs already waiting
+    task: ClassVar[str] = TASK_TRAIN
+    rerun_first: ClassVar[bool] = False
 
-def enqueue_train(conn, settings, spec: TrainJobSpec, job_id: str, queue_name: str):
-    """Put a train job on `queue_name` (rq, JSON serializer, allowlisted task), listed with the other jobs."""
-    import time
+    def summary(self, queue: str) -> dict:
+        """What job listings show of a train job (the keys of `JobSpec.summary`)."""
+        method = self.config.method
+        return {
+            "kind": "train",
+            "engine": "native",
+            "variant": method.name,
+            "prompt": f"train {method.name} {self.config.max_steps} steps on {Path(self.config.data.path).name}",
+            "frames": None,
+            "width": None,
+            "height": None,
+            "output_name": None,
+            "queue": queue,
+        }
 
-    from rq import Retry
-
-    from worldplay_cli.contract.queue import rq_queue
-    from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET
-
-    queue = rq_queue(conn, queue_name)
-    method = spec.config.method
-    summary = {
-        "kind": "train",
-        "engine": "native",
-        "variant": method.name,
-        "prompt": f"train {method.name} {spec.config.max_steps} steps on {Path(spec.config.data.path).name}",
-        "frames": None,
-        "width": None,
-        "height": None,
-        "output_name": None,
-        "queue": queue_name,
-    }
-    job = queue.enqueue(
-        TASK_TRAIN,
-        spec.model_dump(mode="json"),
-        job_id=job_id,
-        job_timeout=spec.timeout_s,
-        result_ttl=settings.queue.finished_ttl_s,
-        failure_ttl=settings.queue.failed_ttl_s,
-        meta={"summary": summary, "attempt": 0},
-        description=summary["prompt"],
-        # a re-run after a lost worker resumes from the job's newest checkpoint
-        retry=Retry(max=settings.queue.retries_on_lost_worker) if settings.queue.retries_on_lost_worker > 0 else None,
-    )
-    with conn.pipeline() as pipe:
-        pipe.sadd(QUEUES_SET, queue_name)
-        pipe.zadd(JOBS_INDEX, {job_id: time.time()})
-        pipe.execute()
-    return job
+    def description(self) -> str:
+        return self.summary("")["prompt"]
 
 
 # --- loading with overrides ------------------------------------------------------------------------------
