@@ -10,8 +10,25 @@ from __future__ import annotations
 
 from trajectories.errors import TrajectoryError
 
+# The released models' chunk sizes: the one table of them (`worldplay_cli.contract.variants` reads it). A variant
+# registered there adds its own through `register_model`, so validation in that process knows it too.
 CHUNK = {"ar": 4, "ar-rl": 4, "ar-distilled": 4, "bi": 16}
-MODELS = tuple(CHUNK)
+MODELS = tuple(CHUNK)  # the released ones
+_REGISTERED: set[str] = set()
+
+
+def register_model(model: str, chunk: int) -> None:
+    """Make `model` (with `chunk` latents per chunk) known to the validators; see `unregister_model`."""
+    if model in CHUNK:
+        raise ValueError(f"model {model!r} is already known")
+    CHUNK[model] = chunk
+    _REGISTERED.add(model)
+
+
+def unregister_model(model: str) -> None:
+    """Forget a model added by `register_model` (the released ones stay)."""
+    _REGISTERED.remove(model)
+    del CHUNK[model]
 
 
 def chunk_size(model: str) -> int:
@@ -19,7 +36,7 @@ def chunk_size(model: str) -> int:
     try:
         return CHUNK[model]
     except (KeyError, TypeError):
-        raise TrajectoryError(f"unknown model {model!r}", f"use one of: {', '.join(MODELS)}") from None
+        raise TrajectoryError(f"unknown model {model!r}", f"use one of: {', '.join(CHUNK)}") from None
 
 
 def latents_to_frames(latents: int) -> int:

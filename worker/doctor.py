@@ -15,9 +15,9 @@ import platform
 import sys
 from pathlib import Path
 
+from worldplay_cli.contract import variants
 from worker.runtime.memory_profiles import GB, choose_profile
 
-VARIANT_PREFERENCE = ("ar-distilled", "ar", "ar-rl", "bi")
 HEADS = 16  # of the released transformer: sequence-parallel degrees must divide it
 
 
@@ -92,11 +92,14 @@ def gpu_sets(count: int, per_job: int) -> str:
 def recommend(torch_info: dict, flash_attn: dict, ready_variants: list[str]) -> dict:
     """Engine, variant, GPUs per job and memory profile for this hardware, with the reasons."""
     notes: list[str] = []
-    variant = next((name for name in VARIANT_PREFERENCE if name in ready_variants), "ar-distilled")
+    preferred = variants.by_preference()  # the fastest first
+    fastest = preferred[0]
+    variant = next((record.name for record in preferred if record.name in ready_variants), fastest.name)
     if variant not in ready_variants:
-        notes.append(f"no variant is downloaded yet: `worldplay download {variant}` (the fastest, 4 steps)")
-    elif variant != "ar-distilled":
-        notes.append("ar-distilled (4 steps, no CFG) is the fastest variant: `worldplay download ar-distilled`")
+        notes.append(f"no variant is downloaded yet: `worldplay download {variant}` (the fastest, {fastest.steps} steps)")
+    elif variant != fastest.name:
+        cfg = ", no CFG" if fastest.cfg_branches == 1 else ""
+        notes.append(f"{fastest.name} ({fastest.steps} steps{cfg}) is the fastest variant: `worldplay download {fastest.name}`")
     base = {"engine": "preview", "variant": variant, "gpus_per_job": 0, "memory_profile": None,
             "worker_command": "worldplay worker", "estimated_peak_gb": None, "notes": notes}  # fmt: skip
     if not torch_info.get("installed"):

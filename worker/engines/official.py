@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from worldplay_cli.contract import variants
 from worker.job import EngineResult, JobFailed, JobInputs, allowed_path, refuse
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 PYTHON_ENV = "HY_WORLDPLAY_PYTHON"  # the interpreter of the checkout's environment (default: ours)
 SCRIPT = "hyvideo/generate.py"
-CHUNK_LATENTS = {"bi": 16, "ar": 4, "ar-rl": 4, "ar-distilled": 4}
 # Official flags per memory profile; `auto` keeps the official default (offloading on).
 PROFILE_FLAGS = {
     "auto": ["--offloading", "true"],
@@ -63,7 +63,7 @@ def official_arguments(
     sr: bool = False,
 ) -> list[str]:
     """The `hyvideo/generate.py` arguments for `spec` (every flag explicit, booleans spelled out)."""
-    distilled = spec.variant == "ar-distilled"
+    record = variants.get(spec.variant)
     arguments = [
         "--prompt", spec.prompt,
         "--negative_prompt", spec.negative_prompt,
@@ -72,8 +72,8 @@ def official_arguments(
         "--resolution", spec.resolution,
         "--model_path", str(model_dir),
         "--action_ckpt", str(action_checkpoint),
-        "--model_type", "bi" if spec.variant == "bi" else "ar",
-        "--few_step", "true" if distilled else "false",
+        "--model_type", record.model_type,
+        "--few_step", "true" if record.few_step else "false",
         "--num_inference_steps", str(spec.steps),
         "--video_length", str(spec.frames),
         "--height", str(spec.height),
@@ -206,7 +206,7 @@ class OfficialEngine:
 
         # 2. run it, turning rank 0's output into progress and log lines
         console_path = run_dir / "console.log"
-        steps, num_chunks = spec.steps, spec.trajectory.num_latents // CHUNK_LATENTS[spec.variant]
+        steps, num_chunks = spec.steps, spec.trajectory.num_latents // variants.get(spec.variant).chunk_latents
         parser = ProgressParser(steps, num_chunks)
         console, rank0_stderr = _Tail(console_path), _Tail()
         pending = b""

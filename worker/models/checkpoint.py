@@ -24,21 +24,18 @@ import torch
 from torch import nn
 
 from worldplay_cli.contract.errors import HintedError
+from worldplay_cli.contract import layout, variants
 from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
-INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+# File and folder names of the layout (contract.layout) and each variant's folder (contract.variants).
+CONFIG_NAME = layout.CONFIG_NAME
+WEIGHTS_NAME = layout.WEIGHTS_NAME
+INDEX_NAME = layout.INDEX_NAME
 # The distilled checkpoint's name on the Hub; the official download script copies it to WEIGHTS_NAME.
-HUB_DISTILLED_NAME = "model.safetensors"
-TRANSFORMER_DIR = Path("transformer") / "480p_i2v"
+HUB_DISTILLED_NAME = variants.get("ar-distilled").hub_weights_name
+TRANSFORMER_DIR = Path(layout.TRANSFORMER_DIR)
 REDOWNLOAD = "re-download the checkpoint"
-ACTION_CHECKPOINT_DIRS = {
-    "bi": "bidirectional_model",
-    "ar": "ar_model",
-    "ar-rl": "ar_rl_model",
-    "ar-distilled": "ar_distilled_action_model",
-}
+ACTION_CHECKPOINT_DIRS = variants.view(lambda record: record.action_dir)  # variant -> folder, live
 
 
 class CheckpointError(HintedError, RuntimeError):

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import torch
 
+from worldplay_cli.contract import layout
+from worldplay_cli.contract.layout import ModelLayout
+
 INFERENCE_SHIFT = 5.0
 NUM_TRAIN_TIMESTEPS = 1000
-SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+SCHEDULER_CONFIG_NAME = layout.SCHEDULER_CONFIG_NAME
 
 
 class FlowMatchScheduler:
@@ -45,7 +48,7 @@ class FlowMatchScheduler:
     ) -> FlowMatchScheduler:
         """Use `<model_dir>/scheduler/scheduler_config.json` for the training horizon; its `shift` is ignored
         (WorldPlay inference always runs `shift`, 5 by default), as in the official pipeline."""
-        path = Path(model_dir) / "scheduler" / SCHEDULER_CONFIG_NAME
+        path = ModelLayout(model_dir).scheduler_config
         try:
             config = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from worldplay_cli.contract.layout import ModelLayout
 from worker.models.checkpoint import (
     ACTION_CHECKPOINT_DIRS,
     CONFIG_NAME,
@@ -88,7 +89,7 @@ def write_tiny_transformer(
 
 def write_scheduler_config(root: str | Path) -> Path:
     """`<root>/scheduler/scheduler_config.json` as shipped (its shift is overridden at inference anyway)."""
-    directory = Path(root) / "scheduler"
+    directory = ModelLayout(root).scheduler_dir
     directory.mkdir(parents=True, exist_ok=True)
     config = {
         "_class_name": "FlowMatchDiscreteScheduler",

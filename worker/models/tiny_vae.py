@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from worldplay_cli.contract.layout import ModelLayout
 from worker.models.vae import CONFIG_NAME, WEIGHTS_NAME, HunyuanVideo15VAE, VAEConfig
 
 TINY_VAE_CONFIG = VAEConfig(
@@ -31,7 +32,7 @@ def write_tiny_vae(root: str | Path, seed: int = 3, scale: float = 0.1, config: 
     generator = torch.Generator().manual_seed(seed)
     state = {name: torch.randn(shape, generator=generator) * scale for name, shape in shapes}
 
-    directory = Path(root) / "vae"
+    directory = ModelLayout(root).vae_dir
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     save_file(state, str(directory / WEIGHTS_NAME))
@@ -107,7 +108,7 @@ def write_pooling_vae(root: str | Path, scaling_factor: float = 1.0) -> Path:
 
     from safetensors.torch import save_file
 
-    directory = Path(root) / "vae"
+    directory = ModelLayout(root).vae_dir
     directory.mkdir(parents=True, exist_ok=True)
     config = replace(POOLING_VAE_CONFIG, scaling_factor=scaling_factor)
     (directory / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")

@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+from worldplay_cli.contract import layout
+
+CONFIG_NAME = layout.CONFIG_NAME
+WEIGHTS_NAME = layout.WEIGHTS_NAME
 
 # A causal conv with temporal kernel 3 needs the two previous input frames.
 CACHED_FRAMES = 2

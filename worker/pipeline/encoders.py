@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-LLM_DIR = "text_encoder/llm"
-BYT5_DIR = "text_encoder/byt5-small"
-GLYPH_DIR = "text_encoder/Glyph-SDXL-v2"
-SIGLIP_DIR = "vision_encoder/siglip"
-GLYPH_COLORS = Path("assets/color_idx.json")
-GLYPH_FONTS = Path("assets/multilingual_10-lang_idx.json")
-GLYPH_CHECKPOINT = Path("checkpoints/byt5_model.pt")
+from worldplay_cli.contract import layout
+from worldplay_cli.contract.buckets import bucket_size
+from worldplay_cli.contract.layout import BYT5_DIR, GLYPH_DIR, LLM_DIR, SIGLIP_DIR, ModelLayout  # noqa: F401
+
+GLYPH_COLORS = Path(layout.GLYPH_COLORS)  # inside GLYPH_DIR
+GLYPH_FONTS = Path(layout.GLYPH_FONTS)
+GLYPH_CHECKPOINT = Path(layout.GLYPH_CHECKPOINT)
 # Glyph-SDXL-v2 stores the byT5 encoder inside its text tower.
 BYT5_PREFIX = "module.text_tower.encoder."
 
@@ -204,27 +204,10 @@ class GlyphEncoder:
         return states, mask
 
 
-def bucket_sizes(base_size: int = 640, stride: int = 16, max_ratio: float = 4.0) -> list[tuple[int, int]]:
-    """Candidate (height, width) pairs: a staircase over stride-sized patch grids of about base_size² pixels."""
-    budget = round((base_size / stride) ** 2)
-    sizes = []
-    long_side, short_side = budget, 1
-    while long_side > 0:
-        if max(long_side, short_side) / min(long_side, short_side) <= max_ratio:
-            sizes.append((long_side * stride, short_side * stride))
-        if (short_side + 1) * long_side <= budget:
-            short_side += 1
-        else:
-            long_side -= 1
-    return sizes
-
-
-def bucket_resolution(width: int, height: int, base_size: int = 640, stride: int = 16) -> tuple[int, int]:
-    """(height, width) of the bucket whose aspect ratio (rounded to 5 decimals) is closest to the image's."""
-    sizes = bucket_sizes(base_size, stride)
-    ratios = np.array([round(bucket_height / bucket_width, 5) for bucket_height, bucket_width in sizes])
-    # argmin takes the first of equally close buckets, as the official code does
-    return sizes[int(np.abs(ratios - height / width).argmin())]
+def bucket_resolution(width: int, height: int, base_size: int = 640) -> tuple[int, int]:
+    """(height, width) of the image's bucket (contract.buckets.bucket_size, the one rule)."""
+    bucket_width, bucket_height = bucket_size(width, height, base_size=base_size)
+    return bucket_height, bucket_width
 
 
 def resize_center_crop(image: Image.Image, width: int, height: int) -> Image.Image:
@@ -264,9 +247,9 @@ class VisionEncoder:
         from transformers import SiglipVisionModel
 
         directory = Path(directory)
-        model = SiglipVisionModel.from_pretrained(directory / "image_encoder", dtype=dtype)
+        model = SiglipVisionModel.from_pretrained(directory / layout.SIGLIP_MODEL_DIR, dtype=dtype)
         model.requires_grad_(False)
-        processor = _siglip_image_processor_class().from_pretrained(directory / "feature_extractor")
+        processor = _siglip_image_processor_class().from_pretrained(directory / layout.SIGLIP_PROCESSOR_DIR)
         return cls(model.to(device).eval(), processor)
 
     @property
@@ -316,11 +299,11 @@ class ConditionEncoders:
         cls, root: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float16
     ) -> ConditionEncoders:
         """Load from the official layout; LLM and SigLIP in `dtype`, byT5 in fp32 (as the official code)."""
-        root = Path(root)
+        where = ModelLayout(root)
         return cls(
-            PromptEncoder.from_pretrained(root / LLM_DIR, device, dtype),
-            GlyphEncoder.from_pretrained(root / BYT5_DIR, root / GLYPH_DIR, device),
-            VisionEncoder.from_pretrained(root / SIGLIP_DIR, device, dtype),
+            PromptEncoder.from_pretrained(where.llm_dir, device, dtype),
+            GlyphEncoder.from_pretrained(where.byt5_dir, where.glyph_dir, device),
+            VisionEncoder.from_pretrained(where.siglip_dir, device, dtype),
         )
 
     def encode(

@@ -20,26 +20,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worldplay_cli.contract.errors import HintedError
-from worker.models.checkpoint import (
-    ACTION_CHECKPOINT_DIRS as ACTION_DIRS,
-    HUB_DISTILLED_NAME,
-    INDEX_NAME,
+from worldplay_cli.contract import layout, variants
+from worldplay_cli.contract.layout import (
+    BYT5_DIR,
+    GLYPH_CHECKPOINT,
+    GLYPH_COLORS,
+    GLYPH_DIR,
+    GLYPH_FONTS,
+    INDEX_NAME,  # noqa: F401  (re-exported)
+    LLM_DIR,
+    SCHEDULER_DIR,
+    SIGLIP_DIR,
+    SR_TRANSFORMER_DIR,
+    SR_UPSAMPLER_DIR,
     TRANSFORMER_DIR,
+    VAE_DIR,
     WEIGHTS_NAME,
+    ModelLayout,
 )
-from worker.pipeline.encoders import BYT5_DIR, GLYPH_CHECKPOINT, GLYPH_COLORS, GLYPH_DIR, GLYPH_FONTS, LLM_DIR, SIGLIP_DIR
 
-VARIANTS = tuple(ACTION_DIRS)
-VAE_DIR = "vae"
-SCHEDULER_DIR = "scheduler"
-SR_TRANSFORMER_DIR = "transformer/720p_sr_distilled"
-SR_UPSAMPLER_DIR = "upsampler/720p_sr_distilled"
+ACTION_DIRS = variants.view(lambda record: record.action_dir)  # variant -> folder, live
+HUB_DISTILLED_NAME = variants.get("ar-distilled").hub_weights_name
+
+
+def __getattr__(name: str):
+    if name == "VARIANTS":  # every registered variant, read when asked (a test may register one)
+        return variants.names()
+    raise AttributeError(name)
+
 
 # (what, files that must exist, the `worldplay download` piece that provides them)
 SHARED_PIECES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("transformer config", (f"{TRANSFORMER_DIR}/config.json",), "hunyuanvideo-480p-i2v"),
     ("VAE", (f"{VAE_DIR}/config.json", f"{VAE_DIR}/{WEIGHTS_NAME}"), "hunyuanvideo-480p-i2v"),
-    ("scheduler config", (f"{SCHEDULER_DIR}/scheduler_config.json",), "hunyuanvideo-480p-i2v"),
+    ("scheduler config", (f"{SCHEDULER_DIR}/{layout.SCHEDULER_CONFIG_NAME}",), "hunyuanvideo-480p-i2v"),
     ("Qwen2.5-VL text encoder", (f"{LLM_DIR}/config.json",), "qwen2.5-vl"),
     ("byT5 glyph encoder", (f"{BYT5_DIR}/config.json",), "byt5-small"),
     (
@@ -53,7 +67,10 @@ SHARED_PIECES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ),
     (
         "SigLIP vision encoder",
-        (f"{SIGLIP_DIR}/image_encoder/config.json", f"{SIGLIP_DIR}/feature_extractor/preprocessor_config.json"),
+        (
+            f"{SIGLIP_DIR}/{layout.SIGLIP_MODEL_DIR}/config.json",
+            f"{SIGLIP_DIR}/{layout.SIGLIP_PROCESSOR_DIR}/{layout.SIGLIP_PROCESSOR_CONFIG}",
+        ),
         "siglip",
     ),
 )
@@ -103,7 +120,7 @@ def download_command(variant: str, root: Path | None = None, extra: str = "") ->
 def find_action_checkpoint(root: Path, variant: str) -> Path | None:
     """The variant's checkpoint file in `root` (full file, shard index, or the Hub's distilled name)."""
     directory = Path(root) / ACTION_DIRS[variant]
-    for name in (WEIGHTS_NAME, INDEX_NAME, HUB_DISTILLED_NAME):
+    for name in layout.checkpoint_names(variant):
         if (directory / name).is_file():
             return directory / name
     return None
@@ -126,7 +143,7 @@ def missing_pieces(root: Path, variant: str) -> list[MissingPiece]:
     ]
     if find_action_checkpoint(root, variant) is None:
         missing.append(
-            MissingPiece(f"{variant} action checkpoint", f"{ACTION_DIRS[variant]}/{WEIGHTS_NAME}", f"action-{variant}")
+            MissingPiece(f"{variant} action checkpoint", layout.action_checkpoint(variant), variants.get(variant).piece)
         )
     return missing
 
@@ -147,7 +164,7 @@ def resolve_model_dir(root: str | Path, variant: str, checkpoint: str | Path | N
     `checkpoint` replaces the variant's action checkpoint; it must not be another variant's file.
     """
     if variant not in ACTION_DIRS:
-        raise ModelDirError(f"unknown variant {variant!r}", f"choose one of {', '.join(VARIANTS)}")
+        raise ModelDirError(f"unknown variant {variant!r}", f"choose one of {', '.join(variants.names())}")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ModelDirError(
@@ -174,13 +191,14 @@ def resolve_model_dir(root: str | Path, variant: str, checkpoint: str | Path | N
         )
     action = checkpoint if checkpoint is not None else find_action_checkpoint(root, variant)
     has_sr = all((root / path).is_file() for path in SR_FILES)
+    where = ModelLayout(root)
     return ModelPaths(
         root=root,
         variant=variant,
-        transformer_dir=root / TRANSFORMER_DIR,
+        transformer_dir=where.transformer_dir,
         action_checkpoint=action,
-        vae_dir=root / VAE_DIR,
-        scheduler_dir=root / SCHEDULER_DIR,
-        sr_transformer_dir=root / SR_TRANSFORMER_DIR if has_sr else None,
-        sr_upsampler_dir=root / SR_UPSAMPLER_DIR if has_sr else None,
+        vae_dir=where.vae_dir,
+        scheduler_dir=where.scheduler_dir,
+        sr_transformer_dir=where.sr_transformer_dir if has_sr else None,
+        sr_upsampler_dir=where.sr_upsampler_dir if has_sr else None,
     )

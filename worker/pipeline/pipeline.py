@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from worldplay_cli.contract.errors import HintedError
-from worldplay_cli.contract.specs import VARIANT_DEFAULTS
+from worldplay_cli.contract import variants
 from worker.models.checkpoint import load_transformer
 from worker.models.scheduler import FlowMatchScheduler
 from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer
@@ -37,7 +37,7 @@ from worker.pipeline.memory import sample_points_in_sphere
 from worker.pipeline.model_dir import ModelDirError, ModelPaths, download_command, resolve_model_dir
 from worker.pipeline.rollout import ChunkResult, RolloutInputs, StepCallback, ar_rollout, bi_rollout
 
-CHUNK_LATENTS = {"bi": 16, "ar": 4, "ar-rl": 4, "ar-distilled": 4}
+CHUNK_LATENTS = variants.view(lambda record: record.chunk_latents)  # variant -> latents per chunk, live
 FPS = 24
 
 
@@ -144,8 +144,8 @@ class WorldPlayPipeline:
         num_train_timesteps: int = 1000,
         paths: ModelPaths | None = None,
     ):
-        if variant not in CHUNK_LATENTS:
-            raise GenerationError(f"unknown variant {variant!r}", f"choose one of {', '.join(CHUNK_LATENTS)}")
+        if variants.find(variant) is None:
+            raise GenerationError(f"unknown variant {variant!r}", f"choose one of {', '.join(variants.names())}")
         check_components(transformer, vae, encoders)
         self.variant = variant
         self.transformer = transformer
@@ -156,7 +156,7 @@ class WorldPlayPipeline:
 
     @property
     def chunk_latents(self) -> int:
-        return CHUNK_LATENTS[self.variant]
+        return variants.get(self.variant).chunk_latents
 
     @property
     def device(self) -> torch.device:
@@ -203,9 +203,9 @@ class WorldPlayPipeline:
     # -- stages -------------------------------------------------------------------------------------
 
     def recipe(self, options: GenerationOptions) -> tuple[int, float]:
-        defaults = VARIANT_DEFAULTS[self.variant]
-        steps = options.steps or defaults["steps"]
-        guidance = options.guidance if options.guidance is not None else defaults["guidance"]
+        defaults = variants.get(self.variant)
+        steps = options.steps or defaults.steps
+        guidance = options.guidance if options.guidance is not None else defaults.guidance
         return steps, guidance
 
     def scheduler(self, steps: int) -> FlowMatchScheduler:
@@ -306,7 +306,7 @@ class WorldPlayPipeline:
         self, prepared: Prepared, options: GenerationOptions = GenerationOptions(), on_step: StepCallback | None = None
     ) -> Iterator[ChunkResult]:
         """Denoised chunks in order (under inference mode, one at a time)."""
-        rollout = bi_rollout if self.variant == "bi" else ar_rollout
+        rollout = bi_rollout if variants.get(self.variant).model_type == "bi" else ar_rollout
         chunks = rollout(
             self.transformer,
             self.scheduler(prepared.steps),

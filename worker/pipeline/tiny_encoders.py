@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from worldplay_cli.contract import layout
 from worker.pipeline.encoders import (
     BYT5_DIR,
     BYT5_PREFIX,
@@ -154,7 +155,7 @@ def _write_siglip(directory: Path, hidden_size: int) -> None:
         image_size=54,
         patch_size=2,
     )
-    SiglipVisionModel(config).save_pretrained(directory / "image_encoder")
+    SiglipVisionModel(config).save_pretrained(directory / layout.SIGLIP_MODEL_DIR)
     processor = {
         "image_processor_type": "SiglipImageProcessor",
         "do_resize": True,
@@ -166,5 +167,5 @@ def _write_siglip(directory: Path, hidden_size: int) -> None:
         "image_mean": [0.5, 0.5, 0.5],
         "image_std": [0.5, 0.5, 0.5],
     }
-    (directory / "feature_extractor").mkdir(parents=True, exist_ok=True)
-    (directory / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+    (directory / layout.SIGLIP_PROCESSOR_DIR).mkdir(parents=True, exist_ok=True)
+    (directory / layout.SIGLIP_PROCESSOR_DIR / layout.SIGLIP_PROCESSOR_CONFIG).write_text(json.dumps(processor, indent=2))

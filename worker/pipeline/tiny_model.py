@@ -14,10 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-from worker.models.checkpoint import ACTION_CHECKPOINT_DIRS, HUB_DISTILLED_NAME, WEIGHTS_NAME
+from worldplay_cli.contract import layout, variants
+from worker.models.checkpoint import WEIGHTS_NAME
 
 # Written last, so a directory holding it is complete.
-MARKER = "worldplay-tiny-model.json"
+MARKER = layout.TINY_MARKER
 
 
 def write_tiny_model(root: str | Path, seed: int = 0, hub_names: bool = False) -> Path:
@@ -36,8 +37,10 @@ def write_tiny_model(root: str | Path, seed: int = 0, hub_names: bool = False) -
     write_tiny_vae(root, seed=seed + 3)
     write_tiny_encoders(root, seed=seed)
     if hub_names:
-        distilled = root / ACTION_CHECKPOINT_DIRS["ar-distilled"]
-        os.replace(distilled / WEIGHTS_NAME, distilled / HUB_DISTILLED_NAME)
+        for record in variants.all_variants():
+            if record.hub_weights_name:
+                directory = root / record.action_dir
+                os.replace(directory / WEIGHTS_NAME, directory / record.hub_weights_name)
     (root / MARKER).write_text(json.dumps({"version": 1, "kind": "tiny-random", "seed": seed}, indent=2) + "\n")
     return root
 

@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
+from worldplay_cli.contract import variants
+
 GB = 10**9
 
 PROFILES = ("auto", "resident", "offload", "group-offload", "low-vram")
@@ -69,8 +71,8 @@ class ProfileError(ValueError):
 
 
 def guidance_branches(variant: str) -> int:
-    """Separate CFG passes with their own context caches: two except for the distilled model."""
-    return 1 if variant == "ar-distilled" else 2
+    """Separate CFG passes with their own context caches: two except for a variant run without CFG."""
+    return variants.get(variant).cfg_branches
 
 
 def estimate_stages(profile: str, variant: str, sp: int, scale: float = 1.0) -> dict[str, int]:

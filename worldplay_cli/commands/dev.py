@@ -18,16 +18,15 @@ from pathlib import Path
 
 import typer
 
+from worldplay_cli.contract import layout, variants
 from worldplay_cli.contract.errors import BadInput, WorldplayError
 from worldplay_cli.options import JsonOption
 from worldplay_cli.output import emit
 
 dev_app = typer.Typer(help="Developer helpers (tiny test models).", no_args_is_help=True)
 
-# Written last by the tiny model writer (`worker.pipeline.tiny_model.MARKER`; the CLI cannot import it);
-# a directory holding it may be rewritten.
-TINY_MARKER = "worldplay-tiny-model.json"
-VARIANTS = ("bi", "ar", "ar-rl", "ar-distilled")
+# Written last by the tiny model writer; a directory holding it may be rewritten.
+TINY_MARKER = layout.TINY_MARKER
 
 
 def register(app: typer.Typer) -> None:
@@ -47,13 +46,13 @@ def tiny_model(
     root = write_tiny_model(directory.expanduser().absolute(), seed, hub_names)
     data = {
         "model_dir": str(root),
-        "variants": list(VARIANTS),
-        "example": f"worldplay generate --engine native --variant ar-distilled --model-dir {root} --width 64 --height 48",
+        "variants": list(variants.names()),
+        "example": f"worldplay generate --engine native --variant {variants.DEFAULT} --model-dir {root} --width 64 --height 48",
     }
 
     def render(console) -> None:
         console.print(f"tiny model directory written: [bold]{root}[/]")
-        console.print(f"variants: {', '.join(VARIANTS)} (random weights: the videos are noise)")
+        console.print(f"variants: {', '.join(variants.names())} (random weights: the videos are noise)")
         console.print(f"try: {data['example']}")
 
     emit(data, as_json, render)

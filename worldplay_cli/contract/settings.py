@@ -13,10 +13,11 @@ import sys
 import tempfile
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from worldplay_cli.contract import variants
 from worldplay_cli.contract.errors import BadInput, WorldplayError, first_error
 
 if sys.version_info >= (3, 11):
@@ -28,7 +29,7 @@ SETTINGS_VERSION = 1
 ENV_PREFIX = "WORLDPLAY_"
 
 Engine = Literal["preview", "native", "official"]
-Variant = Literal["bi", "ar", "ar-rl", "ar-distilled"]
+Variant = Annotated[str, AfterValidator(variants.check_name)]  # a name in contract.variants
 MemoryProfile = Literal["auto", "resident", "offload", "group-offload", "low-vram"]
 
 
@@ -154,7 +155,7 @@ class Settings(_Section):
     output_mode: Literal["private", "shared"] = "private"
     model_dir: Path = Field(default_factory=lambda: _data_dir() / "models" / "HunyuanVideo-1.5")
     default_engine: Engine = "preview"
-    default_variant: Variant = "ar-distilled"
+    default_variant: Variant = variants.DEFAULT
     job_timeout_s: int = Field(default=6 * 3600, gt=0)
     # Native engine: how weights are placed on the GPU (see docs/multi-gpu.md).
     memory_profile: MemoryProfile = "auto"

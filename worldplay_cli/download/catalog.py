@@ -9,10 +9,12 @@ manifest / cache when offline); `KNOWN_SIZES` is only the fallback that lets a p
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from worldplay_cli.contract import layout, variants
 from worldplay_cli.contract.errors import BadInput
 
 Source = Literal["huggingface", "modelscope"]
@@ -66,87 +68,92 @@ class Variant(BaseModel):
     note: str = ""
 
 
+class _Live(Mapping):
+    """A mapping rebuilt from contract.variants on every read, so a variant registered later shows up."""
+
+    def __init__(self, build: Callable[[], dict]):
+        self._build = build
+
+    def __getitem__(self, name):
+        return self._build()[name]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._build())
+
+    def __len__(self) -> int:
+        return len(self._build())
+
+
 _HV_REPO = "tencent/HunyuanVideo-1.5"
 _WP_REPO = "tencent/HY-WorldPlay"
-_ACTION_FILE = "diffusion_pytorch_model.safetensors"
 
-PIECES: dict[str, Piece] = {
-    piece.name: piece
-    for piece in (
-        Piece(
-            name="hunyuanvideo-480p-i2v",
-            title="HunyuanVideo-1.5 VAE, scheduler and 480p I2V transformer",
-            repo=_HV_REPO,
-            allow_patterns=("vae/*", "scheduler/*", "transformer/480p_i2v/*"),
+_SHARED_PIECES: tuple[Piece, ...] = (
+    Piece(
+        name="hunyuanvideo-480p-i2v",
+        title="HunyuanVideo-1.5 VAE, scheduler and 480p I2V transformer",
+        repo=_HV_REPO,
+        allow_patterns=(f"{layout.VAE_DIR}/*", f"{layout.SCHEDULER_DIR}/*", f"{layout.TRANSFORMER_DIR}/*"),
+    ),
+    Piece(
+        name="hunyuanvideo-sr",
+        title="HunyuanVideo-1.5 720p super-resolution transformer and upsampler",
+        repo=_HV_REPO,
+        allow_patterns=(f"{layout.SR_TRANSFORMER_DIR}/*", f"{layout.SR_UPSAMPLER_DIR}/*"),
+    ),
+    Piece(
+        name="qwen2.5-vl",
+        title="Qwen2.5-VL-7B-Instruct text encoder",
+        repo="Qwen/Qwen2.5-VL-7B-Instruct",
+        target=layout.LLM_DIR,
+    ),
+    Piece(
+        name="byt5-small",
+        title="ByT5-small glyph text encoder",
+        repo="google/byt5-small",
+        # TensorFlow/Flax/Rust copies of the same weights are never loaded.
+        ignore_patterns=("*.h5", "*.msgpack", "*.ot", "onnx/*"),
+        target=layout.BYT5_DIR,
+    ),
+    Piece(
+        name="glyph-sdxl-v2",
+        title="Glyph-SDXL-v2 ByT5 weights and glyph vocabularies (ModelScope)",
+        source="modelscope",
+        repo="AI-ModelScope/Glyph-SDXL-v2",
+        revision="master",
+        allow_patterns=(
+            layout.GLYPH_COLORS, layout.GLYPH_FONTS, layout.GLYPH_CHECKPOINT,
         ),
-        Piece(
-            name="hunyuanvideo-sr",
-            title="HunyuanVideo-1.5 720p super-resolution transformer and upsampler",
-            repo=_HV_REPO,
-            allow_patterns=("transformer/720p_sr_distilled/*", "upsampler/720p_sr_distilled/*"),
-        ),
-        Piece(
-            name="qwen2.5-vl",
-            title="Qwen2.5-VL-7B-Instruct text encoder",
-            repo="Qwen/Qwen2.5-VL-7B-Instruct",
-            target="text_encoder/llm",
-        ),
-        Piece(
-            name="byt5-small",
-            title="ByT5-small glyph text encoder",
-            repo="google/byt5-small",
-            # TensorFlow/Flax/Rust copies of the same weights are never loaded.
-            ignore_patterns=("*.h5", "*.msgpack", "*.ot", "onnx/*"),
-            target="text_encoder/byt5-small",
-        ),
-        Piece(
-            name="glyph-sdxl-v2",
-            title="Glyph-SDXL-v2 ByT5 weights and glyph vocabularies (ModelScope)",
-            source="modelscope",
-            repo="AI-ModelScope/Glyph-SDXL-v2",
-            revision="master",
-            allow_patterns=(
-                "assets/color_idx.json", "assets/multilingual_10-lang_idx.json", "checkpoints/byt5_model.pt",
-            ),
-            target="text_encoder/Glyph-SDXL-v2",
-        ),
-        Piece(
-            name="siglip",
-            title="SigLIP vision encoder from FLUX.1-Redux-dev",
-            repo="black-forest-labs/FLUX.1-Redux-dev",
-            # Only these two subfolders are loaded; the Redux adapter itself is not used.
-            allow_patterns=("image_encoder/*", "feature_extractor/*"),
-            target="vision_encoder/siglip",
-            gated=True,
-        ),
-        Piece(
-            name="action-bi",
-            title="HY-World 1.5 bidirectional action model",
-            repo=_WP_REPO,
-            allow_patterns=("bidirectional_model/*",),
-        ),
-        Piece(
-            name="action-ar",
-            title="HY-World 1.5 autoregressive action model",
-            repo=_WP_REPO,
-            allow_patterns=("ar_model/*",),
-        ),
-        Piece(
-            name="action-ar-rl",
-            title="HY-World 1.5 autoregressive action model with RL post-training (WorldCompass)",
-            repo=_WP_REPO,
-            allow_patterns=("ar_rl_model/*",),
-        ),
-        Piece(
-            name="action-ar-distilled",
-            title="HY-World 1.5 distilled autoregressive action model (4 steps)",
-            repo=_WP_REPO,
-            allow_patterns=("ar_distilled_action_model/*",),
-            # The Hub file is `model.safetensors`; the official loader reads this name.
-            renames={"ar_distilled_action_model/model.safetensors": f"ar_distilled_action_model/{_ACTION_FILE}"},
-        ),
+        target=layout.GLYPH_DIR,
+    ),
+    Piece(
+        name="siglip",
+        title="SigLIP vision encoder from FLUX.1-Redux-dev",
+        repo="black-forest-labs/FLUX.1-Redux-dev",
+        # Only these two subfolders are loaded; the Redux adapter itself is not used.
+        allow_patterns=(f"{layout.SIGLIP_MODEL_DIR}/*", f"{layout.SIGLIP_PROCESSOR_DIR}/*"),
+        target=layout.SIGLIP_DIR,
+        gated=True,
+    ),
+)
+
+
+def _action_piece(record: variants.Variant) -> Piece:
+    """The piece of a variant's action checkpoint: its folder of the WorldPlay repository."""
+    renames = {}
+    if record.hub_weights_name:  # the official loader reads the official name
+        renames = {f"{record.action_dir}/{record.hub_weights_name}": layout.action_checkpoint(record.name)}
+    return Piece(
+        name=record.piece, title=record.piece_title, repo=_WP_REPO, allow_patterns=(f"{record.action_dir}/*",),
+        renames=renames,
     )
-}
+
+
+def _pieces() -> dict[str, Piece]:
+    pieces = (*_SHARED_PIECES, *(_action_piece(record) for record in variants.all_variants()))
+    return {piece.name: piece for piece in pieces}
+
+
+PIECES: Mapping[str, Piece] = _Live(_pieces)
 
 
 class KnownSize(BaseModel):
@@ -161,7 +168,7 @@ class KnownSize(BaseModel):
 # Used only when a plan cannot ask the hub (offline with nothing cached, or the hub unreachable); the plan then
 # says its sizes are these. None is a published byte count: worldplay's reference has the parameter counts, not
 # the Hub listings, so each figure is computed or estimated and says how. Replace one with the Hub's total when known.
-KNOWN_SIZES: dict[str, KnownSize] = {
+_SHARED_SIZES: dict[str, KnownSize] = {
     "hunyuanvideo-480p-i2v": KnownSize(
         size=17_200_000_000,
         basis="approximate: the 480p I2V transformer's 8.33 B parameters in bf16 (16.7 GB) plus the VAE and scheduler",
@@ -180,58 +187,42 @@ KNOWN_SIZES: dict[str, KnownSize] = {
         size=900_000_000, basis="approximate: a ByT5-small encoder checkpoint in fp32 plus two small JSON files",
     ),
     "siglip": KnownSize(size=860_000_000, basis="approximate: SigLIP so400m, 428 M parameters in bf16"),
-    **{
-        name: KnownSize(
-            size=17_100_000_000,
-            basis="approximate: 8,557,933,856 parameters (base plus action layers) in bf16",
-        )
-        for name in ("action-bi", "action-ar", "action-ar-rl", "action-ar-distilled")
-    },
 }
+# every action checkpoint: a full state dict of the released architecture
+_ACTION_SIZE = KnownSize(size=17_100_000_000, basis="approximate: 8,557,933,856 parameters (base plus action layers) in bf16")
+KNOWN_SIZES: Mapping[str, KnownSize] = _Live(
+    lambda: {**_SHARED_SIZES, **{record.piece: _ACTION_SIZE for record in variants.all_variants()}}
+)
 
 _BASE = ("hunyuanvideo-480p-i2v", "qwen2.5-vl", "byt5-small", "glyph-sdxl-v2", "siglip")
 
-VARIANTS: dict[str, Variant] = {
-    variant.name: variant
-    for variant in (
-        Variant(
-            name="bi",
-            title="HY-World1.5-Bidirectional-480P-I2V",
-            pieces=(*_BASE, "action-bi"),
-            action_checkpoint=f"bidirectional_model/{_ACTION_FILE}",
-        ),
-        Variant(
-            name="ar",
-            title="HY-World1.5-Autoregressive-480P-I2V",
-            pieces=(*_BASE, "action-ar"),
-            action_checkpoint=f"ar_model/{_ACTION_FILE}",
-        ),
-        Variant(
-            name="ar-rl",
-            title="HY-World1.5-Autoregressive-480P-I2V-rl",
-            pieces=(*_BASE, "action-ar-rl"),
-            action_checkpoint=f"ar_rl_model/{_ACTION_FILE}",
-        ),
-        Variant(
-            name="ar-distilled",
-            title="HY-World1.5-Autoregressive-480P-I2V-distill",
-            pieces=(*_BASE, "action-ar-distilled"),
-            action_checkpoint=f"ar_distilled_action_model/{_ACTION_FILE}",
-        ),
-        Variant(
-            name="sr",
-            title="720p super-resolution stage (optional add-on)",
-            pieces=("hunyuanvideo-sr",),
-            note="add-on: download it together with a variant, e.g. `worldplay download ar-distilled sr`",
-        ),
-        Variant(
-            name="ar-rl-distilled",
-            title="HY-World1.5-Autoregressive-480P-I2V-rl-distill",
-            released=False,
-            note="announced by Tencent as 'to be released'; no weights are published yet",
-        ),
+# Download-only entries beside the variants of contract.variants: an add-on and an announced variant.
+_EXTRAS: tuple[Variant, ...] = (
+    Variant(
+        name="sr",
+        title="720p super-resolution stage (optional add-on)",
+        pieces=("hunyuanvideo-sr",),
+        note="add-on: download it together with a variant, e.g. `worldplay download ar-distilled sr`",
+    ),
+    Variant(
+        name="ar-rl-distilled",
+        title="HY-World1.5-Autoregressive-480P-I2V-rl-distill",
+        released=False,
+        note="announced by Tencent as 'to be released'; no weights are published yet",
+    ),
+)
+
+
+def _variants() -> dict[str, Variant]:
+    released = (
+        Variant(name=record.name, title=record.title, pieces=(*_BASE, record.piece),
+                action_checkpoint=layout.action_checkpoint(record.name))
+        for record in variants.all_variants()
     )
-}
+    return {variant.name: variant for variant in (*released, *_EXTRAS)}
+
+
+VARIANTS: Mapping[str, Variant] = _Live(_variants)
 
 
 def released_names() -> list[str]:

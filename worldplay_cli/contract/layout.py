@@ -1,0 +1,88 @@
+"""The model directory's layout: the official one (the HunyuanVideo-1.5 root the official download script
+builds, and `worldplay download` reproduces), named once.
+
+    <root>/transformer/480p_i2v/{config.json, diffusion_pytorch_model*.safetensors}
+    <root>/<variant's action_dir>/diffusion_pytorch_model.safetensors   (contract.variants: one per variant)
+    <root>/vae, <root>/scheduler/scheduler_config.json
+    <root>/text_encoder/{llm,byt5-small,Glyph-SDXL-v2}, <root>/vision_encoder/siglip/{image_encoder,feature_extractor}
+    <root>/transformer/720p_sr_distilled, <root>/upsampler/720p_sr_distilled      optional SR stage
+    <root>/worldplay-tiny-model.json   written last by `worldplay dev tiny-model`
+
+`ModelLayout(root)` carries every sub-path, so the download catalog, the model-directory check, the
+checkpoint loader, the encoders, the scheduler and the tiny-model writer all read the same names.
+Torch-free; imports only `contract.variants`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from worldplay_cli.contract import variants
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+
+TRANSFORMER_DIR = "transformer/480p_i2v"
+VAE_DIR = "vae"
+SCHEDULER_DIR = "scheduler"
+LLM_DIR = "text_encoder/llm"
+BYT5_DIR = "text_encoder/byt5-small"
+GLYPH_DIR = "text_encoder/Glyph-SDXL-v2"
+SIGLIP_DIR = "vision_encoder/siglip"
+SIGLIP_MODEL_DIR = "image_encoder"  # inside SIGLIP_DIR
+SIGLIP_PROCESSOR_DIR = "feature_extractor"  # inside SIGLIP_DIR
+SIGLIP_PROCESSOR_CONFIG = "preprocessor_config.json"
+GLYPH_COLORS = "assets/color_idx.json"  # inside GLYPH_DIR
+GLYPH_FONTS = "assets/multilingual_10-lang_idx.json"
+GLYPH_CHECKPOINT = "checkpoints/byt5_model.pt"
+SR_TRANSFORMER_DIR = "transformer/720p_sr_distilled"
+SR_UPSAMPLER_DIR = "upsampler/720p_sr_distilled"
+TINY_MARKER = "worldplay-tiny-model.json"
+
+
+def action_dir(variant: str) -> str:
+    return variants.get(variant).action_dir
+
+
+def action_checkpoint(variant: str) -> str:
+    """`<action_dir>/diffusion_pytorch_model.safetensors` of a variant, relative to the root."""
+    return f"{action_dir(variant)}/{WEIGHTS_NAME}"
+
+
+def checkpoint_names(variant: str | None = None) -> tuple[str, ...]:
+    """File names an action checkpoint may have, in the order they are looked for (full file, shard
+    index, then the Hub's own name of any variant whose Hub file differs)."""
+    records = [variants.get(variant)] if variant is not None else variants.all_variants()
+    hub = [record.hub_weights_name for record in records if record.hub_weights_name]
+    return tuple(dict.fromkeys((WEIGHTS_NAME, INDEX_NAME, *hub)))
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """Every location in a model directory rooted at `root`."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    def __truediv__(self, relative: str) -> Path:
+        return self.root / relative
+
+    transformer_dir = property(lambda self: self.root / TRANSFORMER_DIR)
+    vae_dir = property(lambda self: self.root / VAE_DIR)
+    scheduler_dir = property(lambda self: self.root / SCHEDULER_DIR)
+    scheduler_config = property(lambda self: self.root / SCHEDULER_DIR / SCHEDULER_CONFIG_NAME)
+    llm_dir = property(lambda self: self.root / LLM_DIR)
+    byt5_dir = property(lambda self: self.root / BYT5_DIR)
+    glyph_dir = property(lambda self: self.root / GLYPH_DIR)
+    siglip_dir = property(lambda self: self.root / SIGLIP_DIR)
+    sr_transformer_dir = property(lambda self: self.root / SR_TRANSFORMER_DIR)
+    sr_upsampler_dir = property(lambda self: self.root / SR_UPSAMPLER_DIR)
+    tiny_marker = property(lambda self: self.root / TINY_MARKER)
+
+    def action_dir(self, variant: str) -> Path:
+        return self.root / action_dir(variant)
