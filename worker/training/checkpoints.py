@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
+from worldplay_cli.contract import layout
 from worldplay_cli.contract.errors import BadInput
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TRANSFORMER_SUBDIR = "transformer"
 EMA_SUBDIR = "ema"
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+WEIGHTS_NAME = layout.WEIGHTS_NAME
 STATE_NAME = "training_state.pt"
 METADATA_NAME = "metadata.json"
 

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from worldplay_cli.contract import variants
 from worldplay_cli.contract.errors import WorldplayError
 from worldplay_cli.output import emit
 from worldplay_cli.options import ConfigOption, JsonOption, RedisUrlOption
@@ -152,7 +153,7 @@ def check_model_dir(probe: dict | None, model_dir: Path) -> dict:
     if state is None:
         return _check("model dir", "warn", f"{model_dir}: not checked (no worker probe)")
     if not state["exists"]:
-        return _check("model dir", "warn", f"{model_dir} does not exist", "worldplay download ar-distilled")
+        return _check("model dir", "warn", f"{model_dir} does not exist", f"worldplay download {variants.DEFAULT}")
     if "error" in state:
         return _check("model dir", "warn", state["error"])
     ready = [name for name, variant in state["variants"].items() if variant["ready"]]

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from worldplay_cli.contract import variants
 from worldplay_cli.contract.errors import BadInput
 from worldplay_cli.options import JsonOption, ModelDirOption
 from worldplay_cli.output import emit, err_console
@@ -23,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 def download(
     variants: list[str] = typer.Argument(
-        ..., help="bi, ar, ar-rl, ar-distilled, sr (add-on) or all; several at once share their pieces",
+        ..., help=f"{', '.join(variants.names())}, sr (add-on) or all; several at once share their pieces",
         show_default=False,
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print the plan: pieces, sizes, what is present, space"),

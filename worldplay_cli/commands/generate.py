@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperCommand
 
+from worldplay_cli.contract import variants
 from worldplay_cli.options import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
 
 HELP = """Generate a video from an image and a camera trajectory.
@@ -67,7 +68,7 @@ def generate(
         str, typer.Option("--pose", help="Pose string (e.g. 'w-15, right-16'), preset name, or trajectory file.")
     ] = "walk-and-turn",
     engine: Annotated[Optional[str], typer.Option(help="preview | native | official (default from settings).", show_default=False)] = None,
-    variant: Annotated[Optional[str], typer.Option(help="bi | ar | ar-rl | ar-distilled (default from settings).", show_default=False)] = None,
+    variant: Annotated[Optional[str], typer.Option(help=f"{' | '.join(variants.names())} (default from settings).", show_default=False)] = None,
     frames: Annotated[Optional[int], typer.Option(help="Pixel frames; must match the trajectory (4·latents − 3).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
     steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the variant's recipe).", show_default=False)] = None,

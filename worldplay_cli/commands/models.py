@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from worldplay_cli.contract import variants
 from worldplay_cli.contract.errors import WorldplayError
 from worldplay_cli.options import JsonOption, ModelDirOption
 from worldplay_cli.output import emit
@@ -52,7 +53,7 @@ def _render_list(console: Console, root: Path, rows: list[dict]) -> None:
 
 @models_app.command("path")
 def path(
-    variant: str = typer.Argument(..., help="bi, ar, ar-rl or ar-distilled"),
+    variant: str = typer.Argument(..., help=" or ".join((", ".join(variants.names()[:-1]), variants.names()[-1]))),
     model_dir: ModelDirOption = None,
     as_json: JsonOption = False,
 ) -> None:

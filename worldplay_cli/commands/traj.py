@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from worldplay_cli.contract import variants
 from worldplay_cli.contract.errors import BadInput
 from worldplay_cli.options import JsonOption, VariantAliasOption, variant_from
 from worldplay_cli.output import emit
@@ -180,7 +181,7 @@ def show(
 @traj_app.command("validate", help="Check a trajectory against a variant (and a frame count); suggest or apply a fix.")
 def validate(
     spec: str = typer.Argument(..., help=SPEC_HELP),
-    variant: Optional[str] = typer.Option(None, "--variant", help="ar (default) | ar-rl | ar-distilled | bi", show_default=False),
+    variant: Optional[str] = typer.Option(None, "--variant", help=f"{' | '.join(variants.names())} (default: ar)", show_default=False),
     frames: Optional[int] = typer.Option(None, "--frames", help="Pixel frames you will generate (4k+1, e.g. 125)."),
     fmt: Optional[str] = typer.Option(None, "--from", help="Input format. " + FORMAT_HELP),
     fix: Optional[str] = typer.Option(None, "--fix", help="pad or trim, written to --output."),
