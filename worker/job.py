@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from worker.progress import JobCanceled
 from worldplay_cli.contract.errors import first_error
 from worldplay_cli.contract.queue import append_log, end_manifest, note_attempt
+from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.specs import Failure, JobSpec
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ def record_end(conn: Redis, settings: Settings, job: Job, failure: Failure, stat
     """Failure bookkeeping shared by the runner, training jobs and the worker process (when the horse
     could not do it): the job meta, the attempt history, the log and the manifest."""
     job.get_meta(refresh=True)
-    job.meta["failure"] = failure.model_dump()
+    JobMeta.set_failure(job.meta, failure)
     note_attempt(job, failure)
     job.save_meta()
     directory = Path(settings.output_root) / job.id

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worldplay_cli.contract.queue import append_log
+from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.specs import Progress, cancel_key, run_key
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class Reporter:
         if not force and now - self._last_meta < _META_INTERVAL_S:
             return
         self._last_meta = now
-        self.job.meta["progress"] = progress.model_dump()
+        JobMeta.set_progress(self.job.meta, progress)
         if self.execution_id is None:
             self.job.save_meta()
             return

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worldplay_cli.contract.queue import write_json_atomic
+from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.specs import Failure, JobSpec, Manifest, Progress, Timings, VideoInfo, run_key
 from worldplay_cli.contract.settings import job_file_mode, load_settings, settings_to_dict
 from worker import proctree
@@ -114,9 +115,7 @@ def run_generate(job: Job, spec_data: dict) -> dict:
     started_at = time.time()
 
     job.get_meta(refresh=True)
-    attempt = int(job.meta.get("attempt", 0)) + 1
-    job.meta.update(attempt=attempt, progress=Progress(stage="starting").model_dump(), output_dir=str(directory))
-    job.meta.pop("failure", None)
+    attempt = JobMeta.start_attempt(job.meta, str(directory), Progress(stage="starting"))
     job.save_meta()
     reporter = Reporter(conn, job, log_file, settings)
     reporter.log(f"attempt {attempt} started on worker {job.worker_name} (host {socket.gethostname()}, pid {os.getpid()})")
@@ -174,7 +173,7 @@ def run_generate(job: Job, spec_data: dict) -> dict:
         reporter.finish()
         video = VideoInfo(frames=num_frames, width=width, height=height, fps=fps, bytes=size)
         _write_manifest(directory, manifest, "finished", job, started_at, reporter, video=video)
-        job.meta["video"] = str(final)
+        JobMeta.set_video(job.meta, str(final))
         job.save_meta()
         reporter.log(f"finished: {final} ({num_frames} frames, {width}x{height}, {time.time() - started_at:.1f} s)")
         return {

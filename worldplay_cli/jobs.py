@@ -21,6 +21,7 @@ from worldplay_cli.contract.queue import (
     job_dir,
     set_failure,
 )
+from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.specs import (
     JOBS_INDEX,
     Failure,
@@ -263,8 +264,7 @@ def retry_job(conn: Redis, settings: Settings, job_id: str) -> str:
     else:
         registry = job.failed_job_registry
     job.retries_left = settings.queue.retries_on_lost_worker or None
-    job.meta.pop("failure", None)
-    job.meta.pop("progress", None)
+    JobMeta.clear_outcome(job.meta)
     conn.delete(cancel_key(job_id))
     registry.requeue(job)
     append_log(conn, settings, job_id, "re-queued by the user", job_dir(settings, job_id) / "log.txt")

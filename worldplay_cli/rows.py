@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from worldplay_cli.contract.queue import SERIALIZER
+from worldplay_cli.contract.meta import JobMeta
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -83,10 +84,11 @@ class JobRow:
         if fields["status"] is None:
             return None
         try:
-            meta = SERIALIZER.loads(fields["meta"]) if fields["meta"] else {}
+            raw = SERIALIZER.loads(fields["meta"]) if fields["meta"] else {}
         except ValueError:
-            meta = {}
-        summary = meta.get("summary") or {}
+            raw = {}
+        meta = JobMeta.read(raw)
+        summary = meta.summary
         return cls(
             id=job_id,
             status=fields["status"].decode(),
@@ -104,11 +106,11 @@ class JobRow:
             enqueued_at=rq_timestamp(fields["enqueued_at"]),
             started_at=rq_timestamp(fields["started_at"]),
             ended_at=rq_timestamp(fields["ended_at"]),
-            attempt=int(meta.get("attempt") or 0),
-            progress=meta.get("progress"),
-            failure=meta.get("failure"),
-            video=meta.get("video"),
-            output_dir=meta.get("output_dir"),
+            attempt=meta.attempt,
+            progress=meta.progress.model_dump() if meta.progress else None,
+            failure=meta.failure.model_dump() if meta.failure else None,
+            video=meta.video,
+            output_dir=meta.output_dir,
         )
 
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.specs import Failure
 from worldplay_cli.contract.training import TrainJobSpec
 from worker.job import JobFailed
@@ -56,9 +57,7 @@ def train(spec_data: dict) -> dict:
     directory = Path(settings.output_root) / job.id
     directory.mkdir(parents=True, exist_ok=True, mode=OUTPUT_MODES[settings.output_mode])
     job.get_meta(refresh=True)
-    attempt = int(job.meta.get("attempt", 0)) + 1
-    job.meta.update(attempt=attempt, output_dir=str(directory))
-    job.meta.pop("failure", None)
+    attempt = JobMeta.start_attempt(job.meta, str(directory))
     job.save_meta()
     reporter = Reporter(conn, job, directory / "log.txt", settings)
     spec = None

@@ -29,6 +29,7 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.specs import (
     ALLOWED_TASKS,
     JOBS_INDEX,
@@ -176,7 +177,7 @@ def enqueue(
         result_ttl=settings.queue.finished_ttl_s,
         failure_ttl=settings.queue.failed_ttl_s,
         retry=Retry(max=retries, enqueue_at_front=spec.rerun_first) if retries > 0 else None,
-        meta={"summary": spec.summary(queue_name), "attempt": 0},
+        meta=JobMeta.queued(spec.summary(queue_name)),
         description=spec.description(),
     )
     with conn.pipeline() as pipe:
@@ -207,7 +208,7 @@ def append_log(conn: Redis, settings: Settings, job_id: str, line: str, log_file
 
 def set_failure(job: Job, failure: Failure) -> None:
     job.get_meta(refresh=True)
-    job.meta["failure"] = failure.model_dump()
+    JobMeta.set_failure(job.meta, failure)
     job.save_meta()
 
 
@@ -218,9 +219,7 @@ def known_queues(conn: Redis) -> list[str]:
 def note_attempt(job: Job, failure: Failure) -> None:
     """Add the attempt that just ended to `job.meta["history"]` (in memory: the caller saves the meta, in
     the same write as the status change where it can, so a re-run never starts from a meta without it)."""
-    job.meta.setdefault("history", []).append(
-        {"attempt": job.meta.get("attempt", 0), "outcome": failure.kind, "message": failure.message, "at": time.time()}
-    )
+    JobMeta.note_attempt(job.meta, failure)
 
 
 def reap(conn: Redis, settings: Settings, force: bool = False) -> list[dict[str, Any]]:
@@ -281,7 +280,7 @@ def _reap_lost(
             if retry:
                 job.retry(queue, pipe)  # saves the job hash, meta included
             else:
-                job.meta["failure"] = failure.model_dump()
+                JobMeta.set_failure(job.meta, failure)
                 pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))
                 record_job_failure(job, f"AbandonedJobError: {message}", pipe)
             pipe.execute()
