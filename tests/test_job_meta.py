@@ -47,3 +47,11 @@ def test_an_odd_field_reads_as_unset_and_the_rest_still_reads():
     row = row_from({"summary": {"prompt": "p"}, "attempt": 3, "progress": {"no": "stage"}, "failure": "boom"})
     assert row.prompt == "p" and row.attempt == 3 and row.progress is None and row.failure is None
     assert row_from({}).attempt == 0 and row_from({}).kind is None
+
+
+def test_one_progress_line_wherever_progress_is_shown():
+    from worldplay_cli.contract.meta import describe_progress
+
+    running = Progress(stage="denoise", step=26, total=50, chunk=2, num_chunks=4, fraction=0.52)
+    assert describe_progress(running) == describe_progress(running.model_dump()) == "denoise 26/50 · chunk 2/4"
+    assert describe_progress({"stage": "load"}) == "load" and describe_progress(None) == describe_progress({}) == ""

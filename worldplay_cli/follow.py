@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from worldplay_cli import jobs
 from worldplay_cli.contract.errors import WorldplayError
+from worldplay_cli.contract.meta import describe_progress
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -134,15 +135,9 @@ def follow(runtime: Runtime, job_id: str, worker: subprocess.Popen | None, show:
                     warn(warning)
                 warned = warning is not None
             progress = row.progress or {}
-            detail = []
-            if progress.get("total"):
-                detail.append(f"{progress.get('step')}/{progress['total']}")
-            if progress.get("num_chunks"):
-                detail.append(f"chunk {progress.get('chunk')}/{progress['num_chunks']}")
-            if progress.get("eta_s") is not None:
-                detail.append(f"ETA {progress['eta_s']:.0f} s")
-            description = progress.get("stage") or row.status
-            bar.update(task, description=description, completed=progress.get("fraction", 0.0), detail="  ".join(detail))
+            detail = f"ETA {progress['eta_s']:.0f} s" if progress.get("eta_s") is not None else ""
+            description = describe_progress(progress) or row.status
+            bar.update(task, description=description, completed=progress.get("fraction", 0.0), detail=detail)
             if worker is not None and worker.poll() is not None and row.status in jobs.ACTIVE:
                 raise WorldplayError(f"the worker for job {job_id} exited ({worker.returncode}) before the job ended")
             time.sleep(0.2)

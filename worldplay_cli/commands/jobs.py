@@ -43,12 +43,12 @@ def _age(seconds: float | None) -> str:
 
 
 def _progress_text(row) -> str:
+    from worldplay_cli.contract.meta import describe_progress
+
     progress = row.progress or {}
     if row.status != "started" or not progress:
         return ""
-    text = f"{progress.get('stage', '')} {100 * progress.get('fraction', 0):.0f}%"
-    if progress.get("num_chunks"):
-        text += f" chunk {progress.get('chunk')}/{progress['num_chunks']}"
+    text = f"{100 * progress.get('fraction', 0):.0f}% {describe_progress(progress)}".rstrip()
     if progress.get("eta_s") is not None:
         text += f" ETA {_age(progress['eta_s'])}"
     return text

@@ -101,3 +101,20 @@ class JobMeta(BaseModel):
         """Forget the last attempt's failure and progress (a job put back on its queue by the user)."""
         meta.pop("failure", None)
         meta.pop("progress", None)
+
+
+def describe_progress(progress: Progress | dict | None) -> str:
+    """A job's progress in one line, the same wherever it is shown: `denoise 26/50 · chunk 2/4` (the stage,
+    its step of the total, the chunk of the video); empty before the first stage. Percent, ETA and bars
+    are the caller's (a listing cell, a progress bar)."""
+    if isinstance(progress, Progress):
+        progress = progress.model_dump()
+    progress = progress or {}
+    if not progress.get("stage"):
+        return ""
+    text = str(progress["stage"])
+    if progress.get("step") is not None and progress.get("total"):
+        text += f" {progress['step']}/{progress['total']}"
+    if progress.get("chunk") is not None and progress.get("num_chunks"):
+        text += f" · chunk {progress['chunk']}/{progress['num_chunks']}"
+    return text

@@ -15,6 +15,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Sparkline, Static
 
+from worldplay_cli.contract.meta import describe_progress
 from worldplay_cli.jobs import STATUSES, JobRow
 from worldplay_cli.jobs_index import duration_s, fraction
 
@@ -132,13 +133,12 @@ def progress_text(row: JobRow) -> Text:
     text = Text("█" * filled, style="green" if row.status == "finished" else "yellow")
     text.append("░" * (_BAR_WIDTH - filled), style="dim")
     text.append(f" {done * 100:3.0f}%")
-    progress = row.progress or {}
-    if row.status == "started" and progress.get("stage"):
-        text.append(f" {progress['stage']}", style="bold")
-        if progress.get("step") is not None and progress.get("total"):
-            text.append(f" {progress['step']}/{progress['total']}")
-        if progress.get("chunk") is not None and progress.get("num_chunks"):
-            text.append(f" · chunk {progress['chunk']}/{progress['num_chunks']}")
+    described = describe_progress(row.progress) if row.status == "started" else ""
+    if described:
+        stage, _, rest = described.partition(" ")
+        text.append(f" {stage}", style="bold")
+        if rest:
+            text.append(f" {rest}")
     return text
 
 
