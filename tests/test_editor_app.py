@@ -10,7 +10,7 @@ import pytest
 from tui_util import settle
 from textual.command import CommandList
 
-from trajectories import PRESETS, Trajectory, parse_pose_string
+from trajectories import PRESETS, load_trajectory, parse_pose_string
 from trajectories.formats import to_nerfstudio
 from worldplay_cli.tui.editor.app import EditorApp, EditorScreen
 from worldplay_cli.tui.editor.document import document_from_trajectory
@@ -129,10 +129,10 @@ async def test_save_and_load_round_trip(tmp_path):
         saved = app.state.trajectory()
         await pilot.press("ctrl+q")
     assert app.return_value.saved and app.return_value.path == path
-    assert Trajectory.load(path) == saved
+    assert load_trajectory(path) == saved
     assert (tmp_path / "walk.pose.txt").read_text().strip() == "w+right-8, d-4, up-2, hold-1"
     assert saved == parse_pose_string("w+right-8, d-4, up-2, hold-1")
-    reopened = make_app(document_from_trajectory(Trajectory.load(path)), path=path)
+    reopened = make_app(document_from_trajectory(load_trajectory(path)), path=path)
     async with reopened.run_test(size=SIZE):
         assert reopened.state.trajectory() == saved
         assert reopened.state.document.text() == "w+right-8\nd-4\nup-2\nhold-1"
@@ -149,7 +149,7 @@ async def test_save_as_prompts_for_a_path(tmp_path):
         app.screen.query_one("#path-input").value = str(tmp_path / "back.json")
         await pilot.press("enter")
         assert isinstance(app.screen, EditorScreen) and not app.state.dirty
-    assert Trajectory.load(tmp_path / "back.json") == parse_pose_string("s-4")
+    assert load_trajectory(tmp_path / "back.json") == parse_pose_string("s-4")
 
 
 async def test_unsaved_changes_guard():
@@ -188,7 +188,7 @@ async def test_unsaved_changes_guard_can_save_first(tmp_path):
         await pilot.press("3", "d", "ctrl+q")
         await pilot.click("#save")
     assert app.return_value.saved
-    assert Trajectory.load(tmp_path / "kept.json") == parse_pose_string("d-3")
+    assert load_trajectory(tmp_path / "kept.json") == parse_pose_string("d-3")
 
 
 async def test_presets_menu_and_import(tmp_path):

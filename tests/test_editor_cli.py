@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from trajectories import PRESETS, parse_pose_string
+from trajectories import PRESETS, parse_pose_string, save_trajectory
 from trajectories.formats import to_nerfstudio
 from worldplay_cli.app import main
 from worldplay_cli.commands.traj_edit import _load_image, _open
@@ -42,7 +42,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
 
 def test_file_argument_kinds(tmp_path):
     official = tmp_path / "walk.json"
-    parse_pose_string("w-7").save(official)
+    save_trajectory(parse_pose_string("w-7"), official)
     document, path, _ = _open(str(official))
     assert path == official and document.pose_string() == "w-7"
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from trajectories import PRESETS, Trajectory, parse_pose_string
+from trajectories import PRESETS, Trajectory, load_trajectory, parse_pose_string, save_trajectory
 from trajectories.formats import to_nerfstudio
 from trajectories.geometry import rot_z
 from worldplay_cli.tui.editor.document import (
@@ -212,8 +212,8 @@ def test_official_json_round_trip(tmp_path):
     state = EditorState()
     press(state, "3w+>2^8d")
     path = tmp_path / "t.json"
-    state.trajectory().save(path)
-    loaded = document_from_trajectory(Trajectory.load(path))
+    save_trajectory(state.trajectory(), path)
+    loaded = document_from_trajectory(load_trajectory(path))
     assert loaded == state.document
     assert document_trajectory(loaded) == state.trajectory()
 
@@ -227,11 +227,11 @@ def test_imported_motion_the_grammar_cannot_say_stays_exact(tmp_path):
     trajectory = Trajectory(shifted)
     path = tmp_path / "ns.json"
     path.write_text(json.dumps(to_nerfstudio(trajectory)))
-    document = document_from_trajectory(Trajectory.load(path))
+    document = document_from_trajectory(load_trajectory(path))
     assert document.has_imported and not document.exact and document.pose_string() is None
     assert "# imported-" in document.text()
     rebuilt = document_trajectory(document)
-    assert np.allclose(rebuilt.c2w, Trajectory.load(path).c2w, atol=1e-9)
+    assert np.allclose(rebuilt.c2w, load_trajectory(path).c2w, atol=1e-9)
     state = EditorState(document)
     assert state.apply_text("w-4").startswith("this path has imported poses")
 

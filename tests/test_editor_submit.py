@@ -7,7 +7,7 @@ from functools import partial
 import pytest
 from tui_util import settle
 
-from trajectories import Trajectory
+from trajectories import Trajectory, load_trajectory, save_trajectory
 from worldplay_cli.contract.queue import fetch_job
 from worldplay_cli.contract.specs import JobSpec
 from worldplay_cli.contract.settings import Settings
@@ -62,7 +62,7 @@ async def test_submit_form_enqueues_a_valid_job(submitter, redis_conn):
     spec = JobSpec.model_validate(job.args[0])
     assert (spec.prompt, spec.engine, spec.variant, spec.seed, spec.frames) == ("a quiet street at dusk", "native", "ar", 7, 13)
     assert spec.trajectory.source == "w+right-3"
-    assert Trajectory.load(settings.output_root / job_id / "trajectory.json") == trajectory
+    assert load_trajectory(settings.output_root / job_id / "trajectory.json") == trajectory
 
 
 async def test_without_a_known_default_the_engine_is_the_settings_default(submitter, redis_conn):
@@ -81,11 +81,11 @@ async def test_without_a_known_default_the_engine_is_the_settings_default(submit
 
 def test_unsaved_imported_paths_go_through_a_file(submitter, redis_conn, tmp_path):
     submit, settings = submitter
-    trajectory = Trajectory.load(_rolled(tmp_path))
+    trajectory = load_trajectory(_rolled(tmp_path))
     submitted = submit(trajectory, SubmitForm(prompt="", variant="ar"), None)
     spec = JobSpec.model_validate(fetch_job(redis_conn, submitted.job_id).args[0])
     assert spec.trajectory.source == UNSAVED_SOURCE and spec.trajectory.num_latents == 4
-    assert Trajectory.load(settings.output_root / submitted.job_id / "trajectory.json") == trajectory
+    assert load_trajectory(settings.output_root / submitted.job_id / "trajectory.json") == trajectory
     assert document_from_trajectory(trajectory).has_imported
 
 
@@ -98,5 +98,5 @@ def _rolled(tmp_path):
     c2w = parse_pose_string("w-3").c2w.copy()
     c2w[1:, :3, :3] = c2w[1:, :3, :3] @ rot_z(0.2)
     path = tmp_path / "rolled.json"
-    Trajectory(np.array(c2w)).save(path)
+    save_trajectory(Trajectory(np.array(c2w)), path)
     return path

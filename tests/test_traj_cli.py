@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from trajectories import PRESETS, Trajectory, parse_pose_string
+from trajectories import PRESETS, load_trajectory, parse_pose_string
 from worldplay_cli.app import main
 
 
@@ -137,7 +137,7 @@ def test_new_then_show_then_validate(capsys, tmp_path):
     assert code == 0
     summary = json.loads(out)
     assert summary["num_latents"] == 32 and summary["num_frames"] == 125 and summary["valid"]["ar"]
-    assert Trajectory.load(path) == parse_pose_string("w-15, w+right-16")
+    assert load_trajectory(path) == parse_pose_string("w-15, w+right-16")
 
     code, out, _ = run(capsys, "traj", "show", str(path), "--json")
     shown = json.loads(out)
@@ -171,7 +171,7 @@ def test_validate_reports_and_fixes(capsys, tmp_path):
     fixed = tmp_path / "fixed.json"
     code, out, _ = run(capsys, "traj", "validate", "w-3, right-1", "--fix", "pad", "-o", str(fixed), "--json")
     assert code == 0 and json.loads(out)["fixed"]["num_latents"] == 8
-    trajectory = Trajectory.load(fixed)
+    trajectory = load_trajectory(fixed)
     assert trajectory.actions.tolist() == [0, 9, 9, 9, 1, 0, 0, 0]
 
 
@@ -182,8 +182,8 @@ def test_convert_round_trip_through_nerfstudio(capsys, tmp_path):
     code, out, _ = run(capsys, "traj", "convert", str(nerfstudio), str(back), "--json")
     assert code == 0 and json.loads(out)["num_latents"] == 32
     original = PRESETS["orbit-left"].trajectory()
-    np.testing.assert_allclose(Trajectory.load(back).c2w, original.c2w, atol=1e-12)
-    np.testing.assert_allclose(Trajectory.load(back).K, original.K, rtol=1e-12)
+    np.testing.assert_allclose(load_trajectory(back).c2w, original.c2w, atol=1e-12)
+    np.testing.assert_allclose(load_trajectory(back).K, original.K, rtol=1e-12)
 
 
 def test_presets_command(capsys):

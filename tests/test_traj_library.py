@@ -20,6 +20,7 @@ from trajectories import (
     latents_to_frames,
     parse_pose_string,
     resolve,
+    save_trajectory,
     valid_latents,
 )
 from trajectories.actions import action_keys, compute_actions
@@ -121,7 +122,7 @@ def test_figure_eight_closes_its_loops():
 
 def test_resolve_accepts_presets_files_and_pose_strings(tmp_path):
     path = tmp_path / "t.json"
-    parse_pose_string("w-7").save(path)
+    save_trajectory(parse_pose_string("w-7"), path)
     assert resolve(str(path)) == parse_pose_string("w-7")
     assert resolve(path) == parse_pose_string("w-7")
     assert resolve("forward") == parse_pose_string("w-31")
@@ -161,7 +162,7 @@ def test_matrices_conventions(tmp_path):
 
 def test_plain_csv_columns_and_signs(tmp_path):
     path = tmp_path / "t.csv"
-    parse_pose_string("right-30, up-5, d-1").save(path)
+    save_trajectory(parse_pose_string("right-30, up-5, d-1"), path)
     header, *rows = Path(path).read_text().splitlines()
     assert header == "latent,x,y,z,yaw,pitch,roll,fx,fy,cx,cy"
     last = dict(zip(header.split(","), rows[-1].split(",")))

@@ -6,6 +6,8 @@ A `Trajectory` holds per-latent camera-to-world poses (OpenCV axes), pixel intri
 
 from trajectories.actions import action_name, compute_actions
 from trajectories.errors import TrajectoryError
+from trajectories.formats import load as load_trajectory
+from trajectories.formats import save as save_trajectory
 from trajectories.latents import CHUNK, MODELS, frames_to_latents, latents_to_frames, valid_latents
 from trajectories.model import DEFAULT_K, Trajectory, parse_pose_string
 from trajectories.presets import PRESETS, Preset
@@ -26,7 +28,9 @@ __all__ = [
     "compute_actions",
     "frames_to_latents",
     "latents_to_frames",
+    "load_trajectory",
     "parse_pose_string",
     "resolve",
+    "save_trajectory",
     "valid_latents",
 ]

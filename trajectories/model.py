@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from trajectories.actions import NUM_ACTIONS, compute_actions
@@ -193,19 +191,6 @@ class Trajectory:
 
         c2w, K = official_arrays(data)
         return cls(c2w, K)
-
-    def save(self, path, format: str | None = None) -> None:  # noqa: A002 (mirrors the CLI option)
-        """Write to `path`; the format defaults from the extension (.csv plain CSV, otherwise official JSON)."""
-        from trajectories.formats import save
-
-        save(self, Path(path), format)
-
-    @classmethod
-    def load(cls, path, format: str | None = None) -> Trajectory:  # noqa: A002
-        """Read `path`, detecting the format (official JSON, nerfstudio, plain JSON/CSV, matrices) unless given."""
-        from trajectories.formats import load
-
-        return load(Path(path), format)
 
 
 def _check_finite(array: np.ndarray, what: str) -> None:

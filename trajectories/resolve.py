@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from trajectories.errors import TrajectoryError
+from trajectories.formats import load
 from trajectories.model import Trajectory, parse_pose_string
 from trajectories.presets import PRESETS
 
@@ -26,7 +27,7 @@ def resolve(spec) -> Trajectory:
         return PRESETS[text].trajectory()
     path = Path(text).expanduser()
     if text.lower().endswith(_FILE_SUFFIXES) or os.sep in text or "/" in text or _is_file(path):
-        return Trajectory.load(path)
+        return load(path)
     try:
         return parse_pose_string(text)
     except TrajectoryError:

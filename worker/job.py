@@ -96,9 +96,9 @@ class JobInputs:
             return np.asarray(image.convert("RGB"))
 
     def load_trajectory(self) -> Trajectory:
-        from trajectories import Trajectory
+        from trajectories import load_trajectory
 
-        return Trajectory.load(self.trajectory_path)
+        return load_trajectory(self.trajectory_path)
 
 
 @dataclass

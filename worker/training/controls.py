@@ -145,11 +145,11 @@ def read_poses(path: Path, width: int, height: int) -> tuple[np.ndarray, np.ndar
 
 
 def _poses_from_trajectory(path: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    from trajectories import Trajectory, TrajectoryError
+    from trajectories import TrajectoryError, load_trajectory
     from trajectories.render import frame_intrinsics, frame_poses
 
     try:
-        trajectory = Trajectory.load(path)
+        trajectory = load_trajectory(path)
     except TrajectoryError as error:
         raise ClipDataError(f"{Path(path).name}: {error}") from None
     normalized = frame_intrinsics(trajectory)

@@ -57,13 +57,13 @@ def _check_output(path: Path, force: bool) -> None:
 
 
 def _load(spec: str, fmt: Optional[str] = None):
-    from trajectories import Trajectory, resolve
+    from trajectories import load_trajectory, resolve
     from worldplay_cli.contract.settings import load_settings
 
     load_settings()  # the limits.* settings: how long a trajectory, how large a file, may be
 
     if fmt is not None:
-        return Trajectory.load(Path(spec), fmt)
+        return load_trajectory(Path(spec), fmt)
     return resolve(spec)
 
 
@@ -90,7 +90,9 @@ def new(
     if fix is not None:
         trajectory = trajectory.fixed(_check_model(variant_from(variant, model)), fix)
     _check_output(output, force)
-    trajectory.save(output, fmt)
+    from trajectories import save_trajectory
+
+    save_trajectory(trajectory, output, fmt)
     data = {
         "path": str(output),
         "num_latents": trajectory.num_latents,
@@ -199,7 +201,9 @@ def validate(
     if fix is not None:
         fixed = trajectory.fixed(model, fix)
         _check_output(output, force)
-        fixed.save(output)
+        from trajectories import save_trajectory
+
+        save_trajectory(fixed, output)
         data["fixed"] = {"path": str(output), "how": fix, "num_latents": fixed.num_latents, "num_frames": fixed.num_frames}
 
     def render(console) -> None:
@@ -250,7 +254,9 @@ def convert(
     if scale is not None:
         trajectory = trajectory.scaled(scale)
     _check_output(output, force)
-    trajectory.save(output, to_fmt)
+    from trajectories import save_trajectory
+
+    save_trajectory(trajectory, output, to_fmt)
     data = {"path": str(output), "format": to_fmt or "auto", "num_latents": trajectory.num_latents}
     emit(data, as_json, lambda console: console.print(f"wrote {output} ({trajectory.num_latents} latents)"))
 

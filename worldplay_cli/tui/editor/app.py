@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, TextArea
 from textual.worker import get_current_worker
 
-from trajectories import CHUNK, PRESETS, Trajectory, TrajectoryError
+from trajectories import CHUNK, PRESETS, TrajectoryError, load_trajectory, save_trajectory
 from worldplay_cli.tui.editor.document import document_from_trajectory
 from worldplay_cli.tui.editor.keymap import COMMANDS, bindings
 from worldplay_cli.tui.editor.messages import LatentClicked, PreviewRendered
@@ -328,7 +328,7 @@ class EditorScreen(Screen):
     def import_file(self, path: Path, fmt: str | None) -> str | None:
         """Replace the path with a file's (one undo step); returns an error message instead on failure."""
         try:
-            trajectory = Trajectory.load(path, fmt)
+            trajectory = load_trajectory(path, fmt)
         except TrajectoryError as error:
             return error.message + (f" (hint: {error.hint})" if error.hint else "")
         except OSError as error:
@@ -361,7 +361,7 @@ class EditorScreen(Screen):
         """Write official JSON (plus `<name>.pose.txt` when a pose string says it exactly); an error or None."""
         try:
             trajectory = self.state.trajectory()
-            trajectory.save(path)
+            save_trajectory(trajectory, path)
             pose_path = path.with_suffix(".pose.txt")
             if self.state.document.exact:
                 pose_path.write_text(self.state.document.pose_string() + "\n", encoding="utf-8")

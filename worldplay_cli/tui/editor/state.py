@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trajectories import CHUNK, MODELS, Trajectory, TrajectoryError, frames_to_latents
+from trajectories import CHUNK, MODELS, Trajectory, TrajectoryError, frames_to_latents, load_trajectory
 from trajectories.latents import nearest_valid_latents
 from trajectories.poses import DEFAULT_ROTATION_STEP_DEG, DEFAULT_TRANSLATION_STEP, Move
 from trajectories.validation import ValidationReport, validate_length
@@ -433,4 +433,4 @@ def load_document(path: Path) -> Document:
     """A document from a trajectory file (format detected: official JSON, nerfstudio, plain, matrices)."""
     from worldplay_cli.tui.editor.document import document_from_trajectory
 
-    return document_from_trajectory(Trajectory.load(path))
+    return document_from_trajectory(load_trajectory(path))
