@@ -276,11 +276,11 @@ def submit(conn: Redis, settings: Settings, prepared: PreparedJob, queue_name: s
     """Write the inputs and enqueue; if enqueueing fails, remove the directory again."""
     import redis
 
-    from worldplay_cli.contract.queue import enqueue_generate
+    from worldplay_cli.contract.queue import enqueue
 
     directory = write_inputs(settings, job_id, prepared)
     try:
-        return enqueue_generate(conn, settings, prepared.spec, job_id, queue_name, retries_on_lost)
+        return enqueue(conn, settings, prepared.spec, job_id, queue_name, retries_on_lost)
     except redis.RedisError as exc:
         shutil.rmtree(directory, ignore_errors=True)
         raise WorldplayError(f"could not enqueue the job: {exc}") from None

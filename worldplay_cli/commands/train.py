@@ -142,7 +142,8 @@ def _enqueue(train_config, gpus: int, queue_name: str | None, config, redis_url,
     from worldplay_cli.runtime import Runtime
     from worldplay_cli.contract.specs import new_job_id
     from worldplay_cli.submit import check_output_root
-    from worldplay_cli.contract.training import DEFAULT_TRAIN_QUEUE, TrainJobSpec, enqueue_train
+    from worldplay_cli.contract.queue import enqueue
+    from worldplay_cli.contract.training import DEFAULT_TRAIN_QUEUE, TrainJobSpec
 
     runtime = Runtime(config, redis_url, output_root)
     check_output_root(runtime.settings)
@@ -151,7 +152,7 @@ def _enqueue(train_config, gpus: int, queue_name: str | None, config, redis_url,
     checkpoint = train_config.checkpoint.model_copy(update={"output_dir": str(job_dir)})
     spec = TrainJobSpec(config=train_config.model_copy(update={"checkpoint": checkpoint}), gpus=gpus)
     name = queue_name or DEFAULT_TRAIN_QUEUE
-    enqueue_train(runtime.conn, runtime.settings, spec, job_id, name)
+    enqueue(runtime.conn, runtime.settings, spec, job_id, name)
     warning = unserved_queue_warning(runtime.conn, runtime.settings, name)
     warn(warning)
     data = {"job_id": job_id, "queue": name, "status": "queued", "output_dir": str(job_dir), "warning": warning}

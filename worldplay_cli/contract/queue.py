@@ -187,10 +187,6 @@ def enqueue(
     return job
 
 
-# The name callers used before one `enqueue` served every job kind (`contract.training.enqueue_train` too).
-enqueue_generate = enqueue
-
-
 def append_log(conn: Redis, settings: Settings, job_id: str, line: str, log_file: Path | None = None) -> None:
     """One line to the job's capped Redis stream (and to its log.txt when the file is reachable).
 
