@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from worldplay_cli.contract import variants
+from worldplay_cli.contract.buckets import RESOLUTION_BASE, bucket_size  # noqa: F401  (read from here by submit)
 from worldplay_cli.contract.settings import MemoryProfile, Variant
 
 SCHEMA_VERSION = 1
@@ -30,7 +32,8 @@ SCHEMA_VERSION = 1
 # anyone able to write to Redis could otherwise run code on every worker; see docs/queue-and-workers.md.
 TASK_GENERATE = "worker.tasks.generate"
 TASK_NOOP = "worker.tasks.noop"  # health checks and queue benchmarks
-ALLOWED_TASKS = frozenset({TASK_GENERATE, TASK_NOOP, "worker.training.job.train"})  # train_config.TASK_TRAIN
+TASK_TRAIN = "worker.training.job.train"  # a `worldplay train --queue` job (contract.training)
+ALLOWED_TASKS = frozenset({TASK_GENERATE, TASK_NOOP, TASK_TRAIN})
 
 JOBS_INDEX = "worldplay:jobs"  # sorted set: job id -> enqueue time, newest last
 QUEUES_SET = "worldplay:queues"  # every queue a job was ever sent to (the reaper sweeps them all)
@@ -94,33 +97,8 @@ def engine_table() -> dict[str, str]:
     return table
 
 
-# Steps and classifier-free guidance per variant, as the official recipes run them.
-VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "bi": {"steps": 50, "guidance": 6.0},
-    "ar": {"steps": 50, "guidance": 6.0},
-    "ar-rl": {"steps": 50, "guidance": 6.0},
-    "ar-distilled": {"steps": 4, "guidance": 1.0},
-}
-RESOLUTION_BASE = {"480p": 640}
-
-
-def bucket_size(image_width: int, image_height: int, resolution: str = "480p") -> tuple[int, int]:
-    """(width, height) the official i2v pipeline uses for an image: the bucket of ~base² pixels (sides
-    multiples of 16, aspect at most 4:1) whose height/width ratio is closest to the image's."""
-    stride = 16
-    patches = round((RESOLUTION_BASE[resolution] / stride) ** 2)
-    buckets = []
-    wide, high = patches, 1
-    # Walk the frontier of (wide x high) patch grids with wide * high <= patches, widest first.
-    while wide > 0:
-        if max(wide, high) / min(wide, high) <= 4:
-            buckets.append((wide * stride, high * stride))
-        if (high + 1) * wide <= patches:
-            high += 1
-        else:
-            wide -= 1
-    aspect = round(image_height / image_width, 5)
-    return min(buckets, key=lambda size: abs(round(size[1] / size[0], 5) - aspect))
+# Steps and guidance per variant (a live view of contract.variants) and the image bucket (contract.buckets).
+VARIANT_DEFAULTS = variants.RECIPES
 
 
 # --- the job spec ---------------------------------------------------------------------------------------
@@ -221,14 +199,12 @@ class JobSpec(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
-        from trajectories.latents import CHUNK
-
         if self.frames != self.trajectory.num_frames:
             raise ValueError(
                 f"frames={self.frames} but the trajectory has {self.trajectory.num_latents} latents "
                 f"({self.trajectory.num_frames} frames)"
             )
-        chunk = CHUNK[self.variant]
+        chunk = variants.get(self.variant).chunk_latents
         if self.trajectory.num_latents % chunk:
             raise ValueError(
                 f"variant {self.variant} needs a multiple of {chunk} latents, the trajectory has "

@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from worldplay_cli.contract import layout, specs
 from worldplay_cli.contract.errors import BadInput, first_error
 from worldplay_cli.contract.queue import enqueue as enqueue_train  # noqa: F401 (the old name of `queue.enqueue`)
 
@@ -303,7 +304,7 @@ class TrainConfig(_Strict):
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
 
-TASK_TRAIN = "worker.training.job.train"
+TASK_TRAIN = specs.TASK_TRAIN  # named beside the allowlist, in contract.specs
 DEFAULT_TRAIN_QUEUE = "train"
 TRAIN_TIMEOUT_S = 30 * 24 * 3600
 
@@ -451,9 +452,9 @@ def check_paths(config: TrainConfig) -> None:
     model_dir = Path(config.model.model_dir)
     if not model_dir.is_dir():
         raise BadInput(f"model directory {model_dir} does not exist", "run `worldplay download` or fix model.model_dir")
-    transformer_config = model_dir / "transformer" / "480p_i2v" / "config.json"
-    if not transformer_config.is_file():
-        raise BadInput(f"{model_dir} has no transformer/480p_i2v/config.json", "point model.model_dir at the official layout")
-    if not (model_dir / "vae").is_dir():
-        raise BadInput(f"{model_dir} has no vae/ directory", "validation decodes with the model directory's VAE")
+    transformer_config = f"{layout.TRANSFORMER_DIR}/{layout.CONFIG_NAME}"
+    if not (model_dir / transformer_config).is_file():
+        raise BadInput(f"{model_dir} has no {transformer_config}", "point model.model_dir at the official layout")
+    if not (model_dir / layout.VAE_DIR).is_dir():
+        raise BadInput(f"{model_dir} has no {layout.VAE_DIR}/ directory", "validation decodes with the model directory's VAE")
     load_dataset_index(config.data.path)
