@@ -67,6 +67,12 @@ def _load(spec: str, fmt: Optional[str] = None):
     return resolve(spec)
 
 
+def _save(trajectory, output: Path, fmt: Optional[str] = None) -> None:
+    from trajectories import save_trajectory
+
+    save_trajectory(trajectory, output, fmt)
+
+
 def _validity(trajectory) -> dict[str, bool]:
     return {model: trajectory.validate(model).ok for model in _models()}
 
@@ -90,9 +96,7 @@ def new(
     if fix is not None:
         trajectory = trajectory.fixed(_check_model(variant_from(variant, model)), fix)
     _check_output(output, force)
-    from trajectories import save_trajectory
-
-    save_trajectory(trajectory, output, fmt)
+    _save(trajectory, output, fmt)
     data = {
         "path": str(output),
         "num_latents": trajectory.num_latents,
@@ -201,9 +205,7 @@ def validate(
     if fix is not None:
         fixed = trajectory.fixed(model, fix)
         _check_output(output, force)
-        from trajectories import save_trajectory
-
-        save_trajectory(fixed, output)
+        _save(fixed, output)
         data["fixed"] = {"path": str(output), "how": fix, "num_latents": fixed.num_latents, "num_frames": fixed.num_frames}
 
     def render(console) -> None:
@@ -254,9 +256,7 @@ def convert(
     if scale is not None:
         trajectory = trajectory.scaled(scale)
     _check_output(output, force)
-    from trajectories import save_trajectory
-
-    save_trajectory(trajectory, output, to_fmt)
+    _save(trajectory, output, to_fmt)
     data = {"path": str(output), "format": to_fmt or "auto", "num_latents": trajectory.num_latents}
     emit(data, as_json, lambda console: console.print(f"wrote {output} ({trajectory.num_latents} latents)"))
 
