@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from worldplay_cli.contract import layout, specs
 from worldplay_cli.contract.errors import BadInput, first_error
-from worldplay_cli.contract.queue import enqueue as enqueue_train  # noqa: F401 (the old name of `queue.enqueue`)
 
 CONFIG_VERSION = 1
 DATASET_VERSION = 1
