@@ -15,8 +15,8 @@ import platform
 import sys
 from pathlib import Path
 
-from worldplay_cli.contract import variants
 from worker.runtime.memory_profiles import GB, choose_profile
+from worldplay_cli.contract import variants
 
 HEADS = 16  # of the released transformer: sequence-parallel degrees must divide it
 

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worldplay_cli.contract import variants
 from worker.job import EngineResult, JobFailed, JobInputs, allowed_path, refuse
+from worldplay_cli.contract import variants
 
 if TYPE_CHECKING:
     from worldplay_cli.contract.settings import Settings

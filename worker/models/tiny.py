@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-from worldplay_cli.contract.layout import ModelLayout
 from worker.models.checkpoint import (
     ACTION_CHECKPOINT_DIRS,
     CONFIG_NAME,
@@ -34,6 +33,7 @@ from worker.models.checkpoint import (
 )
 from worker.models.scheduler import NUM_TRAIN_TIMESTEPS, SCHEDULER_CONFIG_NAME
 from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
+from worldplay_cli.contract.layout import ModelLayout
 
 # The architecture of the golden tiny weights (tests/golden/README.md), whose byT5 mapper keeps the
 # official hidden width.

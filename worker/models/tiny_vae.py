@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from worldplay_cli.contract.layout import ModelLayout
 from worker.models.vae import CONFIG_NAME, WEIGHTS_NAME, HunyuanVideo15VAE, VAEConfig
+from worldplay_cli.contract.layout import ModelLayout
 
 TINY_VAE_CONFIG = VAEConfig(
     latent_channels=4,

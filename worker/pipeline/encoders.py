@@ -26,7 +26,13 @@ from PIL import Image
 
 from worldplay_cli.contract import layout
 from worldplay_cli.contract.buckets import bucket_size
-from worldplay_cli.contract.layout import BYT5_DIR, GLYPH_DIR, LLM_DIR, SIGLIP_DIR, ModelLayout  # noqa: F401
+from worldplay_cli.contract.layout import (  # noqa: F401
+    BYT5_DIR,
+    GLYPH_DIR,
+    LLM_DIR,
+    SIGLIP_DIR,
+    ModelLayout,
+)
 
 GLYPH_COLORS = Path(layout.GLYPH_COLORS)  # inside GLYPH_DIR
 GLYPH_FONTS = Path(layout.GLYPH_FONTS)

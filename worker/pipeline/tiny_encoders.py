@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from worldplay_cli.contract import layout
 from worker.pipeline.encoders import (
     BYT5_DIR,
     BYT5_PREFIX,
@@ -29,6 +28,7 @@ from worker.pipeline.encoders import (
     VIDEO_SYSTEM_PROMPT,
     glyph_special_tokens,
 )
+from worldplay_cli.contract import layout
 
 # Qwen2.5-VL's chat format for string contents (the released template also handles images and videos).
 TINY_CHAT_TEMPLATE = (
