@@ -19,25 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from worldplay_cli.contract.errors import HintedError
 from worldplay_cli.contract import layout, variants
-from worldplay_cli.contract.layout import (
-    BYT5_DIR,
-    GLYPH_CHECKPOINT,
-    GLYPH_COLORS,
-    GLYPH_DIR,
-    GLYPH_FONTS,
-    INDEX_NAME,  # noqa: F401  (re-exported)
-    LLM_DIR,
-    SCHEDULER_DIR,
-    SIGLIP_DIR,
-    SR_TRANSFORMER_DIR,
-    SR_UPSAMPLER_DIR,
-    TRANSFORMER_DIR,
-    VAE_DIR,
-    WEIGHTS_NAME,
-    ModelLayout,
-)
+from worldplay_cli.contract.errors import HintedError
+from worldplay_cli.contract.layout import INDEX_NAME, WEIGHTS_NAME, ModelLayout  # noqa: F401  (names re-exported)
 
 ACTION_DIRS = variants.view(lambda record: record.action_dir)  # variant -> folder, live
 HUB_DISTILLED_NAME = variants.get("ar-distilled").hub_weights_name
@@ -49,32 +33,8 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-# (what, files that must exist, the `worldplay download` piece that provides them)
-SHARED_PIECES: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("transformer config", (f"{TRANSFORMER_DIR}/config.json",), "hunyuanvideo-480p-i2v"),
-    ("VAE", (f"{VAE_DIR}/config.json", f"{VAE_DIR}/{WEIGHTS_NAME}"), "hunyuanvideo-480p-i2v"),
-    ("scheduler config", (f"{SCHEDULER_DIR}/{layout.SCHEDULER_CONFIG_NAME}",), "hunyuanvideo-480p-i2v"),
-    ("Qwen2.5-VL text encoder", (f"{LLM_DIR}/config.json",), "qwen2.5-vl"),
-    ("byT5 glyph encoder", (f"{BYT5_DIR}/config.json",), "byt5-small"),
-    (
-        "Glyph-SDXL-v2 weights",
-        (
-            f"{GLYPH_DIR}/{GLYPH_CHECKPOINT}",
-            f"{GLYPH_DIR}/{GLYPH_COLORS}",
-            f"{GLYPH_DIR}/{GLYPH_FONTS}",
-        ),
-        "glyph-sdxl-v2",
-    ),
-    (
-        "SigLIP vision encoder",
-        (
-            f"{SIGLIP_DIR}/{layout.SIGLIP_MODEL_DIR}/config.json",
-            f"{SIGLIP_DIR}/{layout.SIGLIP_PROCESSOR_DIR}/{layout.SIGLIP_PROCESSOR_CONFIG}",
-        ),
-        "siglip",
-    ),
-)
-SR_FILES = (f"{SR_TRANSFORMER_DIR}/config.json", f"{SR_UPSAMPLER_DIR}/config.json")
+SHARED_PIECES = layout.SHARED_PIECES  # (what, files that must exist, the download piece providing them)
+SR_FILES = layout.SR_FILES
 
 
 class ModelDirError(HintedError):

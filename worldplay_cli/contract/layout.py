@@ -42,6 +42,39 @@ SR_TRANSFORMER_DIR = "transformer/720p_sr_distilled"
 SR_UPSAMPLER_DIR = "upsampler/720p_sr_distilled"
 TINY_MARKER = "worldplay-tiny-model.json"
 
+# What every variant needs besides its action checkpoint, all reported at once when missing:
+# (what, files that must exist, the `worldplay download` piece that provides them).
+SHARED_PIECES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("transformer config", (f"{TRANSFORMER_DIR}/config.json",), "hunyuanvideo-480p-i2v"),
+    ("VAE", (f"{VAE_DIR}/config.json", f"{VAE_DIR}/{WEIGHTS_NAME}"), "hunyuanvideo-480p-i2v"),
+    ("scheduler config", (f"{SCHEDULER_DIR}/{SCHEDULER_CONFIG_NAME}",), "hunyuanvideo-480p-i2v"),
+    ("Qwen2.5-VL text encoder", (f"{LLM_DIR}/config.json",), "qwen2.5-vl"),
+    ("byT5 glyph encoder", (f"{BYT5_DIR}/config.json",), "byt5-small"),
+    (
+        "Glyph-SDXL-v2 weights",
+        (
+            f"{GLYPH_DIR}/{GLYPH_CHECKPOINT}",
+            f"{GLYPH_DIR}/{GLYPH_COLORS}",
+            f"{GLYPH_DIR}/{GLYPH_FONTS}",
+        ),
+        "glyph-sdxl-v2",
+    ),
+    (
+        "SigLIP vision encoder",
+        (
+            f"{SIGLIP_DIR}/{SIGLIP_MODEL_DIR}/config.json",
+            f"{SIGLIP_DIR}/{SIGLIP_PROCESSOR_DIR}/{SIGLIP_PROCESSOR_CONFIG}",
+        ),
+        "siglip",
+    ),
+)
+SR_FILES = (f"{SR_TRANSFORMER_DIR}/config.json", f"{SR_UPSAMPLER_DIR}/config.json")
+
+
+def shared_piece_names() -> tuple[str, ...]:
+    """The download pieces every variant needs besides its own action checkpoint, in layout order."""
+    return tuple(dict.fromkeys(piece for _, _, piece in SHARED_PIECES))
+
 
 def action_dir(variant: str) -> str:
     return variants.get(variant).action_dir

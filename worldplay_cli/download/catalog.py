@@ -194,7 +194,7 @@ KNOWN_SIZES: Mapping[str, KnownSize] = _Live(
     lambda: {**_SHARED_SIZES, **{record.piece: _ACTION_SIZE for record in variants.all_variants()}}
 )
 
-_BASE = ("hunyuanvideo-480p-i2v", "qwen2.5-vl", "byt5-small", "glyph-sdxl-v2", "siglip")
+_BASE = layout.shared_piece_names()  # what every variant needs besides its action checkpoint
 
 # Download-only entries beside the variants of contract.variants: an add-on and an announced variant.
 _EXTRAS: tuple[Variant, ...] = (
@@ -202,7 +202,7 @@ _EXTRAS: tuple[Variant, ...] = (
         name="sr",
         title="720p super-resolution stage (optional add-on)",
         pieces=("hunyuanvideo-sr",),
-        note="add-on: download it together with a variant, e.g. `worldplay download ar-distilled sr`",
+        note=f"add-on: download it together with a variant, e.g. `worldplay download {variants.DEFAULT} sr`",
     ),
     Variant(
         name="ar-rl-distilled",
