@@ -112,8 +112,14 @@ def report_progress(conn, running: list[str], step: int) -> None:
 
 def rq_full_read(conn) -> int:
     from rq.job import Job
-    from rq.registry import (CanceledJobRegistry, DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry,
-                             ScheduledJobRegistry, StartedJobRegistry)
+    from rq.registry import (
+        CanceledJobRegistry,
+        DeferredJobRegistry,
+        FailedJobRegistry,
+        FinishedJobRegistry,
+        ScheduledJobRegistry,
+        StartedJobRegistry,
+    )
 
     from worldplay_cli.contract.queue import SERIALIZER, rq_queue
 
@@ -144,9 +150,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from worldplay_cli import redis_server
+    from worldplay_cli.contract.settings import ServerSettings, Settings
     from worldplay_cli.jobs import list_jobs
     from worldplay_cli.jobs_index import JobQuery
-    from worldplay_cli.contract.settings import ServerSettings, Settings
     from worldplay_cli.tui.dashboard.source import RedisSource
 
     with tempfile.TemporaryDirectory(prefix="wp-bench-") as tmp:

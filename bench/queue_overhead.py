@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from worldplay_cli import redis_server  # noqa: E402
 from worldplay_cli.contract.queue import SERIALIZER, fetch_job, rq_queue  # noqa: E402
-from worldplay_cli.contract.specs import TASK_NOOP  # noqa: E402
 from worldplay_cli.contract.settings import ServerSettings, Settings  # noqa: E402
+from worldplay_cli.contract.specs import TASK_NOOP  # noqa: E402
 
 PLAIN_RQ_WORKER = """
 import sys

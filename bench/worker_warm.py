@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worldplay_cli.contract.settings import Settings  # noqa: E402
-from worldplay_cli.submit import GenerateRequest, prepare, write_inputs  # noqa: E402
 from worker.models.transformer import WorldPlayTransformerConfig  # noqa: E402
 from worker.runtime import client  # noqa: E402
+from worldplay_cli.contract.settings import Settings  # noqa: E402
+from worldplay_cli.submit import GenerateRequest, prepare, write_inputs  # noqa: E402
 
 MID_CONFIG = WorldPlayTransformerConfig(
     in_channels=4, out_channels=4, hidden_size=512, num_heads=8, num_layers=8, rope_axes_dims=(16, 24, 24),

@@ -160,3 +160,13 @@ def cli(capsys, worldplay_env):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def engines_env(worldplay_env, monkeypatch):
+    """Workers (and CLI runs) that also know the engines that misbehave on purpose (tests/spine_engines.py)."""
+    from spine_engines import ENGINES
+
+    monkeypatch.setenv("WORLDPLAY_EXTRA_ENGINES", ENGINES)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"])

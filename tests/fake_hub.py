@@ -113,7 +113,7 @@ class FakeHub:
             self._served.clear()
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> "FakeHub":
+    def start(self) -> FakeHub:
         hub = self
 
         class Handler(_Handler):
@@ -142,7 +142,7 @@ class FakeHub:
     def cdn_url(self) -> str:
         return f"http://localhost:{self.port}/cdn"
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from spine_util import wait_until
 from worldplay_cli.contract.errors import BadInput
-from worldplay_cli.runtime import parse_gpu_sets
 from worldplay_cli.contract.specs import JOBS_INDEX
+from worldplay_cli.runtime import parse_gpu_sets
 
 SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")
 

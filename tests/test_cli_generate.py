@@ -158,7 +158,6 @@ def test_bare_queue_uses_the_default_queue(cli, redis_conn):
 
 def test_rewrite_happens_before_enqueue_and_is_recorded_without_the_key(cli, redis_conn, output_root, monkeypatch):
     from fake_openai import FakeOpenAI, Reply
-
     from worldplay_cli.contract.queue import fetch_job
 
     with FakeOpenAI(api_key="sk-secret-123") as fake:
@@ -180,7 +179,6 @@ def test_rewrite_happens_before_enqueue_and_is_recorded_without_the_key(cli, red
 
 def test_best_effort_rewrite_warns_and_keeps_the_prompt_when_the_endpoint_fails(cli, redis_conn, monkeypatch):
     from fake_openai import FakeOpenAI, Reply
-
     from worldplay_cli.contract.queue import fetch_job
 
     with FakeOpenAI() as fake:

@@ -4,7 +4,6 @@ terminals; what `rm` keeps; and `generate --queue --wait` when nobody serves the
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -43,9 +42,9 @@ def test_a_job_is_found_by_its_id_prefix_random_part_or_name(cli, redis_conn):
 
 
 def test_jobs_show_renders_a_train_job(cli, redis_conn):
-    from worldplay_cli.contract.specs import new_job_id
-    from worldplay_cli.contract.settings import load_settings
     from worldplay_cli.contract.queue import enqueue
+    from worldplay_cli.contract.settings import load_settings
+    from worldplay_cli.contract.specs import new_job_id
     from worldplay_cli.contract.training import TrainConfig, TrainJobSpec
 
     config = TrainConfig.model_validate(
@@ -122,8 +121,8 @@ def test_queue_wait_without_a_worker_warns_prints_the_id_first_and_ctrl_c_detach
 
 
 def test_queue_without_a_worker_warns_and_a_served_queue_does_not(cli, start_worker, redis_conn):
-    from worldplay_cli.jobs import list_workers
     from worldplay_cli.contract.settings import load_settings
+    from worldplay_cli.jobs import list_workers
 
     code, out, err = cli("generate", "--queue", *SMALL)
     assert code == 0 and "no live worker serves queue 'generate'" in err and "start one: worldplay worker)" in err
@@ -158,6 +157,7 @@ def test_version_and_help_without_python_types(cli):
 @pytest.mark.slow
 def test_train_queue_warns_that_a_default_worker_does_not_serve_it(cli, tmp_path, monkeypatch):
     import yaml
+
     from train_fixtures import train_config_data
 
     config = tmp_path / "train.yaml"

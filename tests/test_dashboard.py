@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from spine_util import wait_until
-from test_worker_reliability import engines_env  # noqa: F401 (fixture: the misbehaving test engines)
-from tui_util import settle
 
-from worldplay_cli.contract.specs import TASK_NOOP, Failure, Progress
+from spine_util import wait_until
+from tui_util import settle
 from worldplay_cli.contract.settings import load_settings
+from worldplay_cli.contract.specs import TASK_NOOP, Failure, Progress
 
 SMALL = {"pose": "w-3", "width": 64, "height": 32}
 STARTED_WORKER = "gpu-box.4242.gpu0"
@@ -107,8 +106,8 @@ def run_burst_worker(world: World, queue: str = "generate") -> None:
 
 @pytest.fixture(scope="module")
 def world(redis_server, tmp_path_factory) -> World:
-    from worldplay_cli.jobs import cancel_job
     from worldplay_cli.contract.queue import reap, rq_queue
+    from worldplay_cli.jobs import cancel_job
 
     home = tmp_path_factory.mktemp("dashboard")
     url = redis_server(0)
@@ -849,8 +848,8 @@ def enqueue_noops(world: World, count: int, queue: str = "generate") -> list[str
 
 
 def test_the_index_rereads_only_what_can_have_changed(fresh):
-    from worldplay_cli.jobs_index import JobsIndex
     from worldplay_cli.contract.queue import fetch_job, set_failure
+    from worldplay_cli.jobs_index import JobsIndex
 
     ids = enqueue_noops(fresh, 20)
     clock = [1000.0]

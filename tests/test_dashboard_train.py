@@ -7,12 +7,11 @@ training task writes it, so the dashboard reads it through the shared jobs read 
 
 from __future__ import annotations
 
-
 import pytest
-from tui_util import settle
 
-from worldplay_cli.contract.specs import Progress
+from tui_util import settle
 from worldplay_cli.contract.settings import load_settings
+from worldplay_cli.contract.specs import Progress
 
 
 @pytest.fixture

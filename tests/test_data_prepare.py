@@ -7,8 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-from train_fixtures import SYNTH_LATENTS, TRAIN_CLIPS, VALIDATION_CLIPS, prepared_dataset, synthetic_raw, tiny_model_dir
 
+from train_fixtures import SYNTH_LATENTS, TRAIN_CLIPS, VALIDATION_CLIPS, prepared_dataset, synthetic_raw, tiny_model_dir
 from worldplay_cli.contract.errors import BadInput
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from worker.doctor import gpu_sets, recommend
-from worker.pipeline.model_dir import SHARED_PIECES
 from worker.models.checkpoint import ACTION_CHECKPOINT_DIRS, WEIGHTS_NAME
+from worker.pipeline.model_dir import SHARED_PIECES
 
 GB = 10**9
 NO_FLASH = {"installed": False}

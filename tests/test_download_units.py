@@ -7,9 +7,9 @@ import hashlib
 import pytest
 
 from fake_hub import FakeHub
+from worldplay_cli.contract.errors import BadInput
 from worldplay_cli.download import catalog, transfer
 from worldplay_cli.download.sizes import format_size, parse_size
-from worldplay_cli.contract.errors import BadInput
 
 
 def test_every_released_variant_has_base_pieces_and_its_action_checkpoint():

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from tui_util import settle
 from textual.command import CommandList
 
 from trajectories import PRESETS, load_trajectory, parse_pose_string
 from trajectories.formats import to_nerfstudio
+from tui_util import settle
 from worldplay_cli.tui.editor.app import EditorApp, EditorScreen
 from worldplay_cli.tui.editor.document import document_from_trajectory
 from worldplay_cli.tui.editor.keymap import COMMANDS

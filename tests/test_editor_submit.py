@@ -5,12 +5,12 @@ from __future__ import annotations
 from functools import partial
 
 import pytest
-from tui_util import settle
 
 from trajectories import Trajectory, load_trajectory, save_trajectory
+from tui_util import settle
 from worldplay_cli.contract.queue import fetch_job
-from worldplay_cli.contract.specs import JobSpec
 from worldplay_cli.contract.settings import Settings
+from worldplay_cli.contract.specs import JobSpec
 from worldplay_cli.tui.editor.app import EditorApp, EditorScreen
 from worldplay_cli.tui.editor.document import document_from_trajectory
 from worldplay_cli.tui.editor.screens import SubmitScreen

@@ -134,7 +134,7 @@ def test_glyph_states_encode_the_formatted_quoted_text(encoders):
     glyph = encoders.glyph
     states, mask = glyph.encode(PROMPT)
     # byte tokens of 'Text "OPEN". ' plus the end-of-sequence token
-    assert int(mask.sum()) == len('Text "OPEN". '.encode()) + 1
+    assert int(mask.sum()) == len(b'Text "OPEN". ') + 1
     ids = glyph.tokenizer('Text "OPEN". ', return_tensors="pt")["input_ids"]
     with torch.no_grad():
         expected = glyph.model(input_ids=ids).last_hidden_state

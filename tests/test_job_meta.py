@@ -3,8 +3,8 @@ listing row (`JobRow`) reads back, and one odd field never breaks a listing."""
 
 from __future__ import annotations
 
-from worldplay_cli.contract.queue import SERIALIZER
 from worldplay_cli.contract.meta import JobMeta
+from worldplay_cli.contract.queue import SERIALIZER
 from worldplay_cli.contract.specs import Failure, Progress
 from worldplay_cli.rows import JobRow
 

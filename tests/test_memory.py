@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from golden_util import GOLDEN_DIR, load_io
 
+from golden_util import GOLDEN_DIR, load_io
 from worker.pipeline.memory import fov_overlaps, sample_points_in_sphere, select_context_latents
 
 

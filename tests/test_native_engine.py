@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-
 pytestmark = pytest.mark.slow
 
 SMALL = ("--prompt", "a quiet street", "--width", "32", "--height", "48")

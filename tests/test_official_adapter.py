@@ -8,63 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from official_util import SMALL, STUB, fake_model_dir
 from spine_util import wait_until
+from worker.engines.official import ProgressParser, console_lines, official_arguments, torchrun_command
 from worldplay_cli.contract.queue import fetch_job
 from worldplay_cli.contract.specs import JobSpec
-from worker.engines.official import ProgressParser, console_lines, official_arguments, torchrun_command
-from worker.models.checkpoint import ACTION_CHECKPOINT_DIRS, WEIGHTS_NAME
-from worker.pipeline.model_dir import SHARED_PIECES
-
-# The stub records its argv and rank, prints tqdm-like bars per chunk on stderr, and rank 0 writes
-# gen.mp4. A prompt containing "oom" makes it die like a CUDA OOM.
-STUB = r'''
-import argparse, json, os, sys, time
-parser = argparse.ArgumentParser()
-for name in ("prompt", "negative_prompt", "image_path", "pose", "resolution", "model_path", "action_ckpt",
-             "model_type", "few_step", "num_inference_steps", "video_length", "height", "width", "seed", "sr",
-             "rewrite", "dtype", "output_path", "offloading", "group_offloading", "use_vae_parallel"):
-    parser.add_argument("--" + name)
-args = parser.parse_args()
-rank = int(os.environ["RANK"])
-record = os.environ["STUB_RECORD_DIR"]
-with open(os.path.join(record, f"argv-seed{args.seed}-rank{rank}.json"), "w") as handle:
-    json.dump({"argv": sys.argv[1:], "world_size": os.environ["WORLD_SIZE"], "cwd": os.getcwd()}, handle)
-print("HY-World 1.5 loading from: ", args.action_ckpt, flush=True)
-if "oom" in args.prompt:
-    print("Traceback (most recent call last):", file=sys.stderr)
-    print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", file=sys.stderr, flush=True)
-    sys.exit(1)
-latents = (int(args.video_length) - 1) // 4 + 1
-chunk = 16 if args.model_type == "bi" else 4
-steps = int(args.num_inference_steps)
-for _ in range(latents // chunk):
-    for step in range(steps + 1):
-        sys.stderr.write(f"\r{100 * step // steps:3d}%|####      | {step}/{steps} [00:00<00:00, 9.00it/s]")
-        sys.stderr.flush()
-        time.sleep(0.05)
-    sys.stderr.write(f"\r100%|##########| {steps}/{steps} [00:00<00:00, 9.00it/s]\n")
-if rank == 0:
-    import imageio_ffmpeg, numpy as np
-    os.makedirs(args.output_path, exist_ok=True)
-    width, height = int(args.width), int(args.height)
-    writer = imageio_ffmpeg.write_frames(os.path.join(args.output_path, "gen.mp4"), (width, height), fps=24)
-    writer.send(None)
-    for index in range(int(args.video_length)):
-        writer.send(np.full((height, width, 3), 10 * index % 255, np.uint8).tobytes())
-    writer.close()
-    print("Saved video to:", os.path.join(args.output_path, "gen.mp4"), flush=True)
-'''
-
-SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")
-
-
-def fake_model_dir(root: Path) -> Path:
-    paths = [path for _, files, _ in SHARED_PIECES for path in files]
-    paths += [f"{directory}/{WEIGHTS_NAME}" for directory in ACTION_CHECKPOINT_DIRS.values()]
-    for path in paths:
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(b"")
-    return root
 
 
 def spec(**changes) -> JobSpec:
@@ -187,8 +135,8 @@ def test_official_jobs_through_a_real_worker(cli, redis_conn, official_env, star
 
 def test_checkout_is_the_workers_setting_or_one_the_worker_allows(worldplay_env, monkeypatch, tmp_path):
     from worker.engines.official import official_repo_for
-    from worldplay_cli.contract.settings import load_settings
     from worker.job import JobFailed
+    from worldplay_cli.contract.settings import load_settings
 
     assert official_repo_for(spec(), load_settings()) is None
     monkeypatch.setenv("WORLDPLAY_OFFICIAL_REPO", str(tmp_path / "HY-WorldPlay"))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from golden_util import load_io
 from transformer_util import load_golden_model
-
 from worker.models.transformer import PromptEmbeddings
 from worker.parallel.launch import join_ranks, spawn_ranks
 from worker.parallel.ulysses import SequenceParallelError, TokenShard, check_sp_degree, valid_sp_degrees

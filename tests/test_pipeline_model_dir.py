@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from spine_util import linked_copy
 from worker.pipeline.model_dir import (
     ACTION_DIRS,
     HUB_DISTILLED_NAME,
@@ -113,15 +114,6 @@ def tiny_dir(tmp_path_factory):
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["model_dir"] == str(root)
     return root
-
-
-def linked_copy(source: Path, target: Path, replace_dirs: tuple[str, ...] = ()) -> Path:
-    """A directory whose top-level entries link to `source`'s, except `replace_dirs` (left to the test)."""
-    target.mkdir()
-    for entry in source.iterdir():
-        if entry.name not in replace_dirs:
-            (target / entry.name).symlink_to(entry)
-    return target
 
 
 @pytest.mark.slow

@@ -9,12 +9,12 @@ import socket
 from pathlib import Path
 
 import pytest
-from fake_openai import FakeOpenAI, Reply
 from PIL import Image
 
+from fake_openai import FakeOpenAI, Reply
 from worldplay_cli.contract.errors import BadInput, WorldplayError
-from worldplay_cli.rewrite import RewriteFailed, RewriteResult, extract_answer, load_system_prompt, rewrite_prompt
 from worldplay_cli.contract.settings import Settings, load_settings
+from worldplay_cli.rewrite import RewriteFailed, RewriteResult, extract_answer, load_system_prompt, rewrite_prompt
 
 FAST = {"max_attempts": 3, "backoff_s": 0.01}
 SECRET = "sk-test-4f9c2b7e"

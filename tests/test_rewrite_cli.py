@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from fake_openai import FakeOpenAI, Reply
 from rich.console import Console
 
+from fake_openai import FakeOpenAI, Reply
 from worldplay_cli.app import main
 from worldplay_cli.commands.rewrite import render_rewrite, word_diff
 from worldplay_cli.rewrite import RewriteResult

@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spine_util import alive, wait_until
-from test_pipeline_model_dir import linked_copy
-from worldplay_cli.contract.queue import fetch_job
+from spine_util import alive, linked_copy, wait_until
 from worker.pipeline.model_dir import WEIGHTS_NAME
 from worker.runtime.client import log_dir
 from worker.video import read_video_frames
+from worldplay_cli.contract.queue import fetch_job
 
 SMALL = ("--width", "64", "--height", "32", "--prompt", "a quiet street")
 

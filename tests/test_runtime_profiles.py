@@ -63,7 +63,6 @@ def test_out_of_memory_is_recognised():
 
 def test_block_streaming_keeps_the_output_and_one_block_at_a_time(golden_transformer_state):
     from golden_util import load_io
-
     from worker.models.tiny import GOLDEN_TRANSFORMER_CONFIG
     from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from golden_util import load_io
 
+from golden_util import load_io
 from worker.models.scheduler import FlowMatchScheduler, classifier_free_guidance
 
 

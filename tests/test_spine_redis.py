@@ -13,8 +13,8 @@ from redis.retry import Retry
 from worldplay_cli import redis_server as server
 from worldplay_cli.contract.errors import WorldplayError
 from worldplay_cli.contract.queue import rq_queue
-from worldplay_cli.contract.specs import TASK_NOOP
 from worldplay_cli.contract.settings import ServerSettings, Settings
+from worldplay_cli.contract.specs import TASK_NOOP
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.contract.settings import load_settings, mask_url
 from worldplay_cli.contract.specs import (
     EXTRA_ENGINES_ENV,
     ImageRef,
@@ -17,7 +18,6 @@ from worldplay_cli.contract.specs import (
     engine_table,
     new_job_id,
 )
-from worldplay_cli.contract.settings import load_settings, mask_url
 
 
 def _spec(**changes) -> dict:

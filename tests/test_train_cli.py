@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_fixtures import train_config_data
 
+from train_fixtures import train_config_data
 
 
 def worldplay(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -104,8 +104,8 @@ def _wait(predicate, timeout: float, what: str):
 
 @pytest.mark.slow
 def test_train_job_on_the_queue_reports_progress_and_loss_curve(tmp_path, worldplay_env, redis_conn, start_worker):
-    from worldplay_cli.jobs import get_row, wait_for
     from worldplay_cli.contract.queue import fetch_job
+    from worldplay_cli.jobs import get_row, wait_for
 
     config = _config_file(tmp_path, max_steps=6, checkpoint={"output_dir": str(tmp_path / "ignored"), "every_steps": 3})
     result = worldplay("train", str(config), "--queue", "--json")
@@ -128,9 +128,9 @@ def test_train_job_on_the_queue_reports_progress_and_loss_curve(tmp_path, worldp
 
 @pytest.mark.slow
 def test_canceling_a_train_job_saves_a_checkpoint_first(tmp_path, worldplay_env, redis_conn, start_worker):
-    from worldplay_cli.jobs import cancel_job, get_row
     from worldplay_cli.contract.queue import fetch_job
     from worldplay_cli.contract.settings import load_settings
+    from worldplay_cli.jobs import cancel_job, get_row
 
     config = _config_file(tmp_path, max_steps=100_000, checkpoint={"output_dir": str(tmp_path / "ignored"), "every_steps": 100_000})
     job_id = json.loads(worldplay("train", str(config), "--queue", "--json").stdout)["job_id"]

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 import yaml
+
 from train_fixtures import train_config_data
 
 LORA = {"rank": 4, "alpha": 8.0}

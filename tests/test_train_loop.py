@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from train_fixtures import prepared_dataset, tiny_model_dir, train_config_data
 
+from train_fixtures import prepared_dataset, tiny_model_dir, train_config_data
 from worldplay_cli.contract.training import TrainConfig
 
 

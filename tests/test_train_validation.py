@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from train_fixtures import train_config_data
 
+from train_fixtures import train_config_data
 from worldplay_cli.contract.training import TrainConfig
 
 

@@ -39,7 +39,7 @@ def _bad_files(tmp_path) -> dict[str, str]:
     files = {
         "garbage": "this is { not json",
         "gap": json.dumps({"0": _entry(), "2": _entry()}),
-        "duplicate": '{"0": %s, "0": %s}' % (json.dumps(_entry()), json.dumps(_entry())),
+        "duplicate": f'{{"0": {json.dumps(_entry())}, "0": {json.dumps(_entry())}}}',
         "nan": '{"0": {"extrinsic": [[NaN,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]], "K": [[1,0,1],[0,1,1],[0,0,1]]}}',
         "nonrigid": json.dumps({"0": _entry(), "1": _entry(scaled.tolist())}),
         "shape": json.dumps({"0": _entry(K=[[1, 0], [0, 1]])}),

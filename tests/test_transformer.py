@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+
 from golden_util import GOLDEN_DIR, load_io
 from transformer_util import golden_prompt, load_golden_model
-
 from worker.models.tiny import GOLDEN_TRANSFORMER_CONFIG
 from worker.models.transformer import (
     TransformerConfigError,

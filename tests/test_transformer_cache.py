@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+
 from golden_util import load_io
 from transformer_util import golden_prompt, load_golden_model
-
 from worker.models.tiny import TINY_TRANSFORMER_CONFIG
 from worker.models.transformer import (
     CameraProjection,

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from golden_util import load_io
 from safetensors.torch import load_file, save_file
-from transformer_util import golden_prompt
 
+from golden_util import load_io
+from transformer_util import golden_prompt
 from worker.models.checkpoint import (
     INDEX_NAME,
     CheckpointError,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from golden_util import load_io
 
+from golden_util import load_io
 from worker.models.tiny_vae import TINY_VAE_CONFIG, write_tiny_vae
 from worker.models.vae import HunyuanVideo15VAE, VAEConfig, load_vae
 

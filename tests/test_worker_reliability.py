@@ -16,20 +16,12 @@ from pathlib import Path
 import pytest
 from rq import Queue
 
-from spine_engines import ENGINES
+from spine_util import SMALL_JOB as SMALL
 from spine_util import alive, wait_until
 from worldplay_cli.contract.queue import fetch_job, rq_queue
 from worldplay_cli.contract.specs import TASK_NOOP
 
-SMALL = ("--pose", "w-3", "--width", "64", "--height", "32", "--prompt", "a quiet street")
 TESTS_DIR = str(Path(__file__).parent)
-
-
-@pytest.fixture
-def engines_env(worldplay_env, monkeypatch):
-    monkeypatch.setenv("WORLDPLAY_EXTRA_ENGINES", ENGINES)
-    monkeypatch.setenv("PYTHONPATH", TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"])
 
 
 def _enqueue(cli, *args) -> str:

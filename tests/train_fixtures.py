@@ -7,7 +7,7 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 SYNTH_SIZE = 32
@@ -16,21 +16,21 @@ TRAIN_CLIPS = 4
 VALIDATION_CLIPS = 2
 
 
-@lru_cache(maxsize=None)
+@cache
 def workspace() -> Path:
     root = Path(tempfile.mkdtemp(prefix="worldplay-train-tests-"))
     atexit.register(shutil.rmtree, root, True)
     return root
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_model_dir() -> Path:
     from worker.pipeline.tiny_model import write_tiny_model
 
     return write_tiny_model(workspace() / "model")
 
 
-@lru_cache(maxsize=None)
+@cache
 def synthetic_raw() -> Path:
     from worker.training.synthetic import SynthOptions, write_synthetic_dataset
 
@@ -40,7 +40,7 @@ def synthetic_raw() -> Path:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def prepared_dataset() -> Path:
     from worker.training.prepare import PrepareOptions, prepare_dataset
 

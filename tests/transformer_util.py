@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from golden_util import TRANSFORMER, regenerate_state_dict
-
 from worker.models.tiny import GOLDEN_TRANSFORMER_CONFIG
 from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from trajectories.errors import TrajectoryError
 from trajectories.geometry import flip_camera_axes, rotation_from_ypr
-from trajectories.model import DEFAULT_K, Trajectory
 from trajectories.limits import check_latents
+from trajectories.model import DEFAULT_K, Trajectory
 from trajectories.official import FORMAT_HINT, dump_official, official_arrays, parse_json_text, read_json, read_text
 
 FORMATS = ("official", "nerfstudio", "csv", "json", "matrices")

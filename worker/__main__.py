@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from redis.backoff import ExponentialBackoff, NoBackoff
     from redis.retry import Retry
 
-    from worldplay_cli.contract.settings import load_settings, mask_url
     from worker.rq_worker import WorldplayWorker
+    from worldplay_cli.contract.settings import load_settings, mask_url
 
     settings = load_settings()
     if not settings.redis_url:

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from worker.progress import JobCanceled
 from worldplay_cli.contract.errors import first_error
-from worldplay_cli.contract.queue import append_log, end_manifest, note_attempt
 from worldplay_cli.contract.meta import JobMeta
+from worldplay_cli.contract.queue import append_log, end_manifest, note_attempt
 from worldplay_cli.contract.specs import Failure, JobSpec
 
 if TYPE_CHECKING:

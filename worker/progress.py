@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worldplay_cli.contract.queue import append_log
 from worldplay_cli.contract.meta import JobMeta
+from worldplay_cli.contract.queue import append_log
 from worldplay_cli.contract.specs import Progress, cancel_key, run_key
 
 if TYPE_CHECKING:

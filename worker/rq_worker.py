@@ -33,6 +33,10 @@ from rq.queue import Queue
 from rq.utils import now
 from rq.worker import Worker
 
+from worker import proctree, tasks  # noqa: F401 (tasks: imported once here, not in every forked horse)
+from worker.job import record_end
+from worker.progress import JobCanceled
+from worker.runner import ORPHANED, disowned
 from worldplay_cli.contract.queue import (
     SERIALIZER,
     GuardedJob,
@@ -43,12 +47,8 @@ from worldplay_cli.contract.queue import (
     reap,
     rq_queue,
 )
-from worldplay_cli.contract.specs import Failure, cancel_key
 from worldplay_cli.contract.settings import Settings
-from worker import proctree, tasks  # noqa: F401 (tasks: imported once here, not in every forked horse)
-from worker.progress import JobCanceled
-from worker.job import record_end
-from worker.runner import ORPHANED, disowned
+from worldplay_cli.contract.specs import Failure, cancel_key
 
 _PARENT_POLL_S = 0.5
 MAINTENANCE_INTERVAL_S = 30

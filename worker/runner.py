@@ -27,14 +27,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worldplay_cli.contract.queue import write_json_atomic
-from worldplay_cli.contract.meta import JobMeta
-from worldplay_cli.contract.specs import Failure, JobSpec, Manifest, Progress, Timings, VideoInfo, run_key
-from worldplay_cli.contract.settings import job_file_mode, load_settings, settings_to_dict
 from worker import proctree
 from worker.engines import get_engine
 from worker.job import InputError, JobFailed, JobInputs, classify, record_end
 from worker.progress import Reporter, RunTakenOver
+from worldplay_cli.contract.meta import JobMeta
+from worldplay_cli.contract.queue import write_json_atomic
+from worldplay_cli.contract.settings import job_file_mode, load_settings, settings_to_dict
+from worldplay_cli.contract.specs import Failure, JobSpec, Manifest, Progress, Timings, VideoInfo, run_key
 
 if TYPE_CHECKING:
     from redis import Redis

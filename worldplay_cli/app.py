@@ -17,7 +17,6 @@ import typer
 from worldplay_cli import __version__
 from worldplay_cli.contract.errors import EXIT_BAD_INPUT, EXIT_FAILURE, WorldplayError, debug_enabled, format_error
 
-
 app = typer.Typer(
     name="worldplay",
     help="Run, queue and train HY-World 1.5 (WorldPlay) world models.",

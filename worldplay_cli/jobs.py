@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.queue import (
     SERIALIZER,
     append_log,
@@ -21,7 +22,6 @@ from worldplay_cli.contract.queue import (
     job_dir,
     set_failure,
 )
-from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.specs import (
     JOBS_INDEX,
     Failure,

@@ -17,8 +17,9 @@ sorting, filtering and paging 10,000 rows is plain Python over cached rows. Noth
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET
 from worldplay_cli.rows import ENDED, STATUSES, JobRow, job_rows

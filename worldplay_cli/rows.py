@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from worldplay_cli.contract.queue import SERIALIZER
 from worldplay_cli.contract.meta import JobMeta
+from worldplay_cli.contract.queue import SERIALIZER
 
 if TYPE_CHECKING:
     from redis import Redis

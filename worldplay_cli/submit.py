@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import ValidationError
 
 from worldplay_cli.contract.errors import BadInput, WorldplayError
+from worldplay_cli.contract.settings import OUTPUT_MODES, create_job_dir, write_job_file
 from worldplay_cli.contract.specs import (
     RESOLUTION_BASE,
     VARIANT_DEFAULTS,
@@ -37,8 +38,6 @@ from worldplay_cli.contract.specs import (
     bucket_size,
     engine_table,
 )
-
-from worldplay_cli.contract.settings import OUTPUT_MODES, create_job_dir, write_job_file
 
 if TYPE_CHECKING:
     from redis import Redis

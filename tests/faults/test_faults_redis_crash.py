@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import psutil
 import pytest
@@ -18,12 +17,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from spine_util import SMALL_JOB as SMALL
 from spine_util import wait_until
-from test_worker_reliability import SMALL, engines_env  # noqa: F401 (a fixture)
 from worldplay_cli import redis_server as server
 from worldplay_cli.contract.queue import fetch_job, rq_queue
-from worldplay_cli.contract.specs import TASK_NOOP
 from worldplay_cli.contract.settings import ServerSettings, Settings
+from worldplay_cli.contract.specs import TASK_NOOP
 
 ROUNDS = 3
 BACKLOG = 200

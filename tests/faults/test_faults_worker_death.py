@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from spine_util import SMALL_JOB as SMALL
 from spine_util import wait_until
-from test_worker_reliability import SMALL, engines_env  # noqa: F401 (a fixture)
 from worldplay_cli.contract.queue import fetch_job
 
 # Long enough for the preview engine to spend a few seconds rendering (and encoding) on a busy CPU.

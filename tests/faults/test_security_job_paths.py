@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from spine_util import wait_until
-from test_official_adapter import SMALL, STUB, fake_model_dir
 
+from official_util import SMALL, STUB, fake_model_dir
+from spine_util import wait_until
 from worldplay_cli.contract.queue import fetch_job, rq_queue
-from worldplay_cli.contract.specs import TASK_GENERATE, new_job_id
 from worldplay_cli.contract.settings import load_settings
+from worldplay_cli.contract.specs import TASK_GENERATE, new_job_id
 from worldplay_cli.submit import GenerateRequest, prepare, write_inputs
 
 

@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from spine_util import wait_until
 
+from spine_util import wait_until
 from worldplay_cli.contract.queue import fetch_job
 
 SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")

@@ -15,8 +15,8 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from worldplay_cli.contract.specs import JobSpec, engine_table
 from worker.job import EngineResult, JobInputs, UnknownEngine
+from worldplay_cli.contract.specs import JobSpec, engine_table
 
 if TYPE_CHECKING:
     from worker.progress import Reporter

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 from worker.job import EngineResult, JobFailed, JobInputs, refuse
 
 if TYPE_CHECKING:
-    from worldplay_cli.contract.specs import JobSpec
     from worker.progress import Reporter
+    from worldplay_cli.contract.specs import JobSpec
 
 
 def _check_gpu_count(spec: JobSpec) -> None:
@@ -47,12 +47,12 @@ class NativeEngine:
     uses_gpu = True
 
     def run(self, spec: JobSpec, inputs: JobInputs, out_dir: Path, reporter: Reporter) -> EngineResult:
-        from worldplay_cli.contract.specs import Failure
         from worker.progress import JobCanceled
         from worker.runtime import client
         from worker.runtime.memory_profiles import requested_profile
         from worker.runtime.protocol import ConnectionClosed
         from worker.runtime.render import model_dir_for
+        from worldplay_cli.contract.specs import Failure
 
         _check_gpu_count(spec)
         reporter.plan({"load": 0.1, "encode": 0.05, "generate": 0.85})

@@ -31,9 +31,9 @@ from worker.job import EngineResult, JobFailed, JobInputs, allowed_path, refuse
 from worldplay_cli.contract import variants
 
 if TYPE_CHECKING:
+    from worker.progress import Reporter
     from worldplay_cli.contract.settings import Settings
     from worldplay_cli.contract.specs import JobSpec
-    from worker.progress import Reporter
 
 PYTHON_ENV = "HY_WORLDPLAY_PYTHON"  # the interpreter of the checkout's environment (default: ours)
 SCRIPT = "hyvideo/generate.py"
@@ -170,11 +170,11 @@ class OfficialEngine:
     uses_gpu = True
 
     def run(self, spec: JobSpec, inputs: JobInputs, out_dir: Path, reporter: Reporter) -> EngineResult:
-        from worldplay_cli.contract.specs import Failure
         from worker.parallel.launch import free_port
         from worker.pipeline.model_dir import resolve_model_dir
         from worker.runtime.memory_profiles import requested_profile
         from worker.runtime.render import model_dir_for, refusing_unusable_model_dirs
+        from worldplay_cli.contract.specs import Failure
 
         settings = reporter.settings
         reporter.plan({"load": 0.15, "generate": 0.8, "collect": 0.05})
@@ -273,8 +273,8 @@ def _stop(process: subprocess.Popen, grace_s: float) -> None:
 
 
 def _failure(returncode: int, tail_lines: list[str], log_dir: Path, spec: JobSpec, profile: str):
-    from worldplay_cli.contract.specs import Failure
     from worker.runtime.memory_profiles import oom_hint
+    from worldplay_cli.contract.specs import Failure
 
     lines = list(tail_lines)
     for path in sorted(log_dir.glob("**/0/stderr.log")):

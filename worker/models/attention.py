@@ -13,6 +13,7 @@ dispatch). The processor here is one process; `worker.parallel.ulysses.UlyssesAt
 from __future__ import annotations
 
 import importlib.util
+
 import torch
 import torch.nn.functional as F
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from worldplay_cli.contract.errors import HintedError
-from worldplay_cli.contract import layout, variants
 from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
+from worldplay_cli.contract import layout, variants
+from worldplay_cli.contract.errors import HintedError
 
 # File and folder names of the layout (contract.layout) and each variant's folder (contract.variants).
 CONFIG_NAME = layout.CONFIG_NAME

@@ -24,8 +24,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worldplay_cli.contract.errors import HintedError
-from worldplay_cli.contract import variants
 from worker.models.checkpoint import load_transformer
 from worker.models.scheduler import FlowMatchScheduler
 from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer
@@ -36,6 +34,8 @@ from worker.pipeline.memory import DEFAULT_SEED as MEMORY_SEED
 from worker.pipeline.memory import sample_points_in_sphere
 from worker.pipeline.model_dir import ModelDirError, ModelPaths, download_command, resolve_model_dir
 from worker.pipeline.rollout import ChunkResult, RolloutInputs, StepCallback, ar_rollout, bi_rollout
+from worldplay_cli.contract import variants
+from worldplay_cli.contract.errors import HintedError
 
 CHUNK_LATENTS = variants.view(lambda record: record.chunk_latents)  # variant -> latents per chunk, live
 FPS = 24

@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from worldplay_cli.contract import layout, variants
 from worker.models.checkpoint import WEIGHTS_NAME
+from worldplay_cli.contract import layout, variants
 
 # Written last, so a directory holding it is complete.
 MARKER = layout.TINY_MARKER

@@ -30,7 +30,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from worldplay_cli.contract.specs import JobSpec
 from worker.job import JobFailed, JobInputs
 from worker.parallel.launch import init_from_env
 from worker.progress import JobCanceled
@@ -45,6 +44,7 @@ from worker.runtime.memory_profiles import (
 )
 from worker.runtime.protocol import Connection, ConnectionClosed
 from worker.runtime.render import refusing_unusable_model_dirs, render
+from worldplay_cli.contract.specs import JobSpec
 
 TICK_S = 1.0
 

@@ -16,10 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from worker.job import JobFailed
 from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.specs import Failure
 from worldplay_cli.contract.training import TrainJobSpec
-from worker.job import JobFailed
 
 LOSS_HISTORY_POINTS = 400
 
@@ -46,8 +46,8 @@ def train(spec_data: dict) -> dict:
     """The body of the `worker.training.job.train` task."""
     from rq import get_current_job
 
-    from worker.progress import Reporter
     from worker.job import classify, record_end
+    from worker.progress import Reporter
     from worker.training.checkpoints import checkpoint_dirs
     from worldplay_cli.contract.settings import OUTPUT_MODES, load_settings
 

@@ -138,7 +138,12 @@ def distributed_context() -> DistributedContext:
 
 def load_initial_model(config: TrainConfig, device: torch.device) -> nn.Module:
     """The transformer with the configured initial weights in fp32 (the master weights)."""
-    from worker.models.checkpoint import ACTION_CHECKPOINT_DIRS, CheckpointError, action_checkpoint_path, load_transformer
+    from worker.models.checkpoint import (
+        ACTION_CHECKPOINT_DIRS,
+        CheckpointError,
+        action_checkpoint_path,
+        load_transformer,
+    )
 
     model_dir = Path(config.model.model_dir)
     init = config.model.init

@@ -20,8 +20,8 @@ def register(app: typer.Typer) -> None:
 @config_app.command("show")
 def show_command(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """The effective settings (secrets masked)."""
-    from worldplay_cli.output import emit
     from worldplay_cli.contract.settings import load_settings, settings_to_dict
+    from worldplay_cli.output import emit
 
     data = settings_to_dict(load_settings(None, config))
 
@@ -41,8 +41,8 @@ def show_command(as_json: JsonOption = False, config: ConfigOption = None) -> No
 @config_app.command("path")
 def path_command(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """Where the config file is (it may not exist yet)."""
-    from worldplay_cli.output import emit
     from worldplay_cli.contract.settings import default_config_path
+    from worldplay_cli.output import emit
 
     path = config or default_config_path()
     emit({"path": str(path), "exists": path.exists()}, as_json, lambda c: c.print(str(path)))
@@ -56,8 +56,8 @@ def set_command(
     config: ConfigOption = None,
 ) -> None:
     """Set one value in the config file (created 0600 if missing)."""
-    from worldplay_cli.output import emit
     from worldplay_cli.contract.settings import default_config_path, set_config_value
+    from worldplay_cli.output import emit
 
     path = config or default_config_path()
     stored = set_config_value(path, key, value)

@@ -26,10 +26,11 @@ def dashboard_command(
     ] = None,
 ) -> None:
     """Watch and steer jobs and workers: sort, filter, follow logs, cancel, retry, re-queue, delete."""
-    from worldplay_cli.output import emit
-    from worldplay_cli.redis_server import connect_url, redis_url as resolve_url
-    from worldplay_cli.contract.settings import load_settings
     from worldplay_cli.contract.errors import WorldplayError
+    from worldplay_cli.contract.settings import load_settings
+    from worldplay_cli.output import emit
+    from worldplay_cli.redis_server import connect_url
+    from worldplay_cli.redis_server import redis_url as resolve_url
     from worldplay_cli.tui.dashboard.source import RedisSource, SourceUnavailable
 
     settings = load_settings({"redis_url": redis_url or redis, "output_root": output_root}, config)

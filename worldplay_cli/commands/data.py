@@ -59,8 +59,8 @@ def prepare(
 ) -> None:
     from worldplay_cli.commands.train import run_training_process
     from worldplay_cli.contract.errors import BadInput
-    from worldplay_cli.output import emit
     from worldplay_cli.contract.training import load_source_manifest
+    from worldplay_cli.output import emit
 
     for name, value in (("width", width), ("height", height)):
         if value is not None and (value < 16 or value % 16):
@@ -103,9 +103,8 @@ def synth(
 ) -> None:
     from worldplay_cli.commands.train import run_training_process
     from worldplay_cli.contract.errors import BadInput
-    from worldplay_cli.output import emit
-
     from worldplay_cli.contract.settings import load_settings
+    from worldplay_cli.output import emit
 
     if clips + validation == 0:
         raise BadInput("nothing to generate", "pass --clips and/or --validation above 0")

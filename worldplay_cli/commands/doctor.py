@@ -20,8 +20,8 @@ from rich.table import Table
 
 from worldplay_cli.contract import variants
 from worldplay_cli.contract.errors import WorldplayError
-from worldplay_cli.output import emit
 from worldplay_cli.options import ConfigOption, JsonOption, RedisUrlOption
+from worldplay_cli.output import emit
 
 PROBE_TIMEOUT_S = 120
 STATUS_COLOURS = {"ok": "green", "warn": "yellow", "fail": "red"}

@@ -47,13 +47,13 @@ def download(
     as_json: JsonOption = False,
 ) -> None:
     """Download every weight a variant needs, resumably, and lay it out like the official script."""
+    from worldplay_cli.contract.settings import load_settings
     from worldplay_cli.download.execute import execute
     from worldplay_cli.download.hub import HubAccess, offline_mode, resolve_token
     from worldplay_cli.download.layout import make_target
     from worldplay_cli.download.modelscope import ModelScopeAccess
     from worldplay_cli.download.plan import build_plan
     from worldplay_cli.download.sizes import parse_size
-    from worldplay_cli.contract.settings import load_settings
 
     if link not in LINK_MODES:
         raise BadInput(f"unknown --link {link!r}", f"choose one of {', '.join(LINK_MODES)}")
@@ -152,8 +152,14 @@ class _RichReporter:
     """Overall and per-file progress bars on stderr, only when stderr is a terminal."""
 
     def __init__(self, enabled: bool):
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self._lock = threading.Lock()
         self._tasks: dict[str, int] = {}
@@ -163,7 +169,7 @@ class _RichReporter:
         )
         self._overall: int | None = None
 
-    def __enter__(self) -> "_RichReporter":
+    def __enter__(self) -> _RichReporter:
         self._progress.start()
         return self
 

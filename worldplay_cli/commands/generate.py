@@ -172,9 +172,9 @@ def generate(
 
 
 def _rewrite(prepared, settings, policy):
+    from worldplay_cli.contract.specs import RewriteRecord
     from worldplay_cli.output import err_console, warn
     from worldplay_cli.rewrite import rewrite_prompt
-    from worldplay_cli.contract.specs import RewriteRecord
 
     result = rewrite_prompt(prepared.spec.prompt, Path(prepared.spec.image.source), settings, policy)
     if result.warning:

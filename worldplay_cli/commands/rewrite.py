@@ -40,8 +40,8 @@ def rewrite_command(
     as_json: JsonOption = False,
 ) -> None:
     """Rewrite a prompt through the configured OpenAI-compatible endpoint and show original vs rewritten."""
-    from worldplay_cli.rewrite import rewrite_prompt
     from worldplay_cli.contract.settings import load_settings
+    from worldplay_cli.rewrite import rewrite_prompt
     from worldplay_cli.submit import image_path_for
 
     task = "i2v" if image is not None else "t2v"

@@ -75,8 +75,8 @@ def train(
     output_root: OutputRootOption = None,
 ) -> None:
     from worldplay_cli.contract.errors import BadInput
-    from worldplay_cli.output import emit
     from worldplay_cli.contract.training import check_paths, load_train_config
+    from worldplay_cli.output import emit
 
     overrides = overrides or []
     if queue_name is not None:
@@ -112,9 +112,8 @@ def _set_args(overrides: list[str]) -> list[str]:
 
 def _resolve_run(reference: str, config, redis_url, output_root) -> Path:
     from worldplay_cli.contract.errors import BadInput
-    from worldplay_cli.runtime import Runtime
-
     from worldplay_cli.contract.specs import job_id_token
+    from worldplay_cli.runtime import Runtime
 
     path = Path(reference)
     if path.exists():
@@ -137,13 +136,13 @@ def _resolve_run(reference: str, config, redis_url, output_root) -> Path:
 
 
 def _enqueue(train_config, gpus: int, queue_name: str | None, config, redis_url, output_root, as_json: bool):
+    from worldplay_cli.contract.queue import enqueue
+    from worldplay_cli.contract.specs import new_job_id
+    from worldplay_cli.contract.training import DEFAULT_TRAIN_QUEUE, TrainJobSpec
     from worldplay_cli.jobs import unserved_queue_warning
     from worldplay_cli.output import warn
     from worldplay_cli.runtime import Runtime
-    from worldplay_cli.contract.specs import new_job_id
     from worldplay_cli.submit import check_output_root
-    from worldplay_cli.contract.queue import enqueue
-    from worldplay_cli.contract.training import DEFAULT_TRAIN_QUEUE, TrainJobSpec
 
     runtime = Runtime(config, redis_url, output_root)
     check_output_root(runtime.settings)

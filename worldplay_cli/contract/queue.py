@@ -30,6 +30,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from worldplay_cli.contract.meta import JobMeta
+from worldplay_cli.contract.settings import open_job_file
 from worldplay_cli.contract.specs import (
     ALLOWED_TASKS,
     JOBS_INDEX,
@@ -38,7 +39,6 @@ from worldplay_cli.contract.specs import (
     log_stream_key,
     run_key,
 )
-from worldplay_cli.contract.settings import open_job_file
 
 if TYPE_CHECKING:
     from redis import Redis

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
+from worldplay_cli.contract.errors import WorldplayError
 from worldplay_cli.download import hub as hub_api
 from worldplay_cli.download import modelscope as modelscope_api
 from worldplay_cli.download.hub import HubAccess
@@ -17,7 +19,6 @@ from worldplay_cli.download.plan import Plan, PlannedFile, PlannedPiece
 from worldplay_cli.download.sizes import format_size
 from worldplay_cli.download.store import file_sha256, git_blob_sha1
 from worldplay_cli.download.transfer import AccessDenied
-from worldplay_cli.contract.errors import WorldplayError
 
 
 class Reporter(Protocol):

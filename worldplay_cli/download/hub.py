@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
+from worldplay_cli.contract.errors import WorldplayError
 from worldplay_cli.download.catalog import Piece
 from worldplay_cli.download.manifest import FileRecord
 from worldplay_cli.download.transfer import fetch
-from worldplay_cli.contract.errors import WorldplayError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -31,7 +31,7 @@ class HubAccess:
     timeout_s: float = 30.0
 
     @classmethod
-    def from_env(cls, token: str | None = None) -> "HubAccess":
+    def from_env(cls, token: str | None = None) -> HubAccess:
         endpoint = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         return cls(endpoint=endpoint, token=token)
 

@@ -7,12 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from worldplay_cli.contract.errors import WorldplayError
 from worldplay_cli.download import catalog
 from worldplay_cli.download.catalog import Variant
 from worldplay_cli.download.execute import digest_matches
 from worldplay_cli.download.manifest import FileRecord, Manifest, PieceRecord, load_manifest, save_manifest
 from worldplay_cli.download.store import BlobStore
-from worldplay_cli.contract.errors import WorldplayError
 
 Status = Literal["ok", "missing", "wrong-size", "corrupt"]
 

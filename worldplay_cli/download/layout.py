@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from worldplay_cli.contract.errors import BadInput, WorldplayError
 from worldplay_cli.download.catalog import Piece
 from worldplay_cli.download.manifest import FileRecord
 from worldplay_cli.download.store import BlobStore, same_file
-from worldplay_cli.contract.errors import BadInput, WorldplayError
 
 LinkMode = Literal["auto", "symlink", "hardlink"]
 LOCAL_PARTIAL_SUFFIX = ".incomplete"

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from worldplay_cli.download.catalog import Source
 from worldplay_cli.contract.errors import WorldplayError
+from worldplay_cli.download.catalog import Source
 
 MANIFEST_VERSION = 1
 

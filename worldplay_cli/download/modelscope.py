@@ -9,16 +9,16 @@ same resumable, sha256-checked transfer as for the Hub applies.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote, urlencode
 
+from worldplay_cli.contract.errors import WorldplayError
 from worldplay_cli.download.catalog import Piece
 from worldplay_cli.download.hub import Listing, Unreachable
 from worldplay_cli.download.manifest import FileRecord
 from worldplay_cli.download.transfer import fetch
-from worldplay_cli.contract.errors import WorldplayError
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
 
@@ -30,7 +30,7 @@ class ModelScopeAccess:
     timeout_s: float = 30.0
 
     @classmethod
-    def from_env(cls) -> "ModelScopeAccess":
+    def from_env(cls) -> ModelScopeAccess:
         endpoint = os.environ.get("MODELSCOPE_ENDPOINT")
         if not endpoint and os.environ.get("MODELSCOPE_DOMAIN"):  # the modelscope package's own variable
             endpoint = "https://" + os.environ["MODELSCOPE_DOMAIN"]

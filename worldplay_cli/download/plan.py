@@ -8,13 +8,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from worldplay_cli.contract.errors import WorldplayError
 from worldplay_cli.download import catalog
 from worldplay_cli.download.catalog import Piece
 from worldplay_cli.download.hub import HubAccess, Listing, Unreachable
 from worldplay_cli.download.layout import Target
 from worldplay_cli.download.manifest import FileRecord, Manifest, load_manifest
 from worldplay_cli.download.modelscope import ModelScopeAccess
-from worldplay_cli.contract.errors import WorldplayError
 
 PLAN_VERSION = 1
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from worldplay_cli.contract.errors import WorldplayError
 

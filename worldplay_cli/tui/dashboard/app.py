@@ -8,8 +8,8 @@ one page of the sorted, filtered listing; refreshes are incremental (see `worldp
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
 
 from textual import on, work
 from textual.actions import parse as parse_action
@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from worldplay_cli.jobs import STATUSES
 from worldplay_cli.jobs_index import JobQuery
+from worldplay_cli.submit import Submitted
 from worldplay_cli.tui.dashboard import keymap
 from worldplay_cli.tui.dashboard.screens import (
     ConfirmScreen,
@@ -31,7 +32,6 @@ from worldplay_cli.tui.dashboard.screens import (
 )
 from worldplay_cli.tui.dashboard.source import DashboardSource, Snapshot, SourceUnavailable, describe_error
 from worldplay_cli.tui.dashboard.widgets import JOB_COLUMNS, JobsTable, StatusLine, WorkersTable
-from worldplay_cli.submit import Submitted
 
 # Columns that read best biggest-first when first sorted by.
 _DESCENDING_FIRST = {"created", "duration", "progress", "eta"}

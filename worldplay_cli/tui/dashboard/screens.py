@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.json import JSON
 from rich.table import Table
@@ -36,8 +37,7 @@ from worldplay_cli.tui.widgets import HalfBlockImage, image_size_for
 if TYPE_CHECKING:
     from PIL import Image
 
-    from worldplay_cli.submit import GenerateRequest
-    from worldplay_cli.submit import Submitted
+    from worldplay_cli.submit import GenerateRequest, Submitted
 
 _FAILURE_NAMES = {
     "oom": "out of memory",

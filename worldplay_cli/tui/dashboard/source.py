@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from worldplay_cli.contract.errors import BadInput, WorldplayError
 from worldplay_cli.jobs_index import JobQuery, SortedPage
@@ -22,8 +23,8 @@ from worldplay_cli.jobs_index import JobQuery, SortedPage
 if TYPE_CHECKING:
     from PIL import Image
 
-    from worldplay_cli.jobs import JobRow, WorkerRow
     from worldplay_cli.contract.settings import Settings
+    from worldplay_cli.jobs import JobRow, WorkerRow
     from worldplay_cli.submit import GenerateRequest, Submitted
 
 
@@ -194,8 +195,8 @@ class RedisSource:
     def __init__(self, url: str, settings: Settings, clock: Callable[[], float] = time.time, nvml: bool = True):
         import redis
 
-        from worldplay_cli.jobs_index import JobsIndex
         from worldplay_cli.contract.settings import mask_url
+        from worldplay_cli.jobs_index import JobsIndex
 
         self.settings = settings
         self.location = mask_url(url)
