@@ -39,7 +39,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def model_dir(work: Path, seed: int, vae: str, vae_dir: Path | None, raw: Path, hidden_size: int, layers: int, init: str) -> Path:
+def model_dir(
+    work: Path, seed: int, vae: str, vae_dir: Path | None, raw: Path, hidden_size: int, layers: int, init: str
+) -> Path:
     """A tiny model directory whose VAE is the grey pooling VAE (default), the random tiny one, or
     `vae_dir` (linked); the transformer's latent channels follow the VAE's config; its weights are the
     modules' own initialisation (`init="standard"`) or the tests' randn * 0.05 (`"scaled"`)."""
@@ -61,7 +63,11 @@ def model_dir(work: Path, seed: int, vae: str, vae_dir: Path | None, raw: Path, 
         write_pooling_vae(root, scaling_factor=pooling_scaling_factor(raw))
     latent_channels = VAEConfig.from_json(root / "vae" / "config.json").latent_channels
     config = replace(
-        TINY_TRANSFORMER_CONFIG, in_channels=latent_channels, out_channels=latent_channels, hidden_size=hidden_size, num_layers=layers,
+        TINY_TRANSFORMER_CONFIG,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        hidden_size=hidden_size,
+        num_layers=layers,
         num_heads=hidden_size // TINY_TRANSFORMER_CONFIG.head_dim,
     )
     write_tiny_transformer(root, seed=seed, config=config, scale=None if init == "standard" else 0.05)
@@ -112,7 +118,9 @@ METHODS = {
 }
 
 
-def train_config(work: Path, model: Path, data: Path, method: str, steps: int, validation_clips: int, sampling_steps: int, seed: int):
+def train_config(
+    work: Path, model: Path, data: Path, method: str, steps: int, validation_clips: int, sampling_steps: int, seed: int
+):
     from worldplay_cli.contract.training import TrainConfig
 
     return TrainConfig.model_validate(
@@ -124,7 +132,12 @@ def train_config(work: Path, model: Path, data: Path, method: str, steps: int, v
             "max_steps": steps,
             "seed": seed,
             "checkpoint": {"output_dir": str(work / "run"), "every_steps": steps},
-            "validation": {"every_steps": steps, "max_clips": validation_clips, "sampling_steps": sampling_steps, "num_latents": 12},
+            "validation": {
+                "every_steps": steps,
+                "max_clips": validation_clips,
+                "sampling_steps": sampling_steps,
+                "num_latents": 12,
+            },
             "logging": {"every_steps": 50, "tensorboard": "off"},
         }
     )
@@ -144,7 +157,9 @@ class SwappedActions:
         swapped = []
         for index, clip in enumerate(original):
             donor = original[(index + 1) % len(original)]
-            swapped.append(replace(clip, viewmats=donor.viewmats, intrinsics_norm=donor.intrinsics_norm, labels=donor.labels))
+            swapped.append(
+                replace(clip, viewmats=donor.viewmats, intrinsics_norm=donor.intrinsics_norm, labels=donor.labels)
+            )
         generate = validator.generate
         validator.generate = lambda model, clip, index: generate(model, swapped[index], index)
         try:
@@ -160,7 +175,9 @@ def static_scores(validator) -> dict:
     scores = []
     for clip in validator.clips:
         frames, flows = validator.reference(clip)
-        scores.append(action_following(np.zeros_like(flows), validator.features(clip, len(frames)), validator.calibration))
+        scores.append(
+            action_following(np.zeros_like(flows), validator.features(clip, len(frames)), validator.calibration)
+        )
     return {key: float(np.mean([score[key] for score in scores])) for key in scores[0]}
 
 
@@ -197,19 +214,34 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=6)
     parser.add_argument("--latents", type=int, default=20)
     parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--vae", choices=("pooling", "random"), default="pooling",
-                        help="pooling: the grey 4x4-pooling VAE (shows motion); random: the test model's random VAE (flat grey)")
-    parser.add_argument("--vae-dir", type=Path, default=None, help="a VAE directory (official layout), e.g. the released one")
+    parser.add_argument(
+        "--vae",
+        choices=("pooling", "random"),
+        default="pooling",
+        help="pooling: the grey 4x4-pooling VAE (shows motion); random: the test model's random VAE (flat grey)",
+    )
+    parser.add_argument(
+        "--vae-dir", type=Path, default=None, help="a VAE directory (official layout), e.g. the released one"
+    )
     # faster than the synthetic defaults, so the controls matter more to the loss, and still within what
     # the pooling VAE's 4x4 blocks carry as motion (about one block per latent) and what fits the room
-    parser.add_argument("--texture-period", type=float, default=4.0, help="world units per texture repeat (larger: smoother)")
+    parser.add_argument(
+        "--texture-period", type=float, default=4.0, help="world units per texture repeat (larger: smoother)"
+    )
     parser.add_argument("--turn-deg", type=float, default=2.5, help="degrees per frame while looking")
     parser.add_argument("--move-step", type=float, default=0.06, help="world units per frame while a key is held")
-    parser.add_argument("--scripted-training", action="store_true",
-                        help="train on the validation patterns (single held actions) in other rooms instead of random walks")
+    parser.add_argument(
+        "--scripted-training",
+        action="store_true",
+        help="train on the validation patterns (single held actions) in other rooms instead of random walks",
+    )
     parser.add_argument("--method", choices=sorted(METHODS), default="ar")
-    parser.add_argument("--init", choices=("standard", "scaled"), default="standard",
-                        help="standard: the modules' own initialisation (training from scratch); scaled: the tests' randn * 0.05")
+    parser.add_argument(
+        "--init",
+        choices=("standard", "scaled"),
+        default="standard",
+        help="standard: the modules' own initialisation (training from scratch); scaled: the tests' randn * 0.05",
+    )
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--sampling-steps", type=int, default=8)
@@ -234,9 +266,19 @@ def main() -> None:
     from worker.training.trainer import Hooks, Trainer
 
     records: list[dict] = []
-    config = train_config(args.work, model, data, args.method, args.steps, args.validation, args.sampling_steps, args.seed)
+    config = train_config(
+        args.work, model, data, args.method, args.steps, args.validation, args.sampling_steps, args.seed
+    )
     print(f"training {args.steps} steps")
-    trainer = Trainer(config, hooks=Hooks(on_metrics=lambda record: (records.append(record), record["kind"] == "train" and print(f"  step {record['step']}  loss {record['loss']:.4f}", flush=True))))
+    trainer = Trainer(
+        config,
+        hooks=Hooks(
+            on_metrics=lambda record: (
+                records.append(record),
+                record["kind"] == "train" and print(f"  step {record['step']}  loss {record['loss']:.4f}", flush=True),
+            )
+        ),
+    )
     trainer.run()
     validations = [record for record in records if record["kind"] == "validation"]
     untrained, trained = validations[0], validations[-1]
@@ -247,23 +289,35 @@ def main() -> None:
 
     rows = [("untrained", untrained), ("trained", trained), ("trained, other clip's actions", control)]
     print()
-    print(f"action following on {args.validation} scripted validation clips, {args.size}x{args.size}, {args.method} method, after {args.steps} steps")
-    print(f"reference calibration gains (pitch, yaw, strafe, forward): {np.round(calibration.gains, 4).tolist()}, residual rms {calibration.residual_rms:.3f} px")
+    print(
+        f"action following on {args.validation} scripted validation clips, {args.size}x{args.size}, {args.method} method, after {args.steps} steps"
+    )
+    print(
+        f"reference calibration gains (pitch, yaw, strafe, forward): {np.round(calibration.gains, 4).tolist()}, residual rms {calibration.residual_rms:.3f} px"
+    )
     print(f"{'':32s} {'pixel EPE':>10s} {'mean-flow cos':>14s} {'PSNR':>7s}")
     for name, scores in rows:
-        print(f"{name:32s} {scores['action_pixel_epe']:10.3f} {scores['action_mean_flow_cosine']:14.3f} {scores['psnr']:7.2f}")
+        print(
+            f"{name:32s} {scores['action_pixel_epe']:10.3f} {scores['action_mean_flow_cosine']:14.3f} {scores['psnr']:7.2f}"
+        )
     print(f"{'a still video (no motion)':32s} {static['pixel_epe']:10.3f} {static['mean_flow_cosine']:14.3f}")
     print(f"{'reference (ground truth)':32s} {trained['reference_pixel_epe']:10.3f}")
-    print(f"untrained / trained EPE: {untrained['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x   "
-          f"control / trained EPE: {control['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x")
+    print(
+        f"untrained / trained EPE: {untrained['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x   "
+        f"control / trained EPE: {control['action_pixel_epe'] / trained['action_pixel_epe']:.2f}x"
+    )
     print()
     print(f"held-out denoising loss          {'own controls':>12s} {'other clip':>11s} {'other / own':>12s}")
     for name, scores in (("untrained", untrained), ("trained", trained)):
-        print(f"{name:32s} {scores['control_loss_own']:12.4f} {scores['control_loss_other']:11.4f} {scores['control_loss_ratio']:12.3f}")
+        print(
+            f"{name:32s} {scores['control_loss_own']:12.4f} {scores['control_loss_other']:11.4f} {scores['control_loss_ratio']:12.3f}"
+        )
     if max(abs(gain) for gain in calibration.gains) < 1e-3:
-        print("WARNING: the reference videos (ground truth through this VAE) show no motion the controls explain "
-              "(calibration gains ~0): this VAE cannot support an action-following comparison; the figures above "
-              "are not evidence either way. Pass a VAE that reconstructs the clips (--vae-dir).")
+        print(
+            "WARNING: the reference videos (ground truth through this VAE) show no motion the controls explain "
+            "(calibration gains ~0): this VAE cannot support an action-following comparison; the figures above "
+            "are not evidence either way. Pass a VAE that reconstructs the clips (--vae-dir)."
+        )
     print(f"total {time.monotonic() - started:.0f} s")
 
 

@@ -53,9 +53,16 @@ def fill(conn, count: int) -> list[str]:
                 TASK_NOOP,
                 job_id=job_id,
                 meta={
-                    "summary": {"kind": "generate", "engine": "preview", "variant": "ar-distilled",
-                                "prompt": f"scene {index}: a long walk through a rainy city at night",
-                                "frames": 125, "width": 832, "height": 480, "queue": "generate"},
+                    "summary": {
+                        "kind": "generate",
+                        "engine": "preview",
+                        "variant": "ar-distilled",
+                        "prompt": f"scene {index}: a long walk through a rainy city at night",
+                        "frames": 125,
+                        "width": 832,
+                        "height": 480,
+                        "queue": "generate",
+                    },
                     "attempt": 1,
                 },
                 description=f"generate preview/ar-distilled 125f: scene {index}",
@@ -68,8 +75,15 @@ def fill(conn, count: int) -> list[str]:
     for index, job_id in enumerate(ids):
         share = index % 20
         states[job_id] = (
-            "started" if index < RUNNING else "finished" if share < 12 else "failed" if share < 18 else
-            "canceled" if share == 18 else "queued"
+            "started"
+            if index < RUNNING
+            else "finished"
+            if share < 12
+            else "failed"
+            if share < 18
+            else "canceled"
+            if share == 18
+            else "queued"
         )
     with conn.pipeline(transaction=False) as pipe:
         for index, job_id in enumerate(ids):
@@ -86,8 +100,12 @@ def fill(conn, count: int) -> list[str]:
                 meta["failure"] = {"kind": "oom", "message": "out of memory", "hint": "use fewer frames"}
                 fields["meta"] = json.dumps(meta)
             pipe.hset(key, mapping=fields)
-            registry = {"started": "rq:wip:generate", "finished": "rq:finished:generate",
-                        "failed": "rq:failed:generate", "canceled": "rq:canceled:generate"}.get(state)
+            registry = {
+                "started": "rq:wip:generate",
+                "finished": "rq:finished:generate",
+                "failed": "rq:failed:generate",
+                "canceled": "rq:canceled:generate",
+            }.get(state)
             member = f"{job_id}:exec{index}" if state == "started" else job_id
             if registry:
                 pipe.zadd(registry, {member: now + 86400})
@@ -105,8 +123,9 @@ def report_progress(conn, running: list[str], step: int) -> None:
 
     for job_id in running:
         job = fetch_job(conn, job_id)
-        job.meta["progress"] = Progress(stage="denoise", step=step % 50, total=50, chunk=1, num_chunks=8,
-                                        fraction=(step % 50) / 50, eta_s=30.0).model_dump()
+        job.meta["progress"] = Progress(
+            stage="denoise", step=step % 50, total=50, chunk=1, num_chunks=8, fraction=(step % 50) / 50, eta_s=30.0
+        ).model_dump()
         job.save_meta()
 
 
@@ -125,8 +144,14 @@ def rq_full_read(conn) -> int:
 
     queue = rq_queue(conn, "generate")
     ids = list(queue.get_job_ids())
-    for registry in (StartedJobRegistry, FinishedJobRegistry, FailedJobRegistry, CanceledJobRegistry,
-                     DeferredJobRegistry, ScheduledJobRegistry):
+    for registry in (
+        StartedJobRegistry,
+        FinishedJobRegistry,
+        FailedJobRegistry,
+        CanceledJobRegistry,
+        DeferredJobRegistry,
+        ScheduledJobRegistry,
+    ):
         ids += registry(queue=queue).get_job_ids(cleanup=False)
     jobs = Job.fetch_many(ids, connection=conn, serializer=SERIALIZER)
     return sum(job is not None for job in jobs)
@@ -161,20 +186,27 @@ def main() -> None:
         try:
             url = redis_server.redis_url(settings)
             conn = redis_server.connect_url(url)
-            print(f"{'jobs':>7} {'dashboard ms':>13} {'cold ms':>8} {'jobs list ms':>13} {'rq full read ms':>16} "
-                  f"{'full/dashboard':>15} {'target':>7}")
+            print(
+                f"{'jobs':>7} {'dashboard ms':>13} {'cold ms':>8} {'jobs list ms':>13} {'rq full read ms':>16} "
+                f"{'full/dashboard':>15} {'target':>7}"
+            )
             for size in (int(part) for part in args.sizes.split(",")):
                 running = fill(conn, size)
                 source = RedisSource(url, settings, nvml=False)
                 query = JobQuery(sort="created", descending=True, limit=100)
                 cold = median_ms(lambda: source.snapshot(query), 1)
-                steady = median_ms(lambda: source.snapshot(query), args.rounds,
-                                   between=lambda step: report_progress(conn, running, step))
+                steady = median_ms(
+                    lambda: source.snapshot(query),
+                    args.rounds,
+                    between=lambda step: report_progress(conn, running, step),
+                )
                 listing = median_ms(lambda: list_jobs(conn, offset=0, limit=100), args.rounds)
                 full = median_ms(lambda: rq_full_read(conn), max(3, args.rounds // 3))
                 target = "ok" if size < 10000 or steady <= 100 else "MISSED"
-                print(f"{size:>7} {steady:>13.1f} {cold:>8.1f} {listing:>13.1f} {full:>16.1f} "
-                      f"{full / steady:>14.1f}x {target:>7}")
+                print(
+                    f"{size:>7} {steady:>13.1f} {cold:>8.1f} {listing:>13.1f} {full:>16.1f} "
+                    f"{full / steady:>14.1f}x {target:>7}"
+                )
                 source.conn.close()
         finally:
             redis_server.stop(settings)

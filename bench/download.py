@@ -90,8 +90,10 @@ def main() -> None:
     print(f"{args.files} x {args.mb} MiB over loopback, best of {args.rounds}, {args.workers} workers")
     for name, seconds in best.items():
         print(f"  {name:<18} {seconds:7.3f} s  {total_mb / seconds:8.1f} MB/s")
-    print(f"  ratio snapshot_download/worldplay = {best['snapshot_download'] / best['worldplay']:.2f} "
-          "(>= 1.0: not slower; target >= 0.95)")
+    print(
+        f"  ratio snapshot_download/worldplay = {best['snapshot_download'] / best['worldplay']:.2f} "
+        "(>= 1.0: not slower; target >= 0.95)"
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ LONG = "w-100, w+right-100, d+up-100, left-100, s-111"  # 512 latents
 SHORT = "w-3, w+right-8, d-4"  # 16 latents
 
 
-
 def _end(state: EditorState, samples: int) -> None:
     state.goto(state.num_latents - 1)
 
@@ -100,7 +99,9 @@ def main() -> None:
     args = parser.parse_args()
     size = tuple(int(value) for value in args.size.split("x"))
     reference = np.asarray(Image.open(ROOT / "worldplay_cli" / "assets" / "example.png").convert("RGB"))
-    print(f"median ms from key press to new frame, terminal {size[0]}x{size[1]}, {args.samples} samples, live preview on")
+    print(
+        f"median ms from key press to new frame, terminal {size[0]}x{size[1]}, {args.samples} samples, live preview on"
+    )
     print(f"{'':32}{'16 latents':>12}{'512 latents':>13}{'ratio':>8}{'handler CPU 512':>17}")
     for label, keys, key in CASES:
         short, _ = asyncio.run(sample(SHORT, keys, key, args.samples, size, reference))

@@ -32,7 +32,9 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_once(model_dir: str, variant: str, pose: str, width: int, height: int, steps: int | None, streaming: bool) -> dict:
+def run_once(
+    model_dir: str, variant: str, pose: str, width: int, height: int, steps: int | None, streaming: bool
+) -> dict:
     """One generation in this process; returns timings and the peak memory it added."""
     import numpy as np
     from PIL import Image
@@ -71,8 +73,19 @@ def run_once(model_dir: str, variant: str, pose: str, width: int, height: int, s
 
 def in_subprocess(args: argparse.Namespace, model_dir: str, streaming: bool) -> dict:
     command = [
-        sys.executable, __file__, "--child", "--model-dir", model_dir, "--variant", args.variant, "--pose", args.pose,
-        "--size", args.size, *(["--steps", str(args.steps)] if args.steps else []), *([] if streaming else ["--whole"]),
+        sys.executable,
+        __file__,
+        "--child",
+        "--model-dir",
+        model_dir,
+        "--variant",
+        args.variant,
+        "--pose",
+        args.pose,
+        "--size",
+        args.size,
+        *(["--steps", str(args.steps)] if args.steps else []),
+        *([] if streaming else ["--whole"]),
     ]
     # large blocks straight from mmap, so freed memory leaves the RSS and the peak reflects live tensors
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "PYTHONPATH": str(ROOT), "MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -108,16 +121,20 @@ def main() -> None:
         streaming = in_subprocess(args, model_dir, streaming=True)
         whole = in_subprocess(args, model_dir, streaming=False)
 
-    print(f"tiny model, {args.variant}, pose {args.pose!r}: {streaming['frames']} frames at {width}x{height}, "
-          f"{streaming['chunks']} chunks, {streaming['steps']} denoising steps")
+    print(
+        f"tiny model, {args.variant}, pose {args.pose!r}: {streaming['frames']} frames at {width}x{height}, "
+        f"{streaming['chunks']} chunks, {streaming['steps']} denoising steps"
+    )
     print("\n1. where the time goes (streaming run)")
     stages = streaming["stages"]
     measured = sum(stages.values())
     for name in ("encode", "context", "denoise", "decode"):
         seconds = stages.get(name, 0.0)
         print(f"   {name:<8} {seconds:8.3f} s   {seconds / measured:6.1%}")
-    print(f"   per denoising step {stages['denoise'] / streaming['steps'] * 1000:8.1f} ms;"
-          f" per chunk decode {stages['decode'] / streaming['chunks'] * 1000:8.1f} ms")
+    print(
+        f"   per denoising step {stages['denoise'] / streaming['steps'] * 1000:8.1f} ms;"
+        f" per chunk decode {stages['decode'] / streaming['chunks'] * 1000:8.1f} ms"
+    )
 
     print("\n2. streaming decode vs end-of-video decode (official)")
     rows = [

@@ -55,7 +55,9 @@ def naive_frame(image: Image.Image, c2w_rel: np.ndarray, K: np.ndarray, scene: S
 def perspective_frame(image: Image.Image, c2w_rel: np.ndarray, K: np.ndarray) -> Image.Image:
     homography = K @ c2w_rel[:3, :3] @ np.linalg.inv(K)  # output pixel -> source pixel
     homography = homography / homography[2, 2]
-    return image.transform(image.size, Image.Transform.PERSPECTIVE, tuple(homography.ravel()[:8]), Image.Resampling.BILINEAR)
+    return image.transform(
+        image.size, Image.Transform.PERSPECTIVE, tuple(homography.ravel()[:8]), Image.Resampling.BILINEAR
+    )
 
 
 def frames_per_second(render, count: int) -> float:
@@ -87,12 +89,16 @@ def main() -> None:
     ours = frames_per_second(lambda index: renderer.render(pick(index), K_norm), args.frames)
     naive = frames_per_second(lambda index: naive_frame(source, pick(index), K, scene), args.baseline_frames)
     start = time.process_time()
-    full = len(list(preview_frames(image, trajectory, args.width, args.height, hud=True))) / (time.process_time() - start)
+    full = len(list(preview_frames(image, trajectory, args.width, args.height, hud=True))) / (
+        time.process_time() - start
+    )
     pil = frames_per_second(lambda index: perspective_frame(source, pick(index), K), args.frames)
 
     # The two must agree (up to the edge fade, which the baseline skips) before their speeds mean anything.
     difference = np.abs(renderer.render(pick(1), K_norm).astype(int) - naive_frame(source, pick(1), K, scene)).mean()
-    print(f"preview render {args.width}x{args.height}, trajectory {TRAJECTORY!r} ({len(relative)} frames), CPU time of one core")
+    print(
+        f"preview render {args.width}x{args.height}, trajectory {TRAJECTORY!r} ({len(relative)} frames), CPU time of one core"
+    )
     print(f"  ours (numpy remap, depth + edge fill)     {ours:8.1f} frames/s")
     print(f"  ours, whole preview_frames with HUD       {full:8.1f} frames/s")
     print(f"  naive per-pixel PIL (same geometry)       {naive:8.2f} frames/s   ours/naive = {ours / naive:7.0f}x")

@@ -45,7 +45,9 @@ worker_class([queue], connection=conn, serializer=JSONSerializer).work(burst=sys
 
 def start_worker(kind: str, url: str, queue: str, burst: bool, env: dict) -> subprocess.Popen:
     if kind == "ours":
-        args = [sys.executable, "-m", "worker", "run", "--queue", queue, "--log-level", "WARNING"] + (["--burst"] if burst else [])
+        args = [sys.executable, "-m", "worker", "run", "--queue", queue, "--log-level", "WARNING"] + (
+            ["--burst"] if burst else []
+        )
     else:
         args = [sys.executable, "-c", PLAIN_RQ_WORKER, url, queue, "burst" if burst else "serve", kind]
     return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

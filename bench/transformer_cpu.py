@@ -110,6 +110,7 @@ def measure_in_this_process(kind: str, frames: int, context_frames: int, repeats
     embeddings = prompt()
     video = inputs(frames)
     if kind == "bi":
+
         def call():
             return model.forward_bi(video[0], TIMESTEP, embeddings, *video[1:])
     else:
@@ -179,8 +180,10 @@ def main() -> None:
         print(json.dumps(measure_in_this_process(kind, int(frames), int(context_frames), args.repeats)))
         return
 
-    print(f"config: hidden {CONFIG.hidden_size}, {CONFIG.num_layers} blocks, {HEIGHT}x{WIDTH} tokens/frame, "
-          f"backend {build_model().attention_backend_in_use()}, {args.threads} thread(s)")
+    print(
+        f"config: hidden {CONFIG.hidden_size}, {CONFIG.num_layers} blocks, {HEIGHT}x{WIDTH} tokens/frame, "
+        f"backend {build_model().attention_backend_in_use()}, {args.threads} thread(s)"
+    )
     print("\n1. bidirectional forward")
     print(f"{'frames':>7} {'time ms':>9} {'peak MB':>8} {'time vs 4':>10} {'peak vs 4':>10}")
     bi = {frames: measure("bi", frames, 0, args.threads, args.repeats) for frames in (4, 8, 12, 16, 20)}
@@ -196,8 +199,10 @@ def main() -> None:
         ar = measure("ar", context_frames + 4, context_frames, args.threads, args.repeats)
         full = bi[context_frames + 4]
         time_ratio, peak_ratio = ratio(ar["seconds"], full["seconds"]), ratio(ar["peak_mb"], full["peak_mb"])
-        print(f"{context_frames:>7} {ar['seconds'] * 1e3:>7.1f} {ar['peak_mb']:>6.1f} {full['seconds'] * 1e3:>7.1f} "
-              f"{full['peak_mb']:>6.1f} {time_ratio:>11} {peak_ratio:>11}")
+        print(
+            f"{context_frames:>7} {ar['seconds'] * 1e3:>7.1f} {ar['peak_mb']:>6.1f} {full['seconds'] * 1e3:>7.1f} "
+            f"{full['peak_mb']:>6.1f} {time_ratio:>11} {peak_ratio:>11}"
+        )
 
     print(f"\n3. AR rollout: {args.chunks} chunks x (context pass + {args.steps} steps), memory-selected context")
     rollout(args.chunks, args.steps)

@@ -49,7 +49,12 @@ def time_to_first_chunk(owner: int, job: dict) -> tuple[float, dict]:
         connection.send(job)
         while True:
             message = connection.receive(None)
-            if message["type"] == "progress" and first_chunk is None and message["chunk"] == 1 and message["done"] * message["num_chunks"] == message["total"]:
+            if (
+                message["type"] == "progress"
+                and first_chunk is None
+                and message["chunk"] == 1
+                and message["done"] * message["num_chunks"] == message["total"]
+            ):
                 first_chunk = time.perf_counter() - started
             if message["type"] == "result":
                 return first_chunk, message["info"]
@@ -63,7 +68,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nproc", type=int, default=1, help="ranks (GPUs) per job")
     parser.add_argument("--pose", default="w-7")
-    parser.add_argument("--model-dir", type=Path, default=None, help="a real model directory instead of the random ones")
+    parser.add_argument(
+        "--model-dir", type=Path, default=None, help="a real model directory instead of the random ones"
+    )
     parser.add_argument("--variant", default="ar-distilled")
     args = parser.parse_args()
 

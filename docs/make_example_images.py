@@ -34,7 +34,9 @@ def _sky(top: tuple[int, int, int], horizon: tuple[int, int, int]) -> np.ndarray
     return sky
 
 
-def _ground(rng: np.random.Generator, base: tuple[int, int, int], tile: float, fog: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _ground(
+    rng: np.random.Generator, base: tuple[int, int, int], tile: float, fog: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Ground plane texture below the horizon: tiles, grid lines and noise, with distance fog."""
     rows = np.arange(HEIGHT) + 0.5 - HEIGHT / 2
     columns = np.arange(WIDTH) + 0.5 - WIDTH / 2
@@ -50,7 +52,12 @@ def _ground(rng: np.random.Generator, base: tuple[int, int, int], tile: float, f
     footprint = np.maximum(depth / FOCAL_Y / tile, 1e-3)
     grid = np.clip(1.0 - (line - line_width) / (2 * footprint), 0.0, 1.0)[..., None]
     noise = rng.normal(0.0, 1.0, (HEIGHT // 4, WIDTH // 4))
-    noise = np.asarray(Image.fromarray(((noise * 20) + 128).clip(0, 255).astype(np.uint8)).resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC), np.float64)
+    noise = np.asarray(
+        Image.fromarray(((noise * 20) + 128).clip(0, 255).astype(np.uint8)).resize(
+            (WIDTH, HEIGHT), Image.Resampling.BICUBIC
+        ),
+        np.float64,
+    )
     texture = np.array(base) * (0.85 + 0.15 * checker) + (noise[..., None] - 128) * 0.25
     texture = texture * (1 - 0.35 * grid)
     fog_amount = (1.0 - np.exp(-depth / 14.0))[..., None]
@@ -58,17 +65,30 @@ def _ground(rng: np.random.Generator, base: tuple[int, int, int], tile: float, f
     return texture, np.broadcast_to(below[:, None], (HEIGHT, WIDTH))
 
 
-def _mountains(image: Image.Image, rng: np.random.Generator, colour: tuple[int, int, int], height: float, roughness: float) -> None:
+def _mountains(
+    image: Image.Image, rng: np.random.Generator, colour: tuple[int, int, int], height: float, roughness: float
+) -> None:
     x = np.arange(WIDTH + 1)
     profile = np.zeros(WIDTH + 1)
     for octave in range(1, 6):
         phase = rng.uniform(0, 2 * math.pi)
         profile += np.sin(x / WIDTH * 2 * math.pi * octave * 1.3 + phase) / octave**roughness
     profile = HEIGHT / 2 - height * (0.55 + 0.45 * profile / np.abs(profile).max())
-    ImageDraw.Draw(image).polygon([(0, HEIGHT / 2 + 1)] + list(zip(x.tolist(), profile.tolist())) + [(WIDTH, HEIGHT / 2 + 1)], fill=colour)
+    ImageDraw.Draw(image).polygon(
+        [(0, HEIGHT / 2 + 1)] + list(zip(x.tolist(), profile.tolist())) + [(WIDTH, HEIGHT / 2 + 1)], fill=colour
+    )
 
 
-def _box(pen: ImageDraw.ImageDraw, x: float, z: float, size: float, tall: float, front: tuple[int, int, int], side: tuple[int, int, int], roof: tuple[int, int, int]) -> None:
+def _box(
+    pen: ImageDraw.ImageDraw,
+    x: float,
+    z: float,
+    size: float,
+    tall: float,
+    front: tuple[int, int, int],
+    side: tuple[int, int, int],
+    roof: tuple[int, int, int],
+) -> None:
     """An axis-aligned box standing on the ground, drawn with its visible faces."""
     left, right = x - size / 2, x + size / 2
     near, far = z, z + size
@@ -90,7 +110,14 @@ def _tree(pen: ImageDraw.ImageDraw, x: float, z: float, tall: float, colour: tup
     half = FOCAL_X * tall * 0.28 / z
     trunk = max(1.0, half * 0.18)
     pen.rectangle((trunk_x - trunk, crown_y + (ground_y - crown_y) * 0.6, trunk_x + trunk, ground_y), fill=(90, 60, 35))
-    pen.polygon([(trunk_x, crown_y), (trunk_x - half, crown_y + (ground_y - crown_y) * 0.75), (trunk_x + half, crown_y + (ground_y - crown_y) * 0.75)], fill=colour)
+    pen.polygon(
+        [
+            (trunk_x, crown_y),
+            (trunk_x - half, crown_y + (ground_y - crown_y) * 0.75),
+            (trunk_x + half, crown_y + (ground_y - crown_y) * 0.75),
+        ],
+        fill=colour,
+    )
 
 
 def meadow(seed: int = 7) -> Image.Image:
@@ -106,13 +133,26 @@ def meadow(seed: int = 7) -> Image.Image:
     pen = ImageDraw.Draw(image)
     placed = [(x, z) for x, z in zip(rng.uniform(-9, 9, 40), rng.uniform(3.5, 16, 40)) if abs(x) > 0.9]
     objects = [("tree", x, z) for x, z in placed[:26]] + [
-        ("box", -2.2, 4.0), ("box", 2.6, 6.5), ("box", -0.4, 9.0), ("box", 4.5, 11.0),
+        ("box", -2.2, 4.0),
+        ("box", 2.6, 6.5),
+        ("box", -0.4, 9.0),
+        ("box", 4.5, 11.0),
     ]
-    palette = [((200, 80, 60), (150, 55, 45), (220, 200, 180)), ((230, 190, 70), (170, 135, 45), (230, 220, 200)),
-               ((70, 110, 200), (50, 80, 150), (200, 210, 230)), ((240, 240, 235), (180, 180, 175), (120, 60, 50))]
+    palette = [
+        ((200, 80, 60), (150, 55, 45), (220, 200, 180)),
+        ((230, 190, 70), (170, 135, 45), (230, 220, 200)),
+        ((70, 110, 200), (50, 80, 150), (200, 210, 230)),
+        ((240, 240, 235), (180, 180, 175), (120, 60, 50)),
+    ]
     for index, (kind, x, z) in enumerate(sorted(objects, key=lambda item: -item[2])):
         if kind == "tree":
-            _tree(pen, x, z, tall=rng.uniform(1.4, 2.6), colour=(40 + int(rng.integers(0, 30)), 100 + int(rng.integers(0, 50)), 45))
+            _tree(
+                pen,
+                x,
+                z,
+                tall=rng.uniform(1.4, 2.6),
+                colour=(40 + int(rng.integers(0, 30)), 100 + int(rng.integers(0, 50)), 45),
+            )
         else:
             front, side, roof = palette[index % len(palette)]
             _box(pen, x, z, size=1.0, tall=rng.uniform(0.8, 1.8), front=front, side=side, roof=roof)
@@ -129,8 +169,16 @@ def desert_city(seed: int = 11) -> Image.Image:
     towers = [(x, z) for x, z in zip(rng.uniform(-12, 12, 30), rng.uniform(4.5, 20, 30)) if abs(x) > 1.2]
     for x, z in sorted(towers, key=lambda item: -item[1]):
         shade = int(rng.integers(150, 230))
-        _box(pen, x, z, size=rng.uniform(0.8, 1.6), tall=rng.uniform(1.5, 6.0),
-             front=(shade, shade - 40, shade - 70), side=(shade - 50, shade - 80, shade - 100), roof=(90, 70, 60))
+        _box(
+            pen,
+            x,
+            z,
+            size=rng.uniform(0.8, 1.6),
+            tall=rng.uniform(1.5, 6.0),
+            front=(shade, shade - 40, shade - 70),
+            side=(shade - 50, shade - 80, shade - 100),
+            roof=(90, 70, 60),
+        )
     return image
 
 

@@ -169,11 +169,18 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing --------------------------------------------------------------------------------
     def _token(self) -> str | None:
         auth = self.headers.get("Authorization", "")
-        return auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+        return auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
 
     def _record(self) -> None:
-        self.fake.record(Request(self.command, unquote(self.path), self.headers.get("Range"),
-                                 self.headers.get("Authorization") is not None, self.headers.get("Host", "")))
+        self.fake.record(
+            Request(
+                self.command,
+                unquote(self.path),
+                self.headers.get("Range"),
+                self.headers.get("Authorization") is not None,
+                self.headers.get("Host", ""),
+            )
+        )
 
     def _send(self, status: int, body: bytes = b"", headers: dict | None = None, content_type="application/json"):
         self.send_response(status)
@@ -267,12 +274,23 @@ class _Handler(BaseHTTPRequestHandler):
                 if repo.is_lfs(path):
                     sibling["lfs"] = {"sha256": repo.sha256(path), "size": len(data), "pointerSize": 134}
             siblings.append(sibling)
-        self._json({
-            "_id": repo.commit[:24], "id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.commit,
-            "private": False, "disabled": False, "gated": "manual" if repo.gated else False,
-            "downloads": 0, "likes": 0, "tags": [], "siblings": siblings,
-            "lastModified": "2025-12-17T00:00:00.000Z", "createdAt": "2025-12-17T00:00:00.000Z",
-        })
+        self._json(
+            {
+                "_id": repo.commit[:24],
+                "id": repo.repo_id,
+                "modelId": repo.repo_id,
+                "sha": repo.commit,
+                "private": False,
+                "disabled": False,
+                "gated": "manual" if repo.gated else False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "siblings": siblings,
+                "lastModified": "2025-12-17T00:00:00.000Z",
+                "createdAt": "2025-12-17T00:00:00.000Z",
+            }
+        )
 
     def _tree_entry(self, repo: FakeRepo, path: str) -> dict:
         data = repo.files[path]
@@ -291,7 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
         for path in sorted(repo.files):
             if prefix and not path.startswith(prefix + "/"):
                 continue
-            rest = path[len(prefix) + 1:] if prefix else path
+            rest = path[len(prefix) + 1 :] if prefix else path
             if "/" in rest and not recursive:
                 folders.add((prefix + "/" if prefix else "") + rest.split("/")[0])
                 continue
@@ -315,8 +333,14 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes"}
         if repo.is_lfs(path):
             sha = repo.sha256(path)
-            headers.update({"X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)),
-                            "ETag": f'"{git_sha1(data)}"', "Location": f"{self.fake.cdn_url}/{sha}"})
+            headers.update(
+                {
+                    "X-Linked-Etag": f'"{sha}"',
+                    "X-Linked-Size": str(len(data)),
+                    "ETag": f'"{git_sha1(data)}"',
+                    "Location": f"{self.fake.cdn_url}/{sha}",
+                }
+            )
             return self._send(302, b"", headers)
         headers["ETag"] = f'"{git_sha1(data)}"'
         self._serve_bytes(data, path, headers)
@@ -339,12 +363,23 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._ms_repo(match["repo"])
         if repo is None:
             return
-        files = [{"Name": path.rsplit("/", 1)[-1], "Path": path, "Type": "blob", "Size": len(data),
-                  "Sha256": hashlib.sha256(data).hexdigest(), "IsLFS": repo.is_lfs(path), "Revision": repo.commit}
-                 for path, data in sorted(repo.files.items())]
+        files = [
+            {
+                "Name": path.rsplit("/", 1)[-1],
+                "Path": path,
+                "Type": "blob",
+                "Size": len(data),
+                "Sha256": hashlib.sha256(data).hexdigest(),
+                "IsLFS": repo.is_lfs(path),
+                "Revision": repo.commit,
+            }
+            for path, data in sorted(repo.files.items())
+        ]
         folders = sorted({path.rsplit("/", 1)[0] for path in repo.files if "/" in path})
-        files += [{"Name": folder, "Path": folder, "Type": "tree", "Size": 0, "Sha256": "", "Revision": repo.commit}
-                  for folder in folders]
+        files += [
+            {"Name": folder, "Path": folder, "Type": "tree", "Size": 0, "Sha256": "", "Revision": repo.commit}
+            for folder in folders
+        ]
         self._json({"Code": 200, "Success": True, "Message": "success", "Data": {"Files": files}})
 
     def _ms_file(self, match, query) -> None:
@@ -367,7 +402,7 @@ class _Handler(BaseHTTPRequestHandler):
             start, status = int(match[1]), 206
             end = int(match[2]) if match[2] else len(data) - 1
             headers = {**headers, "Content-Range": f"bytes {start}-{end}/{len(data)}"}
-            data_slice = data[start:end + 1]
+            data_slice = data[start : end + 1]
         else:
             data_slice = data
         drop = self.fake._take_drop(key) if self.command == "GET" else None
@@ -401,50 +436,70 @@ def _bytes(seed: str, size: int) -> bytes:
 
 def add_worldplay_repos(hub: FakeHub, action_size: int = 300_000) -> None:
     """Small stand-ins for every repository the catalog names, with files the patterns must skip."""
-    hub.add_repo("tencent/HunyuanVideo-1.5", {
-        "README.md": b"# HunyuanVideo-1.5\n",
-        "vae/config.json": b'{"latent_channels": 32}',
-        "vae/diffusion_pytorch_model.safetensors": _bytes("vae", 40_000),
-        "scheduler/scheduler_config.json": b'{"shift": 7.0}',
-        "transformer/480p_i2v/config.json": b'{"hidden_size": 2048}',
-        "transformer/480p_i2v/diffusion_pytorch_model.safetensors": _bytes("dit", 120_000),
-        "transformer/720p_t2v/diffusion_pytorch_model.safetensors": _bytes("t2v", 90_000),
-        "transformer/720p_sr_distilled/config.json": b'{"sr": true}',
-        "transformer/720p_sr_distilled/diffusion_pytorch_model.safetensors": _bytes("sr", 50_000),
-        "upsampler/720p_sr_distilled/config.json": b'{"up": 2}',
-        "upsampler/720p_sr_distilled/diffusion_pytorch_model.safetensors": _bytes("up", 20_000),
-    })
-    hub.add_repo("tencent/HY-WorldPlay", {
-        "README.md": b"# HY-WorldPlay\n",
-        "bidirectional_model/diffusion_pytorch_model.safetensors": _bytes("bi", action_size),
-        "ar_model/diffusion_pytorch_model.safetensors": _bytes("ar", action_size),
-        "ar_rl_model/diffusion_pytorch_model.safetensors": _bytes("ar-rl", action_size),
-        "ar_distilled_action_model/model.safetensors": _bytes("ar-distilled", action_size),
-        "wan/model.safetensors": _bytes("wan", 70_000),
-    })
-    hub.add_repo("Qwen/Qwen2.5-VL-7B-Instruct", {
-        "config.json": b'{"model_type": "qwen2_5_vl"}',
-        "model-00001-of-00002.safetensors": _bytes("qwen1", 60_000),
-        "model-00002-of-00002.safetensors": _bytes("qwen2", 50_000),
-        "tokenizer.json": b'{"version": "1.0"}',
-    })
-    hub.add_repo("google/byt5-small", {
-        "config.json": b'{"model_type": "t5"}',
-        "pytorch_model.bin": _bytes("byt5", 30_000),
-        "tf_model.h5": _bytes("byt5-tf", 30_000),
-        "flax_model.msgpack": _bytes("byt5-flax", 30_000),
-        "special_tokens_map.json": b"{}",
-    })
-    hub.add_repo("black-forest-labs/FLUX.1-Redux-dev", {
-        "flux1-redux-dev.safetensors": _bytes("redux", 25_000),
-        "image_encoder/config.json": b'{"model_type": "siglip_vision_model"}',
-        "image_encoder/model.safetensors": _bytes("siglip", 35_000),
-        "feature_extractor/preprocessor_config.json": b'{"size": 384}',
-    }, gated=True, tokens={GOOD_TOKEN})
-    hub.add_modelscope_repo("AI-ModelScope/Glyph-SDXL-v2", {
-        "README.md": b"# Glyph-SDXL-v2\n",
-        "assets/color_idx.json": b'{"white": 0}',
-        "assets/multilingual_10-lang_idx.json": b'{"en-Arial": 0}',
-        "checkpoints/byt5_model.pt": _bytes("glyph", 45_000),
-        "checkpoints/unused.pt": _bytes("glyph-unused", 5_000),
-    })
+    hub.add_repo(
+        "tencent/HunyuanVideo-1.5",
+        {
+            "README.md": b"# HunyuanVideo-1.5\n",
+            "vae/config.json": b'{"latent_channels": 32}',
+            "vae/diffusion_pytorch_model.safetensors": _bytes("vae", 40_000),
+            "scheduler/scheduler_config.json": b'{"shift": 7.0}',
+            "transformer/480p_i2v/config.json": b'{"hidden_size": 2048}',
+            "transformer/480p_i2v/diffusion_pytorch_model.safetensors": _bytes("dit", 120_000),
+            "transformer/720p_t2v/diffusion_pytorch_model.safetensors": _bytes("t2v", 90_000),
+            "transformer/720p_sr_distilled/config.json": b'{"sr": true}',
+            "transformer/720p_sr_distilled/diffusion_pytorch_model.safetensors": _bytes("sr", 50_000),
+            "upsampler/720p_sr_distilled/config.json": b'{"up": 2}',
+            "upsampler/720p_sr_distilled/diffusion_pytorch_model.safetensors": _bytes("up", 20_000),
+        },
+    )
+    hub.add_repo(
+        "tencent/HY-WorldPlay",
+        {
+            "README.md": b"# HY-WorldPlay\n",
+            "bidirectional_model/diffusion_pytorch_model.safetensors": _bytes("bi", action_size),
+            "ar_model/diffusion_pytorch_model.safetensors": _bytes("ar", action_size),
+            "ar_rl_model/diffusion_pytorch_model.safetensors": _bytes("ar-rl", action_size),
+            "ar_distilled_action_model/model.safetensors": _bytes("ar-distilled", action_size),
+            "wan/model.safetensors": _bytes("wan", 70_000),
+        },
+    )
+    hub.add_repo(
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        {
+            "config.json": b'{"model_type": "qwen2_5_vl"}',
+            "model-00001-of-00002.safetensors": _bytes("qwen1", 60_000),
+            "model-00002-of-00002.safetensors": _bytes("qwen2", 50_000),
+            "tokenizer.json": b'{"version": "1.0"}',
+        },
+    )
+    hub.add_repo(
+        "google/byt5-small",
+        {
+            "config.json": b'{"model_type": "t5"}',
+            "pytorch_model.bin": _bytes("byt5", 30_000),
+            "tf_model.h5": _bytes("byt5-tf", 30_000),
+            "flax_model.msgpack": _bytes("byt5-flax", 30_000),
+            "special_tokens_map.json": b"{}",
+        },
+    )
+    hub.add_repo(
+        "black-forest-labs/FLUX.1-Redux-dev",
+        {
+            "flux1-redux-dev.safetensors": _bytes("redux", 25_000),
+            "image_encoder/config.json": b'{"model_type": "siglip_vision_model"}',
+            "image_encoder/model.safetensors": _bytes("siglip", 35_000),
+            "feature_extractor/preprocessor_config.json": b'{"size": 384}',
+        },
+        gated=True,
+        tokens={GOOD_TOKEN},
+    )
+    hub.add_modelscope_repo(
+        "AI-ModelScope/Glyph-SDXL-v2",
+        {
+            "README.md": b"# Glyph-SDXL-v2\n",
+            "assets/color_idx.json": b'{"white": 0}',
+            "assets/multilingual_10-lang_idx.json": b'{"en-Arial": 0}',
+            "checkpoints/byt5_model.pt": _bytes("glyph", 45_000),
+            "checkpoints/unused.pt": _bytes("glyph-unused", 5_000),
+        },
+    )

@@ -173,7 +173,7 @@ class FakeOpenAI:
         if not isinstance(url, str) or not url.startswith(DATA_URL_PREFIX):
             return "image_url.url must be a data:image/jpeg;base64 URL"
         try:
-            picture = Image.open(io.BytesIO(base64.b64decode(url[len(DATA_URL_PREFIX):], validate=True)))
+            picture = Image.open(io.BytesIO(base64.b64decode(url[len(DATA_URL_PREFIX) :], validate=True)))
             picture.load()
         except (binascii.Error, OSError) as exc:
             return f"image does not decode: {exc}"

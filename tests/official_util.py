@@ -10,7 +10,7 @@ from worker.pipeline.model_dir import SHARED_PIECES
 
 # The stub records its argv and rank, prints tqdm-like bars per chunk on stderr, and rank 0 writes
 # gen.mp4. A prompt containing "oom" makes it die like a CUDA OOM.
-STUB = r'''
+STUB = r"""
 import argparse, json, os, sys, time
 parser = argparse.ArgumentParser()
 for name in ("prompt", "negative_prompt", "image_path", "pose", "resolution", "model_path", "action_ckpt",
@@ -46,7 +46,7 @@ if rank == 0:
         writer.send(np.full((height, width, 3), 10 * index % 255, np.uint8).tobytes())
     writer.close()
     print("Saved video to:", os.path.join(args.output_path, "gen.mp4"), flush=True)
-'''
+"""
 
 SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")
 

@@ -41,7 +41,13 @@ class Case:
 
 
 def C(
-    id: str, *args: str, code: int = BAD, env: dict | None = None, targets: tuple = (), contains: str = "", setup: str = ""
+    id: str,
+    *args: str,
+    code: int = BAD,
+    env: dict | None = None,
+    targets: tuple = (),
+    contains: str = "",
+    setup: str = "",
 ) -> Case:
     return Case(id, args, code, env or {}, targets, contains, setup)
 
@@ -178,12 +184,55 @@ CASES = [
     C("traj-new-exists", "traj", "new", "w-3", "-o", "{files}/nan.json"),
     C("traj-new-no-dir", "traj", "new", "w-3", "-o", "{tmp}/nodir/out.json", targets=("{tmp}/nodir",)),
     C("traj-new-format", "traj", "new", "w-3", "-o", "{tmp}/out.json", "--format", "nope", targets=("{tmp}/out.json",)),
-    C("traj-new-format-options", "traj", "new", "w-3", "-o", "{tmp}/out.json", "--format", "matrices:foo", targets=("{tmp}/out.json",)),
+    C(
+        "traj-new-format-options",
+        "traj",
+        "new",
+        "w-3",
+        "-o",
+        "{tmp}/out.json",
+        "--format",
+        "matrices:foo",
+        targets=("{tmp}/out.json",),
+    ),
     C("traj-new-fix", "traj", "new", "w-3", "-o", "{tmp}/out.json", "--fix", "nope", targets=("{tmp}/out.json",)),
-    C("traj-new-fix-model", "traj", "new", "w-3", "-o", "{tmp}/out.json", "--fix", "pad", "--model", "nope", targets=("{tmp}/out.json",)),
-    C("traj-new-huge", "traj", "new", "w-199999", "-o", "{tmp}/out.json", targets=("{tmp}/out.json",), contains="latents"),
-    C("traj-new-pad-over-limit", "traj", "new", "w-18", "-o", "{tmp}/out.json", "--fix", "pad", "--model", "bi",
-      env={"WORLDPLAY_LIMITS__MAX_LATENTS": "20"}, targets=("{tmp}/out.json",)),
+    C(
+        "traj-new-fix-model",
+        "traj",
+        "new",
+        "w-3",
+        "-o",
+        "{tmp}/out.json",
+        "--fix",
+        "pad",
+        "--model",
+        "nope",
+        targets=("{tmp}/out.json",),
+    ),
+    C(
+        "traj-new-huge",
+        "traj",
+        "new",
+        "w-199999",
+        "-o",
+        "{tmp}/out.json",
+        targets=("{tmp}/out.json",),
+        contains="latents",
+    ),
+    C(
+        "traj-new-pad-over-limit",
+        "traj",
+        "new",
+        "w-18",
+        "-o",
+        "{tmp}/out.json",
+        "--fix",
+        "pad",
+        "--model",
+        "bi",
+        env={"WORLDPLAY_LIMITS__MAX_LATENTS": "20"},
+        targets=("{tmp}/out.json",),
+    ),
     C("traj-new-missing-output", "traj", "new", "w-3"),
     C("traj-new-output-is-dir", "traj", "new", "w-3", "-o", "{files}", "--force"),
     C("traj-show-zero", "traj", "show", "w-0"),
@@ -195,7 +244,13 @@ CASES = [
     C("traj-show-long-matrices", "traj", "show", "{files}/long-matrices.json"),
     C("traj-show-big", "traj", "show", "{files}/big.json", contains="bytes"),
     C("traj-show-big-csv", "traj", "show", "{files}/big.csv"),
-    C("traj-show-file-limit-env", "traj", "show", "{files}/nan.json", env={"WORLDPLAY_LIMITS__MAX_TRAJECTORY_BYTES": "10"}),
+    C(
+        "traj-show-file-limit-env",
+        "traj",
+        "show",
+        "{files}/nan.json",
+        env={"WORLDPLAY_LIMITS__MAX_TRAJECTORY_BYTES": "10"},
+    ),
     C("traj-show-latent-limit-env", "traj", "show", "w-31", env={"WORLDPLAY_LIMITS__MAX_LATENTS": "8"}),
     C("traj-show-nan", "traj", "show", "{files}/nan.json"),
     C("traj-show-duplicate-key", "traj", "show", "{files}/duplicate.json"),
@@ -211,15 +266,61 @@ CASES = [
     C("traj-validate-model", "traj", "validate", "w-3", "--model", "nope"),
     C("traj-validate-frames-zero", "traj", "validate", "w-3", "--frames", "0"),
     C("traj-validate-fix-alone", "traj", "validate", "w-3", "--fix", "pad"),
-    C("traj-validate-fix", "traj", "validate", "w-3", "--fix", "nope", "-o", "{tmp}/out.json", targets=("{tmp}/out.json",)),
+    C(
+        "traj-validate-fix",
+        "traj",
+        "validate",
+        "w-3",
+        "--fix",
+        "nope",
+        "-o",
+        "{tmp}/out.json",
+        targets=("{tmp}/out.json",),
+    ),
     C("traj-validate-huge", "traj", "validate", "w-199999"),
     C("traj-validate-nested", "traj", "validate", "{files}/nested.json"),
     C("traj-convert-to", "traj", "convert", "w-3", "{tmp}/out.json", "--to", "nope", targets=("{tmp}/out.json",)),
-    C("traj-convert-to-options", "traj", "convert", "w-3", "{tmp}/out.json", "--to", "matrices:opengl:w2c:x", targets=("{tmp}/out.json",)),
-    C("traj-convert-scale-zero", "traj", "convert", "w-3", "{tmp}/out.json", "--scale", "0", targets=("{tmp}/out.json",)),
-    C("traj-convert-scale-nan", "traj", "convert", "w-3", "{tmp}/out.json", "--scale", "nan", targets=("{tmp}/out.json",)),
+    C(
+        "traj-convert-to-options",
+        "traj",
+        "convert",
+        "w-3",
+        "{tmp}/out.json",
+        "--to",
+        "matrices:opengl:w2c:x",
+        targets=("{tmp}/out.json",),
+    ),
+    C(
+        "traj-convert-scale-zero",
+        "traj",
+        "convert",
+        "w-3",
+        "{tmp}/out.json",
+        "--scale",
+        "0",
+        targets=("{tmp}/out.json",),
+    ),
+    C(
+        "traj-convert-scale-nan",
+        "traj",
+        "convert",
+        "w-3",
+        "{tmp}/out.json",
+        "--scale",
+        "nan",
+        targets=("{tmp}/out.json",),
+    ),
     C("traj-convert-exists", "traj", "convert", "w-3", "{files}/nan.json"),
-    C("traj-convert-from-file", "traj", "convert", "w-3", "{tmp}/out.json", "--from", "official", targets=("{tmp}/out.json",)),
+    C(
+        "traj-convert-from-file",
+        "traj",
+        "convert",
+        "w-3",
+        "{tmp}/out.json",
+        "--from",
+        "official",
+        targets=("{tmp}/out.json",),
+    ),
     C("traj-convert-nested", "traj", "convert", "{files}/nested.json", "{tmp}/out.json", targets=("{tmp}/out.json",)),
     C("traj-convert-long", "traj", "convert", "{files}/long.json", "{tmp}/out.csv", targets=("{tmp}/out.csv",)),
     C("traj-presets-option", "traj", "presets", "--bogus"),
@@ -240,7 +341,18 @@ CASES = [
     C("download-link", "download", "ar", "--dry-run", "--offline", "--link", "nope"),
     C("download-quota", "download", "ar", "--dry-run", "--offline", "--quota", "lots"),
     C("download-quota-negative", "download", "ar", "--dry-run", "--offline", "--quota", "-5GB"),
-    C("download-dirs", "download", "ar", "--dry-run", "--offline", "--local-dir", "{tmp}/a", "--model-dir", "{tmp}/b", targets=("{tmp}/a", "{tmp}/b")),
+    C(
+        "download-dirs",
+        "download",
+        "ar",
+        "--dry-run",
+        "--offline",
+        "--local-dir",
+        "{tmp}/a",
+        "--model-dir",
+        "{tmp}/b",
+        targets=("{tmp}/a", "{tmp}/b"),
+    ),
     C("download-workers", "download", "ar", "--dry-run", "--offline", "--workers", "0"),
     C("download-skip", "download", "ar", "--dry-run", "--offline", "--skip", "nope"),
     C("models-path-variant", "models", "path", "nope"),
@@ -272,14 +384,64 @@ CASES = [
     C("train-resume-unknown", "train", "resume", "nosuchrun"),
     C("train-two-configs", "train", "a.yaml", "b.yaml"),
     C("data-synth-unwritable", "data", "synth", "{files}/tiny.png/out"),
-    C("data-synth-nothing", "data", "synth", "{tmp}/synth", "--clips", "0", "--validation", "0", targets=("{tmp}/synth",)),
+    C(
+        "data-synth-nothing",
+        "data",
+        "synth",
+        "{tmp}/synth",
+        "--clips",
+        "0",
+        "--validation",
+        "0",
+        targets=("{tmp}/synth",),
+    ),
     C("data-synth-width", "data", "synth", "{tmp}/synth", "--width", "8", targets=("{tmp}/synth",)),
     C("data-synth-latents", "data", "synth", "{tmp}/synth", "--latents", "1", targets=("{tmp}/synth",)),
     C("data-synth-huge", "data", "synth", "{tmp}/synth", "--latents", "199999", targets=("{tmp}/synth",)),
-    C("data-prepare-missing-src", "data", "prepare", "{tmp}/nosrc", "{tmp}/out", "--model-dir", "{tmp}", targets=("{tmp}/out",)),
-    C("data-prepare-width", "data", "prepare", "{tmp}/nosrc", "{tmp}/out", "--model-dir", "{tmp}", "--width", "17", targets=("{tmp}/out",)),
-    C("data-prepare-frames", "data", "prepare", "{tmp}/nosrc", "{tmp}/out", "--model-dir", "{tmp}", "--max-frames", "5", targets=("{tmp}/out",)),
-    C("data-prepare-bad-manifest", "data", "prepare", "{files}/invalid.json", "{tmp}/out", "--model-dir", "{tmp}", targets=("{tmp}/out",)),
+    C(
+        "data-prepare-missing-src",
+        "data",
+        "prepare",
+        "{tmp}/nosrc",
+        "{tmp}/out",
+        "--model-dir",
+        "{tmp}",
+        targets=("{tmp}/out",),
+    ),
+    C(
+        "data-prepare-width",
+        "data",
+        "prepare",
+        "{tmp}/nosrc",
+        "{tmp}/out",
+        "--model-dir",
+        "{tmp}",
+        "--width",
+        "17",
+        targets=("{tmp}/out",),
+    ),
+    C(
+        "data-prepare-frames",
+        "data",
+        "prepare",
+        "{tmp}/nosrc",
+        "{tmp}/out",
+        "--model-dir",
+        "{tmp}",
+        "--max-frames",
+        "5",
+        targets=("{tmp}/out",),
+    ),
+    C(
+        "data-prepare-bad-manifest",
+        "data",
+        "prepare",
+        "{files}/invalid.json",
+        "{tmp}/out",
+        "--model-dir",
+        "{tmp}",
+        targets=("{tmp}/out",),
+    ),
     C("data-unknown-command", "data", "bogus"),
     # --- server (worldplay_env sets redis_url, so nothing here may touch the session's server) ------------
     C("server-port-high", "server", "start", "--port", "70000"),
@@ -351,7 +513,9 @@ def bad_files(tmp_path_factory) -> Path:
         handle.truncate(2 * 1024**3)
     nan_pose = "[[NaN, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]"
     (root / "nan.json").write_text(f'{{"0": {{"extrinsic": {nan_pose}, "K": {json.dumps(K)}}}}}')
-    (root / "duplicate.json").write_text(f'{{"0": {{"extrinsic": {json.dumps(eye)}, "K": {json.dumps(K)}}}, "0": {{}}}}')
+    (root / "duplicate.json").write_text(
+        f'{{"0": {{"extrinsic": {json.dumps(eye)}, "K": {json.dumps(K)}}}, "0": {{}}}}'
+    )
     (root / "latin1.json").write_bytes('{"é": 1}'.encode("latin-1"))
     (root / "invalid.json").write_text('{"0": ')
     (root / "columns.csv").write_text("a,b\n1,2\n")
@@ -409,12 +573,28 @@ def test_the_table_is_big_and_ids_are_unique():
     assert len(CASES) >= 120
     assert len({case.id for case in CASES}) == len(CASES)
     groups = {case.args[0] for case in CASES}
-    for group in ("generate", "worker", "jobs", "traj", "download", "models", "rewrite", "train", "data", "server", "config", "dev", "doctor"):
+    for group in (
+        "generate",
+        "worker",
+        "jobs",
+        "traj",
+        "download",
+        "models",
+        "rewrite",
+        "train",
+        "data",
+        "server",
+        "config",
+        "dev",
+        "doctor",
+    ):
         assert group in groups
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_bad_input(case: Case, cli, redis_conn, worldplay_env, bad_files, tmp_path, monkeypatch, no_spawning, restore_limits):
+def test_bad_input(
+    case: Case, cli, redis_conn, worldplay_env, bad_files, tmp_path, monkeypatch, no_spawning, restore_limits
+):
     for name in ("T2V_REWRITE_BASE_URL", "T2V_REWRITE_MODEL_NAME", "I2V_REWRITE_BASE_URL", "I2V_REWRITE_MODEL_NAME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -441,7 +621,9 @@ def test_bad_input(case: Case, cli, redis_conn, worldplay_env, bad_files, tmp_pa
     assert case.contains.lower() in line.lower(), line
     assert code == case.code, f"exit {code} (expected {case.code}): {line}"
     assert _redis_state(redis_conn) == before, "bad input changed the queue"
-    assert (sorted(output_root.iterdir()) if output_root.exists() else []) == job_dirs, "bad input wrote a job directory"
+    assert (sorted(output_root.iterdir()) if output_root.exists() else []) == job_dirs, (
+        "bad input wrote a job directory"
+    )
     assert not Path(worldplay_env["WORLDPLAY_CONFIG"]).exists(), "bad input wrote the config file"
     for target in case.targets:
         assert not Path(_fill(target, scratch, bad_files)).exists(), f"bad input wrote {target}"

@@ -36,7 +36,9 @@ def test_config_set_is_typed_checked_and_private(cli, worldplay_env):
     assert json.loads(out) == {"path": str(path), "exists": True}
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [("worker.heartbeat_s", "soon", "valid integer"), ("colour", "red", "colour")])
+@pytest.mark.parametrize(
+    ("key", "value", "message"), [("worker.heartbeat_s", "soon", "valid integer"), ("colour", "red", "colour")]
+)
 def test_config_set_refuses_bad_values_and_keeps_the_file(cli, worldplay_env, key, value, message):
     code, _, err = cli("config", "set", key, value)
     assert code == 2 and message in err and err.count("\n") == 1
@@ -137,7 +139,13 @@ def test_resubmit_copies_inputs_into_a_new_job(cli, redis_conn, worldplay_env):
 
 @pytest.mark.parametrize(
     ("text", "sets"),
-    [("0,1", [(0,), (1,)]), ("0-3", [(0, 1, 2, 3)]), ("0+1,2+3", [(0, 1), (2, 3)]), ("4-7,0", [(4, 5, 6, 7), (0,)]), (None, [])],
+    [
+        ("0,1", [(0,), (1,)]),
+        ("0-3", [(0, 1, 2, 3)]),
+        ("0+1,2+3", [(0, 1), (2, 3)]),
+        ("4-7,0", [(4, 5, 6, 7), (0,)]),
+        (None, []),
+    ],
 )
 def test_gpu_sets(text, sets):
     assert parse_gpu_sets(text) == sets

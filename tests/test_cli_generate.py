@@ -124,8 +124,17 @@ def test_bundled_examples_are_chosen_by_name(cli):
 
 def test_worker_side_options_are_carried_in_the_spec(cli):
     code, out, err = cli(
-        "generate", "--dry-run", "--engine", "native", "--prompt", "a harbour", "--model-dir", "/models/hy",
-        "--memory-profile", "low-vram", *SMALL,
+        "generate",
+        "--dry-run",
+        "--engine",
+        "native",
+        "--prompt",
+        "a harbour",
+        "--model-dir",
+        "/models/hy",
+        "--memory-profile",
+        "low-vram",
+        *SMALL,
     )
     assert code == 0, err
     spec = json.loads(out)

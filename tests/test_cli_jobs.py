@@ -127,7 +127,9 @@ def test_queue_without_a_worker_warns_and_a_served_queue_does_not(cli, start_wor
     code, out, err = cli("generate", "--queue", *SMALL)
     assert code == 0 and "no live worker serves queue 'generate'" in err and "start one: worldplay worker)" in err
     start_worker("busy")
-    wait_until(lambda: any("busy" in row.queues for row in list_workers(redis_conn, load_settings())), 60, what="a worker")
+    wait_until(
+        lambda: any("busy" in row.queues for row in list_workers(redis_conn, load_settings())), 60, what="a worker"
+    )
     code, out, err = cli("generate", "--queue", "busy", *SMALL)
     assert code == 0 and "warning" not in err, err
 

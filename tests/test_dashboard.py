@@ -78,6 +78,7 @@ def make_started(world: World, job_id: str, progress: Progress, ttl: int = 3600)
 
 def pin_times(conn: redis.Redis, job_ids: list[str]) -> None:
     """Give the jobs fixed enqueue/start/end times (one minute apart; runs of 5, 6, 7... seconds)."""
+
     def stamp(seconds: float) -> str:
         return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -136,7 +137,11 @@ def world(redis_server, tmp_path_factory) -> World:
 
     ids["queued"] = submit_preview(world, "a castle on a hill, waiting its turn", job_id=WORLD_IDS["queued"])
     ids["started"] = submit_preview(world, "forest path in autumn, rendering now", job_id=WORLD_IDS["started"])
-    make_started(world, ids["started"], Progress(stage="render", step=6, total=13, chunk=1, num_chunks=2, fraction=0.45, eta_s=12.0))
+    make_started(
+        world,
+        ids["started"],
+        Progress(stage="render", step=6, total=13, chunk=1, num_chunks=2, fraction=0.45, eta_s=12.0),
+    )
     ids["lost"] = submit_preview(world, "desert road whose worker vanished", job_id=WORLD_IDS["lost"])
     # Its "worker" never heartbeats: the entry expires after 1 s and the real reaper fails the job.
     make_started(world, ids["lost"], Progress(stage="render", fraction=0.2), ttl=1)
@@ -226,7 +231,9 @@ async def test_sorting_by_keys_and_by_clicking_headers(world):
         x = sum(column.get_render_width(table) for column in list(table.columns.values())[: keys.index("status")]) + 2
         await pilot.click(JobsTable, offset=(x, 0))
         await settle(pilot, lambda: app.job_query.sort == "status", what="sort by status")
-        await settle(pilot, lambda: table_ids(app)[:3] == [WORLD_IDS["queued"], WORLD_IDS["deferred"], WORLD_IDS["scheduled"]])
+        await settle(
+            pilot, lambda: table_ids(app)[:3] == [WORLD_IDS["queued"], WORLD_IDS["deferred"], WORLD_IDS["scheduled"]]
+        )
         await pilot.click(JobsTable, offset=(x, 0))
         await settle(pilot, lambda: app.job_query.descending and table_ids(app)[0] == WORLD_IDS["canceled"])
         # Duration: finished jobs ran 15+i seconds (pinned), the lost one has no end; longest first.
@@ -281,7 +288,9 @@ async def open_detail(pilot, app, job_id: str):
     app.query_one("#filter").value = job_id
     await settle(pilot, lambda: table_ids(app) == [job_id], what=f"only {job_id} listed")
     await pilot.press("enter")
-    await settle(pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.detail is not None, what="detail")
+    await settle(
+        pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.detail is not None, what="detail"
+    )
     return app.screen
 
 
@@ -481,7 +490,9 @@ async def test_submit_a_job_from_a_spec_file(fresh, tmp_path):
         form.query_one("#path").value = str(request)
         form.query_one("#path").focus()
         await pilot.press("enter")
-        await settle(pilot, lambda: "unknown field 'warp'" in str(form.query_one("#submit-error").render()), what="the error")
+        await settle(
+            pilot, lambda: "unknown field 'warp'" in str(form.query_one("#submit-error").render()), what="the error"
+        )
         assert app.screen is form  # the form stays open with the error
 
 
@@ -500,7 +511,9 @@ async def test_the_cursor_follows_the_highlighted_job_when_rows_move(fresh):
         await settle(pilot, lambda: len(table_ids(app)) == 5, what="the new jobs")
         assert app.selected_job_id == chosen
         await pilot.press("s")  # sorted by id now: every row may move
-        await settle(pilot, lambda: app.job_query.sort == "id" and table_ids(app) == sorted(ids + newer), what="sort by id")
+        await settle(
+            pilot, lambda: app.job_query.sort == "id" and table_ids(app) == sorted(ids + newer), what="sort by id"
+        )
         assert app.selected_job_id == chosen
         app.query_one("#filter").value = "matches-no-job"
         await settle(pilot, lambda: table_ids(app) == [], what="an empty listing")
@@ -599,7 +612,9 @@ async def test_submit_form_enqueues_a_job_with_the_values_entered(fresh):
         assert form.query_one("#submit-engine").value == fresh.settings.default_engine
         assert form.query_one("#submit-variant").value == fresh.settings.default_variant
         await pilot.press(*"a lighthouse in fog")  # the prompt has the focus
-        submit_form_values(form, image="city", pose="w-3, jump-2", engine="native", variant="ar", seed="42", queue="formq")
+        submit_form_values(
+            form, image="city", pose="w-3, jump-2", engine="native", variant="ar", seed="42", queue="formq"
+        )
         await pilot.press("ctrl+s")
         error = form.query_one("#submit-error")
         await settle(pilot, lambda: "unknown action 'jump'" in str(error.render()), what="the pose error")
@@ -720,7 +735,10 @@ def test_cli_prints_a_snapshot_as_json_and_one_line_for_an_unreachable_redis(wor
     env = {**os.environ, **world.env}
     result = subprocess.run(
         [sys.executable, "-m", "worldplay_cli", "dashboard", "--json", "--redis", world.url],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
@@ -729,7 +747,10 @@ def test_cli_prints_a_snapshot_as_json_and_one_line_for_an_unreachable_redis(wor
     assert "@" not in data["redis"] or "****" in data["redis"]
     result = subprocess.run(
         [sys.executable, "-m", "worldplay_cli", "dashboard", "--redis", "redis://127.0.0.1:1/0"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot reach Redis") and result.stderr.count("\n") == 1
@@ -775,7 +796,9 @@ async def test_keys_are_handled_while_a_refresh_waits_on_a_busy_redis(fresh):
         server_now = fresh.conn.time()
         blocker_conn = redis.Redis.from_url(fresh.url)
         # A script that spins for 3 s blocks the whole server, so the next refresh hangs on it.
-        blocker = threading.Thread(target=blocker_conn.eval, args=(BUSY_LUA, 0, server_now[0] + server_now[1] / 1e6 + 3))
+        blocker = threading.Thread(
+            target=blocker_conn.eval, args=(BUSY_LUA, 0, server_now[0] + server_now[1] / 1e6 + 3)
+        )
         blocker.start()
         await settle(pilot, lambda: app._refreshing, what="a refresh to start")
         await pilot.press("s", "S", "slash", *"one")

@@ -52,7 +52,9 @@ def start_with_meta(conn, job_id: str, train: dict, step: int, total: int) -> No
         job.prepare_for_execution("gpu-box.7.gpu0", pipe)
         Execution.create(job, ttl=3600, pipeline=pipe, worker_name="gpu-box.7.gpu0")
         pipe.execute()
-    job.meta["progress"] = Progress(stage="train", step=step, total=total, fraction=step / total, eta_s=train["eta_s"]).model_dump()
+    job.meta["progress"] = Progress(
+        stage="train", step=step, total=total, fraction=step / total, eta_s=train["eta_s"]
+    ).model_dump()
     job.meta["train"] = train
     job.save_meta()
 
@@ -75,7 +77,9 @@ async def open_detail(pilot, app, job_id: str):
     app.query_one("#filter").value = job_id
     await settle(pilot, lambda: list(app.query_one(JobsTable)._order) == [job_id], what=f"only {job_id} listed")
     await pilot.press("enter")
-    await settle(pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.detail is not None, what="detail")
+    await settle(
+        pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.detail is not None, what="detail"
+    )
     return app.screen
 
 
@@ -100,8 +104,14 @@ async def test_a_running_train_job_shows_its_loss_curve_and_numbers_and_follows_
     enqueue_train_job(redis_conn, settings, job_id)
     history = falling_history(range(1, 121))
     train = {
-        "step": 120, "max_steps": 400, "loss": history[-1][1], "lr": 1e-4, "samples_per_s": 3.25, "eta_s": 86.0,
-        "loss_history": history, "validation": {"step": 100, "psnr": 21.5, "action_following": 0.62},
+        "step": 120,
+        "max_steps": 400,
+        "loss": history[-1][1],
+        "lr": 1e-4,
+        "samples_per_s": 3.25,
+        "eta_s": 86.0,
+        "loss_history": history,
+        "validation": {"step": 100, "psnr": 21.5, "action_following": 0.62},
     }
     start_with_meta(redis_conn, job_id, train, 120, 400)
 
@@ -116,7 +126,11 @@ async def test_a_running_train_job_shows_its_loss_curve_and_numbers_and_follows_
         assert list(screen.query_one("#loss-sparkline", Sparkline).data) == [loss for _, loss in history]
         assert screen.query_one("#loss-sparkline", Sparkline).size.height == 8
         summary = rendered(screen.query_one("#loss-range", Static))
-        assert f"last {history[-1][1]:.4g}" in summary and f"min {history[-1][1]:.4g}" in summary and "max 1.905" in summary
+        assert (
+            f"last {history[-1][1]:.4g}" in summary
+            and f"min {history[-1][1]:.4g}" in summary
+            and "max 1.905" in summary
+        )
         axis = rendered(screen.query_one("#loss-steps", Static))
         assert axis.split() == ["step", "1", "step", "120"]
         stats = rendered(screen.query_one("#detail-train-stats", Static))
@@ -153,7 +167,12 @@ async def test_a_train_job_without_history_shows_a_placeholder(redis_url, redis_
 
         # A diverged step (NaN) is left out of the curve rather than flattening it.
         job = fetch_job(redis_conn, job_id)
-        job.meta["train"] = {"step": 3, "max_steps": 400, "loss": 1.0, "loss_history": [[1, float("nan")], [2, 1.5], [3, 1.0]]}
+        job.meta["train"] = {
+            "step": 3,
+            "max_steps": 400,
+            "loss": 1.0,
+            "loss_history": [[1, float("nan")], [2, 1.5], [3, 1.0]],
+        }
         job.save_meta()
         await settle(pilot, lambda: screen.query_one(LossCurve).points == [(2, 1.5), (3, 1.0)], what="the curve")
         assert screen.query_one("#loss-sparkline", Sparkline).display
@@ -165,6 +184,14 @@ def test_job_detail_carries_the_train_meta(redis_conn, settings):
     job_id = "20260101-130200-train3"
     enqueue_train_job(redis_conn, settings, job_id)
     assert job_detail(redis_conn, settings, job_id)["train"] is None
-    train = {"step": 5, "max_steps": 400, "loss": 1.2, "lr": 1e-4, "samples_per_s": 1.0, "eta_s": 10.0, "loss_history": [[1, 1.5], [5, 1.2]]}
+    train = {
+        "step": 5,
+        "max_steps": 400,
+        "loss": 1.2,
+        "lr": 1e-4,
+        "samples_per_s": 1.0,
+        "eta_s": 10.0,
+        "loss_history": [[1, 1.5], [5, 1.2]],
+    }
     start_with_meta(redis_conn, job_id, train, 5, 400)
     assert job_detail(redis_conn, settings, job_id)["train"] == train

@@ -49,7 +49,9 @@ def test_a_scripted_walk_that_cannot_fit_the_room_is_an_error_before_anything_is
     assert "leaves the room" in error.value.message and "--move-step" in error.value.hint
     assert not (tmp_path / "raw").exists()
     # without scripted clips the random walks are trimmed at the walls instead
-    manifest = write_synthetic_dataset(tmp_path / "walks", 1, 0, SynthOptions(width=16, height=16, num_latents=20, move_step=0.1))
+    manifest = write_synthetic_dataset(
+        tmp_path / "walks", 1, 0, SynthOptions(width=16, height=16, num_latents=20, move_step=0.1)
+    )
     assert len(json.loads(manifest.read_text())["clips"]) == 1
 
 
@@ -102,7 +104,9 @@ def test_bad_clips_are_reported_and_the_rest_is_prepared(tmp_path):
     short_actions = {key: value[:8] for key, value in short_actions.items()}
     (raw / "clips" / "short.actions.json").write_text(json.dumps(short_actions))
     # a keyboard with the wrong number of columns
-    (raw / "clips" / "wide.actions.json").write_text(json.dumps({"keyboard": [[0, 0, 0, 0, 1]] * 61, "mouse": [[0, 0]] * 61}))
+    (raw / "clips" / "wide.actions.json").write_text(
+        json.dumps({"keyboard": [[0, 0, 0, 0, 1]] * 61, "mouse": [[0, 0]] * 61})
+    )
     manifest["clips"] = [
         good,
         {**good, "id": "fast", "video": "clips/fast.mp4"},
@@ -145,7 +149,9 @@ def test_prepare_resumes_after_an_interruption(tmp_path):
     written = first_shard.stat().st_mtime_ns
 
     resumed = []
-    index = prepare_dataset(raw, out, tiny_model_dir(), PrepareOptions(clips_per_shard=2), progress=lambda *args: resumed.append(args[2]))
+    index = prepare_dataset(
+        raw, out, tiny_model_dir(), PrepareOptions(clips_per_shard=2), progress=lambda *args: resumed.append(args[2])
+    )
 
     assert index.complete and len(index.clips) == TRAIN_CLIPS + VALIDATION_CLIPS
     assert resumed[0] == seen[2] and seen[0] not in resumed
@@ -178,7 +184,15 @@ def test_official_action_files_and_vocabulary_signs(tmp_path):
     from worldplay_cli.contract.training import ActionVocabulary
 
     path = tmp_path / "actions.json"
-    path.write_text(json.dumps({"0": {"move_action": "", "view_action": ""}, "1": {"move_action": "WS", "view_action": "LU"}, "2": {"move_action": "D", "view_action": "LR"}}))
+    path.write_text(
+        json.dumps(
+            {
+                "0": {"move_action": "", "view_action": ""},
+                "1": {"move_action": "WS", "view_action": "LU"},
+                "2": {"move_action": "D", "view_action": "LR"},
+            }
+        )
+    )
     keyboard, mouse = read_controls(path, ActionVocabulary(degrees_per_unit=2.0))
     assert keyboard.tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 1]]
     assert mouse.tolist() == [[0, 0], [2, 0], [0, 2]]

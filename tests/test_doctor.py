@@ -20,7 +20,11 @@ NO_FLASH = {"installed": False}
 
 def run_doctor(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "worldplay_cli", "doctor", *args], capture_output=True, text=True, env=dict(os.environ), timeout=180
+        [sys.executable, "-m", "worldplay_cli", "doctor", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=180,
     )
 
 
@@ -66,7 +70,10 @@ TORCH_CPU = {"installed": True, "gpus": [], "nccl_available": False}
 
 
 def torch_with(count: int, memory_gb: float) -> dict:
-    gpus = [{"index": index, "name": "GPU", "memory_bytes": int(memory_gb * GB), "capability": "9.0"} for index in range(count)]
+    gpus = [
+        {"index": index, "name": "GPU", "memory_bytes": int(memory_gb * GB), "capability": "9.0"}
+        for index in range(count)
+    ]
     return {"installed": True, "gpus": gpus, "nccl_available": True}
 
 

@@ -44,8 +44,12 @@ def env(hub, tmp_path, monkeypatch):
     for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MODELSCOPE_CACHE", "WORLDPLAY_MODEL_DIR"):
         monkeypatch.delenv(name, raising=False)
     hub.reset_requests()
-    return {**values, "model_dir": tmp_path / "wp" / "models" / "HunyuanVideo-1.5", "cache": tmp_path / "hf" / "hub",
-            "tmp": tmp_path}
+    return {
+        **values,
+        "model_dir": tmp_path / "wp" / "models" / "HunyuanVideo-1.5",
+        "cache": tmp_path / "hf" / "hub",
+        "tmp": tmp_path,
+    }
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -65,8 +69,11 @@ def run_json(capsys, *args: str) -> tuple[int, dict]:
 
 def file_requests(hub: FakeHub) -> list:
     """Requests that move file bytes (resolve GETs, CDN GETs, ModelScope file GETs)."""
-    return [r for r in hub.requests if r.method == "GET" and ("/resolve/" in r.path or r.path.startswith("/cdn/")
-                                                                or "FilePath=" in r.path)]
+    return [
+        r
+        for r in hub.requests
+        if r.method == "GET" and ("/resolve/" in r.path or r.path.startswith("/cdn/") or "FilePath=" in r.path)
+    ]
 
 
 def repo_bytes(hub: FakeHub, repo: str, path: str) -> bytes:
@@ -75,12 +82,19 @@ def repo_bytes(hub: FakeHub, repo: str, path: str) -> bytes:
 
 # -- plan -------------------------------------------------------------------------------------------
 
+
 def test_dry_run_lists_pieces_sizes_and_space_without_downloading(hub, env, capsys):
     code, plan = run_json(capsys, "download", "ar-distilled", "--dry-run", "--token", GOOD_TOKEN)
     assert code == 0
     pieces = {piece["name"]: piece for piece in plan["pieces"]}
-    assert list(pieces) == ["hunyuanvideo-480p-i2v", "qwen2.5-vl", "byt5-small", "glyph-sdxl-v2", "siglip",
-                            "action-ar-distilled"]
+    assert list(pieces) == [
+        "hunyuanvideo-480p-i2v",
+        "qwen2.5-vl",
+        "byt5-small",
+        "glyph-sdxl-v2",
+        "siglip",
+        "action-ar-distilled",
+    ]
     hv = hub.repos["tencent/HunyuanVideo-1.5"].files
     wanted_hv = [p for p in hv if p.startswith(("vae/", "scheduler/", "transformer/480p_i2v/"))]
     assert pieces["hunyuanvideo-480p-i2v"]["total_bytes"] == sum(len(hv[p]) for p in wanted_hv)
@@ -103,6 +117,7 @@ def test_unreleased_checkpoint_is_listed_not_attempted(hub, env, capsys):
 
 # -- fresh download, layout, idempotence ---------------------------------------------------------------
 
+
 def test_fresh_download_links_official_layout_into_hub_cache(hub, env, capsys):
     from huggingface_hub import try_to_load_from_cache
 
@@ -117,10 +132,14 @@ def test_fresh_download_links_official_layout_into_hub_cache(hub, env, capsys):
     assert blob.name == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     expected = {
         "vae/config.json": ("tencent/HunyuanVideo-1.5", "vae/config.json"),
-        "text_encoder/llm/model-00002-of-00002.safetensors":
-            ("Qwen/Qwen2.5-VL-7B-Instruct", "model-00002-of-00002.safetensors"),
-        "vision_encoder/siglip/image_encoder/model.safetensors":
-            ("black-forest-labs/FLUX.1-Redux-dev", "image_encoder/model.safetensors"),
+        "text_encoder/llm/model-00002-of-00002.safetensors": (
+            "Qwen/Qwen2.5-VL-7B-Instruct",
+            "model-00002-of-00002.safetensors",
+        ),
+        "vision_encoder/siglip/image_encoder/model.safetensors": (
+            "black-forest-labs/FLUX.1-Redux-dev",
+            "image_encoder/model.safetensors",
+        ),
         "text_encoder/byt5-small/pytorch_model.bin": ("google/byt5-small", "pytorch_model.bin"),
     }
     for layout_path, (repo, repo_path) in expected.items():
@@ -136,8 +155,11 @@ def test_fresh_download_links_official_layout_into_hub_cache(hub, env, capsys):
     assert result["downloaded_bytes"] == result["total_bytes"]
 
     code, paths = run_json(capsys, "models", "path", "ar-distilled")
-    assert code == 0 and paths == {"variant": "ar-distilled", "model_path": str(model_dir),
-                                   "action_ckpt": str(checkpoint)}
+    assert code == 0 and paths == {
+        "variant": "ar-distilled",
+        "model_path": str(model_dir),
+        "action_ckpt": str(checkpoint),
+    }
 
     hub.reset_requests()
     code, again = run_json(capsys, "download", "ar-distilled", "--token", GOOD_TOKEN)
@@ -164,8 +186,9 @@ def test_local_dir_holds_real_files_and_rm_frees_them(hub, env, capsys):
     assert code == 0 and report["ok"]
     code, removed = run_json(capsys, "models", "rm", "bi", "--yes", "--model-dir", str(local))
     assert code == 0 and "action-bi" in removed["removed_pieces"]
-    assert removed["freed_bytes"] >= len(repo_bytes(hub, "tencent/HY-WorldPlay", "bidirectional_model/"
-                                                   "diffusion_pytorch_model.safetensors"))
+    assert removed["freed_bytes"] >= len(
+        repo_bytes(hub, "tencent/HY-WorldPlay", "bidirectional_model/diffusion_pytorch_model.safetensors")
+    )
     assert not checkpoint.exists()
 
 
@@ -181,6 +204,7 @@ def test_rm_keeps_pieces_other_variants_use(hub, env, capsys):
 
 
 # -- resume, verify and repair ----------------------------------------------------------------------
+
 
 def test_resume_after_dropped_connection_within_and_across_runs(hub, env, capsys, monkeypatch):
     monkeypatch.setattr(transfer, "RETRY_BASE_DELAY_S", 0.01)
@@ -211,8 +235,9 @@ def test_resume_after_dropped_connection_within_and_across_runs(hub, env, capsys
     assert [r.range for r in hub.requests if r.path.startswith("/cdn/")] == ["bytes=120000-"]
     assert hub.served_bytes("ar_rl_model/diffusion_pytorch_model.safetensors") == size - 120_000
     layout = env["model_dir"] / "ar_rl_model/diffusion_pytorch_model.safetensors"
-    assert layout.read_bytes() == repo_bytes(hub, "tencent/HY-WorldPlay",
-                                             "ar_rl_model/diffusion_pytorch_model.safetensors")
+    assert layout.read_bytes() == repo_bytes(
+        hub, "tencent/HY-WorldPlay", "ar_rl_model/diffusion_pytorch_model.safetensors"
+    )
 
 
 def test_verify_finds_corrupt_and_missing_files_and_repair_fixes_them(hub, env, capsys):
@@ -226,12 +251,19 @@ def test_verify_finds_corrupt_and_missing_files_and_repair_fixes_them(hub, env, 
     (env["model_dir"] / "vae/config.json").resolve().unlink()  # the link now dangles
 
     assert run_json(capsys, "models", "verify", "--quick")[1]["problems"] == [
-        {"piece": "hunyuanvideo-480p-i2v", "layout_path": "vae/config.json", "status": "missing",
-         "size": len(repo_bytes(hub, "tencent/HunyuanVideo-1.5", "vae/config.json"))}]
+        {
+            "piece": "hunyuanvideo-480p-i2v",
+            "layout_path": "vae/config.json",
+            "status": "missing",
+            "size": len(repo_bytes(hub, "tencent/HunyuanVideo-1.5", "vae/config.json")),
+        }
+    ]
     code, report = run_json(capsys, "models", "verify")
     assert code == 1 and not report["ok"]
     assert {(p["layout_path"], p["status"]) for p in report["problems"]} == {
-        (DISTILLED_LAYOUT_FILE, "corrupt"), ("vae/config.json", "missing")}
+        (DISTILLED_LAYOUT_FILE, "corrupt"),
+        ("vae/config.json", "missing"),
+    }
     assert report["repair"].startswith("worldplay download ar-distilled --repair")
 
     code, result = run_json(capsys, "download", "ar-distilled", "--skip", "siglip", "--repair")
@@ -241,6 +273,7 @@ def test_verify_finds_corrupt_and_missing_files_and_repair_fixes_them(hub, env, 
 
 
 # -- gated, disk, offline, token ----------------------------------------------------------------------
+
 
 def test_gated_repo_without_token_stops_before_any_download(hub, env, capsys):
     code, plan = run_json(capsys, "download", "ar-distilled", "--dry-run")
@@ -269,8 +302,9 @@ def _cli(env: dict, *args: str, extra_env: dict | None = None) -> subprocess.Com
     for name in ("HF_TOKEN", "HF_HUB_OFFLINE"):
         if name not in (extra_env or {}):
             environ.pop(name, None)
-    return subprocess.run([sys.executable, "-m", "worldplay_cli", *args], env=environ, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "worldplay_cli", *args], env=environ, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.slow
@@ -285,7 +319,8 @@ def test_offline_mode_rebuilds_from_cache_with_no_network(hub, env, capsys):
     result = json.loads(done.stdout)
     assert result["offline"] and result["downloaded_bytes"] == 0
     assert (env["model_dir"] / DISTILLED_LAYOUT_FILE).read_bytes() == repo_bytes(
-        hub, "tencent/HY-WorldPlay", DISTILLED_REPO_FILE)
+        hub, "tencent/HY-WorldPlay", DISTILLED_REPO_FILE
+    )
     missing = _cli(env, "download", "bi", "--skip", "siglip", extra_env={"HF_HUB_OFFLINE": "1"})
     assert missing.returncode == 1 and "not in the cache (offline mode)" in missing.stderr
     assert hub.requests == []
@@ -313,6 +348,7 @@ def test_token_never_printed_logged_or_stored(hub, env, capsys):
 
 
 # -- planning without the hub -------------------------------------------------------------------------
+
 
 def _closed_port_url() -> str:
     """An endpoint on this machine that refuses connections: a hub that cannot be reached."""
@@ -354,8 +390,9 @@ def test_offline_plan_uses_cached_records_and_the_catalog_only_for_the_rest(hub,
     assert code == 0
     pieces = {piece["name"]: piece for piece in plan["pieces"]}
     assert pieces["action-ar-distilled"]["sizes_from"] == "local"
-    assert pieces["action-ar-distilled"]["total_bytes"] == len(repo_bytes(hub, "tencent/HY-WorldPlay",
-                                                                         DISTILLED_REPO_FILE))
+    assert pieces["action-ar-distilled"]["total_bytes"] == len(
+        repo_bytes(hub, "tencent/HY-WorldPlay", DISTILLED_REPO_FILE)
+    )
     assert pieces["action-ar-distilled"]["files"] == 1 and pieces["action-ar-distilled"]["problem"] is None
     assert {name for name, piece in pieces.items() if piece["sizes_from"] == "catalog"} == {"siglip", "action-bi"}
     assert plan["sizes_from"] == "catalog" and hub.requests == []
@@ -383,17 +420,21 @@ def test_unreachable_hub_dry_run_falls_back_to_the_catalog_and_a_real_run_stops(
 
 # -- models verify when nothing (or not everything) is here -------------------------------------------
 
+
 def test_verify_with_nothing_downloaded_is_not_ok(hub, env, capsys):
     code, out, err = run(capsys, "models", "verify")
     assert code == 1 and "ok" not in out
-    assert err == (f"error: nothing is downloaded in {env['model_dir']} (hint: run `worldplay download VARIANT`, "
-                   "VARIANT one of bi, ar, ar-rl, ar-distilled, sr)\n")
+    assert err == (
+        f"error: nothing is downloaded in {env['model_dir']} (hint: run `worldplay download VARIANT`, "
+        "VARIANT one of bi, ar, ar-rl, ar-distilled, sr)\n"
+    )
     code, report = run_json(capsys, "models", "verify", "bi")
     assert code == 1 and not report["ok"] and report["not_downloaded"] == ["bi"]
     assert report["absent_pieces"] == [] and report["repair"] is None
     code, out, err = run(capsys, "models", "verify", "bi", "--quick")
-    assert code == 1 and err.strip() == (f"error: bi is not downloaded in {env['model_dir']} "
-                                         "(hint: run `worldplay download bi`)")
+    assert code == 1 and err.strip() == (
+        f"error: bi is not downloaded in {env['model_dir']} (hint: run `worldplay download bi`)"
+    )
 
 
 def test_verify_after_a_partial_download_says_which_variant_is_incomplete(hub, env, capsys):
@@ -403,41 +444,54 @@ def test_verify_after_a_partial_download_says_which_variant_is_incomplete(hub, e
     assert "incomplete ar-distilled: no siglip" in out
     code, report = run_json(capsys, "models", "verify", "ar-distilled", "bi")
     # bi was never fetched: that is said once, and the repair line only names what is here.
-    assert code == 1 and report["not_downloaded"] == [] and report["incomplete"] == {
-        "ar-distilled": ["siglip"], "bi": ["siglip", "action-bi"]}
+    assert (
+        code == 1
+        and report["not_downloaded"] == []
+        and report["incomplete"] == {"ar-distilled": ["siglip"], "bi": ["siglip", "action-bi"]}
+    )
     code, out, err = run(capsys, "models", "path", "ar-distilled")
     assert code == 1 and "ar-distilled is incomplete" in err and "siglip" in err
 
 
 # -- one kind of mistake, one exit code ------------------------------------------------------------------
 
-@pytest.mark.parametrize("args", [
-    ("download", "bii"),
-    ("download", "bii", "--dry-run", "--offline"),
-    ("models", "path", "bii"),
-    ("models", "verify", "bii"),
-    ("models", "rm", "bii"),  # refused before the confirmation question
-    ("models", "rm", "bii", "--yes"),
-])
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("download", "bii"),
+        ("download", "bii", "--dry-run", "--offline"),
+        ("models", "path", "bii"),
+        ("models", "verify", "bii"),
+        ("models", "rm", "bii"),  # refused before the confirmation question
+        ("models", "rm", "bii", "--yes"),
+    ],
+)
 def test_unknown_variant_is_bad_input_in_every_subcommand(hub, env, capsys, args):
     code, out, err = run(capsys, *args)
     assert code == 2, (code, err)
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("error: unknown variant 'bii'; did you mean 'bi'? (hint: variants: "
-                          "bi, ar, ar-rl, ar-distilled, sr")
+    assert err.startswith(
+        "error: unknown variant 'bii'; did you mean 'bi'? (hint: variants: bi, ar, ar-rl, ar-distilled, sr"
+    )
     assert hub.requests == []
 
 
-@pytest.mark.parametrize("args, expected", [
-    (("download", "bi", "--skip", "sigl"), "error: unknown piece 'sigl'; did you mean 'siglip'?"),
-    (("models", "path", "ar-rl-distilled"), "error: ar-rl-distilled (HY-World1.5-Autoregressive-480P-I2V-rl-distill)"
-                                            " is not released yet"),
-    (("download", "bi", "--quota", "lots"), "error: cannot read --quota 'lots'"),
-    (("download", "bi", "--workers", "0"), "error: invalid value for '--workers'"),
-    (("download", "bi", "--link", "soft"), "error: unknown --link 'soft'"),
-    (("models", "list", "--model-dir"), "error: option '--model-dir' requires an argument"),
-    (("models", "verify", "--full"), "error: no such option: --full"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (("download", "bi", "--skip", "sigl"), "error: unknown piece 'sigl'; did you mean 'siglip'?"),
+        (
+            ("models", "path", "ar-rl-distilled"),
+            "error: ar-rl-distilled (HY-World1.5-Autoregressive-480P-I2V-rl-distill) is not released yet",
+        ),
+        (("download", "bi", "--quota", "lots"), "error: cannot read --quota 'lots'"),
+        (("download", "bi", "--workers", "0"), "error: invalid value for '--workers'"),
+        (("download", "bi", "--link", "soft"), "error: unknown --link 'soft'"),
+        (("models", "list", "--model-dir"), "error: option '--model-dir' requires an argument"),
+        (("models", "verify", "--full"), "error: no such option: --full"),
+    ],
+)
 def test_bad_values_are_one_line_exit_2(hub, env, capsys, args, expected):
     code, out, err = run(capsys, *args)
     assert code == 2, (code, err)

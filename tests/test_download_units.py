@@ -49,19 +49,26 @@ def test_mistyped_names_get_the_closest_valid_one():
     with pytest.raises(BadInput) as caught:
         catalog.find_variant("xyz")
     assert caught.value.message == "unknown variant 'xyz'" and caught.value.hint == (
-        "variants: bi, ar, ar-rl, ar-distilled, sr")
+        "variants: bi, ar, ar-rl, ar-distilled, sr"
+    )
 
 
 def test_patterns_and_the_distilled_rename():
     hv = catalog.PIECES["hunyuanvideo-480p-i2v"]
-    files = ["vae/config.json", "transformer/480p_i2v/config.json", "transformer/720p_t2v/config.json",
-             "upsampler/720p_sr_distilled/config.json", "README.md"]
+    files = [
+        "vae/config.json",
+        "transformer/480p_i2v/config.json",
+        "transformer/720p_t2v/config.json",
+        "upsampler/720p_sr_distilled/config.json",
+        "README.md",
+    ]
     assert hv.wanted(files) == ["transformer/480p_i2v/config.json", "vae/config.json"]
     byt5 = catalog.PIECES["byt5-small"]
     assert byt5.wanted(["pytorch_model.bin", "tf_model.h5", "flax_model.msgpack"]) == ["pytorch_model.bin"]
     distilled = catalog.PIECES["action-ar-distilled"]
     assert distilled.layout_path("ar_distilled_action_model/model.safetensors") == (
-        "ar_distilled_action_model/diffusion_pytorch_model.safetensors")
+        "ar_distilled_action_model/diffusion_pytorch_model.safetensors"
+    )
     assert catalog.PIECES["qwen2.5-vl"].layout_path("config.json") == "text_encoder/llm/config.json"
 
 
@@ -80,8 +87,9 @@ def test_interrupted_transfer_keeps_partial_and_resumes(tmp_path):
         url = f"{hub.cdn_url}/{hashlib.sha256(data).hexdigest()}"
         dest, partial = tmp_path / "blob", tmp_path / "blob.incomplete"
         with pytest.raises(transfer.Cancelled):
-            transfer.fetch(url, dest, partial, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                           cancelled=lambda: True)
+            transfer.fetch(
+                url, dest, partial, size=len(data), sha256=hashlib.sha256(data).hexdigest(), cancelled=lambda: True
+            )
         kept = partial.stat().st_size
         assert 0 < kept < len(data) and not dest.exists()
         transfer.fetch(url, dest, partial, size=len(data), sha256=hashlib.sha256(data).hexdigest())

@@ -94,7 +94,9 @@ async def test_invalid_text_is_kept_with_its_error_when_leaving_text_mode():
         assert "line 2" in error and "unknown action 'jump'" in error
         assert app.state.document.pose_string() == "w-3"  # and not applied
         assert any("not applied" in n.message and "'jump'" in n.message for n in app._notifications)
-        await pilot.press("e", "backspace", "backspace", "backspace", "backspace", "backspace", "backspace", "d", "minus", "2")
+        await pilot.press(
+            "e", "backspace", "backspace", "backspace", "backspace", "backspace", "backspace", "d", "minus", "2"
+        )
         assert app.state.document.pose_string() == "w-3, d-2"
         await pilot.press("escape")
         assert str(app.screen.query_one("#segment-error").render()) == ""

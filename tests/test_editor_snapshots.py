@@ -14,7 +14,9 @@ from worldplay_cli.tui.editor.state import EditorState
 
 def test_main_screen_80x24(snap_compare):
     app = EditorApp(EditorState())
-    assert snap_compare(app, terminal_size=(80, 24), press=["8", "w", "plus", "right", "4", "d", "2", "up", "v", "comma", "comma"])
+    assert snap_compare(
+        app, terminal_size=(80, 24), press=["8", "w", "plus", "right", "4", "d", "2", "up", "v", "comma", "comma"]
+    )
 
 
 def test_main_screen_160x48_bi(snap_compare):
@@ -29,7 +31,9 @@ def test_help_screen_80x24(snap_compare):
 def test_submit_dialog_80x24(snap_compare):
     from textual.widgets import Input
 
-    app = EditorApp(EditorState(), submitter=lambda *args: None, default_variant="ar-distilled", default_engine="preview")
+    app = EditorApp(
+        EditorState(), submitter=lambda *args: None, default_variant="ar-distilled", default_engine="preview"
+    )
 
     async def run_before(pilot) -> None:
         await pilot.press("3", "w", "ctrl+g")

@@ -153,8 +153,9 @@ def test_text_edits_parse_errors_and_one_undo_step():
     state.end_text_session()
     state.undo()
     assert state.document.pose_string() == "w-1"
-    assert steps_from_text("# comment\nw-2, right-1\n\n") == list(Document().with_steps(
-        steps_from_text("w-2\nright-1")).steps)
+    assert steps_from_text("# comment\nw-2, right-1\n\n") == list(
+        Document().with_steps(steps_from_text("w-2\nright-1")).steps
+    )
 
 
 @pytest.mark.parametrize(

@@ -38,8 +38,18 @@ async def test_submit_form_enqueues_a_valid_job(submitter, redis_conn):
         # Every field has its label on its left.
         grid = list(screen.query_one("#submit-grid").children)
         labels = [str(widget.render()) for widget in grid[0::2]]
-        assert all(isinstance(widget, Label) for widget in grid[0::2]) and labels == ["prompt", "engine", "variant", "seed"]
-        assert [widget.id for widget in grid[1::2]] == ["submit-prompt", "submit-engine", "submit-variant", "submit-seed"]
+        assert all(isinstance(widget, Label) for widget in grid[0::2]) and labels == [
+            "prompt",
+            "engine",
+            "variant",
+            "seed",
+        ]
+        assert [widget.id for widget in grid[1::2]] == [
+            "submit-prompt",
+            "submit-engine",
+            "submit-variant",
+            "submit-seed",
+        ]
         screen.query_one("#submit-variant").value = "bi"  # 4 latents are not a bi length
         screen.query_one("#submit-engine").value = "native"
         screen.query_one("#submit-prompt").value = "a quiet street at dusk"
@@ -60,7 +70,13 @@ async def test_submit_form_enqueues_a_valid_job(submitter, redis_conn):
     (job_id,) = app.job_ids
     job = fetch_job(redis_conn, job_id)
     spec = JobSpec.model_validate(job.args[0])
-    assert (spec.prompt, spec.engine, spec.variant, spec.seed, spec.frames) == ("a quiet street at dusk", "native", "ar", 7, 13)
+    assert (spec.prompt, spec.engine, spec.variant, spec.seed, spec.frames) == (
+        "a quiet street at dusk",
+        "native",
+        "ar",
+        7,
+        13,
+    )
     assert spec.trajectory.source == "w+right-3"
     assert load_trajectory(settings.output_root / job_id / "trajectory.json") == trajectory
 

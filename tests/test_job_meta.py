@@ -24,7 +24,9 @@ def test_what_the_writers_store_is_what_a_row_reads():
     assert JobMeta.start_attempt(meta, "/out/job", Progress(stage="starting")) == 1
     JobMeta.note_attempt(meta, lost)
     assert JobMeta.start_attempt(meta, "/out/job") == 2
-    JobMeta.set_progress(meta, Progress(stage="generate", step=3, total=8, chunk=1, num_chunks=2, fraction=0.4, eta_s=12.5))
+    JobMeta.set_progress(
+        meta, Progress(stage="generate", step=3, total=8, chunk=1, num_chunks=2, fraction=0.4, eta_s=12.5)
+    )
     meta["train"] = {"loss_history": []}  # a key another writer owns survives
 
     row = row_from(SERIALIZER.loads(SERIALIZER.dumps(meta)))
@@ -38,7 +40,10 @@ def test_what_the_writers_store_is_what_a_row_reads():
     JobMeta.set_failure(meta, Failure(kind="oom", message="out of memory", hint="fewer frames"))
     JobMeta.set_video(meta, "/out/job/video.mp4")
     row = row_from(meta, "failed")
-    assert row.failure == {"kind": "oom", "message": "out of memory", "hint": "fewer frames"} and row.video == "/out/job/video.mp4"
+    assert (
+        row.failure == {"kind": "oom", "message": "out of memory", "hint": "fewer frames"}
+        and row.video == "/out/job/video.mp4"
+    )
     JobMeta.clear_outcome(meta)
     assert row_from(meta, "queued").failure is None and row_from(meta, "queued").progress is None
 

@@ -18,7 +18,11 @@ SMALL = ("--prompt", "a quiet street", "--width", "32", "--height", "48")
 
 def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "worldplay_cli", *args], capture_output=True, text=True, env=dict(os.environ), timeout=timeout
+        [sys.executable, "-m", "worldplay_cli", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=timeout,
     )
 
 
@@ -55,8 +59,20 @@ def test_queued_native_jobs_write_video_manifest_and_chunk_log_and_share_one_loa
     directories = []
     for seed in ("1", "2"):
         completed = cli(
-            "generate", "--queue", "--json", "--engine", "native", "--variant", "ar-distilled", "--pose", "w-3, right-4",
-            "--model-dir", str(tiny_model_dir), "--seed", seed, *SMALL,
+            "generate",
+            "--queue",
+            "--json",
+            "--engine",
+            "native",
+            "--variant",
+            "ar-distilled",
+            "--pose",
+            "w-3, right-4",
+            "--model-dir",
+            str(tiny_model_dir),
+            "--seed",
+            seed,
+            *SMALL,
         )
         assert completed.returncode == 0, completed.stderr
         directories.append(Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"]) / json.loads(completed.stdout)["job_id"])
@@ -107,8 +123,21 @@ def test_a_model_directory_without_weights_fails_with_the_download_command(world
 def test_a_foreground_bi_run_prints_the_result(worldplay_env, tiny_model_dir):
     """Foreground `worldplay generate --engine native --model-dir DIR` (no --queue): waits and reports."""
     completed = cli(
-        "generate", "--json", "--engine", "native", "--variant", "bi", "--pose", "w-15", "--steps", "1",
-        "--model-dir", str(tiny_model_dir), "--memory-profile", "low-vram", *SMALL,
+        "generate",
+        "--json",
+        "--engine",
+        "native",
+        "--variant",
+        "bi",
+        "--pose",
+        "w-15",
+        "--steps",
+        "1",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--memory-profile",
+        "low-vram",
+        *SMALL,
     )
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
@@ -120,11 +149,25 @@ def test_a_foreground_bi_run_prints_the_result(worldplay_env, tiny_model_dir):
     assert [chunk["latents"] for chunk in manifest["engine"]["chunks"]] == [[0, 16]]
 
 
-def test_a_job_wanting_more_gpus_than_its_worker_has_is_refused_with_the_fix(worldplay_env, start_worker, tiny_model_dir):
+def test_a_job_wanting_more_gpus_than_its_worker_has_is_refused_with_the_fix(
+    worldplay_env, start_worker, tiny_model_dir
+):
     worker = start_worker("generate", "--gpus", "0")
     completed = cli(
-        "generate", "--queue", "--json", "--engine", "native", "--variant", "ar-distilled", "--pose", "w-3",
-        "--model-dir", str(tiny_model_dir), "--gpus", "2", *SMALL,
+        "generate",
+        "--queue",
+        "--json",
+        "--engine",
+        "native",
+        "--variant",
+        "ar-distilled",
+        "--pose",
+        "w-3",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--gpus",
+        "2",
+        *SMALL,
     )
     assert completed.returncode == 0, completed.stderr
     directory = Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"]) / json.loads(completed.stdout)["job_id"]

@@ -45,10 +45,19 @@ def test_distilled_arguments_spell_out_every_trap():
 def test_bidirectional_arguments_and_profiles():
     bi = spec(variant="bi", steps=50, guidance=6.0,
               trajectory={"source": "w-15", "num_latents": 16, "num_frames": 61, "sha256": "0" * 64}, frames=61)  # fmt: skip
-    given = flags(official_arguments(bi, Path("/m"), Path("/c"), Path("/i"), Path("/p.json"), Path("/o"), "group-offload", sr=True))
+    given = flags(
+        official_arguments(
+            bi, Path("/m"), Path("/c"), Path("/i"), Path("/p.json"), Path("/o"), "group-offload", sr=True
+        )
+    )
     assert given["--model_type"] == "bi" and given["--few_step"] == "false" and given["--sr"] == "true"
     assert given["--offloading"] == "true" and given["--group_offloading"] == "true"
-    assert flags(official_arguments(bi, Path("/m"), Path("/c"), Path("/i"), Path("/p.json"), Path("/o"), "resident"))["--offloading"] == "false"
+    assert (
+        flags(official_arguments(bi, Path("/m"), Path("/c"), Path("/i"), Path("/p.json"), Path("/o"), "resident"))[
+            "--offloading"
+        ]
+        == "false"
+    )
 
 
 def test_torchrun_command_keeps_rank_logs_and_no_restarts():

@@ -28,7 +28,9 @@ def run_cases(model) -> dict[str, torch.Tensor]:
         # 1. golden shapes: 4x6 grid, 24 tokens per frame split evenly
         outputs["bi"] = model.forward_bi(x, t, prompt, viewmats, ks, action)
         cache = model.forward_text(prompt, 0.0)
-        outputs["ar_first_chunk"] = model.forward_chunk(x[:, :, :2], t, viewmats[:, :2], ks[:, :2], action[:, :2], cache)
+        outputs["ar_first_chunk"] = model.forward_chunk(
+            x[:, :, :2], t, viewmats[:, :2], ks[:, :2], action[:, :2], cache
+        )
         cache = model.forward_context(x[:, :, :2], viewmats[:, :2], ks[:, :2], action[:, :2], cache, timestep=14.0)
         outputs["ar_chunk"] = model.forward_chunk(x[:, :, 2:], t, viewmats[:, 2:], ks[:, 2:], action[:, 2:], cache)
         # 2. uneven: a 3x5 grid (15 tokens per frame, padded to 16), CFG-like batch of two prompts with
@@ -41,13 +43,19 @@ def run_cases(model) -> dict[str, torch.Tensor]:
         )  # fmt: skip
         viewmats2, ks2, action2 = viewmats.expand(2, -1, -1, -1), ks.expand(2, -1, -1, -1), action.expand(2, -1)
         per_frame = torch.tensor([[900.0, 900.0, 800.0, 800.0], [500.0, 500.0, 400.0, 400.0]])
-        outputs["bi_uneven"] = model.forward_bi(x2, per_frame, prompt2, viewmats2, ks2, action2, text_timestep=per_frame[:, 0])
+        outputs["bi_uneven"] = model.forward_bi(
+            x2, per_frame, prompt2, viewmats2, ks2, action2, text_timestep=per_frame[:, 0]
+        )
         cache = model.forward_text(prompt2, 0.0)
         cache = model.forward_context(x2[:, :, :3], viewmats2[:, :3], ks2[:, :3], action2[:, :3], cache, timestep=14.0)
-        outputs["ar_chunk_uneven"] = model.forward_chunk(x2[:, :, 3:], 600.0, viewmats2[:, 3:], ks2[:, 3:], action2[:, 3:], cache)
+        outputs["ar_chunk_uneven"] = model.forward_chunk(
+            x2[:, :, 3:], 600.0, viewmats2[:, 3:], ks2[:, 3:], action2[:, 3:], cache
+        )
         # 3. the chunk-causal training pass on the uneven grid: two chunks of two latents
         cache = model.forward_text(prompt2, 0.0)
-        outputs["chunk_causal_uneven"] = model.forward_chunk_causal(x2, per_frame, viewmats2, ks2, action2, cache, chunk_latents=2)
+        outputs["chunk_causal_uneven"] = model.forward_chunk_causal(
+            x2, per_frame, viewmats2, ks2, action2, cache, chunk_latents=2
+        )
     return outputs
 
 
@@ -71,7 +79,10 @@ def rank_main(out_dir: str) -> None:
 def test_two_ranks_over_gloo_equal_one_process(tmp_path):
     from safetensors.torch import load_file
 
-    command = ["-c", f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_parallel; test_parallel.rank_main({str(tmp_path)!r})"]
+    command = [
+        "-c",
+        f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_parallel; test_parallel.rank_main({str(tmp_path)!r})",
+    ]
     processes = spawn_ranks(command, world_size=2, env={"OMP_NUM_THREADS": "1"}, log_dir=tmp_path)
     codes = join_ranks(processes, timeout_s=120)
     logs = "\n".join((tmp_path / f"rank{rank}.log").read_text() for rank in range(2))

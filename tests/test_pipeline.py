@@ -53,7 +53,9 @@ def run(pipeline, image, pose, output=None, **options):
         frames.extend(stream)
 
     options = GenerationOptions(width=WIDTH, height=HEIGHT, **options)
-    result = pipeline.generate(PROMPT, image, parse_pose_string(pose), output or "unused.mp4", options, write_video=collect)
+    result = pipeline.generate(
+        PROMPT, image, parse_pose_string(pose), output or "unused.mp4", options, write_video=collect
+    )
     return result, frames
 
 
@@ -103,7 +105,9 @@ def test_injected_noise_replaces_the_seeded_noise(pipelines, image):
     options = GenerationOptions(width=WIDTH, height=HEIGHT, seed=3)
     seeded = pipeline.generate(PROMPT, image, trajectory, None, options)
     noise = torch.randn((1, 4, 8, 2, 1), generator=torch.Generator().manual_seed(3))
-    injected = pipeline.generate(PROMPT, image, trajectory, None, GenerationOptions(width=WIDTH, height=HEIGHT, seed=99), noise=noise)
+    injected = pipeline.generate(
+        PROMPT, image, trajectory, None, GenerationOptions(width=WIDTH, height=HEIGHT, seed=99), noise=noise
+    )
     assert torch.equal(seeded.latents, injected.latents)
     with pytest.raises(GenerationError, match="injected noise has shape"):
         pipeline.prepare(PROMPT, image, trajectory, options, noise=torch.zeros(1, 4, 8, 1, 2))
@@ -218,7 +222,9 @@ def test_rollouts_leave_their_inputs_untouched(pipelines, image, variant, round_
     options = GenerationOptions(width=WIDTH, height=HEIGHT, steps=1, round_latents=round_latents)
     prepared = pipeline.prepare(PROMPT, image, parse_pose_string("w-15"), options)
     inputs = prepared.inputs
-    before = {name: getattr(inputs, name).clone() for name in ("noise", "cond", "viewmats", "intrinsics", "actions", "w2c")}
+    before = {
+        name: getattr(inputs, name).clone() for name in ("noise", "cond", "viewmats", "intrinsics", "actions", "w2c")
+    }
     chunks = list(pipeline.rollout(prepared, options))
     assert not torch.equal(chunks[0].latents, before["noise"][:, :, : chunks[0].end])
     for name, tensor in before.items():
@@ -283,8 +289,13 @@ def test_each_chunk_reaches_the_writer_before_the_next_chunk_is_denoised(pipelin
         return frame
 
     pipeline.generate(
-        PROMPT, image, parse_pose_string("w-7"), None, options,
-        on_step=lambda event: events.append(("step", event.chunk)), frame_filter=frame_filter,
+        PROMPT,
+        image,
+        parse_pose_string("w-7"),
+        None,
+        options,
+        on_step=lambda event: events.append(("step", event.chunk)),
+        frame_filter=frame_filter,
     )
     # chunk 0 decodes to frames 0..12, chunk 1 to 13..28
     step_position = events.index(("step", 1))
@@ -295,7 +306,9 @@ def test_cameras_reach_the_model_rounded_to_bf16_unless_asked_otherwise(pipeline
     pipeline = pipelines("ar-distilled")
     trajectory = parse_pose_string("w-3, right-4")
     rounded = pipeline.prepare(PROMPT, image, trajectory, GenerationOptions(width=WIDTH, height=HEIGHT)).inputs
-    exact = pipeline.prepare(PROMPT, image, trajectory, GenerationOptions(width=WIDTH, height=HEIGHT, round_cameras=False)).inputs
+    exact = pipeline.prepare(
+        PROMPT, image, trajectory, GenerationOptions(width=WIDTH, height=HEIGHT, round_cameras=False)
+    ).inputs
     assert torch.equal(rounded.viewmats, rounded.viewmats.to(torch.bfloat16).float())
     assert torch.equal(exact.viewmats[0], torch.tensor(trajectory.viewmats(), dtype=torch.float32))
     assert not torch.equal(rounded.viewmats, exact.viewmats)

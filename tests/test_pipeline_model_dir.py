@@ -141,10 +141,15 @@ def test_dev_tiny_model_on_the_light_install_says_what_to_install(tmp_path):
     # exactly as it fails there (ModuleNotFoundError), in the CLI and in the writer it starts.
     shadow = tmp_path / "no-torch"
     (shadow / "torch").mkdir(parents=True)
-    (shadow / "torch" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    (shadow / "torch" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
     completed = subprocess.run(
-        [sys.executable, "-m", "worldplay_cli", "dev", "tiny-model", str(tmp_path / "model")], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "worldplay_cli", "dev", "tiny-model", str(tmp_path / "model")],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert completed.returncode == 1 and completed.stderr.count("\n") == 1, completed.stderr
     assert "needs the worker extra" in completed.stderr and 'pip install -e ".[worker]"' in completed.stderr
@@ -178,4 +183,3 @@ def test_pieces_of_different_models_are_refused(tiny_dir, tmp_path):
     write_tiny_vae(root, config=replace(TINY_VAE_CONFIG, latent_channels=8))
     with pytest.raises(ModelDirError, match="VAE latent channels 8 != transformer in_channels 4"):
         WorldPlayPipeline.from_model_dir(root, "ar", device="cpu")
-

@@ -38,7 +38,9 @@ def test_encode_averages_each_block_and_decode_spreads_motion_over_the_frames(tm
         for offset in range(4):
             weight = (offset + 1) / 4
             expected = blocks[index - 1] + weight * (blocks[index] - blocks[index - 1])
-            torch.testing.assert_close(decoded[0, :, 4 * index - 3 + offset], expected.expand(3, -1, -1), atol=1e-3, rtol=0)
+            torch.testing.assert_close(
+                decoded[0, :, 4 * index - 3 + offset], expected.expand(3, -1, -1), atol=1e-3, rtol=0
+            )
 
 
 def test_rooms_through_the_pooling_vae_keep_the_motion_their_controls_explain(tmp_path):

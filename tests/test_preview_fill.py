@@ -127,7 +127,9 @@ def test_an_orbit_leaves_most_of_the_image_and_agrees_with_the_rendered_frames()
     poses = frame_poses(trajectory)
     relative = np.linalg.inv(poses[0]) @ poses
     scene = SceneDepth().for_trajectory(relative)
-    renderer = ViewRenderer(fit_image(example(), WIDTH, HEIGHT), frame_intrinsics(trajectory)[0], (WIDTH, HEIGHT), scene)
+    renderer = ViewRenderer(
+        fit_image(example(), WIDTH, HEIGHT), frame_intrinsics(trajectory)[0], (WIDTH, HEIGHT), scene
+    )
     latents = [0, 10, 20, 31]
     rendered = [renderer.render_with_coverage(relative[4 * latent])[1] for latent in latents]
     assert np.allclose(rendered, fractions[latents], atol=0.02)

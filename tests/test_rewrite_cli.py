@@ -111,15 +111,15 @@ def test_unchanged_prompt_and_warning_are_rendered():
 def test_word_diff_marks_dropped_and_added_words():
     before, after = word_diff("a small cat sits", "A small, fluffy cat sits on a porch.")
 
-    assert [(before.plain[s.start:s.end], str(s.style)) for s in before.spans] == []
-    assert [(after.plain[s.start:s.end], str(s.style)) for s in after.spans] == [
+    assert [(before.plain[s.start : s.end], str(s.style)) for s in before.spans] == []
+    assert [(after.plain[s.start : s.end], str(s.style)) for s in after.spans] == [
         ("fluffy", "green"),
         ("on", "green"),
         ("a", "green"),
         ("porch.", "green"),
     ]
     dropped, _ = word_diff("a red door", "a door")
-    assert [(dropped.plain[s.start:s.end], str(s.style)) for s in dropped.spans] == [("red", "red strike")]
+    assert [(dropped.plain[s.start : s.end], str(s.style)) for s in dropped.spans] == [("red", "red strike")]
 
 
 def test_cli_subprocess_round_trip(fake, tmp_path):
@@ -149,6 +149,21 @@ def test_cli_subprocess_round_trip(fake, tmp_path):
 
 
 def test_a_bundled_example_image_name_works_for_i2v(clean_env, fake, capsys):
-    assert run(["rewrite", "a city street", "--image", "city", "--base-url", fake.base_url, "--model", "fake-rewriter", "--json"]) == 0
+    assert (
+        run(
+            [
+                "rewrite",
+                "a city street",
+                "--image",
+                "city",
+                "--base-url",
+                fake.base_url,
+                "--model",
+                "fake-rewriter",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["prompt_version"] == "i2v-1"
     assert len(fake.chat_requests()[-1].image_sizes) == 1  # the bundled city image went with the prompt

@@ -69,7 +69,9 @@ def test_resident_group_loads_once_swaps_survives_a_dead_rank_and_ends_with_the_
 
     # 2. another variant swaps the weights; a rank killed mid-job fails the job with the reason, promptly
     doomed = _enqueue(cli, "--variant", "ar", "--steps", "30", "--pose", "w-15")
-    wait_until(lambda: (fetch_job(redis_conn, doomed).meta.get("progress") or {}).get("step"), 120, what="denoising to start")
+    wait_until(
+        lambda: (fetch_job(redis_conn, doomed).meta.get("progress") or {}).get("step"), 120, what="denoising to start"
+    )
     logs = log_dir(worker.pid)
     pids = [int(pid) for pid in (logs / "group.txt").read_text().split()]
     os.kill(pids[1], signal.SIGKILL)
@@ -125,7 +127,9 @@ def test_canceling_a_resident_job_stops_the_ranks_at_a_step_and_keeps_the_weight
     outputs = resident_env
     worker = start_worker("resident")
     long_job = _enqueue(cli, "--variant", "ar-distilled", "--steps", "40", "--pose", "w-15")
-    wait_until(lambda: (fetch_job(redis_conn, long_job).meta.get("progress") or {}).get("step"), 180, what="denoising to start")
+    wait_until(
+        lambda: (fetch_job(redis_conn, long_job).meta.get("progress") or {}).get("step"), 180, what="denoising to start"
+    )
     logs = log_dir(worker.pid)
     pids = [int(pid) for pid in (logs / "group.txt").read_text().split()]
 

@@ -50,7 +50,10 @@ def test_auto_takes_the_first_profile_that_fits():
 
 def test_oom_ladder_and_hint():
     assert [next_profile(profile) for profile in LADDER] == ["offload", "group-offload", "low-vram", None]
-    assert oom_hint("resident", 1, 4) == "try the offload memory profile, or more GPUs per job (sequence parallel splits the context cache), or fewer frames"
+    assert (
+        oom_hint("resident", 1, 4)
+        == "try the offload memory profile, or more GPUs per job (sequence parallel splits the context cache), or fewer frames"
+    )
     assert oom_hint("low-vram", 4, 4) == "try fewer frames"
 
 
@@ -77,7 +80,10 @@ def test_block_streaming_keeps_the_output_and_one_block_at_a_time(golden_transfo
         got = model.forward_bi(*args)
     torch.testing.assert_close(got, expected)
     # every block is fetched once per forward, in order
-    assert (streamer.fetches, streamer.current) == (GOLDEN_TRANSFORMER_CONFIG.num_layers, GOLDEN_TRANSFORMER_CONFIG.num_layers - 1)
+    assert (streamer.fetches, streamer.current) == (
+        GOLDEN_TRANSFORMER_CONFIG.num_layers,
+        GOLDEN_TRANSFORMER_CONFIG.num_layers - 1,
+    )
 
 
 def test_policies_and_peaks():

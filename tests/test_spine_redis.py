@@ -84,7 +84,9 @@ def test_a_wrong_password_is_reported_as_such(redis_server):
 
 
 def test_acl_users_connect_by_url_and_wrong_passwords_are_one_line(redis_server, redis_conn):
-    redis_conn.acl_setuser("wp-user", enabled=True, passwords=["+s3cret"], keys=["*"], channels=["*"], commands=["+@all"])
+    redis_conn.acl_setuser(
+        "wp-user", enabled=True, passwords=["+s3cret"], keys=["*"], channels=["*"], commands=["+@all"]
+    )
     try:
         base = redis_server(0).split("@", 1)[1]  # '/path/redis.sock?db=0'
         assert server.connect_url(f"unix://wp-user:s3cret@{base}").ping()

@@ -39,7 +39,13 @@ def _spec(**changes) -> dict:
 
 @pytest.mark.parametrize(
     ("size", "bucket"),
-    [((1920, 1080), (848, 480)), ((1280, 704), (848, 464)), ((832, 480), (832, 480)), ((512, 512), (640, 640)), ((1024, 768), (720, 544))],
+    [
+        ((1920, 1080), (848, 480)),
+        ((1280, 704), (848, 464)),
+        ((832, 480), (832, 480)),
+        ((512, 512), (640, 640)),
+        ((1024, 768), (720, 544)),
+    ],
 )
 def test_bucket_matches_the_official_resolution_rule(size, bucket):
     assert bucket_size(*size) == bucket

@@ -50,7 +50,9 @@ def test_generate_dashboard_and_editor_enqueue_the_same_spec(cli, worldplay_env,
     assert unsaved_spec == spec and unsaved_files["trajectory.json"] == files["trajectory.json"]
     # Each path warns that no worker serves the queue.
     assert "no live worker serves queue 'same'" in err
-    assert all("no live worker serves queue 'same'" in (s.warning or "") for s in (from_dashboard, from_editor, unsaved))
+    assert all(
+        "no live worker serves queue 'same'" in (s.warning or "") for s in (from_dashboard, from_editor, unsaved)
+    )
 
 
 def test_a_named_job_carries_its_name_in_its_id_on_every_path(cli, worldplay_env, redis_conn, tmp_path):

@@ -33,22 +33,30 @@ def _config_file(tmp_path: Path, **sections) -> Path:
 
 def test_bad_configs_and_inputs_fail_before_anything_starts(tmp_path):
     config = tmp_path / "train.yaml"
-    data = {"model": {"model_dir": "/nonexistent"}, "data": {"path": "data"}, "max_steps": 3, "checkpoint": {"output_dir": "run"}}
+    data = {
+        "model": {"model_dir": "/nonexistent"},
+        "data": {"path": "data"},
+        "max_steps": 3,
+        "checkpoint": {"output_dir": "run"},
+    }
     config.write_text(yaml.safe_dump(data))
     result = worldplay("train", str(config), "--set", "method.window_latents=10")
     assert result.returncode == 2
-    assert "window_latents 10 is not a multiple of chunk_latents 4" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        "window_latents 10 is not a multiple of chunk_latents 4" in result.stderr and "Traceback" not in result.stderr
+    )
     result = worldplay("train", str(config))
     assert result.returncode == 2 and "model directory /nonexistent does not exist" in result.stderr
     result = worldplay("train", str(config), "--set", "optimiser.lr=1")
     assert result.returncode == 2 and "optimiser: Extra inputs are not permitted" in result.stderr
-    result = worldplay("data", "prepare", str(tmp_path / "nothing"), str(tmp_path / "out"), "--model-dir", str(tmp_path))
+    result = worldplay(
+        "data", "prepare", str(tmp_path / "nothing"), str(tmp_path / "out"), "--model-dir", str(tmp_path)
+    )
     assert result.returncode == 2 and "no dataset manifest" in result.stderr
     assert not (tmp_path / "run").exists()
     result = worldplay("data", "synth", str(tmp_path / "raw"), "--latents", "40", "--move-step", "0.1")
     assert result.returncode == 2 and "leaves the room" in result.stderr and "--move-step" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "raw").exists()
-
 
 
 @pytest.mark.parametrize(
@@ -74,9 +82,25 @@ def test_bad_data_option_values_are_one_line_errors(tmp_path, capsys, args, name
     assert "Traceback" not in stderr and "\u256d" not in stderr  # no Rich box either
     assert not (tmp_path / "data").exists()
 
+
 @pytest.mark.slow
 def test_synth_train_and_resume_from_the_command_line(tmp_path):
-    result = worldplay("data", "synth", str(tmp_path / "raw"), "--clips", "1", "--validation", "0", "--width", "32", "--height", "32", "--latents", "5", "--json")
+    result = worldplay(
+        "data",
+        "synth",
+        str(tmp_path / "raw"),
+        "--clips",
+        "1",
+        "--validation",
+        "0",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--latents",
+        "5",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["frames"] == 17 and (tmp_path / "raw" / "clips" / "train-00000.mp4").is_file()
 
@@ -115,10 +139,15 @@ def test_train_job_on_the_queue_reports_progress_and_loss_curve(tmp_path, worldp
     start_worker("train")
 
     row = wait_for(redis_conn, queued["job_id"], timeout_s=240)
-    assert row.status == "finished", (row.failure, Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"], queued["job_id"], "train.log").read_text())
+    assert row.status == "finished", (
+        row.failure,
+        Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"], queued["job_id"], "train.log").read_text(),
+    )
     assert row.kind == "train" and row.progress["stage"] == "done" and row.progress["fraction"] == 1.0
     meta = fetch_job(redis_conn, queued["job_id"]).meta
-    assert meta["train"]["step"] == meta["train"]["max_steps"] == 6 and meta["train"]["checkpoint"].endswith("checkpoint-6")
+    assert meta["train"]["step"] == meta["train"]["max_steps"] == 6 and meta["train"]["checkpoint"].endswith(
+        "checkpoint-6"
+    )
     assert [point[0] for point in meta["train"]["loss_history"]] == [1, 2, 3, 4, 5, 6]
     job_dir = Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"]) / queued["job_id"]
     assert (job_dir / "checkpoint-6" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
@@ -132,7 +161,9 @@ def test_canceling_a_train_job_saves_a_checkpoint_first(tmp_path, worldplay_env,
     from worldplay_cli.contract.settings import load_settings
     from worldplay_cli.jobs import cancel_job, get_row
 
-    config = _config_file(tmp_path, max_steps=100_000, checkpoint={"output_dir": str(tmp_path / "ignored"), "every_steps": 100_000})
+    config = _config_file(
+        tmp_path, max_steps=100_000, checkpoint={"output_dir": str(tmp_path / "ignored"), "every_steps": 100_000}
+    )
     job_id = json.loads(worldplay("train", str(config), "--queue", "--json").stdout)["job_id"]
     start_worker("train")
     _wait(lambda: (fetch_job(redis_conn, job_id).meta.get("train") or {}).get("step", 0) >= 2, 240, "training steps")

@@ -33,11 +33,12 @@ def test_defaults_are_the_official_ar_recipe_and_paths_resolve_against_the_confi
     assert config.checkpoint.output_dir == str(tmp_path / "runs" / "one")
 
 
-
 def test_a_bundled_example_by_name_reads_and_writes_relative_to_the_current_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_train_config("tiny_synthetic", ["max_steps=5"])
-    assert config.model.model_dir == str(tmp_path / "tiny-model") and config.data.path == str(tmp_path / "synth-prepared")
+    assert config.model.model_dir == str(tmp_path / "tiny-model") and config.data.path == str(
+        tmp_path / "synth-prepared"
+    )
     assert config.checkpoint.output_dir == str(tmp_path / "tiny-ar") and config.max_steps == 5
     # a file of that name wins; an unknown name lists the examples
     (tmp_path / "tiny_synthetic").write_text(yaml.safe_dump(MINIMAL))
@@ -45,6 +46,7 @@ def test_a_bundled_example_by_name_reads_and_writes_relative_to_the_current_dire
     with pytest.raises(BadInput) as raised:
         load_train_config("tiny_synthetc")
     assert "no training config at tiny_synthetc" in raised.value.message and "tiny_synthetic" in raised.value.hint
+
 
 def test_dotted_overrides_set_nested_values_with_yaml_types(tmp_path):
     config = load_train_config(

@@ -23,7 +23,11 @@ def _run(directory, processes: int, **sections) -> list[dict]:
     data = train_config_data(directory / "run", max_steps=2, checkpoint=checkpoint, **sections)
     data["data"]["cfg_dropout"] = 0.5
     config.write_text(yaml.safe_dump(data))
-    launcher = [sys.executable] if processes == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    launcher = (
+        [sys.executable]
+        if processes == 1
+        else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    )
     result = subprocess.run(
         [*launcher, "-m", "worker.training", "train", str(config), "--events"],
         capture_output=True,

@@ -31,13 +31,25 @@ def test_the_training_quick_start_runs_as_written(tmp_path, worldplay_env):
     shipped = sorted(CONFIGS.iterdir())
     # the test's settings (worldplay_env) plus a home of its own for the `~` of the doc, and the
     # `worldplay` script of this interpreter's environment
-    env = {**os.environ, "HOME": str(user_home), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "HOME": str(user_home),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", "\n".join(blocks)], cwd=fresh, env=env, capture_output=True, text=True, timeout=600
+        ["bash", "-euo", "pipefail", "-c", "\n".join(blocks)],
+        cwd=fresh,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.count("finished at step") == 2  # the run and its resumption
     run = user_home / "worldplay-quickstart" / "tiny-ar"
-    assert sorted(run.glob("checkpoint-*/transformer/diffusion_pytorch_model.safetensors")) and (run / "validation").is_dir()
+    assert (
+        sorted(run.glob("checkpoint-*/transformer/diffusion_pytorch_model.safetensors"))
+        and (run / "validation").is_dir()
+    )
     # nothing lands next to the bundled config or in the directory the user started from
     assert sorted(CONFIGS.iterdir()) == shipped and not any(fresh.iterdir())

@@ -46,9 +46,15 @@ def test_chunk_causal_forward_equals_the_inference_context_and_chunk_passes():
     cache = model.forward_text(prompt, 0.0)
     with torch.no_grad():
         out = model.forward_chunk_causal(hidden, timestep, viewmats, intrinsics, actions, cache, chunk_latents=2)
-        context = model.forward_context(hidden[:, :, :2], viewmats[:, :2], intrinsics[:, :2], actions[:, :2], cache, timestep=timestep[:, :2])
-        last = model.forward_chunk(hidden[:, :, 2:], timestep[:, 2:], viewmats[:, 2:], intrinsics[:, 2:], actions[:, 2:], context)
-        first = model.forward_chunk(hidden[:, :, :2], timestep[:, :2], viewmats[:, :2], intrinsics[:, :2], actions[:, :2], cache)
+        context = model.forward_context(
+            hidden[:, :, :2], viewmats[:, :2], intrinsics[:, :2], actions[:, :2], cache, timestep=timestep[:, :2]
+        )
+        last = model.forward_chunk(
+            hidden[:, :, 2:], timestep[:, 2:], viewmats[:, 2:], intrinsics[:, 2:], actions[:, 2:], context
+        )
+        first = model.forward_chunk(
+            hidden[:, :, :2], timestep[:, :2], viewmats[:, :2], intrinsics[:, :2], actions[:, :2], cache
+        )
     torch.testing.assert_close(out[:, :, 2:], last, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[:, :, :2], first, atol=1e-5, rtol=1e-5)
 
@@ -115,7 +121,13 @@ def _run(tmp_path, name, resume_from=None, **sections):
 
 @pytest.mark.slow
 def test_loss_falls_on_synthetic_data(tmp_path):
-    summary, losses = _run(tmp_path, "falls", max_steps=150, optimizer={"learning_rate": 2e-3, "weight_decay": 0.0}, checkpoint={"output_dir": str(tmp_path / "falls"), "every_steps": 150})
+    summary, losses = _run(
+        tmp_path,
+        "falls",
+        max_steps=150,
+        optimizer={"learning_rate": 2e-3, "weight_decay": 0.0},
+        checkpoint={"output_dir": str(tmp_path / "falls"), "every_steps": 150},
+    )
     first, last = np.mean([losses[step] for step in range(1, 21)]), np.mean([losses[step] for step in range(131, 151)])
     assert last < 0.6 * first, (first, last)
     assert summary.step == 150 and not summary.stopped
@@ -126,9 +138,18 @@ def test_resume_reproduces_the_next_step_loss_and_checkpoints_load_strictly(tmp_
     from worker.models.checkpoint import load_transformer
 
     ema = {"decay": 0.9, "start_step": 2}
-    full, full_losses = _run(tmp_path, "full", max_steps=8, ema=ema, checkpoint={"output_dir": str(tmp_path / "full"), "every_steps": 5})
+    full, full_losses = _run(
+        tmp_path, "full", max_steps=8, ema=ema, checkpoint={"output_dir": str(tmp_path / "full"), "every_steps": 5}
+    )
     checkpoint = tmp_path / "full" / "checkpoint-5"
-    _, resumed_losses = _run(tmp_path, "resumed", resume_from=checkpoint, max_steps=8, ema=ema, checkpoint={"output_dir": str(tmp_path / "resumed"), "every_steps": 5})
+    _, resumed_losses = _run(
+        tmp_path,
+        "resumed",
+        resume_from=checkpoint,
+        max_steps=8,
+        ema=ema,
+        checkpoint={"output_dir": str(tmp_path / "resumed"), "every_steps": 5},
+    )
     assert min(resumed_losses) == 6
     # The weights and optimizer state are restored exactly: every later step is bit-identical. The first
     # resumed loss has been seen one float32 ulp off, which the restored state cannot cause (the step it
@@ -148,7 +169,12 @@ def test_resume_reproduces_the_next_step_loss_and_checkpoints_load_strictly(tmp_
     from trajectories import resolve
     from worker.pipeline.pipeline import GenerationOptions, WorldPlayPipeline
 
-    pipeline = WorldPlayPipeline.from_model_dir(tiny_model_dir(), "ar", checkpoint=checkpoint / "transformer" / "diffusion_pytorch_model.safetensors", device="cpu")
+    pipeline = WorldPlayPipeline.from_model_dir(
+        tiny_model_dir(),
+        "ar",
+        checkpoint=checkpoint / "transformer" / "diffusion_pytorch_model.safetensors",
+        device="cpu",
+    )
     assert torch.equal(pipeline.transformer.state_dict()[weight], model.state_dict()[weight])
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     options = GenerationOptions(steps=2, width=32, height=32, guidance=1.0)
@@ -172,7 +198,9 @@ def test_lora_export_folds_the_adapters_into_official_weights():
     plain = _tiny_model()
     plain.load_state_dict(merged, strict=True)
     with torch.no_grad():
-        torch.testing.assert_close(plain.forward_bi(hidden, 500.0, prompt, viewmats, intrinsics, actions), hooked, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            plain.forward_bi(hidden, 500.0, prompt, viewmats, intrinsics, actions), hooked, atol=1e-4, rtol=1e-4
+        )
 
 
 @pytest.mark.slow

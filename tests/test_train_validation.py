@@ -16,7 +16,9 @@ def test_horn_schunck_recovers_a_subpixel_translation():
     from worker.training.flow import video_flow, warp
     from worker.training.synthetic import face_texture
 
-    texture = torch.from_numpy(face_texture(np.random.default_rng(0), np.array([120.0, 150.0, 90.0]))).permute(2, 0, 1)[None]
+    texture = torch.from_numpy(face_texture(np.random.default_rng(0), np.array([120.0, 150.0, 90.0]))).permute(2, 0, 1)[
+        None
+    ]
     shift = torch.zeros(1, 2, *texture.shape[-2:])
     shift[:, 0], shift[:, 1] = 1.5, -0.7
     moved = torch.cat([warp(texture[:, channel : channel + 1], shift) for channel in range(3)], dim=1)
@@ -65,7 +67,9 @@ def test_control_loss_is_one_for_a_model_without_action_parameters_and_not_for_o
     from worker.training.validation import Validator
 
     config = TrainConfig.model_validate(train_config_data(tmp_path / "run", validation={"max_clips": 2}))
-    validator = Validator(config, PreparedDataset(config.data.path), tmp_path / "run", torch.device("cpu"), is_main=True)
+    validator = Validator(
+        config, PreparedDataset(config.data.path), tmp_path / "run", torch.device("cpu"), is_main=True
+    )
     model = load_initial_model(config, torch.device("cpu"))
     with torch.no_grad():
         losses = validator.control_losses(model, rounds=1)

@@ -29,7 +29,10 @@ def _official(path, entries) -> str:
 
 
 def _entry(c2w=None, K=None):
-    return {"extrinsic": np.eye(4).tolist() if c2w is None else c2w, "K": [[500, 0, 320], [0, 500, 240], [0, 0, 1]] if K is None else K}
+    return {
+        "extrinsic": np.eye(4).tolist() if c2w is None else c2w,
+        "K": [[500, 0, 320], [0, 500, 240], [0, 0, 1]] if K is None else K,
+    }
 
 
 def _bad_files(tmp_path) -> dict[str, str]:
@@ -114,7 +117,9 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "expected"), BAD_INPUTS, ids=[" ".join(argv[2:]) or "empty" for argv, _ in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("argv", "expected"), BAD_INPUTS, ids=[" ".join(argv[2:]) or "empty" for argv, _ in BAD_INPUTS]
+)
 def test_bad_input_is_one_line_exit_2(capsys, tmp_path, argv, expected):
     files = _bad_files(tmp_path)
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
@@ -206,7 +211,10 @@ def test_subprocess_bad_input_and_no_torch():
         [sys.executable, "-m", "worldplay_cli", "traj", "show", "w-3, up-0"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: pose string: zero duration in 'up-0' (column 6) (hint: durations count latents and must be at least 1)"
+    assert (
+        result.stderr.strip()
+        == "error: pose string: zero duration in 'up-0' (column 6) (hint: durations count latents and must be at least 1)"
+    )
 
 
 def test_the_variant_is_spelled_variant_and_the_old_model_still_works(capsys):

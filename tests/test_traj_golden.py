@@ -55,7 +55,12 @@ def test_worked_example_w3_right1():
     # PRoPE's projection of latent 4: lift(diag(fx, fy, 1)) @ w2c.
     K4 = trajectory.normalized_K()[4]
     projection = np.diag([K4[0, 0], K4[1, 1], 1.0, 1.0]) @ w2c[4]
-    expected = [[0.504358, 0, -0.026432, 0.006344], [0, 0.897868, 0, 0], [0.052336, 0, 0.99863, -0.239671], [0, 0, 0, 1]]
+    expected = [
+        [0.504358, 0, -0.026432, 0.006344],
+        [0, 0.897868, 0, 0],
+        [0.052336, 0, 0.99863, -0.239671],
+        [0, 0, 0, 1],
+    ]
     np.testing.assert_allclose(projection, expected, atol=1e-6)
 
 

@@ -98,7 +98,17 @@ def test_quarter_turn_yaw_is_labelled_right():
 
 
 def test_presets_are_valid_for_ar_and_have_their_names():
-    for name in ("forward", "backward", "strafe", "orbit-left", "orbit-right", "pan", "look-around", "walk-and-turn", "figure-eight"):
+    for name in (
+        "forward",
+        "backward",
+        "strafe",
+        "orbit-left",
+        "orbit-right",
+        "pan",
+        "look-around",
+        "walk-and-turn",
+        "figure-eight",
+    ):
         assert name in PRESETS
     for preset in PRESETS.values():
         trajectory = resolve(preset.name)

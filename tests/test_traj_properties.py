@@ -60,7 +60,17 @@ def test_official_json_key_order_does_not_matter(trajectory, random):
 
 # One segment: at most one of each opposing pair, custom steps where the action cones stay unambiguous.
 TRANSLATIONS = [(), ("w",), ("s",), ("d",), ("a",), ("w", "d"), ("w", "a"), ("s", "d"), ("s", "a")]
-ROTATIONS = [(), ("right",), ("left",), ("up",), ("down",), ("right", "up"), ("right", "down"), ("left", "up"), ("left", "down")]
+ROTATIONS = [
+    (),
+    ("right",),
+    ("left",),
+    ("up",),
+    ("down",),
+    ("right", "up"),
+    ("right", "down"),
+    ("left", "up"),
+    ("left", "down"),
+]
 
 
 @st.composite
@@ -124,7 +134,10 @@ def test_yaw_pitch_roll_round_trip(yaw, pitch, roll):
 
 
 @PROPERTY_SETTINGS
-@given(rigid_trajectories(), st.sampled_from(["csv", "json", "nerfstudio", "matrices", "matrices:opengl:w2c", "matrices:opencv:w2c"]))
+@given(
+    rigid_trajectories(),
+    st.sampled_from(["csv", "json", "nerfstudio", "matrices", "matrices:opengl:w2c", "matrices:opencv:w2c"]),
+)
 def test_interchange_round_trips(tmp_path_factory, trajectory, fmt):
     path = tmp_path_factory.mktemp("rt") / ("t.csv" if fmt == "csv" else "t.json")
     path.write_text(dumps(trajectory, fmt))

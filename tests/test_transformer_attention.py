@@ -40,7 +40,10 @@ def test_every_pass_runs_through_the_models_attention_processor():
     reaches a kernel behind the processor's back."""
     generator = torch.Generator().manual_seed(0)
     prompt = PromptEmbeddings(
-        torch.randn(1, 3, 16, generator=generator), torch.ones(1, 3), torch.randn(1, 2, 1472, generator=generator), torch.ones(1, 2)
+        torch.randn(1, 3, 16, generator=generator),
+        torch.ones(1, 3),
+        torch.randn(1, 2, 1472, generator=generator),
+        torch.ones(1, 2),
     )
     hidden = torch.randn(1, 9, 2, 2, 2, generator=generator)
     cameras = (torch.eye(4).expand(1, 2, 4, 4), torch.eye(3).expand(1, 2, 3, 3), torch.zeros(1, 2))

@@ -52,19 +52,47 @@ def test_download_dry_run_plans_the_new_variant(fake_variant, cli, tmp_path, mon
     plan = json.loads(out)
     assert plan["pieces"][-1]["name"] == "action-ar-fake"
     assert [piece["name"] for piece in plan["pieces"]][:-1] == [
-        "hunyuanvideo-480p-i2v", "qwen2.5-vl", "byt5-small", "glyph-sdxl-v2", "siglip",
+        "hunyuanvideo-480p-i2v",
+        "qwen2.5-vl",
+        "byt5-small",
+        "glyph-sdxl-v2",
+        "siglip",
     ]
 
 
 def test_generate_dry_run_takes_the_new_variant_and_its_recipe(fake_variant, cli):
-    code, out, err = cli("generate", "--dry-run", "--variant", "ar-fake", "--prompt", "a harbour",
-                         "--pose", "w-7", "--width", "64", "--height", "32")
+    code, out, err = cli(
+        "generate",
+        "--dry-run",
+        "--variant",
+        "ar-fake",
+        "--prompt",
+        "a harbour",
+        "--pose",
+        "w-7",
+        "--width",
+        "64",
+        "--height",
+        "32",
+    )
     assert code == 0, err
     spec = json.loads(out)
     assert spec["variant"] == "ar-fake" and spec["trajectory"]["num_latents"] == 8
     assert (spec["steps"], spec["guidance"]) == (7, 3.5)
-    code, _, err = cli("generate", "--dry-run", "--variant", "ar-fake", "--prompt", "a harbour",
-                       "--pose", "w-3", "--width", "64", "--height", "32")
+    code, _, err = cli(
+        "generate",
+        "--dry-run",
+        "--variant",
+        "ar-fake",
+        "--prompt",
+        "a harbour",
+        "--pose",
+        "w-3",
+        "--width",
+        "64",
+        "--height",
+        "32",
+    )
     assert code != 0 and "8" in err  # 4 latents are not a whole 8-latent chunk
 
 
@@ -126,7 +154,11 @@ def test_one_bucket_rule_gives_what_both_gave_where_they_agreed():
     disagreed = []
     for width in range(16, 2400, 23):
         for height in range(16, 2400, 29):
-            new, contract, encoder = bucket_size(width, height), _old_contract_bucket(width, height), _old_encoder_bucket(width, height)
+            new, contract, encoder = (
+                bucket_size(width, height),
+                _old_contract_bucket(width, height),
+                _old_encoder_bucket(width, height),
+            )
             assert new == encoder  # the official rule (bucket ratios rounded, image aspect not, first of equals)
             if contract != encoder:
                 disagreed.append((width, height, contract, encoder))
@@ -137,8 +169,14 @@ def test_one_bucket_rule_gives_what_both_gave_where_they_agreed():
 
 @pytest.mark.parametrize(
     ("width", "height", "bucket"),
-    [(1920, 1080, (848, 480)), (1280, 720, (848, 480)), (1280, 704, (848, 464)), (832, 480, (832, 480)),
-     (512, 512, (640, 640)), (1024, 768, (720, 544))],
+    [
+        (1920, 1080, (848, 480)),
+        (1280, 720, (848, 480)),
+        (1280, 704, (848, 464)),
+        (832, 480, (832, 480)),
+        (512, 512, (640, 640)),
+        (1024, 768, (720, 544)),
+    ],
 )
 def test_the_bucket_of_the_official_examples(width, height, bucket):
     assert bucket_size(width, height) == bucket

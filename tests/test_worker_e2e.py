@@ -52,7 +52,9 @@ def test_a_queued_preview_job_is_rendered_by_a_worker(cli, redis_conn, output_ro
     assert manifest.host["hostname"] and manifest.timings.duration_s > 0
     assert set(manifest.timings.stages) >= {"render", "verify"}
     manifest_text = (directory / "manifest.json").read_text()
-    assert "sk-never-in-a-manifest" not in manifest_text and manifest.settings["rewrite"]["i2v"]["api_key"] == "********"
+    assert (
+        "sk-never-in-a-manifest" not in manifest_text and manifest.settings["rewrite"]["i2v"]["api_key"] == "********"
+    )
     assert manifest.settings["redis_url"].count("****") == 1  # the Redis password is masked too
     log = (directory / "log.txt").read_text()
     assert "attempt 1 started" in log and "finished" in log
@@ -99,7 +101,11 @@ def test_logs_follow_prints_lines_until_the_job_ends(cli, output_root, start_wor
     start_worker("generate")
     code, out, err = cli("jobs", "logs", job_id, "--follow")
     assert code == 0, err
-    assert "attempt 1 started" in out and "stage: sleep" in out and out.rstrip().splitlines()[-1].split(" ", 2)[2].startswith("finished: ")
+    assert (
+        "attempt 1 started" in out
+        and "stage: sleep" in out
+        and out.rstrip().splitlines()[-1].split(" ", 2)[2].startswith("finished: ")
+    )
 
 
 @pytest.mark.slow
@@ -118,7 +124,9 @@ def test_a_failed_job_leaves_no_video_and_says_why(cli, redis_conn, output_root,
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_detected_and_its_job_rerun_elsewhere(cli, redis_conn, output_root, start_worker, monkeypatch):
+def test_a_killed_worker_is_detected_and_its_job_rerun_elsewhere(
+    cli, redis_conn, output_root, start_worker, monkeypatch
+):
     monkeypatch.setenv("WORLDPLAY_EXTRA_ENGINES", ENGINES)
     monkeypatch.setenv("PYTHONPATH", TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
     code, out, err = cli("generate", "--queue", "--engine", "slow", "--steps", "20", "--prompt", "x", *SMALL)
@@ -133,7 +141,9 @@ def test_a_killed_worker_is_detected_and_its_job_rerun_elsewhere(cli, redis_conn
     start_worker("generate")
     wait_until(lambda: fetch_job(redis_conn, job_id).meta.get("attempt") == 2, 60, what="the re-run")
     detected_after = time.monotonic() - killed_at
-    wait_until(lambda: fetch_job(redis_conn, job_id).get_status().value in ("finished", "failed"), 60, what="the re-run to end")
+    wait_until(
+        lambda: fetch_job(redis_conn, job_id).get_status().value in ("finished", "failed"), 60, what="the re-run to end"
+    )
     job = fetch_job(redis_conn, job_id)
     assert job.get_status().value == "finished", job.meta
     assert [entry["outcome"] for entry in job.meta["history"]] == ["worker_lost"]

@@ -98,7 +98,9 @@ def test_a_timeout_ends_the_whole_process_tree(cli, redis_conn, engines_env, sta
 
 
 @pytest.mark.slow
-def test_a_killed_worker_without_retries_left_fails_the_job_with_the_reason(cli, redis_conn, engines_env, start_worker, monkeypatch):
+def test_a_killed_worker_without_retries_left_fails_the_job_with_the_reason(
+    cli, redis_conn, engines_env, start_worker, monkeypatch
+):
     monkeypatch.setenv("WORLDPLAY_QUEUE__RETRIES_ON_LOST_WORKER", "0")
     job_id = _enqueue(cli, "--engine", "slow", "--steps", "600")
     doomed = start_worker("generate")
@@ -119,7 +121,9 @@ def test_a_killed_worker_without_retries_left_fails_the_job_with_the_reason(cli,
 
 
 @pytest.mark.slow
-def test_sigterm_lets_the_job_run_for_the_grace_then_requeues_it_at_the_front(cli, redis_conn, engines_env, start_worker):
+def test_sigterm_lets_the_job_run_for_the_grace_then_requeues_it_at_the_front(
+    cli, redis_conn, engines_env, start_worker
+):
     job_id = _enqueue(cli, "--engine", "slow", "--steps", "600")
     behind = _enqueue(cli, "--engine", "slow", "--steps", "1")
     worker = start_worker("generate")

@@ -45,7 +45,10 @@ def uncovered_fractions(trajectory: Trajectory, width: int, height: int, scene: 
     size = (max(2, round(width * scale)), max(2, round(height * scale)))
     reprojection = Reprojection(intrinsics[0], size, size, (scene or SceneDepth()).for_trajectory(relative))
     return np.array(
-        [1.0 - float(reprojection.covered(*reprojection.project(pose, K)).mean()) for pose, K in zip(relative, intrinsics)]
+        [
+            1.0 - float(reprojection.covered(*reprojection.project(pose, K)).mean())
+            for pose, K in zip(relative, intrinsics)
+        ]
     )
 
 

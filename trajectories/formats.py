@@ -141,7 +141,8 @@ def from_nerfstudio(data: dict) -> Trajectory:
     cameras = data.get("camera_path")
     if not isinstance(cameras, list) or not cameras:
         raise TrajectoryError(
-            "nerfstudio camera path: 'camera_path' must be a non-empty list of cameras", "see docs/trajectories.md for the format"
+            "nerfstudio camera path: 'camera_path' must be a non-empty list of cameras",
+            "see docs/trajectories.md for the format",
         )
     check_latents(len(cameras), "nerfstudio camera path")
     try:
@@ -159,7 +160,9 @@ def from_nerfstudio(data: dict) -> Trajectory:
         if matrix.size == 12:
             matrix = np.concatenate([matrix, [0.0, 0.0, 0.0, 1.0]])
         if matrix.size != 16:
-            raise TrajectoryError(f"nerfstudio camera path: camera {index} camera_to_world needs 16 numbers (row-major 4x4)")
+            raise TrajectoryError(
+                f"nerfstudio camera path: camera {index} camera_to_world needs 16 numbers (row-major 4x4)"
+            )
         c2w.append(matrix.reshape(4, 4))
         fov = _numbers(camera.get("fov", 50.0), f"nerfstudio camera {index} fov")
         if fov.shape != () or not 0 < float(fov) < 180:
@@ -211,7 +214,10 @@ def plain_rows(trajectory: Trajectory) -> list[dict]:
 
 
 def to_plain_json(trajectory: Trajectory) -> dict:
-    rows = [{key: float(value) if key != "latent" else value for key, value in row.items()} for row in plain_rows(trajectory)]
+    rows = [
+        {key: float(value) if key != "latent" else value for key, value in row.items()}
+        for row in plain_rows(trajectory)
+    ]
     return {"format": PLAIN_FORMAT_TAG, "version": 1, "axes": "opencv", "angles": "degrees", "poses": rows}
 
 
@@ -236,7 +242,9 @@ def _write_csv(rows: list[dict]) -> str:
 def _read_csv(path: Path) -> list[dict]:
     text = read_text(path)
     reader = csv.DictReader(io.StringIO(text))
-    missing = [column for column in ("latent", "x", "y", "z", "yaw", "pitch") if column not in (reader.fieldnames or [])]
+    missing = [
+        column for column in ("latent", "x", "y", "z", "yaw", "pitch") if column not in (reader.fieldnames or [])
+    ]
     if missing:
         raise TrajectoryError(
             f"{path}: CSV is missing column(s) {', '.join(missing)}", f"the header is {','.join(PLAIN_COLUMNS)}"
@@ -265,7 +273,9 @@ def _from_rows(rows: list, name: str) -> Trajectory:
     c2w, K = [], []
     for latent in range(len(by_latent)):
         row = by_latent[latent]
-        values = {key: _row_number(row, key, latent, name, optional=key not in PLAIN_COLUMNS[:6]) for key in PLAIN_COLUMNS}
+        values = {
+            key: _row_number(row, key, latent, name, optional=key not in PLAIN_COLUMNS[:6]) for key in PLAIN_COLUMNS
+        }
         pose = np.eye(4)
         pose[:3, :3] = rotation_from_ypr(*(math.radians(values[key] or 0.0) for key in ("yaw", "pitch", "roll")))
         pose[:3, 3] = [values["x"], values["y"], values["z"]]

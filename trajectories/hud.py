@@ -121,7 +121,9 @@ class Hud:
         if percent not in self._labels:
             text = f"outside the reference image: {percent}%"
             pad = max(1, round(self.key * 0.1))
-            left, top, right, bottom = ImageDraw.Draw(Image.new("RGBA", (1, 1))).textbbox((0, 0), text, font=self._label_font)
+            left, top, right, bottom = ImageDraw.Draw(Image.new("RGBA", (1, 1))).textbbox(
+                (0, 0), text, font=self._label_font
+            )
             label = Image.new("RGBA", (right - left + 2 * pad, bottom - top + 2 * pad), (0, 0, 0, 0))
             pen = ImageDraw.Draw(label)
             pen.rounded_rectangle((0, 0, label.width - 1, label.height - 1), radius=pad, fill=_LABEL_FILL)

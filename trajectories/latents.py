@@ -42,7 +42,9 @@ def chunk_size(model: str) -> int:
 def latents_to_frames(latents: int) -> int:
     """Pixel frames decoded from `latents` latents (latents >= 1)."""
     if isinstance(latents, bool) or not isinstance(latents, int) or latents < 1:
-        raise TrajectoryError(f"latent count must be a positive whole number, got {latents!r}", "e.g. 32 latents (125 frames)")
+        raise TrajectoryError(
+            f"latent count must be a positive whole number, got {latents!r}", "e.g. 32 latents (125 frames)"
+        )
     return 4 * (latents - 1) + 1
 
 
@@ -53,7 +55,9 @@ def frames_to_latents(frames: int) -> int:
     asked for; we refuse instead and name the two nearest valid counts.
     """
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-        raise TrajectoryError(f"frame count must be a positive whole number, got {frames!r}", "frames are 4k+1, e.g. 125")
+        raise TrajectoryError(
+            f"frame count must be a positive whole number, got {frames!r}", "frames are 4k+1, e.g. 125"
+        )
     if (frames - 1) % 4:
         below = frames - (frames - 1) % 4
         raise TrajectoryError(

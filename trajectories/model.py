@@ -150,7 +150,9 @@ class Trajectory:
     def scaled(self, factor: float) -> Trajectory:
         """The path with every camera position multiplied by `factor` (a scene-scale change)."""
         if not np.isfinite(factor) or factor <= 0:
-            raise TrajectoryError(f"scale factor must be positive, got {factor}", "e.g. --scale 0.5 halves every distance")
+            raise TrajectoryError(
+                f"scale factor must be positive, got {factor}", "e.g. --scale 0.5 halves every distance"
+            )
         c2w = self._c2w.copy()
         c2w[:, :3, 3] *= factor
         return Trajectory(c2w, self._K, source=self._source)

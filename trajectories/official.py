@@ -29,15 +29,21 @@ def read_text(path: Path) -> str:
     path = Path(path)
     try:
         if path.is_dir():
-            raise TrajectoryError(f"{path} is a directory, not a trajectory file", "give the path of a .json or .csv file")
+            raise TrajectoryError(
+                f"{path} is a directory, not a trajectory file", "give the path of a .json or .csv file"
+            )
         check_file_size(path.stat().st_size, path)
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise TrajectoryError(f"file not found: {path}", "check the path, or give a pose string like 'w-31' or a preset name") from None
+        raise TrajectoryError(
+            f"file not found: {path}", "check the path, or give a pose string like 'w-31' or a preset name"
+        ) from None
     except PermissionError:
         raise TrajectoryError(f"cannot read {path}: permission denied", "check the file's permissions") from None
     except UnicodeDecodeError as exc:
-        raise TrajectoryError(f"cannot read {path}: not UTF-8 text ({exc.reason} at byte {exc.start})", "save the file as UTF-8") from None
+        raise TrajectoryError(
+            f"cannot read {path}: not UTF-8 text ({exc.reason} at byte {exc.start})", "save the file as UTF-8"
+        ) from None
     except OSError as exc:
         raise TrajectoryError(f"cannot read {path}: {exc.strerror or exc}", "check the path") from None
 
@@ -75,7 +81,9 @@ def official_arrays(data) -> tuple[np.ndarray, np.ndarray]:
             raise TrajectoryError(f"official pose JSON: key {key!r} is not a latent index", FORMAT_HINT)
         index = int(key)
         if index in indices:
-            raise TrajectoryError(f"official pose JSON: keys {indices[index]!r} and {key!r} are the same latent", FORMAT_HINT)
+            raise TrajectoryError(
+                f"official pose JSON: keys {indices[index]!r} and {key!r} are the same latent", FORMAT_HINT
+            )
         indices[index] = key
     check_latents(len(indices), "official pose JSON")
     missing = sorted(set(range(len(indices))) - set(indices))
@@ -99,11 +107,13 @@ def _matrix(entry, field: str, shape: tuple[int, int], latent: int) -> np.ndarra
         matrix = None
     if matrix is None or matrix.shape != shape or isinstance(value, str) or _has_bool(value):
         raise TrajectoryError(
-            f"official pose JSON: latent {latent} {field!r} must be a {shape[0]}x{shape[1]} array of numbers", FORMAT_HINT
+            f"official pose JSON: latent {latent} {field!r} must be a {shape[0]}x{shape[1]} array of numbers",
+            FORMAT_HINT,
         )
     if not np.all(np.isfinite(matrix)):
         raise TrajectoryError(
-            f"official pose JSON: latent {latent} {field!r} contains a non-finite number", "poses and intrinsics must be finite numbers"
+            f"official pose JSON: latent {latent} {field!r} contains a non-finite number",
+            "poses and intrinsics must be finite numbers",
         )
     return matrix
 

@@ -160,7 +160,11 @@ def _parse_move(text: str, piece: str, column: int) -> Move:
     action, _, step_text = text.partition(":")
     action = action.strip()
     if action not in _ACTIONS:
-        guess = action.lower() if action.lower() in _ACTIONS else next(iter(difflib.get_close_matches(action, ACTIONS, 1)), None)
+        guess = (
+            action.lower()
+            if action.lower() in _ACTIONS
+            else next(iter(difflib.get_close_matches(action, ACTIONS, 1)), None)
+        )
         hint = f"did you mean {guess!r}? actions: {' '.join(ACTIONS)}" if guess else f"actions: {' '.join(ACTIONS)}"
         raise _fail(f"unknown action {action!r}", piece, column, hint)
     if ":" not in text:
@@ -172,7 +176,9 @@ def _parse_move(text: str, piece: str, column: int) -> Move:
         raise _fail(f"step {step_text!r} is not a positive number", piece, column, "e.g. 'w:0.12-4' or 'right:1.5-8'")
     step = float(step_text)
     if _ACTIONS[action][0] in _ROTATION_KEYS and step >= 180:
-        raise _fail(f"rotation step {step_text} deg is not below 180", piece, column, "split large turns over more latents")
+        raise _fail(
+            f"rotation step {step_text} deg is not below 180", piece, column, "split large turns over more latents"
+        )
     return Move(action, step)
 
 

@@ -117,14 +117,43 @@ def _rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
     trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
     candidates = np.stack(
         [
-            np.stack([1.0 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-            np.stack([m[..., 2, 1] - m[..., 1, 2], 1.0 + 2 * m[..., 0, 0] - trace, m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-            np.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1.0 + 2 * m[..., 1, 1] - trace, m[..., 1, 2] + m[..., 2, 1]], -1),
-            np.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1.0 + 2 * m[..., 2, 2] - trace], -1),
+            np.stack(
+                [1.0 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1
+            ),
+            np.stack(
+                [
+                    m[..., 2, 1] - m[..., 1, 2],
+                    1.0 + 2 * m[..., 0, 0] - trace,
+                    m[..., 0, 1] + m[..., 1, 0],
+                    m[..., 0, 2] + m[..., 2, 0],
+                ],
+                -1,
+            ),
+            np.stack(
+                [
+                    m[..., 0, 2] - m[..., 2, 0],
+                    m[..., 0, 1] + m[..., 1, 0],
+                    1.0 + 2 * m[..., 1, 1] - trace,
+                    m[..., 1, 2] + m[..., 2, 1],
+                ],
+                -1,
+            ),
+            np.stack(
+                [
+                    m[..., 1, 0] - m[..., 0, 1],
+                    m[..., 0, 2] + m[..., 2, 0],
+                    m[..., 1, 2] + m[..., 2, 1],
+                    1.0 + 2 * m[..., 2, 2] - trace,
+                ],
+                -1,
+            ),
         ],
         axis=-2,
     )
-    diagonal = np.stack([1.0 + trace, 1.0 + 2 * m[..., 0, 0] - trace, 1.0 + 2 * m[..., 1, 1] - trace, 1.0 + 2 * m[..., 2, 2] - trace], -1)
+    diagonal = np.stack(
+        [1.0 + trace, 1.0 + 2 * m[..., 0, 0] - trace, 1.0 + 2 * m[..., 1, 1] - trace, 1.0 + 2 * m[..., 2, 2] - trace],
+        -1,
+    )
     best = np.take_along_axis(candidates, np.argmax(diagonal, axis=-1)[..., None, None], axis=-2)[..., 0, :]
     return best / np.linalg.norm(best, axis=-1, keepdims=True)
 
@@ -271,7 +300,9 @@ class Reprojection:
             self._rays[grid] = rays.astype(np.float32)
         return self._rays[grid]
 
-    def rays(self, c2w_rel: np.ndarray, K_norm_out: np.ndarray, grid: tuple[int, int] | None = None) -> tuple[np.ndarray, ...]:
+    def rays(
+        self, c2w_rel: np.ndarray, K_norm_out: np.ndarray, grid: tuple[int, int] | None = None
+    ) -> tuple[np.ndarray, ...]:
         """The output pixel rays (or those of a coarser ``grid``) rotated into the reference camera frame."""
         # Written out rather than a matmul: a (3,3)@(3,P) product goes to multi-threaded BLAS, which costs
         # more in thread wake-ups than these nine multiply-adds.
@@ -358,7 +389,9 @@ class ViewRenderer:
         """The view from ``c2w_rel`` (output camera -> reference camera, OpenCV axes) as HxWx3 uint8."""
         return self.render_with_coverage(c2w_rel, K_norm_out)[0]
 
-    def render_with_coverage(self, c2w_rel: np.ndarray, K_norm_out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    def render_with_coverage(
+        self, c2w_rel: np.ndarray, K_norm_out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, float]:
         """``render``, plus the fraction of the frame that lies outside the reference image."""
         c2w_rel = np.asarray(c2w_rel, dtype=np.float64)
         K_norm_out = self.K_source_norm if K_norm_out is None else np.asarray(K_norm_out, dtype=np.float64)

@@ -43,7 +43,9 @@ def validate_length(model: str, num_latents: int, frames: int | None = None) -> 
     num_frames = latents_to_frames(num_latents)
     if frames is not None:
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-            raise TrajectoryError(f"frame count must be a positive whole number, got {frames!r}", "frames are 4k+1, e.g. 125")
+            raise TrajectoryError(
+                f"frame count must be a positive whole number, got {frames!r}", "frames are 4k+1, e.g. 125"
+            )
         if (frames - 1) % 4:
             problems.append(f"{frames} frames is not 4k+1 (1 frame for the first latent, 4 for each other)")
         elif frames != num_frames:
@@ -58,7 +60,9 @@ def validate_length(model: str, num_latents: int, frames: int | None = None) -> 
         below, above = nearest_valid_latents(model, num_latents)
         if above != num_latents:
             suggestions.append(
-                Suggestion("pad", above, latents_to_frames(above), f"hold the last pose for {above - num_latents} more latents")
+                Suggestion(
+                    "pad", above, latents_to_frames(above), f"hold the last pose for {above - num_latents} more latents"
+                )
             )
         if below is not None and below != num_latents:
             suggestions.append(

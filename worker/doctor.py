@@ -96,10 +96,14 @@ def recommend(torch_info: dict, flash_attn: dict, ready_variants: list[str]) -> 
     fastest = preferred[0]
     variant = next((record.name for record in preferred if record.name in ready_variants), fastest.name)
     if variant not in ready_variants:
-        notes.append(f"no variant is downloaded yet: `worldplay download {variant}` (the fastest, {fastest.steps} steps)")
+        notes.append(
+            f"no variant is downloaded yet: `worldplay download {variant}` (the fastest, {fastest.steps} steps)"
+        )
     elif variant != fastest.name:
         cfg = ", no CFG" if fastest.cfg_branches == 1 else ""
-        notes.append(f"{fastest.name} ({fastest.steps} steps{cfg}) is the fastest variant: `worldplay download {fastest.name}`")
+        notes.append(
+            f"{fastest.name} ({fastest.steps} steps{cfg}) is the fastest variant: `worldplay download {fastest.name}`"
+        )
     base = {"engine": "preview", "variant": variant, "gpus_per_job": 0, "memory_profile": None,
             "worker_command": "worldplay worker", "estimated_peak_gb": None, "notes": notes}  # fmt: skip
     if not torch_info.get("installed"):
@@ -107,7 +111,9 @@ def recommend(torch_info: dict, flash_attn: dict, ready_variants: list[str]) -> 
         return base
     gpus = torch_info.get("gpus", [])
     if not gpus:
-        notes.insert(0, "no CUDA GPU: the native engine runs on CPU with tiny test models only; use the preview engine here")
+        notes.insert(
+            0, "no CUDA GPU: the native engine runs on CPU with tiny test models only; use the preview engine here"
+        )
         return base
     memory = min(gpu["memory_bytes"] for gpu in gpus)
     degrees = [sp for sp in range(1, len(gpus) + 1) if HEADS % sp == 0]

@@ -80,7 +80,10 @@ class JobInputs:
         return path
 
     def verify(self) -> None:
-        for path, expected in ((self.image_path, self.spec.image.sha256), (self.trajectory_path, self.spec.trajectory.sha256)):
+        for path, expected in (
+            (self.image_path, self.spec.image.sha256),
+            (self.trajectory_path, self.spec.trajectory.sha256),
+        ):
             try:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
             except OSError as exc:
@@ -107,7 +110,9 @@ class EngineResult:
     info: dict[str, Any] = field(default_factory=dict)  # engine-specific facts for the manifest
 
 
-def allowed_path(requested: str | None, default: Path | None, others: list[Path], what: str, setting: str) -> Path | None:
+def allowed_path(
+    requested: str | None, default: Path | None, others: list[Path], what: str, setting: str
+) -> Path | None:
     """The worker-side path a job uses: `default` (the worker's own setting) when the job names none,
     else the allowed entry (`default` or one of `others`) that the job's path resolves to. The entry as the
     worker configured it is returned, never the job's string, so a job cannot swap a symlink after the
@@ -136,7 +141,9 @@ def classify(exc: BaseException, spec: JobSpec | None) -> Failure:
         return Failure(kind="canceled", message="canceled by the user")
     if isinstance(exc, JobTimeoutException):
         limit = f" of {spec.timeout_s} s" if spec else ""
-        return Failure(kind="timeout", message=f"job exceeded its timeout{limit}", hint="raise --timeout (or job_timeout_s)")
+        return Failure(
+            kind="timeout", message=f"job exceeded its timeout{limit}", hint="raise --timeout (or job_timeout_s)"
+        )
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return Failure(
             kind="oom",

@@ -62,7 +62,9 @@ _PUBSUB_POLL_S = 1.0
 class WorldplayWorker(Worker):
     job_class = GuardedJob
 
-    def __init__(self, queue_name: str, connection: redis.Redis, settings: Settings, gpus: tuple[int, ...] = (), **kwargs):
+    def __init__(
+        self, queue_name: str, connection: redis.Redis, settings: Settings, gpus: tuple[int, ...] = (), **kwargs
+    ):
         self.settings = settings
         self.gpus = gpus
         liveness = settings.worker
@@ -254,7 +256,9 @@ class WorldplayWorker(Worker):
             return
         if retry:
             log_file = self.settings.output_root / job.id / "log.txt"
-            append_log(self.connection, self.settings, job.id, f"attempt ended ({failure.message}); re-queued", log_file)
+            append_log(
+                self.connection, self.settings, job.id, f"attempt ended ({failure.message}); re-queued", log_file
+            )
         else:
             record_end(self.connection, self.settings, job, failure, "stopped" if stopped else "failed")
 
@@ -275,18 +279,30 @@ class WorldplayWorker(Worker):
                 message = "job payload is not JSON (worldplay workers accept JSON-serialized jobs only)"
                 return Failure(kind="refused", message=message), False, False
             # The runner has classified and recorded anything raised inside a task.
-            return Failure(kind="engine_error", message=exc_string.strip().splitlines()[-1] if exc_string else "failed"), False, True
+            return (
+                Failure(kind="engine_error", message=exc_string.strip().splitlines()[-1] if exc_string else "failed"),
+                False,
+                True,
+            )
         if stopped:
             recorded = (job.get_meta(refresh=True).get("failure") or {}).get("kind") == "canceled"
             return Failure(kind="canceled", message="canceled by the user"), False, recorded
         if "stuck in intermediate queue" in exc_string:
-            return Failure(kind="worker_lost", message="worker died between taking the job and starting it"), True, False
+            return (
+                Failure(kind="worker_lost", message="worker died between taking the job and starting it"),
+                True,
+                False,
+            )
         working = (now() - job.started_at).total_seconds() if job.started_at else 0.0
         if job.timeout and job.timeout > 0 and working > job.timeout:
             message = f"job exceeded its timeout of {job.timeout} s and did not stop; killed"
             return Failure(kind="timeout", message=message, hint="raise --timeout (or job_timeout_s)"), False, False
         signame = signal.Signals(self._horse_signal).name if self._horse_signal else "unknown cause"
-        hint = "SIGKILL from the OS often means the host ran out of memory" if self._horse_signal == signal.SIGKILL else None
+        hint = (
+            "SIGKILL from the OS often means the host ran out of memory"
+            if self._horse_signal == signal.SIGKILL
+            else None
+        )
         return Failure(kind="engine_error", message=f"work horse died ({signame})", hint=hint), True, False
 
     # --- shutdown -----------------------------------------------------------------------------------
@@ -331,4 +347,6 @@ class WorldplayWorker(Worker):
         job = GuardedJob.fetch(job_id, connection=self.connection, serializer=SERIALIZER)
         if job.get_status() != JobStatus.STARTED:
             return
-        self.handle_job_failure(job, rq_queue(self.connection, job.origin), exc_string="worker stopped", execution=self.execution)
+        self.handle_job_failure(
+            job, rq_queue(self.connection, job.origin), exc_string="worker stopped", execution=self.execution
+        )

@@ -118,7 +118,9 @@ def run_generate(job: Job, spec_data: dict) -> dict:
     attempt = JobMeta.start_attempt(job.meta, str(directory), Progress(stage="starting"))
     job.save_meta()
     reporter = Reporter(conn, job, log_file, settings)
-    reporter.log(f"attempt {attempt} started on worker {job.worker_name} (host {socket.gethostname()}, pid {os.getpid()})")
+    reporter.log(
+        f"attempt {attempt} started on worker {job.worker_name} (host {socket.gethostname()}, pid {os.getpid()})"
+    )
 
     spec: JobSpec | None = None
     work_dir: Path | None = None
@@ -190,7 +192,13 @@ def run_generate(job: Job, spec_data: dict) -> dict:
         # does not own the job any more.
         taken_over = not disowned(exc) and reporter.execution_id is not None and not _owns(conn, job.id, execution_id)
         if taken_over or disowned(exc):
-            why = "its worker is gone" if ORPHANED.is_set() else exc.failure.message if isinstance(exc, JobFailed) else TAKEN_OVER
+            why = (
+                "its worker is gone"
+                if ORPHANED.is_set()
+                else exc.failure.message
+                if isinstance(exc, JobFailed)
+                else TAKEN_OVER
+            )
             reporter.log(f"run {execution_id[:12]} ends without a result: {why}")
             if taken_over:
                 raise JobFailed(Failure(kind="worker_lost", message=TAKEN_OVER)) from exc

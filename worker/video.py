@@ -52,7 +52,12 @@ def _check_frame(frame: np.ndarray, index: int, shape: tuple[int, ...] | None) -
 
 
 def write_video(
-    frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 24, *, crf: int = DEFAULT_CRF, overwrite: bool = False
+    frames: Iterable[np.ndarray],
+    path: str | os.PathLike,
+    fps: float = 24,
+    *,
+    crf: int = DEFAULT_CRF,
+    overwrite: bool = False,
 ) -> VideoInfo:
     """Encode HxWx3 uint8 ``frames`` to an mp4 at ``path`` (H.264, yuv420p, even sides) atomically.
 
@@ -75,7 +80,9 @@ def write_video(
                 frame = _check_frame(frame, num_frames, shape)
                 if process is None:
                     shape = frame.shape
-                    process = _start_encoder(imageio_ffmpeg.get_ffmpeg_exe(), _even(frame).shape, fps, crf, temporary, stderr)
+                    process = _start_encoder(
+                        imageio_ffmpeg.get_ffmpeg_exe(), _even(frame).shape, fps, crf, temporary, stderr
+                    )
                 try:
                     process.stdin.write(_even(frame).tobytes())
                 except BrokenPipeError:
@@ -105,7 +112,9 @@ def write_video(
     return VideoInfo(path=path, num_frames=num_frames, width=width, height=height, fps=float(fps))
 
 
-def _start_encoder(executable: str, shape: tuple[int, ...], fps: float, crf: int, output: Path, stderr) -> subprocess.Popen:
+def _start_encoder(
+    executable: str, shape: tuple[int, ...], fps: float, crf: int, output: Path, stderr
+) -> subprocess.Popen:
     height, width = shape[:2]
     command = [
         executable, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",

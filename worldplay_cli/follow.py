@@ -62,8 +62,12 @@ def run_foreground(runtime: Runtime, prepared: PreparedJob, *, show: bool = True
     settings = runtime.settings
     job_id = new_job_id(prepared.spec.output_name)
     queue_name = f"local-{job_id}"
-    submit_generation(prepared, settings, runtime.conn, queue_name, job_id=job_id, retries_on_lost=0, check_served=False)
-    worker = runtime.spawn_worker(queue_name, burst=True, max_jobs=1, quiet=True, env_extra=own_paths_allowed(settings, prepared.spec))
+    submit_generation(
+        prepared, settings, runtime.conn, queue_name, job_id=job_id, retries_on_lost=0, check_served=False
+    )
+    worker = runtime.spawn_worker(
+        queue_name, burst=True, max_jobs=1, quiet=True, env_extra=own_paths_allowed(settings, prepared.spec)
+    )
     try:
         try:
             row = follow(runtime, job_id, worker, show)

@@ -149,7 +149,9 @@ def job_detail(conn: Redis, settings: Settings, job_id: str, log_lines: int = 20
     detail["train"] = job.meta.get("train") if job else None
     directory = job_dir(settings, job_id)
     detail["output_dir"] = str(directory)
-    detail["files"] = sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) if directory.is_dir() else []
+    detail["files"] = (
+        sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) if directory.is_dir() else []
+    )
     detail["log"] = [line for _, line in log_tail(conn, job_id, log_lines)]
     return detail
 
@@ -178,7 +180,11 @@ def describe_spec(spec: dict | None) -> list[str]:
             f"model: {(config.get('model') or {}).get('model_dir')}",
             f"data: {(config.get('data') or {}).get('path')}",
         ] + ([f"resume: {spec['resume']}"] if spec.get("resume") else [])
-    fields = ", ".join(f"{key} {value}" for key, value in spec.items() if key not in ("kind", "version") and not isinstance(value, dict))
+    fields = ", ".join(
+        f"{key} {value}"
+        for key, value in spec.items()
+        if key not in ("kind", "version") and not isinstance(value, dict)
+    )
     return [f"{kind}: {fields}"]
 
 
@@ -253,7 +259,8 @@ def retry_job(conn: Redis, settings: Settings, job_id: str) -> str:
     status = job.get_status().value
     if status not in ("failed", "stopped", "canceled"):
         raise BadInput(
-            f"job {job_id} is {status}; only failed, stopped or canceled jobs can be retried", "submit a new job instead"
+            f"job {job_id} is {status}; only failed, stopped or canceled jobs can be retried",
+            "submit a new job instead",
         )
     if (job_dir(settings, job_id) / "video.mp4").exists():
         raise BadInput(f"job {job_id} already has a video", "submit a new job instead")
@@ -271,7 +278,9 @@ def retry_job(conn: Redis, settings: Settings, job_id: str) -> str:
     return job.get_status().value
 
 
-def resubmit(conn: Redis, settings: Settings, job_id: str, changes: dict | None = None, queue: str | None = None) -> str:
+def resubmit(
+    conn: Redis, settings: Settings, job_id: str, changes: dict | None = None, queue: str | None = None
+) -> str:
     """A new job from an existing one's spec (optionally changed) and inputs; returns the new job id."""
     from worldplay_cli.contract.queue import enqueue
     from worldplay_cli.contract.specs import new_job_id

@@ -25,7 +25,8 @@ def check_redis_url_option(url: Optional[str]) -> Optional[str]:
 
 
 ConfigOption = Annotated[
-    Optional[Path], typer.Option("--config", help="Config file (default ~/.config/worldplay/config.toml).", show_default=False)
+    Optional[Path],
+    typer.Option("--config", help="Config file (default ~/.config/worldplay/config.toml).", show_default=False),
 ]
 RedisUrlOption = Annotated[
     Optional[str],
@@ -40,11 +41,14 @@ OutputRootOption = Annotated[
     Optional[Path], typer.Option("--output-root", help="Where job directories are written.", show_default=False)
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
-ModelDirOption = Annotated[Optional[Path], typer.Option("--model-dir", help="Layout root (default: the model_dir setting)")]
+ModelDirOption = Annotated[
+    Optional[Path], typer.Option("--model-dir", help="Layout root (default: the model_dir setting)")
+]
 
 # `traj` and `traj edit` took the variant as `--model`/`-m`; both still work, hidden from the help.
 VariantAliasOption = Annotated[
-    Optional[str], typer.Option("--model", "-m", hidden=True, help="Deprecated spelling of --variant.", show_default=False)
+    Optional[str],
+    typer.Option("--model", "-m", hidden=True, help="Deprecated spelling of --variant.", show_default=False),
 ]
 
 
@@ -53,6 +57,8 @@ def variant_from(variant: Optional[str], alias: Optional[str], default: Optional
     from worldplay_cli.contract.errors import BadInput
 
     if variant is not None and alias is not None and variant != alias:
-        raise BadInput(f"--variant {variant!r} and --model {alias!r} disagree", "give --variant only (--model is its old name)")
+        raise BadInput(
+            f"--variant {variant!r} and --model {alias!r} disagree", "give --variant only (--model is its old name)"
+        )
     chosen = variant if variant is not None else alias
     return chosen if chosen is not None else default

@@ -202,7 +202,8 @@ def start(settings: Settings) -> dict:
             runtime_dir()
     except OSError as exc:
         raise WorldplayError(
-            f"cannot create the Redis data dir {paths.data_dir}: {exc.strerror}", "set server.data_dir to a writable path"
+            f"cannot create the Redis data dir {paths.data_dir}: {exc.strerror}",
+            "set server.data_dir to a writable path",
         ) from None
     with _start_lock(paths):
         password = _ensure_password(paths)
@@ -321,7 +322,9 @@ def connect_url(url: str) -> Redis:
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
     except ValueError as exc:
-        raise WorldplayError(f"invalid Redis URL {mask_url(url)}: {exc}", "use redis://, rediss:// or unix://") from None
+        raise WorldplayError(
+            f"invalid Redis URL {mask_url(url)}: {exc}", "use redis://, rediss:// or unix://"
+        ) from None
     try:
         client.ping()
     except redis.AuthenticationError as exc:

@@ -230,7 +230,7 @@ def _split_front_matter(raw: str) -> tuple[str, str | None]:
         key, sep, value = line.partition(":")
         if sep:
             fields[key.strip()] = value.strip()
-    return raw[match.end():].strip(), fields.get("version") or None
+    return raw[match.end() :].strip(), fields.get("version") or None
 
 
 def public_endpoint(base_url: str, task: Task = "t2v") -> str:
@@ -445,7 +445,7 @@ def extract_answer(content: Any) -> str:
     # Thinking models served by vLLM often get `<think>` from the chat template, so only `</think>` arrives.
     closings = list(_CLOSE_THINK.finditer(text))
     if closings:
-        text = text[closings[-1].end():]
+        text = text[closings[-1].end() :]
     if _OPEN_THINK.search(text):
         raise ValueError("the reasoning never finished (<think> without </think>)")
     text = text.strip()

@@ -23,7 +23,18 @@ STATUSES = ("queued", "deferred", "scheduled", "started", "finished", "failed", 
 ACTIVE = frozenset({"queued", "deferred", "scheduled", "started"})
 ENDED = frozenset({"finished", "failed", "stopped", "canceled"})
 JOB_PREFIX = "rq:job:"
-_ROW_FIELDS = ("status", "origin", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name", "meta", "description")
+_ROW_FIELDS = (
+    "status",
+    "origin",
+    "created_at",
+    "enqueued_at",
+    "started_at",
+    "ended_at",
+    "worker_name",
+    "meta",
+    "description",
+)
+
 
 def _text(value: bytes | None) -> str | None:
     return value.decode() if value is not None else None

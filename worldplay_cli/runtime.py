@@ -111,7 +111,10 @@ def parse_gpu_sets(text: str | None) -> list[tuple[int, ...]]:
         if not ids or min(ids) < 0:
             raise BadInput(f"invalid GPU set {item!r} in --gpus {text!r}", "use e.g. 0,1 or 0-3 or 0+1,2+3")
         if seen & set(ids):
-            raise BadInput(f"GPU {sorted(seen & set(ids))[0]} appears in two sets of --gpus {text!r}", "each GPU may serve one worker")
+            raise BadInput(
+                f"GPU {sorted(seen & set(ids))[0]} appears in two sets of --gpus {text!r}",
+                "each GPU may serve one worker",
+            )
         seen.update(ids)
         sets.append(ids)
     return sets

@@ -135,7 +135,8 @@ def _load_image(path: Path) -> tuple[bytes, int, int]:
         raise BadInput(f"cannot decode image {path}: {message}", "use a PNG or JPEG file") from None
     if min(rgb.size) < 16:
         raise BadInput(
-            f"image {path} is {rgb.width}x{rgb.height}; it must be at least 16 pixels on each side", "use a larger image"
+            f"image {path} is {rgb.width}x{rgb.height}; it must be at least 16 pixels on each side",
+            "use a larger image",
         )
     buffer = io.BytesIO()
     rgb.save(buffer, format="PNG")
@@ -149,7 +150,9 @@ def _size(request: GenerateRequest, image_width: int, image_height: int) -> tupl
         return bucket_size(image_width, image_height, request.resolution)
     for name, value in (("width", request.width), ("height", request.height)):
         if value <= 0 or value % 16:
-            raise BadInput(f"--{name} {value} must be a positive multiple of 16", f"e.g. --{name} {max(16, value // 16 * 16)}")
+            raise BadInput(
+                f"--{name} {value} must be a positive multiple of 16", f"e.g. --{name} {max(16, value // 16 * 16)}"
+            )
     return request.width, request.height
 
 
@@ -168,7 +171,10 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
     if variant not in VARIANT_DEFAULTS:
         raise BadInput(f"unknown variant {variant!r}", f"use one of: {', '.join(VARIANT_DEFAULTS)}")
     if request.resolution not in RESOLUTION_BASE:
-        raise BadInput(f"unknown resolution {request.resolution!r}", f"use one of: {', '.join(RESOLUTION_BASE)} (the released model is 480p)")
+        raise BadInput(
+            f"unknown resolution {request.resolution!r}",
+            f"use one of: {', '.join(RESOLUTION_BASE)} (the released model is 480p)",
+        )
     image_path = image_path_for(request.image)
     image_png, image_width, image_height = _load_image(image_path)
 
@@ -180,7 +186,8 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
         if not fixes and request.frames is not None:
             fixes = f"this trajectory makes {trajectory.num_frames} frames; omit --frames or change --pose"
         raise BadInput(
-            f"trajectory {_shortened(request.pose)!r}: {report.problems[0]}", fixes or f"check it with `worldplay traj validate --variant {variant}`"
+            f"trajectory {_shortened(request.pose)!r}: {report.problems[0]}",
+            fixes or f"check it with `worldplay traj validate --variant {variant}`",
         )
     trajectory_json = json.dumps(trajectory.to_official_json(), indent=2).encode()
 
@@ -227,7 +234,9 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
         field = str(first["loc"][0]) if first["loc"] else ""
         if field in OPTION_FOR_FIELD or field in GenerateRequest.__dataclass_fields__:
             option = OPTION_FOR_FIELD.get(field, "--" + field.replace("_", "-"))
-            raise BadInput(f"{option} {first.get('input')!r}: {message}", f"see `worldplay generate --help` for {option}") from None
+            raise BadInput(
+                f"{option} {first.get('input')!r}: {message}", f"see `worldplay generate --help` for {option}"
+            ) from None
         raise BadInput(
             f"{'.'.join(map(str, first['loc']))}: {message}" if field else message, "see `worldplay generate --help`"
         ) from None
@@ -249,9 +258,13 @@ def check_output_root(settings: Settings) -> Path:
         # a root made here gets the output mode; an existing one is the user's business
         root.mkdir(parents=True, exist_ok=True, mode=OUTPUT_MODES[settings.output_mode])
     except OSError as exc:
-        raise BadInput(f"cannot create output root {root}: {exc.strerror}", "set output_root to a writable directory") from None
+        raise BadInput(
+            f"cannot create output root {root}: {exc.strerror}", "set output_root to a writable directory"
+        ) from None
     if not os.access(root, os.W_OK | os.X_OK):
-        raise BadInput(f"output root {root} is not writable", "set output_root (or --output-root) to a writable directory")
+        raise BadInput(
+            f"output root {root} is not writable", "set output_root (or --output-root) to a writable directory"
+        )
     return root
 
 
@@ -271,7 +284,14 @@ def write_inputs(settings: Settings, job_id: str, prepared: PreparedJob) -> Path
     return directory
 
 
-def submit(conn: Redis, settings: Settings, prepared: PreparedJob, queue_name: str, job_id: str, retries_on_lost: int | None = None):
+def submit(
+    conn: Redis,
+    settings: Settings,
+    prepared: PreparedJob,
+    queue_name: str,
+    job_id: str,
+    retries_on_lost: int | None = None,
+):
     """Write the inputs and enqueue; if enqueueing fails, remove the directory again."""
     import redis
 

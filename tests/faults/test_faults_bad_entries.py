@@ -23,7 +23,11 @@ def test_malformed_entries_are_set_aside_and_the_worker_serves_the_next_job(redi
     redis_conn.rpush(queue.key, "undecodable")
     good = queue.enqueue(TASK_NOOP)
     worker = start_worker("generate")
-    wait_until(lambda: fetch_job(redis_conn, good.id).get_status().value == "finished", 30, what="the job behind the bad entries")
+    wait_until(
+        lambda: fetch_job(redis_conn, good.id).get_status().value == "finished",
+        30,
+        what="the job behind the bad entries",
+    )
     assert worker.poll() is None
     set_aside = [json.loads(record) for record in redis_conn.lrange(SET_ASIDE_KEY, 0, -1)]
     assert [record["entry"] for record in set_aside] == ["../../etc", "undecodable"]

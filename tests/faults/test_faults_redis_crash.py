@@ -79,7 +79,9 @@ def test_no_acknowledged_job_is_lost_and_busy_workers_carry_on_across_redis_cras
             running.append(out.strip())
 
         def both_running():
-            return all(((fetch_job(conn, job_id).meta.get("progress") or {}).get("step") or 0) >= 3 for job_id in running)
+            return all(
+                ((fetch_job(conn, job_id).meta.get("progress") or {}).get("step") or 0) >= 3 for job_id in running
+            )
 
         wait_until(both_running, 30, what="both jobs to run")
         acknowledged: list[str] = []
@@ -109,7 +111,9 @@ def test_no_acknowledged_job_is_lost_and_busy_workers_carry_on_across_redis_cras
             assert job.get_status().value == "finished", job.meta.get("failure")
         assert all(worker.poll() is None for worker in workers), "a busy worker quit when Redis went away"
     follow_up = rq_queue(conn, "generate").enqueue(TASK_NOOP)
-    wait_until(lambda: fetch_job(conn, follow_up.id).get_status().value == "finished", 30, what="a job after the crashes")
+    wait_until(
+        lambda: fetch_job(conn, follow_up.id).get_status().value == "finished", 30, what="a job after the crashes"
+    )
 
 
 def test_a_worker_whose_redis_is_gone_says_so_and_starts_none(own_redis, start_worker):

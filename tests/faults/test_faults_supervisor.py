@@ -41,14 +41,18 @@ def test_the_supervisor_restarts_a_killed_worker(worldplay_env, redis_conn, tmp_
         )
     try:
         [first] = wait_until(lambda: _worker_pids(log_path), 30, what="the first worker")
-        wait_until(lambda: any(name.endswith(f".{first}") for name in _registered(redis_conn)), 30, what="it to register")
+        wait_until(
+            lambda: any(name.endswith(f".{first}") for name in _registered(redis_conn)), 30, what="it to register"
+        )
         os.kill(first, signal.SIGKILL)
         pids = wait_until(lambda: _worker_pids(log_path)[1:] and _worker_pids(log_path), 30, what="a new worker")
         second = pids[1]
         assert second != first and alive(second)
         assert f"worker pid {first} (default devices) was killed by signal 9; restarting it" in log_path.read_text()
         job = rq_queue(redis_conn, "generate").enqueue(TASK_NOOP)
-        wait_until(lambda: fetch_job(redis_conn, job.id).get_status().value == "finished", 30, what="the new worker to serve")
+        wait_until(
+            lambda: fetch_job(redis_conn, job.id).get_status().value == "finished", 30, what="the new worker to serve"
+        )
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=30) == 0
         assert not alive(second)

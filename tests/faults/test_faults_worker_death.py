@@ -38,7 +38,11 @@ def _rendering(conn, job_ids: list[str], skip: set[str]):
             continue
         job = fetch_job(conn, job_id)
         progress = job.meta.get("progress") or {}
-        if job.get_status().value == "started" and progress.get("stage") == "render" and (progress.get("step") or 0) >= 2:
+        if (
+            job.get_status().value == "started"
+            and progress.get("stage") == "render"
+            and (progress.get("step") or 0) >= 2
+        ):
             return job_id, job.worker_name
     return None
 
@@ -78,7 +82,9 @@ def test_jobs_whose_worker_is_killed_mid_render_are_requeued_and_finished_elsewh
                 ended_at[job_id] = time.monotonic()
         time.sleep(0.05)
 
-    assert set(killed_at) == set(jobs), [(fetch_job(redis_conn, j).get_status().value, fetch_job(redis_conn, j).meta) for j in jobs][:2]
+    assert set(killed_at) == set(jobs), [
+        (fetch_job(redis_conn, j).get_status().value, fetch_job(redis_conn, j).meta) for j in jobs
+    ][:2]
     for job_id in jobs:
         assert ended_at[job_id] - killed_at[job_id] <= 60
         job = fetch_job(redis_conn, job_id)
@@ -119,7 +125,9 @@ def test_a_canceled_job_leaves_no_attempt_directory(cli, redis_conn, engines_env
     job_id = _enqueue(cli, *SMALL, "--engine", "tree")
     start_worker("generate")
     directory = engines_env / job_id
-    wait_until(lambda: (directory / "pids.txt").exists() and list(directory.glob(".attempt-*")), 30, what="the job to start")
+    wait_until(
+        lambda: (directory / "pids.txt").exists() and list(directory.glob(".attempt-*")), 30, what="the job to start"
+    )
     code, out, err = cli("jobs", "cancel", job_id, "--json")
     assert code == 0, err
     assert json.loads(out)[0]["status"] == "stopped"
@@ -134,7 +142,9 @@ def _read_pid(path: Path) -> int | None:
 
 
 @pytest.mark.slow
-def test_a_frozen_run_that_wakes_up_after_its_job_was_rerun_leaves_the_job_alone(cli, redis_conn, engines_env, start_worker):  # noqa: F811
+def test_a_frozen_run_that_wakes_up_after_its_job_was_rerun_leaves_the_job_alone(
+    cli, redis_conn, engines_env, start_worker
+):  # noqa: F811
     job_id = _enqueue(cli, *SMALL, "--engine", "slow", "--steps", "40")
     frozen = start_worker("generate")
     horse_pid = wait_until(lambda: _read_pid(engines_env / job_id / "horse.pid"), 30, what="the job to start")
@@ -148,7 +158,9 @@ def test_a_frozen_run_that_wakes_up_after_its_job_was_rerun_leaves_the_job_alone
         for pid in (horse_pid, frozen.pid):
             os.kill(pid, signal.SIGCONT)
     # The old run carries on, finds its claim taken at the latest when it commits, and ends recording nothing.
-    wait_until(lambda: "ends without a result" in (engines_env / job_id / "log.txt").read_text(), 60, what="the old run to end")
+    wait_until(
+        lambda: "ends without a result" in (engines_env / job_id / "log.txt").read_text(), 60, what="the old run to end"
+    )
     job = fetch_job(redis_conn, job_id)
     assert job.get_status().value == "finished" and "failure" not in job.meta
     assert job.meta["attempt"] == 2 and [entry["outcome"] for entry in job.meta["history"]] == ["worker_lost"]

@@ -28,14 +28,18 @@ def _ended(conn, job_id: str) -> str | None:
 
 
 @pytest.mark.slow
-def test_a_job_runs_only_a_checkout_and_model_dir_the_worker_allows(cli, redis_conn, worldplay_env, start_worker, tmp_path, monkeypatch):
+def test_a_job_runs_only_a_checkout_and_model_dir_the_worker_allows(
+    cli, redis_conn, worldplay_env, start_worker, tmp_path, monkeypatch
+):
     checkout = tmp_path / "HY-WorldPlay"
     (checkout / "hyvideo").mkdir(parents=True)
     (checkout / "hyvideo" / "generate.py").write_text(STUB)
     planted = tmp_path / "planted"
     (planted / "hyvideo").mkdir(parents=True)
     marker = tmp_path / "marker"
-    (planted / "hyvideo" / "generate.py").write_text(f"open({str(marker)!r}, 'w').write('ran a job-supplied checkout')\n")
+    (planted / "hyvideo" / "generate.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran a job-supplied checkout')\n"
+    )
     (tmp_path / "record").mkdir()
     monkeypatch.setenv("STUB_RECORD_DIR", str(tmp_path / "record"))
     monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(fake_model_dir(tmp_path / "models")))
@@ -43,12 +47,16 @@ def test_a_job_runs_only_a_checkout_and_model_dir_the_worker_allows(cli, redis_c
     monkeypatch.setenv("WORLDPLAY_WORKER__OFFICIAL_REPOS", str(checkout))
 
     def enqueue(*args: str) -> str:
-        code, out, err = cli("generate", "--queue", "official", "--engine", "official", "--prompt", "a street", *SMALL, *args)
+        code, out, err = cli(
+            "generate", "--queue", "official", "--engine", "official", "--prompt", "a street", *SMALL, *args
+        )
         assert code == 0, err
         return out.strip()
 
     hostile = enqueue("--official-repo", str(planted))
-    other_models = enqueue("--official-repo", str(checkout), "--model-dir", str(fake_model_dir(tmp_path / "other-models")))
+    other_models = enqueue(
+        "--official-repo", str(checkout), "--model-dir", str(fake_model_dir(tmp_path / "other-models"))
+    )
     allowed = enqueue("--official-repo", str(checkout / "hyvideo" / ".."))  # any spelling of an allowed path
     start_worker("official", "--burst")
     for job_id in (hostile, other_models, allowed):
@@ -60,7 +68,11 @@ def test_a_job_runs_only_a_checkout_and_model_dir_the_worker_allows(cli, redis_c
     assert "worker.official_repos" in failure["hint"] and "WORLDPLAY_WORKER__OFFICIAL_REPOS=" in failure["hint"]
     assert not marker.exists()
     failure = fetch_job(redis_conn, other_models).meta["failure"]
-    assert failure["kind"] == "refused" and "model directory" in failure["message"] and "worker.model_dirs" in failure["hint"]
+    assert (
+        failure["kind"] == "refused"
+        and "model directory" in failure["message"]
+        and "worker.model_dirs" in failure["hint"]
+    )
     job = fetch_job(redis_conn, allowed)
     assert _ended(redis_conn, allowed) == "finished", job.meta.get("failure")
     manifest = (Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"]) / allowed / "manifest.json").read_text()
@@ -114,5 +126,9 @@ def test_job_inputs_outside_the_job_directory_are_refused(redis_conn, worldplay_
     for job_id in (absolute, relative, symlinked):
         assert not (outputs / job_id / "video.mp4").exists()
         assert fetch_job(redis_conn, job_id).get_status().value == "failed"
-    copies = [path for path in outputs.rglob("*") if path.is_file() and not path.is_symlink() and path.read_bytes() == secret_bytes]
+    copies = [
+        path
+        for path in outputs.rglob("*")
+        if path.is_file() and not path.is_symlink() and path.read_bytes() == secret_bytes
+    ]
     assert copies == []

@@ -21,7 +21,9 @@ def _mode(path: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("setting, directory_mode, file_mode", [(None, 0o700, 0o600), ("shared", 0o755, 0o644)])
-def test_a_preview_job_leaves_its_files_with_the_output_mode(cli, redis_conn, worldplay_env, start_worker, monkeypatch, setting, directory_mode, file_mode):
+def test_a_preview_job_leaves_its_files_with_the_output_mode(
+    cli, redis_conn, worldplay_env, start_worker, monkeypatch, setting, directory_mode, file_mode
+):
     if setting:
         monkeypatch.setenv("WORLDPLAY_OUTPUT_MODE", setting)
     root = Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"])

@@ -39,7 +39,10 @@ def test_the_runtime_dir_is_created_private(tmpdir_root):
         (lambda path: (path.mkdir(), path.chmod(0o777)), "is writable by group or others (mode 777)"),
         (lambda path: (path.mkdir(), path.chmod(0o720)), "is writable by group or others (mode 720)"),
         (lambda path: (path.mkdir(0o700), os.chown(path, OTHER_UID, -1)), f"is owned by uid {OTHER_UID}, not by you"),
-        (lambda path: (path.with_name("elsewhere").mkdir(0o700), path.symlink_to(path.with_name("elsewhere"))), "is not a directory"),
+        (
+            lambda path: (path.with_name("elsewhere").mkdir(0o700), path.symlink_to(path.with_name("elsewhere"))),
+            "is not a directory",
+        ),
     ],
     ids=["world-writable", "group-writable", "someone-elses", "symlink"],
 )
@@ -65,7 +68,12 @@ def test_the_embedded_redis_does_not_put_its_socket_in_a_planted_runtime_dir(wor
     env.pop("WORLDPLAY_REDIS_URL")  # the embedded server, not the test's
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "worldplay_cli", "server", "start"], env=env, capture_output=True, text=True, timeout=60, check=False
+            [sys.executable, "-m", "worldplay_cli", "server", "start"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert done.returncode == 1, done.stdout + done.stderr
         assert done.stderr.strip().splitlines() == [
@@ -76,4 +84,10 @@ def test_the_embedded_redis_does_not_put_its_socket_in_a_planted_runtime_dir(wor
         ]
         assert list(planted.iterdir()) == [] and not (deep / "redis.pid").exists()
     finally:
-        subprocess.run([sys.executable, "-m", "worldplay_cli", "server", "stop"], env=env, capture_output=True, timeout=60, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "worldplay_cli", "server", "stop"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )

@@ -82,7 +82,9 @@ class NativeEngine:
                 if kind == "stage":
                     reporter.stage(message["name"])
                 elif kind == "progress":
-                    reporter.update(message["done"], message["total"], chunk=message["chunk"], num_chunks=message["num_chunks"])
+                    reporter.update(
+                        message["done"], message["total"], chunk=message["chunk"], num_chunks=message["num_chunks"]
+                    )
                 elif kind == "log":
                     reporter.log(message["line"])
                 elif kind == "result":

@@ -145,7 +145,13 @@ def console_lines(line: str) -> list[str]:
 def official_repo_for(spec: JobSpec, settings: Settings) -> Path | None:
     """The checkout to execute: the worker's, never one a job brings (whoever can enqueue would run code
     on every worker); a job may pick one of `official_repo` + `worker.official_repos`."""
-    return allowed_path(spec.official_repo, settings.official_repo, settings.worker.official_repos, "official checkout", "worker.official_repos")
+    return allowed_path(
+        spec.official_repo,
+        settings.official_repo,
+        settings.worker.official_repos,
+        "official checkout",
+        "worker.official_repos",
+    )
 
 
 class _Tail:
@@ -182,7 +188,10 @@ class OfficialEngine:
         repo = official_repo_for(spec, settings)
         if repo is None or not (repo / SCRIPT).is_file():
             where = f"{repo} has no {SCRIPT}" if repo else "no HY-WorldPlay checkout is configured"
-            refuse(f"official engine: {where}", "clone Tencent-Hunyuan/HY-WorldPlay on the worker host and set official_repo there")
+            refuse(
+                f"official engine: {where}",
+                "clone Tencent-Hunyuan/HY-WorldPlay on the worker host and set official_repo there",
+            )
         model_dir = model_dir_for(spec, settings)
         with refusing_unusable_model_dirs():
             paths = resolve_model_dir(model_dir, spec.variant)
@@ -194,7 +203,9 @@ class OfficialEngine:
         pose_json.write_bytes(inputs.trajectory_path.read_bytes())
         output_dir, log_dir = run_dir / "output", run_dir / "logs"
         profile = requested_profile(spec, settings)
-        arguments = official_arguments(spec, model_dir, paths.action_checkpoint, inputs.image_path, pose_json, output_dir, profile)
+        arguments = official_arguments(
+            spec, model_dir, paths.action_checkpoint, inputs.image_path, pose_json, output_dir, profile
+        )
         python = os.environ.get(PYTHON_ENV) or sys.executable
         nproc = max(1, spec.gpus)
         command = torchrun_command(python, nproc, free_port(), log_dir, arguments)
@@ -202,7 +213,9 @@ class OfficialEngine:
         env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         # whole lines, promptly: torchrun echoes rank 0's stdout and stderr into one console file
         env["PYTHONUNBUFFERED"] = "1"
-        reporter.log(f"official: {python} -m torch.distributed.run --nproc_per_node {nproc} {SCRIPT} in {repo} (profile {profile})")
+        reporter.log(
+            f"official: {python} -m torch.distributed.run --nproc_per_node {nproc} {SCRIPT} in {repo} (profile {profile})"
+        )
 
         # 2. run it, turning rank 0's output into progress and log lines
         console_path = run_dir / "console.log"
@@ -213,7 +226,9 @@ class OfficialEngine:
         tail_lines: list[str] = []
         generating = False
         with open(console_path, "wb") as console_file:
-            process = subprocess.Popen(command, cwd=repo, env=env, stdout=console_file, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                command, cwd=repo, env=env, stdout=console_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
         try:
             while True:
                 exited = process.poll() is not None
@@ -244,7 +259,9 @@ class OfficialEngine:
         reporter.stage("collect")
         produced = output_dir / "gen.mp4"
         if not produced.is_file():
-            raise JobFailed(Failure(kind="engine_error", message=f"the official script exited 0 but wrote no {produced.name}"))
+            raise JobFailed(
+                Failure(kind="engine_error", message=f"the official script exited 0 but wrote no {produced.name}")
+            )
         video = out_dir / "video.mp4"
         os.replace(produced, video)
         info = {

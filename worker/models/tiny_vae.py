@@ -66,7 +66,9 @@ def pooling_vae_state() -> dict[str, torch.Tensor]:
     with torch.device("meta"):
         shapes = {name: parameter.shape for name, parameter in HunyuanVideo15VAE(config).named_parameters()}
     # norms keep gamma = 1, everything else starts at zero
-    state = {name: torch.ones(shape) if name.endswith("gamma") else torch.zeros(shape) for name, shape in shapes.items()}
+    state = {
+        name: torch.ones(shape) if name.endswith("gamma") else torch.zeros(shape) for name, shape in shapes.items()
+    }
     center = (slice(None), slice(None), 2, 1, 1)  # the current frame's centre tap of a causal 3x3x3 conv
 
     # 1. encoder stem: every channel carries the luma of its pixel

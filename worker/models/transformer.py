@@ -245,9 +245,7 @@ class KVCache:
     def batch_size(self) -> int:
         return self.text_keys[0].shape[0]
 
-    def with_context(
-        self, keys: tuple[torch.Tensor, ...], values: tuple[torch.Tensor, ...], frames: int
-    ) -> KVCache:
+    def with_context(self, keys: tuple[torch.Tensor, ...], values: tuple[torch.Tensor, ...], frames: int) -> KVCache:
         return replace(self, context_keys=keys, context_values=values, context_frames=frames)
 
     def without_context(self) -> KVCache:
@@ -393,7 +391,9 @@ class TokenRefinerBlock(nn.Module):
         self.mlp = FeedForward(hidden_size, int(hidden_size * mlp_ratio), nn.SiLU())
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor, key_mask: torch.Tensor | None, attention: AttentionProcessor):
+    def forward(
+        self, x: torch.Tensor, condition: torch.Tensor, key_mask: torch.Tensor | None, attention: AttentionProcessor
+    ):
         batch, length, hidden = x.shape
         gate_attention, gate_mlp = self.adaLN_modulation(condition).unsqueeze(1).chunk(2, dim=-1)
         # qkv features are laid out [3, heads, head_dim]
@@ -601,7 +601,6 @@ class DoubleStreamBlock(nn.Module):
         txt = txt + gate_attention * self.txt_attn_proj(attended.flatten(-2))
         return txt + gate_mlp * self.txt_mlp(layer_norm(txt) * (1 + scale_mlp) + shift_mlp)
 
-
     def forward_joint(
         self,
         img: torch.Tensor,
@@ -649,7 +648,9 @@ class DoubleStreamBlock(nn.Module):
         branches = self.image_qkv(img, img_modulation, rope, camera)
         # 1. keys of each batch row: [text, context, chunk 0, chunk 1, ...]; both branches share the text K/V,
         #    so they run as one attention with the PRoPE rows [B:] stacked after the RoPE rows [:B]
-        text_key, text_value = (attention.text_to_attention(x) for x in (cache.text_keys[layer], cache.text_values[layer]))
+        text_key, text_value = (
+            attention.text_to_attention(x) for x in (cache.text_keys[layer], cache.text_values[layer])
+        )
         key_parts, value_parts = [torch.cat([text_key, text_key])], [torch.cat([text_value, text_value])]
         mask_parts = [None if cache.text_mask is None else cache.text_mask.repeat(2, 1)]
         if cache.context_frames:
@@ -661,7 +662,9 @@ class DoubleStreamBlock(nn.Module):
             frames = slice(start, start + chunk_frames)
             # q, k, v [2B, H, n, D] of the chunk's tokens in both branches, then into the attention layout; chunk
             # by chunk, so that under sequence parallelism each chunk's gathered tokens stay contiguous
-            chunk = [torch.cat([to_heads_first(x[:, frames]), to_heads_first(x_p[:, frames])]) for x, x_p in zip(*branches)]
+            chunk = [
+                torch.cat([to_heads_first(x[:, frames]), to_heads_first(x_p[:, frames])]) for x, x_p in zip(*branches)
+            ]
             chunk_query, chunk_key, chunk_value = attention.image_to_attention(*chunk)
             queries.append(chunk_query)
             key_parts.append(chunk_key)
@@ -694,7 +697,9 @@ def joint_attention(attention: AttentionProcessor, image_qkv, text_qkv, text_mas
     returns the attended image [B, T, S, H, D] and text [B, L, H, D] (None without text queries).
     """
     image_query, image_key, image_value = attention.image_to_attention(*(to_heads_first(x) for x in image_qkv))
-    text_query, text_key, text_value = (None if x is None else attention.text_to_attention(to_heads_first(x)) for x in text_qkv)
+    text_query, text_key, text_value = (
+        None if x is None else attention.text_to_attention(to_heads_first(x)) for x in text_qkv
+    )
     image_len = image_query.shape[2]
     image_mask = attention.image_key_mask(image_len, image_query.device)
     key_mask = join_key_masks([image_mask, text_mask], [image_len, text_key.shape[2]], image_query.shape[0])
@@ -704,7 +709,9 @@ def joint_attention(attention: AttentionProcessor, image_qkv, text_qkv, text_mas
     attended_image = from_heads_first(attention.image_from_attention(attended[:, :, :image_len]), image_qkv[0].shape)
     if text_query is None:
         return attended_image, None
-    return attended_image, from_heads_first(attention.text_from_attention(attended[:, :, image_len:]), text_qkv[0].shape)
+    return attended_image, from_heads_first(
+        attention.text_from_attention(attended[:, :, image_len:]), text_qkv[0].shape
+    )
 
 
 def join_key_masks(masks: list[torch.Tensor | None], lengths: list[int], batch: int) -> torch.Tensor | None:
@@ -777,7 +784,7 @@ class WorldPlayTransformer(nn.Module):
         return self.img_in.proj.weight.device
 
     def attention_backend_in_use(self) -> str:
-        """"flash" or "sdpa": what the attention calls of this model run on its device and dtype."""
+        """ "flash" or "sdpa": what the attention calls of this model run on its device and dtype."""
         return resolve_backend(self.attention_processor.backend, self.device, self.dtype)
 
     def set_attention_processor(self, processor: AttentionProcessor) -> None:

@@ -130,7 +130,5 @@ def init_from_env(timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S, backend: str 
         # a failed collective aborts the communicator and raises instead of leaving the process wedged
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(
-        backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s)
-    )
+    dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s))
     return RankInfo(rank, world_size, local_rank, backend)

@@ -83,7 +83,9 @@ class TokenShard:
         when nothing is padded."""
         if not self.padding:
             return None
-        positions = torch.arange(self.world, device=device)[:, None] * self.local + torch.arange(self.local, device=device)
+        positions = torch.arange(self.world, device=device)[:, None] * self.local + torch.arange(
+            self.local, device=device
+        )
         return (positions < self.tokens_per_frame)[:, None, :].expand(self.world, frames, self.local).reshape(-1)
 
 

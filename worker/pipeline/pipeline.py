@@ -359,7 +359,9 @@ class WorldPlayPipeline:
                 continue
             started = time.perf_counter()
             with torch.inference_mode(), self._vae_autocast():
-                pieces = [to_uint8_frames(piece, options.truncate_pixels) for piece in decoder.push(chunk.latents / scale)]
+                pieces = [
+                    to_uint8_frames(piece, options.truncate_pixels) for piece in decoder.push(chunk.latents / scale)
+                ]
             record.decode_s = time.perf_counter() - started
             stages["decode"] = stages.get("decode", 0.0) + record.decode_s
             for piece in pieces:
@@ -441,7 +443,12 @@ def check_components(transformer: WorldPlayTransformer, vae: HunyuanVideo15VAE, 
     config = transformer.config
     pairs = [
         ("VAE latent channels", vae.config.latent_channels, "transformer in_channels", config.in_channels),
-        ("text encoder width", encoders.prompt.model.config.hidden_size, "transformer text_states_dim", config.text_states_dim),
+        (
+            "text encoder width",
+            encoders.prompt.model.config.hidden_size,
+            "transformer text_states_dim",
+            config.text_states_dim,
+        ),
         ("SigLIP width", encoders.vision.hidden_size, "transformer vision_states_dim", config.vision_states_dim),
         ("byT5 width", encoders.glyph.hidden_size, "transformer byT5 input", config.byt5_states_dim),
     ]

@@ -168,4 +168,6 @@ def _write_siglip(directory: Path, hidden_size: int) -> None:
         "image_std": [0.5, 0.5, 0.5],
     }
     (directory / layout.SIGLIP_PROCESSOR_DIR).mkdir(parents=True, exist_ok=True)
-    (directory / layout.SIGLIP_PROCESSOR_DIR / layout.SIGLIP_PROCESSOR_CONFIG).write_text(json.dumps(processor, indent=2))
+    (directory / layout.SIGLIP_PROCESSOR_DIR / layout.SIGLIP_PROCESSOR_CONFIG).write_text(
+        json.dumps(processor, indent=2)
+    )

@@ -43,7 +43,9 @@ def connect(owner: int, supervisor_args: tuple[str, ...] = ()) -> Connection:
             return Connection.connect(path)
         except OSError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the resident supervisor did not come up; see {log_dir(owner) / 'supervisor.log'}") from None
+                raise RuntimeError(
+                    f"the resident supervisor did not come up; see {log_dir(owner) / 'supervisor.log'}"
+                ) from None
             time.sleep(0.1)
 
 
@@ -51,6 +53,17 @@ def start_supervisor(owner: int, extra_args: tuple[str, ...] = ()) -> subprocess
     directory = log_dir(owner)
     directory.mkdir(exist_ok=True)
     env = {name: value for name, value in os.environ.items() if name != proctree.MARKER_ENV}
-    command = [sys.executable, "-m", "worker.runtime.supervisor", "--socket", str(socket_path(owner)), "--owner", str(owner), *extra_args]
+    command = [
+        sys.executable,
+        "-m",
+        "worker.runtime.supervisor",
+        "--socket",
+        str(socket_path(owner)),
+        "--owner",
+        str(owner),
+        *extra_args,
+    ]
     with open(directory / "supervisor.log", "ab") as log:
-        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )

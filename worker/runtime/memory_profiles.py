@@ -61,7 +61,9 @@ class ProfilePolicy:
 POLICIES: dict[str, ProfilePolicy] = {
     "resident": ProfilePolicy("resident", encoders_resident=True, transformer_streamed=False, vae_tiled=False),
     "offload": ProfilePolicy("offload", encoders_resident=False, transformer_streamed=False, vae_tiled=False),
-    "group-offload": ProfilePolicy("group-offload", encoders_resident=False, transformer_streamed=True, vae_tiled=False),
+    "group-offload": ProfilePolicy(
+        "group-offload", encoders_resident=False, transformer_streamed=True, vae_tiled=False
+    ),
     "low-vram": ProfilePolicy("low-vram", encoders_resident=False, transformer_streamed=True, vae_tiled=True),
 }
 
@@ -80,7 +82,9 @@ def estimate_stages(profile: str, variant: str, sp: int, scale: float = 1.0) -> 
     policy = POLICIES[profile]
     transformer = STREAMED_TRANSFORMER_BYTES if policy.transformer_streamed else TRANSFORMER_BYTES
     decode = VAE_TILED_DECODE_BYTES if policy.vae_tiled else VAE_DECODE_BYTES
-    working = guidance_branches(variant) * CONTEXT_KV_BYTES // sp + ACTIVATION_FIXED_BYTES + ACTIVATION_SPLIT_BYTES // sp
+    working = (
+        guidance_branches(variant) * CONTEXT_KV_BYTES // sp + ACTIVATION_FIXED_BYTES + ACTIVATION_SPLIT_BYTES // sp
+    )
     # the encoders leave the GPU after the encode stage unless resident
     encoders_later = ENCODER_BYTES if policy.encoders_resident else 0
     stages = {
@@ -124,7 +128,9 @@ def choose_profile(
     for profile in LADDER:
         peak = estimate_peak(profile, variant, sp, scale)
         if peak <= budget:
-            return ProfileChoice(profile, requested, peak, True, f"estimated peak {peak / GB:.1f} GB fits {gpu_memory_bytes / GB:.0f} GB")
+            return ProfileChoice(
+                profile, requested, peak, True, f"estimated peak {peak / GB:.1f} GB fits {gpu_memory_bytes / GB:.0f} GB"
+            )
     peak = estimate_peak(LADDER[-1], variant, sp, scale)
     return ProfileChoice(
         LADDER[-1], requested, peak, False,
@@ -266,4 +272,3 @@ class Placement:
             encoder.model.to(device)
         if torch.device(device).type == "cpu" and torch.cuda.is_available():
             torch.cuda.empty_cache()
-

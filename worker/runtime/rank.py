@@ -65,7 +65,9 @@ class Loaded:
 class RankServer:
     def __init__(self, control: Connection | None):
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.device = torch.device(f"cuda:{torch.cuda.current_device()}") if torch.cuda.is_available() else torch.device("cpu")
+        self.device = (
+            torch.device(f"cuda:{torch.cuda.current_device()}") if torch.cuda.is_available() else torch.device("cpu")
+        )
         self.control = control
         self.loaded: Loaded | None = None
         self.loads = 0
@@ -147,10 +149,27 @@ class RankServer:
         detail = f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
         if is_out_of_memory(error):
             profile = self.loaded.key[2] if self.loaded else message["profile"]
-            hint = oom_hint(profile if profile in POLICIES else "resident", self.world, max(1, torch.cuda.device_count()))
-            self.send({"type": "error", "kind": "oom", "message": f"out of memory: {detail}", "hint": hint, "profile": profile})
+            hint = oom_hint(
+                profile if profile in POLICIES else "resident", self.world, max(1, torch.cuda.device_count())
+            )
+            self.send(
+                {
+                    "type": "error",
+                    "kind": "oom",
+                    "message": f"out of memory: {detail}",
+                    "hint": hint,
+                    "profile": profile,
+                }
+            )
         else:
-            self.send({"type": "error", "kind": "engine_error", "message": f"rank {self.rank}: {detail}", "hint": "see the job log"})
+            self.send(
+                {
+                    "type": "error",
+                    "kind": "engine_error",
+                    "message": f"rank {self.rank}: {detail}",
+                    "hint": "see the job log",
+                }
+            )
 
     def ensure_loaded(self, model_dir: str, variant: str, requested: str) -> tuple[Loaded, bool]:
         """The pipeline for (model dir, variant, profile): the resident one, or a fresh load in its place."""
@@ -181,7 +200,9 @@ class RankServer:
         # peaks at the resident footprint
         encoders_device = self.device if policy.encoders_resident else torch.device("cpu")
         with refusing_unusable_model_dirs():
-            pipeline = WorldPlayPipeline.from_model_dir(model_dir, variant, device=self.device, encoders_device=encoders_device)
+            pipeline = WorldPlayPipeline.from_model_dir(
+                model_dir, variant, device=self.device, encoders_device=encoders_device
+            )
         if self.world > 1:
             transformer = pipeline.transformer
             transformer.set_attention_processor(UlyssesAttention(backend=transformer.attention_processor.backend))
@@ -205,10 +226,14 @@ class RankServer:
         loaded.jobs += 1
         if reused:
             age = time.time() - loaded.loaded_at
-            self.log(f"resident: reusing {spec.variant} weights loaded {age:.0f} s ago (load #{self.loads}, job {self.jobs} of this group)")
+            self.log(
+                f"resident: reusing {spec.variant} weights loaded {age:.0f} s ago (load #{self.loads}, job {self.jobs} of this group)"
+            )
         video = Path(message["out_dir"]) / "video.mp4" if self.rank == 0 else None
         inputs = JobInputs(Path(message["job_dir"]), spec)
-        facts = render(loaded.pipeline, spec, inputs, video, JobReporter(self, loaded.placement, peak), loaded.placement.tiling)
+        facts = render(
+            loaded.pipeline, spec, inputs, video, JobReporter(self, loaded.placement, peak), loaded.placement.tiling
+        )
         peak.stop()
         return {
             **facts,
@@ -235,7 +260,9 @@ class JobReporter:
         self.peak.start(name)
         self.server.send({"type": "stage", "name": name})
 
-    def update(self, step: int, total: int | None = None, chunk: int | None = None, num_chunks: int | None = None) -> None:
+    def update(
+        self, step: int, total: int | None = None, chunk: int | None = None, num_chunks: int | None = None
+    ) -> None:
         self.server.check_cancel()
         self.server.send({"type": "progress", "done": step, "total": total, "chunk": chunk, "num_chunks": num_chunks})
 

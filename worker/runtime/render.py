@@ -25,13 +25,17 @@ class RenderReporter(Protocol):
     """What `render` reports through: the job's `Reporter` or a rank's relay to the supervisor."""
 
     def stage(self, name: str) -> None: ...
-    def update(self, step: int, total: int | None = None, chunk: int | None = None, num_chunks: int | None = None) -> None: ...
+    def update(
+        self, step: int, total: int | None = None, chunk: int | None = None, num_chunks: int | None = None
+    ) -> None: ...
     def log(self, message: str) -> None: ...
 
 
 def model_dir_for(spec: JobSpec, settings: Settings) -> Path:
     """The model directory the job runs from: the worker's `model_dir`, or one of `worker.model_dirs`."""
-    return allowed_path(spec.model_dir, settings.model_dir, settings.worker.model_dirs, "model directory", "worker.model_dirs")
+    return allowed_path(
+        spec.model_dir, settings.model_dir, settings.worker.model_dirs, "model directory", "worker.model_dirs"
+    )
 
 
 @contextmanager
@@ -86,7 +90,13 @@ def render(
 
     try:
         result = pipeline.generate(
-            spec.prompt, inputs.load_image(), inputs.load_trajectory(), video, options, on_step=on_step, on_stage=reporter.stage
+            spec.prompt,
+            inputs.load_image(),
+            inputs.load_trajectory(),
+            video,
+            options,
+            on_step=on_step,
+            on_stage=reporter.stage,
         )
     except GenerationError as error:
         refuse(error.message, error.hint, kind="bad_input")

@@ -48,10 +48,25 @@ def _log(line: str) -> None:
 class Group:
     """Rank processes started together; rank 0 connected over the control socket."""
 
-    def __init__(self, nproc: int, control_listener, control_path: Path, log_dir: Path, collective_timeout_s: float, start_timeout_s: float):
+    def __init__(
+        self,
+        nproc: int,
+        control_listener,
+        control_path: Path,
+        log_dir: Path,
+        collective_timeout_s: float,
+        start_timeout_s: float,
+    ):
         self.nproc = nproc
         self.log_dir = log_dir
-        command = ["-m", "worker.runtime.rank", "--control", str(control_path), "--collective-timeout", str(collective_timeout_s)]
+        command = [
+            "-m",
+            "worker.runtime.rank",
+            "--control",
+            str(control_path),
+            "--collective-timeout",
+            str(collective_timeout_s),
+        ]
         self.processes = spawn_ranks(command, nproc, log_dir=log_dir)
         self.control: Connection | None = None
         deadline = time.monotonic() + start_timeout_s
@@ -118,7 +133,9 @@ def _peer_data(client: Connection) -> bytes:
 
 
 class Supervisor:
-    def __init__(self, socket_path: Path, owner: int, collective_timeout_s: float, start_timeout_s: float, cancel_grace_s: float):
+    def __init__(
+        self, socket_path: Path, owner: int, collective_timeout_s: float, start_timeout_s: float, cancel_grace_s: float
+    ):
         self.socket_path = socket_path
         self.control_path = socket_path.with_suffix(".ctl")
         self.log_dir = socket_path.with_suffix("")
@@ -142,10 +159,19 @@ class Supervisor:
     # -- the group --------------------------------------------------------------------------------------
 
     def start_group(self, nproc: int) -> Group:
-        self.group = Group(nproc, self.control_listener, self.control_path, self.log_dir, self.collective_timeout_s, self.start_timeout_s)
+        self.group = Group(
+            nproc,
+            self.control_listener,
+            self.control_path,
+            self.log_dir,
+            self.collective_timeout_s,
+            self.start_timeout_s,
+        )
         self.groups_started += 1
         (self.log_dir / "group.txt").write_text(" ".join(map(str, self.group.pids)) + "\n")
-        _log(f"group {self.groups_started} started: {nproc} rank(s), pids {self.group.pids}, device {self.group.device}")
+        _log(
+            f"group {self.groups_started} started: {nproc} rank(s), pids {self.group.pids}, device {self.group.device}"
+        )
         return self.group
 
     def teardown(self, why: str) -> None:
@@ -197,7 +223,15 @@ class Supervisor:
                 try:
                     self.start_group(job["nproc"])
                 except GroupFailed as error:
-                    self._tell(client, {"type": "error", "kind": "engine_error", "message": str(error), "hint": "see the worker's resident logs"})
+                    self._tell(
+                        client,
+                        {
+                            "type": "error",
+                            "kind": "engine_error",
+                            "message": str(error),
+                            "hint": "see the worker's resident logs",
+                        },
+                    )
                     return
             self.group.control.send({**job, "profile": profile, "retried_from": retried_from, "attempt": attempt})
             outcome = self.relay(client)
@@ -206,7 +240,9 @@ class Supervisor:
                 return
             nproc = self.group.nproc
             self.teardown(outcome["message"])
-            following = next_profile(outcome["profile"]) if outcome.get("kind") == "oom" and outcome.get("profile") else None
+            following = (
+                next_profile(outcome["profile"]) if outcome.get("kind") == "oom" and outcome.get("profile") else None
+            )
             if attempt == 1 and following:
                 line = f"resident: {outcome['message']} under memory profile {outcome['profile']}; retrying once with {following} in fresh processes"
                 _log(line)
@@ -247,7 +283,11 @@ class Supervisor:
                 while group.dead_rank() is None and time.monotonic() < deadline:
                     time.sleep(POLL_S)
                 reason = group.dead_rank() or "rank 0 closed its control connection"
-                return {"type": "error", "kind": "engine_error", "message": f"{reason} during the job; the rank group was restarted"}
+                return {
+                    "type": "error",
+                    "kind": "engine_error",
+                    "message": f"{reason} during the job; the rank group was restarted",
+                }
             for message in messages:
                 if message["type"] == "loaded":
                     self.loads += 1

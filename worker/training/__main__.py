@@ -63,7 +63,9 @@ def _train(args: argparse.Namespace, resume: bool) -> dict:
             _print(record)
         _stderr(describe(record))
 
-    trainer = Trainer(config, resume_from=checkpoint, hooks=Hooks(on_metrics=on_metrics, should_stop=lambda: stop["requested"]))
+    trainer = Trainer(
+        config, resume_from=checkpoint, hooks=Hooks(on_metrics=on_metrics, should_stop=lambda: stop["requested"])
+    )
     return asdict(trainer.run())
 
 
@@ -117,7 +119,12 @@ def _synth(args: argparse.Namespace) -> dict:
         _stderr(f"[{done}/{total}] {clip_id}")
 
     manifest = write_synthetic_dataset(args.out, args.clips, args.validation, options, args.seed, progress)
-    return {"manifest": str(manifest.resolve()), "clips": args.clips, "validation": args.validation, "frames": options.num_frames}
+    return {
+        "manifest": str(manifest.resolve()),
+        "clips": args.clips,
+        "validation": args.validation,
+        "frames": options.num_frames,
+    }
 
 
 def parser() -> argparse.ArgumentParser:

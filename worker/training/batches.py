@@ -46,7 +46,20 @@ class Batch:
     memory: torch.Tensor  # [B] bool, which samples are memory samples
 
     def to(self, device) -> Batch:
-        moved = {name: getattr(self, name).to(device) for name in ("latents", "noise", "sigmas", "loss_mask", "image_cond", "viewmats", "intrinsics", "actions", "memory")}
+        moved = {
+            name: getattr(self, name).to(device)
+            for name in (
+                "latents",
+                "noise",
+                "sigmas",
+                "loss_mask",
+                "image_cond",
+                "viewmats",
+                "intrinsics",
+                "actions",
+                "memory",
+            )
+        }
         return Batch(prompt=prompt_to(self.prompt, device), **moved)
 
     def model_input(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +99,9 @@ def sample_shifted_timestep(rng: np.random.Generator, sampling: TimestepSampling
 class SampleBuilder:
     """Draws the sample of (step, micro, rank, slot) from a prepared dataset's `split` for one method."""
 
-    def __init__(self, dataset: PreparedDataset, method: ARMethod | BiMethod, seed: int, cfg_dropout: float, split: str = "train"):
+    def __init__(
+        self, dataset: PreparedDataset, method: ARMethod | BiMethod, seed: int, cfg_dropout: float, split: str = "train"
+    ):
         self.dataset = dataset
         self.method = method
         self.seed = seed
@@ -177,7 +192,20 @@ def pad_tokens(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 def collate(samples: list[dict]) -> Batch:
     llm, llm_mask = pad_tokens([sample["prompt"].llm for sample in samples])
     byt5, byt5_mask = pad_tokens([sample["prompt"].byt5 for sample in samples])
-    stacked = {name: torch.stack([sample[name] for sample in samples]) for name in ("latents", "noise", "sigmas", "loss_mask", "image_cond", "viewmats", "intrinsics", "actions", "vision")}
+    stacked = {
+        name: torch.stack([sample[name] for sample in samples])
+        for name in (
+            "latents",
+            "noise",
+            "sigmas",
+            "loss_mask",
+            "image_cond",
+            "viewmats",
+            "intrinsics",
+            "actions",
+            "vision",
+        )
+    }
     vision = stacked.pop("vision")
     return Batch(
         prompt=PromptEmbeddings(llm, llm_mask, byt5, byt5_mask, vision),

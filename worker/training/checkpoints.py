@@ -52,7 +52,9 @@ def find_checkpoint(path: str | Path) -> Path:
         return path
     found = checkpoint_dirs(path)
     if not found:
-        raise BadInput(f"no checkpoint in {path}", "pass a run's output directory or one of its checkpoint-N directories")
+        raise BadInput(
+            f"no checkpoint in {path}", "pass a run's output directory or one of its checkpoint-N directories"
+        )
     return found[-1][1]
 
 

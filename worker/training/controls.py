@@ -26,8 +26,15 @@ FRAMES_PER_LATENT = 4
 CANONICAL_KEYS = ("W", "S", "A", "D")
 # The 9-way table both label halves use: (first, second, third, fourth) flags -> class.
 ONE_HOT_CLASS = {
-    (0, 0, 0, 0): 0, (1, 0, 0, 0): 1, (0, 1, 0, 0): 2, (0, 0, 1, 0): 3, (0, 0, 0, 1): 4,
-    (1, 0, 1, 0): 5, (1, 0, 0, 1): 6, (0, 1, 1, 0): 7, (0, 1, 0, 1): 8,
+    (0, 0, 0, 0): 0,
+    (1, 0, 0, 0): 1,
+    (0, 1, 0, 0): 2,
+    (0, 0, 1, 0): 3,
+    (0, 0, 0, 1): 4,
+    (1, 0, 1, 0): 5,
+    (1, 0, 0, 1): 6,
+    (0, 1, 1, 0): 7,
+    (0, 1, 0, 1): 8,
 }
 # Official action files name a look direction per frame.
 OFFICIAL_VIEW = {"LR": (0.0, 1.0), "LL": (0.0, -1.0), "LU": (1.0, 0.0), "LD": (-1.0, 0.0)}
@@ -53,7 +60,9 @@ def read_controls(path: Path, vocabulary: ActionVocabulary) -> tuple[np.ndarray,
         return _from_arrays(data, vocabulary)
     if isinstance(data, dict) and data and all(isinstance(value, dict) for value in data.values()):
         return _from_official(data, vocabulary)
-    raise ClipDataError(f"{Path(path).name}: expected {{'keyboard': [...], 'mouse': [...]}} or official per-frame actions")
+    raise ClipDataError(
+        f"{Path(path).name}: expected {{'keyboard': [...], 'mouse': [...]}} or official per-frame actions"
+    )
 
 
 def _from_arrays(data: dict, vocabulary: ActionVocabulary) -> tuple[np.ndarray, np.ndarray]:
@@ -63,9 +72,13 @@ def _from_arrays(data: dict, vocabulary: ActionVocabulary) -> tuple[np.ndarray, 
     except (TypeError, ValueError) as error:
         raise ClipDataError(f"actions are not numeric arrays: {error}") from None
     if keyboard.ndim != 2 or keyboard.shape[1] != len(vocabulary.keys):
-        raise ClipDataError(f"keyboard must be [frames, {len(vocabulary.keys)}] ({', '.join(vocabulary.keys)}), got {list(keyboard.shape)}")
+        raise ClipDataError(
+            f"keyboard must be [frames, {len(vocabulary.keys)}] ({', '.join(vocabulary.keys)}), got {list(keyboard.shape)}"
+        )
     if mouse.size and (mouse.ndim != 2 or mouse.shape != (len(keyboard), len(vocabulary.mouse))):
-        raise ClipDataError(f"mouse must be [{len(keyboard)}, {len(vocabulary.mouse)}] ({', '.join(vocabulary.mouse)}), got {list(mouse.shape)}")
+        raise ClipDataError(
+            f"mouse must be [{len(keyboard)}, {len(vocabulary.mouse)}] ({', '.join(vocabulary.mouse)}), got {list(mouse.shape)}"
+        )
     if not (np.isfinite(keyboard).all() and np.isfinite(mouse).all()):
         raise ClipDataError("actions contain NaN or infinite values")
     canonical_keyboard = np.zeros((len(keyboard), 4), dtype=np.float32)
@@ -93,7 +106,9 @@ def _from_official(data: dict, vocabulary: ActionVocabulary) -> tuple[np.ndarray
             keyboard[row, column] = key in move
         view = entry.get("view_action") or ""
         if view and view not in OFFICIAL_VIEW:
-            raise ClipDataError(f"frame {row}: unknown view_action {view!r} (expected one of {', '.join(OFFICIAL_VIEW)})")
+            raise ClipDataError(
+                f"frame {row}: unknown view_action {view!r} (expected one of {', '.join(OFFICIAL_VIEW)})"
+            )
         if view:
             mouse[row] = np.array(OFFICIAL_VIEW[view]) * vocabulary.degrees_per_unit
     return keyboard, mouse
@@ -105,14 +120,21 @@ def labels_from_controls(keyboard: np.ndarray, mouse: np.ndarray, num_latents: i
     for latent in range(1, num_latents):
         held = keyboard[FRAMES_PER_LATENT * latent] > 0.5
         forward, backward, left, right = (bool(flag) for flag in held)
-        translation = (int(forward and not backward), int(backward and not forward), int(right and not left), int(left and not right))
+        translation = (
+            int(forward and not backward),
+            int(backward and not forward),
+            int(right and not left),
+            int(left and not right),
+        )
         pitch, yaw = mouse[FRAMES_PER_LATENT * latent]
         rotation = (int(yaw > 0), int(yaw < 0), int(pitch > 0), int(pitch < 0))
         labels[latent] = ONE_HOT_CLASS[translation] * 9 + ONE_HOT_CLASS[rotation]
     return labels
 
 
-def integrate_controls(keyboard: np.ndarray, mouse: np.ndarray, step: float, start: np.ndarray | None = None) -> np.ndarray:
+def integrate_controls(
+    keyboard: np.ndarray, mouse: np.ndarray, step: float, start: np.ndarray | None = None
+) -> np.ndarray:
     """Camera-to-world per frame [F, 4, 4]: row f's yaw, pitch, forward and right moves frame f-1 to frame f."""
     pose = np.eye(4) if start is None else np.array(start, dtype=np.float64)
     poses = [pose.copy()]

@@ -23,7 +23,18 @@ from worldplay_cli.contract.training import INDEX_NAME, DatasetIndex, PreparedCl
 
 SHARD_DIR = "shards"
 NEGATIVE_NAME = "negative.safetensors"
-CLIP_TENSORS = ("latent", "image_cond", "keyboard", "mouse", "c2w", "intrinsics", "viewmats", "intrinsics_norm", "labels", "vision")
+CLIP_TENSORS = (
+    "latent",
+    "image_cond",
+    "keyboard",
+    "mouse",
+    "c2w",
+    "intrinsics",
+    "viewmats",
+    "intrinsics_norm",
+    "labels",
+    "vision",
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,9 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(temporary, path)
 
 
-def write_safetensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def write_safetensors_atomic(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,13 +50,17 @@ def _blur(image: torch.Tensor) -> torch.Tensor:
 def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Sample `image` [N, 1, H, W] at x + flow (bilinear, border-clamped)."""
     _, _, height, width = image.shape
-    rows, cols = torch.meshgrid(torch.arange(height, dtype=image.dtype), torch.arange(width, dtype=image.dtype), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(height, dtype=image.dtype), torch.arange(width, dtype=image.dtype), indexing="ij"
+    )
     x = (cols + flow[:, 0]) / max(width - 1, 1) * 2 - 1
     y = (rows + flow[:, 1]) / max(height - 1, 1) * 2 - 1
     return F.grid_sample(image, torch.stack([x, y], dim=-1), mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def horn_schunck(first: torch.Tensor, second: torch.Tensor, smoothness: float = 0.05, iterations: int = 60, levels: int = 3) -> torch.Tensor:
+def horn_schunck(
+    first: torch.Tensor, second: torch.Tensor, smoothness: float = 0.05, iterations: int = 60, levels: int = 3
+) -> torch.Tensor:
     """Flow [N, 2, H, W] (u right, v down, pixels) taking `first` to `second`, both [N, 1, H, W] in [0, 1]."""
     pyramid = [(_blur(first), _blur(second))]
     for _ in range(levels - 1):
@@ -73,8 +77,14 @@ def horn_schunck(first: torch.Tensor, second: torch.Tensor, smoothness: float = 
             flow = F.interpolate(flow, size=a.shape[-2:], mode="bilinear", align_corners=False) * 2.0
         warped = warp(b, flow)
         mean = (a + warped) / 2
-        grad_x = (F.pad(mean, (0, 1, 0, 0), mode="replicate")[..., :, 1:] - F.pad(mean, (1, 0, 0, 0), mode="replicate")[..., :, :-1]) / 2
-        grad_y = (F.pad(mean, (0, 0, 0, 1), mode="replicate")[..., 1:, :] - F.pad(mean, (0, 0, 1, 0), mode="replicate")[..., :-1, :]) / 2
+        grad_x = (
+            F.pad(mean, (0, 1, 0, 0), mode="replicate")[..., :, 1:]
+            - F.pad(mean, (1, 0, 0, 0), mode="replicate")[..., :, :-1]
+        ) / 2
+        grad_y = (
+            F.pad(mean, (0, 0, 0, 1), mode="replicate")[..., 1:, :]
+            - F.pad(mean, (0, 0, 1, 0), mode="replicate")[..., :-1, :]
+        ) / 2
         grad_t = warped - a
         denominator = smoothness**2 + grad_x**2 + grad_y**2
         total = flow.clone()
@@ -83,7 +93,9 @@ def horn_schunck(first: torch.Tensor, second: torch.Tensor, smoothness: float = 
             smooth_u = F.conv2d(F.pad(total[:, :1], (1, 1, 1, 1), mode="replicate"), average)
             smooth_v = F.conv2d(F.pad(total[:, 1:], (1, 1, 1, 1), mode="replicate"), average)
             residual = grad_x * (smooth_u - flow[:, :1]) + grad_y * (smooth_v - flow[:, 1:]) + grad_t
-            total = torch.cat([smooth_u - grad_x * residual / denominator, smooth_v - grad_y * residual / denominator], dim=1)
+            total = torch.cat(
+                [smooth_u - grad_x * residual / denominator, smooth_v - grad_y * residual / denominator], dim=1
+            )
         flow = total
     return flow
 
@@ -156,7 +168,9 @@ def calibrate(videos: list[tuple[np.ndarray, np.ndarray]], focal: float) -> Flow
     design_matrix, target_vector = np.concatenate(design), np.concatenate(target)
     gains, *_ = np.linalg.lstsq(design_matrix, target_vector, rcond=None)
     residual = design_matrix @ gains - target_vector
-    return FlowCalibration(tuple(float(g) for g in gains), float(focal), width, height, float(np.sqrt(np.mean(residual**2))), len(design))
+    return FlowCalibration(
+        tuple(float(g) for g in gains), float(focal), width, height, float(np.sqrt(np.mean(residual**2))), len(design)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -63,12 +63,17 @@ def train(spec_data: dict) -> dict:
     spec = None
     try:
         spec = TrainJobSpec.model_validate(spec_data)
-        config = spec.config.model_copy(update={"checkpoint": spec.config.checkpoint.model_copy(update={"output_dir": str(directory)})})
+        config = spec.config.model_copy(
+            update={"checkpoint": spec.config.checkpoint.model_copy(update={"output_dir": str(directory)})}
+        )
         config_path = directory / "train_config.json"
         config_path.write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
         existing = checkpoint_dirs(directory)
         resume = existing[-1][1] if existing else (Path(spec.resume) if spec.resume else None)
-        reporter.log(f"attempt {attempt}: training {config.method.name} for {config.max_steps} steps" + (f", resuming from {resume}" if resume else ""))
+        reporter.log(
+            f"attempt {attempt}: training {config.method.name} for {config.max_steps} steps"
+            + (f", resuming from {resume}" if resume else "")
+        )
         reporter.stage("train")
         summary = _supervise(training_command(config_path, resume, spec.gpus), directory, job, reporter)
         reporter.finish()
@@ -123,7 +128,13 @@ def _supervise(command: list[str], directory: Path, job, reporter) -> dict:
         kind = "bad_input" if code == 2 else "engine_error"
         raise JobFailed(Failure(kind=kind, message=last["message"], hint=last.get("hint")))
     if code != 0 or last.get("kind") != "summary":
-        raise JobFailed(Failure(kind="engine_error", message=f"training process exited with code {code}", hint=f"see {directory / 'train.log'}"))
+        raise JobFailed(
+            Failure(
+                kind="engine_error",
+                message=f"training process exited with code {code}",
+                hint=f"see {directory / 'train.log'}",
+            )
+        )
     if last.get("stopped"):
         raise JobCanceled("stopped (checkpoint saved)")
     return {key: value for key, value in last.items() if key != "kind"}

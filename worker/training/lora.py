@@ -22,7 +22,9 @@ from worldplay_cli.contract.training import LoRASection
 class LoRAAdapter(nn.Module):
     def __init__(self, linear: nn.Linear, rank: int, alpha: float):
         super().__init__()
-        self.down = nn.Parameter(torch.empty(rank, linear.in_features, dtype=torch.float32, device=linear.weight.device))
+        self.down = nn.Parameter(
+            torch.empty(rank, linear.in_features, dtype=torch.float32, device=linear.weight.device)
+        )
         self.up = nn.Parameter(torch.zeros(linear.out_features, rank, dtype=torch.float32, device=linear.weight.device))
         nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))
         self.scale = alpha / rank

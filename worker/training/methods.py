@@ -51,7 +51,9 @@ class BidirectionalFlowMatching:
     def loss(self, model: WorldPlayTransformer, batch: Batch) -> torch.Tensor:
         hidden_states, target = batch.model_input()
         timestep = batch.sigmas[:, 0] * 1000.0
-        prediction = model.forward_bi(hidden_states, timestep, batch.prompt, batch.viewmats, batch.intrinsics, batch.actions, timestep)
+        prediction = model.forward_bi(
+            hidden_states, timestep, batch.prompt, batch.viewmats, batch.intrinsics, batch.actions, timestep
+        )
         return masked_mse(prediction, target, batch.loss_mask)
 
 

@@ -87,7 +87,9 @@ def crop_resize_intrinsics(intrinsics: np.ndarray, source_size: tuple[int, int],
     return K
 
 
-def load_clip(root: Path, clip: SourceClip, manifest: SourceManifest, size: tuple[int, int], options: PrepareOptions) -> LoadedClip:
+def load_clip(
+    root: Path, clip: SourceClip, manifest: SourceManifest, size: tuple[int, int], options: PrepareOptions
+) -> LoadedClip:
     """Read and check one clip; raises ClipDataError with the rejection reason."""
     from trajectories.render import fit_image
     from worker.training.media import read_video
@@ -97,7 +99,9 @@ def load_clip(root: Path, clip: SourceClip, manifest: SourceManifest, size: tupl
     try:
         video = read_video(root / clip.video)
     except (OSError, RuntimeError, StopIteration) as error:
-        raise ClipDataError(f"unreadable video {clip.video}: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from None
+        raise ClipDataError(
+            f"unreadable video {clip.video}: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}"
+        ) from None
     if abs(video.fps - manifest.fps) > FPS_TOLERANCE * manifest.fps:
         raise ClipDataError(f"video runs at {video.fps:g} fps, the dataset is {manifest.fps:g} fps")
     source_height, source_width = video.frames.shape[1:3]
@@ -203,10 +207,15 @@ def check_model_dir(model_dir: Path) -> None:
     from worker.pipeline.encoders import LLM_DIR, SIGLIP_DIR
 
     if not model_dir.is_dir():
-        raise BadInput(f"model directory {model_dir} does not exist", "pass --model-dir pointing at the official layout")
+        raise BadInput(
+            f"model directory {model_dir} does not exist", "pass --model-dir pointing at the official layout"
+        )
     for part in ("vae", LLM_DIR, SIGLIP_DIR):
         if not (model_dir / part).is_dir():
-            raise BadInput(f"{model_dir} has no {part}/", "preparation needs the VAE and the condition encoders of the model directory")
+            raise BadInput(
+                f"{model_dir} has no {part}/",
+                "preparation needs the VAE and the condition encoders of the model directory",
+            )
 
 
 def prepare_dataset(

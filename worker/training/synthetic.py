@@ -53,8 +53,14 @@ VALIDATION_PATTERNS: tuple[tuple[tuple[tuple[str, ...], int], ...], ...] = (
     ((("D",), 2), (("A",), 2)),
 )
 COLOUR_NAMES = {
-    "red": (200, 60, 50), "orange": (220, 140, 40), "yellow": (220, 200, 60), "green": (60, 170, 80),
-    "teal": (40, 160, 160), "blue": (50, 90, 200), "purple": (130, 70, 180), "grey": (140, 140, 140),
+    "red": (200, 60, 50),
+    "orange": (220, 140, 40),
+    "yellow": (220, 200, 60),
+    "green": (60, 170, 80),
+    "teal": (40, 160, 160),
+    "blue": (50, 90, 200),
+    "purple": (130, 70, 180),
+    "grey": (140, 140, 140),
 }
 
 
@@ -132,7 +138,13 @@ class Room:
         return cls(tuple(textures), colour)
 
     def render(
-        self, c2w: np.ndarray, intrinsics: np.ndarray, width: int, height: int, supersample: int = 2, texture_period: float = TEXTURE_PERIOD
+        self,
+        c2w: np.ndarray,
+        intrinsics: np.ndarray,
+        width: int,
+        height: int,
+        supersample: int = 2,
+        texture_period: float = TEXTURE_PERIOD,
     ) -> np.ndarray:
         """The view from camera-to-world `c2w` (OpenCV axes) with pixel `intrinsics`, HxWx3 uint8."""
         # 1. rays through supersampled pixel centres, in world space
@@ -160,7 +172,9 @@ class Room:
         for index in range(6):
             selected = face == index
             if selected.any():
-                colour[selected] = sample_wrapped(self.textures[index], tangent_u[selected], tangent_v[selected], texture_period)
+                colour[selected] = sample_wrapped(
+                    self.textures[index], tangent_u[selected], tangent_v[selected], texture_period
+                )
         # 4. a little distance fog gives depth cues and hides aliasing far away
         fog = np.exp(-distance / 12.0)[:, None].astype(np.float32)
         colour = colour * fog + 90.0 * (1 - fog)
@@ -226,7 +240,9 @@ def safe_segments(segments, options: SynthOptions, start: np.ndarray):
     pose = start
     for held, latents in segments:
         for candidate in (held, tuple(key for key in held if key not in KEYS), ()):
-            keyboard, mouse = controls_for_segments([(candidate, latents)], latents + 1, options_for(options, latents + 1))
+            keyboard, mouse = controls_for_segments(
+                [(candidate, latents)], latents + 1, options_for(options, latents + 1)
+            )
             path = integrate_controls(keyboard, mouse, options.move_step, pose)
             inside = np.all(np.abs(path[:, [0, 2], 3]) < ROOM_HALF - WALL_MARGIN)
             pitch = np.degrees(np.arcsin(np.clip(-path[:, 1, 2], -1, 1)))
@@ -301,7 +317,12 @@ def make_clip(seed: int, options: SynthOptions, pattern=None) -> SyntheticClip:
     keyboard, mouse = controls_for_segments(segments, options.num_latents, options)
     c2w = integrate_controls(keyboard, mouse, options.move_step, start)
     intrinsics = options.pixel_intrinsics()
-    frames = np.stack([room.render(pose, intrinsics, options.width, options.height, options.supersample, options.texture_period) for pose in c2w])
+    frames = np.stack(
+        [
+            room.render(pose, intrinsics, options.width, options.height, options.supersample, options.texture_period)
+            for pose in c2w
+        ]
+    )
     prompt = f"A first-person walk through a synthetic room with {room.colour} patterned walls."
     return SyntheticClip(frames, keyboard, mouse, c2w, intrinsics, prompt)
 
@@ -328,11 +349,21 @@ def write_synthetic_dataset(
     out_dir = Path(out_dir)
     entries = []
     jobs = [
-        (f"train-{index:05d}", seed * 1_000_003 + index, VALIDATION_PATTERNS[index % len(VALIDATION_PATTERNS)] if scripted_training else None, "train")
+        (
+            f"train-{index:05d}",
+            seed * 1_000_003 + index,
+            VALIDATION_PATTERNS[index % len(VALIDATION_PATTERNS)] if scripted_training else None,
+            "train",
+        )
         for index in range(num_clips)
     ]
     jobs += [
-        (f"val-{index:03d}", seed * 1_000_003 + 900_000 + index, VALIDATION_PATTERNS[index % len(VALIDATION_PATTERNS)], "validation")
+        (
+            f"val-{index:03d}",
+            seed * 1_000_003 + 900_000 + index,
+            VALIDATION_PATTERNS[index % len(VALIDATION_PATTERNS)],
+            "validation",
+        )
         for index in range(num_validation)
     ]
     # fail before rendering anything when a scripted walk cannot fit the room
@@ -344,7 +375,9 @@ def write_synthetic_dataset(
         write_video(clip.frames, out_dir / "clips" / f"{clip_id}.mp4", options.fps, overwrite=True)
         actions = {"keyboard": clip.keyboard.tolist(), "mouse": clip.mouse.tolist()}
         (out_dir / "clips" / f"{clip_id}.actions.json").write_text(json.dumps(actions))
-        (out_dir / "clips" / f"{clip_id}.poses.json").write_text(json.dumps(official_pose_json(clip.c2w, clip.intrinsics)))
+        (out_dir / "clips" / f"{clip_id}.poses.json").write_text(
+            json.dumps(official_pose_json(clip.c2w, clip.intrinsics))
+        )
         entries.append(
             {
                 "id": clip_id,

@@ -95,7 +95,9 @@ class DistributedContext:
         """
         if self.world_size == 1 or not parameters:
             return
-        reached = torch.tensor([parameter.grad is not None for parameter in parameters], dtype=torch.float32, device=self.device)
+        reached = torch.tensor(
+            [parameter.grad is not None for parameter in parameters], dtype=torch.float32, device=self.device
+        )
         dist.all_reduce(reached, op=dist.ReduceOp.MAX)
         gradients = []
         for parameter, flag in zip(parameters, reached.tolist()):
@@ -156,7 +158,12 @@ def load_initial_model(config: TrainConfig, device: torch.device) -> nn.Module:
         source, strict = Path(init), True
     try:
         model = load_transformer(
-            model_dir, source, dtype=torch.float32, device=device, strict=strict, attention_backend=config.model.attention_backend
+            model_dir,
+            source,
+            dtype=torch.float32,
+            device=device,
+            strict=strict,
+            attention_backend=config.model.attention_backend,
         )
     except CheckpointError as error:
         raise BadInput(str(error).split(" (hint:")[0], error.hint or None) from None
@@ -249,7 +256,10 @@ class MetricsLog:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 if tensorboard == "on":
-                    raise BadInput("logging.tensorboard is on but the tensorboard package is not installed", "pip install tensorboard") from None
+                    raise BadInput(
+                        "logging.tensorboard is on but the tensorboard package is not installed",
+                        "pip install tensorboard",
+                    ) from None
             else:
                 self.writer = SummaryWriter(str(output_dir / "tensorboard"))
 
@@ -321,7 +331,11 @@ class Trainer:
         self.replicated = [parameter for parameter in self.parameters if not hasattr(parameter, "device_mesh")]
         optimizer = config.optimizer
         self.optimizer = torch.optim.AdamW(
-            self.parameters, lr=optimizer.learning_rate, betas=optimizer.betas, weight_decay=optimizer.weight_decay, eps=optimizer.eps
+            self.parameters,
+            lr=optimizer.learning_rate,
+            betas=optimizer.betas,
+            weight_decay=optimizer.weight_decay,
+            eps=optimizer.eps,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.ema = EMA(self.parameters, config.ema.decay, config.ema.start_step) if config.ema else None
@@ -361,7 +375,13 @@ class Trainer:
         if self.lora is not None:
             self.lora.load_state_dict(state["lora"])
         else:
-            load_weights(self.model, checkpoint / TRANSFORMER_SUBDIR / WEIGHTS_NAME, torch.float32, self.context.device, strict=True)
+            load_weights(
+                self.model,
+                checkpoint / TRANSFORMER_SUBDIR / WEIGHTS_NAME,
+                torch.float32,
+                self.context.device,
+                strict=True,
+            )
             self.model.requires_grad_(True)
         return state
 
@@ -371,7 +391,10 @@ class Trainer:
         # parameters that never receive a gradient (e.g. the last block's text queries under the AR method)
         # have no optimizer state, hence strict=False
         set_optimizer_state_dict(
-            self.trainable, self.optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True, strict=False)
+            self.trainable,
+            self.optimizer,
+            state["optimizer"],
+            options=StateDictOptions(full_state_dict=True, strict=False),
         )
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
@@ -390,7 +413,9 @@ class Trainer:
         total_loss = 0.0
         memory_samples = 0
         for micro in range(accumulation):
-            batch = self.samples.batch(step, micro, accumulation, self.context.rank, self.context.world_size, config.data.batch_size)
+            batch = self.samples.batch(
+                step, micro, accumulation, self.context.rank, self.context.world_size, config.data.batch_size
+            )
             batch = batch.to(self.context.device)
             with self.autocast():
                 loss = self.method.loss(self.model, batch)
@@ -505,7 +530,11 @@ class Trainer:
                 "ema": ema_state,
                 "lora": self.lora.state_dict() if self.lora is not None else None,
             }
-            metadata = {"loss": loss, "config": self.config.model_dump(mode="json"), "world_size": self.context.world_size}
+            metadata = {
+                "loss": loss,
+                "config": self.config.model_dump(mode="json"),
+                "world_size": self.context.world_size,
+            }
             path = write_checkpoint(
                 self.output_dir,
                 step,

@@ -54,7 +54,9 @@ def hud_frames(frames: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 class Validator:
-    def __init__(self, config: TrainConfig, dataset: PreparedDataset, output_dir: Path, device: torch.device, is_main: bool):
+    def __init__(
+        self, config: TrainConfig, dataset: PreparedDataset, output_dir: Path, device: torch.device, is_main: bool
+    ):
         from worker.models.vae import load_vae
         from worker.pipeline.memory import sample_points_in_sphere
 
@@ -109,9 +111,13 @@ class Validator:
         scheduler = FlowMatchScheduler(self.settings.sampling_steps, self.settings.shift)
         method = self.config.method
         if isinstance(method, ARMethod):
-            chunks = ar_rollout(model, scheduler, inputs, self.settings.guidance, method.chunk_latents, round_latents=False)
+            chunks = ar_rollout(
+                model, scheduler, inputs, self.settings.guidance, method.chunk_latents, round_latents=False
+            )
         else:
-            chunks = bi_rollout(model, scheduler, inputs, self.settings.guidance, method.window_latents, round_latents=False)
+            chunks = bi_rollout(
+                model, scheduler, inputs, self.settings.guidance, method.window_latents, round_latents=False
+            )
         return torch.cat([chunk.latents for chunk in chunks], dim=2)
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
@@ -165,7 +171,10 @@ class Validator:
         clips = [self.dataset.load(clip_id) for clip_id in clip_ids]
         own, other = [], []
         for round_index in range(rounds):
-            samples = [builder.sample(clip, np.random.default_rng([self.settings.seed, round_index, index])) for index, clip in enumerate(clips)]
+            samples = [
+                builder.sample(clip, np.random.default_rng([self.settings.seed, round_index, index]))
+                for index, clip in enumerate(clips)
+            ]
             # one window per forward: the memory a training step needs, not max_clips times it
             for index, sample in enumerate(samples):
                 donor = samples[(index + 1) % len(samples)]
@@ -173,7 +182,11 @@ class Validator:
                 own.append(float(loss(model, collate([sample]).to(self.device))))
                 other.append(float(loss(model, collate([swapped]).to(self.device))))
         own_mean, other_mean = float(np.mean(own)), float(np.mean(other))
-        return {"control_loss_own": own_mean, "control_loss_other": other_mean, "control_loss_ratio": other_mean / own_mean}
+        return {
+            "control_loss_own": own_mean,
+            "control_loss_other": other_mean,
+            "control_loss_ratio": other_mean / own_mean,
+        }
 
     # -- one validation round -----------------------------------------------------------------------
 
@@ -206,7 +219,9 @@ class Validator:
                     features = self.features(clip, len(frames))
                     generated = action_following(video_flow(frames), features, calibration)
                     scores.update({f"action_{key}": value for key, value in generated.items()})
-                    scores["reference_pixel_epe"] = action_following(reference_flows, features, calibration)["pixel_epe"]
+                    scores["reference_pixel_epe"] = action_following(reference_flows, features, calibration)[
+                        "pixel_epe"
+                    ]
             per_clip[clip.record.id] = scores
             if self.is_main:
                 try:
@@ -218,7 +233,13 @@ class Validator:
         mean.update(overall)
         if self.is_main:
             step_dir.mkdir(parents=True, exist_ok=True)
-            summary = {"step": step, "mean": mean, "per_clip": per_clip, "errors": errors, "training_clips": self.uses_training_clips}
+            summary = {
+                "step": step,
+                "mean": mean,
+                "per_clip": per_clip,
+                "errors": errors,
+                "training_clips": self.uses_training_clips,
+            }
             (step_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         return mean
 
@@ -229,5 +250,6 @@ class Validator:
         directory.mkdir(parents=True, exist_ok=True)
         write_video(frames, directory / f"{name}.mp4", fps, overwrite=True)
         if self.settings.hud:
-            write_video(hud_frames(frames, frame_labels(clip, len(frames))), directory / f"{name}_hud.mp4", fps, overwrite=True)
-
+            write_video(
+                hud_frames(frames, frame_labels(clip, len(frames))), directory / f"{name}_hud.mp4", fps, overwrite=True
+            )

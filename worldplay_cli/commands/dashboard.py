@@ -19,10 +19,14 @@ def dashboard_command(
     output_root: OutputRootOption = None,
     refresh: Annotated[float, typer.Option("--refresh", min=0.2, help="Seconds between refreshes.")] = 1.0,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one snapshot (counts, newest jobs, workers) as JSON instead of opening the app.")
+        bool,
+        typer.Option(
+            "--json", help="Print one snapshot (counts, newest jobs, workers) as JSON instead of opening the app."
+        ),
     ] = False,
     redis: Annotated[
-        Optional[str], typer.Option("--redis", hidden=True, help="Old spelling of --redis-url.", callback=check_redis_url_option)
+        Optional[str],
+        typer.Option("--redis", hidden=True, help="Old spelling of --redis-url.", callback=check_redis_url_option),
     ] = None,
 ) -> None:
     """Watch and steer jobs and workers: sort, filter, follow logs, cancel, retry, re-queue, delete."""
@@ -60,5 +64,7 @@ def snapshot_json(source) -> dict:
         "suspended": snapshot.suspended,
         "queues": snapshot.queues,
         "jobs": [row.to_dict() for row in snapshot.page.rows],
-        "workers": [{**view.row.to_dict(), "gpu_stats": [asdict(gpu) for gpu in view.gpus]} for view in snapshot.workers],
+        "workers": [
+            {**view.row.to_dict(), "gpu_stats": [asdict(gpu) for gpu in view.gpus]} for view in snapshot.workers
+        ],
     }

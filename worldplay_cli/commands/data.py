@@ -48,11 +48,22 @@ Bad clips (wrong fps, too short, missing or malformed actions/poses, unreadable 
 def prepare(
     src: Annotated[Path, typer.Argument(help="Raw dataset directory (with dataset.json) or the manifest file.")],
     out: Annotated[Path, typer.Argument(help="Output directory of the prepared dataset.")],
-    model_dir: Annotated[Path, typer.Option("--model-dir", help="Official model directory (its VAE and encoders are used).")],
-    width: Annotated[Optional[int], typer.Option(help="Frame width (multiple of 16; default: the first clip's).", show_default=False)] = None,
-    height: Annotated[Optional[int], typer.Option(help="Frame height (multiple of 16; default: the first clip's).", show_default=False)] = None,
-    min_frames: Annotated[int, typer.Option(help="Shorter clips (after alignment to 4k+1 frames) are rejected.", min=1)] = 17,
-    max_frames: Annotated[Optional[int], typer.Option(help="Cut longer clips to this many frames.", show_default=False, min=1)] = None,
+    model_dir: Annotated[
+        Path, typer.Option("--model-dir", help="Official model directory (its VAE and encoders are used).")
+    ],
+    width: Annotated[
+        Optional[int], typer.Option(help="Frame width (multiple of 16; default: the first clip's).", show_default=False)
+    ] = None,
+    height: Annotated[
+        Optional[int],
+        typer.Option(help="Frame height (multiple of 16; default: the first clip's).", show_default=False),
+    ] = None,
+    min_frames: Annotated[
+        int, typer.Option(help="Shorter clips (after alignment to 4k+1 frames) are rejected.", min=1)
+    ] = 17,
+    max_frames: Annotated[
+        Optional[int], typer.Option(help="Cut longer clips to this many frames.", show_default=False, min=1)
+    ] = None,
     clips_per_shard: Annotated[int, typer.Option(help="Clips per safetensors shard.", min=1)] = 8,
     device: Annotated[str, typer.Option(help="Device for the encoders (cpu, cuda, cuda:1).")] = "cpu",
     as_json: JsonOption = False,
@@ -64,12 +75,19 @@ def prepare(
 
     for name, value in (("width", width), ("height", height)):
         if value is not None and (value < 16 or value % 16):
-            raise BadInput(f"--{name} {value} must be a multiple of 16 (at least 16)", f"e.g. --{name} {max(16, value // 16 * 16)}")
+            raise BadInput(
+                f"--{name} {value} must be a multiple of 16 (at least 16)", f"e.g. --{name} {max(16, value // 16 * 16)}"
+            )
     if max_frames is not None and max_frames < min_frames:
-        raise BadInput(f"--max-frames {max_frames} is below --min-frames {min_frames}: every clip would be rejected", "raise --max-frames or lower --min-frames")
+        raise BadInput(
+            f"--max-frames {max_frames} is below --min-frames {min_frames}: every clip would be rejected",
+            "raise --max-frames or lower --min-frames",
+        )
     manifest = load_source_manifest(src)
     if not model_dir.is_dir():
-        raise BadInput(f"model directory {model_dir} does not exist", "pass --model-dir pointing at the official layout")
+        raise BadInput(
+            f"model directory {model_dir} does not exist", "pass --model-dir pointing at the official layout"
+        )
     _check_output_dir(out)
     arguments = ["prepare", str(src), str(out), "--model-dir", str(model_dir), "--min-frames", str(min_frames)]
     arguments += ["--clips-per-shard", str(clips_per_shard), "--device", device]
@@ -79,14 +97,19 @@ def prepare(
     summary = run_training_process(arguments)
 
     def render(console) -> None:
-        console.print(f"prepared {summary['clips']} of {len(manifest.clips)} clips into {summary['out']} ({summary['width']}x{summary['height']}, {summary['fps']:g} fps)")
+        console.print(
+            f"prepared {summary['clips']} of {len(manifest.clips)} clips into {summary['out']} ({summary['width']}x{summary['height']}, {summary['fps']:g} fps)"
+        )
         for clip in summary["rejected"]:
             console.print(f"[yellow]rejected[/] {clip['id']}: {clip['reason']}")
 
     emit(summary, as_json, render)
 
 
-@data_app.command("synth", help="Render synthetic clips (textured rooms, random walks with their keys, mouse and poses) as a raw dataset.")
+@data_app.command(
+    "synth",
+    help="Render synthetic clips (textured rooms, random walks with their keys, mouse and poses) as a raw dataset.",
+)
 def synth(
     out: Annotated[Path, typer.Argument(help="Output directory (gets dataset.json and clips/).")],
     clips: Annotated[int, typer.Option(help="Training clips (random walks).", min=0)] = 32,
@@ -96,9 +119,13 @@ def synth(
     latents: Annotated[int, typer.Option(help="Latents per clip (frames = 4·(latents−1)+1).", min=2)] = 24,
     fps: Annotated[int, typer.Option(help="Frame rate.", min=1)] = 16,
     seed: Annotated[int, typer.Option(help="Random seed.", min=0)] = 0,
-    move_step: Annotated[float, typer.Option(help="World units per frame while W/S/A/D is held (the room is 8 units wide).", min=0.001)] = 0.04,
+    move_step: Annotated[
+        float, typer.Option(help="World units per frame while W/S/A/D is held (the room is 8 units wide).", min=0.001)
+    ] = 0.04,
     turn_deg: Annotated[float, typer.Option(help="Degrees per frame while the view turns.", min=0.01)] = 1.5,
-    texture_period: Annotated[float, typer.Option(help="World units per texture repeat (larger: smoother frames).", min=0.1)] = 2.0,
+    texture_period: Annotated[
+        float, typer.Option(help="World units per texture repeat (larger: smoother frames).", min=0.1)
+    ] = 2.0,
     as_json: JsonOption = False,
 ) -> None:
     from worldplay_cli.commands.train import run_training_process
@@ -110,10 +137,19 @@ def synth(
         raise BadInput("nothing to generate", "pass --clips and/or --validation above 0")
     max_latents = load_settings().limits.max_latents
     if latents > max_latents:
-        raise BadInput(f"--latents {latents} is more than the limit of {max_latents}", "set limits.max_latents to allow longer clips")
+        raise BadInput(
+            f"--latents {latents} is more than the limit of {max_latents}",
+            "set limits.max_latents to allow longer clips",
+        )
     _check_output_dir(out)
     arguments = ["synth", str(out), "--clips", str(clips), "--validation", str(validation), "--width", str(width)]
     arguments += ["--height", str(height), "--latents", str(latents), "--fps", str(fps), "--seed", str(seed)]
     arguments += ["--move-step", str(move_step), "--turn-deg", str(turn_deg), "--texture-period", str(texture_period)]
     summary = run_training_process(arguments)
-    emit(summary, as_json, lambda console: console.print(f"wrote {clips} + {validation} clips of {summary['frames']} frames: {summary['manifest']}"))
+    emit(
+        summary,
+        as_json,
+        lambda console: console.print(
+            f"wrote {clips} + {validation} clips of {summary['frames']} frames: {summary['manifest']}"
+        ),
+    )

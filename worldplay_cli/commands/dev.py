@@ -63,7 +63,9 @@ def write_tiny_model(root: Path, seed: int, hub_names: bool) -> Path:
     if root.exists() and not root.is_dir():
         raise BadInput(f"{root} exists and is not a directory", "choose a new or empty directory")
     if root.is_dir() and any(root.iterdir()) and not (root / TINY_MARKER).is_file():
-        raise BadInput(f"{root} is not empty", "choose a new or empty directory (a tiny model directory may be rewritten)")
+        raise BadInput(
+            f"{root} is not empty", "choose a new or empty directory (a tiny model directory may be rewritten)"
+        )
     command = [sys.executable, "-m", "worker.pipeline.tiny_model", str(root), "--seed", str(seed)]
     if hub_names:
         command.append("--hub-names")
@@ -77,7 +79,7 @@ def write_tiny_model(root: Path, seed: int, hub_names: bool) -> Path:
             raise WorldplayError(
                 f"the tiny model needs the worker extra (torch, safetensors, transformers); "
                 f"{missing.group(1).split('.')[0]} is not installed",
-                "from a clone: pip install -e \".[worker]\"  (or: pip install \"worldplay[worker]\"); "
+                'from a clone: pip install -e ".[worker]"  (or: pip install "worldplay[worker]"); '
                 "GPU users install their CUDA torch first",
             )
         raise WorldplayError(

@@ -32,8 +32,14 @@ def register(app: typer.Typer) -> None:
 
 
 def doctor(
-    model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Model directory (default: the model_dir setting).", show_default=False)] = None,
-    python: Annotated[Optional[str], typer.Option("--python", help="Interpreter the workers use (default: this one).", show_default=False)] = None,
+    model_dir: Annotated[
+        Optional[Path],
+        typer.Option("--model-dir", help="Model directory (default: the model_dir setting).", show_default=False),
+    ] = None,
+    python: Annotated[
+        Optional[str],
+        typer.Option("--python", help="Interpreter the workers use (default: this one).", show_default=False),
+    ] = None,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
     as_json: JsonOption = False,
@@ -52,7 +58,12 @@ def doctor(
 def diagnose(settings, python: str) -> dict:
     model_dir = settings.model_dir.expanduser()
     probe, probe_error = run_probe(python, model_dir)
-    checks = [*worker_checks(probe, probe_error), check_ffmpeg(), check_redis(settings), check_output_root(settings.output_root)]
+    checks = [
+        *worker_checks(probe, probe_error),
+        check_ffmpeg(),
+        check_redis(settings),
+        check_output_root(settings.output_root),
+    ]
     checks.append(check_model_dir(probe, model_dir))
     return {
         "checks": checks,
@@ -83,11 +94,15 @@ def run_probe(python: str, model_dir: Path) -> tuple[dict | None, str | None]:
 
 def worker_checks(probe: dict | None, error: str | None) -> list[dict]:
     if probe is None:
-        return [_check("worker", "fail", f"cannot run the worker probe: {error}", "is worldplay installed in that Python?")]
+        return [
+            _check("worker", "fail", f"cannot run the worker probe: {error}", "is worldplay installed in that Python?")
+        ]
     torch_info = probe["torch"]
     checks = [_check("python", "ok", f"{probe['python']['version']} ({probe['python']['executable']})")]
     if not torch_info["installed"]:
-        checks.append(_check("torch", "warn", "not installed: only the preview engine can run", "pip install 'worldplay[worker]'"))
+        checks.append(
+            _check("torch", "warn", "not installed: only the preview engine can run", "pip install 'worldplay[worker]'")
+        )
         return checks
     checks.append(_check("torch", "ok", f"{torch_info['version']} (CUDA build {torch_info['cuda_build'] or 'none'})"))
     gpus = torch_info["gpus"]
@@ -101,7 +116,9 @@ def worker_checks(probe: dict | None, error: str | None) -> list[dict]:
         if flash["installed"]:
             checks.append(_check("flash-attn", "ok", f"{flash['version']}"))
         else:
-            checks.append(_check("flash-attn", "warn", "not installed: torch SDPA is used (slower)", "pip install flash-attn"))
+            checks.append(
+                _check("flash-attn", "warn", "not installed: torch SDPA is used (slower)", "pip install flash-attn")
+            )
     else:
         detail = "no CUDA GPU visible" + ("" if torch_info["cuda_build"] else " (CPU-only torch build)")
         checks.append(_check("cuda", "warn", detail, "the native engine needs a CUDA GPU for real models"))
@@ -159,7 +176,12 @@ def check_model_dir(probe: dict | None, model_dir: Path) -> dict:
     ready = [name for name, variant in state["variants"].items() if variant["ready"]]
     if not ready:
         first = next(iter(state["variants"].values()))
-        return _check("model dir", "warn", f"{model_dir}: no variant is complete ({'; '.join(first['missing'][:3])})", first["fix"])
+        return _check(
+            "model dir",
+            "warn",
+            f"{model_dir}: no variant is complete ({'; '.join(first['missing'][:3])})",
+            first["fix"],
+        )
     return _check("model dir", "ok", f"{model_dir}: ready: {', '.join(ready)}")
 
 

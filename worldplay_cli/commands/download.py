@@ -24,12 +24,15 @@ def register(app: typer.Typer) -> None:
 
 def download(
     variants: list[str] = typer.Argument(
-        ..., help=f"{', '.join(variants.names())}, sr (add-on) or all; several at once share their pieces",
+        ...,
+        help=f"{', '.join(variants.names())}, sr (add-on) or all; several at once share their pieces",
         show_default=False,
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print the plan: pieces, sizes, what is present, space"),
     token: Optional[str] = typer.Option(
-        None, "--token", help="Hugging Face token (default: HF_TOKEN or `hf auth login`); never printed or stored",
+        None,
+        "--token",
+        help="Hugging Face token (default: HF_TOKEN or `hf auth login`); never printed or stored",
         show_default=False,
     ),
     model_dir: ModelDirOption = None,
@@ -72,8 +75,16 @@ def download(
     if not as_json:
         _render_plan(err_console, plan)
     with _RichReporter(enabled=not as_json) as reporter:
-        outcome = execute(plan, target, hub, modelscope, workers=workers, reporter=reporter,
-                          ignore_disk_space=ignore_disk_space, repair=repair)
+        outcome = execute(
+            plan,
+            target,
+            hub,
+            modelscope,
+            workers=workers,
+            reporter=reporter,
+            ignore_disk_space=ignore_disk_space,
+            repair=repair,
+        )
     result = {**plan.summary(), **outcome.as_dict()}
     emit(result, as_json, lambda console: _render_done(console, plan, outcome, target, settings.model_dir))
 
@@ -104,9 +115,14 @@ def _render_plan(console: Console, plan) -> None:
         if item.piece.gated:
             source += " [dim](gated)[/dim]"
         # Unlisted pieces have no file names: their count is unknown and their size is the catalog's estimate.
-        table.add_row(item.piece.name, source, "?" if from_catalog else str(len(item.files)),
-                      format_size(item.estimate if from_catalog else item.total, approximate=from_catalog),
-                      "?" if from_catalog else format_size(item.have), status)
+        table.add_row(
+            item.piece.name,
+            source,
+            "?" if from_catalog else str(len(item.files)),
+            format_size(item.estimate if from_catalog else item.total, approximate=from_catalog),
+            "?" if from_catalog else format_size(item.have),
+            status,
+        )
     console.print(table)
     if estimated:
         console.print(f"[yellow]{plan.sizes_note}[/yellow]", soft_wrap=True, highlight=False)
@@ -114,13 +130,17 @@ def _render_plan(console: Console, plan) -> None:
         f"total {format_size(plan.total, estimated)} · present {format_size(plan.have)} · "
         f"to download [bold]{format_size(plan.need, estimated)}[/bold] · "
         + ("links into " + plan.cache_dir if not plan.local else "real files (--local-dir)"),
-        soft_wrap=True, highlight=False,
+        soft_wrap=True,
+        highlight=False,
     )
     for check in plan.space:
         where = "quota (--quota)" if check.path == "--quota" else check.path
         verdict = "[green]ok[/green]" if check.ok else "[red]NOT ENOUGH SPACE[/red]"
-        console.print(f"disk {where}: needs {format_size(check.need, estimated)}, free {format_size(check.free)} "
-                      f"{verdict}", soft_wrap=True, highlight=False)
+        console.print(
+            f"disk {where}: needs {format_size(check.need, estimated)}, free {format_size(check.free)} {verdict}",
+            soft_wrap=True,
+            highlight=False,
+        )
     notes: dict[str, list[str]] = {}
     for item in plan.pieces:
         unreachable = item.sizes_from == "catalog" and not plan.offline
@@ -144,8 +164,10 @@ def _render_done(console: Console, plan, outcome, target, default_model_dir: Pat
     if outcome.repaired_files:
         console.print(f"repaired {len(outcome.repaired_files)} corrupt file(s)")
     if target.model_dir != Path(default_model_dir).expanduser().absolute():
-        console.print(f"[dim]set model_dir = \"{target.model_dir}\" in your config (or WORLDPLAY_MODEL_DIR) "
-                      "so `worldplay run` finds it[/dim]")
+        console.print(
+            f'[dim]set model_dir = "{target.model_dir}" in your config (or WORLDPLAY_MODEL_DIR) '
+            "so `worldplay run` finds it[/dim]"
+        )
 
 
 class _RichReporter:
@@ -164,8 +186,13 @@ class _RichReporter:
         self._lock = threading.Lock()
         self._tasks: dict[str, int] = {}
         self._progress = Progress(
-            TextColumn("{task.description}", justify="left"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), console=err_console, disable=not (enabled and err_console.is_terminal),
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=not (enabled and err_console.is_terminal),
         )
         self._overall: int | None = None
 
@@ -199,4 +226,4 @@ class _RichReporter:
 
 
 def _short(label: str, width: int = 48) -> str:
-    return label if len(label) <= width else "…" + label[-(width - 1):]
+    return label if len(label) <= width else "…" + label[-(width - 1) :]

@@ -44,7 +44,11 @@ class _OptionalValues(TyperCommand):
             if arg in self.optional_values:
                 default, choices = self.optional_values[arg]
                 following = args[index + 1] if index + 1 < len(args) else None
-                if following is not None and not following.startswith("-") and (choices is None or following in choices):
+                if (
+                    following is not None
+                    and not following.startswith("-")
+                    and (choices is None or following in choices)
+                ):
                     rewritten += [arg, following]
                     index += 2
                     continue
@@ -62,42 +66,73 @@ def register(app: typer.Typer) -> None:
 def generate(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="What the world looks like.")] = "",
     image: Annotated[
-        Optional[Path], typer.Option("--image", "-i", help="Reference image, or a bundled example: meadow (default), city.", show_default=False)
+        Optional[Path],
+        typer.Option(
+            "--image", "-i", help="Reference image, or a bundled example: meadow (default), city.", show_default=False
+        ),
     ] = None,
     pose: Annotated[
         str, typer.Option("--pose", help="Pose string (e.g. 'w-15, right-16'), preset name, or trajectory file.")
     ] = "walk-and-turn",
-    engine: Annotated[Optional[str], typer.Option(help="preview | native | official (default from settings).", show_default=False)] = None,
-    variant: Annotated[Optional[str], typer.Option(help=f"{' | '.join(variants.names())} (default from settings).", show_default=False)] = None,
-    frames: Annotated[Optional[int], typer.Option(help="Pixel frames; must match the trajectory (4·latents − 3).", show_default=False)] = None,
+    engine: Annotated[
+        Optional[str], typer.Option(help="preview | native | official (default from settings).", show_default=False)
+    ] = None,
+    variant: Annotated[
+        Optional[str], typer.Option(help=f"{' | '.join(variants.names())} (default from settings).", show_default=False)
+    ] = None,
+    frames: Annotated[
+        Optional[int], typer.Option(help="Pixel frames; must match the trajectory (4·latents − 3).", show_default=False)
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the variant's recipe).", show_default=False)] = None,
-    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the variant's recipe).", show_default=False)] = None,
+    steps: Annotated[
+        Optional[int], typer.Option(help="Denoising steps (default: the variant's recipe).", show_default=False)
+    ] = None,
+    guidance: Annotated[
+        Optional[float], typer.Option(help="Guidance scale (default: the variant's recipe).", show_default=False)
+    ] = None,
     resolution: Annotated[str, typer.Option(help="Resolution class (the released model is 480p).")] = "480p",
-    width: Annotated[Optional[int], typer.Option(help="Output width (multiple of 16; default from the image).", show_default=False)] = None,
-    height: Annotated[Optional[int], typer.Option(help="Output height (multiple of 16; default from the image).", show_default=False)] = None,
+    width: Annotated[
+        Optional[int], typer.Option(help="Output width (multiple of 16; default from the image).", show_default=False)
+    ] = None,
+    height: Annotated[
+        Optional[int], typer.Option(help="Output height (multiple of 16; default from the image).", show_default=False)
+    ] = None,
     gpus: Annotated[int, typer.Option(help="GPUs per job (sequence parallel).")] = 1,
     name: Annotated[Optional[str], typer.Option("--name", help="A label for the output.", show_default=False)] = None,
     negative_prompt: Annotated[str, typer.Option(help="Negative prompt.")] = "",
     hud: Annotated[bool, typer.Option("--hud/--no-hud", help="Preview: draw the keyboard/mouse overlay.")] = True,
-    timeout: Annotated[Optional[int], typer.Option(help="Job timeout in seconds (default from settings).", show_default=False)] = None,
+    timeout: Annotated[
+        Optional[int], typer.Option(help="Job timeout in seconds (default from settings).", show_default=False)
+    ] = None,
     rewrite: Annotated[
         Optional[str],
-        typer.Option("--rewrite", help="Rewrite the prompt first: bare = best-effort, or --rewrite required.", show_default=False),
+        typer.Option(
+            "--rewrite", help="Rewrite the prompt first: bare = best-effort, or --rewrite required.", show_default=False
+        ),
     ] = None,
     model_dir: Annotated[
-        Optional[Path], typer.Option(help="Model directory on the worker host: its model_dir or one in its worker.model_dirs.", show_default=False)
+        Optional[Path],
+        typer.Option(
+            help="Model directory on the worker host: its model_dir or one in its worker.model_dirs.",
+            show_default=False,
+        ),
     ] = None,
     memory_profile: Annotated[
         Optional[str],
         typer.Option(help="Native engine: auto | resident | offload | group-offload | low-vram.", show_default=False),
     ] = None,
     official_repo: Annotated[
-        Optional[Path], typer.Option(help="Official engine: HY-WorldPlay checkout on the worker host, one in its worker.official_repos.", show_default=False)
+        Optional[Path],
+        typer.Option(
+            help="Official engine: HY-WorldPlay checkout on the worker host, one in its worker.official_repos.",
+            show_default=False,
+        ),
     ] = None,
     queue: Annotated[
         Optional[str],
-        typer.Option("--queue", help="Enqueue (on this queue, default from settings) and print the job id.", show_default=False),
+        typer.Option(
+            "--queue", help="Enqueue (on this queue, default from settings) and print the job id.", show_default=False
+        ),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --queue: follow the job until it ends.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved spec; enqueue nothing.")] = False,
@@ -163,7 +198,11 @@ def generate(
         warning = queue_warning(runtime.conn, settings, queue_name)
         if not wait:
             warn(warning)
-            emit({"job_id": job_id, "queue": queue_name, "status": "queued", "warning": warning}, as_json, lambda c: c.print(job_id))
+            emit(
+                {"job_id": job_id, "queue": queue_name, "status": "queued", "warning": warning},
+                as_json,
+                lambda c: c.print(job_id),
+            )
             return
         if not as_json:
             err_console.print(f"job {job_id} queued on {queue_name}", highlight=False, soft_wrap=True)
@@ -180,7 +219,11 @@ def _rewrite(prepared, settings, policy):
     if result.warning:
         warn(result.warning)
     elif result.changed:
-        err_console.print(f"prompt rewritten by {result.model} ({result.prompt_version}): {result.rewritten}", highlight=False, markup=False)
+        err_console.print(
+            f"prompt rewritten by {result.model} ({result.prompt_version}): {result.rewritten}",
+            highlight=False,
+            markup=False,
+        )
     return RewriteRecord(policy=policy, **result.model_dump())
 
 
@@ -190,8 +233,10 @@ def _print_outcome(outcome, as_json: bool) -> None:
     result = outcome.result
 
     def render(console):
-        console.print(f"[green]done[/] in {outcome.duration_s:.1f} s: {result.get('frames')} frames, "
-                      f"{result.get('width')}x{result.get('height')} @ {result.get('fps'):g} fps")
+        console.print(
+            f"[green]done[/] in {outcome.duration_s:.1f} s: {result.get('frames')} frames, "
+            f"{result.get('width')}x{result.get('height')} @ {result.get('fps'):g} fps"
+        )
         console.print(f"video: [bold]{result.get('video')}[/]", soft_wrap=True)
 
     emit(outcome.as_json(), as_json, render)

@@ -11,7 +11,8 @@ from worldplay_cli.options import ConfigOption, JsonOption, OutputRootOption, Re
 jobs_app = typer.Typer(help="Inspect and steer queued, running and finished jobs.", no_args_is_help=True)
 
 JobIds = Annotated[
-    list[str], typer.Argument(help="Job id(s): the id, a unique prefix, its random part or the job's --name.", show_default=False)
+    list[str],
+    typer.Argument(help="Job id(s): the id, a unique prefix, its random part or the job's --name.", show_default=False),
 ]
 JobIdArgument = Annotated[
     str, typer.Argument(help="Job: the id, a unique prefix, its random part or the job's --name.", show_default=False)
@@ -59,7 +60,10 @@ STATUS_STYLE = {"finished": "green", "failed": "red", "stopped": "yellow", "canc
 
 @jobs_app.command("list")
 def list_command(
-    status: Annotated[Optional[list[str]], typer.Option("--status", "-s", help="Only these statuses (repeatable).", show_default=False)] = None,
+    status: Annotated[
+        Optional[list[str]],
+        typer.Option("--status", "-s", help="Only these statuses (repeatable).", show_default=False),
+    ] = None,
     queue: Annotated[Optional[str], typer.Option(help="Only this queue.", show_default=False)] = None,
     search: Annotated[Optional[str], typer.Option(help="Text in the id or description.", show_default=False)] = None,
     limit: Annotated[int, typer.Option(help="Page size.", min=1)] = 50,
@@ -105,9 +109,14 @@ def list_command(
             failure = (row.failure or {}).get("kind", "")
             cells = {
                 "id": row.id,
-                "status": f"[{style}]{row.status}[/]" + (f" ({failure})" if failure and row.status != "finished" else "") if style else row.status,
+                "status": f"[{style}]{row.status}[/]"
+                + (f" ({failure})" if failure and row.status != "finished" else "")
+                if style
+                else row.status,
                 # what runs: the engine for generation, the job kind (train, ...) otherwise
-                "engine": f"{row.engine}/{row.variant}" if row.kind in (None, "generate") else f"{row.kind} {row.variant or ''}",
+                "engine": f"{row.engine}/{row.variant}"
+                if row.kind in (None, "generate")
+                else f"{row.kind} {row.variant or ''}",
                 "frames": str(row.frames or ""),
                 "progress": _progress_text(row),
                 "time": _age(row.duration_s),
@@ -141,14 +150,19 @@ def show_command(
     detail = jobs.job_detail(runtime.conn, runtime.settings, job_id)
 
     def render(console):
-        console.print(f"[bold]{detail['id']}[/]  {detail['status']}  queue {detail['queue']}  attempt {detail['attempt']}")
+        console.print(
+            f"[bold]{detail['id']}[/]  {detail['status']}  queue {detail['queue']}  attempt {detail['attempt']}"
+        )
         for line in jobs.describe_spec(detail.get("spec")) + jobs.describe_training(detail.get("train")):
             console.print(escape(line), highlight=False, soft_wrap=True)
         if detail.get("progress") and detail["status"] == "started":
             console.print(f"progress: {_progress_text(jobs.get_row(runtime.conn, job_id))}")
         if detail.get("failure"):
             failure = detail["failure"]
-            console.print(f"[red]{failure['kind']}[/]: {failure['message']}" + (f" (hint: {failure['hint']})" if failure.get("hint") else ""))
+            console.print(
+                f"[red]{failure['kind']}[/]: {failure['message']}"
+                + (f" (hint: {failure['hint']})" if failure.get("hint") else "")
+            )
         if detail.get("result") and detail["result"].get("video"):
             console.print(f"video: [bold]{detail['result'].get('video')}[/]")
         console.print(f"output dir: {detail['output_dir']}  files: {', '.join(detail['files']) or '-'}")
@@ -208,7 +222,11 @@ def _each(runtime, job_ids: list[str], action, as_json: bool) -> None:
     def render(console):
         for result in results:
             if "error" not in result:
-                console.print(f"{result['job_id']}: {result.get('note') or result.get('status', 'done')}", highlight=False, soft_wrap=True)
+                console.print(
+                    f"{result['job_id']}: {result.get('note') or result.get('status', 'done')}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
 
     emit(results, as_json, render)
     # Errors go to stderr with --json too (one `error: ... (hint: ...)` line per job that failed).
@@ -218,7 +236,9 @@ def _each(runtime, job_ids: list[str], action, as_json: bool) -> None:
 
         for result in results:
             if "error" in result:
-                err_console.print(format_error(result["error"], result["hint"]), highlight=False, markup=False, soft_wrap=True)
+                err_console.print(
+                    format_error(result["error"], result["hint"]), highlight=False, markup=False, soft_wrap=True
+                )
     if errors:
         raise typer.Exit(errors[0].exit_code)
 
@@ -266,6 +286,7 @@ def rm_command(
     from worldplay_cli import jobs
 
     runtime = _runtime(config, redis_url, output_root)
+
     def delete(job_id: str) -> dict:
         result = jobs.delete_job(runtime.conn, runtime.settings, job_id, files)
         if result["files_removed"]:
@@ -301,9 +322,16 @@ def workers_command(
             table.add_column(column)
         for row in rows:
             beat = _age(row.heartbeat_age_s) + (" [red](stale)[/]" if row.stale else "")
-            table.add_row(row.name, ",".join(row.queues), row.gpus or "-", row.state, row.current_job or "", beat,
-                          str(row.successful_jobs), str(row.failed_jobs))
+            table.add_row(
+                row.name,
+                ",".join(row.queues),
+                row.gpus or "-",
+                row.state,
+                row.current_job or "",
+                beat,
+                str(row.successful_jobs),
+                str(row.failed_jobs),
+            )
         console.print(table if rows else "no workers")
 
     emit([row.to_dict() for row in rows], as_json, render)
-

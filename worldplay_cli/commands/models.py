@@ -16,6 +16,7 @@ from worldplay_cli.output import emit
 
 models_app = typer.Typer(help="Inspect, verify and remove downloaded weights.", no_args_is_help=True)
 
+
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
 
@@ -45,9 +46,13 @@ def _render_list(console: Console, root: Path, rows: list[dict]) -> None:
         table.add_column(column)
     for row in rows:
         colour = colours[row["status"]]
-        table.add_row(row["name"], row["title"], f"[{colour}]{row['status']}[/{colour}]",
-                      format_size(row["size_bytes"]) if row["size_bytes"] else "-",
-                      ", ".join(row["missing_pieces"]) or row["note"] if row["status"] != "ready" else "")
+        table.add_row(
+            row["name"],
+            row["title"],
+            f"[{colour}]{row['status']}[/{colour}]",
+            format_size(row["size_bytes"]) if row["size_bytes"] else "-",
+            ", ".join(row["missing_pieces"]) or row["note"] if row["status"] != "ready" else "",
+        )
     console.print(table)
 
 
@@ -104,8 +109,10 @@ def verify(
     emit(result, as_json, lambda console: _render_verify(console, result, quick))
     if found.not_downloaded:
         names = found.not_downloaded
-        raise WorldplayError(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} not downloaded in {root}",
-                             f"run `worldplay download {' '.join(names)}{dir_option}`")
+        raise WorldplayError(
+            f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} not downloaded in {root}",
+            f"run `worldplay download {' '.join(names)}{dir_option}`",
+        )
     if found.empty:
         raise WorldplayError(
             f"nothing is downloaded in {root}",
@@ -121,14 +128,20 @@ def _render_verify(console: Console, result: dict, quick: bool) -> None:
     for piece in result["absent_pieces"]:
         console.print(f"[red]absent[/red] piece {piece}")
     if result["ok"]:
-        console.print(f"[green]ok[/green]: {result['checked_files']} file(s) match the recorded "
-                      + ("sizes" if quick else "sizes and hashes"))
+        console.print(
+            f"[green]ok[/green]: {result['checked_files']} file(s) match the recorded "
+            + ("sizes" if quick else "sizes and hashes")
+        )
         for name, missing in result["incomplete"].items():
-            console.print(f"[yellow]incomplete[/yellow] {name}: no {', '.join(missing)} "
-                          f"(`worldplay download {name}` fetches it)", highlight=False)
+            console.print(
+                f"[yellow]incomplete[/yellow] {name}: no {', '.join(missing)} (`worldplay download {name}` fetches it)",
+                highlight=False,
+            )
         if not result["ready"] and not result["incomplete"]:
-            console.print("[yellow]no variant is complete here[/yellow] (`worldplay models list` shows what each "
-                          "one lacks)", highlight=False)
+            console.print(
+                "[yellow]no variant is complete here[/yellow] (`worldplay models list` shows what each one lacks)",
+                highlight=False,
+            )
 
 
 @models_app.command("rm")
@@ -149,10 +162,17 @@ def rm(
     if not yes and not typer.confirm(f"remove {' '.join(variants)} from {root}?"):
         raise typer.Abort()
     result = remove(root, variants, purge_cache)
-    emit({"model_dir": str(root), **result}, as_json, lambda console: console.print(
-        f"removed {', '.join(result['removed_pieces']) or 'nothing'}; freed {format_size(result['freed_bytes'])}"
-        + (f"; kept (used by other variants): {', '.join(result['kept_pieces'])}" if result["kept_pieces"] else "")
-        + (f"; {format_size(result['still_in_cache_bytes'])} remain in the cache (--purge-cache deletes them)"
-           if result["still_in_cache_bytes"] else ""),
-        highlight=False,
-    ))
+    emit(
+        {"model_dir": str(root), **result},
+        as_json,
+        lambda console: console.print(
+            f"removed {', '.join(result['removed_pieces']) or 'nothing'}; freed {format_size(result['freed_bytes'])}"
+            + (f"; kept (used by other variants): {', '.join(result['kept_pieces'])}" if result["kept_pieces"] else "")
+            + (
+                f"; {format_size(result['still_in_cache_bytes'])} remain in the cache (--purge-cache deletes them)"
+                if result["still_in_cache_bytes"]
+                else ""
+            ),
+            highlight=False,
+        ),
+    )

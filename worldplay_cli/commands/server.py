@@ -36,11 +36,15 @@ def _render(data):
         if not data["running"]:
             console.print(f"embedded Redis: [yellow]not running[/] (data dir {data['data_dir']})")
             return
-        console.print(f"embedded Redis [green]running[/]: pid {data['pid']}, version {data['version']}, {data['keys']} keys, "
-                      f"{data['used_memory']}")
+        console.print(
+            f"embedded Redis [green]running[/]: pid {data['pid']}, version {data['version']}, {data['keys']} keys, "
+            f"{data['used_memory']}"
+        )
         console.print(f"socket {data['socket']}" + (f", 127.0.0.1:{data['port']}" if data.get("port") else ""))
-        console.print(f"AOF {'on' if data['aof_enabled'] else 'off'} ({data['aof_last_write_status']}), "
-                      f"maxmemory-policy {data['maxmemory_policy']}, data dir {data['data_dir']}")
+        console.print(
+            f"AOF {'on' if data['aof_enabled'] else 'off'} ({data['aof_last_write_status']}), "
+            f"maxmemory-policy {data['maxmemory_policy']}, data dir {data['data_dir']}"
+        )
 
     return render
 

@@ -28,7 +28,16 @@ def training_process_command(arguments: list[str], processes: int = 1) -> list[s
     """`python -m worker.training ...`, through torchrun when several processes (GPUs) are asked for."""
     if processes <= 1:
         return [sys.executable, "-m", "worker.training", *arguments]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "worker.training", *arguments]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "worker.training",
+        *arguments,
+    ]
 
 
 def run_training_process(arguments: list[str], processes: int = 1) -> dict:
@@ -58,17 +67,33 @@ def run_training_process(arguments: list[str], processes: int = 1) -> dict:
         error = BadInput if code == 2 else WorldplayError
         raise error(last["message"], last.get("hint"))
     if code != 0 or last.get("kind") != "summary":
-        raise WorldplayError(f"the training process failed (exit code {code})", "run with WORLDPLAY_DEBUG=1 or see its output above")
+        raise WorldplayError(
+            f"the training process failed (exit code {code})", "run with WORLDPLAY_DEBUG=1 or see its output above"
+        )
     return {key: value for key, value in last.items() if key != "kind"}
 
 
 def train(
-    target: Annotated[list[str], typer.Argument(metavar="CONFIG | resume RUN", help="A config YAML or bundled example name, or `resume` and a run directory, checkpoint or job id.")],
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: KEY=VALUE (repeatable).")] = None,
+    target: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="CONFIG | resume RUN",
+            help="A config YAML or bundled example name, or `resume` and a run directory, checkpoint or job id.",
+        ),
+    ],
+    overrides: Annotated[
+        Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: KEY=VALUE (repeatable).")
+    ] = None,
     queue: Annotated[bool, typer.Option("--queue", help="Enqueue instead of running here.")] = False,
-    queue_name: Annotated[Optional[str], typer.Option("--queue-name", help="Queue for --queue (default: train).", show_default=False)] = None,
-    gpus: Annotated[int, typer.Option("--gpus", help="Processes, one per GPU (gloo ranks on a CPU-only host).", min=1)] = 1,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved config; run nothing.")] = False,
+    queue_name: Annotated[
+        Optional[str], typer.Option("--queue-name", help="Queue for --queue (default: train).", show_default=False)
+    ] = None,
+    gpus: Annotated[
+        int, typer.Option("--gpus", help="Processes, one per GPU (gloo ranks on a CPU-only host).", min=1)
+    ] = 1,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and print the resolved config; run nothing.")
+    ] = False,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
@@ -88,12 +113,16 @@ def train(
             raise BadInput("resume takes one run directory, checkpoint or job id", "worldplay train resume runs/my-run")
         run = _resolve_run(target[1], config, redis_url, output_root)
         if queue:
-            raise BadInput("resume runs in the foreground", "a re-run queue job resumes by itself: `worldplay jobs retry JOB`")
+            raise BadInput(
+                "resume runs in the foreground", "a re-run queue job resumes by itself: `worldplay jobs retry JOB`"
+            )
         summary = run_training_process(["resume", str(run), *_set_args(overrides)], gpus)
         emit(summary, as_json, lambda console: _render(console, summary))
         return
     if len(target) != 1:
-        raise BadInput(f"expected one config file, got {len(target)} arguments", "worldplay train CONFIG [--set KEY=VALUE]")
+        raise BadInput(
+            f"expected one config file, got {len(target)} arguments", "worldplay train CONFIG [--set KEY=VALUE]"
+        )
     train_config = load_train_config(target[0], overrides)
     check_paths(train_config)
     if dry_run:
@@ -128,7 +157,10 @@ def _resolve_run(reference: str, config, redis_url, output_root) -> Path:
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise BadInput(f"{reference!r} matches {len(matches)} job directories: {', '.join(m.name for m in matches[:5])}", "type more of the id")
+        raise BadInput(
+            f"{reference!r} matches {len(matches)} job directories: {', '.join(m.name for m in matches[:5])}",
+            "type more of the id",
+        )
     raise BadInput(
         f"{reference} is neither a run directory nor a job id with a directory under the output root",
         "give a run directory, a checkpoint or the id of a train job (worldplay jobs list)",
@@ -161,6 +193,8 @@ def _enqueue(train_config, gpus: int, queue_name: str | None, config, redis_url,
 def _render(console, summary: dict) -> None:
     state = "stopped" if summary.get("stopped") else "finished"
     loss = summary.get("loss")
-    console.print(f"{state} at step {summary['step']}/{summary['max_steps']}" + (f", loss {loss:.4f}" if loss is not None else ""))
+    console.print(
+        f"{state} at step {summary['step']}/{summary['max_steps']}" + (f", loss {loss:.4f}" if loss is not None else "")
+    )
     if summary.get("checkpoint"):
         console.print(f"checkpoint: {summary['checkpoint']}")

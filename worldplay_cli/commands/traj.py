@@ -86,7 +86,9 @@ def new(
     spec: str = typer.Argument(..., help=SPEC_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="File to write."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help=FORMAT_HELP),
-    variant: Optional[str] = typer.Option(None, "--variant", help="With --fix: the variant to make it valid for (default ar).", show_default=False),
+    variant: Optional[str] = typer.Option(
+        None, "--variant", help="With --fix: the variant to make it valid for (default ar).", show_default=False
+    ),
     fix: Optional[str] = typer.Option(None, "--fix", help="pad (hold the last pose) or trim to a valid length."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
     as_json: JsonOption = False,
@@ -116,7 +118,9 @@ def new(
 def show(
     spec: str = typer.Argument(..., help=SPEC_HELP),
     fmt: Optional[str] = typer.Option(None, "--from", help="Input format. " + FORMAT_HELP),
-    variant: Optional[str] = typer.Option(None, "--variant", help="Variant whose chunk boundaries to mark (default ar).", show_default=False),
+    variant: Optional[str] = typer.Option(
+        None, "--variant", help="Variant whose chunk boundaries to mark (default ar).", show_default=False
+    ),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Draw the top-down path."),
     as_json: JsonOption = False,
     model: VariantAliasOption = None,
@@ -187,7 +191,9 @@ def show(
 @traj_app.command("validate", help="Check a trajectory against a variant (and a frame count); suggest or apply a fix.")
 def validate(
     spec: str = typer.Argument(..., help=SPEC_HELP),
-    variant: Optional[str] = typer.Option(None, "--variant", help=f"{' | '.join(variants.names())} (default: ar)", show_default=False),
+    variant: Optional[str] = typer.Option(
+        None, "--variant", help=f"{' | '.join(variants.names())} (default: ar)", show_default=False
+    ),
     frames: Optional[int] = typer.Option(None, "--frames", help="Pixel frames you will generate (4k+1, e.g. 125)."),
     fmt: Optional[str] = typer.Option(None, "--from", help="Input format. " + FORMAT_HELP),
     fix: Optional[str] = typer.Option(None, "--fix", help="pad or trim, written to --output."),
@@ -206,7 +212,12 @@ def validate(
         fixed = trajectory.fixed(model, fix)
         _check_output(output, force)
         _save(fixed, output)
-        data["fixed"] = {"path": str(output), "how": fix, "num_latents": fixed.num_latents, "num_frames": fixed.num_frames}
+        data["fixed"] = {
+            "path": str(output),
+            "how": fix,
+            "num_latents": fixed.num_latents,
+            "num_frames": fixed.num_frames,
+        }
 
     def render(console) -> None:
         head = f"{report.num_latents} latents, {report.num_frames} frames, variant {report.model}: "
@@ -221,7 +232,9 @@ def validate(
             )
         if "fixed" in data:
             fixed_info = data["fixed"]
-            console.print(f"wrote {fixed_info['path']}: {fixed_info['num_latents']} latents, {fixed_info['num_frames']} frames")
+            console.print(
+                f"wrote {fixed_info['path']}: {fixed_info['num_latents']} latents, {fixed_info['num_frames']} frames"
+            )
         elif report.suggestions:
             console.print(f"  apply with: worldplay traj validate ... --variant {model} --fix pad -o fixed.json")
 

@@ -36,22 +36,33 @@ def register(app: typer.Typer) -> None:
 
 def edit(
     file: Annotated[
-        Optional[str], typer.Argument(help="Trajectory file (created on save if missing), pose string or preset.", show_default=False)
+        Optional[str],
+        typer.Argument(help="Trajectory file (created on save if missing), pose string or preset.", show_default=False),
     ] = None,
     image: Annotated[
         Optional[Path],
         typer.Option(
-            "--image", "-i", help="Reference image or a bundled example (meadow, city): turns on the live preview; submitted jobs use it.",
+            "--image",
+            "-i",
+            help="Reference image or a bundled example (meadow, city): turns on the live preview; submitted jobs use it.",
             show_default=False,
         ),
     ] = None,
     variant: Annotated[
-        Optional[str], typer.Option("--variant", help="Check lengths for ar (chunks of 4 latents) or bi (16); default ar.", show_default=False)
+        Optional[str],
+        typer.Option(
+            "--variant", help="Check lengths for ar (chunks of 4 latents) or bi (16); default ar.", show_default=False
+        ),
     ] = None,
     frames: Annotated[
-        Optional[int], typer.Option("--frames", help="Target pixel frames (4k+1); length checks and fixes aim for it.", show_default=False)
+        Optional[int],
+        typer.Option(
+            "--frames", help="Target pixel frames (4k+1); length checks and fixes aim for it.", show_default=False
+        ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the session's result (saved file, jobs) as JSON on exit.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the session's result (saved file, jobs) as JSON on exit.")
+    ] = False,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
     output_root: OutputRootOption = None,

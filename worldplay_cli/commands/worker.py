@@ -33,10 +33,16 @@ def register(app: typer.Typer) -> None:
 
 
 def worker(
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU sets, e.g. 0,1 or 0-3 or 0+1,2+3.", show_default=False)] = None,
-    queue: Annotated[Optional[str], typer.Option("--queue", help="Queue to serve (default from settings).", show_default=False)] = None,
+    gpus: Annotated[
+        Optional[str], typer.Option("--gpus", help="GPU sets, e.g. 0,1 or 0-3 or 0+1,2+3.", show_default=False)
+    ] = None,
+    queue: Annotated[
+        Optional[str], typer.Option("--queue", help="Queue to serve (default from settings).", show_default=False)
+    ] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Exit when the queue is empty.")] = False,
-    max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", help="Exit after this many jobs.", show_default=False, min=1)] = None,
+    max_jobs: Annotated[
+        Optional[int], typer.Option("--max-jobs", help="Exit after this many jobs.", show_default=False, min=1)
+    ] = None,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
     output_root: OutputRootOption = None,

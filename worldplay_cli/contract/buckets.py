@@ -29,7 +29,9 @@ def bucket_sizes(base_size: int = 640, stride: int = STRIDE, max_ratio: float = 
     return sizes
 
 
-def bucket_size(image_width: int, image_height: int, resolution: str = "480p", *, base_size: int | None = None) -> tuple[int, int]:
+def bucket_size(
+    image_width: int, image_height: int, resolution: str = "480p", *, base_size: int | None = None
+) -> tuple[int, int]:
     """(width, height) of the bucket for an image of `image_width` x `image_height`."""
     sizes = bucket_sizes(base_size if base_size is not None else RESOLUTION_BASE[resolution])
     aspect = image_height / image_width

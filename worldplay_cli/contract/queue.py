@@ -120,7 +120,12 @@ class GuardedQueue(Queue):
             # A stale entry: a job re-queued as lost whose first run then finished after all. Running it
             # again would only fail (its video exists) and overwrite the finished record.
             connection.lrem(IntermediateQueue.get_intermediate_queue_key(queue_key), 1, job_id)
-            log.warning("queue %s: job %s is %s, not queued; entry dropped", queue_key, job_id, fetched[0].get_status(refresh=False))
+            log.warning(
+                "queue %s: job %s is %s, not queued; entry dropped",
+                queue_key,
+                job_id,
+                fetched[0].get_status(refresh=False),
+            )
             return None
         return fetched
 
@@ -232,7 +237,9 @@ def reap(conn: Redis, settings: Settings, force: bool = False) -> list[dict[str,
     outcomes = []
     # Nobody could heartbeat while Redis was down: right after a restart every running job looks lost.
     # Give the workers one full `lost_after_s` of a live Redis to show they are still there.
-    just_restarted = conn.info("server")["uptime_in_seconds"] < settings.worker.lost_after_s + settings.worker.heartbeat_s
+    just_restarted = (
+        conn.info("server")["uptime_in_seconds"] < settings.worker.lost_after_s + settings.worker.heartbeat_s
+    )
     for queue_name in known_queues(conn):
         queue = rq_queue(conn, queue_name)
         registry = StartedJobRegistry(queue_name, connection=conn, job_class=GuardedJob, serializer=SERIALIZER)
@@ -241,7 +248,9 @@ def reap(conn: Redis, settings: Settings, force: bool = False) -> list[dict[str,
         for member in conn.zrangebyscore(registry.key, 0, cutoff):
             expired.setdefault(registry.parse_job_id(member.decode()), []).append(member)
         # A job re-run elsewhere can still have its dead run's entry: only the live one counts.
-        live = {registry.parse_job_id(member.decode()) for member in conn.zrangebyscore(registry.key, f"({cutoff}", "+inf")}
+        live = {
+            registry.parse_job_id(member.decode()) for member in conn.zrangebyscore(registry.key, f"({cutoff}", "+inf")
+        }
         for job_id, members in {} if just_restarted else expired.items():
             outcome = _reap_lost(conn, settings, queue, registry.key, job_id, members, running=job_id in live)
             if outcome:

@@ -238,7 +238,7 @@ def env_layer(environ: dict[str, str] | None = None) -> dict:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
         # WORLDPLAY_* names whose first part is no setting are process plumbing (WORLDPLAY_RUN,
         # WORLDPLAY_DEBUG, ...) and are read elsewhere; below a known section, unknown keys still fail.
         if path[0] in Settings.model_fields:
@@ -275,9 +275,7 @@ def apply_limits(settings: Settings) -> None:
 
 def _drop_none(tree: dict) -> dict:
     return {
-        key: _drop_none(value) if isinstance(value, dict) else value
-        for key, value in tree.items()
-        if value is not None
+        key: _drop_none(value) if isinstance(value, dict) else value for key, value in tree.items() if value is not None
     }
 
 
@@ -323,7 +321,9 @@ def set_config_value(path: Path, key: str, value: str) -> Any:
     for part in keys:
         node = getattr(node, part)
     typed = node.get_secret_value() if isinstance(node, SecretStr) else node
-    stored = str(typed) if isinstance(typed, Path) else [str(item) for item in typed] if isinstance(typed, list) else typed
+    stored = (
+        str(typed) if isinstance(typed, Path) else [str(item) for item in typed] if isinstance(typed, list) else typed
+    )
     _set_path(data, keys, stored)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

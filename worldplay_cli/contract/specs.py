@@ -239,9 +239,7 @@ class JobSpec(_Model):
 
 # --- progress, failures, results ------------------------------------------------------------------------
 
-FailureKind = Literal[
-    "bad_input", "engine_error", "oom", "timeout", "worker_lost", "canceled", "refused", "internal"
-]
+FailureKind = Literal["bad_input", "engine_error", "oom", "timeout", "worker_lost", "canceled", "refused", "internal"]
 
 
 class Failure(_Model):

@@ -139,9 +139,15 @@ def _load_json_model(model, path: Path, what: str, hint: str | None = None):
     except FileNotFoundError:
         raise BadInput(f"no {what} at {path}", hint or "check the path (see docs/training.md for the layout)") from None
     except json.JSONDecodeError as error:
-        raise BadInput(f"cannot read {what} {path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}", "fix the JSON syntax there") from None
+        raise BadInput(
+            f"cannot read {what} {path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}",
+            "fix the JSON syntax there",
+        ) from None
     except (OSError, UnicodeDecodeError, RecursionError) as error:
-        raise BadInput(f"cannot read {what} {path}: {getattr(error, 'strerror', None) or error}", "check the file (see docs/training.md)") from None
+        raise BadInput(
+            f"cannot read {what} {path}: {getattr(error, 'strerror', None) or error}",
+            "check the file (see docs/training.md)",
+        ) from None
     try:
         return model.model_validate(data)
     except ValidationError as error:
@@ -191,7 +197,9 @@ class ARMethod(_Strict):
     @model_validator(mode="after")
     def _chunks_fit(self) -> ARMethod:
         if self.window_latents % self.chunk_latents:
-            raise ValueError(f"window_latents {self.window_latents} is not a multiple of chunk_latents {self.chunk_latents}")
+            raise ValueError(
+                f"window_latents {self.window_latents} is not a multiple of chunk_latents {self.chunk_latents}"
+            )
         if self.window_latents < 2 * self.chunk_latents:
             raise ValueError("window_latents must hold at least two chunks (context and target)")
         memory = self.window_latents - self.chunk_latents
@@ -205,7 +213,9 @@ class ARMethod(_Strict):
                 )
         low, high = self.history_timesteps
         if not 0 < low <= high <= 1000:
-            raise ValueError(f"history_timesteps must satisfy 0 < low <= high <= 1000, got {list(self.history_timesteps)}")
+            raise ValueError(
+                f"history_timesteps must satisfy 0 < low <= high <= 1000, got {list(self.history_timesteps)}"
+            )
         return self
 
     @property
@@ -248,7 +258,11 @@ class LoRASection(_Strict):
     alpha: float = Field(default=16.0, gt=0)
     # Name patterns (fnmatch) of the Linear layers that get adapters.
     targets: list[str] = Field(
-        default_factory=lambda: ["double_blocks.*.img_attn_[qkv]", "double_blocks.*.img_attn_proj", "double_blocks.*.img_attn_prope_proj"],
+        default_factory=lambda: [
+            "double_blocks.*.img_attn_[qkv]",
+            "double_blocks.*.img_attn_proj",
+            "double_blocks.*.img_attn_prope_proj",
+        ],
         min_length=1,
     )
 
@@ -400,9 +414,13 @@ def read_config_data(path: str | Path) -> dict[str, Any]:
         raise BadInput(f"training config {path}: YAML error{where}: {problem}", "fix the YAML syntax there") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         detail = getattr(error, "strerror", None) or " ".join(str(error).split())
-        raise BadInput(f"cannot read training config {path}: {detail}", "check the file (see docs/training.md)") from None
+        raise BadInput(
+            f"cannot read training config {path}: {detail}", "check the file (see docs/training.md)"
+        ) from None
     if not isinstance(data, dict):
-        raise BadInput(f"training config {path} is not a mapping of sections", "start from a bundled example, e.g. tiny_synthetic")
+        raise BadInput(
+            f"training config {path} is not a mapping of sections", "start from a bundled example, e.g. tiny_synthetic"
+        )
     return data
 
 
@@ -455,5 +473,7 @@ def check_paths(config: TrainConfig) -> None:
     if not (model_dir / transformer_config).is_file():
         raise BadInput(f"{model_dir} has no {transformer_config}", "point model.model_dir at the official layout")
     if not (model_dir / layout.VAE_DIR).is_dir():
-        raise BadInput(f"{model_dir} has no {layout.VAE_DIR}/ directory", "validation decodes with the model directory's VAE")
+        raise BadInput(
+            f"{model_dir} has no {layout.VAE_DIR}/ directory", "validation decodes with the model directory's VAE"
+        )
     load_dataset_index(config.data.path)

@@ -58,25 +58,50 @@ class Variant:
 
 BUILTIN: tuple[Variant, ...] = (
     Variant(
-        name="bi", title="HY-World1.5-Bidirectional-480P-I2V", model_type="bi",
-        chunk_latents=latents.CHUNK["bi"], steps=50, guidance=6.0, action_dir="bidirectional_model",
-        piece_title="HY-World 1.5 bidirectional action model", preference=4,
+        name="bi",
+        title="HY-World1.5-Bidirectional-480P-I2V",
+        model_type="bi",
+        chunk_latents=latents.CHUNK["bi"],
+        steps=50,
+        guidance=6.0,
+        action_dir="bidirectional_model",
+        piece_title="HY-World 1.5 bidirectional action model",
+        preference=4,
     ),
     Variant(
-        name="ar", title="HY-World1.5-Autoregressive-480P-I2V", model_type="ar",
-        chunk_latents=latents.CHUNK["ar"], steps=50, guidance=6.0, action_dir="ar_model",
-        piece_title="HY-World 1.5 autoregressive action model", preference=2,
+        name="ar",
+        title="HY-World1.5-Autoregressive-480P-I2V",
+        model_type="ar",
+        chunk_latents=latents.CHUNK["ar"],
+        steps=50,
+        guidance=6.0,
+        action_dir="ar_model",
+        piece_title="HY-World 1.5 autoregressive action model",
+        preference=2,
     ),
     Variant(
-        name="ar-rl", title="HY-World1.5-Autoregressive-480P-I2V-rl", model_type="ar",
-        chunk_latents=latents.CHUNK["ar-rl"], steps=50, guidance=6.0, action_dir="ar_rl_model",
-        piece_title="HY-World 1.5 autoregressive action model with RL post-training (WorldCompass)", preference=3,
+        name="ar-rl",
+        title="HY-World1.5-Autoregressive-480P-I2V-rl",
+        model_type="ar",
+        chunk_latents=latents.CHUNK["ar-rl"],
+        steps=50,
+        guidance=6.0,
+        action_dir="ar_rl_model",
+        piece_title="HY-World 1.5 autoregressive action model with RL post-training (WorldCompass)",
+        preference=3,
     ),
     Variant(
-        name="ar-distilled", title="HY-World1.5-Autoregressive-480P-I2V-distill", model_type="ar",
-        chunk_latents=latents.CHUNK["ar-distilled"], steps=4, guidance=1.0, action_dir="ar_distilled_action_model",
-        piece_title="HY-World 1.5 distilled autoregressive action model (4 steps)", few_step=True,
-        hub_weights_name="model.safetensors", preference=1,
+        name="ar-distilled",
+        title="HY-World1.5-Autoregressive-480P-I2V-distill",
+        model_type="ar",
+        chunk_latents=latents.CHUNK["ar-distilled"],
+        steps=4,
+        guidance=1.0,
+        action_dir="ar_distilled_action_model",
+        piece_title="HY-World 1.5 distilled autoregressive action model (4 steps)",
+        few_step=True,
+        hub_weights_name="model.safetensors",
+        preference=1,
     ),
 )
 DEFAULT = "ar-distilled"  # the settings' default_variant (the fastest)
@@ -99,7 +124,9 @@ def register(record: Variant) -> Variant:
         raise ValueError(f"variant {record.name!r} is already registered")
     known = latents.CHUNK.get(record.name)
     if known is not None and known != record.chunk_latents:
-        raise ValueError(f"variant {record.name!r}: trajectories says {known} latents per chunk, the record {record.chunk_latents}")
+        raise ValueError(
+            f"variant {record.name!r}: trajectories says {known} latents per chunk, the record {record.chunk_latents}"
+        )
     if known is None:
         latents.register_model(record.name, record.chunk_latents)
     _REGISTRY[record.name] = record
@@ -180,7 +207,9 @@ def view(value: Callable[[Variant], object]) -> Mapping:
     return _View(value)
 
 
-RECIPES: Mapping[str, dict[str, float | int]] = view(lambda record: {"steps": record.steps, "guidance": record.guidance})
+RECIPES: Mapping[str, dict[str, float | int]] = view(
+    lambda record: {"steps": record.steps, "guidance": record.guidance}
+)
 
 for _record in BUILTIN:
     register(_record)

@@ -45,10 +45,13 @@ class Piece(BaseModel):
         """The repo paths this piece takes, by its allow/ignore patterns (huggingface_hub's fnmatch rules)."""
         from huggingface_hub.utils import filter_repo_objects
 
-        return sorted(filter_repo_objects(
-            list(paths), allow_patterns=list(self.allow_patterns or []) or None,
-            ignore_patterns=list(self.ignore_patterns) or None,
-        ))
+        return sorted(
+            filter_repo_objects(
+                list(paths),
+                allow_patterns=list(self.allow_patterns or []) or None,
+                ignore_patterns=list(self.ignore_patterns) or None,
+            )
+        )
 
     @property
     def web_url(self) -> str:
@@ -121,7 +124,9 @@ _SHARED_PIECES: tuple[Piece, ...] = (
         repo="AI-ModelScope/Glyph-SDXL-v2",
         revision="master",
         allow_patterns=(
-            layout.GLYPH_COLORS, layout.GLYPH_FONTS, layout.GLYPH_CHECKPOINT,
+            layout.GLYPH_COLORS,
+            layout.GLYPH_FONTS,
+            layout.GLYPH_CHECKPOINT,
         ),
         target=layout.GLYPH_DIR,
     ),
@@ -143,7 +148,10 @@ def _action_piece(record: variants.Variant) -> Piece:
     if record.hub_weights_name:  # the official loader reads the official name
         renames = {f"{record.action_dir}/{record.hub_weights_name}": layout.action_checkpoint(record.name)}
     return Piece(
-        name=record.piece, title=record.piece_title, repo=_WP_REPO, allow_patterns=(f"{record.action_dir}/*",),
+        name=record.piece,
+        title=record.piece_title,
+        repo=_WP_REPO,
+        allow_patterns=(f"{record.action_dir}/*",),
         renames=renames,
     )
 
@@ -176,7 +184,7 @@ _SHARED_SIZES: dict[str, KnownSize] = {
     "hunyuanvideo-sr": KnownSize(
         size=17_200_000_000,
         basis="approximate: the SR transformer has the same 8.33 B-parameter architecture (16.7 GB in bf16), "
-              "plus the upsampler",
+        "plus the upsampler",
     ),
     "qwen2.5-vl": KnownSize(
         size=16_600_000_000,
@@ -184,12 +192,15 @@ _SHARED_SIZES: dict[str, KnownSize] = {
     ),
     "byt5-small": KnownSize(size=1_200_000_000, basis="approximate: 300 M parameters in fp32 (pytorch_model.bin)"),
     "glyph-sdxl-v2": KnownSize(
-        size=900_000_000, basis="approximate: a ByT5-small encoder checkpoint in fp32 plus two small JSON files",
+        size=900_000_000,
+        basis="approximate: a ByT5-small encoder checkpoint in fp32 plus two small JSON files",
     ),
     "siglip": KnownSize(size=860_000_000, basis="approximate: SigLIP so400m, 428 M parameters in bf16"),
 }
 # every action checkpoint: a full state dict of the released architecture
-_ACTION_SIZE = KnownSize(size=17_100_000_000, basis="approximate: 8,557,933,856 parameters (base plus action layers) in bf16")
+_ACTION_SIZE = KnownSize(
+    size=17_100_000_000, basis="approximate: 8,557,933,856 parameters (base plus action layers) in bf16"
+)
 KNOWN_SIZES: Mapping[str, KnownSize] = _Live(
     lambda: {**_SHARED_SIZES, **{record.piece: _ACTION_SIZE for record in variants.all_variants()}}
 )
@@ -215,8 +226,12 @@ _EXTRAS: tuple[Variant, ...] = (
 
 def _variants() -> dict[str, Variant]:
     released = (
-        Variant(name=record.name, title=record.title, pieces=(*_BASE, record.piece),
-                action_checkpoint=layout.action_checkpoint(record.name))
+        Variant(
+            name=record.name,
+            title=record.title,
+            pieces=(*_BASE, record.piece),
+            action_checkpoint=layout.action_checkpoint(record.name),
+        )
         for record in variants.all_variants()
     )
     return {variant.name: variant for variant in (*released, *_EXTRAS)}

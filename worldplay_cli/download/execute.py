@@ -123,8 +123,10 @@ def execute(
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="worldplay-download")
     try:
-        futures = {pool.submit(_fetch_one, item, file, target, hub, modelscope, reporter, stop.is_set): file
-                   for item, file in todo}
+        futures = {
+            pool.submit(_fetch_one, item, file, target, hub, modelscope, reporter, stop.is_set): file
+            for item, file in todo
+        }
         for future in as_completed(futures):
             file = futures[future]
             try:
@@ -165,8 +167,13 @@ def execute(
 
 
 def _fetch_one(
-    item: PlannedPiece, file: PlannedFile, target: Target, hub: HubAccess, modelscope: ModelScopeAccess,
-    reporter: Reporter, cancelled: Callable[[], bool],
+    item: PlannedPiece,
+    file: PlannedFile,
+    target: Target,
+    hub: HubAccess,
+    modelscope: ModelScopeAccess,
+    reporter: Reporter,
+    cancelled: Callable[[], bool],
 ) -> None:
     key = f"{item.piece.name}:{file.repo_path}"
     reporter.file_started(key, file.layout_path, file.size, file.have)
@@ -180,7 +187,13 @@ def _fetch_one(
             modelscope_api.fetch_file(item.piece, item.commit, file, modelscope, dest, partial, on_bytes, cancelled)
         else:
             hub_api.fetch_hub_file(
-                item.piece, item.commit, file, hub, dest, partial, on_bytes,
+                item.piece,
+                item.commit,
+                file,
+                hub,
+                dest,
+                partial,
+                on_bytes,
                 cache_dir=None if target.local else target.cache_dir,
                 staging=target.model_dir / ".worldplay" / "staging" / item.piece.name if target.local else None,
                 cancelled=cancelled,

@@ -116,8 +116,9 @@ def list_piece(piece: Piece, access: HubAccess) -> Listing:
             )
         )
     if not files:
-        raise WorldplayError(f"no files of {piece.repo} match {list(piece.allow_patterns or [])}",
-                             f"see {piece.web_url}")
+        raise WorldplayError(
+            f"no files of {piece.repo} match {list(piece.allow_patterns or [])}", f"see {piece.web_url}"
+        )
     return Listing(commit=info.sha, files=files, gated=bool(info.gated) or piece.gated)
 
 
@@ -164,25 +165,52 @@ def fetch_hub_file(
     same_origin = _origin(location) == _origin(access.endpoint)
     headers = build_hf_headers(token=(access.token or False) if same_origin else False)
     headers["Accept-Encoding"] = "identity"
-    fetch(location, dest, partial, size=record.size, sha256=record.sha256, git_sha1=record.git_sha1,
-          headers=headers, on_bytes=on_bytes, timeout_s=access.timeout_s, describe=f"{piece.repo}/{record.repo_path}",
-          cancelled=cancelled)
+    fetch(
+        location,
+        dest,
+        partial,
+        size=record.size,
+        sha256=record.sha256,
+        git_sha1=record.git_sha1,
+        headers=headers,
+        on_bytes=on_bytes,
+        timeout_s=access.timeout_s,
+        describe=f"{piece.repo}/{record.repo_path}",
+        cancelled=cancelled,
+    )
 
 
 def _fetch_with_hf_hub_download(
-    piece: Piece, commit: str, record: FileRecord, access: HubAccess, dest: Path, cache_dir: Path | None,
+    piece: Piece,
+    commit: str,
+    record: FileRecord,
+    access: HubAccess,
+    dest: Path,
+    cache_dir: Path | None,
     staging: Path | None,
 ) -> None:
     from huggingface_hub import hf_hub_download
 
     try:
         if staging is None:  # cache mode: the library writes the blob and the snapshot pointer itself
-            hf_hub_download(piece.repo, record.repo_path, revision=commit, cache_dir=str(cache_dir),
-                            endpoint=access.endpoint, token=access.token or False)
+            hf_hub_download(
+                piece.repo,
+                record.repo_path,
+                revision=commit,
+                cache_dir=str(cache_dir),
+                endpoint=access.endpoint,
+                token=access.token or False,
+            )
             return
         staging.mkdir(parents=True, exist_ok=True)
-        path = hf_hub_download(piece.repo, record.repo_path, revision=commit, local_dir=str(staging),
-                               endpoint=access.endpoint, token=access.token or False)
+        path = hf_hub_download(
+            piece.repo,
+            record.repo_path,
+            revision=commit,
+            local_dir=str(staging),
+            endpoint=access.endpoint,
+            token=access.token or False,
+        )
     except Exception as exc:
         raise _hub_error(exc, piece, access) from None
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +229,6 @@ def _xet_available() -> bool:
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-
 
 
 def offline_mode(flag: bool = False) -> bool:

@@ -39,12 +39,21 @@ def file_status(model_dir: Path, record: FileRecord, full: bool) -> Status:
 
 def variant_state(variant: Variant, manifest: Manifest, model_dir: Path) -> dict:
     if not variant.released:
-        return {"name": variant.name, "title": variant.title, "status": "unreleased", "size_bytes": None,
-                "missing_pieces": [], "note": variant.note}
+        return {
+            "name": variant.name,
+            "title": variant.title,
+            "status": "unreleased",
+            "size_bytes": None,
+            "missing_pieces": [],
+            "note": variant.note,
+        }
     recorded = [manifest.pieces[name] for name in variant.pieces if name in manifest.pieces]
     missing = [name for name in variant.pieces if name not in manifest.pieces]
-    broken = [record.name for record in recorded
-              if any(file_status(model_dir, file, full=False) != "ok" for file in record.files)]
+    broken = [
+        record.name
+        for record in recorded
+        if any(file_status(model_dir, file, full=False) != "ok" for file in record.files)
+    ]
     if not recorded:
         status = "missing"
     elif missing or broken:
@@ -71,8 +80,9 @@ def variant_paths(variant_name: str, model_dir: Path) -> dict:
     variant = catalog.find_variant(variant_name)
     state = variant_state(variant, load_manifest(model_dir), model_dir)
     if state["status"] == "missing":
-        raise WorldplayError(f"{variant_name} is not downloaded in {model_dir}",
-                             f"run `worldplay download {variant_name}`")
+        raise WorldplayError(
+            f"{variant_name} is not downloaded in {model_dir}", f"run `worldplay download {variant_name}`"
+        )
     if state["status"] != "ready":
         raise WorldplayError(
             f"{variant_name} is incomplete in {model_dir} (missing or damaged: {', '.join(state['missing_pieces'])})",
@@ -112,8 +122,11 @@ def verify(model_dir: Path, names: list[str] | None, full: bool = True) -> Verif
     for name in wanted:
         record = manifest.pieces.get(name)
         for file in record.files if record else []:
-            checks.append(FileCheck(piece=name, layout_path=file.layout_path, size=file.size,
-                                    status=file_status(model_dir, file, full)))
+            checks.append(
+                FileCheck(
+                    piece=name, layout_path=file.layout_path, size=file.size, status=file_status(model_dir, file, full)
+                )
+            )
     states = {variant.name: variant_state(variant, manifest, model_dir) for variant in variants}
     not_downloaded = [name for name, state in states.items() if state["status"] == "missing"]
     # A variant that is not here at all is reported as such, not piece by piece.
@@ -133,12 +146,21 @@ def repair_command(model_dir: Path, names: list[str] | None, broken_pieces: set[
     manifest = load_manifest(model_dir)
     skip: list[str] = []
     if not names:
-        chosen = [variant for variant in catalog.VARIANTS.values()
-                  if _installed(variant, manifest) and set(variant.pieces) & broken_pieces]
+        chosen = [
+            variant
+            for variant in catalog.VARIANTS.values()
+            if _installed(variant, manifest) and set(variant.pieces) & broken_pieces
+        ]
         names = [variant.name for variant in chosen]
         # Pieces the user left out when downloading (e.g. the gated encoder) stay out.
-        skip = sorted({piece for variant in chosen for piece in variant.pieces
-                       if piece not in manifest.pieces and piece not in broken_pieces})
+        skip = sorted(
+            {
+                piece
+                for variant in chosen
+                for piece in variant.pieces
+                if piece not in manifest.pieces and piece not in broken_pieces
+            }
+        )
     command = f"worldplay download {' '.join(names or ['VARIANT'])} --repair"
     command += "".join(f" --skip {piece}" for piece in skip)
     return command + (f" --model-dir {model_dir}" if show_dir else "")
@@ -215,4 +237,3 @@ def _prune_empty_dirs(folder: Path, stop: Path) -> None:
         except OSError:
             return
         folder = folder.parent
-

@@ -69,8 +69,9 @@ def link(source: Path, dest: Path, mode: LinkMode = "auto") -> str:
             return "symlink"
         except OSError:
             if mode == "symlink":
-                raise WorldplayError(f"cannot create a symlink at {dest}",
-                                     "use --link hardlink or --local-dir") from None
+                raise WorldplayError(
+                    f"cannot create a symlink at {dest}", "use --link hardlink or --local-dir"
+                ) from None
     try:
         os.link(source, dest)
         return "hardlink"

@@ -74,8 +74,9 @@ def list_piece(piece: Piece, access: ModelScopeAccess) -> Listing:
         for path in piece.wanted(entries)
     ]
     if not files:
-        raise WorldplayError(f"no files of {piece.repo} match {list(piece.allow_patterns or [])}",
-                             f"see {piece.web_url}")
+        raise WorldplayError(
+            f"no files of {piece.repo} match {list(piece.allow_patterns or [])}", f"see {piece.web_url}"
+        )
     revisions = {entries[record.repo_path].get("Revision") for record in files} - {None, ""}
     commit = revisions.pop() if len(revisions) == 1 else piece.revision
     return Listing(commit=commit, files=files, gated=False)
@@ -96,9 +97,18 @@ def fetch_file(
     on_bytes: Callable[[int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> None:
-    fetch(file_url(piece, commit, record.repo_path, access), dest, partial, size=record.size, sha256=record.sha256,
-          headers=access.headers(), on_bytes=on_bytes, timeout_s=access.timeout_s,
-          describe=f"modelscope:{piece.repo}/{record.repo_path}", cancelled=cancelled)
+    fetch(
+        file_url(piece, commit, record.repo_path, access),
+        dest,
+        partial,
+        size=record.size,
+        sha256=record.sha256,
+        headers=access.headers(),
+        on_bytes=on_bytes,
+        timeout_s=access.timeout_s,
+        describe=f"modelscope:{piece.repo}/{record.repo_path}",
+        cancelled=cancelled,
+    )
 
 
 def _json(response) -> dict:

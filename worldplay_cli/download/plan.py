@@ -142,8 +142,9 @@ class Plan(BaseModel):
                     "present_bytes": item.have,
                     # Unknown (null), not 0, when the sizes come from the catalog.
                     "files": None if item.sizes_from == "catalog" else len(item.files),
-                    "missing_files": None if item.sizes_from == "catalog" else sum(
-                        not file.present for file in item.files),
+                    "missing_files": None
+                    if item.sizes_from == "catalog"
+                    else sum(not file.present for file in item.files),
                     "problem": item.problem,
                     "hint": item.hint,
                 }
@@ -163,8 +164,9 @@ def build_plan(
     quota: int | None = None,
 ) -> Plan:
     variants, pieces = catalog.select(names, skip)
-    return plan_pieces(pieces, target, hub, modelscope, variants=[variant.name for variant in variants],
-                       offline=offline, quota=quota)
+    return plan_pieces(
+        pieces, target, hub, modelscope, variants=[variant.name for variant in variants], offline=offline, quota=quota
+    )
 
 
 def plan_pieces(
@@ -196,7 +198,12 @@ def plan_pieces(
 
 
 def _plan_piece(
-    piece: Piece, target: Target, hub: HubAccess, modelscope: ModelScopeAccess, manifest: Manifest, offline: bool,
+    piece: Piece,
+    target: Target,
+    hub: HubAccess,
+    modelscope: ModelScopeAccess,
+    manifest: Manifest,
+    offline: bool,
     unreachable: dict[str, Unreachable],
 ) -> PlannedPiece:
     from worldplay_cli.download import hub as hub_api
@@ -206,8 +213,9 @@ def _plan_piece(
     if offline:
         listing = cached_listing(piece, target, manifest)
         if listing is None:
-            return _from_catalog(piece, "not in the cache (offline mode)",
-                                 "run the download once without HF_HUB_OFFLINE=1 / --offline")
+            return _from_catalog(
+                piece, "not in the cache (offline mode)", "run the download once without HF_HUB_OFFLINE=1 / --offline"
+            )
         sizes_from: SizesFrom = "local"
     elif endpoint in unreachable:
         return _from_catalog(piece, unreachable[endpoint].message, unreachable[endpoint].hint)
@@ -235,8 +243,9 @@ def _from_catalog(piece: Piece, problem: str, hint: str | None) -> PlannedPiece:
     """A piece nothing could list: the catalog's size for the plan, and the reason it cannot be fetched now."""
     # Only the catalog's own pieces: a look-alike (another repo or patterns under the same name) is not known.
     known = catalog.KNOWN_SIZES.get(piece.name) if catalog.PIECES.get(piece.name) == piece else None
-    return PlannedPiece(piece=piece, sizes_from="catalog", estimate=known.size if known else None,
-                        problem=problem, hint=hint)
+    return PlannedPiece(
+        piece=piece, sizes_from="catalog", estimate=known.size if known else None, problem=problem, hint=hint
+    )
 
 
 def _locate(piece: Piece, record: FileRecord, target: Target) -> PlannedFile:

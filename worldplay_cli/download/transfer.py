@@ -79,8 +79,19 @@ def fetch(
     with FileLock(str(partial) + ".lock"):
         if dest.is_file() and dest.stat().st_size == size:
             return  # another process finished it while we waited
-        _fetch_locked(url, dest, partial, size=size, sha256=sha256, git_sha1=git_sha1, headers=headers,
-                      on_bytes=on_bytes, timeout_s=timeout_s, describe=describe or dest.name, cancelled=cancelled)
+        _fetch_locked(
+            url,
+            dest,
+            partial,
+            size=size,
+            sha256=sha256,
+            git_sha1=git_sha1,
+            headers=headers,
+            on_bytes=on_bytes,
+            timeout_s=timeout_s,
+            describe=describe or dest.name,
+            cancelled=cancelled,
+        )
     Path(str(partial) + ".lock").unlink(missing_ok=True)
 
 
@@ -132,12 +143,16 @@ def _fetch_locked(
                             if have > size:
                                 break
                             if cancelled is not None and cancelled():
-                                raise Cancelled(f"{describe}: interrupted at {have} of {size} bytes",
-                                                "run the same command again: it resumes from the partial file")
+                                raise Cancelled(
+                                    f"{describe}: interrupted at {have} of {size} bytes",
+                                    "run the same command again: it resumes from the partial file",
+                                )
                 if have > size:
                     partial.unlink(missing_ok=True)
-                    raise WorldplayError(f"{describe}: the server sent more than the expected {size} bytes",
-                                         "the file changed upstream; run the download again")
+                    raise WorldplayError(
+                        f"{describe}: the server sent more than the expected {size} bytes",
+                        "the file changed upstream; run the download again",
+                    )
             except (httpx.TransportError, _Retry) as exc:
                 stalled = 0 if have > start else stalled + 1
                 if stalled >= MAX_STALLED_ATTEMPTS:
@@ -167,8 +182,9 @@ def _raise_for_status(response, describe: str) -> None:
     code = response.headers.get("X-Error-Code", "")
     if response.status_code in (401, 403):
         raise AccessDenied(f"{describe}: access denied (HTTP {response.status_code}{' ' + code if code else ''})")
-    raise WorldplayError(f"{describe}: HTTP {response.status_code} {code}".rstrip(),
-                         "check the repository and revision")
+    raise WorldplayError(
+        f"{describe}: HTTP {response.status_code} {code}".rstrip(), "check the repository and revision"
+    )
 
 
 def _hash_prefix(partial: Path, have: int, digest: _Digest) -> None:

@@ -65,7 +65,14 @@ class HalfBlockImage(Widget):
     }
     """
 
-    def __init__(self, image: np.ndarray | None = None, *, name: str | None = None, id: str | None = None, classes: str | None = None):  # noqa: A002
+    def __init__(
+        self,
+        image: np.ndarray | None = None,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ):  # noqa: A002
         super().__init__(name=name, id=id, classes=classes)
         self._strips: list[Strip] = []
         self._image_width = 0

@@ -72,7 +72,9 @@ class Dashboard(App):
     def compose(self) -> ComposeResult:
         # Kept as attributes: refreshes land while other screens (detail, dialogs) are on top.
         self.banner = Static(id="banner")
-        self.filter_input = Input(placeholder="filter: id, prompt, engine, worker, failure… (/ to focus, esc to leave)", id="filter")
+        self.filter_input = Input(
+            placeholder="filter: id, prompt, engine, worker, failure… (/ to focus, esc to leave)", id="filter"
+        )
         self.status_line = StatusLine(id="status")
         self.jobs_table = JobsTable(id="jobs")
         self.workers_table = WorkersTable(id="workers")
@@ -332,12 +334,18 @@ class Dashboard(App):
         job_id = screen.job_id if on_detail else self.selected_job_id
         if job_id:
             for command in keymap.job_commands():
-                yield SystemCommand(f"{command.palette} {job_id}", command.help, self._palette_job_action(command.job_verb, job_id))
+                yield SystemCommand(
+                    f"{command.palette} {job_id}", command.help, self._palette_job_action(command.job_verb, job_id)
+                )
         for command in keymap.palette_commands("detail" if on_detail else "jobs"):
             yield SystemCommand(command.palette, command.help, self._palette_action(command.action))
         if not on_detail:
             for column in JOB_COLUMNS:
-                yield SystemCommand(f"Sort by {column.label.lower()}", "Sort the jobs table (again to reverse)", self._palette_sort(column.key))
+                yield SystemCommand(
+                    f"Sort by {column.label.lower()}",
+                    "Sort the jobs table (again to reverse)",
+                    self._palette_sort(column.key),
+                )
 
     def _palette_action(self, action: str) -> Callable[[], None]:
         _, name, params = parse_action(action)

@@ -37,18 +37,47 @@ COMMANDS: tuple[Command, ...] = (
     Command("escape,backspace", "app.pop_screen", "Back", screens=("detail",)),
     Command("enter", "open_job", "Detail", "Open job detail", "Show spec, log, timings and outputs", footer=False),
     Command("c", "job('cancel')", "Cancel", "Cancel job", "Cancel a queued job or stop a running one", screens=_BOTH),
-    Command("r", "job('retry')", "Retry", "Retry job", "Put a failed, stopped or canceled job back on its queue", screens=_BOTH),
-    Command("e", "job('requeue')", "Re-queue…", "Re-queue job with edits", "Submit a copy of the job with a changed spec", screens=_BOTH),
-    Command("x,delete", "job('delete')", "Delete", "Delete job", "Forget the job in Redis (its output directory is kept)", screens=_BOTH),
+    Command(
+        "r",
+        "job('retry')",
+        "Retry",
+        "Retry job",
+        "Put a failed, stopped or canceled job back on its queue",
+        screens=_BOTH,
+    ),
+    Command(
+        "e",
+        "job('requeue')",
+        "Re-queue…",
+        "Re-queue job with edits",
+        "Submit a copy of the job with a changed spec",
+        screens=_BOTH,
+    ),
+    Command(
+        "x,delete",
+        "job('delete')",
+        "Delete",
+        "Delete job",
+        "Forget the job in Redis (its output directory is kept)",
+        screens=_BOTH,
+    ),
     Command("n", "submit", "Submit…", "Submit a job", "Prompt, image, trajectory, engine, variant (or a spec file)"),
-    Command("p", "toggle_suspend", "Suspend/resume", "Suspend or resume workers", "Stop (or restart) workers taking new jobs"),
+    Command(
+        "p",
+        "toggle_suspend",
+        "Suspend/resume",
+        "Suspend or resume workers",
+        "Stop (or restart) workers taking new jobs",
+    ),
     Command("slash", "focus_filter", "Filter", "Filter jobs", "Focus the text filter"),
     Command("f", "cycle_status", "Status", "Cycle status filter", "All, queued, started, finished, failed, …"),
     Command("k", "cycle_kind", "Kind", "Cycle kind filter", "All, generate, train", footer=False),
     # The palette sorts by each column instead ("Sort by status", …: `Dashboard.get_system_commands`).
     Command("s", "cycle_sort", "Sort"),
     Command("S", "reverse_sort", "Reverse", footer=False),
-    Command("left_square_bracket", "page(-1)", "Prev page", "Previous page", "Show the previous page of jobs", footer=False),
+    Command(
+        "left_square_bracket", "page(-1)", "Prev page", "Previous page", "Show the previous page of jobs", footer=False
+    ),
     Command("right_square_bracket", "page(1)", "Next page", "Next page", "Show the next page of jobs", footer=False),
     Command("w", "toggle_workers", "Workers", "Show or hide workers", "Toggle the workers panel", footer=False),
     Command("t", "toggle_timing", "Timing", footer=False),
@@ -79,7 +108,9 @@ def _on(screen: str, action: str) -> str:
 
 def palette_commands(screen: str) -> list[Command]:
     """The commands the palette offers on `screen` (job actions separately: `job_commands`)."""
-    return [command for command in COMMANDS if command.palette and screen in command.screens and command.job_verb is None]
+    return [
+        command for command in COMMANDS if command.palette and screen in command.screens and command.job_verb is None
+    ]
 
 
 def job_commands() -> list[Command]:

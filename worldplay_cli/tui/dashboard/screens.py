@@ -221,7 +221,9 @@ class JobDetailScreen(Screen):
                 widget.display = not is_train
             spec = JSON(json.dumps(detail.spec, indent=2)) if detail.spec else Text("spec not readable", style="dim")
             self.query_one("#detail-spec", Static).update(spec)
-            plot = "\n".join(detail.trajectory_plot) if detail.trajectory_plot else Text("no trajectory file", style="dim")
+            plot = (
+                "\n".join(detail.trajectory_plot) if detail.trajectory_plot else Text("no trajectory file", style="dim")
+            )
             self.query_one("#detail-plot", Static).update(plot)
             if detail.log.lines:
                 self.query_one(RichLog).write(Text("\n".join(detail.log.lines)))
@@ -387,13 +389,29 @@ class SubmitScreen(ModalScreen["Submitted | None"]):
                 yield Label("prompt")
                 yield Input(placeholder="what the world looks like", id="submit-prompt", compact=True)
                 yield Label("image")
-                yield Input(placeholder=f"path or example: {examples} (default meadow)", id="submit-image", compact=True)
+                yield Input(
+                    placeholder=f"path or example: {examples} (default meadow)", id="submit-image", compact=True
+                )
                 yield Label("trajectory")
-                yield Input(DEFAULT_POSE, placeholder="pose string (w-31), preset name or file", id="submit-pose", compact=True)
+                yield Input(
+                    DEFAULT_POSE, placeholder="pose string (w-31), preset name or file", id="submit-pose", compact=True
+                )
                 yield Label("engine")
-                yield Select([(name, name) for name in choices.engines], value=choices.engine, allow_blank=False, compact=True, id="submit-engine")
+                yield Select(
+                    [(name, name) for name in choices.engines],
+                    value=choices.engine,
+                    allow_blank=False,
+                    compact=True,
+                    id="submit-engine",
+                )
                 yield Label("variant")
-                yield Select([(name, name) for name in choices.variants], value=choices.variant, allow_blank=False, compact=True, id="submit-variant")
+                yield Select(
+                    [(name, name) for name in choices.variants],
+                    value=choices.variant,
+                    allow_blank=False,
+                    compact=True,
+                    id="submit-variant",
+                )
                 yield Label("seed")
                 yield Input("1", type="integer", id="submit-seed", compact=True)
                 yield Label("queue")
@@ -527,4 +545,3 @@ def keys_markdown(sections: list[tuple[str, list[Binding]]]) -> str:
         "Failure kinds: out of memory, timeout, worker lost, bad input, engine error, canceled, refused.",
     ]
     return "\n".join(lines)
-

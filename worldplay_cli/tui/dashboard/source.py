@@ -121,7 +121,17 @@ class DashboardSource(Protocol):
 
 
 # Spec fields the re-queue form may change (the inputs themselves are copied from the original job).
-EDITABLE_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "engine", "variant", "timeout_s", "output_name")
+EDITABLE_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "guidance",
+    "engine",
+    "variant",
+    "timeout_s",
+    "output_name",
+)
 
 
 def first_video_frame(video: str, max_width: int = 160) -> Image.Image | None:
@@ -216,7 +226,9 @@ class RedisSource:
         try:
             return function(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise SourceUnavailable(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+            raise SourceUnavailable(
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            ) from None
 
     def snapshot(self, query: JobQuery) -> Snapshot:
         return self._call(self._snapshot, query)
@@ -340,7 +352,10 @@ class RedisSource:
 
         settings = self.settings
         return SubmitChoices(
-            sorted(engine_table()), list(VARIANT_DEFAULTS), settings.default_engine, settings.default_variant,
+            sorted(engine_table()),
+            list(VARIANT_DEFAULTS),
+            settings.default_engine,
+            settings.default_variant,
             settings.queue.default_queue,
         )
 

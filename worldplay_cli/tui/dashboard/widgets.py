@@ -254,7 +254,9 @@ class JobsTable(DataTable):
             cells = self._cells[job_id]
             self.add_row(*(cells[key] for key in self.visible_columns), key=job_id)
         if self._order:
-            row = self._order.index(selected) if selected in self._order else min(max(position, 0), len(self._order) - 1)
+            row = (
+                self._order.index(selected) if selected in self._order else min(max(position, 0), len(self._order) - 1)
+            )
             self.move_cursor(row=row, animate=False, scroll=True)
         self._last_selected = self.selected_job_id or selected
 
@@ -333,7 +335,6 @@ class StatusLine(Static):
         if timing:
             text.append(f" │ refresh {snapshot.refresh_s * 1000:.0f} ms", style="dim")
         self.update(text)
-
 
 
 def _number(value: float | None, pattern: str = ".4g") -> str:

@@ -355,7 +355,9 @@ class EditorScreen(Screen):
                 self.editor.finish()
 
         value = str(self.editor.path) if self.editor.path else ""
-        self.app.push_screen(PathScreen("save as official JSON", lambda path, _: self.save_to(path), value=value), saved)
+        self.app.push_screen(
+            PathScreen("save as official JSON", lambda path, _: self.save_to(path), value=value), saved
+        )
 
     def save_to(self, path: Path) -> str | None:
         """Write official JSON (plus `<name>.pose.txt` when a pose string says it exactly); an error or None."""
@@ -443,7 +445,9 @@ class EditorApp(App[EditorResult]):
         for command in COMMANDS:
             if command.palette and command.action != "app.quit":
                 keys = command.display or command.keys.replace(",", " ")
-                yield SystemCommand(command.title, f"{command.help}  [{keys}]", partial(screen.run_action, command.action))
+                yield SystemCommand(
+                    command.title, f"{command.help}  [{keys}]", partial(screen.run_action, command.action)
+                )
 
     def result(self) -> EditorResult:
         state = self.state

@@ -88,7 +88,9 @@ def plot_path(
         delta = np.diff(cells, axis=0)
         samples = np.clip(np.ceil(np.abs(delta).max(axis=1)), 1, width + height).astype(np.int64)
         segment = np.repeat(np.arange(len(delta)), samples)
-        fraction = (np.arange(samples.sum()) - np.repeat(np.cumsum(samples) - samples, samples)) / np.repeat(samples, samples)
+        fraction = (np.arange(samples.sum()) - np.repeat(np.cumsum(samples) - samples, samples)) / np.repeat(
+            samples, samples
+        )
         put(cells[segment] + delta[segment] * fraction[:, None], "·", PATH)
 
     # 2. One heading marker per latent, styled by chunk; then start, selection and cursor on top.

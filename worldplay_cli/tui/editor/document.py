@@ -26,7 +26,16 @@ TRANSLATIONS = ("w", "s", "a", "d")
 ROTATIONS = ("right", "left", "up", "down")
 ACTIONS = TRANSLATIONS + ROTATIONS
 # Two moves on one axis contradict (w+s) or repeat; the later one wins when steps are combined.
-AXIS = {"w": "forward", "s": "forward", "a": "right", "d": "right", "right": "yaw", "left": "yaw", "up": "pitch", "down": "pitch"}
+AXIS = {
+    "w": "forward",
+    "s": "forward",
+    "a": "right",
+    "d": "right",
+    "right": "yaw",
+    "left": "yaw",
+    "up": "pitch",
+    "down": "pitch",
+}
 _ORDER = {action: index for index, action in enumerate(ACTIONS)}
 HOLD_MOVE = Move("hold", 0.0)
 
@@ -102,11 +111,21 @@ def recognise(relative: np.ndarray) -> Step:
     yaw, pitch, roll = np.degrees(ypr_from_rotation(relative[:3, :3]))
     sideways, vertical, forward = relative[:3, :3].T @ relative[:3, 3]
     moves = []
-    for value, positive, negative in ((forward, "w", "s"), (sideways, "d", "a"), (yaw, "right", "left"), (pitch, "up", "down")):
+    for value, positive, negative in (
+        (forward, "w", "s"),
+        (sideways, "d", "a"),
+        (yaw, "right", "left"),
+        (pitch, "up", "down"),
+    ):
         size = _rounded(abs(value))
         if size > _RECOGNISE_TOLERANCE:
             moves.append(Move(positive if value > 0 else negative, size))
-    plausible = abs(roll) < _RECOGNISE_TOLERANCE and abs(vertical) < _RECOGNISE_TOLERANCE and abs(yaw) < 180 and abs(pitch) < 180
+    plausible = (
+        abs(roll) < _RECOGNISE_TOLERANCE
+        and abs(vertical) < _RECOGNISE_TOLERANCE
+        and abs(yaw) < 180
+        and abs(pitch) < 180
+    )
     if plausible:
         step = keyboard_step(moves)
         if np.abs(step_matrix(step) - relative).max() < _RECOGNISE_TOLERANCE:
@@ -311,4 +330,3 @@ def pitch_degrees(c2w: np.ndarray) -> np.ndarray:
 def frames_of(latent: int) -> tuple[int, int]:
     """The pixel frames a latent decodes to: (0, 0) for latent 0, else (4i - 3, 4i)."""
     return (0, 0) if latent == 0 else (4 * latent - 3, 4 * latent)
-

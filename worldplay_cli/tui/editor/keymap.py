@@ -56,28 +56,61 @@ def _latches() -> list[Command]:
         ("shift+down", "down", "look down"),
     ]
     return [
-        Command(key, f"latch('{action}')", f"Latch {what}", "add it to every latent inserted until pressed again", "Author",
-                display="⇧" + _ARROW_GLYPHS.get(action, action))
+        Command(
+            key,
+            f"latch('{action}')",
+            f"Latch {what}",
+            "add it to every latent inserted until pressed again",
+            "Author",
+            display="⇧" + _ARROW_GLYPHS.get(action, action),
+        )
         for key, action, what in keys
     ]
 
 
 COMMANDS: tuple[Command, ...] = (
     *_moves(),
-    Command("plus", "combine", "Combine", "add the next action to what was just inserted (8w + → = 8 × W+→)", "Author", "+"),
+    Command(
+        "plus", "combine", "Combine", "add the next action to what was just inserted (8w + → = 8 × W+→)", "Author", "+"
+    ),
     *_latches(),
     Command("r", "replace", "Replace", "the next action replaces the latent(s) at the cursor", "Author"),
-    Command("x,delete", "delete", "Delete", "delete the selection or latents from the cursor on (3x)", "Author", "x del"),
+    Command(
+        "x,delete", "delete", "Delete", "delete the selection or latents from the cursor on (3x)", "Author", "x del"
+    ),
     Command("backspace", "backspace", "Delete backwards", "delete the cursor latent and step back", "Author", "⌫"),
     Command("v", "select", "Select", "start/stop a selection at the cursor", "Author"),
     Command("y", "copy", "Copy", "copy the selection, else the segment under the cursor", "Author"),
     Command("p", "paste", "Paste", "paste after the cursor (3p pastes three times)", "Author"),
     Command("u,ctrl+z", "undo", "Undo", "undo the last change", "Author", "u ^z"),
     Command("ctrl+r,ctrl+y", "redo", "Redo", "redo what was undone", "Author", "^r ^y"),
-    Command("right_square_bracket", "step('translation', 1)", "Longer moves", "increase the w/a/s/d step size", "Author", "]"),
-    Command("left_square_bracket", "step('translation', -1)", "Shorter moves", "decrease the w/a/s/d step size", "Author", "["),
-    Command("right_curly_bracket", "step('rotation', 1)", "Bigger turns", "increase the turn step in degrees", "Author", "}"),
-    Command("left_curly_bracket", "step('rotation', -1)", "Smaller turns", "decrease the turn step in degrees", "Author", "{"),
+    Command(
+        "right_square_bracket",
+        "step('translation', 1)",
+        "Longer moves",
+        "increase the w/a/s/d step size",
+        "Author",
+        "]",
+    ),
+    Command(
+        "left_square_bracket",
+        "step('translation', -1)",
+        "Shorter moves",
+        "decrease the w/a/s/d step size",
+        "Author",
+        "[",
+    ),
+    Command(
+        "right_curly_bracket", "step('rotation', 1)", "Bigger turns", "increase the turn step in degrees", "Author", "}"
+    ),
+    Command(
+        "left_curly_bracket",
+        "step('rotation', -1)",
+        "Smaller turns",
+        "decrease the turn step in degrees",
+        "Author",
+        "{",
+    ),
     Command("R", "record", "Record mode", "every key press appends a latent in real time (6 per second)", "Author"),
     Command("full_stop", "cursor(1)", "Next latent", "move the cursor right (count prefix works)", "Navigate", "."),
     Command("comma", "cursor(-1)", "Previous latent", "move the cursor left", "Navigate", ","),
@@ -85,7 +118,15 @@ COMMANDS: tuple[Command, ...] = (
     Command("end", "goto('end')", "Last latent", "move the cursor to the last latent", "Navigate"),
     Command("pagedown", "chunk(1)", "Next chunk", "jump to the next denoising chunk", "Navigate", "pgdn"),
     Command("pageup", "chunk(-1)", "Previous chunk", "jump to the previous chunk", "Navigate", "pgup"),
-    Command("escape", "cancel", "Cancel", "clear the count, pending combine/replace and the selection", "Navigate", "esc", palette=False),
+    Command(
+        "escape",
+        "cancel",
+        "Cancel",
+        "clear the count, pending combine/replace and the selection",
+        "Navigate",
+        "esc",
+        palette=False,
+    ),
     Command("e", "edit_text", "Edit as text", "edit the segment list as pose-string text (esc to leave)", "Navigate"),
     Command("space", "play", "Play", "play the path from the cursor in the preview (space again stops)", "View"),
     Command("equals_sign", "zoom(1.5)", "Zoom in", "zoom the map and side view in", "View", "="),
@@ -104,9 +145,20 @@ COMMANDS: tuple[Command, ...] = (
     Command("f2", "save_as", "Save as", "save under a new name", "File"),
     Command("ctrl+g", "submit", "Submit", "enqueue a generation job with this trajectory", "File", "^g", footer=True),
     Command("question_mark,f1", "help", "Help", "list every key", "File", "? f1", footer=True),
-    Command("q,ctrl+q", "app.quit", "Quit", "quit (asks first when there are unsaved changes)", "File", "q ^q", footer=True),
-    *(Command(str(digit), f"digit('{digit}')", f"Count {digit}", "count prefix; 0 alone goes to latent 0", "Author",
-              palette=False) for digit in range(10)),
+    Command(
+        "q,ctrl+q", "app.quit", "Quit", "quit (asks first when there are unsaved changes)", "File", "q ^q", footer=True
+    ),
+    *(
+        Command(
+            str(digit),
+            f"digit('{digit}')",
+            f"Count {digit}",
+            "count prefix; 0 alone goes to latent 0",
+            "Author",
+            palette=False,
+        )
+        for digit in range(10)
+    ),
 )
 
 

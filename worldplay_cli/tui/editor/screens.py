@@ -59,7 +59,9 @@ class PresetScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         options = [
-            Option(Text.assemble((preset.name, "bold"), f"  {preset.description}\n", (preset.pose, "dim")), id=preset.name)
+            Option(
+                Text.assemble((preset.name, "bold"), f"  {preset.description}\n", (preset.pose, "dim")), id=preset.name
+            )
             for preset in PRESETS.values()
         ]
         with Vertical(classes="dialog", id="preset-dialog"):
@@ -78,7 +80,9 @@ class PathScreen(ModalScreen[Path | None]):
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
-    def __init__(self, title: str, accept: Callable[[Path, str | None], str | None], *, value: str = "", formats: bool = False):
+    def __init__(
+        self, title: str, accept: Callable[[Path, str | None], str | None], *, value: str = "", formats: bool = False
+    ):
         super().__init__()
         self._title = title
         self._accept = accept
@@ -89,7 +93,9 @@ class PathScreen(ModalScreen[Path | None]):
         with Vertical(classes="dialog", id="path-dialog"):
             yield Input(self._value, placeholder="path/to/trajectory.json", id="path-input")
             if self._formats:
-                choices = [(name, name) for name in ("official", "nerfstudio", "csv", "json", "matrices", "matrices:opengl")]
+                choices = [
+                    (name, name) for name in ("official", "nerfstudio", "csv", "json", "matrices", "matrices:opengl")
+                ]
                 yield Select(choices, prompt="format: detect from the file", id="path-format")
             yield Label("", id="path-error", classes="error")
 
@@ -138,11 +144,21 @@ class SubmitScreen(ModalScreen[str | None]):
                 yield Label("engine")
                 # Without a known default, blank means "the settings' default engine" (resolved on submit).
                 yield Select(
-                    engines, value=self._engine or Select.NULL, allow_blank=self._engine is None,
-                    prompt="settings default", compact=True, id="submit-engine",
+                    engines,
+                    value=self._engine or Select.NULL,
+                    allow_blank=self._engine is None,
+                    prompt="settings default",
+                    compact=True,
+                    id="submit-engine",
                 )
                 yield Label("variant")
-                yield Select([(model, model) for model in MODELS], value=self._variant, allow_blank=False, compact=True, id="submit-variant")
+                yield Select(
+                    [(model, model) for model in MODELS],
+                    value=self._variant,
+                    allow_blank=False,
+                    compact=True,
+                    id="submit-variant",
+                )
                 yield Label("seed")
                 yield Input("1", placeholder="seed", type="integer", id="submit-seed", compact=True)
             with Horizontal(id="submit-buttons"):

@@ -392,7 +392,9 @@ class EditorState:
     def change_step(self, kind: str, direction: int) -> None:
         """Next smaller/larger step size on the ladder for "translation" or "rotation" moves."""
         ladder, current = (
-            (TRANSLATION_STEPS, self.translation_step) if kind == "translation" else (ROTATION_STEPS, self.rotation_step)
+            (TRANSLATION_STEPS, self.translation_step)
+            if kind == "translation"
+            else (ROTATION_STEPS, self.rotation_step)
         )
         larger = [value for value in ladder if value > current]
         smaller = [value for value in ladder if value < current]

@@ -49,7 +49,12 @@ def submit_trajectory(
     from worldplay_cli.submit import GenerateRequest, prepare, submit_generation
 
     request = GenerateRequest(
-        prompt=form.prompt, image=image, pose=pose or UNSAVED_SOURCE, engine=form.engine, variant=form.variant, seed=form.seed
+        prompt=form.prompt,
+        image=image,
+        pose=pose or UNSAVED_SOURCE,
+        engine=form.engine,
+        variant=form.variant,
+        seed=form.seed,
     )
     prepared = prepare(request, settings, trajectory)  # before connecting: bad input starts no Redis
     return submit_generation(prepared, settings, connect(), queue)

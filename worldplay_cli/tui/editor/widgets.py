@@ -82,13 +82,27 @@ class PathView(Widget):
         if state is None or width < 1 or height < 1:
             self._strips = []
             return
-        key = (state.version, width, height, self.viewport.zoom, self.viewport.pan_u, self.viewport.pan_v, self.app.theme)
+        key = (
+            state.version,
+            width,
+            height,
+            self.viewport.zoom,
+            self.viewport.pan_u,
+            self.viewport.pan_v,
+            self.app.theme,
+        )
         if key == self._key:
             return
         points, headings = self._points(state.cache.c2w)
         self._plot = plot_path(
-            points, headings, width, height,
-            chunk=state.chunk, cursor=state.cursor, selection=state.selection(), viewport=self.viewport,
+            points,
+            headings,
+            width,
+            height,
+            chunk=state.chunk,
+            cursor=state.cursor,
+            selection=state.selection(),
+            viewport=self.viewport,
         )
         if self._palette_theme != self.app.theme:
             self._palette = [self.get_component_rich_style(f"pathview--{name}") for name in STYLE_NAMES]
@@ -146,7 +160,8 @@ class Timeline(Widget, can_focus=True):
     """One two-column cell per latent (movement keys over turn keys), grouped by denoising chunk."""
 
     COMPONENT_CLASSES = {
-        f"timeline--{name}" for name in ("header", "separator", "even", "odd", "cursor", "selection", "partial", "missing")
+        f"timeline--{name}"
+        for name in ("header", "separator", "even", "odd", "cursor", "selection", "partial", "missing")
     }
 
     def __init__(self, *, id: str | None = None):  # noqa: A002
@@ -177,7 +192,11 @@ class Timeline(Widget, can_focus=True):
         self._first_chunk = scrolled_first_chunk(self._first_chunk, state.cursor, state.chunk, width)
         rows = timeline_rows(
             state.cache.actions,
-            chunk=state.chunk, first_chunk=self._first_chunk, width=width, cursor=state.cursor, selection=state.selection(),
+            chunk=state.chunk,
+            first_chunk=self._first_chunk,
+            width=width,
+            cursor=state.cursor,
+            selection=state.selection(),
         )
         styles: dict[str, Style] = {}
         for row in rows:
@@ -185,7 +204,8 @@ class Timeline(Widget, can_focus=True):
                 if name not in styles:
                     styles[name] = self.get_component_rich_style(f"timeline--{name}")
         self._strips = [
-            Strip([Segment(text, styles[name]) for text, name in row]).crop_extend(0, width, self.rich_style) for row in rows
+            Strip([Segment(text, styles[name]) for text, name in row]).crop_extend(0, width, self.rich_style)
+            for row in rows
         ]
         last = min(state.num_latents - 1, (self._first_chunk + len(rows[1]) // (state.chunk + 1)) * state.chunk - 1)
         self.border_subtitle = f"latents {self._first_chunk * state.chunk}–{max(last, 0)} of {state.num_latents}"
@@ -219,8 +239,11 @@ class Summary(Static):
             text.append("✓ valid", "bold green")
         else:
             text.append("✗ " + _short_problem(state), "bold red")
-            fixes = [f"{key} {how} → {state.target_latents(how)}" for key, how in (("f", "pad"), ("t", "trim"))
-                     if state.target_latents(how) is not None]
+            fixes = [
+                f"{key} {how} → {state.target_latents(how)}"
+                for key, how in (("f", "pad"), ("t", "trim"))
+                if state.target_latents(how) is not None
+            ]
             text.append("\nfix: " + (" · ".join(fixes) or "change the length by hand"), "yellow")
         c2w = state.cache.c2w[state.cursor : state.cursor + 1]
         first, last = frames_of(state.cursor)
