@@ -27,7 +27,7 @@ def test_a_job_is_found_by_its_id_prefix_random_part_or_name(cli, redis_conn):
     other = _queue(cli)
     assert named.endswith("-rainy-street-2")
     token = named.split("-")[2]
-    for typed in (named, named[:18], token, "Rainy street 2"):
+    for typed in (named, named[:18], token, "Rainy street 2", "Rainy"):
         code, out, err = cli("jobs", "show", typed, "--json")
         assert code == 0 and json.loads(out)["id"] == named, (typed, err)
 

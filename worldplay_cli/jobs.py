@@ -107,7 +107,8 @@ def list_jobs(
 
 
 def resolve_job_id(conn: Redis, text: str) -> str:
-    """The job a user means: its id, a unique prefix of it, its random part (`9f2c1a`) or its `--name`."""
+    """The job a user means: its id, a unique prefix of it, its random part (`9f2c1a`), its `--name` or a
+    unique prefix of the name."""
     from worldplay_cli.contract.specs import job_id_token
 
     wanted = text.strip()
@@ -118,7 +119,11 @@ def resolve_job_id(conn: Redis, text: str) -> str:
     known = [member.decode() for member in conn.zrange(JOBS_INDEX, 0, -1)]
     matches = [job_id for job_id in known if job_id.startswith(wanted) or job_id_token(job_id) == wanted]
     if not matches:
-        matches = [row.id for row in job_rows(conn, known) if row is not None and row.output_name == wanted]
+        names = {row.id: row.output_name or "" for row in job_rows(conn, known) if row is not None}
+        # the whole name first: "walk" must not become ambiguous because "walk 2" exists too
+        matches = [job_id for job_id, name in names.items() if name == wanted] or [
+            job_id for job_id, name in names.items() if name.startswith(wanted)
+        ]
     if len(matches) == 1:
         return matches[0]
     if not matches:
