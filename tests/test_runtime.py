@@ -143,6 +143,10 @@ def test_canceling_a_resident_job_stops_the_ranks_at_a_step_and_keeps_the_weight
     after = _enqueue(cli, "--variant", "ar-distilled", "--pose", "w-3")
     assert wait_until(lambda: _ended(redis_conn, after), 120, what="the next job") == "finished"
     info = _info(outputs, after)
-    assert info["resident"]["reused_weights"] is True and info["resident"]["group"] == 1
+    assert info["resident"]["reused_weights"] is True and info["resident"]["group"] == 1, (
+        info["resident"],
+        worker.log_path.read_text()[-4000:],
+        [path.read_text()[-2000:] for path in sorted(logs.glob("*.log"))],
+    )
     assert [int(pid) for pid in (logs / "group.txt").read_text().split()] == pids
     assert all(alive(pid) for pid in pids)
