@@ -46,6 +46,7 @@ class JobMeta(BaseModel):
     output_dir: str | None = None
     video: str | None = None  # the committed video, once the job finished
     train: dict[str, Any] | None = None  # a train job's step, loss history, validation and checkpoint
+    play: dict[str, Any] | None = None  # a live session's chunks, frames, last latency (`contract.play`)
 
     @classmethod
     def read(cls, meta: dict | None) -> JobMeta:

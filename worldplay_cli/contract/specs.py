@@ -33,7 +33,8 @@ SCHEMA_VERSION = 1
 TASK_GENERATE = "worker.tasks.generate"
 TASK_NOOP = "worker.tasks.noop"  # health checks and queue benchmarks
 TASK_TRAIN = "worker.training.job.train"  # a `worldplay train --queue` job (contract.training)
-ALLOWED_TASKS = frozenset({TASK_GENERATE, TASK_NOOP, TASK_TRAIN})
+TASK_PLAY = "worker.tasks.play"  # a live `worldplay play` session (contract.play)
+ALLOWED_TASKS = frozenset({TASK_GENERATE, TASK_NOOP, TASK_TRAIN, TASK_PLAY})
 
 JOBS_INDEX = "worldplay:jobs"  # sorted set: job id -> enqueue time, newest last
 QUEUES_SET = "worldplay:queues"  # every queue a job was ever sent to (the reaper sweeps them all)
