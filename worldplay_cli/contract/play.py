@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from worldplay_cli.contract import variants
 from worldplay_cli.contract.settings import MemoryProfile, Variant
-from worldplay_cli.contract.specs import SCHEMA_VERSION, TASK_PLAY, ImageRef, engine_table
+from worldplay_cli.contract.specs import SCHEMA_VERSION, TASK_PLAY, ImageRef, Manifest, engine_table
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -48,6 +48,17 @@ INPUT_MAXLEN = 1000
 OUTPUT_MAXLEN = 16
 # Both streams and the liveness key expire this long after their last write.
 STREAM_TTL_S = 3600
+# The queue sessions go to unless told otherwise: play workers keep their own model resident.
+PLAY_QUEUE = "play"
+
+# A session's job directory keeps each complete chunk as it is generated (`segments/chunk-00000.mp4`, ...)
+# beside `timeline.json` and `trajectory.json`, so a worker killed mid-session leaves every complete chunk.
+SEGMENTS_DIR = "segments"
+
+
+def segment_name(chunk: int) -> str:
+    """The file of chunk `chunk`'s frames in `SEGMENTS_DIR` (names sort in chunk order)."""
+    return f"chunk-{chunk:05d}.mp4"
 
 
 def input_key(job_id: str) -> str:
@@ -286,6 +297,21 @@ class Timeline(_Model):
     fps: int
     prompts: list[PromptChange]
     chunks: list[TimelineChunk]
+
+
+class PlayOutcome(_Model):
+    """How a session ended, in its manifest."""
+
+    reason: Literal["quit", "idle", "max_chunks", "canceled", "failed"]
+    chunks: int
+    frames: int
+
+
+class PlayManifest(Manifest):
+    """`manifest.json` of a session: a generation job's manifest with the session's spec and its outcome."""
+
+    spec: PlaySpec
+    play: PlayOutcome | None = None
 
 
 # --- the channel ----------------------------------------------------------------------------------------
