@@ -231,6 +231,86 @@ class BiMethod(_Strict):
     timesteps: TimestepSampling = Field(default_factory=TimestepSampling)
 
 
+class ScoreNetwork(_Strict):
+    """A frozen or trainable score network of distillation: which weights it starts from and how it attends.
+
+    `init`: an action checkpoint of the model directory (`bi`, `ar`, ...) or a safetensors path.
+    `attention`: `bidirectional` scores a window with `forward_bi` (the bidirectional model, the upstream
+    teacher); `chunk_causal` scores it with `forward_chunk_causal` (an AR model: chunk i sees chunks 0..i).
+    """
+
+    init: str = "bi"
+    attention: Literal["bidirectional", "chunk_causal"] = "bidirectional"
+
+
+class CriticSection(ScoreNetwork):
+    """The fake score (critic): initialised like the teacher by default, trained by flow matching with its
+    own AdamW (upstream `fake_score_learning_rate`, `fake_score_betas`, `fake_score_lr_scheduler`)."""
+
+    init: str | None = None  # None: the teacher's init
+    attention: Literal["bidirectional", "chunk_causal"] | None = None  # None: the teacher's attention
+    learning_rate: float = Field(gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+
+
+class SelfForcingMethod(_Strict):
+    """Self-Forcing DMD2 (fact sheet §3.0-3.1): the AR student rolls out `window_latents` from noise chunk by
+    chunk with its own context cache; a frozen teacher (real score) and a critic (fake score) score the clip.
+
+    The keys keep their upstream names where they exist; the score-timestep clamp
+    (`min_timestep_ratio`/`max_timestep_ratio`) is honoured, unlike upstream's SelfForcingMethod.
+    """
+
+    name: Literal["self_forcing"] = "self_forcing"
+    rollout_mode: Literal["simulate"] = "simulate"
+    chunk_latents: int = Field(default=4, ge=1)
+    window_latents: int = Field(default=12, ge=1)
+    # Student timesteps (0..1000); warped through the shift-`flow_shift` schedule they are the 4-step
+    # schedule `ar-distilled` runs at inference: [1000, 937.5, 833.3, 625].
+    denoising_steps: list[float] = Field(default_factory=lambda: [1000.0, 750.0, 500.0, 250.0], min_length=1)
+    warp_denoising_step: bool = True
+    flow_shift: float = Field(default=5.0, gt=0)
+    student_sample_type: Literal["sde", "ode"] = "sde"
+    same_step_across_blocks: bool = False
+    last_step_only: bool = False
+    start_gradient_frame: int = Field(default=0, ge=0)
+    # The student's context K/V pass: outputs re-noised to t = context_noise (0: clean), conditioned on
+    # the inference context timestep (14) like every AR context pass.
+    context_noise: float = Field(default=0.0, ge=0, lt=1000)
+    generator_update_interval: int = Field(default=1, ge=1)
+    real_score_guidance_scale: float = Field(default=1.0, ge=1)
+    min_timestep_ratio: float = Field(default=0.0, ge=0, le=1)
+    max_timestep_ratio: float = Field(default=1.0, ge=0, le=1)
+    memory_points: int = Field(default=50_000, ge=100)
+    teacher: ScoreNetwork = Field(default_factory=ScoreNetwork)
+    critic: CriticSection
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SelfForcingMethod:
+        if self.window_latents % self.chunk_latents:
+            raise ValueError(
+                f"window_latents {self.window_latents} is not a multiple of chunk_latents {self.chunk_latents}"
+            )
+        if self.min_timestep_ratio > self.max_timestep_ratio:
+            raise ValueError("min_timestep_ratio must not exceed max_timestep_ratio")
+        if any(not 0 < step <= 1000 for step in self.denoising_steps):
+            raise ValueError(f"denoising_steps must lie in (0, 1000], got {self.denoising_steps}")
+        if any(a <= b for a, b in zip(self.denoising_steps, self.denoising_steps[1:])):
+            raise ValueError(f"denoising_steps must decrease, got {self.denoising_steps}")
+        return self
+
+    @property
+    def critic_init(self) -> str:
+        return self.critic.init or self.teacher.init
+
+    @property
+    def critic_attention(self) -> str:
+        return self.critic.attention or self.teacher.attention
+
+
 def _method_name(value: Any) -> str | None:
     # a method section without a name is the default (AR) method, so `--set method.window_latents=8` works
     if isinstance(value, dict):
@@ -238,7 +318,15 @@ def _method_name(value: Any) -> str | None:
     return getattr(value, "name", None)
 
 
-Method = Annotated[Union[Annotated[ARMethod, Tag("ar")], Annotated[BiMethod, Tag("bi")]], Discriminator(_method_name)]
+Method = Annotated[
+    Union[
+        Annotated[ARMethod, Tag("ar")],
+        Annotated[BiMethod, Tag("bi")],
+        Annotated[SelfForcingMethod, Tag("self_forcing")],
+    ],
+    Discriminator(_method_name),
+]
+DISTILLATION_METHODS = ("self_forcing",)
 
 
 class OptimizerSection(_Strict):
@@ -452,11 +540,23 @@ def resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
         candidate = Path(value).expanduser()
         return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
 
-    model = config.model.model_copy(update={"model_dir": absolute(config.model.model_dir)})
-    if config.model.init.endswith(".safetensors") or "/" in config.model.init:
-        model = model.model_copy(update={"init": absolute(config.model.init)})
+    def weights(init: str | None) -> str | None:
+        return absolute(init) if init is not None and (init.endswith(".safetensors") or "/" in init) else init
+
+    model = config.model.model_copy(
+        update={"init": weights(config.model.init), "model_dir": absolute(config.model.model_dir)}
+    )
+    method = config.method
+    if isinstance(method, SelfForcingMethod):
+        method = method.model_copy(
+            update={
+                "teacher": method.teacher.model_copy(update={"init": weights(method.teacher.init)}),
+                "critic": method.critic.model_copy(update={"init": weights(method.critic.init)}),
+            }
+        )
     return config.model_copy(
         update={
+            "method": method,
             "model": model,
             "data": config.data.model_copy(update={"path": absolute(config.data.path)}),
             "checkpoint": config.checkpoint.model_copy(update={"output_dir": absolute(config.checkpoint.output_dir)}),
