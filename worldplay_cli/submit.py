@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from trajectories import Trajectory
+    from worldplay_cli.contract.play import PlaySpec
+    from worldplay_cli.contract.queue import QueuedSpec
     from worldplay_cli.contract.settings import Settings
 
 DEFAULT_POSE = "walk-and-turn"
@@ -270,12 +272,23 @@ def check_output_root(settings: Settings) -> Path:
 
 def write_inputs(settings: Settings, job_id: str, prepared: PreparedJob) -> Path:
     """Create `<output root>/<job id>/` (never an existing one) with the job's inputs."""
+    spec = prepared.spec
+    return _write_job_dir(
+        settings,
+        job_id,
+        {spec.image.file: prepared.image_png, spec.trajectory.file: prepared.trajectory_json},
+        spec.model_dump_json(indent=2).encode(),
+    )
+
+
+def _write_job_dir(settings: Settings, job_id: str, inputs: dict[str, bytes], spec_json: bytes) -> Path:
+    """Create `<output root>/<job id>/` (never an existing one) with `inputs` (file name -> bytes) and spec.json."""
     directory = Path(settings.output_root).expanduser() / job_id
     try:
         create_job_dir(directory, settings)
-        write_job_file(directory / prepared.spec.image.file, prepared.image_png)
-        write_job_file(directory / prepared.spec.trajectory.file, prepared.trajectory_json)
-        write_job_file(directory / "spec.json", prepared.spec.model_dump_json(indent=2).encode())
+        for name, data in inputs.items():
+            write_job_file(directory / name, data)
+        write_job_file(directory / "spec.json", spec_json)
     except FileExistsError:
         raise WorldplayError(f"output directory {directory} already exists; outputs are never overwritten") from None
     except OSError as exc:
@@ -293,13 +306,20 @@ def submit(
     retries_on_lost: int | None = None,
 ):
     """Write the inputs and enqueue; if enqueueing fails, remove the directory again."""
+    directory = write_inputs(settings, job_id, prepared)
+    return _enqueue_or_remove(conn, settings, prepared.spec, directory, queue_name, retries_on_lost)
+
+
+def _enqueue_or_remove(
+    conn: Redis, settings: Settings, spec: QueuedSpec, directory: Path, queue_name: str, retries_on_lost: int | None
+):
+    """Enqueue the job of `directory`; if that fails, remove the directory again."""
     import redis
 
     from worldplay_cli.contract.queue import enqueue
 
-    directory = write_inputs(settings, job_id, prepared)
     try:
-        return enqueue(conn, settings, prepared.spec, job_id, queue_name, retries_on_lost)
+        return enqueue(conn, settings, spec, directory.name, queue_name, retries_on_lost)
     except redis.RedisError as exc:
         shutil.rmtree(directory, ignore_errors=True)
         raise WorldplayError(f"could not enqueue the job: {exc}") from None
@@ -352,3 +372,117 @@ def queue_warning(conn: Redis, settings: Settings, queue: str) -> str | None:
         return unserved_queue_warning(conn, settings, queue)
     except redis.RedisError:
         return None
+
+
+# --- live play sessions ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PlayRequest:
+    """A `worldplay play` session as asked for; None means the default (settings, variant recipe, image
+    bucket). The engine defaults to the settings' when it can play, else preview; the variant likewise
+    (an autoregressive one)."""
+
+    prompt: str = ""
+    image: Path | None = None
+    engine: str | None = None
+    variant: str | None = None
+    seed: int = 1
+    steps: int | None = None
+    guidance: float | None = None
+    resolution: str = "480p"
+    width: int | None = None
+    height: int | None = None
+    negative_prompt: str = ""
+    max_chunks: int | None = None
+    idle_timeout_s: float | None = None
+    ahead_chunks: int | None = None
+    jpeg_quality: int | None = None
+    timeout_s: int | None = None
+    model_dir: Path | None = None
+    memory_profile: str | None = None
+    name: str | None = None  # only for the job id, as `--name` for a generation
+
+
+PLAY_ENGINES = ("preview", "native")
+
+
+def prepare_play(request: PlayRequest, settings: Settings) -> tuple[PlaySpec, bytes]:
+    """Resolve and validate a session (its spec and the image's PNG bytes); touches neither Redis nor disk."""
+    from worldplay_cli.contract import variants
+    from worldplay_cli.contract.play import PlaySpec
+
+    engine = request.engine or (settings.default_engine if settings.default_engine in PLAY_ENGINES else "preview")
+    if engine not in PLAY_ENGINES:
+        raise BadInput(f"engine {engine!r} cannot play live", f"use one of: {', '.join(PLAY_ENGINES)}")
+    autoregressive = [record.name for record in variants.all_variants() if record.model_type == "ar"]
+    default_variant = settings.default_variant if settings.default_variant in autoregressive else autoregressive[0]
+    variant = request.variant or default_variant
+    if variant not in autoregressive:
+        raise BadInput(
+            f"variant {variant!r} cannot play live", f"use an autoregressive one: {', '.join(autoregressive)}"
+        )
+    if request.resolution not in RESOLUTION_BASE:
+        raise BadInput(f"unknown resolution {request.resolution!r}", f"use one of: {', '.join(RESOLUTION_BASE)}")
+    image_path = image_path_for(request.image)
+    image_png, image_width, image_height = _load_image(image_path)
+    width, height = _size(request, image_width, image_height)
+    defaults = VARIANT_DEFAULTS[variant]
+    optional = {
+        name: getattr(request, name)
+        for name in ("max_chunks", "idle_timeout_s", "ahead_chunks", "jpeg_quality")
+        if getattr(request, name) is not None
+    }
+    try:
+        spec = PlaySpec(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            image=ImageRef(
+                source=str(image_path.resolve()),
+                sha256=hashlib.sha256(image_png).hexdigest(),
+                width=image_width,
+                height=image_height,
+            ),
+            engine=engine,
+            variant=variant,
+            seed=request.seed,
+            steps=request.steps if request.steps is not None else defaults["steps"],
+            guidance=request.guidance if request.guidance is not None else defaults["guidance"],
+            width=width,
+            height=height,
+            timeout_s=request.timeout_s if request.timeout_s is not None else settings.job_timeout_s,
+            model_dir=str(request.model_dir) if request.model_dir else None,
+            memory_profile=request.memory_profile,
+            **optional,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        field = ".".join(map(str, first["loc"]))
+        raise BadInput(f"{field}: {message}" if field else message, "see `worldplay play --help`") from None
+    return spec, image_png
+
+
+def submit_play(
+    request: PlayRequest,
+    settings: Settings,
+    conn: Redis,
+    queue: str | None = None,
+    *,
+    job_id: str | None = None,
+    check_served: bool = True,
+) -> Submitted:
+    """Put a live session on `queue` (default `contract.play.PLAY_QUEUE`): prepare, check the output root,
+    write the job directory (input.png, spec.json), enqueue `worker.tasks.play` never to be re-run after a
+    lost worker, and with `check_served` warn when no live worker serves the queue. The player then talks
+    to the worker over `contract.play.PlayChannel(conn, submitted.job_id)`. Raises as `submit_generation`."""
+    from worldplay_cli.contract.play import PLAY_QUEUE
+    from worldplay_cli.contract.specs import new_job_id
+
+    spec, image_png = prepare_play(request, settings)
+    check_output_root(settings)
+    queue_name = queue or PLAY_QUEUE
+    job_id = job_id or new_job_id(request.name or "play")
+    directory = _write_job_dir(settings, job_id, {spec.image.file: image_png}, spec.model_dump_json(indent=2).encode())
+    _enqueue_or_remove(conn, settings, spec, directory, queue_name, retries_on_lost=0)
+    return Submitted(job_id, queue_name, queue_warning(conn, settings, queue_name) if check_served else None)
