@@ -182,13 +182,30 @@ def _parse_move(text: str, piece: str, column: int) -> Move:
     return Move(action, step)
 
 
-def motions_to_c2w(motions: list[dict[str, float]]) -> np.ndarray:
-    """Camera-to-world matrices (len(motions) + 1, 4, 4) from per-latent motions, starting at identity.
+def keys_motion(keys) -> dict[str, float]:
+    """One latent's motion while `keys` (action names: w, a, s, d, up, down, left, right) are held, with the
+    grammar's default steps; opposite keys cancel (w+s moves nowhere). Nothing held is `{}` (hold)."""
+    held = set(keys)
+    unknown = sorted(held - set(_ACTIONS) | held & {"hold"})
+    if unknown:
+        raise TrajectoryError(f"unknown key {unknown[0]!r}", "keys: " + " ".join(ACTIONS[:-1]))
+    signs: dict[str, float] = {}
+    for action in held:
+        key, sign = _ACTIONS[action]
+        signs[key] = signs.get(key, 0.0) + sign
+    kept = tuple(Move(action, _default_step(action)) for action in sorted(held) if signs[_ACTIONS[action][0]])
+    return Segment(kept, 1).motion()
+
+
+def motions_to_c2w(motions: list[dict[str, float]], start: np.ndarray | None = None) -> np.ndarray:
+    """Camera-to-world matrices (len(motions) + 1, 4, 4) from per-latent motions, starting at `start`
+    (identity by default).
 
     Same operation order as the official generator (yaw, pitch, forward, right), so official strings
-    reproduce its matrices to the last bit or two.
+    reproduce its matrices to the last bit or two. Continuing from the last pose of an earlier call gives
+    exactly the matrices of one call over all the motions (a live session extends its path this way).
     """
-    pose = np.eye(4)
+    pose = np.eye(4) if start is None else np.array(start, dtype=np.float64)
     poses = [pose.copy()]
     for motion in motions:
         if "yaw" in motion:
