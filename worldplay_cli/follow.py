@@ -22,6 +22,7 @@ from worldplay_cli.contract.meta import describe_progress
 if TYPE_CHECKING:
     from redis import Redis
 
+    from worldplay_cli.contract.play import PlaySpec
     from worldplay_cli.contract.settings import Settings
     from worldplay_cli.contract.specs import JobSpec
     from worldplay_cli.runtime import Runtime
@@ -80,13 +81,14 @@ def run_foreground(runtime: Runtime, prepared: PreparedJob, *, show: bool = True
         forget_queue(runtime.conn, queue_name)
 
 
-def own_paths_allowed(settings: Settings, spec: JobSpec) -> dict[str, str]:
+def own_paths_allowed(settings: Settings, spec: JobSpec | PlaySpec) -> dict[str, str]:
     """The foreground worker is this user's, for one job on a private queue: the model directory and
     checkout named on this command line are its owner's choice, so it may use them. A shared worker uses
-    only what its owner configured (docs/queue-and-workers.md, "Trust model")."""
+    only what its owner configured (docs/queue-and-workers.md, "Trust model"). A session has no checkout."""
     env = {}
+    official_repo = getattr(spec, "official_repo", None)
     for chosen, allowed, name in ((spec.model_dir, settings.worker.model_dirs, "MODEL_DIRS"),
-                                  (spec.official_repo, settings.worker.official_repos, "OFFICIAL_REPOS")):  # fmt: skip
+                                  (official_repo, settings.worker.official_repos, "OFFICIAL_REPOS")):  # fmt: skip
         if chosen:
             env[f"WORLDPLAY_WORKER__{name}"] = os.pathsep.join([*map(str, allowed), chosen])
     return env
