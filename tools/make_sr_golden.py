@@ -91,7 +91,7 @@ def import_official(checkout: Path):
     from hyvideo.commons import parallel_states
     from hyvideo.models.transformers.modules.upsample import SRTo720pUpsampler
     from hyvideo.models.transformers.worldplay_1_5_transformer import HunyuanVideo_1_5_DiffusionTransformer
-    from hyvideo.pipelines.hunyuan_video_sr_pipeline import SizeMap, BucketMap, HunyuanVideo_1_5_SR_Pipeline
+    from hyvideo.pipelines.hunyuan_video_sr_pipeline import BucketMap, HunyuanVideo_1_5_SR_Pipeline, SizeMap
     from hyvideo.schedulers.scheduling_flow_match_discrete import FlowMatchDiscreteScheduler
 
     # the official parallel state builds a CUDA device mesh on first use; one CPU process has no sequence
