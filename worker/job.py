@@ -1,26 +1,36 @@
 """The worker's job vocabulary, one floor below everything that runs a job (engines, the resident ranks,
-training, the runner): the inputs the CLI stored for a job, the ways a job fails, how an exception becomes
-the one user-facing `Failure`, and how a job's end is recorded.
+training, the runner, live sessions): the inputs the CLI stored for a job, the ways a job fails, how an
+exception becomes the one user-facing `Failure`, how a job's end is recorded, and `JobRun`, one attempt of
+a job in its work horse (its claim, reporter and manifest) that the runner and `worker.play` share.
 
-Nothing here imports another floor of the worker (only `worker.progress` for the cancel and take-over
-signals), so `worker.engines`, `worker.runtime` and `worker.training` all take these names from below.
+Nothing here imports another floor of the worker (only `worker.progress` for the reporter, the cancel and
+take-over signals, and `worker.proctree` to end an attempt's processes), so `worker.engines`,
+`worker.runtime` and `worker.training` all take these names from below.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import platform
+import shutil
+import socket
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 
-from worker.progress import JobCanceled
+from worker import proctree
+from worker.progress import JobCanceled, Reporter, RunTakenOver
 from worldplay_cli.contract.errors import first_error
 from worldplay_cli.contract.meta import JobMeta
-from worldplay_cli.contract.queue import append_log, end_manifest, note_attempt
-from worldplay_cli.contract.specs import Failure, JobSpec
+from worldplay_cli.contract.queue import append_log, end_manifest, note_attempt, write_json_atomic
+from worldplay_cli.contract.settings import load_settings, settings_to_dict
+from worldplay_cli.contract.specs import Failure, JobSpec, Manifest, Progress, Timings, VideoInfo, run_key
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,6 +38,7 @@ if TYPE_CHECKING:
     from rq.job import Job
 
     from trajectories import Trajectory
+    from worldplay_cli.contract.play import PlaySpec
     from worldplay_cli.contract.settings import Settings
 
 
@@ -54,10 +65,10 @@ def refuse(message: str, hint: str | None = None, kind: str = "refused") -> NoRe
 
 @dataclass(frozen=True)
 class JobInputs:
-    """The inputs the CLI stored in the job directory at enqueue time."""
+    """The inputs the CLI stored in the job directory at enqueue time (a session's spec has no trajectory)."""
 
     job_dir: Path
-    spec: JobSpec
+    spec: JobSpec | PlaySpec
 
     @property
     def image_path(self) -> Path:
@@ -80,10 +91,10 @@ class JobInputs:
         return path
 
     def verify(self) -> None:
-        for path, expected in (
-            (self.image_path, self.spec.image.sha256),
-            (self.trajectory_path, self.spec.trajectory.sha256),
-        ):
+        checks = [(self.image_path, self.spec.image.sha256)]
+        if getattr(self.spec, "trajectory", None) is not None:
+            checks.append((self.trajectory_path, self.spec.trajectory.sha256))
+        for path, expected in checks:
             try:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
             except OSError as exc:
@@ -174,3 +185,151 @@ def record_end(conn: Redis, settings: Settings, job: Job, failure: Failure, stat
     directory = Path(settings.output_root) / job.id
     append_log(conn, settings, job.id, f"{status}: {failure.message}", directory / "log.txt")
     end_manifest(directory, status, failure)
+
+
+# --- one attempt of a job -------------------------------------------------------------------------------
+
+# Set in the work horse once its worker process is gone (`WorldplayWorker._die_with_parent`): the job is
+# the reaper's to re-queue now, and the errors its teardown causes here are not the job's outcome.
+ORPHANED = threading.Event()
+
+
+TAKEN_OVER = "another run of this job took over (this one was presumed dead)"
+
+
+def disowned(exc: BaseException | None) -> bool:
+    """Did this run stop owning its job, so that `exc` must not be recorded as the job's outcome? Its worker
+    died (seen by the horse, or first by the native engine's resident supervisor: kind `worker_lost`), or
+    another run took the job over (its claim is gone)."""
+    if ORPHANED.is_set() or isinstance(exc, RunTakenOver):
+        return True
+    return isinstance(exc, JobFailed) and exc.failure.kind == "worker_lost"
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import redis
+    import rq
+
+    import worldplay_cli
+
+    return {
+        "worldplay": worldplay_cli.__version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "rq": rq.__version__,
+        "redis-py": redis.__version__,
+    }
+
+
+def _gpu() -> dict | None:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return {"cuda_visible_devices": visible} if visible else None
+
+
+class JobRun:
+    """One attempt of a job in its work horse, whatever runs in it (a generation, a live session): the
+    attempt counted in the meta, its `Reporter`, its claim on the job (`run_key` := this execution id,
+    fencing a run presumed dead), its manifest, how it ends, and the end of every process it started."""
+
+    def __init__(self, job: Job, manifest_model: type[Manifest] = Manifest):
+        self.settings = load_settings()
+        self.job = job
+        self.conn: Redis = job.connection
+        self.marker = os.environ.get(proctree.MARKER_ENV) or f"{job.id}:{os.getpid()}"
+        self.execution_id = self.marker.split(":", 1)[1]
+        self.directory = Path(self.settings.output_root) / job.id
+        self.started_at = time.time()
+        self.manifest_model = manifest_model
+        self.manifest: dict | None = None  # the manifest's fields once the run has claimed the job
+        job.get_meta(refresh=True)
+        self.attempt = JobMeta.start_attempt(job.meta, str(self.directory), Progress(stage="starting"))
+        job.save_meta()
+        self.reporter = Reporter(self.conn, job, self.directory / "log.txt", self.settings)
+        self.reporter.log(
+            f"attempt {self.attempt} started on worker {job.worker_name} "
+            f"(host {socket.gethostname()}, pid {os.getpid()})"
+        )
+
+    def inputs(self, spec: JobSpec | PlaySpec) -> JobInputs:
+        """The job's inputs, checked against the spec's checksums."""
+        if not self.directory.is_dir():
+            raise InputError(
+                f"job directory {self.directory} does not exist (is the output root shared with this worker?)"
+            )
+        inputs = JobInputs(self.directory, spec)
+        inputs.verify()
+        return inputs
+
+    def claim(self, spec: JobSpec | PlaySpec) -> None:
+        """Own the job from now on, remove what earlier (dead) runs left behind, write a 'running' manifest."""
+        self.conn.set(run_key(self.job.id), self.execution_id, ex=self.settings.queue.failed_ttl_s)
+        self.reporter.execution_id = self.execution_id
+        for stale in self.directory.glob(".attempt-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        self.manifest = {
+            "job_id": self.job.id,
+            "attempt": self.attempt,
+            "execution_id": self.execution_id,
+            "queue": self.job.origin,
+            "worker": self.job.worker_name or "",
+            "spec": spec,
+            "settings": settings_to_dict(self.settings),
+            "versions": _versions(),
+            "host": {"hostname": socket.gethostname(), "pid": os.getpid(), "platform": sys.platform},
+            "gpu": _gpu(),
+            "engine": {"name": spec.engine},
+        }
+        self.write_manifest("running")
+
+    def owns(self) -> bool:
+        owner = self.conn.get(run_key(self.job.id))
+        return owner is not None and owner.decode() == self.execution_id
+
+    def write_manifest(
+        self, status: str, video: VideoInfo | None = None, failure: Failure | None = None, **extra: Any
+    ) -> None:
+        """`manifest.json` with `status` (and what the run found out: `extra` fields of the manifest model)."""
+        ended = status != "running"
+        finished_at = time.time() if ended else None
+        timings = Timings(
+            enqueued_at=self.job.enqueued_at.timestamp() if self.job.enqueued_at else None,
+            started_at=self.started_at,
+            finished_at=finished_at,
+            duration_s=round(finished_at - self.started_at, 3) if finished_at else None,
+            stages=dict(self.reporter.stage_times),
+        )
+        manifest = self.manifest_model(
+            status=status, timings=timings, video=video, failure=failure, **self.manifest, **extra
+        )
+        write_json_atomic(self.directory / "manifest.json", manifest.model_dump(mode="json"))
+
+    def record_failure(self, exc: BaseException, spec: JobSpec | PlaySpec | None, **extra: Any) -> None:
+        """Record how the attempt failed (classified: meta, history, log, manifest with `extra`); the caller
+        re-raises `exc`. A run that no longer owns its job records nothing, since whatever it saw (an encoder
+        killed under it, a refused commit) is not the job's outcome: it raises `JobFailed(worker_lost)` when
+        another run took over."""
+        # However it failed (its attempt directory removed by the re-run, say), a run whose claim is gone
+        # does not own the job any more.
+        taken_over = not disowned(exc) and self.reporter.execution_id is not None and not self.owns()
+        if taken_over or disowned(exc):
+            why = (
+                "its worker is gone"
+                if ORPHANED.is_set()
+                else exc.failure.message
+                if isinstance(exc, JobFailed)
+                else TAKEN_OVER
+            )
+            self.reporter.log(f"run {self.execution_id[:12]} ends without a result: {why}")
+            if taken_over:
+                raise JobFailed(Failure(kind="worker_lost", message=TAKEN_OVER)) from exc
+            return
+        failure = classify(exc, spec)
+        status = "stopped" if failure.kind == "canceled" else "failed"
+        if self.manifest is not None:
+            self.write_manifest(status, failure=failure, **extra)
+        record_end(self.conn, self.settings, self.job, failure, status)
+
+    def end_processes(self) -> None:
+        """Whatever the attempt started must not outlive it."""
+        proctree.terminate(self.marker, grace_s=self.settings.worker.kill_grace_s)

@@ -34,9 +34,8 @@ from rq.utils import now
 from rq.worker import Worker
 
 from worker import proctree, tasks  # noqa: F401 (tasks: imported once here, not in every forked horse)
-from worker.job import record_end
+from worker.job import ORPHANED, disowned, record_end
 from worker.progress import JobCanceled
-from worker.runner import ORPHANED, disowned
 from worldplay_cli.contract.queue import (
     SERIALIZER,
     GuardedJob,
