@@ -112,6 +112,45 @@ def write_video(
     return VideoInfo(path=path, num_frames=num_frames, width=width, height=height, fps=float(fps))
 
 
+def join_videos(
+    parts: list[Path], path: str | os.PathLike, *, env: dict[str, str] | None = None, new_session: bool = False
+) -> None:
+    """Concatenate mp4 files made by ``write_video`` at one size and frame rate into ``path``, without
+    re-encoding (ffmpeg's concat demuxer, stream copy), atomically and never over an existing file.
+
+    ``env`` and ``new_session`` go to the ffmpeg process: a caller that must finish the join while its own
+    process tree is being ended (a session saving its video during a cancel's grace) runs it apart."""
+    import imageio_ffmpeg
+
+    path = Path(path)
+    if not parts:
+        raise VideoError("no videos to join")
+    if path.exists():
+        raise FileExistsError(errno.EEXIST, "refusing to overwrite an existing video", str(path))
+    descriptor, temporary_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial.mp4", dir=path.parent)
+    os.close(descriptor)
+    temporary = Path(temporary_name)
+    listing = temporary.with_suffix(".txt")
+    # The concat demuxer's list: one `file '<path>'` line each, a quote written as '\''.
+    quoted = (str(Path(part).resolve()).replace("'", "'\\''") for part in parts)
+    listing.write_text("".join(f"file '{name}'\n" for name in quoted))
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", "-movflags", "+faststart",
+        "-f", "mp4", str(temporary),
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(command, capture_output=True, env=env, start_new_session=new_session)
+        if result.returncode != 0:
+            log = result.stderr.decode(errors="replace").strip().splitlines()
+            raise VideoError(f"ffmpeg could not join {len(parts)} videos: {log[-1] if log else 'no output'}")
+        os.chmod(temporary, 0o644)
+        _publish(temporary, path, overwrite=False)
+    finally:
+        temporary.unlink(missing_ok=True)
+        listing.unlink(missing_ok=True)
+
+
 def _start_encoder(
     executable: str, shape: tuple[int, ...], fps: float, crf: int, output: Path, stderr
 ) -> subprocess.Popen:
