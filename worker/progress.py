@@ -128,6 +128,10 @@ class Reporter:
             return
         self._last_meta = now
         JobMeta.set_progress(self.job.meta, progress)
+        self.save_meta()
+
+    def save_meta(self) -> None:
+        """Write `job.meta` as it is now (once the run has claimed its job: only while the claim is its own)."""
         if self.execution_id is None:
             self.job.save_meta()
             return

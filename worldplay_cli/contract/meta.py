@@ -94,6 +94,11 @@ class JobMeta(BaseModel):
         meta.setdefault("history", []).append(entry.model_dump())
 
     @staticmethod
+    def set_play(meta: dict, figures: dict[str, Any]) -> None:
+        """A live session's figures as it plays: `chunks`, `frames`, `latency_s`, `generate_s`, `prompt`."""
+        meta["play"] = figures
+
+    @staticmethod
     def set_video(meta: dict, video: str) -> None:
         meta["video"] = video
 
