@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from worker.models.transformer import PromptEmbeddings
 from worker.pipeline.memory import sample_points_in_sphere, select_memory_frames
 from worker.training.dataset import ClipTensors, PreparedDataset, PromptStates
-from worldplay_cli.contract.training import ARMethod, BiMethod, TimestepSampling
+from worldplay_cli.contract.training import ARMethod, BiMethod, SelfForcingMethod, TimestepSampling
 
 # Salts keep the different random streams of one sample independent.
 _CLIP_ORDER, _SAMPLE = 1, 2
@@ -100,7 +100,12 @@ class SampleBuilder:
     """Draws the sample of (step, micro, rank, slot) from a prepared dataset's `split` for one method."""
 
     def __init__(
-        self, dataset: PreparedDataset, method: ARMethod | BiMethod, seed: int, cfg_dropout: float, split: str = "train"
+        self,
+        dataset: PreparedDataset,
+        method: ARMethod | BiMethod | SelfForcingMethod,
+        seed: int,
+        cfg_dropout: float,
+        split: str = "train",
     ):
         self.dataset = dataset
         self.method = method
@@ -133,6 +138,9 @@ class SampleBuilder:
         window = method.window_latents
         if isinstance(method, ARMethod):
             indices, sigmas, supervised, memory = self._ar_layout(clip, rng)
+        elif not isinstance(method, BiMethod):
+            # distillation: the student rolls out the window from noise; its latents are only a reference
+            indices, sigmas, supervised, memory = list(range(window)), np.ones(window), np.ones(window), False
         else:
             indices = list(range(window))
             sigmas = np.full(window, sample_shifted_timestep(rng, method.timesteps, 1)[0] / 1000.0)

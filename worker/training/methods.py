@@ -12,7 +12,7 @@ import torch
 
 from worker.models.transformer import WorldPlayTransformer
 from worker.training.batches import Batch
-from worldplay_cli.contract.training import ARMethod, BiMethod
+from worldplay_cli.contract.training import ARMethod, BiMethod, SelfForcingMethod
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
@@ -57,5 +57,14 @@ class BidirectionalFlowMatching:
         return masked_mse(prediction, target, batch.loss_mask)
 
 
-def build_method(config: ARMethod | BiMethod) -> ChunkCausalAR | BidirectionalFlowMatching:
+def flow_matching_config(config: ARMethod | BiMethod | SelfForcingMethod) -> ARMethod | BiMethod:
+    """The flow-matching method whose loss scores a model on held-out windows: the method itself, or for a
+    distillation method the AR recipe over its window without memory samples (the student is an AR model)."""
+    if isinstance(config, (ARMethod, BiMethod)):
+        return config
+    return ARMethod(chunk_latents=config.chunk_latents, window_latents=config.window_latents, memory_probability=0.0)
+
+
+def build_method(config: ARMethod | BiMethod | SelfForcingMethod) -> ChunkCausalAR | BidirectionalFlowMatching:
+    config = flow_matching_config(config)
     return ChunkCausalAR(config) if isinstance(config, ARMethod) else BidirectionalFlowMatching(config)

@@ -26,8 +26,9 @@ import torch.distributed as dist
 from torch import nn
 
 from worker.training.checkpoints import STATE_NAME, TRANSFORMER_SUBDIR, WEIGHTS_NAME, read_metadata, write_checkpoint
+from worker.training.self_forcing import iteration_generator
 from worldplay_cli.contract.errors import BadInput
-from worldplay_cli.contract.training import TrainConfig
+from worldplay_cli.contract.training import SelfForcingMethod, TrainConfig
 
 METRICS_NAME = "metrics.jsonl"
 ROOT_FORWARD_METHODS = ("forward_text", "forward_bi", "forward_context", "forward_chunk", "forward_chunk_causal")
@@ -138,8 +139,9 @@ def distributed_context() -> DistributedContext:
 # Model
 
 
-def load_initial_model(config: TrainConfig, device: torch.device) -> nn.Module:
-    """The transformer with the configured initial weights in fp32 (the master weights)."""
+def load_initial_model(config: TrainConfig, device: torch.device, init: str | None = None) -> nn.Module:
+    """The transformer with the configured initial weights (`model.init`, or `init`: a teacher's or a
+    critic's) in fp32 (the master weights)."""
     from worker.models.checkpoint import (
         ACTION_CHECKPOINT_DIRS,
         CheckpointError,
@@ -148,7 +150,7 @@ def load_initial_model(config: TrainConfig, device: torch.device) -> nn.Module:
     )
 
     model_dir = Path(config.model.model_dir)
-    init = config.model.init
+    init = init or config.model.init
     if init in ACTION_CHECKPOINT_DIRS:
         source, strict = action_checkpoint_path(model_dir, init), True
     elif init == "base":
@@ -171,16 +173,17 @@ def load_initial_model(config: TrainConfig, device: torch.device) -> nn.Module:
 
 
 def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
-    optimizer = config.optimizer
-    total = config.max_steps
+    return schedule_factor(config.optimizer.schedule, config.optimizer.warmup_steps, config.max_steps)
 
+
+def schedule_factor(schedule: str, warmup_steps: int, total: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
-        if step < optimizer.warmup_steps:
-            return (step + 1) / optimizer.warmup_steps
-        if optimizer.schedule == "constant":
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
             return 1.0
-        progress = (step - optimizer.warmup_steps) / max(1, total - optimizer.warmup_steps)
-        if optimizer.schedule == "linear":
+        progress = (step - warmup_steps) / max(1, total - warmup_steps)
+        if schedule == "linear":
             return max(0.0, 1.0 - progress)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -294,9 +297,15 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config.seed)
 
-        # 1. data and method
+        # 1. data and method; a distillation method drives its own networks (teacher, critic) beside the model
         self.dataset = PreparedDataset(config.data.path)
-        self.method = build_method(config.method)
+        self.distillation = isinstance(config.method, SelfForcingMethod)
+        if self.distillation:
+            from worker.training.self_forcing import SelfForcing
+
+            self.method = SelfForcing(config.method, self.dataset.negative_prompt(), config.seed)
+        else:
+            self.method = build_method(config.method)
         self.samples = SampleBuilder(self.dataset, config.method, config.seed, config.data.cfg_dropout)
         if not self.samples.clips:
             raise BadInput(
@@ -318,12 +327,19 @@ class Trainer:
         else:
             self.model.requires_grad_(True)
             self.trainable = self.model
+        self.teacher = self.critic = None
+        if self.distillation:
+            self.teacher = load_initial_model(config, device, config.method.teacher.init).requires_grad_(False)
+            self.critic = load_initial_model(config, device, config.method.critic_init).requires_grad_(True)
+            self.critic.gradient_checkpointing = config.gradient_checkpointing
         self.start_step = 0
         state = None
         if resume_from is not None:
             state = self._load_resume_weights(resume_from)
         if config.fsdp:
-            self._shard()
+            for model in (self.model, self.teacher, self.critic):
+                if model is not None:
+                    self._shard(model)
 
         # 3. optimizer, schedule, EMA
         self.parameters = [parameter for parameter in self.trainable.parameters() if parameter.requires_grad]
@@ -339,6 +355,24 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.ema = EMA(self.parameters, config.ema.decay, config.ema.start_step) if config.ema else None
+        self.critic_parameters: list[nn.Parameter] = []
+        if self.distillation:
+            critic = config.method.critic
+            self.critic_parameters = list(self.critic.parameters())
+            self.replicated += [
+                parameter for parameter in self.critic_parameters if not hasattr(parameter, "device_mesh")
+            ]
+            self.critic_optimizer = torch.optim.AdamW(
+                self.critic_parameters,
+                lr=critic.learning_rate,
+                betas=critic.betas,
+                weight_decay=critic.weight_decay,
+                eps=optimizer.eps,
+            )
+            self.critic_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.critic_optimizer, schedule_factor(critic.schedule, 0, config.max_steps)
+            )
+            self.last_generator_loss: float | None = None
         if state is not None:
             self._load_resume_state(state)
         self.metrics = MetricsLog(self.output_dir, config.logging.tensorboard) if self.context.is_main else None
@@ -350,7 +384,7 @@ class Trainer:
 
     # -- setup helpers ------------------------------------------------------------------------------
 
-    def _shard(self) -> None:
+    def _shard(self, model: nn.Module) -> None:
         """FSDP2 over all ranks. The model is driven through methods other than `forward` (forward_text,
         the blocks' qkv/finish halves, which call the blocks' layers from the root), so the units are the
         layers of every double block (each reached through its own `forward`) plus the root, whose
@@ -359,12 +393,12 @@ class Trainer:
         from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
         mesh = init_device_mesh(self.context.device.type, (self.context.world_size,))
-        for block in self.model.double_blocks:
+        for block in model.double_blocks:
             for layer in block.children():
                 fully_shard(layer, mesh=mesh)
-        fully_shard(self.model, mesh=mesh)
+        fully_shard(model, mesh=mesh)
         for method in ROOT_FORWARD_METHODS:
-            register_fsdp_forward_method(self.model, method)
+            register_fsdp_forward_method(model, method)
 
     def _load_resume_weights(self, checkpoint: Path) -> dict:
         from worker.models.checkpoint import load_weights
@@ -399,6 +433,19 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.distillation:
+            from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+            critic = state["critic"]
+            set_model_state_dict(self.critic, critic["weights"], options=StateDictOptions(full_state_dict=True))
+            set_optimizer_state_dict(
+                self.critic,
+                self.critic_optimizer,
+                critic["optimizer"],
+                options=StateDictOptions(full_state_dict=True, strict=False),
+            )
+            self.critic_scheduler.load_state_dict(critic["scheduler"])
+            self.last_generator_loss = critic["last_generator_loss"]
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -408,6 +455,8 @@ class Trainer:
 
     def train_step(self, step: int) -> dict:
         """One optimizer step (all micro-batches); returns its metrics (loss averaged over ranks)."""
+        if self.distillation:
+            return self.distillation_step(step)
         config = self.config
         accumulation = config.grad_accumulation
         total_loss = 0.0
@@ -439,6 +488,62 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
             "skipped": skipped,
             "memory_samples": memory_samples,
+        }
+
+    def distillation_step(self, step: int) -> dict:
+        """One distillation iteration: the critic steps every time, the student every
+        `generator_update_interval` iterations, each with its own optimizer, LR schedule and clipping; both
+        losses come from one student rollout per micro-batch. Both LR schedules advance every iteration."""
+        config = self.config
+        accumulation = config.grad_accumulation
+        update_student = self.method.updates_student(step)
+        world, rank = self.context.world_size, self.context.rank
+        critic_total, generator_total = 0.0, 0.0
+        for micro in range(accumulation):
+            batch = self.samples.batch(step, micro, accumulation, rank, world, config.data.batch_size)
+            batch = batch.to(self.context.device)
+            global_index = (step * accumulation + micro) * world + rank
+            generator = iteration_generator(config.seed, global_index)
+            with self.autocast():
+                losses = self.method.losses(self.model, self.teacher, self.critic, batch, generator, update_student)
+            # the generator loss reaches only the student (scores are taken without gradients) and the critic
+            # loss only the critic (its sample is detached), so one backward serves both
+            total = losses.critic if losses.generator is None else losses.critic + losses.generator
+            (total / accumulation).backward()
+            critic_total += losses.critic.item() / accumulation
+            if losses.generator is not None:
+                generator_total += losses.generator.item() / accumulation
+        self.context.average_gradients(self.replicated)
+        critic_norm = config.method.critic.max_grad_norm or float("inf")
+        critic_grad_norm = float(torch.nn.utils.clip_grad_norm_(self.critic_parameters, critic_norm))
+        self.critic_optimizer.step()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        self.critic_scheduler.step()
+        grad_norm, skipped = None, not update_student
+        if update_student:
+            max_norm = config.optimizer.max_grad_norm or float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, max_norm))
+            threshold = config.optimizer.skip_grad_norm_above
+            skipped = threshold is not None and not grad_norm < threshold
+            if not skipped:
+                self.optimizer.step()
+            self.last_generator_loss = self.context.all_mean(generator_total)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(step)
+        critic_loss = self.context.all_mean(critic_total)
+        return {
+            "loss": critic_loss,
+            "critic_loss": critic_loss,
+            "generator_loss": self.last_generator_loss,
+            "update_student": update_student,
+            "grad_norm": grad_norm,
+            "critic_grad_norm": critic_grad_norm,
+            "lr": self.scheduler.get_last_lr()[0],
+            "critic_lr": self.critic_scheduler.get_last_lr()[0],
+            "skipped": skipped,
+            "memory_samples": 0,
         }
 
     def run(self) -> RunSummary:
@@ -522,6 +627,7 @@ class Trainer:
             self.trainable, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
         ema_state = self.ema.state_dict() if self.ema is not None else None
+        critic_state = self.critic_state() if self.distillation else None
         path = None
         if self.context.is_main:
             state = {
@@ -529,6 +635,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "ema": ema_state,
                 "lora": self.lora.state_dict() if self.lora is not None else None,
+                "critic": critic_state,
             }
             metadata = {
                 "loss": loss,
@@ -548,6 +655,22 @@ class Trainer:
             self._emit({"kind": "checkpoint", "step": step, "path": str(path)})
         self.context.barrier()
         return path
+
+    def critic_state(self) -> dict:
+        """The critic's full weights, optimizer and schedule (the teacher is frozen: its init reloads it)."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return {
+            "weights": get_model_state_dict(self.critic, options=options),
+            "optimizer": get_optimizer_state_dict(self.critic, self.critic_optimizer, options=options),
+            "scheduler": self.critic_scheduler.state_dict(),
+            "last_generator_loss": self.last_generator_loss,
+        }
 
     def validate(self, step: int) -> dict:
         context = self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()

@@ -30,8 +30,8 @@ import torch
 from worker.training.batches import SampleBuilder, collate, prompt_embeddings, prompt_to
 from worker.training.dataset import ClipTensors, PreparedDataset
 from worker.training.flow import FlowCalibration, action_following, calibrate, motion_features, psnr, ssim, video_flow
-from worker.training.methods import build_method
-from worldplay_cli.contract.training import ARMethod, TrainConfig
+from worker.training.methods import build_method, flow_matching_config
+from worldplay_cli.contract.training import BiMethod, TrainConfig
 
 CALIBRATION_NAME = "flow_calibration.json"
 
@@ -79,7 +79,7 @@ class Validator:
 
     def num_latents(self, clip: ClipTensors) -> int:
         method = self.config.method
-        chunk = method.chunk_latents if isinstance(method, ARMethod) else method.window_latents
+        chunk = method.window_latents if isinstance(method, BiMethod) else method.chunk_latents
         wanted = self.settings.num_latents or clip.num_latents
         return max(chunk, min(wanted, clip.num_latents) // chunk * chunk)
 
@@ -110,7 +110,7 @@ class Validator:
         )
         scheduler = FlowMatchScheduler(self.settings.sampling_steps, self.settings.shift)
         method = self.config.method
-        if isinstance(method, ARMethod):
+        if not isinstance(method, BiMethod):
             chunks = ar_rollout(
                 model, scheduler, inputs, self.settings.guidance, method.chunk_latents, round_latents=False
             )
@@ -163,11 +163,12 @@ class Validator:
         """Mean held-out loss with the clips' own controls and with the next clip's (ValueError with fewer
         than two clips long enough for a training window)."""
         split = "train" if self.uses_training_clips else "validation"
-        builder = SampleBuilder(self.dataset, self.config.method, self.settings.seed, cfg_dropout=0.0, split=split)
+        method = flow_matching_config(self.config.method)
+        builder = SampleBuilder(self.dataset, method, self.settings.seed, cfg_dropout=0.0, split=split)
         clip_ids = builder.clips[: self.settings.max_clips]
         if len(clip_ids) < 2:
-            raise ValueError(f"needs two {split} clips of at least {self.config.method.window_latents} latents")
-        loss = build_method(self.config.method).loss
+            raise ValueError(f"needs two {split} clips of at least {method.window_latents} latents")
+        loss = build_method(method).loss
         clips = [self.dataset.load(clip_id) for clip_id in clip_ids]
         own, other = [], []
         for round_index in range(rounds):
