@@ -4,8 +4,8 @@ A record holds every fact about a variant that code elsewhere needs: the release
 `--model_type` (which also picks the rollout), latents per denoising chunk, the official recipe (steps,
 guidance; classifier-free guidance branches follow from the guidance), whether the official script
 runs it `--few_step`, the folder of its action checkpoint in the model directory (and the file name
-its Hub repository uses, when that differs), its download piece, and where it stands in the order in
-which `worldplay doctor` recommends variants.
+its Hub repository uses, when that differs), its download piece, where it stands in the order in
+which `worldplay doctor` recommends variants, and whether the 720p super-resolution stage can follow it.
 
 Read by the CLI (settings, specs, submit, download catalog, doctor, dev) and by the worker (pipeline,
 engines, checkpoint loading, memory profiles, doctor). Adding a variant is adding one `Variant` to
@@ -44,6 +44,7 @@ class Variant:
     few_step: bool = False  # run by the official script with `--few_step true`
     hub_weights_name: str | None = None  # the checkpoint's file name on the Hub when it is not the official one
     preference: int = 100  # doctor recommends the ready variant with the lowest value
+    super_resolution: bool = True  # its 480p latents can feed the 720p SR stage (`contract.sr`)
 
     @property
     def cfg_branches(self) -> int:
