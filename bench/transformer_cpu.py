@@ -8,8 +8,9 @@ Prints
    forward over the same context + chunk frames (what the KV cache saves per step);
 3. a 16-chunk AR rollout with the reconstituted memory: model time per chunk (context pass + steps) must
    level off once the context reaches its 20-latent cap, instead of growing with the video. The memory
-   selection's own time is listed apart: it scores every earlier 4-latent clip, so it grows with the video
-   (linearly, and small next to a real model's chunk).
+   selection's own time is listed apart and in the total: it tests only the cameras within reach of what
+   the chunk's cameras see, so on a walk that moves on it stays flat too (`--chunks 65` shows chunk 64
+   against chunk 8; bench/memory_selection.py compares it with the unpruned selection).
 Peak memory: each measurement of 1-2 runs in a fresh process whose malloc returns large blocks to the OS
 at once (fixed mmap threshold), and reports the peak RSS during one call (VmHWM, reset just before it
 through /proc/self/clear_refs) above the RSS before the call: the call's working memory.
@@ -145,8 +146,11 @@ def rollout(chunks: int, steps: int) -> None:
     text_cache = model.forward_text(prompt())
     video = inputs(4 * chunks)
     w2c = video[1][0].double().numpy()
-    print(f"{'chunk':>6} {'context':>8} {'model ms':>9} {'vs chunk 5':>11} {'selection ms':>13}")
-    reference = None
+    print(
+        f"{'chunk':>6} {'context':>8} {'model ms':>9} {'vs chunk 5':>11} {'selection ms':>13} {'total ms':>9} "
+        f"{'total vs chunk 8':>17}"
+    )
+    reference = total_reference = None
     for chunk_index in range(chunks):
         start = 4 * chunk_index
         started = time.perf_counter()
@@ -160,10 +164,16 @@ def rollout(chunks: int, steps: int) -> None:
         for _ in range(steps):
             model.forward_chunk(chunk[0], TIMESTEP, *chunk[1:], cache)
         seconds = time.perf_counter() - started
+        total = seconds + selection_seconds
         reference = seconds if chunk_index == 5 else reference
+        total_reference = total if chunk_index == 8 else total_reference
         versus = ratio(seconds, reference) if reference else ""
+        total_versus = ratio(total, total_reference) if total_reference else ""
         milliseconds, selection_milliseconds = seconds * 1e3, selection_seconds * 1e3
-        print(f"{chunk_index:>6} {len(selected):>8} {milliseconds:>9.1f} {versus:>11} {selection_milliseconds:>13.1f}")
+        print(
+            f"{chunk_index:>6} {len(selected):>8} {milliseconds:>9.1f} {versus:>11} {selection_milliseconds:>13.1f} "
+            f"{total * 1e3:>9.1f} {total_versus:>17}"
+        )
 
 
 def main() -> None:

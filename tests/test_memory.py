@@ -79,3 +79,56 @@ def test_overlap_of_a_camera_with_itself_and_with_one_facing_away():
     turned = identity.clone()
     turned[:3, :3] = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=torch.float64))
     assert fov_overlaps(identity, torch.stack([turned, identity]), points) == [0.0, 1.0]
+
+
+def _brute_force_overlaps(w2c_query, w2c_history, points):
+    """The official test, camera by camera over the whole cloud: the oracle for the pruned, batched one."""
+    from worker.pipeline.memory import MAX_DISTANCE, camera_center_and_angles, inside_fov
+
+    query_center, query_pitch, query_yaw = camera_center_and_angles(
+        torch.linalg.inv(w2c_query @ torch.linalg.inv(w2c_query))
+    )
+    world_points = points + query_center
+    in_query = inside_fov(world_points, query_center, query_pitch, query_yaw)
+    seen = int(in_query.sum())
+    shares = []
+    for pose in torch.linalg.inv(w2c_query @ torch.linalg.inv(w2c_history)):
+        center, pitch, yaw = camera_center_and_angles(pose)
+        in_history = inside_fov(world_points, center, pitch, yaw)
+        in_history &= torch.linalg.norm(world_points - center, dim=1) < MAX_DISTANCE
+        shares.append(float(np.float32(int((in_query & in_history).sum())) / np.float32(seen)) if seen else 0.0)
+    return shares
+
+
+def test_pruned_overlaps_equal_the_whole_cloud_test_near_and_far():
+    generator = np.random.default_rng(5)
+    points = sample_points_in_sphere(5000, seed=2).double()
+    # cameras scattered from on top of the query camera to far beyond any overlap, in every direction
+    c2w = np.tile(np.eye(4), (80, 1, 1))
+    for index in range(80):
+        yaw, pitch = generator.uniform(-np.pi, np.pi), generator.uniform(-0.6, 0.6)
+        rotation_y = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+        rotation_x = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
+        c2w[index, :3, :3] = rotation_y @ rotation_x
+        c2w[index, :3, 3] = generator.normal(size=3) * generator.choice([0.5, 4.0, 12.0, 40.0])
+    w2c = torch.from_numpy(np.linalg.inv(c2w))
+    query = torch.eye(4, dtype=torch.float64)
+    shares = fov_overlaps(query, w2c, points)
+    assert shares == _brute_force_overlaps(query, w2c, points)
+    assert 0 < sum(share > 0 for share in shares) < len(shares)  # some overlap, some pruned or facing away
+
+
+def test_selection_on_a_wandering_walk_equals_the_whole_cloud_selection(monkeypatch):
+    """A 160-latent walk forward with turns: every chunk picks what the unpruned test picks."""
+    import worker.pipeline.memory as memory
+    from trajectories.poses import motions_to_c2w
+
+    motions = [
+        {"forward": 0.3, **({"yaw": 0.4 if latent % 20 < 10 else -0.5} if latent % 5 == 4 else {})}
+        for latent in range(159)
+    ]
+    w2c = np.linalg.inv(motions_to_c2w(motions))
+    points = sample_points_in_sphere(4000, seed=1)
+    pruned = [select_context_latents(w2c, start, 4, points=points) for start in range(24, 160, 8)]
+    monkeypatch.setattr(memory, "fov_overlaps", _brute_force_overlaps)
+    assert pruned == [select_context_latents(w2c, start, 4, points=points) for start in range(24, 160, 8)]

@@ -11,7 +11,9 @@ minus the chunk itself.
 
 Differences from the official code, on purpose: the point cloud comes from a seeded generator (the
 official one draws from the unseeded global RNG, so two runs can pick different clips on near-ties) and can
-be injected; the overlap is evaluated for all points at once.
+be injected; history cameras are tested in batches, only against the points the query camera sees, and
+not at all when they are out of reach of those points (their share is exactly 0 either way), so the cost
+of a chunk follows the cameras near it, not the length of the video (bench/memory_selection.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ FOV_VERTICAL = 35.0
 MAX_DISTANCE = 8.0
 DEFAULT_SEED = 0
 DEGREES = 180.0 / math.pi
+# Pruning keeps a camera unless it is this much beyond the distance limit (rounding of the bounding ball).
+_PRUNE_MARGIN = 1e-6
+# History cameras tested at once: bounds the [cameras, points] masks to a few MB.
+_CAMERAS_PER_BATCH = 64
 
 
 def sample_points_in_sphere(
@@ -112,40 +118,56 @@ def select_memory_frames(
 
 def fov_overlaps(w2c_query: torch.Tensor, w2c_history: torch.Tensor, points: torch.Tensor) -> list[float]:
     """For each history camera [K, 4, 4]: the share of the points seen by the query camera that the history
-    camera also sees (0 if the query camera sees none)."""
+    camera also sees (0 if the query camera sees none).
+
+    Only the points the query camera sees can count, so the history cameras are tested against those alone
+    (a twentieth of the cloud for a 60°×35° view), and a history camera too far from all of them to pass the
+    distance limit is not tested at all: its share is exactly 0. The per-point arithmetic is the official
+    one, so the shares are the same."""
     # 1. all cameras in the query camera's frame (the query camera becomes the identity up to rounding)
     query_pose = torch.linalg.inv(w2c_query @ torch.linalg.inv(w2c_query))
     history_poses = torch.linalg.inv(w2c_query @ torch.linalg.inv(w2c_history))
     query_center, query_pitch, query_yaw = camera_center_and_angles(query_pose)
-    # 2. the ball of points around the query camera, tested against every frustum
+    # 2. the ball of points around the query camera, and the part of it the query camera sees
     world_points = points + query_center
-    in_query = inside_fov(world_points, query_center, query_pitch, query_yaw)
-    seen = int(in_query.sum())
+    seen_points = world_points[inside_fov(world_points, query_center, query_pitch, query_yaw)]
+    seen = seen_points.shape[0]
     if seen == 0:
         return [0.0] * len(w2c_history)
-    overlaps = []
-    for pose in history_poses:
-        center, pitch, yaw = camera_center_and_angles(pose)
-        in_history = inside_fov(world_points, center, pitch, yaw)
-        in_history &= torch.linalg.norm(world_points - center, dim=1) < MAX_DISTANCE
-        # the official ratio is a float32 division
-        overlaps.append(float(np.float32(int((in_query & in_history).sum())) / np.float32(seen)))
-    return overlaps
+    # 3. prune: a camera farther than MAX_DISTANCE from the seen points' bounding ball sees none of them
+    centers, pitches, yaws = camera_center_and_angles(history_poses)
+    middle = seen_points.mean(dim=0)
+    radius = torch.linalg.norm(seen_points - middle, dim=1).max()
+    reachable = torch.linalg.norm(centers - middle, dim=1) < radius + MAX_DISTANCE + _PRUNE_MARGIN
+    counts = torch.zeros(len(w2c_history), dtype=torch.int64)
+    # 4. the rest against the seen points in batches of cameras: [cameras, points] masks
+    candidates = reachable.nonzero().flatten()
+    for batch in candidates.split(_CAMERAS_PER_BATCH):
+        center = centers[batch, None, :]
+        in_history = inside_fov(seen_points, center, pitches[batch, None], yaws[batch, None])
+        in_history &= torch.linalg.norm(seen_points - center, dim=-1) < MAX_DISTANCE
+        counts[batch] = in_history.sum(dim=1)
+    # the official ratio is a float32 division
+    return (counts.to(torch.float32) / torch.tensor(seen, dtype=torch.float32)).tolist()
 
 
 def camera_center_and_angles(w2c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Camera centre −Rᵀt and the forward axis' pitch and yaw in degrees (OpenCV axes, z forward)."""
-    rotation, translation = w2c[:3, :3], w2c[:3, 3]
-    center = -rotation.T @ translation
-    forward = rotation.T[:, 2]
-    yaw = torch.atan2(forward[0], forward[2]) * DEGREES
-    pitch = torch.atan2(forward[1], torch.sqrt(forward[0] ** 2 + forward[2] ** 2)) * DEGREES
+    """Camera centre −Rᵀt and the forward axis' pitch and yaw in degrees (OpenCV axes, z forward), for one
+    world-to-camera matrix [4, 4] or a batch [K, 4, 4]."""
+    rotation, translation = w2c[..., :3, :3], w2c[..., :3, 3]
+    rotation_t = rotation.transpose(-1, -2)
+    center = -(rotation_t @ translation[..., None])[..., 0]
+    forward = rotation_t[..., :, 2]
+    yaw = torch.atan2(forward[..., 0], forward[..., 2]) * DEGREES
+    pitch = torch.atan2(forward[..., 1], torch.sqrt(forward[..., 0] ** 2 + forward[..., 2] ** 2)) * DEGREES
     return center, pitch, yaw
 
 
 def inside_fov(points: torch.Tensor, center: torch.Tensor, pitch: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
+    """Which points [..., 3] lie in the angular box of a camera at `center` looking at (`pitch`, `yaw`);
+    the camera's tensors broadcast against the points' leading dimensions."""
     vectors = points - center
-    x, y, z = vectors.unbind(dim=1)
+    x, y, z = vectors.unbind(dim=-1)
     azimuth = torch.atan2(x, z) * DEGREES
     elevation = torch.atan2(y, torch.sqrt(x**2 + z**2)) * DEGREES
     azimuth_offset = torch.remainder(azimuth - yaw + 180, 360) - 180
