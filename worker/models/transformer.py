@@ -70,6 +70,12 @@ class WorldPlayTransformerConfig:
     # fields here so that tiny test models stay small.
     byt5_states_dim: int = 1472
     byt5_hidden_size: int = 2048
+    # The 720p super-resolution checkpoint (`transformer/720p_sr_distilled`) is this class too: its input
+    # channels come as given (no [noisy | cond | mask] doubling), it embeds a second "meanflow" timestep
+    # (`time_r_in`), and it has no action parameters (the official loader adds them to the 480p model only).
+    concat_condition: bool = True
+    use_meanflow: bool = False
+    action_parameters: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "patch_size", tuple(self.patch_size))
@@ -168,6 +174,7 @@ class WorldPlayTransformerConfig:
 
 OFFICIAL_FIELD_NAMES = {
     "in_channels": "in_channels",
+    "concat_condition": "concat_condition",
     "out_channels": "out_channels",
     "hidden_size": "hidden_size",
     "heads_num": "num_heads",
@@ -178,9 +185,9 @@ OFFICIAL_FIELD_NAMES = {
     "rope_theta": "rope_theta",
     "text_states_dim": "text_states_dim",
     "vision_states_dim": "vision_states_dim",
+    "use_meanflow": "use_meanflow",
 }
 OFFICIAL_REQUIRED_VALUES = {
-    "concat_condition": True,
     "glyph_byT5_v2": True,
     "guidance_embed": False,
     "is_reshape_temporal_channels": False,
@@ -194,7 +201,6 @@ OFFICIAL_REQUIRED_VALUES = {
     "text_states_dim_2": None,
     "use_attention_mask": True,
     "use_cond_type_embedding": True,
-    "use_meanflow": False,
     "vision_projection": "linear",
 }
 # Attention kernel choice and the resolution/task the checkpoint was trained for do not change the math.
@@ -322,11 +328,12 @@ def layer_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 class PatchEmbed(nn.Module):
-    """[noisy | cond | mask] latent channels -> tokens with a Conv3d whose kernel equals its stride."""
+    """[noisy | cond | mask] latent channels (the SR model: its channels as given) -> tokens with a Conv3d
+    whose kernel equals its stride."""
 
     def __init__(self, config: WorldPlayTransformerConfig):
         super().__init__()
-        in_channels = 2 * config.in_channels + 1
+        in_channels = 2 * config.in_channels + 1 if config.concat_condition else config.in_channels
         self.proj = nn.Conv3d(in_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -563,7 +570,8 @@ class DoubleStreamBlock(nn.Module):
             setattr(self, f"{stream}_attn_k_norm", RMSNorm(config.head_dim))
             setattr(self, f"{stream}_attn_proj", nn.Linear(hidden, hidden))
             setattr(self, f"{stream}_mlp", FeedForward(hidden, config.mlp_hidden_size, nn.GELU(approximate="tanh")))
-        self.img_attn_prope_proj = nn.Linear(hidden, hidden)
+        if config.action_parameters:
+            self.img_attn_prope_proj = nn.Linear(hidden, hidden)
 
     def _qkv(self, stream: str, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
         modulated = layer_norm(x) * (1 + scale) + shift
@@ -576,23 +584,32 @@ class DoubleStreamBlock(nn.Module):
         return query, key, value
 
     def image_qkv(
-        self, img: torch.Tensor, modulation: tuple[torch.Tensor, ...], rope: RotaryEmbedding, camera: CameraProjection
+        self,
+        img: torch.Tensor,
+        modulation: tuple[torch.Tensor, ...],
+        rope: RotaryEmbedding,
+        camera: CameraProjection | None,
     ):
-        """Both branches' q, k, v [B, T, S, H, D]: RoPE on the post-norm q/k, PRoPE on the same pre-RoPE q/k/v."""
+        """Both branches' q, k, v [B, T, S, H, D]: RoPE on the post-norm q/k, PRoPE on the same pre-RoPE q/k/v
+        (no PRoPE branch, None, without a camera: the SR pass)."""
         shift, scale = modulation[0], modulation[1]
         query, key, value = self._qkv("img", img, shift, scale)
         rope_branch = (rope.apply(query), rope.apply(key), value)
+        if camera is None:
+            return rope_branch, None
         prope_branch = (camera.query(query), camera.key_value(key), camera.key_value(value))
         return rope_branch, prope_branch
 
     def text_qkv(self, txt: torch.Tensor, modulation: tuple[torch.Tensor, ...]):
         return self._qkv("txt", txt, modulation[0], modulation[1])
 
-    def finish_image(self, img, attended, attended_prope, modulation, camera: CameraProjection):
-        """Residual updates of the image stream from both branches' attention outputs [B, T, S, H, D]."""
+    def finish_image(self, img, attended, attended_prope, modulation, camera: CameraProjection | None):
+        """Residual updates of the image stream from both branches' attention outputs [B, T, S, H, D] (the
+        RoPE branch's alone when `attended_prope` is None)."""
         gate_attention, shift_mlp, scale_mlp, gate_mlp = modulation[2:]
-        attended_prope = camera.output(attended_prope)
-        projected = self.img_attn_proj(attended.flatten(-2)) + self.img_attn_prope_proj(attended_prope.flatten(-2))
+        projected = self.img_attn_proj(attended.flatten(-2))
+        if attended_prope is not None:
+            projected = projected + self.img_attn_prope_proj(camera.output(attended_prope).flatten(-2))
         img = img + gate_attention * projected
         return img + gate_mlp * self.img_mlp(layer_norm(img) * (1 + scale_mlp) + shift_mlp)
 
@@ -608,22 +625,25 @@ class DoubleStreamBlock(nn.Module):
         frame_vec: torch.Tensor,
         text_vec: torch.Tensor,
         rope: RotaryEmbedding,
-        camera: CameraProjection,
+        camera: CameraProjection | None,
         text_mask: torch.Tensor | None,
         attention: AttentionProcessor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One bidirectional layer: image and text attend jointly; returns the updated (img, txt)."""
+        """One bidirectional layer: image and text attend jointly; returns the updated (img, txt). Without a
+        camera there is no PRoPE branch: the official SR block path (`forward_sr`)."""
         img_modulation = tuple(m.unsqueeze(2) for m in self.img_mod(frame_vec))
         txt_modulation = tuple(m.unsqueeze(1) for m in self.txt_mod(text_vec))
         # 1. q/k/v of both streams; the camera branch only exists for image tokens
-        (query, key, value), (query_p, key_p, value_p) = self.image_qkv(img, img_modulation, rope, camera)
+        (query, key, value), prope_branch = self.image_qkv(img, img_modulation, rope, camera)
         txt_query, txt_key, txt_value = self.text_qkv(txt, txt_modulation)
         # 2. RoPE branch: image and text queries attend to [image, text]
         attended_img, attended_txt = joint_attention(
             attention, (query, key, value), (txt_query, txt_key, txt_value), text_mask
         )
         # 3. PRoPE branch: image queries attend to [camera-transformed image, untransformed text]
-        attended_p, _ = joint_attention(attention, (query_p, key_p, value_p), (None, txt_key, txt_value), text_mask)
+        attended_p = None
+        if prope_branch is not None:
+            attended_p, _ = joint_attention(attention, prope_branch, (None, txt_key, txt_value), text_mask)
         # 4. residual updates
         img = self.finish_image(img, attended_img, attended_p, img_modulation, camera)
         return img, self.finish_text(txt, attended_txt, txt_modulation)
@@ -758,11 +778,14 @@ class WorldPlayTransformer(nn.Module):
         self.vision_in = VisionProjection(config)
         self.txt_in = SingleTokenRefiner(config)
         self.time_in = TimestepEmbedder(config.hidden_size)
+        if config.use_meanflow:
+            self.time_r_in = TimestepEmbedder(config.hidden_size)
         self.double_blocks = nn.ModuleList(DoubleStreamBlock(config) for _ in range(config.num_layers))
         self.final_layer = FinalLayer(config)
         self.cond_type_embedding = nn.Embedding(3, config.hidden_size)
-        # registered last, like the official add_action_parameters(), so the parameter order matches it
-        self.action_in = TimestepEmbedder(config.hidden_size)
+        if config.action_parameters:
+            # registered last, like the official add_action_parameters(), so the parameter order matches it
+            self.action_in = TimestepEmbedder(config.hidden_size)
 
     @classmethod
     def from_config(
@@ -826,16 +849,22 @@ class WorldPlayTransformer(nn.Module):
         vec = self.time_in(timestep.reshape(-1)) + self.action_in(action.reshape(-1).float())
         return vec.view(batch, frames, -1)
 
-    def prepare_frames(self, hidden_states, timestep, viewmats, intrinsics, action, time_offset: int):
-        """Tokens [B, T, S, C], per-frame vec, RoPE for time positions time_offset.., PRoPE cameras, grid."""
-        batch, _, frames, height, width = hidden_states.shape
+    def embed_image(self, hidden_states: torch.Tensor, time_offset: int):
+        """Tokens [B, T, S, C], RoPE for time positions time_offset.. and the token grid (T, H', W')."""
+        _, _, frames, height, width = hidden_states.shape
         _, patch_h, patch_w = self.config.patch_size
         grid = (frames, height // patch_h, width // patch_w)
         img = self.img_in(hidden_states.to(self.dtype))
-        timestep = per_frame(timestep, batch, frames, img.device)
-        frame_vec = self.embed_frames(timestep, action.to(img.device).reshape(batch, frames))
         time_positions = torch.arange(time_offset, time_offset + frames)
         rope = RotaryEmbedding(self.config, time_positions, grid[1], grid[2]).to(img.device)
+        return img, rope, grid
+
+    def prepare_frames(self, hidden_states, timestep, viewmats, intrinsics, action, time_offset: int):
+        """Tokens [B, T, S, C], per-frame vec, RoPE for time positions time_offset.., PRoPE cameras, grid."""
+        batch, _, frames = hidden_states.shape[:3]
+        img, rope, grid = self.embed_image(hidden_states, time_offset)
+        timestep = per_frame(timestep, batch, frames, img.device)
+        frame_vec = self.embed_frames(timestep, action.to(img.device).reshape(batch, frames))
         camera = CameraProjection(viewmats.to(img.device), intrinsics.to(img.device), img.dtype)
         return img, frame_vec, rope, camera, grid
 
@@ -880,6 +909,42 @@ class WorldPlayTransformer(nn.Module):
         for block in self.double_blocks:
             img, txt = self._maybe_checkpoint(
                 block.forward_joint, img, txt, frame_vec, text_vec, rope, camera, text_mask, attention
+            )
+        return self.final_output(attention.gather_frames(img), frame_vec, grid)
+
+    # -- super-resolution ---------------------------------------------------------------------------
+
+    def forward_sr(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor | float,
+        prompt: PromptEmbeddings,
+        timestep_r: torch.Tensor | float | None = None,
+        text_timestep: torch.Tensor | float | None = None,
+    ) -> torch.Tensor:
+        """The SR checkpoint's pass: joint image+text attention over all T frames (RoPE time 0..T-1) with
+        neither cameras nor actions; returns [B, out_channels, T, H, W].
+
+        hidden_states [B, in_channels, T, H, W] are the SR channels as the stage assembles them (latents |
+        image condition + mask | low-resolution latents + ones). `timestep_r`, one value per sample, is the
+        meanflow target (the next step's timestep, 0 at the last): `time_r_in` of it joins every frame's
+        vector, not the text stream's.
+        """
+        batch, _, frames = hidden_states.shape[:3]
+        if text_timestep is None:
+            text_timestep = per_sample_default(timestep, batch)
+        # 1. image tokens and per-frame vectors; this rank's share of the tokens
+        img, rope, grid = self.embed_image(hidden_states, time_offset=0)
+        frame_vec = self.time_in(per_frame(timestep, batch, frames, img.device).reshape(-1)).view(batch, frames, -1)
+        if timestep_r is not None:
+            frame_vec = frame_vec + self.time_r_in(per_sample(timestep_r, batch, img.device))[:, None]
+        img, rope, attention = self.attention_processor.shard_frames(img, rope)
+        # 2. text tokens at the text timestep
+        txt, text_mask, text_vec = self.embed_prompt(prompt, per_sample(text_timestep, batch, img.device))
+        # 3. the double blocks without their camera branch
+        for block in self.double_blocks:
+            img, txt = self._maybe_checkpoint(
+                block.forward_joint, img, txt, frame_vec, text_vec, rope, None, text_mask, attention
             )
         return self.final_output(attention.gather_frames(img), frame_vec, grid)
 
