@@ -98,7 +98,7 @@ def test_unreachable_redis_is_refused_with_the_url_masked(cli, output_root):
 
 
 def test_required_rewrite_without_an_endpoint_enqueues_nothing(cli, redis_conn, output_root):
-    code, _, err = cli("generate", "--queue", "--prompt", "a harbour", "--rewrite", "required", *SMALL)
+    code, _, err = cli("generate", "--queue", "--prompt", "a harbour", "--rewrite-required", *SMALL)
     assert code != 0 and err.startswith("error: ") and err.count("\n") == 1, err
     assert _nothing_enqueued(redis_conn, output_root)
 
@@ -141,10 +141,10 @@ def test_worker_side_options_are_carried_in_the_spec(cli):
     assert (spec["engine"], spec["model_dir"], spec["memory_profile"]) == ("native", "/models/hy", "low-vram")
 
 
-def test_queue_prints_the_job_id_and_stores_the_inputs(cli, redis_conn, output_root):
+def test_queue_name_alone_enqueues_there_prints_the_job_id_and_stores_the_inputs(cli, redis_conn, output_root):
     from worldplay_cli.contract.queue import fetch_job
 
-    code, out, err = cli("generate", "--queue", "gpu-big", "--prompt", "a harbour", *SMALL)
+    code, out, err = cli("generate", "--queue-name", "gpu-big", "--prompt", "a harbour", *SMALL)  # implies --queue
     assert code == 0, err
     job_id = out.strip()
     job = fetch_job(redis_conn, job_id)
@@ -165,6 +165,23 @@ def test_bare_queue_uses_the_default_queue(cli, redis_conn):
     assert redis_conn.llen("rq:queue:generate") == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (("--queue", "fast"), "--queue is a plain flag now: use --queue-name fast"),
+        (("--queue=fast",), "--queue is a plain flag now: use --queue-name fast"),
+        (("--queue", "--rewrite", "required"), "--rewrite is a plain flag now: use --rewrite-required"),
+        (("--queue", "--rewrite=required"), "--rewrite is a plain flag now: use --rewrite-required"),
+        (("--queue", "--rewrite", "best-effort"), "--rewrite is a plain flag now: use --rewrite)"),
+    ],
+)
+def test_old_spellings_of_queue_and_rewrite_name_the_new_ones(cli, redis_conn, output_root, args, hint):
+    code, out, err = cli("generate", "--prompt", "a harbour", *args, *SMALL)
+    assert code == 2 and out == "", err
+    assert err.startswith("error: ") and f"(hint: {hint}" in err and err.count("\n") == 1, err
+    assert _nothing_enqueued(redis_conn, output_root)
+
+
 def test_rewrite_happens_before_enqueue_and_is_recorded_without_the_key(cli, redis_conn, output_root, monkeypatch):
     from fake_openai import FakeOpenAI, Reply
     from worldplay_cli.contract.queue import fetch_job
@@ -180,6 +197,7 @@ def test_rewrite_happens_before_enqueue_and_is_recorded_without_the_key(cli, red
 
     spec = fetch_job(redis_conn, out.strip()).args[0]
     assert spec["prompt"] == "A quiet harbour at dawn, boats moored along the pier."
+    assert spec["rewrite"]["policy"] == "best-effort"
     assert spec["rewrite"]["original"] == "a harbour" and spec["rewrite"]["model"] == "fake-rewriter"
     assert spec["rewrite"]["prompt_version"] and spec["rewrite"]["changed"]
     stored = (output_root / out.strip() / "spec.json").read_text() + json.dumps(spec)
@@ -199,3 +217,23 @@ def test_best_effort_rewrite_warns_and_keeps_the_prompt_when_the_endpoint_fails(
     assert "HTTP 400" in err and "kept the original prompt" in err
     spec = fetch_job(redis_conn, out.strip()).args[0]
     assert spec["prompt"] == "a harbour" and spec["rewrite"]["changed"] is False
+
+
+def test_required_rewrite_fails_the_submission_when_the_endpoint_fails(cli, redis_conn, output_root, monkeypatch):
+    from fake_openai import FakeOpenAI, Reply
+    from worldplay_cli.contract.queue import fetch_job
+
+    with FakeOpenAI() as fake:
+        monkeypatch.setenv("I2V_REWRITE_BASE_URL", fake.base_url)
+        monkeypatch.setenv("I2V_REWRITE_MODEL_NAME", "fake-rewriter")
+        fake.reply(Reply(400))
+        code, out, err = cli("generate", "--queue", "--rewrite-required", "--prompt", "a harbour", *SMALL)
+        assert code == 1 and out == "", err
+        assert err.startswith("error: ") and "HTTP 400" in err and err.count("\n") == 1, err
+        assert _nothing_enqueued(redis_conn, output_root)
+
+        fake.reply(Reply(content="A quiet harbour at dawn."))  # the same command, the endpoint working again
+        code, out, err = cli("generate", "--queue", "--rewrite-required", "--prompt", "a harbour", *SMALL)
+    assert code == 0, err
+    spec = fetch_job(redis_conn, out.strip()).args[0]
+    assert spec["prompt"] == "A quiet harbour at dawn." and spec["rewrite"]["policy"] == "required"

@@ -95,7 +95,7 @@ def test_queue_wait_without_a_worker_warns_prints_the_id_first_and_ctrl_c_detach
     from worldplay_cli.jobs import get_row
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "worldplay_cli", "generate", "--queue", "nobody-serves", "--wait", *SMALL],
+        [sys.executable, "-m", "worldplay_cli", "generate", "--queue-name", "nobody-serves", "--wait", *SMALL],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -130,7 +130,7 @@ def test_queue_without_a_worker_warns_and_a_served_queue_does_not(cli, start_wor
     wait_until(
         lambda: any("busy" in row.queues for row in list_workers(redis_conn, load_settings())), 60, what="a worker"
     )
-    code, out, err = cli("generate", "--queue", "busy", *SMALL)
+    code, out, err = cli("generate", "--queue", "--queue-name", "busy", *SMALL)
     assert code == 0 and "warning" not in err, err
 
 
@@ -157,10 +157,11 @@ def test_version_and_help_without_python_types(cli):
 
 
 @pytest.mark.slow
-def test_train_queue_warns_that_a_default_worker_does_not_serve_it(cli, tmp_path, monkeypatch):
+def test_train_queue_warns_that_a_default_worker_does_not_serve_it(cli, redis_conn, tmp_path, monkeypatch):
     import yaml
 
     from train_fixtures import train_config_data
+    from worldplay_cli.contract.queue import fetch_job
 
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump(train_config_data(tmp_path / "run")))
@@ -168,6 +169,9 @@ def test_train_queue_warns_that_a_default_worker_does_not_serve_it(cli, tmp_path
     assert code == 0, err
     assert "no live worker serves queue 'train'" in err and "worldplay worker --queue train" in err
     job_id = out.strip()
+    code, named, err = cli("train", str(config), "--queue-name", "train-big", "--json")  # implies --queue
+    assert code == 0 and json.loads(named)["queue"] == "train-big", err
+    assert fetch_job(redis_conn, json.loads(named)["job_id"]).origin == "train-big"
     code, out, err = cli("jobs", "show", job_id.split("-")[2])
     assert code == 0 and out.startswith(job_id) and "train ar, full fine-tuning" in out and "None" not in out
     from worldplay_cli import output

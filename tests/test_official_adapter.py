@@ -102,7 +102,7 @@ def official_env(worldplay_env, tmp_path, monkeypatch):
 
 
 def _enqueue(cli, *args) -> str:
-    code, out, err = cli("generate", "--queue", "official", "--engine", "official", *SMALL, *args)
+    code, out, err = cli("generate", "--queue-name", "official", "--engine", "official", *SMALL, *args)
     assert code == 0, err
     return out.strip()
 

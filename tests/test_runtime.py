@@ -30,7 +30,9 @@ def resident_env(worldplay_env, tiny_model_dir, monkeypatch, tmp_path):
 
 
 def _enqueue(cli, *args, gpus: int = 2) -> str:
-    code, out, err = cli("generate", "--queue", "resident", "--engine", "native", "--gpus", str(gpus), *SMALL, *args)
+    code, out, err = cli(
+        "generate", "--queue-name", "resident", "--engine", "native", "--gpus", str(gpus), *SMALL, *args
+    )
     assert code == 0, err
     return out.strip()
 

@@ -23,7 +23,7 @@ def _enqueued(conn, settings, job_id: str) -> tuple[dict, dict[str, bytes]]:
 
 def test_generate_dashboard_and_editor_enqueue_the_same_spec(cli, worldplay_env, redis_conn, tmp_path):
     settings = load_settings()
-    code, out, err = cli("generate", "--queue", "same", *(f"--{key}={value}" for key, value in INPUTS.items()))
+    code, out, err = cli("generate", "--queue-name", "same", *(f"--{key}={value}" for key, value in INPUTS.items()))
     assert code == 0, err
     from_cli = out.strip()
 

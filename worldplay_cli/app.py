@@ -73,8 +73,8 @@ def _plain_metavars(command) -> None:
         _plain_metavars(subcommand)
 
 
-def _command_path(command, args: list[str]) -> str:
-    """`worldplay jobs show` for `jobs show x --bad`: the deepest command the arguments name."""
+def _named_command(command, args: list[str]):
+    """The deepest command the arguments name and its path: `worldplay jobs show` for `jobs show x --bad`."""
     path = ["worldplay"]
     for arg in args:
         subcommand = getattr(command, "commands", {}).get(arg)
@@ -82,7 +82,7 @@ def _command_path(command, args: list[str]) -> str:
             break
         path.append(arg)
         command = subcommand
-    return " ".join(path)
+    return " ".join(path), command
 
 
 def _usage_error(exc: typer.TyperException, command, args: list[str]) -> int:
@@ -91,10 +91,27 @@ def _usage_error(exc: typer.TyperException, command, args: list[str]) -> int:
         exc.show()
         return exc.exit_code
     context = getattr(exc, "ctx", None)
-    path = context.command_path if context is not None else _command_path(command, args)
+    path, command = (context.command_path, context.command) if context is not None else _named_command(command, args)
     message = " ".join(exc.format_message().split()).rstrip(".")
-    sys.stderr.write(format_error(message[:1].lower() + message[1:], f"see `{path} --help`") + "\n")
+    hint = _old_flag_value_hint(command, args, message) or f"see `{path} --help`"
+    sys.stderr.write(format_error(message[:1].lower() + message[1:], hint) + "\n")
     return exc.exit_code or EXIT_BAD_INPUT
+
+
+def _old_flag_value_hint(command, args: list[str], message: str) -> str | None:
+    """`--queue fast` or `--rewrite=required` (a value for a flag that once took one): its new spelling."""
+    from worldplay_cli.options import OLD_FLAG_VALUES
+
+    flags = {name for param in command.params if getattr(param, "is_flag", False) for name in param.opts}
+    for index, arg in enumerate(args):
+        flag, equals, value = arg.partition("=")
+        if not equals:
+            value = args[index + 1] if index + 1 < len(args) else ""
+        # Only when the error is about it: "extra argument(s) (fast)" or "'--queue' does not take a value".
+        if flag in flags and flag in OLD_FLAG_VALUES and value and not value.startswith("-"):
+            if (flag if equals else value) in message:
+                return f"{flag} is a plain flag now: use {OLD_FLAG_VALUES[flag](value)}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:

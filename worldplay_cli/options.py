@@ -8,9 +8,12 @@ Same names as the settings and the job spec they feed: `--variant` is `variant` 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from worldplay_cli.rewrite import Policy
 
 
 def check_redis_url_option(url: Optional[str]) -> Optional[str]:
@@ -22,6 +25,13 @@ def check_redis_url_option(url: Optional[str]) -> Optional[str]:
     if problem:
         raise BadInput(f"--redis-url {mask_url(url)!r}: {problem}", REDIS_URL_HINT)
     return url
+
+
+def check_queue_name_option(name: Optional[str]) -> Optional[str]:
+    """A `--queue-name` that is not a queue name is bad input, refused before anything runs."""
+    from worldplay_cli.contract.settings import check_queue_name
+
+    return name if name is None else check_queue_name(name, "--queue-name")
 
 
 ConfigOption = Annotated[
@@ -44,6 +54,52 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 ModelDirOption = Annotated[
     Optional[Path], typer.Option("--model-dir", help="Layout root (default: the model_dir setting)")
 ]
+
+# Where a job runs: here (the default), or on a queue. Each command says which queue is its default
+# (`generate`: the settings' queue.default_queue; `train`: train). `--queue-name` implies `--queue`: see `queued`.
+QueueOption = Annotated[
+    bool, typer.Option("--queue", help="Submit to the queue instead of running here, and print the job id.")
+]
+QueueNameOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--queue-name",
+        metavar="NAME",
+        help="Submit to this queue (implies --queue).",
+        show_default=False,
+        callback=check_queue_name_option,
+    ),
+]
+
+# Prompt rewriting before submission; the spec records the policy ("best-effort" or "required").
+RewriteOption = Annotated[
+    bool, typer.Option("--rewrite", help="Rewrite the prompt first (best effort: on failure, warn and keep it).")
+]
+RewriteRequiredOption = Annotated[
+    bool, typer.Option("--rewrite-required", help="Rewrite the prompt first and fail if it cannot (implies --rewrite).")
+]
+
+# These flags once took a value (`--queue NAME`, `--rewrite required`); a usage error that shows the old
+# spelling names the new one (worldplay_cli/app.py).
+OLD_FLAG_VALUES = {
+    "--queue": lambda value: f"--queue-name {value}",
+    "--rewrite": lambda value: {"required": "--rewrite-required", "best-effort": "--rewrite"}.get(
+        value, "--rewrite or --rewrite-required"
+    ),
+}
+
+
+def queued(queue: bool, queue_name: Optional[str]) -> bool:
+    """Whether the job goes on a queue: `--queue`, or `--queue-name` (naming a queue never runs it here)."""
+    return queue or queue_name is not None
+
+
+def rewrite_policy(rewrite: bool, rewrite_required: bool) -> Optional[Policy]:
+    """The rewrite policy of `--rewrite` / `--rewrite-required` (None: no rewrite)."""
+    if rewrite_required:
+        return "required"
+    return "best-effort" if rewrite else None
+
 
 # `traj` and `traj edit` took the variant as `--model`/`-m`; both still work, hidden from the help.
 VariantAliasOption = Annotated[

@@ -48,7 +48,7 @@ def test_a_job_runs_only_a_checkout_and_model_dir_the_worker_allows(
 
     def enqueue(*args: str) -> str:
         code, out, err = cli(
-            "generate", "--queue", "official", "--engine", "official", "--prompt", "a street", *SMALL, *args
+            "generate", "--queue-name", "official", "--engine", "official", "--prompt", "a street", *SMALL, *args
         )
         assert code == 0, err
         return out.strip()

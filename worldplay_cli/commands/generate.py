@@ -8,59 +8,35 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from typer.core import TyperCommand
 
 from worldplay_cli.contract import variants
-from worldplay_cli.options import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
+from worldplay_cli.options import (
+    ConfigOption,
+    JsonOption,
+    OutputRootOption,
+    QueueNameOption,
+    QueueOption,
+    RedisUrlOption,
+    RewriteOption,
+    RewriteRequiredOption,
+    queued,
+    rewrite_policy,
+)
 
 HELP = """Generate a video from an image and a camera trajectory.
 
 Runs in the foreground with a progress bar (a worker process is started for the job), or with
-[bold]--queue[/] puts the job on a queue served by `worldplay worker` and prints its id
-([bold]--wait[/] follows it to the end). Every input is checked before anything is enqueued.
+[bold]--queue[/] puts the job on the default queue (setting queue.default_queue; [bold]--queue-name NAME[/]
+for another) served by `worldplay worker` and prints its id ([bold]--wait[/] follows it to the end).
+[bold]--rewrite[/] rewrites the prompt first (best effort); [bold]--rewrite-required[/] fails when it cannot.
+Every input is checked before anything is enqueued.
 
 Outputs: <output root>/<job id>/video.mp4, trajectory.json, manifest.json, log.txt.
 """
 
 
-class _OptionalValues(TyperCommand):
-    """Lets `--queue` and `--rewrite` be used bare (meaning their default value) or with a value.
-
-    Typer has no optional-value option: it drops click's `is_flag=False, flag_value=...` for a `str`
-    option (typer 0.29 vendors its own click), so a bare `--queue` would be "requires an argument".
-    Splitting it into `--queue` (bool) and `--queue-name`, as `train` does, would break every
-    `--queue NAME` already written down; this small parser keeps both spellings working."""
-
-    optional_values: dict[str, tuple[str | None, set[str] | None]] = {
-        "--queue": (None, None),
-        "--rewrite": ("best-effort", {"best-effort", "required"}),
-    }
-
-    def parse_args(self, ctx, args):
-        rewritten: list[str] = []
-        index = 0
-        while index < len(args):
-            arg = args[index]
-            if arg in self.optional_values:
-                default, choices = self.optional_values[arg]
-                following = args[index + 1] if index + 1 < len(args) else None
-                if (
-                    following is not None
-                    and not following.startswith("-")
-                    and (choices is None or following in choices)
-                ):
-                    rewritten += [arg, following]
-                    index += 2
-                    continue
-                rewritten.append(f"{arg}={default or ''}")
-            else:
-                rewritten.append(arg)
-            index += 1
-        return super().parse_args(ctx, rewritten)
-
-
 def register(app: typer.Typer) -> None:
-    app.command("generate", cls=_OptionalValues, help=HELP)(generate)
+    app.command("generate", help=HELP)(generate)
 
 
 def generate(
@@ -104,12 +80,8 @@ def generate(
     timeout: Annotated[
         Optional[int], typer.Option(help="Job timeout in seconds (default from settings).", show_default=False)
     ] = None,
-    rewrite: Annotated[
-        Optional[str],
-        typer.Option(
-            "--rewrite", help="Rewrite the prompt first: bare = best-effort, or --rewrite required.", show_default=False
-        ),
-    ] = None,
+    rewrite: RewriteOption = False,
+    rewrite_required: RewriteRequiredOption = False,
     model_dir: Annotated[
         Optional[Path],
         typer.Option(
@@ -128,12 +100,8 @@ def generate(
             show_default=False,
         ),
     ] = None,
-    queue: Annotated[
-        Optional[str],
-        typer.Option(
-            "--queue", help="Enqueue (on this queue, default from settings) and print the job id.", show_default=False
-        ),
-    ] = None,
+    queue: QueueOption = False,
+    queue_name: QueueNameOption = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --queue: follow the job until it ends.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved spec; enqueue nothing.")] = False,
     as_json: JsonOption = False,
@@ -147,17 +115,14 @@ def generate(
     from worldplay_cli.runtime import Runtime
     from worldplay_cli.submit import GenerateRequest, check_output_root, prepare, queue_warning, submit_generation
 
-    if wait and queue is None:
+    on_queue = queued(queue, queue_name)
+    if wait and not on_queue:
         raise BadInput("--wait only makes sense with --queue", "without --queue, generate already waits")
-    if rewrite not in (None, "best-effort", "required"):
-        raise BadInput(f"--rewrite {rewrite!r} is not a policy", "use --rewrite or --rewrite required")
-    if queue:  # a bare --queue ("") means the default queue, which the settings check
-        from worldplay_cli.contract.settings import check_queue_name
-
-        check_queue_name(queue)
+    policy = rewrite_policy(rewrite, rewrite_required)
     runtime = Runtime(config, redis_url, output_root)
     settings = runtime.settings
-    # Each option is the request field of its name, except --name (output_name) and --timeout (timeout_s).
+    # Each option is the request field of its name, except --name (output_name), --timeout (timeout_s) and
+    # --rewrite/--rewrite-required (rewrite: the policy).
     request = GenerateRequest(
         prompt=prompt,
         image=image,
@@ -176,22 +141,22 @@ def generate(
         negative_prompt=negative_prompt,
         timeout_s=timeout,
         hud=hud,
-        rewrite=rewrite,
+        rewrite=policy,
         model_dir=model_dir,
         memory_profile=memory_profile,
         official_repo=official_repo,
     )
     prepared = prepare(request, settings)
-    if rewrite:
-        prepared = prepared.with_rewrite(_rewrite(prepared, settings, rewrite))
+    if policy:
+        prepared = prepared.with_rewrite(_rewrite(prepared, settings, policy))
     if dry_run:
         emit(prepared.spec.model_dump(mode="json"), as_json=True)
         return
     check_output_root(settings)  # before the connection: an unusable output root starts no Redis server
-    if queue is None:
+    if not on_queue:
         _print_outcome(run_foreground(runtime, prepared, show=not as_json), as_json)
         return
-    submitted = submit_generation(prepared, settings, runtime.conn, queue or None, check_served=False)
+    submitted = submit_generation(prepared, settings, runtime.conn, queue_name, check_served=False)
     job_id, queue_name = submitted.job_id, submitted.queue
     # From here the job is the queue's: Ctrl+C (at any moment) stops only our following it.
     with _detach_on_ctrl_c(job_id):

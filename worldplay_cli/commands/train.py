@@ -10,11 +10,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from worldplay_cli.options import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
+from worldplay_cli.options import (
+    ConfigOption,
+    JsonOption,
+    OutputRootOption,
+    QueueNameOption,
+    QueueOption,
+    RedisUrlOption,
+    queued,
+)
 
 HELP = """Train (fine-tune) a WorldPlay model on a prepared dataset.
 
-[bold]worldplay train CONFIG[/] (a YAML file, or a bundled example by name, e.g. tiny_synthetic) runs in the foreground (Ctrl+C saves a checkpoint, then stops). [bold]--queue[/] puts it on the train queue for `worldplay worker --queue train` and prints the job id; checkpoints then go to <output root>/<job id>/. [bold]worldplay train resume RUN[/] continues from the newest checkpoint of a run directory, a checkpoint directory or a queued job's id.
+[bold]worldplay train CONFIG[/] (a YAML file, or a bundled example by name, e.g. tiny_synthetic) runs in the foreground (Ctrl+C saves a checkpoint, then stops). [bold]--queue[/] puts it on the train queue for `worldplay worker --queue train` ([bold]--queue-name NAME[/] for another) and prints the job id; checkpoints then go to <output root>/<job id>/. [bold]worldplay train resume RUN[/] continues from the newest checkpoint of a run directory, a checkpoint directory or a queued job's id.
 
 Every key of the config can be overridden, e.g. [bold]--set optimizer.learning_rate=1e-5[/]. The config is validated before anything starts or is enqueued. See docs/training.md.
 """
@@ -84,10 +92,8 @@ def train(
     overrides: Annotated[
         Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: KEY=VALUE (repeatable).")
     ] = None,
-    queue: Annotated[bool, typer.Option("--queue", help="Enqueue instead of running here.")] = False,
-    queue_name: Annotated[
-        Optional[str], typer.Option("--queue-name", help="Queue for --queue (default: train).", show_default=False)
-    ] = None,
+    queue: QueueOption = False,
+    queue_name: QueueNameOption = None,
     gpus: Annotated[
         int, typer.Option("--gpus", help="Processes, one per GPU (gloo ranks on a CPU-only host).", min=1)
     ] = 1,
@@ -104,15 +110,12 @@ def train(
     from worldplay_cli.output import emit
 
     overrides = overrides or []
-    if queue_name is not None:
-        from worldplay_cli.contract.settings import check_queue_name
-
-        check_queue_name(queue_name, "--queue-name")
+    on_queue = queued(queue, queue_name)
     if target[0] == "resume":
         if len(target) != 2:
             raise BadInput("resume takes one run directory, checkpoint or job id", "worldplay train resume runs/my-run")
         run = _resolve_run(target[1], config, redis_url, output_root)
-        if queue:
+        if on_queue:
             raise BadInput(
                 "resume runs in the foreground", "a re-run queue job resumes by itself: `worldplay jobs retry JOB`"
             )
@@ -128,7 +131,7 @@ def train(
     if dry_run:
         emit(train_config.model_dump(mode="json"), as_json=True)
         return
-    if queue:
+    if on_queue:
         emit(*_enqueue(train_config, gpus, queue_name, config, redis_url, output_root, as_json))
         return
     summary = run_training_process(["train", target[0], *_set_args(overrides)], gpus)
