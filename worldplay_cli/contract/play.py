@@ -305,6 +305,7 @@ class PlayOutcome(_Model):
     reason: Literal["quit", "idle", "max_chunks", "canceled", "failed"]
     chunks: int
     frames: int
+    skipped_messages: int = 0  # player messages logged and skipped (bad, or keys for the wrong chunk)
 
 
 class PlayManifest(Manifest):
