@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -265,4 +265,22 @@ def load_transformer(
     with torch.device("meta"):
         model = WorldPlayTransformer(config, attention_backend=attention_backend)
     load_weights(model, action_checkpoint if action_checkpoint is not None else transformer_dir, dtype, device, strict)
+    return model.eval()
+
+
+def load_sr_transformer(
+    directory: str | Path,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    device: torch.device | str = "cpu",
+    attention_backend: str = "auto",
+) -> WorldPlayTransformer:
+    """The 720p super-resolution transformer (`transformer/720p_sr_distilled`): the same class, built from
+    its own config.json without the action parameters (the official loader adds them to the 480p model
+    only), its weights read strictly from `directory`."""
+    directory = Path(directory)
+    config = replace(WorldPlayTransformerConfig.from_json(directory / CONFIG_NAME), action_parameters=False)
+    with torch.device("meta"):
+        model = WorldPlayTransformer(config, attention_backend=attention_backend)
+    load_weights(model, directory, dtype, device, strict=True)
     return model.eval()
