@@ -311,6 +311,127 @@ class SelfForcingMethod(_Strict):
         return self.critic.attention or self.teacher.attention
 
 
+STREAMING_STAGE_NAMES = ("streaming_long", "long", "streaming")
+
+
+class DistillStage(_Strict):
+    """One stage of `multi_phased_distill_schedule`: iterations [start_step, end_step) train `num_latent_t`
+    latents, by plain self-forcing or, when streaming, by streaming sequences of that length (or of the
+    stage's `streaming_max_length`); the stage's streaming keys override the method's."""
+
+    stage: str = "stage"
+    start_step: int = Field(ge=0)
+    end_step: int = Field(ge=1)
+    num_latent_t: int = Field(ge=1)
+    streaming_training: bool = False
+    streaming_chunk_size: int | None = Field(default=None, ge=1)
+    streaming_max_length: int | None = Field(default=None, ge=1)
+    streaming_min_new_frame: int | None = Field(default=None, ge=1)
+    streaming_fixed_overlap_latents: int | None = Field(default=None, ge=0)
+
+    @property
+    def streaming(self) -> bool:
+        return self.streaming_training or self.stage in STREAMING_STAGE_NAMES
+
+    @property
+    def length(self) -> int:
+        """Latents of the stage's rollout (plain) or streamed sequence (streaming)."""
+        return (self.streaming_max_length or self.num_latent_t) if self.streaming else self.num_latent_t
+
+
+def parse_compact_schedule(text: str) -> list[DistillStage]:
+    """`"700:21,3000:240"` (`end:T` or `start:end:T` items): the first stage is plain self-forcing, later ones
+    stream; a stage without a start begins where the previous one ended."""
+    stages: list[DistillStage] = []
+    for position, item in enumerate(part.strip() for part in text.split(",")):
+        fields_ = item.split(":")
+        try:
+            numbers = [int(field) for field in fields_]
+        except ValueError:
+            numbers = []
+        if len(numbers) not in (2, 3):
+            raise ValueError(f"schedule item {item!r} is not END:LATENTS or START:END:LATENTS")
+        start = numbers[0] if len(numbers) == 3 else (stages[-1].end_step if stages else 0)
+        streaming = position > 0
+        stages.append(
+            DistillStage(
+                stage="streaming_long" if streaming else "self_forcing",
+                start_step=start,
+                end_step=numbers[-2],
+                num_latent_t=numbers[-1],
+                streaming_training=streaming,
+            )
+        )
+    return stages
+
+
+class StreamingLongTuningMethod(SelfForcingMethod):
+    """Streaming long tuning (fact sheet §3.3, LongLive-style): the student streams long sequences with its
+    own persistent state across iterations; the teacher and critic score only the newest window of
+    `streaming_chunk_size` latents, whose first `overlap` latents are history (masked out of both losses)."""
+
+    name: Literal["streaming_long_tuning"] = "streaming_long_tuning"  # type: ignore[assignment]
+    multi_phased_distill_schedule: str | list[DistillStage] | None = None
+    streaming_chunk_size: int = Field(default=12, ge=1)
+    streaming_max_length: int | None = Field(default=None, ge=1)
+    streaming_fixed_overlap_latents: int | None = Field(default=4, ge=0)
+    streaming_min_new_frame: int | None = Field(default=None, ge=1)
+    streaming_reencode_overlap_anchor: bool = True
+    streaming_anchor_inject_k: int = Field(default=1, ge=1)
+    # new frames are always whole chunks of the AR student (a partial chunk is not something it generates)
+    streaming_require_full_blocks: Literal[True] = True
+
+    @field_validator("multi_phased_distill_schedule", mode="before")
+    @classmethod
+    def _compact(cls, value: Any) -> Any:
+        return parse_compact_schedule(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _stages_fit(self) -> StreamingLongTuningMethod:
+        stages = self.stages
+        for previous, stage in zip(stages, stages[1:]):
+            if stage.start_step < previous.end_step:
+                raise ValueError(f"stage {stage.stage!r} starts before stage {previous.stage!r} ends")
+        for stage in stages:
+            if stage.end_step <= stage.start_step:
+                raise ValueError(f"stage {stage.stage!r} ends at or before its start")
+            if stage.length > self.window_latents:
+                raise ValueError(
+                    f"stage {stage.stage!r} needs {stage.length} latents but window_latents is {self.window_latents}"
+                )
+            if stage.length % self.chunk_latents:
+                raise ValueError(f"stage {stage.stage!r}: {stage.length} latents are not whole chunks")
+            if stage.streaming:
+                self.window_settings(stage)
+        return self
+
+    @property
+    def stages(self) -> list[DistillStage]:
+        if self.multi_phased_distill_schedule:
+            return list(self.multi_phased_distill_schedule)
+        length = self.streaming_max_length or self.window_latents
+        return [DistillStage(stage="streaming_long", start_step=0, end_step=1, num_latent_t=length)]
+
+    def window_settings(self, stage: DistillStage) -> tuple[int, int | None, int | None]:
+        """(score-window latents, fixed overlap, min new latents) of a streaming stage, checked."""
+        window = stage.streaming_chunk_size or self.streaming_chunk_size
+        overlap = stage.streaming_fixed_overlap_latents
+        if overlap is None:
+            overlap = self.streaming_fixed_overlap_latents
+        min_new = stage.streaming_min_new_frame or self.streaming_min_new_frame
+        chunk = self.chunk_latents
+        if window % chunk or window > stage.length:
+            raise ValueError(f"score window {window} must be whole chunks of {chunk} and at most {stage.length}")
+        if overlap is not None:
+            if not 0 <= overlap < window or (window - overlap) % chunk:
+                raise ValueError(f"overlap {overlap} must leave whole chunks of new latents in the {window} window")
+        elif min_new is None or min_new % chunk or not 0 < min_new < window:
+            raise ValueError("without a fixed overlap, streaming_min_new_frame must be whole chunks below the window")
+        if self.streaming_anchor_inject_k >= window:
+            raise ValueError("streaming_anchor_inject_k must be below the score window")
+        return window, overlap, min_new
+
+
 def _method_name(value: Any) -> str | None:
     # a method section without a name is the default (AR) method, so `--set method.window_latents=8` works
     if isinstance(value, dict):
@@ -323,10 +444,10 @@ Method = Annotated[
         Annotated[ARMethod, Tag("ar")],
         Annotated[BiMethod, Tag("bi")],
         Annotated[SelfForcingMethod, Tag("self_forcing")],
+        Annotated[StreamingLongTuningMethod, Tag("streaming_long_tuning")],
     ],
     Discriminator(_method_name),
 ]
-DISTILLATION_METHODS = ("self_forcing",)
 
 
 class OptimizerSection(_Strict):
