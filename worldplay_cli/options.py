@@ -55,10 +55,11 @@ ModelDirOption = Annotated[
     Optional[Path], typer.Option("--model-dir", help="Layout root (default: the model_dir setting)")
 ]
 
-# Where a job runs: here (the default), or on a queue. Each command says which queue is its default
-# (`generate`: the settings' queue.default_queue; `train`: train). `--queue-name` implies `--queue`: see `queued`.
+# Where a job runs: here (the default), or on a queue. Each command's help names its default queue
+# (`generate`: the settings' queue.default_queue; `train`: train; `play`: play). `--queue-name` implies
+# `--queue`: see `queued`.
 QueueOption = Annotated[
-    bool, typer.Option("--queue", help="Submit to the queue instead of running here, and print the job id.")
+    bool, typer.Option("--queue", help="Submit to a queue (the default one: see above) instead of running here.")
 ]
 QueueNameOption = Annotated[
     Optional[str],
