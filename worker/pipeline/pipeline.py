@@ -262,24 +262,15 @@ class WorldPlayPipeline:
         device = self.device
 
         # 1. condition latent of the reference image on frame 0, and the mask marking it
-        with self._vae_autocast():
-            pixels = image_to_video_tensor(image, width, height).to(device)
-            image_latent = self.vae.encode(pixels).float() * self.vae.config.scaling_factor
         cond = torch.zeros(1, channels + 1, num_latents, latent_h, latent_w, device=device)
-        cond[:, :channels, :1] = image_latent
-        cond[:, channels, 0] = 1.0
+        cond[:, :, :1] = self.image_condition(image, width, height)
 
         # 2. text / glyph / vision states; with guidance the batch is [negative, positive]
-        guided = guidance > 1.0
-        states = self.encoders.encode(prompt, image=image, negative_prompt=options.negative_prompt, guidance=guided)
-        prompts = split_prompts(states, device)
+        prompts = self.encode_prompt(prompt, image, options.negative_prompt, guided=guidance > 1.0)
 
         # 3. cameras and actions per latent
         w2c = torch.tensor(trajectory.viewmats(), dtype=torch.float64)
-        viewmats = w2c.float()[None].to(device)
-        intrinsics = torch.tensor(trajectory.normalized_K(), dtype=torch.float32)[None].to(device)
-        if options.round_cameras:
-            viewmats, intrinsics = (matrix.to(torch.bfloat16).float() for matrix in (viewmats, intrinsics))
+        viewmats, intrinsics = self.model_cameras(w2c, trajectory.normalized_K(), options.round_cameras)
         actions = torch.tensor(trajectory.actions, dtype=torch.int64)[None].to(device)
 
         # 4. noise for the whole video, from a CPU generator so a seed means the same video everywhere
@@ -301,6 +292,41 @@ class WorldPlayPipeline:
             points=points,
         )
         return Prepared(inputs, width, height, steps, guidance, time.perf_counter() - started)
+
+    def image_condition(self, image: Image.Image, width: int, height: int) -> torch.Tensor:
+        """The condition frame of the reference image: [1, C + 1, 1, h, w], its scaled latent | mask 1."""
+        with self._vae_autocast():
+            pixels = image_to_video_tensor(image, width, height).to(self.device)
+            image_latent = self.vae.encode(pixels).float() * self.vae.config.scaling_factor
+        mask = torch.ones_like(image_latent[:, :1])
+        return torch.cat([image_latent, mask], dim=1)
+
+    def encode_prompt(
+        self, prompt: str, image: Image.Image, negative_prompt: str, guided: bool
+    ) -> list[PromptEmbeddings]:
+        """Text, glyph and vision states of one prompt: batch-1 embeddings, [negative, positive] if `guided`."""
+        states = self.encoders.encode(prompt, image=image, negative_prompt=negative_prompt, guidance=guided)
+        return split_prompts(states, self.device)
+
+    def model_cameras(
+        self, w2c: torch.Tensor, normalized_k: np.ndarray, round_cameras: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's `viewmats` [1, N, 4, 4] and intrinsics [1, N, 3, 3] (float32; bf16-rounded like the
+        official pipeline unless `round_cameras` is off) from w2c float64 and normalised K."""
+        viewmats = w2c.float()[None].to(self.device)
+        intrinsics = torch.tensor(normalized_k, dtype=torch.float32)[None].to(self.device)
+        if round_cameras:
+            viewmats, intrinsics = (matrix.to(torch.bfloat16).float() for matrix in (viewmats, intrinsics))
+        return viewmats, intrinsics
+
+    def decode_streaming(self, decoder: StreamingDecoder, latents: torch.Tensor, truncate_pixels: bool) -> np.ndarray:
+        """The uint8 frames [F, H, W, 3] of the next (scaled) latents [1, C, t, h, w] of a streamed video."""
+        with torch.inference_mode(), self._vae_autocast():
+            pieces = [
+                to_uint8_frames(piece, truncate_pixels)
+                for piece in decoder.push(latents / self.vae.config.scaling_factor)
+            ]
+        return np.concatenate(pieces)
 
     def rollout(
         self, prepared: Prepared, options: GenerationOptions = GenerationOptions(), on_step: StepCallback | None = None
@@ -346,7 +372,6 @@ class WorldPlayPipeline:
         """uint8 [H, W, 3] frames of the video, each chunk decoded as soon as it is denoised (or all at
         the end without `options.streaming_decode`); fills `result` with latents, chunks and timings."""
         decoder = StreamingDecoder(self.vae, options.tiling)
-        scale = self.vae.config.scaling_factor
         finished: list[torch.Tensor] = []
         stages = result.stages
         for chunk in self.rollout(prepared, options, on_step):
@@ -358,14 +383,10 @@ class WorldPlayPipeline:
             if not options.streaming_decode:
                 continue
             started = time.perf_counter()
-            with torch.inference_mode(), self._vae_autocast():
-                pieces = [
-                    to_uint8_frames(piece, options.truncate_pixels) for piece in decoder.push(chunk.latents / scale)
-                ]
+            frames = self.decode_streaming(decoder, chunk.latents, options.truncate_pixels)
             record.decode_s = time.perf_counter() - started
             stages["decode"] = stages.get("decode", 0.0) + record.decode_s
-            for piece in pieces:
-                yield from piece
+            yield from frames
         result.latents = torch.cat(finished, dim=2)
         if not options.streaming_decode:
             started = time.perf_counter()

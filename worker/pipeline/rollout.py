@@ -85,7 +85,7 @@ def _store(latents: torch.Tensor, round_latents: bool) -> torch.Tensor:
     return latents.to(torch.bfloat16).float() if round_latents else latents
 
 
-def _working_latents(noise: torch.Tensor, round_latents: bool) -> torch.Tensor:
+def working_latents(noise: torch.Tensor, round_latents: bool) -> torch.Tensor:
     """The rollout's own buffer of the whole video: chunks are written back into it, so it must never be
     (or share storage with) the caller's noise, which `_store` returns unchanged for fp32 latents."""
     return _store(noise.to(torch.float32, copy=True), round_latents)
@@ -107,7 +107,7 @@ def bi_rollout(
     round_latents: bool = True,
     on_step: StepCallback | None = None,
 ) -> Iterator[ChunkResult]:
-    latents = _working_latents(inputs.noise, round_latents)
+    latents = working_latents(inputs.noise, round_latents)
     num_chunks = inputs.num_latents // chunk_latents
     batch = len(inputs.prompts)
     prompt = inputs.prompts[0] if batch == 1 else stack_prompts(inputs.prompts)
@@ -157,52 +157,101 @@ def ar_rollout(
     round_latents: bool = True,
     on_step: StepCallback | None = None,
 ) -> Iterator[ChunkResult]:
-    latents = _working_latents(inputs.noise, round_latents)
+    latents = working_latents(inputs.noise, round_latents)
     num_chunks = inputs.num_latents // chunk_latents
     # 1. text K/V once per video and guidance branch
-    caches: list[KVCache] = [transformer.forward_text(prompt, AR_TEXT_TIMESTEP) for prompt in inputs.prompts]
+    text_caches = [transformer.forward_text(prompt, AR_TEXT_TIMESTEP) for prompt in inputs.prompts]
+
+    def frames(indices: list[int] | slice) -> ARFrames:
+        return ARFrames(
+            latents[:, :, indices],
+            inputs.cond[:, :, indices],
+            inputs.viewmats[:, indices],
+            inputs.intrinsics[:, indices],
+            inputs.actions[:, indices],
+        )
+
     for index in range(num_chunks):
         start, end = index * chunk_latents, (index + 1) * chunk_latents
-        # 2. context K/V rebuilt from the clean selected latents (never appended to)
-        started = time.perf_counter()
         context = select_context_latents(inputs.w2c, start, chunk_latents, inputs.points)
-        if context:
-            hidden = torch.cat([latents[:, :, context], inputs.cond[:, :, context]], dim=1)
-            caches = [
-                transformer.forward_context(
-                    hidden,
-                    inputs.viewmats[:, context],
-                    inputs.intrinsics[:, context],
-                    inputs.actions[:, context],
-                    cache,
-                    CONTEXT_TIMESTEP,
-                )
-                for cache in caches
-            ]
-        else:
-            caches = [cache.without_context() for cache in caches]
-        context_done = time.perf_counter()
-        # 3. denoise the chunk against [text, context]; the condition channels are taken by frame
-        current = latents[:, :, start:end]
-        cond = inputs.cond[:, :, start:end]
-        viewmats, intrinsics = inputs.viewmats[:, start:end], inputs.intrinsics[:, start:end]
-        actions = inputs.actions[:, start:end]
-        result = ChunkResult(index, start, end, context, current, context_s=context_done - started)
-        for step, timestep in enumerate(scheduler.timesteps):
-            step_started = time.perf_counter()
-            hidden = torch.cat([current, cond], dim=1)
-            predictions = [
-                transformer.forward_chunk(hidden, float(timestep), viewmats, intrinsics, actions, cache).float()
-                for cache in caches
-            ]
-            current = _store(scheduler.step(_guide(predictions, guidance_scale), step, current), round_latents)
-            result.step_times.append(time.perf_counter() - step_started)
-            if on_step is not None:
-                on_step(StepEvent(index, num_chunks, step + 1, len(scheduler)))
-        latents[:, :, start:end] = current
-        result.latents = current
-        result.denoise_s = time.perf_counter() - context_done
+        result = ChunkResult(index, start, end, context, latents[:, :, start:end])
+        report = None if on_step is None else _chunk_steps(on_step, index, num_chunks, len(scheduler))
+        ar_chunk(
+            transformer,
+            scheduler,
+            text_caches,
+            frames(context) if context else None,
+            frames(slice(start, end)),
+            result,
+            guidance_scale,
+            round_latents,
+            report,
+        )
+        latents[:, :, start:end] = result.latents
         yield result
+
+
+@dataclass
+class ARFrames:
+    """Some latent frames of an AR video and what conditions each of them (batch 1, in time order)."""
+
+    latents: torch.Tensor  # [1, C, n, h, w]: clean for context frames, the initial noise for a chunk
+    cond: torch.Tensor  # [1, C + 1, n, h, w]: image latent | mask on latent 0, zeros elsewhere
+    viewmats: torch.Tensor  # [1, n, 4, 4]
+    intrinsics: torch.Tensor  # [1, n, 3, 3]
+    actions: torch.Tensor  # [1, n]
+
+
+def ar_chunk(
+    transformer: WorldPlayTransformer,
+    scheduler: FlowMatchScheduler,
+    text_caches: list[KVCache],
+    context: ARFrames | None,
+    chunk: ARFrames,
+    result: ChunkResult,
+    guidance_scale: float,
+    round_latents: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> ChunkResult:
+    """One AR chunk, the body of every autoregressive rollout (`ar_rollout`, `worker.pipeline.stream`):
+    the context K/V rebuilt from the memory-selected clean latents (never appended to), then every step
+    denoises the chunk alone against [text, context], one forward per guidance branch (`text_caches`).
+    Fills `result.latents` (denoised), its timings, and calls `on_step(step)` (1-based) after each step."""
+    started = time.perf_counter()
+    if context is not None:
+        hidden = torch.cat([context.latents, context.cond], dim=1)
+        caches = [
+            transformer.forward_context(
+                hidden, context.viewmats, context.intrinsics, context.actions, cache, CONTEXT_TIMESTEP
+            )
+            for cache in text_caches
+        ]
+    else:
+        caches = [cache.without_context() for cache in text_caches]
+    context_done = time.perf_counter()
+    result.context_s = context_done - started
+    # the condition channels are taken by frame
+    current = chunk.latents
+    for step, timestep in enumerate(scheduler.timesteps):
+        step_started = time.perf_counter()
+        hidden = torch.cat([current, chunk.cond], dim=1)
+        predictions = [
+            transformer.forward_chunk(
+                hidden, float(timestep), chunk.viewmats, chunk.intrinsics, chunk.actions, cache
+            ).float()
+            for cache in caches
+        ]
+        current = _store(scheduler.step(_guide(predictions, guidance_scale), step, current), round_latents)
+        result.step_times.append(time.perf_counter() - step_started)
+        if on_step is not None:
+            on_step(step + 1)
+    result.latents = current
+    result.denoise_s = time.perf_counter() - context_done
+    return result
+
+
+def _chunk_steps(on_step: StepCallback, chunk: int, num_chunks: int, steps: int) -> Callable[[int], None]:
+    return lambda step: on_step(StepEvent(chunk, num_chunks, step, steps))
 
 
 def stack_prompts(prompts: list[PromptEmbeddings]) -> PromptEmbeddings:

@@ -1,0 +1,222 @@
+"""An open-ended autoregressive rollout: chunk after chunk along cameras decided as it plays (live sessions).
+
+`ARStream` is `ar_rollout` without a length: each `step` takes the next chunk's cameras, actions and
+prompt and returns its denoised latents and decoded frames, with the same per-chunk body
+(`worker.pipeline.rollout.ar_chunk`): memory selection over every latent generated so far, the context
+K/V rebuilt from the selected clean latents, the chunk denoised against [text, context] with the
+variant's steps and guidance branches, then the streaming VAE decoder (its causal cache carried from
+chunk to chunk) turns just this chunk into frames.
+
+What it keeps between chunks: the denoised latents and per-latent cameras/actions (the memory can pick
+any of them: that is the only state that grows, by one chunk of latents per step), the image condition,
+the decoder's cache (fixed size), the seeded noise generator and the text K/V of the last
+`PROMPT_CACHE` distinct prompts (a prompt change encodes the new prompt once; going back to a recent one
+encodes nothing). Decoded frames are handed out, never kept.
+
+Noise: chunk k's initial latents are the k-th draw of shape [1, C, chunk_latents, h, w] from one CPU
+generator seeded with the session's seed, so a seed means the same session on any device. This is not
+the noise of a fixed-length `generate` with that seed (whose one draw covers the whole video and so
+depends on its length); given that noise (`noise=`), a stream reproduces `generate` exactly.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from worker.models.transformer import KVCache
+from worker.models.vae import StreamingDecoder
+from worker.pipeline.image import as_pil, generation_size
+from worker.pipeline.memory import sample_points_in_sphere, select_context_latents
+from worker.pipeline.pipeline import GenerationError, GenerationOptions, WorldPlayPipeline
+from worker.pipeline.rollout import AR_TEXT_TIMESTEP, ARFrames, ChunkResult, ar_chunk, working_latents
+from worldplay_cli.contract import variants
+
+# distinct prompts whose text K/V a stream keeps (least recently used goes first)
+PROMPT_CACHE = 4
+
+
+@dataclass
+class StreamChunk:
+    """One generated chunk: its denoised latents, its frames and what it cost."""
+
+    result: ChunkResult  # index, latent range, context, latents [1, C, chunk_latents, h, w], denoise timings
+    frames: np.ndarray  # [num_frames, H, W, 3] uint8: 4 * chunk_latents - 3 for chunk 0, else 4 * chunk_latents
+    encode_s: float  # encoding a prompt not seen recently (0 otherwise)
+    decode_s: float
+
+
+class ARStream:
+    """One open-ended AR rollout of an autoregressive variant of `pipeline` from `image` (see the module)."""
+
+    def __init__(
+        self,
+        pipeline: WorldPlayPipeline,
+        image: Image.Image | np.ndarray,
+        options: GenerationOptions = GenerationOptions(),
+    ):
+        if options.super_resolution:
+            pipeline.refuse_super_resolution()
+        if variants.get(pipeline.variant).model_type != "ar":
+            autoregressive = [record.name for record in variants.all_variants() if record.model_type == "ar"]
+            raise GenerationError(
+                f"variant {pipeline.variant} is bidirectional; a stream needs an autoregressive one",
+                f"choose one of {', '.join(autoregressive)}",
+            )
+        self.pipeline = pipeline
+        self.options = options
+        self.image = as_pil(image)
+        self.width, self.height = generation_size(self.image, options.width, options.height)
+        self.steps, self.guidance_scale = pipeline.recipe(options)
+        self.scheduler = pipeline.scheduler(self.steps)
+        self.chunk_latents = pipeline.chunk_latents
+        self.points = sample_points_in_sphere(seed=options.memory_seed)
+        self.decoder = StreamingDecoder(pipeline.vae, options.tiling)
+        self._generator = torch.Generator().manual_seed(options.seed)
+        self._text: OrderedDict[str, list[KVCache]] = OrderedDict()
+        with torch.inference_mode():
+            self._image_cond = pipeline.image_condition(self.image, self.width, self.height)
+        channels, spatial = pipeline.transformer.config.in_channels, pipeline.vae.config.ffactor_spatial
+        self.chunk_shape = (1, channels, self.chunk_latents, self.height // spatial, self.width // spatial)
+        # per chunk, in order: denoised latents, model cameras and actions; per latent: w2c for the memory
+        self._latents: list[torch.Tensor] = []
+        self._cameras: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._w2c = torch.zeros(0, 4, 4, dtype=torch.float64)
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self._latents)
+
+    @property
+    def num_latents(self) -> int:
+        return self.num_chunks * self.chunk_latents
+
+    def knows(self, prompt: str) -> bool:
+        """Whether `prompt`'s text K/V is cached (a `step` with it encodes nothing)."""
+        return prompt in self._text
+
+    def next_noise(self) -> torch.Tensor:
+        """The next chunk's initial latents [1, C, chunk_latents, h, w] from the seeded generator."""
+        return torch.randn(self.chunk_shape, generator=self._generator, dtype=torch.float32)
+
+    def step(
+        self,
+        c2w: np.ndarray,
+        intrinsics: np.ndarray,
+        actions: np.ndarray,
+        prompt: str,
+        noise: torch.Tensor | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> StreamChunk:
+        """Generate the next chunk. `c2w` [chunk_latents, 4, 4] and normalised `intrinsics` [chunk_latents,
+        3, 3] float64, `actions` [chunk_latents] int64 are the chunk's own latents (chunk 0 starts at the
+        image, c2w identity, action 0); `noise` replaces the seeded draw (it is drawn, and dropped, anyway
+        so the draws of later chunks do not depend on it); `on_step(step)` follows each denoising step."""
+        c2w, intrinsics = np.asarray(c2w, dtype=np.float64), np.asarray(intrinsics, dtype=np.float64)
+        actions = np.asarray(actions, dtype=np.int64)
+        count = self.chunk_latents
+        if c2w.shape != (count, 4, 4) or intrinsics.shape != (count, 3, 3) or actions.shape != (count,):
+            raise GenerationError(
+                f"a chunk has {count} latents: got c2w {c2w.shape}, intrinsics {intrinsics.shape}, "
+                f"actions {actions.shape}",
+                f"pass [{count}, 4, 4], [{count}, 3, 3] and [{count}]",
+            )
+        seeded = self.next_noise()
+        noise = seeded if noise is None else noise
+        if tuple(noise.shape) != self.chunk_shape:
+            raise GenerationError(f"injected noise has shape {list(noise.shape)}, expected {list(self.chunk_shape)}")
+        with torch.inference_mode():
+            encode_s = self._ensure_text(prompt)
+            return self._step(c2w, intrinsics, actions, prompt, noise, on_step, encode_s)
+
+    def _step(self, c2w, intrinsics, actions, prompt, noise, on_step, encode_s) -> StreamChunk:
+        pipeline, device = self.pipeline, self.pipeline.device
+        index, start = self.num_chunks, self.num_latents
+        end = start + self.chunk_latents
+        # 1. this chunk's cameras join the history the memory selects from
+        # inverted as `trajectories` inverts (numpy), so a played path and its saved trajectory agree bit for bit
+        w2c = torch.from_numpy(np.linalg.inv(c2w))
+        viewmats, model_intrinsics = pipeline.model_cameras(w2c, intrinsics, self.options.round_cameras)
+        cameras = (viewmats, model_intrinsics, torch.tensor(actions)[None].to(device))
+        self._w2c = torch.cat([self._w2c, w2c])
+        context = select_context_latents(self._w2c, start, self.chunk_latents, self.points)
+        # 2. the shared AR chunk body, against this prompt's text K/V
+        current = working_latents(noise.to(device), self.options.round_latents)
+        result = ChunkResult(index, start, end, context, current)
+        chunk = ARFrames(current, self._cond(list(range(start, end))), *cameras)
+        ar_chunk(
+            pipeline.transformer,
+            self.scheduler,
+            self._text[prompt],
+            self._frames(context) if context else None,
+            chunk,
+            result,
+            self.guidance_scale,
+            self.options.round_latents,
+            on_step,
+        )
+        self._latents.append(result.latents)
+        self._cameras.append(cameras)
+        # 3. just this chunk through the streaming decoder
+        started = time.perf_counter()
+        frames = pipeline.decode_streaming(self.decoder, result.latents, self.options.truncate_pixels)
+        return StreamChunk(result, frames, encode_s, time.perf_counter() - started)
+
+    def _ensure_text(self, prompt: str) -> float:
+        if prompt in self._text:
+            self._text.move_to_end(prompt)
+            return 0.0
+        started = time.perf_counter()
+        guided = self.guidance_scale > 1.0
+        prompts = self.pipeline.encode_prompt(prompt, self.image, self.options.negative_prompt, guided)
+        self._text[prompt] = [
+            self.pipeline.transformer.forward_text(embeddings, AR_TEXT_TIMESTEP) for embeddings in prompts
+        ]
+        while len(self._text) > PROMPT_CACHE:
+            self._text.popitem(last=False)
+        return time.perf_counter() - started
+
+    def _cond(self, indices: list[int]) -> torch.Tensor:
+        """Condition channels of latents `indices`: the image's on latent 0, zeros elsewhere."""
+        cond = torch.zeros(
+            (*self._image_cond.shape[:2], len(indices), *self._image_cond.shape[3:]), device=self._image_cond.device
+        )
+        for position, index in enumerate(indices):
+            if index == 0:
+                cond[:, :, position : position + 1] = self._image_cond
+        return cond
+
+    def _frames(self, indices: list[int]) -> ARFrames:
+        """Denoised latents `indices` with their conditions, gathered from the per-chunk history."""
+        count = self.chunk_latents
+
+        def gather(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
+            pieces = [parts[index // count].narrow(dim, index % count, 1) for index in indices]
+            return torch.cat(pieces, dim=dim)
+
+        viewmats, intrinsics, actions = ([camera[part] for camera in self._cameras] for part in range(3))
+        return ARFrames(
+            gather(self._latents, 2),
+            self._cond(indices),
+            gather(viewmats, 1),
+            gather(intrinsics, 1),
+            gather(actions, 1),
+        )
+
+
+def live_tensor_bytes() -> int:
+    """Bytes of every distinct tensor storage the garbage collector can reach in this process: weights,
+    caches and whatever a session holds (the bounded-memory measure of live play; deterministic, unlike RSS)."""
+    seen: dict[tuple[str, int], int] = {}
+    for item in gc.get_objects():
+        if torch.is_tensor(item) and item.device.type != "meta":
+            storage = item.untyped_storage()
+            seen[(str(item.device), storage.data_ptr())] = storage.nbytes()
+    return sum(seen.values())
