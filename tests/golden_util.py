@@ -14,6 +14,9 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 
 TRANSFORMER = ("tiny_transformer_param_order.txt", 1, 0.05)
 VAE = ("tiny_vae_param_order.txt", 3, 0.1)
+# the super-resolution set (tools/make_sr_golden.py)
+SR_TRANSFORMER = ("tiny_sr_transformer_param_order.txt", 11, 0.05)
+SR_UPSAMPLER = ("tiny_sr_upsampler_param_order.txt", 12, 0.1)
 
 
 def read_param_order(name: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -26,7 +29,8 @@ def read_param_order(name: str) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def regenerate_state_dict(which: tuple[str, int, float]) -> dict:
-    """Return the official tiny state dict (official key names) for `TRANSFORMER` or `VAE`."""
+    """Return the official tiny state dict (official key names) for `TRANSFORMER`, `VAE`, `SR_TRANSFORMER`
+    or `SR_UPSAMPLER`."""
     import torch
 
     order_file, seed, scale = which
