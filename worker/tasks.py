@@ -12,6 +12,15 @@ def generate(spec: dict) -> dict:
     return run_generate(get_current_job(), spec)
 
 
+def play(spec: dict) -> dict:
+    """Serve one live session (`PlaySpec` as JSON) to its player; outputs into `<output root>/<job id>/`."""
+    from rq import get_current_job
+
+    from worker.play.session import run_play
+
+    return run_play(get_current_job(), spec)
+
+
 def noop() -> None:
     """Does nothing: health checks and queue-overhead benchmarks."""
     return None
