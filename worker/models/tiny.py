@@ -3,6 +3,7 @@
     <root>/transformer/480p_i2v/{config.json, diffusion_pytorch_model.safetensors}   base weights
     <root>/{bidirectional_model,ar_model,ar_rl_model,ar_distilled_action_model}/diffusion_pytorch_model.safetensors
     <root>/scheduler/scheduler_config.json
+    <root>/transformer/720p_sr_distilled, <root>/upsampler/720p_sr_distilled     the SR stage (`write_tiny_sr`)
 
 Weights are `randn(shape) * scale` from one seeded CPU generator in parameter-registration order, which
 is the official order, so `write_tiny_transformer(root, seed=1, scale=0.05, config=<golden config>)` writes
@@ -33,6 +34,7 @@ from worker.models.checkpoint import (
 )
 from worker.models.scheduler import NUM_TRAIN_TIMESTEPS, SCHEDULER_CONFIG_NAME
 from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
+from worker.models.upsampler import LatentUpsampler, UpsamplerConfig
 from worldplay_cli.contract.layout import ModelLayout
 
 # The architecture of the golden tiny weights (tests/golden/README.md), whose byT5 mapper keeps the
@@ -49,6 +51,21 @@ GOLDEN_TRANSFORMER_CONFIG = WorldPlayTransformerConfig(
 )
 # The tiny model: the golden architecture with a narrow byT5 mapper, which is most of the golden weights.
 TINY_TRANSFORMER_CONFIG = replace(GOLDEN_TRANSFORMER_CONFIG, byt5_hidden_size=64)
+# Its SR stage: the same widths as the released SR checkpoint is to the 480p one (input channels as given:
+# latents | image cond + mask | LQ + ones; meanflow; no action parameters) and a small upsampler.
+TINY_SR_TRANSFORMER_CONFIG = replace(
+    TINY_TRANSFORMER_CONFIG,
+    in_channels=3 * TINY_TRANSFORMER_CONFIG.in_channels + 2,
+    concat_condition=False,
+    use_meanflow=True,
+    action_parameters=False,
+)
+TINY_UPSAMPLER_CONFIG = UpsamplerConfig(
+    in_channels=TINY_TRANSFORMER_CONFIG.out_channels,
+    out_channels=TINY_TRANSFORMER_CONFIG.out_channels,
+    hidden_channels=8,
+    num_blocks=2,
+)
 
 
 def random_state_dict(config: WorldPlayTransformerConfig, seed: int, scale: float | None) -> dict[str, torch.Tensor]:
@@ -85,6 +102,28 @@ def write_tiny_transformer(
         save_file(full, str(root / directory / WEIGHTS_NAME))
     write_scheduler_config(root)
     return root
+
+
+def write_tiny_sr(root: str | Path, seed: int = 0, scale: float | None = 0.05) -> Path:
+    """Write the SR transformer (config + weights) and the latent upsampler under `root`; returns `root`."""
+    from safetensors.torch import save_file
+
+    where = ModelLayout(root)
+    for directory in (where.sr_transformer_dir, where.sr_upsampler_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    config = {**TINY_SR_TRANSFORMER_CONFIG.to_official_dict(), "ideal_resolution": "720p"}
+    (where.sr_transformer_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    weights = random_state_dict(TINY_SR_TRANSFORMER_CONFIG, seed, scale)
+    save_file(weights, str(where.sr_transformer_dir / WEIGHTS_NAME))
+    upsampler_config = TINY_UPSAMPLER_CONFIG.to_official_dict()
+    (where.sr_upsampler_dir / CONFIG_NAME).write_text(json.dumps(upsampler_config, indent=2) + "\n")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        upsampler = LatentUpsampler(TINY_UPSAMPLER_CONFIG).state_dict()
+    save_file(
+        {name: tensor.contiguous() for name, tensor in upsampler.items()}, str(where.sr_upsampler_dir / WEIGHTS_NAME)
+    )
+    return Path(root)
 
 
 def write_scheduler_config(root: str | Path) -> Path:

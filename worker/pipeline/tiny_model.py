@@ -1,6 +1,7 @@
 """Write a complete tiny random model directory in the official layout: `python -m worker.pipeline.tiny_model DIR`.
 
-Transformer (all four action checkpoints), VAE, scheduler, Qwen2.5-VL / byT5 + Glyph / SigLIP encoders
+Transformer (all four action checkpoints), the SR transformer and upsampler, VAE, scheduler, Qwen2.5-VL /
+byT5 + Glyph / SigLIP encoders
 with tokenizers built locally: no download, a few MB, and every native code path runs on a laptop CPU in
 seconds. The weights are random, so the videos are noise-like; what is real is every shape, file name and
 code path. `worldplay dev tiny-model DIR` runs this module in a subprocess (the CLI never imports torch).
@@ -27,13 +28,14 @@ def write_tiny_model(root: str | Path, seed: int = 0, hub_names: bool = False) -
     `hub_names` stores the distilled checkpoint under its Hugging Face name (`model.safetensors`), the
     layout a bare Hub snapshot has before the official script renames it.
     """
-    from worker.models.tiny import write_tiny_transformer
+    from worker.models.tiny import write_tiny_sr, write_tiny_transformer
     from worker.models.tiny_vae import write_tiny_vae
     from worker.pipeline.tiny_encoders import write_tiny_encoders
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     write_tiny_transformer(root, seed=seed)
+    write_tiny_sr(root, seed=seed + 5)
     write_tiny_vae(root, seed=seed + 3)
     write_tiny_encoders(root, seed=seed)
     if hub_names:
