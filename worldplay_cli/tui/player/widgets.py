@@ -1,0 +1,109 @@
+"""The player's widgets: the video (half blocks, or kitty/sixel graphics through `textual-image`) and the key HUD.
+
+Graphics: `resolve_graphics("auto")` asks `textual-image` (when installed) what the terminal supports; it must
+run before the app starts, because the terminal can only be queried while Textual does not own it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from rich.text import Text
+from textual.widget import Widget
+from textual.widgets import Static
+
+from trajectories.actions import action_keys
+from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.tui.widgets import HalfBlockImage, image_size_for
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+GRAPHICS = ("auto", "kitty", "sixel", "halfblock")
+
+# The play keys as the HUD (and `trajectories.actions.action_name`) writes them.
+GLYPHS = {"w": "W", "a": "A", "s": "S", "d": "D", "up": "↑", "down": "↓", "left": "←", "right": "→"}
+_ROWS = ((" ", "W", " ", " ", " ", "↑", " "), ("A", "S", "D", " ", "←", "↓", "→"))
+
+
+def resolve_graphics(choice: str) -> str:
+    """`kitty`, `sixel` or `halfblock` for `--graphics CHOICE`; `auto` is what the terminal supports."""
+    if choice not in GRAPHICS:
+        raise BadInput(f"--graphics {choice!r} is not a mode", f"use one of: {', '.join(GRAPHICS)}")
+    if choice == "halfblock":
+        return choice
+    try:
+        from textual_image import renderable
+    except ImportError:
+        if choice == "auto":
+            return "halfblock"
+        raise BadInput(f"--graphics {choice} needs the textual-image package", "pip install textual-image") from None
+    if choice != "auto":
+        return choice
+    return {renderable.TGPImage: "kitty", renderable.SixelImage: "sixel"}.get(renderable.Image, "halfblock")
+
+
+class HalfBlockVideo(HalfBlockImage):
+    """Frames drawn with half blocks, scaled to fit the widget (works in any terminal)."""
+
+    def __init__(self, *, id: str | None = None):  # noqa: A002
+        super().__init__(id=id)
+        self._frame: Image.Image | None = None
+
+    def show(self, frame: Image.Image) -> None:
+        from PIL import Image
+
+        self._frame = frame
+        width, height = image_size_for(frame.width / frame.height, self.size.width, self.size.height)
+        if width and height:
+            self.set_image(np.asarray(frame.resize((width, height), Image.Resampling.BILINEAR)))
+
+    def on_resize(self) -> None:
+        if self._frame is not None:
+            self.show(self._frame)
+
+
+def video_widget(graphics: str) -> Widget:
+    """The video area for a resolved graphics mode; each has `show(PIL image)`."""
+    if graphics == "halfblock":
+        return HalfBlockVideo(id="video")
+    from textual_image.widget import SixelImage, TGPImage
+
+    base = TGPImage if graphics == "kitty" else SixelImage
+
+    class GraphicsVideo(base):
+        def show(self, frame: Image.Image) -> None:
+            self.image = frame
+
+    return GraphicsVideo(id="video")
+
+
+def key_cluster(lit: set[str]) -> Text:
+    """W/A/S/D and the arrows in two rows, the lit ones (glyphs of `GLYPHS`) highlighted."""
+    text = Text()
+    for row in _ROWS:
+        for glyph in row:
+            if glyph == " ":
+                text.append("   ")
+            else:
+                text.append(f" {glyph} ", style="bold reverse" if glyph in lit else "dim")
+        text.append("\n")
+    text.rstrip()
+    return text
+
+
+def applied_glyphs(action: int) -> set[str]:
+    movement, arrows = action_keys(action)
+    return set(movement) | set(arrows)
+
+
+class KeysHud(Static):
+    """Two key clusters: the keys held now (the next samples), and the keys of the frame on screen."""
+
+    def show(self, held: list[str], action: int | None) -> None:
+        text = Text("held\n", style="bold")
+        text.append_text(key_cluster({GLYPHS[key] for key in held}))
+        text.append("\n\nshown\n", style="bold")
+        text.append_text(key_cluster(applied_glyphs(action) if action is not None else set()))
+        self.update(text)
