@@ -13,6 +13,7 @@ from spine_util import wait_until
 from trajectories.actions import action_name, compute_actions
 from trajectories.errors import TrajectoryError
 from trajectories.poses import keys_motion, motions_to_c2w
+from worldplay_cli.contract.play import SEGMENTS_DIR, Chunk, End, Ended, Marker, PlayManifest, SetPrompt, Timeline
 
 # --- keys -> poses -> actions (trajectories, numpy only) --------------------------------------------------
 
@@ -71,7 +72,6 @@ def session_world(worldplay_env, redis_conn, start_worker, tmp_path):
 def test_keys_change_the_next_chunk_and_quit_keeps_everything(session_world, cli):
     from trajectories import load_trajectory
     from worker.video import read_video_frames
-    from worldplay_cli.contract.play import SEGMENTS_DIR, Chunk, End, Ended, Marker, PlayManifest, SetPrompt, Timeline
 
     settings, conn, _worker, image = session_world
     job_id, channel = start_session(settings, conn, image)
@@ -137,3 +137,37 @@ def test_keys_change_the_next_chunk_and_quit_keeps_everything(session_world, cli
     assert code == 0, err
     spec = json.loads(out)
     assert (spec["frames"], spec["trajectory"]["num_latents"], spec["variant"]) == (45, 12, "ar-distilled")
+
+
+def test_a_running_session_is_listed_with_its_chunks_and_latency(session_world, cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")  # wide enough for the engine column
+    settings, conn, _worker, image = session_world
+    job_id, channel = start_session(settings, conn, image)
+    player = Player(channel)
+    player.ready()
+    player.keys(0, "", "w")
+    player.keys(1, "left")
+    player.wait_for(Chunk, count=2)
+
+    def listed():
+        code, out, err = cli("jobs", "list", "--json")
+        assert code == 0, err
+        row = json.loads(out)["jobs"][0]
+        return row if (row.get("play") or {}).get("chunks") == 2 else None
+
+    row = wait_until(listed, 5, what="the session's figures in the listing")
+    assert (row["id"], row["status"], row["kind"], row["engine"], row["frames"]) == (
+        job_id,
+        "started",
+        "play",
+        "preview",
+        29,
+    )
+    assert row["play"]["latency_s"] >= 0 and row["play"]["generate_s"] > 0
+    code, out, _ = cli("jobs", "list")
+    assert "play preview/ar-distilled" in out and "2 chunks, 29 frames, latency" in out
+    code, out, _ = cli("jobs", "show", job_id)
+    assert "play preview/ar-distilled, 96x48, 4 steps, seed 1, up to 1000 chunks" in out
+    assert "played: 2 chunks, 29 frames" in out
+    channel.send(End())
+    assert player.wait_for(Ended)[0][0].reason == "quit"

@@ -185,12 +185,29 @@ def describe_spec(spec: dict | None) -> list[str]:
             f"model: {(config.get('model') or {}).get('model_dir')}",
             f"data: {(config.get('data') or {}).get('path')}",
         ] + ([f"resume: {spec['resume']}"] if spec.get("resume") else [])
+    if kind == "play":
+        return [
+            f"play {spec.get('engine')}/{spec.get('variant')}, {spec.get('width')}x{spec.get('height')}, "
+            f"{spec.get('steps')} steps, seed {spec.get('seed')}, up to {spec.get('max_chunks')} chunks, "
+            f"ends after {spec.get('idle_timeout_s'):g} s without the player",
+            f"prompt: {spec.get('prompt')!r}",
+        ]
     fields = ", ".join(
         f"{key} {value}"
         for key, value in spec.items()
         if key not in ("kind", "version") and not isinstance(value, dict)
     )
     return [f"{kind}: {fields}"]
+
+
+def describe_play(play: dict | None) -> str:
+    """A live session's figures in one line (`JobMeta.play`): `12 chunks, 189 frames, latency 0.31 s`."""
+    if not play:
+        return ""
+    text = f"{play.get('chunks', 0)} chunks, {play.get('frames', 0)} frames"
+    if play.get("latency_s") is not None:
+        text += f", latency {play['latency_s']:.2f} s"
+    return text
 
 
 def describe_training(train: dict | None) -> list[str]:

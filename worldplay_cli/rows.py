@@ -76,6 +76,7 @@ class JobRow:
     failure: dict | None = None
     video: str | None = None
     output_dir: str | None = None
+    play: dict | None = None  # a live session's figures (`JobMeta.play`: chunks, frames, latency_s, ...)
 
     @property
     def duration_s(self) -> float | None:
@@ -108,7 +109,8 @@ class JobRow:
             engine=summary.get("engine"),
             variant=summary.get("variant"),
             prompt=summary.get("prompt"),
-            frames=summary.get("frames"),
+            # a session's frames grow as it plays
+            frames=(meta.play or {}).get("frames", summary.get("frames")),
             width=summary.get("width"),
             height=summary.get("height"),
             output_name=summary.get("output_name"),
@@ -122,6 +124,7 @@ class JobRow:
             failure=meta.failure.model_dump() if meta.failure else None,
             video=meta.video,
             output_dir=meta.output_dir,
+            play=meta.play,
         )
 
 

@@ -45,14 +45,26 @@ def _age(seconds: float | None) -> str:
 
 def _progress_text(row) -> str:
     from worldplay_cli.contract.meta import describe_progress
+    from worldplay_cli.jobs import describe_play
 
     progress = row.progress or {}
     if row.status != "started" or not progress:
         return ""
+    if row.kind == "play":
+        return describe_play(row.play) or describe_progress(progress)
     text = f"{100 * progress.get('fraction', 0):.0f}% {describe_progress(progress)}".rstrip()
     if progress.get("eta_s") is not None:
         text += f" ETA {_age(progress['eta_s'])}"
     return text
+
+
+def _what_runs(row) -> str:
+    """The engine of a generation, the kind and its engine of a live session, the kind (train, ...) otherwise."""
+    if row.kind in (None, "generate"):
+        return f"{row.engine}/{row.variant}"
+    if row.kind == "play":
+        return f"play {row.engine}/{row.variant}"
+    return f"{row.kind} {row.variant or ''}"
 
 
 STATUS_STYLE = {"finished": "green", "failed": "red", "stopped": "yellow", "canceled": "yellow", "started": "cyan"}
@@ -113,10 +125,7 @@ def list_command(
                 + (f" ({failure})" if failure and row.status != "finished" else "")
                 if style
                 else row.status,
-                # what runs: the engine for generation, the job kind (train, ...) otherwise
-                "engine": f"{row.engine}/{row.variant}"
-                if row.kind in (None, "generate")
-                else f"{row.kind} {row.variant or ''}",
+                "engine": _what_runs(row),
                 "frames": str(row.frames or ""),
                 "progress": _progress_text(row),
                 "time": _age(row.duration_s),
@@ -155,6 +164,8 @@ def show_command(
         )
         for line in jobs.describe_spec(detail.get("spec")) + jobs.describe_training(detail.get("train")):
             console.print(escape(line), highlight=False, soft_wrap=True)
+        if detail.get("play"):
+            console.print(f"played: {jobs.describe_play(detail['play'])}", highlight=False)
         if detail.get("progress") and detail["status"] == "started":
             console.print(f"progress: {_progress_text(jobs.get_row(runtime.conn, job_id))}")
         if detail.get("failure"):

@@ -1,0 +1,199 @@
+"""Live sessions under faults (#19), with a real Redis and real worker subprocesses: the player vanishes, the
+worker is killed, the player sends garbage, the user cancels, the disk fails, the session runs out of chunks.
+A session never holds a worker without a client, and every complete chunk is kept."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+
+from play_util import Player, dot_image, start_session
+from spine_util import alive, wait_until
+from worldplay_cli.contract.play import (
+    SEGMENTS_DIR,
+    WORKER_ALIVE_TTL_S,
+    Chunk,
+    End,
+    Ended,
+    Failed,
+    Keys,
+    PlayManifest,
+    Ready,
+    Timeline,
+    input_key,
+)
+
+
+@pytest.fixture
+def world(worldplay_env, redis_conn, start_worker, tmp_path):
+    from worldplay_cli.contract.settings import load_settings
+
+    return load_settings(), redis_conn, start_worker, dot_image(tmp_path / "dot.png")
+
+
+def _job_status(conn, job_id: str) -> str:
+    from worldplay_cli.contract.queue import fetch_job
+
+    return fetch_job(conn, job_id).get_status(refresh=True).value
+
+
+def _play_chunks(player: Player, count: int) -> None:
+    for chunk in range(count):
+        player.keys(chunk, "w+right")
+    player.wait_for(Chunk, count=count)
+
+
+def test_a_vanished_player_ends_the_session_after_the_idle_timeout_and_the_worker_serves_the_next(world):
+    from worker.video import read_video_info
+
+    settings, conn, start_worker, image = world
+    start_worker("play")
+    job_id, channel = start_session(settings, conn, image, idle_timeout_s=1.0)
+    player = Player(channel)
+    player.ready()
+    _play_chunks(player, 2)
+    # The player is gone: it sends nothing more.
+    ended = player.wait_for(Ended, timeout=15)[0][0]
+    assert (ended.reason, ended.chunks, ended.frames) == ("idle", 2, 29)
+    directory = settings.output_root / job_id
+    assert read_video_info(directory / "video.mp4")[0] == 29
+    manifest = PlayManifest.model_validate_json((directory / "manifest.json").read_text())
+    assert (manifest.status, manifest.play.reason) == ("finished", "idle")
+    assert wait_until(lambda: _job_status(conn, job_id) == "finished", 10, what="the session's job finished")
+
+    # The same worker serves the next session.
+    _next_id, next_channel = start_session(settings, conn, image)
+    assert Player(next_channel).ready(timeout=15).engine == "preview"
+
+
+def test_a_killed_worker_lets_the_liveness_key_expire_and_leaves_every_complete_chunk(world):
+    from worker.play.session import join_session_video
+    from worker.video import read_video_info
+
+    settings, conn, start_worker, image = world
+    worker = start_worker("play")
+    job_id, channel = start_session(settings, conn, image)
+    player = Player(channel)
+    player.ready()
+    _play_chunks(player, 3)
+    directory = settings.output_root / job_id
+    # The third chunk counts once the timeline lists it (it is published a moment before it is kept).
+    wait_until(lambda: len(_timeline(directory).chunks) == 3, 10, what="three chunks kept")
+    horses = psutil.Process(worker.pid).children()
+    for process in [worker, *horses]:
+        os.killpg(os.getpgid(process.pid), signal.SIGKILL)
+    worker.wait()
+    wait_until(lambda: not any(alive(horse.pid) for horse in horses), 10, what="the work horse gone")
+
+    assert wait_until(lambda: not channel.worker_alive(), WORKER_ALIVE_TTL_S + 2, what="the liveness key expired")
+    timeline = _timeline(directory)
+    assert [chunk.num_frames for chunk in timeline.chunks] == [13, 16, 16]
+    assert not (directory / "video.mp4").exists()  # nobody could join the segments
+    assert join_session_video(directory) == directory / "video.mp4"
+    assert read_video_info(directory / "video.mp4")[0] == 45
+
+    # Another worker's reaper ends the lost session for good (a session is never re-run).
+    start_worker("play")
+    assert wait_until(lambda: _job_status(conn, job_id) == "failed", 30, what="the lost session failed")
+
+
+def test_bad_messages_are_skipped_and_the_session_goes_on(world):
+    settings, conn, start_worker, image = world
+    start_worker("play")
+    job_id, channel = start_session(settings, conn, image)
+    player = Player(channel)
+    player.ready()
+    stream = input_key(job_id)
+    conn.xadd(stream, {"nothing": "here"})  # no message field
+    conn.xadd(stream, {"m": "{not json"})
+    conn.xadd(stream, {"m": '{"type": "keys", "chunk": 0, "latents": [["jump"]]}'})  # an unknown key
+    conn.xadd(stream, {"m": '{"type": "teleport"}'})
+    channel.send(Keys(chunk=0, latents=[["w"]]))  # one latent, not four
+    channel.send(Keys(chunk=9, latents=[["w"]] * 4))  # far beyond the ahead window
+    player.keys(0, "", "d")
+    player.keys(0, "", "a")  # sent again before the chunk started: the last keys count
+    first = player.wait_for(Chunk)[0][0]
+    assert first.keys == [[], ["a"], ["a"], ["a"]]
+    channel.send(Keys(chunk=0, latents=[["w"]] * 4))  # for a chunk already made
+    player.keys(1, "w")
+    second = player.wait_for(Chunk, count=2)[1][0]
+    assert second.chunk == 1 and second.keys == [["w"]] * 4
+    channel.send(End())
+    assert player.wait_for(Ended)[0][0].reason == "quit"
+    manifest = PlayManifest.model_validate_json((settings.output_root / job_id / "manifest.json").read_text())
+    assert manifest.play.skipped_messages == 7
+    log = (settings.output_root / job_id / "log.txt").read_text()
+    assert "skipped a message: stream entry without a message field 'm'" in log
+    assert "keys for chunk 0, which is already made" in log
+
+
+def test_a_cancel_mid_session_stops_it_with_its_outputs(world, cli):
+    from worker.video import read_video_info
+
+    settings, conn, start_worker, image = world
+    start_worker("play")
+    job_id, channel = start_session(settings, conn, image)
+    player = Player(channel)
+    player.ready()
+    _play_chunks(player, 2)
+    wait_until(lambda: len(_timeline(settings.output_root / job_id).chunks) == 2, 10, what="two chunks kept")
+    code, _out, err = cli("jobs", "cancel", job_id)
+    assert code == 0, err
+    ended = player.wait_for(Ended, timeout=15)[0][0]
+    assert (ended.reason, ended.chunks, ended.frames) == ("canceled", 2, 29)
+    directory = settings.output_root / job_id
+    assert read_video_info(directory / "video.mp4")[0] == 29
+    manifest = PlayManifest.model_validate_json((directory / "manifest.json").read_text())
+    assert (manifest.status, manifest.failure.kind, manifest.play.reason) == ("stopped", "canceled", "canceled")
+    assert wait_until(lambda: not channel.worker_alive(), 5, what="the liveness key released")
+
+
+def test_a_chunk_that_cannot_be_kept_fails_the_session_with_a_reason_and_keeps_the_chunks_before(world):
+    from worker.video import read_video_info
+    from worldplay_cli.contract.play import segment_name
+
+    settings, conn, start_worker, image = world
+    start_worker("play")
+    job_id, channel = start_session(settings, conn, image)
+    player = Player(channel)
+    player.ready()
+    _play_chunks(player, 1)
+    directory = settings.output_root / job_id
+    wait_until(lambda: len(_timeline(directory).chunks) == 1, 10, what="one chunk kept")
+    # Something is in the way of the next chunk's segment (the tests run as root: permissions would not stop it).
+    (directory / SEGMENTS_DIR / segment_name(1)).mkdir()
+    player.keys(1, "w")
+    failed = player.wait_for(Failed, timeout=15)[0][0]
+    assert failed.chunks == 1 and failed.output_dir == str(directory)
+    assert "refusing to overwrite an existing video" in failed.message and failed.hint == "see the job log"
+    assert read_video_info(directory / "video.mp4")[0] == 13
+    manifest = PlayManifest.model_validate_json((directory / "manifest.json").read_text())
+    assert (manifest.status, manifest.play.reason, manifest.play.chunks) == ("failed", "failed", 1)
+    assert manifest.failure.kind == "engine_error"
+    assert wait_until(lambda: _job_status(conn, job_id) == "failed", 10, what="the job failed")
+    assert wait_until(lambda: not channel.worker_alive(), 5, what="the liveness key released")
+
+
+def test_a_session_ends_by_itself_after_max_chunks(world):
+    settings, conn, start_worker, image = world
+    start_worker("play")
+    job_id, channel = start_session(settings, conn, image, max_chunks=2)
+    player = Player(channel)
+    assert player.ready().chunk_latents == 4
+    for chunk in range(3):
+        player.keys(chunk, "s")
+    ended = player.wait_for(Ended)[0][0]
+    assert (ended.reason, ended.chunks) == ("max_chunks", 2)
+    assert not [message for message, _ in player.received if isinstance(message, Ready)][1:]
+
+
+def _timeline(directory) -> Timeline:
+    path = directory / "timeline.json"
+    return (
+        Timeline.model_validate_json(path.read_text())
+        if path.exists()
+        else Timeline(chunk_latents=4, fps=24, prompts=[], chunks=[])
+    )
