@@ -427,8 +427,9 @@ class StreamingLongTuningMethod(SelfForcingMethod):
                 raise ValueError(f"overlap {overlap} must leave whole chunks of new latents in the {window} window")
         elif min_new is None or min_new % chunk or not 0 < min_new < window:
             raise ValueError("without a fixed overlap, streaming_min_new_frame must be whole chunks below the window")
-        if self.streaming_anchor_inject_k >= window:
-            raise ValueError("streaming_anchor_inject_k must be below the score window")
+        # the anchor replaces history latents only: the overlap (at least a chunk when drawn) must hold it
+        if self.streaming_reencode_overlap_anchor and self.streaming_anchor_inject_k > (overlap or chunk):
+            raise ValueError(f"streaming_anchor_inject_k must be at most the overlap ({overlap or chunk})")
         return window, overlap, min_new
 
 
