@@ -127,7 +127,7 @@ def test_the_rollout_is_the_inference_rollout_and_runs_once_per_iteration():
     from worker.models.scheduler import FlowMatchScheduler
     from worker.pipeline.memory import sample_points_in_sphere
     from worker.pipeline.rollout import RolloutInputs, ar_rollout
-    from worker.training.self_forcing import SelfForcing, full_condition
+    from worker.training.self_forcing import Networks, SelfForcing, full_condition
 
     config, dataset, student, batch = _student_and_batch()
     method_config = config.method.model_copy(update={"student_sample_type": "ode", "last_step_only": True})
@@ -161,7 +161,8 @@ def test_the_rollout_is_the_inference_rollout_and_runs_once_per_iteration():
 
     student.requires_grad_(True)
     student.forward_chunk = counting
-    losses = method.losses(student, student, student, batch, torch.Generator().manual_seed(3), update_student=True)
+    networks = Networks(student, student, student)
+    losses = method.losses(networks, lambda step: batch, 0, 0, torch.Generator().manual_seed(3), update_student=True)
     assert calls == [False, False, False, True] * 2
     assert losses.generator is not None and losses.generator.requires_grad
     assert not losses.rollout.requires_grad and losses.critic.requires_grad

@@ -21,7 +21,9 @@ what one process accumulating N micro-batches draws.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -62,6 +64,12 @@ def negative_prompt(states: PromptStates, like: PromptEmbeddings) -> PromptEmbed
     return PromptEmbeddings(llm.to(device), llm_mask.to(device), byt5.to(device), byt5_mask.to(device), like.vision)
 
 
+class Networks(NamedTuple):
+    student: WorldPlayTransformer
+    teacher: WorldPlayTransformer
+    critic: WorldPlayTransformer
+
+
 @dataclass
 class Losses:
     critic: torch.Tensor
@@ -80,6 +88,13 @@ class SelfForcing:
 
     def updates_student(self, step: int) -> bool:
         return step % self.config.generator_update_interval == 0
+
+    def state_dict(self) -> dict:
+        """What a checkpoint must keep of the method between iterations (nothing: each iteration stands alone)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
     # -- the student rollout ------------------------------------------------------------------------
 
@@ -104,28 +119,37 @@ class SelfForcing:
         return list(selections.pop())
 
     def rollout(
-        self, student: WorldPlayTransformer, batch: Batch, generator: torch.Generator, with_grad: bool
+        self,
+        student: WorldPlayTransformer,
+        batch: Batch,
+        generator: torch.Generator,
+        with_grad: bool,
+        start: int = 0,
+        end: int | None = None,
+        history: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The student's window [B, C, T, h, w] (fp32); carries gradients through each chunk's exit step
+        """The student's latents [start, end) of the batch's window [B, C, end - start, h, w] (fp32), after
+        the detached `history` (its latents [0, start)); carries gradients through each chunk's exit step
         when `with_grad`."""
         config = self.config
         chunk = config.chunk_latents
         shape = batch.latents.shape
-        num_chunks = shape[2] // chunk
+        end = shape[2] if end is None else end
+        num_chunks = (end - start) // chunk
         exits = self.exit_steps(generator, num_chunks)
         device = batch.latents.device
         cond = full_condition(batch)
         grad_context = torch.enable_grad() if with_grad else torch.no_grad()
         with grad_context:
             text_cache = student.forward_text(batch.prompt, AR_TEXT_TIMESTEP)
-        outputs: list[torch.Tensor] = []
+        outputs: list[torch.Tensor] = [] if history is None else [history.detach()]
         for index in range(num_chunks):
-            start, end = index * chunk, (index + 1) * chunk
-            cache = self._context_cache(student, batch, cond, outputs, start, text_cache, generator)
-            hidden_cond = cond[:, :, start:end]
-            frames = slice(start, end)
+            block_start = start + index * chunk
+            cache = self._context_cache(student, batch, cond, outputs, block_start, text_cache, generator)
+            hidden_cond = cond[:, :, block_start : block_start + chunk]
+            frames = slice(block_start, block_start + chunk)
             x = torch.randn((shape[0], shape[1], chunk, *shape[3:]), generator=generator).to(device)
-            chunk_grad = with_grad and start >= config.start_gradient_frame
+            chunk_grad = with_grad and block_start >= config.start_gradient_frame
             for step, timestep in enumerate(self.timesteps[: exits[index] + 1]):
                 is_exit = step == exits[index]
                 grad_mode = torch.enable_grad() if is_exit and chunk_grad else torch.no_grad()
@@ -148,7 +172,7 @@ class SelfForcing:
                         noise = (x.float() - (1 - sigma) * x0) / sigma
                     x = (1 - next_sigma) * x0 + next_sigma * noise
             outputs.append(x0)
-        return torch.cat(outputs, dim=2)
+        return torch.cat(outputs[0 if history is None else 1 :], dim=2)
 
     def _context_cache(
         self,
@@ -244,14 +268,21 @@ class SelfForcing:
 
     def losses(
         self,
-        student: WorldPlayTransformer,
-        teacher: WorldPlayTransformer,
-        critic: WorldPlayTransformer,
-        batch: Batch,
+        networks: Networks,
+        draw: Callable[[int], Batch],
+        step: int,
+        slot: int,
         generator: torch.Generator,
         update_student: bool,
     ) -> Losses:
-        """One rollout; the generator loss when the student updates; the critic loss on the same sample."""
+        """One rollout of the step's batch (`draw(step)`); the generator loss when the student updates; the
+        critic loss on the same sample. `slot` (the micro-batch) only matters to streaming methods."""
+        return self.window_losses(networks, draw(step), generator, update_student)
+
+    def window_losses(
+        self, networks: Networks, batch: Batch, generator: torch.Generator, update_student: bool
+    ) -> Losses:
+        student, teacher, critic = networks
         x0 = self.rollout(student, batch, generator, with_grad=update_student)
         generator_loss = self.generator_loss(x0, teacher, critic, batch, generator) if update_student else None
         critic_loss = self.critic_loss(x0, critic, batch, generator)

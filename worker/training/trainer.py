@@ -25,10 +25,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from worker.training.batches import Batch
 from worker.training.checkpoints import STATE_NAME, TRANSFORMER_SUBDIR, WEIGHTS_NAME, read_metadata, write_checkpoint
-from worker.training.self_forcing import iteration_generator
+from worker.training.self_forcing import Networks, iteration_generator
 from worldplay_cli.contract.errors import BadInput
-from worldplay_cli.contract.training import SelfForcingMethod, TrainConfig
+from worldplay_cli.contract.training import SelfForcingMethod, StreamingLongTuningMethod, TrainConfig
 
 METRICS_NAME = "metrics.jsonl"
 ROOT_FORWARD_METHODS = ("forward_text", "forward_bi", "forward_context", "forward_chunk", "forward_chunk_causal")
@@ -300,7 +301,13 @@ class Trainer:
         # 1. data and method; a distillation method drives its own networks (teacher, critic) beside the model
         self.dataset = PreparedDataset(config.data.path)
         self.distillation = isinstance(config.method, SelfForcingMethod)
-        if self.distillation:
+        if isinstance(config.method, StreamingLongTuningMethod):
+            from worker.models.vae import load_vae
+            from worker.training.streaming import StreamingLongTuning
+
+            vae = load_vae(Path(config.model.model_dir) / "vae", device=self.context.device)
+            self.method = StreamingLongTuning(config.method, self.dataset.negative_prompt(), config.seed, vae)
+        elif self.distillation:
             from worker.training.self_forcing import SelfForcing
 
             self.method = SelfForcing(config.method, self.dataset.negative_prompt(), config.seed)
@@ -446,6 +453,14 @@ class Trainer:
             )
             self.critic_scheduler.load_state_dict(critic["scheduler"])
             self.last_generator_loss = critic["last_generator_loss"]
+            ranks = state["method"]
+            if len(ranks) != self.context.world_size:
+                raise BadInput(
+                    f"the checkpoint holds the streaming state of {len(ranks)} ranks, this run has "
+                    f"{self.context.world_size}",
+                    "resume with as many processes as the run that wrote it",
+                )
+            self.method.load_state_dict(ranks[self.context.rank])
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -499,13 +514,17 @@ class Trainer:
         update_student = self.method.updates_student(step)
         world, rank = self.context.world_size, self.context.rank
         critic_total, generator_total = 0.0, 0.0
+        networks = Networks(self.model, self.teacher, self.critic)
         for micro in range(accumulation):
-            batch = self.samples.batch(step, micro, accumulation, rank, world, config.data.batch_size)
-            batch = batch.to(self.context.device)
+
+            def draw(at_step: int, micro: int = micro) -> Batch:
+                batch = self.samples.batch(at_step, micro, accumulation, rank, world, config.data.batch_size)
+                return batch.to(self.context.device)
+
             global_index = (step * accumulation + micro) * world + rank
             generator = iteration_generator(config.seed, global_index)
             with self.autocast():
-                losses = self.method.losses(self.model, self.teacher, self.critic, batch, generator, update_student)
+                losses = self.method.losses(networks, draw, step, micro, generator, update_student)
             # the generator loss reaches only the student (scores are taken without gradients) and the critic
             # loss only the critic (its sample is detached), so one backward serves both
             total = losses.critic if losses.generator is None else losses.critic + losses.generator
@@ -628,6 +647,7 @@ class Trainer:
         )
         ema_state = self.ema.state_dict() if self.ema is not None else None
         critic_state = self.critic_state() if self.distillation else None
+        method_state = self.method_states() if self.distillation else None
         path = None
         if self.context.is_main:
             state = {
@@ -636,6 +656,7 @@ class Trainer:
                 "ema": ema_state,
                 "lora": self.lora.state_dict() if self.lora is not None else None,
                 "critic": critic_state,
+                "method": method_state,
             }
             metadata = {
                 "loss": loss,
@@ -655,6 +676,15 @@ class Trainer:
             self._emit({"kind": "checkpoint", "step": step, "path": str(path)})
         self.context.barrier()
         return path
+
+    def method_states(self) -> list[dict]:
+        """The method's state between iterations (a streaming sequence), of every rank, in rank order."""
+        state = self.method.state_dict()
+        if self.context.world_size == 1:
+            return [state]
+        gathered: list = [None] * self.context.world_size
+        dist.all_gather_object(gathered, state)
+        return gathered
 
     def critic_state(self) -> dict:
         """The critic's full weights, optimizer and schedule (the teacher is frozen: its init reloads it)."""
