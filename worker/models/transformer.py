@@ -258,6 +258,59 @@ class KVCache:
         return replace(self, context_keys=(), context_values=(), context_frames=0)
 
 
+@dataclass(frozen=True)
+class AttentionWindow:
+    """Attention sink + local window (MatrixGame2's `sink_size` / `local_attn_size`, in latents) for
+    unbounded autoregressive rollouts with bounded attention memory.
+
+    A chunk attends to the first `sink_latents` latents (never evicted) and to the latest
+    `local_window_latents − sink_latents` latents, itself included: the window spans `local_window_latents`
+    with the sink, what MatrixGame2's streaming cache holds (its flex-attention training mask lets a query see
+    the sink plus `local` recent latents, one sink more than its own cache keeps; here training sees what
+    inference keeps). Training: the chunk-causal pass masks every other
+    chunk (`visible_chunks`). Inference: the AR context is rebuilt for every chunk from the latents it
+    keeps (`context_latents`), at contiguous RoPE positions like every WorldPlay context ("temporal
+    reframing"), so evicting a latent means leaving it out of the next rebuild; the cache never holds more
+    than local_window_latents − chunk latents.
+    """
+
+    sink_latents: int
+    local_window_latents: int
+
+    def __post_init__(self):
+        if not 0 <= self.sink_latents < self.local_window_latents:
+            raise ValueError(
+                f"the attention window needs 0 <= sink_latents < local_window_latents, got {self.sink_latents} "
+                f"and {self.local_window_latents}"
+            )
+
+    @property
+    def recent_latents(self) -> int:
+        return self.local_window_latents - self.sink_latents
+
+    def check_chunks(self, chunk_latents: int) -> None:
+        if self.sink_latents % chunk_latents or self.local_window_latents % chunk_latents:
+            raise ValueError(
+                f"sink_latents {self.sink_latents} and local_window_latents {self.local_window_latents} must be "
+                f"multiples of the {chunk_latents}-latent chunk"
+            )
+
+    def context_latents(self, chunk_start: int, chunk_latents: int) -> list[int]:
+        """The earlier latents the chunk [chunk_start, chunk_start + chunk_latents) is conditioned on."""
+        sink = range(min(self.sink_latents, chunk_start))
+        recent = range(max(self.sink_latents, chunk_start + chunk_latents - self.recent_latents), chunk_start)
+        return [*sink, *recent]
+
+    def visible_chunks(self, index: int, chunk_latents: int) -> list[int]:
+        """The chunks chunk `index` attends to in a chunk-causal pass (itself included)."""
+        end = (index + 1) * chunk_latents
+        return [
+            chunk
+            for chunk in range(index + 1)
+            if (chunk + 1) * chunk_latents <= self.sink_latents or chunk * chunk_latents >= end - self.recent_latents
+        ]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Small layers
 
@@ -659,10 +712,12 @@ class DoubleStreamBlock(nn.Module):
         chunk_frames: int,
         keep_kv: bool,
         attention: AttentionProcessor,
+        window: AttentionWindow | None = None,
     ):
         """One layer of the image tokens against layer `layer` of the cache, causal by chunk: the frames'
         chunk i (of `chunk_frames` frames) attends to [text, cached context, chunks 0..i], bidirectionally
-        inside itself. Returns the updated img and, with `keep_kv` (one chunk only), the frames' keys and
+        inside itself; with an attention `window`, to [text, cached context, the sink's chunks, the chunks of
+        its local window]. Returns the updated img and, with `keep_kv` (one chunk only), the frames' keys and
         values [2B, H, N, D] in the attention layout (else None, None)."""
         img_modulation = tuple(m.unsqueeze(2) for m in self.img_mod(frame_vec))
         branches = self.image_qkv(img, img_modulation, rope, camera)
@@ -696,10 +751,20 @@ class DoubleStreamBlock(nn.Module):
         #    once for all chunks (and for backward)
         attended = []
         end = keys.shape[2] - sum(chunk_query.shape[2] for chunk_query in queries)
-        for chunk_query in queries:
+        for index, chunk_query in enumerate(queries):
             end += chunk_query.shape[2]
-            chunk_mask = None if key_mask is None else key_mask[:, :end]
-            chunk_attended = attention(chunk_query, keys[:, :, :end], values[:, :, :end], chunk_mask)
+            if window is None:
+                chunk_keys, chunk_values = keys[:, :, :end], values[:, :, :end]
+                chunk_mask = None if key_mask is None else key_mask[:, :end]
+            else:
+                # whole chunk parts, so a sequence-parallel layout inside a chunk never matters
+                first = len(key_parts) - len(queries)
+                parts = [*range(first), *(first + chunk for chunk in window.visible_chunks(index, chunk_frames))]
+                chunk_keys = torch.cat([key_parts[part] for part in parts], dim=2)
+                chunk_values = torch.cat([value_parts[part] for part in parts], dim=2)
+                lengths = [key_parts[part].shape[2] for part in parts]
+                chunk_mask = join_key_masks([mask_parts[part] for part in parts], lengths, keys.shape[0])
+            chunk_attended = attention(chunk_query, chunk_keys, chunk_values, chunk_mask)
             attended.append(attention.image_from_attention(chunk_attended))
         image_shape = branches[0][0].shape
         attended_img, attended_p = (from_heads_first(part, image_shape) for part in torch.cat(attended, dim=2).chunk(2))
@@ -1007,21 +1072,43 @@ class WorldPlayTransformer(nn.Module):
         action: torch.Tensor,
         cache: KVCache,
         chunk_latents: int,
+        window: AttentionWindow | None = None,
     ) -> torch.Tensor:
         """The chunk-causal training pass (the official `torch_causal` mode) over a whole window (RoPE time
         0..T-1): latent chunk i (of `chunk_latents` latents) attends to [text, chunks 0..i], bidirectionally
-        inside itself; `cache` holds the text K/V of `forward_text`. Returns [B, out_channels, T, H, W].
+        inside itself (with an attention `window`: to its sink and local window only, the block mask of
+        MatrixGame2's causal model); `cache` holds the text K/V of `forward_text`. Returns
+        [B, out_channels, T, H, W].
 
         Every chunk sees what the AR passes show it: with two chunks, the last chunk's output equals
         `forward_chunk` after `forward_context` of the first.
         """
+        if window is not None:
+            window.check_chunks(chunk_latents)
         out, _, _ = self._vision_pass(
-            hidden_states, timestep, viewmats, intrinsics, action, cache, keep_kv=False, chunk_latents=chunk_latents
+            hidden_states,
+            timestep,
+            viewmats,
+            intrinsics,
+            action,
+            cache,
+            keep_kv=False,
+            chunk_latents=chunk_latents,
+            window=window,
         )
         return out
 
     def _vision_pass(
-        self, hidden_states, timestep, viewmats, intrinsics, action, cache: KVCache, keep_kv: bool, chunk_latents=None
+        self,
+        hidden_states,
+        timestep,
+        viewmats,
+        intrinsics,
+        action,
+        cache: KVCache,
+        keep_kv: bool,
+        chunk_latents=None,
+        window: AttentionWindow | None = None,
     ):
         """Image-only pass against the cache, causal by chunks of `chunk_latents` frames (one chunk when None);
         returns (output or None when keep_kv, per-layer keys, values)."""
@@ -1038,7 +1125,17 @@ class WorldPlayTransformer(nn.Module):
         keys, values = [], []
         for index, block in enumerate(self.double_blocks):
             img, frame_keys, frame_values = self._maybe_checkpoint(
-                block.forward_image, img, frame_vec, rope, camera, cache, index, chunk_frames, keep_kv, attention
+                block.forward_image,
+                img,
+                frame_vec,
+                rope,
+                camera,
+                cache,
+                index,
+                chunk_frames,
+                keep_kv,
+                attention,
+                window,
             )
             if keep_kv:
                 keys.append(frame_keys)

@@ -1,0 +1,106 @@
+"""Attention sink + local window: the training block mask and the inference context eviction against
+brute-force references (the fact sheet's mask formula token by token; a rolling cache that evicts)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worker.models.attention import AttentionProcessor
+from worker.models.transformer import AttentionWindow
+
+
+def test_visible_chunks_follow_the_mask_formula_frame_by_frame():
+    for chunk in (1, 2, 3, 4):
+        for sink in range(0, 3 * chunk, chunk):
+            for local in range(sink + chunk, sink + 6 * chunk, chunk):
+                window = AttentionWindow(sink, local)
+                for index in range(8):
+                    end = (index + 1) * chunk
+                    # kv < end(q) and (kv < sink or kv >= end(q) - (local - sink)), per latent
+                    frames = [kv for kv in range(end) if kv < sink or kv >= end - (local - sink)]
+                    chunks = sorted({frame // chunk for frame in frames})
+                    assert window.visible_chunks(index, chunk) == chunks, (chunk, sink, local, index)
+    with pytest.raises(ValueError, match="sink_latents < local_window_latents"):
+        AttentionWindow(4, 4)
+    with pytest.raises(ValueError, match="multiples"):
+        AttentionWindow(1, 6).check_chunks(4)
+
+
+def test_inference_context_is_a_rolling_cache_that_never_evicts_the_sink():
+    for chunk, sink, local in [(4, 4, 12), (4, 0, 8), (3, 1, 6), (4, 2, 20)]:
+        window = AttentionWindow(sink, local)
+        cache: list[int] = []
+        for start in range(0, 400, chunk):
+            context = window.context_latents(start, chunk)
+            assert context == cache, (chunk, sink, local, start)
+            assert len(context) <= local - chunk
+            assert context[: min(sink, start)] == list(range(min(sink, start)))
+            # append the chunk, then evict the oldest latents after the sink until the next chunk fits
+            cache += list(range(start, start + chunk))
+            while len(cache) > local - chunk:
+                oldest = next(position for position, frame in enumerate(cache) if frame >= sink)
+                del cache[oldest]
+
+
+class DenseMaskReference(AttentionProcessor):
+    """Plain attention over every key up to the query chunk's end, masked by the fact-sheet formula on
+    token positions: the brute force the chunk-part selection must equal."""
+
+    def __init__(self, text_length: int, frame_tokens: int, sink: int, local: int):
+        super().__init__("sdpa")
+        self.text_length, self.frame_tokens, self.sink, self.local = text_length, frame_tokens, sink, local
+
+    def __call__(self, query, key, value, key_mask=None):
+        image = key.shape[2] - self.text_length
+        position = torch.arange(image)
+        recent = (self.local - self.sink) * self.frame_tokens
+        allowed = (position < self.sink * self.frame_tokens) | (position >= image - recent)
+        mask = torch.cat([torch.ones(self.text_length, dtype=torch.bool), allowed]).expand(key.shape[0], -1)
+        if key_mask is not None:
+            mask = mask & key_mask
+        return super().__call__(query, key, value, mask)
+
+
+def test_the_windowed_chunk_causal_pass_equals_the_dense_mask_brute_force():
+    from worker.models.tiny import TINY_TRANSFORMER_CONFIG, random_state_dict
+    from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer
+
+    model = WorldPlayTransformer(TINY_TRANSFORMER_CONFIG)
+    model.load_state_dict(random_state_dict(TINY_TRANSFORMER_CONFIG, 0, None))
+    generator = torch.Generator().manual_seed(0)
+    frames, chunk = 10, 2
+    hidden = torch.randn(1, 9, frames, 2, 3, generator=generator)
+    prompt = PromptEmbeddings(
+        torch.randn(1, 5, 16, generator=generator),
+        torch.ones(1, 5, dtype=torch.long),
+        torch.randn(1, 2, 1472, generator=generator),
+        torch.zeros(1, 2, dtype=torch.long),
+        torch.randn(1, 3, 24, generator=generator),
+    )
+    viewmats = torch.eye(4).repeat(1, frames, 1, 1)
+    viewmats[:, :, 0, 3] = torch.randn(1, frames, generator=generator)
+    intrinsics = torch.tensor([[0.5, 0, 0.5], [0, 0.8, 0.5], [0, 0, 1.0]]).repeat(1, frames, 1, 1)
+    actions = torch.randint(0, 81, (1, frames), generator=generator)
+    timestep = torch.rand(1, frames, generator=generator) * 1000
+    cache = model.forward_text(prompt, 0.0)
+    text_length = cache.text_keys[0].shape[2]
+    with torch.no_grad():
+        for sink, local in [(2, 4), (0, 4), (2, 6), (4, 6)]:
+            window = AttentionWindow(sink, local)
+            ours = model.forward_chunk_causal(hidden, timestep, viewmats, intrinsics, actions, cache, chunk, window)
+            model.set_attention_processor(DenseMaskReference(text_length, 6, sink, local))
+            reference = model.forward_chunk_causal(hidden, timestep, viewmats, intrinsics, actions, cache, chunk)
+            model.set_attention_processor(AttentionProcessor("sdpa"))
+            torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+        # a window wider than the clip is no window; a narrow one changes the late chunks only
+        plain = model.forward_chunk_causal(hidden, timestep, viewmats, intrinsics, actions, cache, chunk)
+        wide = model.forward_chunk_causal(
+            hidden, timestep, viewmats, intrinsics, actions, cache, chunk, AttentionWindow(2, 20)
+        )
+        torch.testing.assert_close(wide, plain)
+        narrow = model.forward_chunk_causal(
+            hidden, timestep, viewmats, intrinsics, actions, cache, chunk, AttentionWindow(2, 4)
+        )
+        torch.testing.assert_close(narrow[:, :, :4], plain[:, :, :4])
+        assert not torch.allclose(narrow[:, :, 6:], plain[:, :, 6:])
