@@ -44,13 +44,11 @@ def rq_timestamp(value: bytes | None) -> float | None:
     """A time as rq stores it (ISO 8601, UTC) in seconds since the epoch; None if absent or unreadable."""
     if not value:
         return None
-    text = value.decode().rstrip("Z")
-    for pattern in ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"):
-        try:
-            return datetime.strptime(text, pattern).replace(tzinfo=timezone.utc).timestamp()
-        except ValueError:
-            continue
-    return None
+    try:
+        # rq writes naive UTC; fromisoformat is ~20x faster than strptime (a listing parses four per job).
+        return datetime.fromisoformat(value.decode().rstrip("Z")).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
 
 
 @dataclass
