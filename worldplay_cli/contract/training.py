@@ -179,7 +179,29 @@ class TimestepSampling(_Strict):
     shift: float = Field(default=3.0, gt=0)
 
 
-class ARMethod(_Strict):
+class AttentionWindowKeys(_Strict):
+    """Attention sink + local window of the AR model (both or neither; whole chunks): a chunk attends to
+    the first `sink_latents` latents and the latest `local_window_latents - sink_latents` (itself included),
+    in training (the chunk-causal block mask) and in the student's rollouts (its rebuilt context)."""
+
+    sink_latents: int | None = Field(default=None, ge=0)
+    local_window_latents: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _window_fits(self):
+        sink, local = self.sink_latents, self.local_window_latents
+        if (sink is None) != (local is None):
+            raise ValueError("set both sink_latents and local_window_latents, or neither")
+        if sink is not None:
+            chunk = self.chunk_latents
+            if sink % chunk or local % chunk or not sink < local:
+                raise ValueError(
+                    f"sink_latents {sink} < local_window_latents {local} must both be whole {chunk}-latent chunks"
+                )
+        return self
+
+
+class ARMethod(AttentionWindowKeys):
     """Chunk-causal AR training with per-chunk noise and memory samples (the official HY recipe)."""
 
     name: Literal["ar"] = "ar"
@@ -211,6 +233,10 @@ class ARMethod(_Strict):
                     f"context_latents {self.context_latents} must be a positive multiple of chunk_latents below "
                     f"the {memory} memory latents"
                 )
+        if self.sink_latents is not None and self.memory_probability > 0:
+            raise ValueError(
+                "memory samples gather retrieved latents; use memory_probability 0 with an attention window"
+            )
         low, high = self.history_timesteps
         if not 0 < low <= high <= 1000:
             raise ValueError(
@@ -256,7 +282,7 @@ class CriticSection(ScoreNetwork):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
 
 
-class SelfForcingMethod(_Strict):
+class SelfForcingMethod(AttentionWindowKeys):
     """Self-Forcing DMD2 (fact sheet §3.0-3.1): the AR student rolls out `window_latents` from noise chunk by
     chunk with its own context cache; a frozen teacher (real score) and a critic (fake score) score the clip.
 
