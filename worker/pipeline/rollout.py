@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from worker.models.scheduler import FlowMatchScheduler, classifier_free_guidance
-from worker.models.transformer import KVCache, PromptEmbeddings, WorldPlayTransformer
+from worker.models.transformer import AttentionWindow, KVCache, PromptEmbeddings, WorldPlayTransformer
 from worker.pipeline.memory import select_context_latents
 
 # The official stabilization level is 15; context frames are conditioned on timestep 15 - 1.
@@ -156,7 +156,10 @@ def ar_rollout(
     chunk_latents: int = 4,
     round_latents: bool = True,
     on_step: StepCallback | None = None,
+    attention_window: AttentionWindow | None = None,
 ) -> Iterator[ChunkResult]:
+    """With an `attention_window` the context of every chunk is its sink and local window (bounded
+    attention memory for any length) instead of the reconstituted memory."""
     latents = working_latents(inputs.noise, round_latents)
     num_chunks = inputs.num_latents // chunk_latents
     # 1. text K/V once per video and guidance branch
@@ -173,7 +176,10 @@ def ar_rollout(
 
     for index in range(num_chunks):
         start, end = index * chunk_latents, (index + 1) * chunk_latents
-        context = select_context_latents(inputs.w2c, start, chunk_latents, inputs.points)
+        if attention_window is None:
+            context = select_context_latents(inputs.w2c, start, chunk_latents, inputs.points)
+        else:
+            context = attention_window.context_latents(start, chunk_latents)
         result = ChunkResult(index, start, end, context, latents[:, :, start:end])
         report = None if on_step is None else _chunk_steps(on_step, index, num_chunks, len(scheduler))
         ar_chunk(
