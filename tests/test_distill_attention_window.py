@@ -104,3 +104,62 @@ def test_the_windowed_chunk_causal_pass_equals_the_dense_mask_brute_force():
         )
         torch.testing.assert_close(narrow[:, :, :4], plain[:, :, :4])
         assert not torch.allclose(narrow[:, :, 6:], plain[:, :, 6:])
+
+
+def test_the_student_rollout_and_the_ar_rollout_keep_the_same_window():
+    from train_fixtures import prepared_dataset, tiny_model_dir, train_config_data
+    from worker.models.checkpoint import load_transformer
+    from worker.models.scheduler import FlowMatchScheduler
+    from worker.pipeline.memory import sample_points_in_sphere
+    from worker.pipeline.rollout import RolloutInputs, ar_rollout
+    from worker.training.batches import SampleBuilder
+    from worker.training.dataset import PreparedDataset
+    from worker.training.self_forcing import SelfForcing, full_condition
+    from worldplay_cli.contract.training import validate_config
+
+    method = {
+        "name": "self_forcing",
+        "window_latents": 16,
+        "sink_latents": 4,
+        "local_window_latents": 12,
+        "student_sample_type": "ode",
+        "last_step_only": True,
+        "critic": {"learning_rate": 1e-3},
+    }
+    config = validate_config(train_config_data(prepared_dataset().parent / "unused", method=method)).method
+    dataset = PreparedDataset(prepared_dataset())
+    batch = SampleBuilder(dataset, config, 0, 0.0).batch(0, 0, 1, 0, 1, 1)
+    student = load_transformer(tiny_model_dir(), tiny_model_dir() / "ar_model", dtype=torch.float32)
+    with torch.no_grad():
+        rolled = SelfForcing(config, dataset.negative_prompt(), 0).rollout(
+            student, batch, torch.Generator().manual_seed(5), with_grad=False
+        )
+    generator = torch.Generator().manual_seed(5)
+    inputs = RolloutInputs(
+        noise=torch.cat([torch.randn(1, 4, 4, 2, 2, generator=generator) for _ in range(4)], dim=2),
+        cond=full_condition(batch),
+        viewmats=batch.viewmats,
+        intrinsics=batch.intrinsics,
+        actions=batch.actions,
+        w2c=batch.viewmats[0].double(),
+        prompts=[batch.prompt],
+        points=sample_points_in_sphere(2000),
+    )
+    window = AttentionWindow(4, 12)
+    with torch.no_grad():
+        chunks = list(
+            ar_rollout(
+                student, FlowMatchScheduler(4, 5.0), inputs, 1.0, 4, round_latents=False, attention_window=window
+            )
+        )
+    # the last chunk keeps the sink and the 8 latents before it, not all 12
+    assert [chunk.context for chunk in chunks] == [
+        [],
+        [0, 1, 2, 3],
+        [0, 1, 2, 3, 4, 5, 6, 7],
+        [0, 1, 2, 3, 8, 9, 10, 11],
+    ]
+    torch.testing.assert_close(rolled, torch.cat([chunk.latents for chunk in chunks], dim=2), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        unwindowed = list(ar_rollout(student, FlowMatchScheduler(4, 5.0), inputs, 1.0, 4, round_latents=False))
+    assert not torch.allclose(unwindowed[-1].latents, chunks[-1].latents)

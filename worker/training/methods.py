@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from worker.models.transformer import WorldPlayTransformer
+from worker.models.transformer import AttentionWindow, WorldPlayTransformer
 from worker.training.batches import Batch
 from worldplay_cli.contract.training import ARMethod, BiMethod, SelfForcingMethod
 
@@ -38,6 +38,7 @@ class ChunkCausalAR:
             batch.actions,
             text_cache,
             self.config.chunk_latents,
+            attention_window(self.config),
         )
         return masked_mse(prediction, target, batch.loss_mask)
 
@@ -57,12 +58,25 @@ class BidirectionalFlowMatching:
         return masked_mse(prediction, target, batch.loss_mask)
 
 
+def attention_window(config: ARMethod | BiMethod | SelfForcingMethod) -> AttentionWindow | None:
+    """The method's attention sink + local window, if it sets one."""
+    if getattr(config, "sink_latents", None) is None:
+        return None
+    return AttentionWindow(config.sink_latents, config.local_window_latents)
+
+
 def flow_matching_config(config: ARMethod | BiMethod | SelfForcingMethod) -> ARMethod | BiMethod:
     """The flow-matching method whose loss scores a model on held-out windows: the method itself, or for a
     distillation method the AR recipe over its window without memory samples (the student is an AR model)."""
     if isinstance(config, (ARMethod, BiMethod)):
         return config
-    return ARMethod(chunk_latents=config.chunk_latents, window_latents=config.window_latents, memory_probability=0.0)
+    return ARMethod(
+        chunk_latents=config.chunk_latents,
+        window_latents=config.window_latents,
+        memory_probability=0.0,
+        sink_latents=config.sink_latents,
+        local_window_latents=config.local_window_latents,
+    )
 
 
 def build_method(config: ARMethod | BiMethod | SelfForcingMethod) -> ChunkCausalAR | BidirectionalFlowMatching:

@@ -42,6 +42,7 @@ from worker.training.dmd import (
     student_timesteps,
     x0_prediction,
 )
+from worker.training.methods import attention_window
 from worldplay_cli.contract.training import SelfForcingMethod
 
 # Salt of the distillation random stream (batches.py uses 1 and 2).
@@ -85,6 +86,7 @@ class SelfForcing:
         self.negative = negative
         self.timesteps = student_timesteps(config.denoising_steps, config.warp_denoising_step, config.flow_shift)
         self.points = sample_points_in_sphere(config.memory_points, seed=seed)
+        self.window = attention_window(config)
 
     def updates_student(self, step: int) -> bool:
         return step % self.config.generator_update_interval == 0
@@ -107,10 +109,12 @@ class SelfForcing:
         return torch.randint(0, steps, (num_chunks,), generator=generator).tolist()
 
     def context_frames(self, batch: Batch, start: int) -> list[int]:
-        """The latents the chunk at `start` is conditioned on: inference's memory selection over the cameras
-        (every earlier latent while there are at most 20). Batch rows must agree; rows with other cameras
-        that would select other latents go in separate batches."""
+        """The latents the chunk at `start` is conditioned on: its attention sink and local window, else
+        inference's memory selection over the cameras (every earlier latent while there are at most 20).
+        Batch rows must select the same latents."""
         chunk = self.config.chunk_latents
+        if self.window is not None:
+            return self.window.context_latents(start, chunk)
         selections = {
             tuple(select_context_latents(row.double().cpu(), start, chunk, self.points)) for row in batch.viewmats
         }

@@ -30,7 +30,7 @@ import torch
 from worker.training.batches import SampleBuilder, collate, prompt_embeddings, prompt_to
 from worker.training.dataset import ClipTensors, PreparedDataset
 from worker.training.flow import FlowCalibration, action_following, calibrate, motion_features, psnr, ssim, video_flow
-from worker.training.methods import build_method, flow_matching_config
+from worker.training.methods import attention_window, build_method, flow_matching_config
 from worldplay_cli.contract.training import BiMethod, TrainConfig
 
 CALIBRATION_NAME = "flow_calibration.json"
@@ -112,7 +112,13 @@ class Validator:
         method = self.config.method
         if not isinstance(method, BiMethod):
             chunks = ar_rollout(
-                model, scheduler, inputs, self.settings.guidance, method.chunk_latents, round_latents=False
+                model,
+                scheduler,
+                inputs,
+                self.settings.guidance,
+                method.chunk_latents,
+                round_latents=False,
+                attention_window=attention_window(method),
             )
         else:
             chunks = bi_rollout(
