@@ -30,7 +30,7 @@ from worldplay_cli.contract.specs import (
     log_stream_key,
     run_key,
 )
-from worldplay_cli.jobs_index import JobQuery, JobsIndex
+from worldplay_cli.jobs_index import JobQuery, JobsIndex, newest_page
 from worldplay_cli.rows import (
     ACTIVE,
     ENDED,
@@ -89,20 +89,25 @@ def list_jobs(
     limit: int = 50,
 ) -> JobPage:
     """A page of jobs, newest first, filtered by status, queue and a text (id, prompt, engine, worker,
-    failure...). The dashboard's read model (`JobsIndex`) answers it, so both list the same jobs."""
+    failure...). Without a text, only the page's rows are read (`newest_page`); with one, the dashboard's
+    read model (`JobsIndex`) answers it. Both list the same jobs in the same order."""
     unknown = set(statuses or ()) - set(STATUSES)
     if unknown:
         raise BadInput(f"unknown status {sorted(unknown)[0]!r}", f"use one of: {', '.join(STATUSES)}")
-    index = JobsIndex(conn)
-    index.refresh()
-    query = JobQuery(
-        statuses=frozenset(statuses or ()),
-        queues=frozenset([queue] if queue else ()),
-        text=text or "",
-        offset=offset,
-        limit=limit,
-    )
-    page = index.query(query)
+    if text:
+        # A text filter matches prompts and failures: every row is read.
+        index = JobsIndex(conn)
+        index.refresh()
+        query = JobQuery(
+            statuses=frozenset(statuses or ()),
+            queues=frozenset([queue] if queue else ()),
+            text=text,
+            offset=offset,
+            limit=limit,
+        )
+        page = index.query(query)
+    else:
+        page = newest_page(conn, frozenset(statuses or ()), queue, offset, limit)
     return JobPage(rows=page.rows, total=page.matched, offset=page.offset, limit=limit, counts=page.counts)
 
 

@@ -39,30 +39,98 @@ _REGISTRIES = (
     ("scheduled", "rq:scheduled:"),
 )
 
-# Every job id with the registry it is in ("" when only our index lists it), as ONE string of
-# "id\tregistry" lines: a single bulk reply parses in microseconds, 20,000 array items take tens of ms.
+# Every job id listed anywhere: in a queue, in a registry of a queue, in our index. `visit(id, registry)`
+# is called once per id ('' for ids only our index lists). ARGV: index key, registries (JSON), queues...
 # Started entries are `<job id>:<execution id>`; job ids never contain ':'.
-_MEMBERSHIP_LUA = r"""
-local lines, seen = {}, {}
-local function add(id, registry)
-  if not seen[id] then
-    seen[id] = true
-    lines[#lines + 1] = id .. '\t' .. registry
-  end
-end
-local registries = cjson.decode(ARGV[2])
-for i = 3, #ARGV do
-  local queue = ARGV[i]
-  for _, id in ipairs(redis.call('LRANGE', 'rq:queue:' .. queue, 0, -1)) do add(id, 'queued') end
-  for _, registry in ipairs(registries) do
-    for _, member in ipairs(redis.call('ZRANGE', registry[2] .. queue, 0, -1)) do
-      add(string.match(member, '^[^:]+'), registry[1])
+_EACH_JOB_LUA = r"""
+local function each_job(visit)
+  local seen = {}
+  local function add(id, registry)
+    if not seen[id] then
+      seen[id] = true
+      visit(id, registry)
     end
   end
+  local registries = cjson.decode(ARGV[2])
+  for i = FIRST_QUEUE, #ARGV do
+    local queue = ARGV[i]
+    for _, id in ipairs(redis.call('LRANGE', 'rq:queue:' .. queue, 0, -1)) do add(id, 'queued') end
+    for _, registry in ipairs(registries) do
+      for _, member in ipairs(redis.call('ZRANGE', registry[2] .. queue, 0, -1)) do
+        add(string.match(member, '^[^:]+'), registry[1])
+      end
+    end
+  end
+  for _, id in ipairs(redis.call('ZRANGE', ARGV[1], 0, -1)) do add(id, '') end
 end
-for _, id in ipairs(redis.call('ZRANGE', ARGV[1], 0, -1)) do add(id, '') end
+"""
+
+# Every job id with the registry it is in, as ONE string of "id\tregistry" lines: a single bulk reply
+# parses in microseconds, 20,000 array items take tens of ms.
+_MEMBERSHIP_LUA = (
+    "local FIRST_QUEUE = 3\n"
+    + _EACH_JOB_LUA
+    + r"""
+local lines = {}
+each_job(function(id, registry) lines[#lines + 1] = id .. '\t' .. registry end)
 return table.concat(lines, '\n')
 """
+)
+
+# One page of jobs, newest first, for a one-shot listing: the order, the status and queue filters and
+# the counts by status need each job's status, origin and times only, so they are read here, next to
+# the data; the caller reads the full rows of the page alone. ARGV: index key, registries, statuses
+# wanted (JSON list, empty: all), queue wanted ('' : all), offset, limit, queues... Returns
+# {offset, matched, counts (JSON), ids of the page...}. Sorting matches `JobsIndex` ("created",
+# descending): enqueue time, else creation time, ties by id, jobs without either last by id; rq writes
+# times as fixed-width ISO 8601, so they sort as text once a missing fraction is filled in. Ids only
+# our index lists whose job expired are dropped from the index, as `JobsIndex.refresh` does.
+_PAGE_LUA = (
+    "local FIRST_QUEUE = 7\n"
+    + _EACH_JOB_LUA
+    + r"""
+local wanted = {}
+for _, status in ipairs(cjson.decode(ARGV[3])) do wanted[status] = true end
+local any_status, queue_wanted = next(wanted) == nil, ARGV[4]
+local counts, timed, untimed, expired = {}, {}, {}, {}
+local function stamp(value)
+  if not value or value == '' then return nil end
+  value = string.gsub(value, 'Z$', '')
+  if not string.find(value, '.', 1, true) then value = value .. '.000000' end
+  return value
+end
+each_job(function(id, registry)
+  local fields = redis.call('HMGET', 'rq:job:' .. id, 'status', 'origin', 'enqueued_at', 'created_at')
+  local status = fields[1]
+  if not status then
+    if registry == '' then expired[#expired + 1] = id end
+    return
+  end
+  counts[status] = (counts[status] or 0) + 1
+  if (any_status or wanted[status]) and (queue_wanted == '' or fields[2] == queue_wanted) then
+    local at = stamp(fields[3]) or stamp(fields[4])
+    if at then timed[#timed + 1] = at .. '\t' .. id else untimed[#untimed + 1] = id end
+  end
+end)
+for i = 1, #expired, 1000 do
+  redis.call('ZREM', ARGV[1], unpack(expired, i, math.min(i + 999, #expired)))
+end
+table.sort(timed)
+table.sort(untimed)
+local matched, limit = #timed + #untimed, math.max(1, tonumber(ARGV[6]))
+local offset = math.max(0, math.min(tonumber(ARGV[5]), math.floor(math.max(0, matched - 1) / limit) * limit))
+local page = {offset, matched, cjson.encode(counts)}
+for position = offset + 1, math.min(offset + limit, matched) do
+  if position <= #timed then
+    local entry = timed[#timed - position + 1]
+    page[#page + 1] = string.sub(entry, string.find(entry, '\t', 1, true) + 1)
+  else
+    page[#page + 1] = untimed[position - #timed]
+  end
+end
+return page
+"""
+)
 
 SORT_KEYS = ("id", "kind", "status", "engine", "prompt", "progress", "eta", "duration", "worker", "created", "queue")
 
@@ -142,6 +210,41 @@ def _sort_value(name: str, now: float) -> Callable[[JobRow], object]:
     return getters[name]
 
 
+def newest_page(
+    conn: Redis, statuses: frozenset[str] = frozenset(), queue: str | None = None, offset: int = 0, limit: int = 50
+) -> SortedPage:
+    """One page of jobs, newest first, filtered by status and queue, with every job counted by status: what
+    `JobsIndex` answers for a `JobQuery` without text, at the cost of the page's rows (plus one scan of
+    each job's status and times inside Redis) instead of every row."""
+    import json
+
+    reply = conn.register_script(_PAGE_LUA)(
+        args=[
+            JOBS_INDEX,
+            json.dumps(_REGISTRIES),
+            json.dumps(sorted(statuses)),
+            queue or "",
+            offset,
+            limit,
+            *queue_names(conn),
+        ]
+    )
+    page_offset, matched, counts_json, ids = int(reply[0]), int(reply[1]), reply[2], [i.decode() for i in reply[3:]]
+    counts = dict.fromkeys(STATUSES, 0)
+    # cjson encodes an empty table as an object, a table of counts as one too
+    counts.update(json.loads(counts_json))
+    rows = [row for row in job_rows(conn, ids) if row is not None]
+    kinds = sorted({row.kind for row in rows if row.kind})
+    return SortedPage(rows, matched, page_offset, limit, counts, kinds)
+
+
+def queue_names(conn: Redis) -> list[str]:
+    """Our queues and rq's."""
+    names = {name.decode() for name in conn.smembers(QUEUES_SET)}
+    names.update(key.decode().removeprefix(RQ_QUEUE_PREFIX) for key in conn.smembers(RQ_QUEUES))
+    return sorted(names)
+
+
 class JobsIndex:
     """Cached rows of every job, refreshed incrementally from Redis. Not thread-safe: one refresher."""
 
@@ -169,9 +272,7 @@ class JobsIndex:
         self._invalid.update(job_ids)
 
     def queue_names(self) -> list[str]:
-        names = {name.decode() for name in self.conn.smembers(QUEUES_SET)}
-        names.update(key.decode().removeprefix(RQ_QUEUE_PREFIX) for key in self.conn.smembers(RQ_QUEUES))
-        return sorted(names)
+        return queue_names(self.conn)
 
     def _memberships(self) -> dict[str, str | None]:
         """job id -> registry name ('queued' for the queue list), None for ids only in our index."""
