@@ -337,6 +337,23 @@ class SelfForcingMethod(AttentionWindowKeys):
         return self.critic.attention or self.teacher.attention
 
 
+class ContextForcingMethod(SelfForcingMethod):
+    """Context forcing (WorldPlay paper; no public code, fact sheet §3.5, our design in docs/training.md):
+    the student rolls out `window_latents` with its reconstituted memory; its last `score_chunks` chunks
+    are scored by the teacher and the critic conditioned on the same memory the student used (the union of
+    those chunks' contexts, minus the chunks), clean at `context_timestep`, at contiguous RoPE positions."""
+
+    name: Literal["context_forcing"] = "context_forcing"  # type: ignore[assignment]
+    score_chunks: int = Field(default=1, ge=1)
+    context_timestep: float = Field(default=14.0, ge=0, lt=1000)
+
+    @model_validator(mode="after")
+    def _scored_fit(self) -> ContextForcingMethod:
+        if self.score_chunks * self.chunk_latents >= self.window_latents:
+            raise ValueError("score_chunks must leave at least one chunk of the window as memory")
+        return self
+
+
 STREAMING_STAGE_NAMES = ("streaming_long", "long", "streaming")
 
 
@@ -472,6 +489,7 @@ Method = Annotated[
         Annotated[BiMethod, Tag("bi")],
         Annotated[SelfForcingMethod, Tag("self_forcing")],
         Annotated[StreamingLongTuningMethod, Tag("streaming_long_tuning")],
+        Annotated[ContextForcingMethod, Tag("context_forcing")],
     ],
     Discriminator(_method_name),
 ]
