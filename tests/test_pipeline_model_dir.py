@@ -155,12 +155,6 @@ def test_dev_tiny_model_on_the_light_install_says_what_to_install(tmp_path):
     assert "needs the worker extra" in completed.stderr and 'pip install -e ".[worker]"' in completed.stderr
 
 
-def test_the_cli_marker_name_matches_the_writer():
-    from worldplay_cli.commands.dev import TINY_MARKER
-
-    assert TINY_MARKER == MARKER
-
-
 @pytest.mark.slow
 def test_a_truncated_checkpoint_is_reported_with_the_repair_command(tiny_dir, tmp_path):
     from worker.pipeline.pipeline import WorldPlayPipeline
