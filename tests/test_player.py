@@ -219,6 +219,27 @@ def test_end_waits_for_ended_and_a_worker_that_goes_quiet_is_noticed(redis_conn,
     assert time.monotonic() - started < 5
 
 
+def test_a_display_slower_than_the_video_skips_frames_and_keeps_sampling_on_the_video_clock(redis_conn, fake_worker):
+    worker = fake_worker(fps=24)
+    client = PlayClient(PlayChannel(redis_conn, "job-1"), ahead_chunks=2)
+
+    def buffered_without_display():
+        client.pump(0.01)
+        client.flush(0.001)
+        return client.buffered() == 13 + 16
+
+    wait_until(buffered_without_display, 15, what="chunks 0 and 1 buffered")
+    start = time.monotonic()
+    assert client.tick(start).frame == 0
+    client.press("w", start)
+    late = client.tick(start + 20 / 24)  # the display was busy for 20 frame periods
+    assert late.frame == 20 and client.frames_skipped == 19 and client.frames_shown == 21
+    # the frames passed over still took their key samples, each at its own due time: frame 0 before the
+    # press, frames 4 and 8 within its 0.4 s hold, frame 12 (0.5 s) after
+    _drive(client, lambda: len(worker.keys) == 3, what="chunk 2's keys")
+    assert worker.keys[2].latents == [[], ["w"], ["w"], []]
+
+
 def test_a_message_that_is_not_a_play_message_is_skipped(redis_conn, fake_worker):
     redis_conn.xadd(output_key("job-1"), {"m": b'{"type": "chunk", "surprise": 1}'})
     fake_worker()

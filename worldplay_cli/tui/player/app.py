@@ -192,7 +192,7 @@ class PlayerApp(App[PlayResult]):
                 f"          p95 {_seconds(figures.latency_p95_s)}",
                 f"buffer {figures.buffered} frames",
                 f"asked  {figures.asked_ahead} ahead",
-                f"stalls {figures.stalls}",
+                f"stalls {figures.stalls} · skipped {figures.skipped}",
             ]
             if source.ready is None and self.outcome is None:
                 queue = f" on queue {self.queue}" if self.queue else ""

@@ -128,6 +128,7 @@ class Figures:
     latency_p95_s: float | None = None
     fps: float | None = None  # frames shown per second over the last second
     stalls: int = 0  # times the display waited for a chunk
+    skipped: int = 0  # frames not drawn because the display was behind
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -161,13 +162,18 @@ class FrameClock:
         self._next_frame_at: float | None = None
         self._shown_times: deque[float] = deque()
         self._starved = False
-        self.frames_shown = 0
+        self.frames_shown = 0  # frames whose time on screen has come (drawn or skipped)
+        self.frames_skipped = 0
         self.stalls = 0
         self.latencies: deque[float] = deque(maxlen=RECENT)
         self.current: Shown | None = None
 
     def tick(self, now: float | None = None) -> Shown | None:
-        """The next frame if one is due now (at most one per call), else None."""
+        """The frame to draw now if one is due, else None.
+
+        A display slower than the video (a busy terminal or CPU) skips frames rather than fall behind:
+        the frames passed over count as played, so the keys are still sampled on the video's clock and
+        what a press asks for is not delayed by the drawing."""
         now = self.clock() if now is None else now
         with self._lock:
             if not self._buffer:
@@ -180,21 +186,25 @@ class FrameClock:
                 self.stalls += self._starved
                 self._starved = False
                 self._next_frame_at = now
-            if now < self._next_frame_at:
+            due = None
+            while self._buffer and now >= self._next_frame_at:
+                self.frames_skipped += due is not None
+                due = self._buffer.popleft()
+                due_at = self._next_frame_at
+                self._next_frame_at += 1 / self.fps
+                self.frames_shown += 1
+                self.latencies.extend(now - pressed for pressed in due.press_times)
+                self.current = due.shown
+                self._on_shown(due_at)
+            if due is None:
                 return None
-            due = self._buffer.popleft()
-            self._next_frame_at += 1 / self.fps
-            self.frames_shown += 1
-            self.latencies.extend(now - pressed for pressed in due.press_times)
             self._shown_times.append(now)
             while self._shown_times and now - self._shown_times[0] > 1.0:
                 self._shown_times.popleft()
-            self.current = due.shown
-            self._on_shown(now)
             return due.shown
 
-    def _on_shown(self, now: float) -> None:
-        """Called under the lock after each frame shown."""
+    def _on_shown(self, due_at: float) -> None:
+        """Called under the lock for each frame played, with the time it was due."""
 
     def _on_starved(self, now: float) -> None:
         """Called under the lock when a frame is asked for and none is buffered."""
@@ -320,9 +330,9 @@ class PlayClient(FrameClock):
 
     # --- the display clock (display thread) --------------------------------------------------------------
 
-    def _on_shown(self, now: float) -> None:
+    def _on_shown(self, due_at: float) -> None:
         if self.frames_shown % FRAMES_PER_LATENT == 1:  # frames 0, 4, 8, ... each begin a latent period
-            self._sample(now)
+            self._sample(due_at)
 
     def _on_starved(self, now: float) -> None:
         # Nothing to show and nothing asked for (e.g. a display slower than the frames): ask now with the
@@ -484,6 +494,7 @@ class PlayClient(FrameClock):
             latency_p95_s=percentile(latencies, 0.95),
             fps=self.shown_fps(),
             stalls=self.stalls,
+            skipped=self.frames_skipped,
         )
 
     def waited_s(self) -> float:
@@ -573,4 +584,5 @@ class ReplayClient(FrameClock):
             generate_s=statistics.median(c.generate_s for c in self.timeline.chunks) if self.timeline.chunks else None,
             fps=self.shown_fps(),
             stalls=self.stalls,
+            skipped=self.frames_skipped,
         )

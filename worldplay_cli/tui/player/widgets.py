@@ -87,7 +87,10 @@ def key_cluster(lit: set[str]) -> Text:
             if glyph == " ":
                 text.append("   ")
             else:
-                text.append(f" {glyph} ", style="bold reverse" if glyph in lit else "dim")
+                # brackets as well as the colour: a lit key reads the same in a monochrome terminal
+                text.append(
+                    f"[{glyph}]" if glyph in lit else f" {glyph} ", style="bold reverse" if glyph in lit else "dim"
+                )
         text.append("\n")
     text.rstrip()
     return text
