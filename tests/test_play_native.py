@@ -126,3 +126,173 @@ def test_a_hundred_chunk_session_holds_no_more_than_its_latents_and_cameras_beyo
     camera_bytes = count * (16 * 4 + 9 * 4 + 8 + 16 * 8)  # viewmats, K (fp32), action (int64), w2c (fp64)
     assert measured[100] - measured[10] == 90 * (latent_bytes + camera_bytes)
     assert measured[100] <= 1.1 * measured[10]
+
+
+# --- NativeSource through a real resident runtime --------------------------------------------------------
+
+# A work horse in its own process: opens a session and waits to be killed.
+HORSE = """
+import json, sys, time
+from pathlib import Path
+
+import numpy as np
+
+from worker.play.native import NativeSource
+from worldplay_cli.contract.play import PlaySpec
+from worldplay_cli.contract.settings import load_settings
+
+class Reporter:
+    settings = load_settings()
+    def stage(self, name): pass
+    def update(self, *args, **kwargs): pass
+    def log(self, line): print(line, flush=True)
+    def check_cancel(self): pass
+
+owner, spec, image_path, work_dir, cameras, prompt = sys.argv[1:]
+source = NativeSource(owner=int(owner))
+source.open(PlaySpec.model_validate_json(spec), Path(image_path), Path(work_dir), Reporter())
+source.generate(0, *[np.array(part) for part in json.loads(cameras)], prompt)
+(Path(work_dir) / "chunk 0 made").touch()
+time.sleep(600)
+"""
+
+
+class LogReporter:
+    """What a session's reporter does for a source: settings, log lines, stages, a cancel flag."""
+
+    def __init__(self):
+        from worldplay_cli.contract.settings import load_settings
+
+        self.settings = load_settings()
+        self.lines: list[str] = []
+
+    def stage(self, name):
+        self.lines.append(f"stage: {name}")
+
+    def update(self, *args, **kwargs):
+        pass
+
+    def log(self, line):
+        self.lines.append(line)
+
+    def check_cancel(self):
+        pass
+
+
+@pytest.fixture
+def resident_owner(worldplay_env, tiny_model_dir, monkeypatch):
+    """A stand-in for the rq worker process that owns the resident runtime: the supervisor the sources
+    start serves it and stops, with its ranks, when it ends."""
+    import subprocess
+    import sys
+
+    from spine_util import alive, wait_until
+    from worker.runtime.client import log_dir, socket_path
+
+    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_model_dir))
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)"])
+    yield owner.pid
+    ranks = log_dir(owner.pid) / "group.txt"
+    pids = [int(pid) for pid in ranks.read_text().split()] if ranks.exists() else []
+    owner.kill()
+    owner.wait()
+    wait_until(lambda: not socket_path(owner.pid).exists(), 30, what="the supervisor to stop with its owner")
+    wait_until(lambda: not any(alive(pid) for pid in pids), 30, what="the ranks to stop with the supervisor")
+
+
+def play_spec(image_path, **fields):
+    import hashlib
+
+    from worldplay_cli.contract.play import PlaySpec
+    from worldplay_cli.contract.specs import ImageRef
+
+    digest = hashlib.sha256(image_path.read_bytes()).hexdigest()
+    values = {
+        "prompt": PROMPT,
+        "image": ImageRef(source=str(image_path), sha256=digest, width=60, height=90),
+        "engine": "native",
+        "variant": "ar-distilled",
+        "steps": 4,
+        "guidance": 1.0,
+        "width": WIDTH,
+        "height": HEIGHT,
+        "seed": 3,
+        "timeout_s": 600,
+    }
+    return PlaySpec(**{**values, **fields})
+
+
+def walk(chunk: int, count: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cameras of chunk `chunk` of a walk forward (latent 0 at the identity), normalised K, action 'w'."""
+    c2w = np.repeat(np.eye(4)[None], count, 0)
+    c2w[:, 2, 3] = 0.25 * np.arange(chunk * count, (chunk + 1) * count)
+    intrinsics = np.repeat(np.array([[[0.6, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1]]]), count, 0)
+    actions = np.full(count, 1 if chunk else 0)
+    if chunk == 0:
+        actions[1:] = 1
+    return c2w, intrinsics, actions
+
+
+@pytest.mark.slow
+def test_native_source_plays_on_the_resident_group_reuses_its_weights_and_survives_a_vanished_horse(
+    resident_owner, pipelines, image, tmp_path
+):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from spine_util import wait_until
+    from worker.play.native import NativeSource
+    from worker.runtime.client import log_dir
+
+    image_path = tmp_path / "input.png"
+    image.save(image_path)
+    spec = play_spec(image_path)
+    prompts = [PROMPT, PROMPT, "a snowy field"]
+
+    # 1. a first session loads the weights; three chunks, the last one with another prompt
+    work_dir = tmp_path / "first"
+    work_dir.mkdir()
+    source, reporter = NativeSource(owner=resident_owner), LogReporter()
+    info = source.open(spec, image_path, work_dir, reporter)
+    assert (info.reused_weights, info.info["variant"], info.info["steps"]) == (False, "ar-distilled", 4)
+    made = [source.generate(chunk, *walk(chunk), prompts[chunk]) for chunk in range(3)]
+    source.close()
+    assert [chunk.frames.shape for chunk in made] == [(13, HEIGHT, WIDTH, 3)] + [(16, HEIGHT, WIDTH, 3)] * 2
+    assert [chunk.context for chunk in made] == [[], [0, 1, 2, 3], list(range(8))]
+    assert list(work_dir.iterdir()) == []  # each chunk's frames file is read and removed
+
+    # the ranks played what a stream in this process plays from the same seed, cameras and prompts
+    local = ARStream(pipelines("ar-distilled"), image, GenerationOptions(width=WIDTH, height=HEIGHT, seed=3))
+    expected = [local.step(*walk(chunk), prompts[chunk]).frames for chunk in range(3)]
+    assert all(np.array_equal(chunk.frames, frames) for chunk, frames in zip(made, expected))
+
+    # 2. a horse that vanishes mid-session (killed): the supervisor cancels the session, the ranks stay
+    horse_dir = tmp_path / "horse"
+    horse_dir.mkdir()
+    cameras = json.dumps([part.tolist() for part in walk(0)])
+    with open(tmp_path / "horse.log", "w") as log:
+        horse = subprocess.Popen(
+            [sys.executable, "-c", HORSE, str(resident_owner), spec.model_dump_json(), str(image_path),
+             str(horse_dir), cameras, PROMPT],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    made_first = horse_dir / "chunk 0 made"
+    wait_until(lambda: made_first.exists() or horse.poll() is not None, 120, what="the horse's first chunk")
+    assert made_first.exists(), (tmp_path / "horse.log").read_text()
+    horse.send_signal(signal.SIGKILL)
+    horse.wait()
+
+    # 3. the next session starts on the same loaded weights
+    work_dir = tmp_path / "second"
+    work_dir.mkdir()
+    source = NativeSource(owner=resident_owner)
+    info = source.open(spec.model_copy(update={"seed": 4}), image_path, work_dir, LogReporter())
+    assert info.reused_weights and info.load_s == 0.0
+    assert source.generate(0, *walk(0), PROMPT).frames.shape == (13, HEIGHT, WIDTH, 3)
+    source.close()
+    supervisor_log = (log_dir(resident_owner) / "supervisor.log").read_text()
+    assert "the job's work horse went away; canceling the job" in supervisor_log
+    assert len([line for line in supervisor_log.splitlines() if "of this worker:" in line]) == 1
+    assert supervisor_log.count("group 1 started") == 1 and "group 2 started" not in supervisor_log

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.job import EngineResult, JobFailed, JobInputs, refuse
+from worker.job import EngineResult, JobInputs, refuse
 
 if TYPE_CHECKING:
     from worker.progress import Reporter
@@ -47,12 +47,9 @@ class NativeEngine:
     uses_gpu = True
 
     def run(self, spec: JobSpec, inputs: JobInputs, out_dir: Path, reporter: Reporter) -> EngineResult:
-        from worker.progress import JobCanceled
         from worker.runtime import client
         from worker.runtime.memory_profiles import requested_profile
-        from worker.runtime.protocol import ConnectionClosed
         from worker.runtime.render import model_dir_for
-        from worldplay_cli.contract.specs import Failure
 
         _check_gpu_count(spec)
         reporter.plan({"load": 0.1, "encode": 0.05, "generate": 0.85})
@@ -69,35 +66,7 @@ class NativeEngine:
             "profile": requested_profile(spec, reporter.settings),
         }
         # the rq worker process is the horse's parent: the supervisor lives as long as it does
-        owner = os.getppid()
-        connection = client.connect(owner)
-        try:
-            connection.send(job)
-            while True:
-                message = connection.receive(0.5)
-                if message is None:
-                    reporter.check_cancel()
-                    continue
-                kind = message["type"]
-                if kind == "stage":
-                    reporter.stage(message["name"])
-                elif kind == "progress":
-                    reporter.update(
-                        message["done"], message["total"], chunk=message["chunk"], num_chunks=message["num_chunks"]
-                    )
-                elif kind == "log":
-                    reporter.log(message["line"])
-                elif kind == "result":
-                    return EngineResult(video=out_dir / "video.mp4", info=message["info"])
-                elif kind == "canceled":
-                    raise JobCanceled("canceled by the user")
-                else:
-                    raise JobFailed(Failure(kind=message["kind"], message=message["message"], hint=message.get("hint")))
-        except ConnectionClosed:
-            raise JobFailed(
-                Failure(kind="engine_error", message="the resident supervisor went away during the job",
-                        hint=f"see {client.log_dir(owner)}")
-            ) from None  # fmt: skip
-        finally:
-            # closing tells the supervisor to cancel a job still running (cancel, timeout)
-            connection.close()
+        with client.ResidentJob(os.getppid(), reporter) as resident:
+            resident.send(job)
+            result = resident.wait("result")
+        return EngineResult(video=out_dir / "video.mp4", info=result["info"])

@@ -132,8 +132,8 @@ class ARStream:
         noise = seeded if noise is None else noise
         if tuple(noise.shape) != self.chunk_shape:
             raise GenerationError(f"injected noise has shape {list(noise.shape)}, expected {list(self.chunk_shape)}")
+        encode_s = self.prepare_prompt(prompt)
         with torch.inference_mode():
-            encode_s = self._ensure_text(prompt)
             return self._step(c2w, intrinsics, actions, prompt, noise, on_step, encode_s)
 
     def _step(self, c2w, intrinsics, actions, prompt, noise, on_step, encode_s) -> StreamChunk:
@@ -169,7 +169,9 @@ class ARStream:
         frames = pipeline.decode_streaming(self.decoder, result.latents, self.options.truncate_pixels)
         return StreamChunk(result, frames, encode_s, time.perf_counter() - started)
 
-    def _ensure_text(self, prompt: str) -> float:
+    @torch.inference_mode()
+    def prepare_prompt(self, prompt: str) -> float:
+        """Make `prompt`'s text K/V ready (encoded unless cached); returns the seconds spent encoding."""
         if prompt in self._text:
             self._text.move_to_end(prompt)
             return 0.0

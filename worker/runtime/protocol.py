@@ -1,10 +1,16 @@
 """JSON lines over Unix sockets: how the job's work horse, the supervisor and rank 0 talk.
 
 horse -> supervisor   {"type": "job", "spec": {...}, "job_dir", "out_dir", "model_dir", "nproc", "profile"}
-supervisor -> rank 0  the same job (plus "attempt"), {"type": "cancel"}, {"type": "stop"}
+                      or a live session: {"type": "job", "kind": "play", "spec": PlaySpec, "image_path",
+                      "work_dir", "model_dir", "nproc": 1, "profile"}, then while it runs
+                      {"type": "chunk", "chunk", "c2w", "intrinsics", "actions", "prompt"} ... {"type": "end"}
+supervisor -> rank 0  the same job (plus "attempt"), the horse's requests as they come, {"type": "cancel"},
+                      {"type": "stop"}
 rank 0 -> supervisor  {"type": "ready"}, {"type": "loaded", ...}, then per job "stage" / "progress" / "log"
-                      events and one of "result" / "error" / "canceled" ("error": kind, message, hint;
-                      `"fatal": false` when the ranks refused the job and stay usable)
+                      events (a session: {"type": "session", "load_s", "reused_weights", "info"} once, then
+                      per chunk {"type": "frames", "chunk", "path", "context", "generate_s"}) and one of
+                      "result" / "error" / "canceled" ("error": kind, message, hint; `"fatal": false` when
+                      the ranks refused the job and stay usable)
 supervisor -> horse   the job's events, relayed
 """
 

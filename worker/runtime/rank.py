@@ -7,6 +7,9 @@ is noticed by the next tick. Every rank renders the job with `worker.runtime.ren
 transformer is sequence parallel across them); rank 0 writes the video and reports stages, steps, logs
 and the result.
 
+A live session (`"kind": "play"`) is served by `worker.runtime.play.serve_session` with the same
+resident pipeline: the horse's requests reach rank 0 through the supervisor and are broadcast like jobs.
+
 A cancel from the supervisor is broadcast at the next denoising step, so all ranks stop at the same
 point and the group stays usable; so does a job the engine refuses (bad request, unusable model
 directory), which every rank refuses at the same point. Any other exception ends the rank: the
@@ -47,6 +50,10 @@ from worker.runtime.render import refusing_unusable_model_dirs, render
 from worldplay_cli.contract.specs import JobSpec
 
 TICK_S = 1.0
+
+
+class _Stopping(Exception):
+    """A stop arrived while a session was being served: the rank ends."""
 
 
 @dataclass
@@ -110,6 +117,14 @@ class RankServer:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def next_request(self) -> dict | None:
+        """A live session's next request (None on an idle tick); raises `JobCanceled` on a cancel."""
+        message = self._next_message()
+        self.check_cancel()
+        if message is not None and message["type"] == "stop":
+            raise _Stopping
+        return message
+
     def check_cancel(self) -> None:
         flag = torch.tensor([1 if self.rank == 0 and self._cancel.is_set() else 0], device=self._collective_device())
         if self.world > 1:
@@ -132,7 +147,10 @@ class RankServer:
                 return
             self._cancel.clear()
             try:
-                self.send({"type": "result", "info": self.run_job(message)})
+                run = self.run_play if message.get("kind") == "play" else self.run_job
+                self.send({"type": "result", "info": run(message)})
+            except _Stopping:
+                return
             except JobCanceled:
                 self.send({"type": "canceled"})
             except JobFailed as failed:
@@ -222,13 +240,7 @@ class RankServer:
         peak.start("load")
         loaded, reused = self.ensure_loaded(message["model_dir"], spec.variant, message["profile"])
         peak.stop()
-        self.jobs += 1
-        loaded.jobs += 1
-        if reused:
-            age = time.time() - loaded.loaded_at
-            self.log(
-                f"resident: reusing {spec.variant} weights loaded {age:.0f} s ago (load #{self.loads}, job {self.jobs} of this group)"
-            )
+        self._count_job(loaded, reused, spec.variant)
         video = Path(message["out_dir"]) / "video.mp4" if self.rank == 0 else None
         inputs = JobInputs(Path(message["job_dir"]), spec)
         facts = render(
@@ -238,12 +250,39 @@ class RankServer:
         return {
             **facts,
             "sequence_parallel": self.world,
-            "resident": {"loads_in_group": self.loads, "jobs_in_group": self.jobs, "reused_weights": reused,
-                         "load_s": round(loaded.load_s, 3)},
+            "resident": self._resident_facts(loaded, reused),
             "memory": {"requested": message["profile"], "profile": loaded.choice.profile,
                        "estimated_peak_bytes": loaded.choice.estimated_peak_bytes, "peak_bytes": peak.stages,
                        "retried_from": message.get("retried_from")},
         }  # fmt: skip
+
+    def run_play(self, message: dict) -> dict:
+        from worker.runtime.play import serve_session
+        from worldplay_cli.contract.play import PlaySpec
+
+        spec = PlaySpec.model_validate(message["spec"])
+        loaded, reused = self.ensure_loaded(message["model_dir"], spec.variant, message["profile"])
+        self._count_job(loaded, reused, spec.variant)
+        opened = {"load_s": round(loaded.load_s, 3) if not reused else 0.0, "reused_weights": reused}
+        facts = serve_session(self, loaded.pipeline, loaded.placement, spec, message, opened)
+        return {**facts, "sequence_parallel": self.world, "resident": self._resident_facts(loaded, reused)}
+
+    def _count_job(self, loaded: Loaded, reused: bool, variant: str) -> None:
+        self.jobs += 1
+        loaded.jobs += 1
+        if reused:
+            age = time.time() - loaded.loaded_at
+            self.log(
+                f"resident: reusing {variant} weights loaded {age:.0f} s ago (load #{self.loads}, job {self.jobs} of this group)"
+            )
+
+    def _resident_facts(self, loaded: Loaded, reused: bool) -> dict:
+        return {
+            "loads_in_group": self.loads,
+            "jobs_in_group": self.jobs,
+            "reused_weights": reused,
+            "load_s": round(loaded.load_s, 3),
+        }
 
 
 class JobReporter:

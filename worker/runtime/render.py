@@ -49,6 +49,19 @@ def refusing_unusable_model_dirs() -> Iterator[None]:
         refuse(error.message, error.hint)
 
 
+def engine_facts(pipeline: WorldPlayPipeline) -> dict:
+    """What the manifest says of the loaded pipeline a job or session ran on."""
+    transformer = pipeline.transformer
+    return {
+        "variant": pipeline.variant,
+        "model_dir": str(pipeline.paths.root),
+        "checkpoint": str(pipeline.paths.action_checkpoint),
+        "device": str(pipeline.device),
+        "dtype": str(transformer.dtype).removeprefix("torch."),
+        "attention": transformer.attention_backend_in_use(),
+    }
+
+
 def render(
     pipeline: WorldPlayPipeline,
     spec: JobSpec,
@@ -61,15 +74,7 @@ def render(
     other ranks of a sequence-parallel group do). Returns the engine facts for the manifest."""
     from worker.pipeline.pipeline import GenerationError, GenerationOptions
 
-    transformer = pipeline.transformer
-    facts = {
-        "variant": spec.variant,
-        "model_dir": str(pipeline.paths.root),
-        "checkpoint": str(pipeline.paths.action_checkpoint),
-        "device": str(pipeline.device),
-        "dtype": str(transformer.dtype).removeprefix("torch."),
-        "attention": transformer.attention_backend_in_use(),
-    }
+    facts = engine_facts(pipeline)
     reporter.log(
         f"native: {spec.variant} from {facts['model_dir']} on {facts['device']} ({facts['dtype']}, attention {facts['attention']})"
     )

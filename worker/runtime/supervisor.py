@@ -14,6 +14,8 @@ Supervision (checked every `POLL_S`):
   the group stays up, with whatever it has loaded.
 - a horse that goes away (cancel, timeout, kill) cancels the job at the next denoising step; if the
   ranks do not confirm within `cancel_grace_s`, the group is torn down and restarted.
+- what a horse sends while its job runs (a live session's chunk requests and its end) is relayed to
+  rank 0 as it comes.
 """
 
 from __future__ import annotations
@@ -122,14 +124,6 @@ class Group:
         stop_ranks(self.processes, grace_s)
         if self.control is not None:
             self.control.close()
-
-
-def _peer_data(client: Connection) -> bytes:
-    """What the client sent, b"" once it is gone: a killed work horse resets the socket instead of closing it."""
-    try:
-        return client.sock.recv(4096)
-    except ConnectionResetError:
-        return b""
 
 
 class Supervisor:
@@ -269,11 +263,16 @@ class Supervisor:
                 return {"type": "error", "kind": "canceled", "message": "the ranks did not stop in time after a cancel"}
             watched = [group.control.sock] + ([client.sock] if client_open else [])
             readable, _, _ = select.select(watched, [], [], POLL_S)
-            if client_open and client.sock in readable and not _peer_data(client):
-                client_open = False
-                cancel_deadline = time.monotonic() + self.cancel_grace_s
-                _log("the job's work horse went away; canceling the job")
-                group.control.send({"type": "cancel"})
+            if client_open and client.sock in readable:
+                try:
+                    # requests of a job in flight (a live session's chunks and its end) go to rank 0
+                    for request in client.receive_available():
+                        group.control.send(request)
+                except ConnectionClosed:
+                    client_open = False
+                    cancel_deadline = time.monotonic() + self.cancel_grace_s
+                    _log("the job's work horse went away; canceling the job")
+                    group.control.send({"type": "cancel"})
             if group.control.sock not in readable:
                 continue
             try:
