@@ -210,27 +210,36 @@ class SelfForcing:
 
     # -- scores and losses --------------------------------------------------------------------------
 
-    def real_x0(self, teacher: WorldPlayTransformer, noisy: torch.Tensor, timesteps: torch.Tensor, batch: Batch):
+    def velocity(
+        self,
+        network: WorldPlayTransformer,
+        attention: str,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        batch: Batch,
+        prompt: PromptEmbeddings,
+        memory=None,
+    ) -> torch.Tensor:
+        """A score network's velocity on the window `noisy` (context forcing adds a memory to condition on)."""
+        return score_velocity(network, attention, noisy, timesteps, batch, prompt, self.config.chunk_latents)
+
+    def real_x0(self, teacher: WorldPlayTransformer, noisy, timesteps, batch: Batch, memory=None) -> torch.Tensor:
         """The teacher's x̂0, guided against the negative prompt when the guidance scale is above 1."""
-        config = self.config
-        attention, chunk = config.teacher.attention, config.chunk_latents
+        attention = self.config.teacher.attention
         cond = x0_prediction(
-            score_velocity(teacher, attention, noisy, timesteps, batch, batch.prompt, chunk), noisy, timesteps
+            self.velocity(teacher, attention, noisy, timesteps, batch, batch.prompt, memory), noisy, timesteps
         )
-        scale = config.real_score_guidance_scale
+        scale = self.config.real_score_guidance_scale
         if scale == 1.0:
             return cond
         uncond_prompt = negative_prompt(self.negative, batch.prompt)
         uncond = x0_prediction(
-            score_velocity(teacher, attention, noisy, timesteps, batch, uncond_prompt, chunk), noisy, timesteps
+            self.velocity(teacher, attention, noisy, timesteps, batch, uncond_prompt, memory), noisy, timesteps
         )
         return uncond + scale * (cond - uncond)
 
-    def fake_velocity(self, critic: WorldPlayTransformer, noisy: torch.Tensor, timesteps: torch.Tensor, batch: Batch):
-        config = self.config
-        return score_velocity(
-            critic, config.critic_attention, noisy, timesteps, batch, batch.prompt, config.chunk_latents
-        )
+    def fake_velocity(self, critic: WorldPlayTransformer, noisy, timesteps, batch: Batch, memory=None):
+        return self.velocity(critic, self.config.critic_attention, noisy, timesteps, batch, batch.prompt, memory)
 
     def score_timesteps(self, generator: torch.Generator, count: int, device) -> torch.Tensor:
         config = self.config
@@ -247,13 +256,14 @@ class SelfForcing:
         batch: Batch,
         generator: torch.Generator,
         mask: torch.Tensor | None = None,
+        memory=None,
     ) -> torch.Tensor:
         timesteps = self.score_timesteps(generator, x0.shape[0], x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         with torch.no_grad():
             noisy = noised(x0.detach(), noise, timesteps)
-            x0_fake = x0_prediction(self.fake_velocity(critic, noisy, timesteps, batch), noisy, timesteps)
-            x0_real = self.real_x0(teacher, noisy, timesteps, batch)
+            x0_fake = x0_prediction(self.fake_velocity(critic, noisy, timesteps, batch, memory), noisy, timesteps)
+            x0_real = self.real_x0(teacher, noisy, timesteps, batch, memory)
         return dmd_generator_loss(x0, x0_fake, x0_real, mask)
 
     def critic_loss(
@@ -263,11 +273,12 @@ class SelfForcing:
         batch: Batch,
         generator: torch.Generator,
         mask: torch.Tensor | None = None,
+        memory=None,
     ) -> torch.Tensor:
         x0 = x0.detach()
         timesteps = self.score_timesteps(generator, x0.shape[0], x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        velocity = self.fake_velocity(critic, noised(x0, noise, timesteps), timesteps, batch)
+        velocity = self.fake_velocity(critic, noised(x0, noise, timesteps), timesteps, batch, memory)
         return critic_flow_loss(velocity, noise, x0, mask)
 
     def losses(

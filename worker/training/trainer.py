@@ -29,7 +29,12 @@ from worker.training.batches import Batch
 from worker.training.checkpoints import STATE_NAME, TRANSFORMER_SUBDIR, WEIGHTS_NAME, read_metadata, write_checkpoint
 from worker.training.self_forcing import Networks, iteration_generator
 from worldplay_cli.contract.errors import BadInput
-from worldplay_cli.contract.training import SelfForcingMethod, StreamingLongTuningMethod, TrainConfig
+from worldplay_cli.contract.training import (
+    ContextForcingMethod,
+    SelfForcingMethod,
+    StreamingLongTuningMethod,
+    TrainConfig,
+)
 
 METRICS_NAME = "metrics.jsonl"
 ROOT_FORWARD_METHODS = ("forward_text", "forward_bi", "forward_context", "forward_chunk", "forward_chunk_causal")
@@ -307,6 +312,10 @@ class Trainer:
 
             vae = load_vae(Path(config.model.model_dir) / "vae", device=self.context.device)
             self.method = StreamingLongTuning(config.method, self.dataset.negative_prompt(), config.seed, vae)
+        elif isinstance(config.method, ContextForcingMethod):
+            from worker.training.context_forcing import ContextForcing
+
+            self.method = ContextForcing(config.method, self.dataset.negative_prompt(), config.seed)
         elif self.distillation:
             from worker.training.self_forcing import SelfForcing
 
