@@ -28,6 +28,24 @@ def test_no_module_of_the_cli_or_trajectories_loads_the_worker_or_torch():
     assert result.stdout.strip() == "[]"
 
 
+# `worldplay --help` as the console script runs it; what it loads is what every command pays to start.
+HELP_PROBE = """
+import sys
+from worldplay_cli.app import main
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+print(sorted({name.split(".")[0] for name in sys.modules} & {"numpy", "torch"}), file=sys.stderr)
+"""
+
+
+def test_worldplay_help_loads_neither_numpy_nor_torch():
+    result = subprocess.run([sys.executable, "-c", HELP_PROBE], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert "Usage" in result.stdout, result.stderr
+    assert result.stderr.strip() == "[]"
+
+
 def test_the_import_contracts_hold():
     lint_imports = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     assert lint_imports, "import-linter is a dev dependency: pip install -e '.[dev]'"
