@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import queue
 import signal
 import threading
 import time
@@ -81,6 +82,8 @@ SOURCES = {"preview": "worker.play.preview:PreviewSource", "native": "worker.pla
 
 # How long one wait for the player's messages lasts: the cancel flag and the idle clock are checked between.
 _INPUT_SLICE_S = 0.2
+# How many made chunks may wait to be put on disk before making the next one waits for them.
+_KEEP_BEHIND = 2
 # A player sending garbage in a loop must not fill the log: the first few bad messages are logged, then a count.
 _BAD_MESSAGES_LOGGED = 20
 _SHUTDOWN = Failure(
@@ -207,6 +210,57 @@ class _Liveness(threading.Thread):
                 return
 
 
+class _Keeper(threading.Thread):
+    """Puts each published chunk on disk, in order, while the next one is made (encoding a segment takes
+    about as long as a preview chunk on a CPU, and would add to every chunk's time on a GPU): its segment,
+    then `trajectory.json` and `timeline.json`, which make it count. At most `_KEEP_BEHIND` chunks wait.
+    The first failure stops it; the session raises it at its next turn."""
+
+    def __init__(self, directory: Path, fps: int):
+        super().__init__(name="play-keeper", daemon=True)
+        self.directory = directory
+        self.fps = fps
+        self.waiting: queue.Queue = queue.Queue(maxsize=_KEEP_BEHIND)
+        self.error: BaseException | None = None
+        self.chunks = 0  # kept so far
+        self.frames = 0
+
+    def keep(self, chunk: int, frames: np.ndarray, c2w: np.ndarray, timeline: Timeline) -> None:
+        """Queue chunk `chunk` (`c2w` and `timeline` as they are with it)."""
+        self.waiting.put((chunk, frames, c2w, timeline))
+
+    def run(self) -> None:
+        from trajectories import DEFAULT_K, Trajectory
+        from worker.video import write_video
+
+        while (item := self.waiting.get()) is not None:
+            chunk, frames, c2w, timeline = item
+            try:
+                if self.error is None:
+                    write_video(iter(frames), self.directory / SEGMENTS_DIR / segment_name(chunk), fps=self.fps)
+                    trajectory = Trajectory(c2w, DEFAULT_K).to_official_json()
+                    write_json_atomic(self.directory / "trajectory.json", trajectory)
+                    write_json_atomic(self.directory / "timeline.json", timeline.model_dump(mode="json"))
+                    self.chunks, self.frames = chunk + 1, self.frames + len(frames)
+            except Exception as exc:  # noqa: BLE001 - handed to the session, which fails with it
+                self.error = exc
+            finally:
+                self.waiting.task_done()
+        self.waiting.task_done()
+
+    def drain(self) -> None:
+        """Wait until every queued chunk is kept (or failed to be)."""
+        self.waiting.join()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        self.waiting.put(None)
+        self.join()
+
+
 class Session:
     """One session's state: the path played so far, the keys waiting for their chunk, the timeline."""
 
@@ -234,6 +288,8 @@ class Session:
         (run.directory / SEGMENTS_DIR).mkdir(exist_ok=True)
         self.liveness = _Liveness(channel)
         self.liveness.start()
+        self.keeper = _Keeper(run.directory, spec.fps)
+        self.keeper.start()
 
     # --- the loop ---------------------------------------------------------------------------------------
 
@@ -270,6 +326,7 @@ class Session:
                     return "quit"
                 self._take(message, chunk)
             self.reporter.check_cancel()
+            self.keeper.raise_error()
             if chunk in self.pending:
                 self._generate(chunk, self.pending.pop(chunk))
                 # A player waiting for a slow chunk has nothing to say: the idle clock starts after it.
@@ -350,7 +407,21 @@ class Session:
             ),
             [_jpeg(frame, self.spec.jpeg_quality) for frame in made.frames],
         )
-        self._keep(chunk, made.frames, poses, held, actions, markers, generate_s)
+        self.c2w = np.concatenate([self.c2w, poses])
+        self.chunks.append(
+            TimelineChunk(
+                chunk=chunk,
+                keys=held,
+                actions=[int(action) for action in actions],
+                prompt_index=len(self.prompts) - 1,
+                first_frame=self.frames,
+                num_frames=len(made.frames),
+                generate_s=round(generate_s, 4),
+                markers=markers,
+            )
+        )
+        self.frames += len(made.frames)
+        self.keeper.keep(chunk, made.frames, self.c2w, self.timeline())
         self.reporter.log(
             f"chunk {chunk}: {' '.join('+'.join(latent) or '-' for latent in held)} -> actions "
             f"{[int(action) for action in actions]}, {generate_s:.2f} s"
@@ -368,32 +439,10 @@ class Session:
         )
         self.reporter.save_meta()
 
-    def _keep(self, chunk, frames, poses, held, actions, markers, generate_s) -> None:
-        """Put the chunk on disk: its segment, then the path and the timeline that make it count."""
-        from trajectories import DEFAULT_K, Trajectory
-        from worker.video import write_video
-
-        directory = self.run.directory
-        write_video(iter(frames), directory / SEGMENTS_DIR / segment_name(chunk), fps=self.spec.fps)
-        self.c2w = np.concatenate([self.c2w, poses])
-        self.chunks.append(
-            TimelineChunk(
-                chunk=chunk,
-                keys=held,
-                actions=[int(action) for action in actions],
-                prompt_index=len(self.prompts) - 1,
-                first_frame=self.frames,
-                num_frames=len(frames),
-                generate_s=round(generate_s, 4),
-                markers=markers,
-            )
-        )
-        self.frames += len(frames)
-        write_json_atomic(directory / "trajectory.json", Trajectory(self.c2w, DEFAULT_K).to_official_json())
-        write_json_atomic(directory / "timeline.json", self.timeline().model_dump(mode="json"))
-
     def timeline(self) -> Timeline:
-        return Timeline(chunk_latents=self.chunk_latents, fps=self.spec.fps, prompts=self.prompts, chunks=self.chunks)
+        return Timeline(
+            chunk_latents=self.chunk_latents, fps=self.spec.fps, prompts=list(self.prompts), chunks=list(self.chunks)
+        )
 
     # --- the end ----------------------------------------------------------------------------------------
 
@@ -401,11 +450,15 @@ class Session:
         """Join the kept chunks into `video.mp4`; returns the manifest's `video` and `play` fields."""
         from worker.video import VideoError
 
+        # What was published and not yet kept is kept now (a failure to keep it ends with the chunks before).
+        self.keeper.drain()
+        if self.keeper.error is not None:
+            self.reporter.log(f"keeping the chunks stopped at chunk {self.keeper.chunks}: {self.keeper.error}")
         outcome = PlayOutcome(
-            reason=reason, chunks=len(self.chunks), frames=self.frames, skipped_messages=self.bad_messages
+            reason=reason, chunks=self.keeper.chunks, frames=self.keeper.frames, skipped_messages=self.bad_messages
         )
         video = None
-        if self.chunks:
+        if outcome.chunks:
             try:
                 final = join_session_video(self.run.directory, detached=True)
             except (OSError, ValueError, VideoError) as exc:
@@ -413,7 +466,7 @@ class Session:
                 self.reporter.log(f"could not join the chunks into video.mp4: {exc}")
             else:
                 video = VideoInfo(
-                    frames=self.frames,
+                    frames=outcome.frames,
                     width=self.spec.width,
                     height=self.spec.height,
                     fps=self.spec.fps,
@@ -424,19 +477,21 @@ class Session:
 
     def finish(self, reason: str) -> dict:
         """A session that ended by itself (quit, idle, max_chunks): outputs, 'finished' manifest, `Ended`."""
+        self.keeper.drain()
+        self.keeper.raise_error()
         outputs = self.save_outputs(reason)
         self.reporter.finish()
         self.run.write_manifest("finished", **outputs)
-        self.reporter.log(f"session ended ({reason}): {len(self.chunks)} chunks, {self.frames} frames")
+        kept: PlayOutcome = outputs["play"]
+        self.reporter.log(f"session ended ({reason}): {kept.chunks} chunks, {kept.frames} frames")
         output_dir = str(self.run.directory)
-        self.channel.publish(Ended(reason=reason, chunks=len(self.chunks), frames=self.frames, output_dir=output_dir))
-        video = outputs["video"]
+        self.channel.publish(Ended(reason=reason, chunks=kept.chunks, frames=kept.frames, output_dir=output_dir))
         return {
-            "video": str(self.run.directory / "video.mp4") if video else None,
+            "video": str(self.run.directory / "video.mp4") if outputs["video"] else None,
             "output_dir": output_dir,
             "reason": reason,
-            "chunks": len(self.chunks),
-            "frames": self.frames,
+            "chunks": kept.chunks,
+            "frames": kept.frames,
             "duration_s": round(time.time() - self.run.started_at, 3),
         }
 
@@ -450,6 +505,7 @@ class Session:
             if self.source is not None:
                 self.source.close()
         finally:
+            self.keeper.stop()
             self.liveness.stopped.set()
             self.liveness.join(timeout=WORKER_ALIVE_EVERY_S + 1)
             try:
