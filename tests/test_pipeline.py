@@ -3,6 +3,8 @@ guidance, memory per chunk, the AR loop against its parts, streaming decode, cle
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -316,9 +318,16 @@ def test_cameras_reach_the_model_rounded_to_bf16_unless_asked_otherwise(pipeline
     assert torch.equal(rounded.w2c, torch.tensor(trajectory.viewmats(), dtype=torch.float64))
 
 
-def test_super_resolution_is_refused_with_the_reason(pipelines, image):
-    pipeline = pipelines("ar-distilled")
+def test_super_resolution_is_refused_before_anything_runs_with_what_would_work(pipelines, image):
+    ar = pipelines("ar")
     options = GenerationOptions(width=WIDTH, height=HEIGHT, super_resolution=True)
+    with pytest.raises(GenerationError, match="--sr needs a 480p bucket size and 16x32 is not one") as error:
+        ar.prepare(PROMPT, image, parse_pose_string("w-3"), options)
+    assert "848x480" in error.value.hint
+    # without the SR weights in the model directory: the download command that fetches them
+    paths = dataclasses.replace(ar.paths, sr_transformer_dir=None, sr_upsampler_dir=None)
+    bare = WorldPlayPipeline("ar", ar.transformer, ar.vae, ar.encoders, paths=paths)
+    options = GenerationOptions(width=848, height=480, super_resolution=True)
     with pytest.raises(GenerationError, match="super-resolution weights are not in") as error:
-        pipeline.prepare(PROMPT, image, parse_pose_string("w-3"), options)
-    assert "worldplay download sr" in error.value.hint
+        bare.prepare(PROMPT, image, parse_pose_string("w-3"), options)
+    assert f"worldplay download sr --model-dir {paths.root}" in error.value.hint

@@ -6,7 +6,11 @@
     decode    each finished chunk goes through the streaming VAE decoder straight into the video writer,
               so the file grows while the next chunk is denoised; the writer finalises it atomically
 
-Everything the official `generate.py` does for one video without `--sr`, minus its traps: the noise is
+    super-resolution  with `super_resolution`: the finished 480p latents through the 720p SR stage
+              (`worker.pipeline.super_resolution`), decoded tiled; the 480p video is then decoded only
+              when it is kept (`pre_sr_output`)
+
+Everything the official `generate.py` does for one video, minus its traps: the noise is
 reproducible on any device (a seeded CPU generator instead of a CUDA one), the memory point cloud is
 seeded, pixels are rounded rather than truncated (`truncate_pixels` restores the official behaviour), and
 bad frame counts are refused instead of decoding noise.
@@ -33,8 +37,10 @@ from worker.pipeline.image import as_pil, generation_size, image_to_video_tensor
 from worker.pipeline.memory import DEFAULT_SEED as MEMORY_SEED
 from worker.pipeline.memory import sample_points_in_sphere
 from worker.pipeline.model_dir import ModelDirError, ModelPaths, download_command, resolve_model_dir
-from worker.pipeline.rollout import ChunkResult, RolloutInputs, StepCallback, ar_rollout, bi_rollout
-from worldplay_cli.contract import variants
+from worker.pipeline.rollout import ChunkResult, RolloutInputs, StepCallback, StepEvent, ar_rollout, bi_rollout
+from worker.pipeline.super_resolution import SuperResolution, sr_condition
+from worldplay_cli.contract import sr, variants
+from worldplay_cli.contract.buckets import RESOLUTION_BASE
 from worldplay_cli.contract.errors import HintedError
 
 CHUNK_LATENTS = variants.view(lambda record: record.chunk_latents)  # variant -> latents per chunk, live
@@ -68,7 +74,7 @@ class GenerationOptions:
     tiling: SpatialTiling | None = None
     memory_seed: int = MEMORY_SEED
     fps: int = FPS
-    super_resolution: bool = False  # the official 720p SR stage (not implemented yet: refused with the reason)
+    super_resolution: bool = False  # the official 720p SR stage after the 480p video (contract.sr)
 
 
 @dataclass
@@ -115,11 +121,13 @@ class GenerationResult:
     steps: int
     guidance_scale: float
     chunks: list[ChunkRecord] = field(default_factory=list)
-    stages: dict[str, float] = field(default_factory=dict)  # seconds: encode, context, denoise, decode
+    stages: dict[str, float] = field(default_factory=dict)  # seconds: encode, context, denoise, decode, sr_*
     latents: torch.Tensor | None = None  # [1, C, T, h, w] denoised (scaled) latents
+    # the SR stage's facts (size, recipe, the kept 480p video) when it ran; width/height stay the 480p size
+    super_resolution: dict | None = None
 
     def info(self) -> dict:
-        return {
+        info = {
             "steps": self.steps,
             "guidance_scale": self.guidance_scale,
             "width": self.width,
@@ -128,6 +136,9 @@ class GenerationResult:
             "stages_s": {name: round(seconds, 4) for name, seconds in self.stages.items()},
             "chunks": [chunk.as_dict() for chunk in self.chunks],
         }
+        if self.super_resolution is not None:
+            info["super_resolution"] = self.super_resolution
+        return info
 
 
 def default_device() -> torch.device:
@@ -143,6 +154,7 @@ class WorldPlayPipeline:
         encoders: ConditionEncoders,
         num_train_timesteps: int = 1000,
         paths: ModelPaths | None = None,
+        super_resolution: SuperResolution | None = None,
     ):
         if variants.find(variant) is None:
             raise GenerationError(f"unknown variant {variant!r}", f"choose one of {', '.join(variants.names())}")
@@ -153,6 +165,8 @@ class WorldPlayPipeline:
         self.encoders = encoders
         self.num_train_timesteps = num_train_timesteps
         self.paths = paths  # where the components came from, when loaded from a model directory
+        # the SR stage: given, or loaded from `paths` by the first job that asks for it and then kept
+        self.super_resolution = super_resolution
 
     @property
     def chunk_latents(self) -> int:
@@ -212,15 +226,37 @@ class WorldPlayPipeline:
         return FlowMatchScheduler(steps, num_train_timesteps=self.num_train_timesteps)
 
     def refuse_super_resolution(self) -> None:
-        if self.paths is not None and not self.paths.has_sr:
-            raise GenerationError(
-                f"the 720p super-resolution weights are not in {self.paths.root}",
-                f"run `{download_command('sr', self.paths.root)}`, or generate without super-resolution",
-            )
+        """For paths with no finished video to super-resolve (a live stream)."""
         raise GenerationError(
-            "the native engine does not implement the 720p super-resolution stage yet",
-            "generate at 480p, or run the official engine for SR",
+            "the 720p super-resolution stage runs on a finished video; a live stream has none",
+            "generate the video with `worldplay generate --sr`",
         )
+
+    def check_super_resolution(self, num_latents: int, width: int, height: int) -> None:
+        """Refuse, before anything runs, an SR request the stage cannot serve or whose weights are missing."""
+        problem = sr.unsupported(self.variant, num_latents, width, height)
+        if problem is not None:
+            raise GenerationError(*problem)
+        if self.super_resolution is None and (self.paths is None or not self.paths.has_sr):
+            where = f" in {self.paths.root}" if self.paths is not None else ""
+            raise GenerationError(
+                f"the 720p super-resolution weights are not{where}",
+                f"run `{download_command(sr.DOWNLOAD_PIECE, self.paths.root if self.paths else None)}`, "
+                "or generate without --sr",
+            )
+
+    def super_resolution_stage(self) -> SuperResolution:
+        """The SR transformer and upsampler, loaded beside the 480p model on first use."""
+        if self.super_resolution is None:
+            with _component("super-resolution weights", self.paths):
+                self.super_resolution = SuperResolution.load(
+                    self.paths.sr_transformer_dir,
+                    self.paths.sr_upsampler_dir,
+                    self.device,
+                    self.transformer.dtype,
+                    self.transformer.attention_processor.backend,
+                )
+        return self.super_resolution
 
     def check_length(self, num_latents: int) -> None:
         from trajectories.latents import latents_to_frames, nearest_valid_latents
@@ -250,11 +286,11 @@ class WorldPlayPipeline:
         `noise` [1, C, T, h, w] replaces the seeded noise, `points` [M, 3] the seeded memory point cloud."""
         started = time.perf_counter()
         self.check_length(trajectory.num_latents)
-        if options.super_resolution:
-            self.refuse_super_resolution()
         steps, guidance = self.recipe(options)
         image = as_pil(image)
         width, height = generation_size(image, options.width, options.height)
+        if options.super_resolution:
+            self.check_super_resolution(trajectory.num_latents, width, height)
         spatial = self.vae.config.ffactor_spatial
         latent_h, latent_w = height // spatial, width // spatial
         num_latents = trajectory.num_latents
@@ -302,10 +338,17 @@ class WorldPlayPipeline:
         return torch.cat([image_latent, mask], dim=1)
 
     def encode_prompt(
-        self, prompt: str, image: Image.Image, negative_prompt: str, guided: bool
+        self, prompt: str, image: Image.Image, negative_prompt: str, guided: bool, resolution: str = "480p"
     ) -> list[PromptEmbeddings]:
-        """Text, glyph and vision states of one prompt: batch-1 embeddings, [negative, positive] if `guided`."""
-        states = self.encoders.encode(prompt, image=image, negative_prompt=negative_prompt, guidance=guided)
+        """Text, glyph and vision states of one prompt: batch-1 embeddings, [negative, positive] if `guided`;
+        the SigLIP crop is the image's bucket at `resolution`."""
+        states = self.encoders.encode(
+            prompt,
+            image=image,
+            negative_prompt=negative_prompt,
+            guidance=guided,
+            base_size=RESOLUTION_BASE[resolution],
+        )
         return split_prompts(states, self.device)
 
     def model_cameras(
@@ -368,9 +411,11 @@ class WorldPlayPipeline:
         options: GenerationOptions,
         result: GenerationResult,
         on_step: StepCallback | None = None,
+        decode: bool = True,
     ) -> Iterator[np.ndarray]:
         """uint8 [H, W, 3] frames of the video, each chunk decoded as soon as it is denoised (or all at
-        the end without `options.streaming_decode`); fills `result` with latents, chunks and timings."""
+        the end without `options.streaming_decode`; none without `decode`); fills `result` with latents,
+        chunks and timings."""
         decoder = StreamingDecoder(self.vae, options.tiling)
         finished: list[torch.Tensor] = []
         stages = result.stages
@@ -380,7 +425,7 @@ class WorldPlayPipeline:
             stages["context"] = stages.get("context", 0.0) + chunk.context_s
             stages["denoise"] = stages.get("denoise", 0.0) + chunk.denoise_s
             finished.append(chunk.latents)
-            if not options.streaming_decode:
+            if not (decode and options.streaming_decode):
                 continue
             started = time.perf_counter()
             frames = self.decode_streaming(decoder, chunk.latents, options.truncate_pixels)
@@ -388,11 +433,71 @@ class WorldPlayPipeline:
             stages["decode"] = stages.get("decode", 0.0) + record.decode_s
             yield from frames
         result.latents = torch.cat(finished, dim=2)
-        if not options.streaming_decode:
+        if decode and not options.streaming_decode:
             started = time.perf_counter()
             video = to_uint8_frames(self.decode(result.latents, options.tiling), options.truncate_pixels)
             stages["decode"] = time.perf_counter() - started
             yield from video
+
+    def super_resolve(
+        self,
+        prompt: str,
+        image: Image.Image,
+        prepared: Prepared,
+        options: GenerationOptions,
+        result: GenerationResult,
+        on_step: StepCallback | None = None,
+        pre_sr_video: str | None = None,
+    ) -> Iterator[np.ndarray]:
+        """uint8 frames of the 720p video of `result.latents` (the finished 480p latents), decoded tiled
+        a few latents at a time; fills `result.super_resolution` (naming the kept 480p video, if any) and
+        its stage timings."""
+        stage = self.super_resolution_stage()
+        started = time.perf_counter()
+        width, height = sr.output_size(prepared.width, prepared.height)
+        spatial = self.vae.config.ffactor_spatial
+        size = (height // spatial, width // spatial)
+        latents = result.latents
+        # 1. the SR noise, then the LQ noise, from one CPU generator seeded like the 480p noise
+        generator = torch.Generator().manual_seed(options.seed)
+        shape = (1, stage.latent_channels, latents.shape[2], *size)
+        noise = torch.randn(shape, generator=generator)
+        lq_noise = torch.randn(shape, generator=generator)
+        # 2. the condition: the image at the 720p size, the upsampled noisy 480p latents; the prompt alone
+        lq = stage.lq_condition(latents, size, lq_noise.to(latents.device))
+        condition, zeroed = sr_condition(self.image_condition(image, width, height), lq)
+        (positive,) = self.encode_prompt(prompt, image, "", guided=False, resolution="720p")
+        stages = result.stages
+        stages["sr_encode"] = time.perf_counter() - started
+
+        # 3. the SR loop, reported as one chunk of 6 steps
+        def report(done: int, total: int) -> None:
+            if on_step is not None:
+                on_step(StepEvent(0, 1, done, total))
+
+        started = time.perf_counter()
+        latents = stage.denoise(noise.to(condition.device), condition, zeroed, positive, report)
+        stages["sr_denoise"] = time.perf_counter() - started
+        result.super_resolution = {
+            "width": width,
+            "height": height,
+            "steps": sr.STEPS,
+            "shift": sr.SHIFT,
+            "strength": sr.STRENGTH,
+            "guidance_scale": 1.0,
+            "latents": list(latents.shape[2:]),
+            "pre_sr_video": pre_sr_video,
+        }
+        # 4. tiled decode (the official stage decodes SR latents tiled), streamed a chunk of latents at a time
+        decoder = StreamingDecoder(self.vae, options.tiling or SpatialTiling())
+        stages["sr_decode"] = 0.0
+        for start in range(0, latents.shape[2], self.chunk_latents):
+            started = time.perf_counter()
+            frames = self.decode_streaming(
+                decoder, latents[:, :, start : start + self.chunk_latents], options.truncate_pixels
+            )
+            stages["sr_decode"] += time.perf_counter() - started
+            yield from frames
 
     def generate(
         self,
@@ -408,14 +513,20 @@ class WorldPlayPipeline:
         on_stage: Callable[[str], None] | None = None,
         frame_filter: Callable[[int, np.ndarray], np.ndarray] | None = None,
         write_video: Callable | None = None,
+        pre_sr_output: str | Path | None = None,
     ) -> GenerationResult:
         """Generate and write `output` (an mp4, written atomically; None: decode but keep no file).
 
-        `frame_filter(index, frame)` post-processes each uint8 frame (e.g. a keyboard overlay);
-        `write_video(frames, path, fps=...)` replaces the default writer (`worker.video.write_video`).
+        With `options.super_resolution`, `output` is the 720p video and `pre_sr_output` (when given) keeps
+        the 480p one. `frame_filter(index, frame)` post-processes each uint8 frame of `output` (e.g. a
+        keyboard overlay); `write_video(frames, path, fps=...)` replaces the default writer
+        (`worker.video.write_video`).
         """
+        if write_video is None:
+            from worker.video import write_video
         if on_stage:
             on_stage("encode")
+        image = as_pil(image)
         prepared = self.prepare(prompt, image, trajectory, options, noise, points)
         result = GenerationResult(
             video=Path(output) if output is not None else None,
@@ -429,15 +540,24 @@ class WorldPlayPipeline:
         )
         if on_stage:
             on_stage("generate")
-        frames = self.frames(prepared, options, result, on_step)
+        keep_pre_sr = options.super_resolution and pre_sr_output is not None
+        frames = self.frames(prepared, options, result, on_step, decode=keep_pre_sr or not options.super_resolution)
+        if options.super_resolution:
+            if keep_pre_sr:
+                write_video(frames, Path(pre_sr_output), fps=options.fps)
+            else:
+                for _ in frames:
+                    pass
+            if on_stage:
+                on_stage("super-resolution")
+            kept = Path(pre_sr_output).name if keep_pre_sr else None
+            frames = self.super_resolve(prompt, image, prepared, options, result, on_step, kept)
         if frame_filter is not None:
             frames = (frame_filter(index, frame) for index, frame in enumerate(frames))
         if output is None:
             for _ in frames:
                 pass
             return result
-        if write_video is None:
-            from worker.video import write_video
         write_video(frames, Path(output), fps=options.fps)
         return result
 
