@@ -8,6 +8,7 @@ that could be taken for a result.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import subprocess
 import tempfile
@@ -207,3 +208,38 @@ def read_video_frames(path: str | os.PathLike) -> np.ndarray:
     finally:
         reader.close()
     return np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
+
+
+def iter_video_frames(path: str | os.PathLike) -> Iterable[np.ndarray]:
+    """The frames of a video one at a time, (H, W, 3) uint8, without holding the clip."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        width, height = next(reader)["size"]
+        for chunk in reader:
+            yield np.frombuffer(chunk, np.uint8).reshape(height, width, 3)
+    finally:
+        reader.close()
+
+
+def write_hud_video(source: str | os.PathLike, actions: np.ndarray, path: str | os.PathLike, fps: float) -> Path:
+    """`source` with the keyboard HUD of one action id per frame (`trajectories.render.frame_actions`) drawn on
+    every frame: the renderer the preview engine and training validation use. Written atomically to `path`;
+    `source` is left as it is."""
+    from trajectories.hud import Hud
+
+    frames = iter_video_frames(source)
+    first = next(frames, None)
+    if first is None:
+        raise VideoError(f"{source} has no frames")
+    overlay = Hud(first.shape[1], first.shape[0])
+
+    def drawn():
+        for index, frame in enumerate(itertools.chain([first], frames)):
+            if index >= len(actions):
+                raise VideoError(f"{source} has more frames than the {len(actions)} actions of its trajectory")
+            yield overlay.draw(frame, int(actions[index]))
+
+    write_video(drawn(), path, fps=fps)
+    return Path(path)
