@@ -269,6 +269,14 @@ class ScoreNetwork(_Strict):
     attention: Literal["bidirectional", "chunk_causal"] = "bidirectional"
 
 
+class TeacherSection(ScoreNetwork):
+    """The real score. `sampling_steps` and `guidance` are how validation samples it for teacher agreement
+    (the student's few-step output against the teacher's many-step output from the same noise)."""
+
+    sampling_steps: int = Field(default=50, ge=1)
+    guidance: float = Field(default=6.0, ge=1)
+
+
 class CriticSection(ScoreNetwork):
     """The fake score (critic): initialised like the teacher by default, trained by flow matching with its
     own AdamW (upstream `fake_score_learning_rate`, `fake_score_betas`, `fake_score_lr_scheduler`)."""
@@ -311,7 +319,7 @@ class SelfForcingMethod(AttentionWindowKeys):
     min_timestep_ratio: float = Field(default=0.0, ge=0, le=1)
     max_timestep_ratio: float = Field(default=1.0, ge=0, le=1)
     memory_points: int = Field(default=50_000, ge=100)
-    teacher: ScoreNetwork = Field(default_factory=ScoreNetwork)
+    teacher: TeacherSection = Field(default_factory=TeacherSection)
     critic: CriticSection
 
     @model_validator(mode="after")
@@ -542,8 +550,10 @@ class ValidationSection(_Strict):
     guidance: float = Field(default=1.0, ge=1)
     seed: int = 0
     hud: bool = True
-    metrics: list[Literal["psnr", "ssim", "action_following", "control_loss"]] = Field(
-        default_factory=lambda: ["psnr", "ssim", "action_following", "control_loss"]
+    # drift: how the last chunk's look departs from the first's (docs/training.md); teacher_agreement:
+    # the student against its teacher from the same noise (distillation methods only)
+    metrics: list[Literal["psnr", "ssim", "action_following", "control_loss", "drift", "teacher_agreement"]] = Field(
+        default_factory=lambda: ["psnr", "ssim", "action_following", "control_loss", "drift"]
     )
 
 
@@ -569,6 +579,13 @@ class TrainConfig(_Strict):
     checkpoint: CheckpointSection
     validation: ValidationSection | None = None
     logging: LoggingSection = Field(default_factory=LoggingSection)
+
+    @model_validator(mode="after")
+    def _teacher_agreement_needs_a_teacher(self) -> TrainConfig:
+        validation = self.validation
+        if validation and "teacher_agreement" in validation.metrics and not isinstance(self.method, SelfForcingMethod):
+            raise ValueError("validation metric teacher_agreement needs a distillation method (it has a teacher)")
+        return self
 
 
 TASK_TRAIN = specs.TASK_TRAIN  # named beside the allowlist, in contract.specs
