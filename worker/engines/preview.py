@@ -26,6 +26,7 @@ class PreviewEngine:
         from trajectories.latents import CHUNK
         from trajectories.render import preview_frames
         from worker.video import write_video
+        from worldplay_cli.contract.specs import HUD_VIDEO_FILE, VIDEO_FILE
 
         reporter.plan({"load": 0.02, "render": 0.98})
         reporter.stage("load")
@@ -35,7 +36,7 @@ class PreviewEngine:
         if warning is not None:
             reporter.log(f"warning: {warning}")
         reporter.stage("render")
-        frames = preview_frames(image, trajectory, spec.width, spec.height, hud=spec.hud)
+        frames = preview_frames(image, trajectory, spec.width, spec.height, hud=False)
 
         latents_per_chunk = CHUNK[spec.variant]
         num_chunks = spec.trajectory.num_latents // latents_per_chunk
@@ -47,6 +48,12 @@ class PreviewEngine:
                 chunk = ((index + 3) // 4) // latents_per_chunk + 1
                 reporter.update(index + 1, spec.frames, chunk=min(chunk, num_chunks), num_chunks=num_chunks)
 
-        video = out_dir / "video.mp4"
+        video = out_dir / VIDEO_FILE
         write_video(counted(), video, fps=spec.fps)
+        if spec.hud:
+            # rendered again rather than drawn over video.mp4: the preview's HUD also says which frames
+            # look mostly past the reference image, which only the renderer knows
+            reporter.stage("hud")
+            hud_frames = preview_frames(image, trajectory, spec.width, spec.height, hud=True)
+            write_video(hud_frames, out_dir / HUD_VIDEO_FILE, fps=spec.fps)
         return EngineResult(video=video, info={"renderer": "trajectories.render.preview_frames", "hud": spec.hud})

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from worldplay_cli.contract import variants
+from worldplay_cli.contract import sr, variants
 from worldplay_cli.contract.buckets import RESOLUTION_BASE, bucket_size  # noqa: F401  (read from here by submit)
 from worldplay_cli.contract.settings import MemoryProfile, Variant
 
@@ -76,6 +76,12 @@ def job_id_token(job_id: str) -> str:
     return parts[2] if len(parts) > 2 else job_id
 
 
+# --- a job's videos ---------------------------------------------------------------------------------------
+
+VIDEO_FILE = "video.mp4"  # the video of every job: clean (no overlay), 720p with --sr
+PRE_SR_VIDEO_FILE = "video_480p.mp4"  # with --sr --keep-pre-sr: the 480p video before the SR stage
+HUD_VIDEO_FILE = "video_hud.mp4"  # with --hud (or `worldplay jobs hud`): video.mp4 with the key HUD drawn on
+
 # --- engines and variants -------------------------------------------------------------------------------
 
 # name -> "module:attribute" of the Engine class in the worker. The CLI only checks names here.
@@ -85,6 +91,7 @@ ENGINES: dict[str, str] = {
     "official": "worker.engines.official:OfficialEngine",
 }
 EXTRA_ENGINES_ENV = "WORLDPLAY_EXTRA_ENGINES"
+ENGINES_WITH_SR = ("native", "official")  # the engines that run the 720p super-resolution stage
 
 
 def engine_table() -> dict[str, str]:
@@ -173,7 +180,14 @@ class JobSpec(_Model):
     height: int = Field(gt=0, le=4096)
     fps: int = Field(default=24, ge=1, le=120)
     gpus: int = Field(default=1, ge=1, le=64)
-    hud: bool = True
+    # Also write video_hud.mp4, the clean video with the trajectory's keys drawn on; video.mp4 is never
+    # overlaid (specs of before this field meant "the preview burns the HUD into video.mp4"; they now get
+    # the separate HUD video instead).
+    hud: bool = False
+    # The 720p super-resolution stage after the 480p generation (contract.sr); width/height stay the 480p
+    # size, video.mp4 is the SR video, keep_pre_sr keeps the 480p one as video_480p.mp4.
+    sr: bool = False
+    keep_pre_sr: bool = False
     output_name: str | None = Field(default=None, max_length=120, pattern=r"^[\w.\- ]+$")
     rewrite: RewriteRecord | None = None
     timeout_s: int = Field(gt=0)
@@ -213,7 +227,29 @@ class JobSpec(_Model):
             )
         if self.engine != "preview" and not self.prompt.strip():
             raise ValueError(f"engine {self.engine} needs a prompt")
+        if self.keep_pre_sr and not self.sr:
+            raise ValueError("keep_pre_sr needs sr")
+        if self.sr and self.engine not in ENGINES_WITH_SR:
+            raise ValueError(f"engine {self.engine} has no super-resolution stage; use {' or '.join(ENGINES_WITH_SR)}")
+        if self.sr:
+            problem = sr.unsupported(self.variant, self.trajectory.num_latents, self.width, self.height)
+            if problem is not None:
+                raise ValueError(problem[0])
         return self
+
+    @property
+    def video_size(self) -> tuple[int, int]:
+        """(width, height) of video.mp4: the 720p bucket of the 480p size with SR, else the size itself."""
+        return sr.output_size(self.width, self.height) if self.sr else (self.width, self.height)
+
+    def videos(self) -> dict[str, tuple[int, int]]:
+        """Every video file the job writes -> its (width, height); all have `frames` frames."""
+        files = {VIDEO_FILE: self.video_size}
+        if self.keep_pre_sr:
+            files[PRE_SR_VIDEO_FILE] = (self.width, self.height)
+        if self.hud:
+            files[HUD_VIDEO_FILE] = self.video_size
+        return files
 
     # how `contract.queue.enqueue` puts it on a queue: the task, and a re-run after a lost worker goes first
     # (it has waited its turn once)
@@ -228,8 +264,8 @@ class JobSpec(_Model):
             "variant": self.variant,
             "prompt": self.prompt[:120],
             "frames": self.frames,
-            "width": self.width,
-            "height": self.height,
+            "width": self.video_size[0],
+            "height": self.video_size[1],
             "output_name": self.output_name,
             "queue": queue,
         }
@@ -268,7 +304,7 @@ class Progress(_Model):
 
 
 class VideoInfo(_Model):
-    file: str = "video.mp4"
+    file: str = VIDEO_FILE
     frames: int
     width: int
     height: int
@@ -302,4 +338,6 @@ class Manifest(_Model):
     gpu: dict[str, Any] | None = None
     timings: Timings
     video: VideoInfo | None = None
+    # the job's other videos (video_480p.mp4, video_hud.mp4), added to version 1 (absent = none)
+    videos: list[VideoInfo] = Field(default_factory=list)
     failure: Failure | None = None
