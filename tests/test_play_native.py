@@ -296,3 +296,57 @@ def test_native_source_plays_on_the_resident_group_reuses_its_weights_and_surviv
     assert "the job's work horse went away; canceling the job" in supervisor_log
     assert len([line for line in supervisor_log.splitlines() if "of this worker:" in line]) == 1
     assert supervisor_log.count("group 1 started") == 1 and "group 2 started" not in supervisor_log
+
+
+@pytest.mark.slow
+def test_a_native_session_on_a_worker_shares_the_resident_weights_with_generation_jobs_and_a_cancel_frees_them(
+    worldplay_env, redis_conn, start_worker, tiny_model_dir, tmp_path, cli, monkeypatch
+):
+    """A real worker on one queue: a generation loads the weights, a session plays on them and is canceled
+    mid-play, the next generation still finds them loaded in the same rank group."""
+    import json
+    from pathlib import Path
+
+    from play_util import Player, dot_image, start_session
+    from spine_util import wait_until
+    from worldplay_cli.contract.play import Chunk, Ended
+    from worldplay_cli.contract.queue import fetch_job
+    from worldplay_cli.contract.settings import load_settings
+
+    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_model_dir))
+    outputs = Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"])
+    worker = start_worker("play")
+
+    def generate(seed: str) -> dict:
+        code, out, err = cli("generate", "--queue-name", "play", "--engine", "native", "--variant", "ar-distilled",
+                             "--pose", "w-3", "--width", "32", "--height", "16", "--prompt", PROMPT, "--seed", seed)  # fmt: skip
+        assert code == 0, err
+        job_id = out.strip()
+        status = wait_until(
+            lambda: (s := fetch_job(redis_conn, job_id).get_status().value) in ("finished", "failed") and s,
+            180,
+            what=f"generation {job_id}",
+        )
+        assert status == "finished", worker.log_path.read_text()[-2000:]
+        return json.loads((outputs / job_id / "manifest.json").read_text())["engine"]["resident"]
+
+    assert generate("1")["reused_weights"] is False
+    job_id, channel = start_session(
+        load_settings(), redis_conn, dot_image(tmp_path / "dot.png"), engine="native", variant="ar-distilled",
+        width=32, height=16,
+    )  # fmt: skip
+    player = Player(channel)
+    ready = player.ready(timeout=120)
+    assert (ready.engine, ready.reused_weights, ready.load_s) == ("native", True, 0.0)
+    player.keys(0, "", "w")
+    player.keys(1, "w+right")
+    chunks = player.wait_for(Chunk, 120, count=2)
+    assert [(message.num_frames, message.context) for message, _ in chunks] == [(13, []), (16, [0, 1, 2, 3])]
+    assert [len(frames) for _, frames in chunks] == [13, 16]
+
+    code, _, err = cli("jobs", "cancel", job_id)
+    assert code == 0, err
+    ended = player.wait_for(Ended, 60)[0][0]
+    assert ended.reason == "canceled" and ended.chunks == 2
+    after = generate("2")
+    assert (after["reused_weights"], after["group"], after["loads_in_worker"]) == (True, 1, 1)
