@@ -5,8 +5,11 @@
 2. Claim the run (`run_key` := this execution id) and write a 'running' manifest.
 3. Let the engine render into a private attempt directory (`.attempt-<n>-<execution>`), so a re-run never
    mixes with a dead run's files.
-4. Check the video decodes to the promised frames and size, re-check the claim, and link it into place
-   as `video.mp4` (a link never replaces an existing file). Only then is the manifest 'finished'.
+4. With `hud`, draw the trajectory's keys over a copy of the video (`video_hud.mp4`) unless the engine
+   wrote one; video.mp4 itself is never overlaid.
+5. Check every video the spec promises (`JobSpec.videos`: video.mp4, and video_480p.mp4 / video_hud.mp4
+   when asked) decodes to the promised frames and size, re-check the claim, and link them into place
+   (a link never replaces an existing file). Only then is the manifest 'finished'.
 Any failure is classified (`worker.job.classify`: bad input, timeout, canceled, OOM, engine error, ...),
 written to the job meta, the manifest and the log (`worker.job.record_end`), and re-raised so rq records
 the job as failed; except when this run no longer owns the job (its worker died, or a re-run took it
@@ -28,7 +31,7 @@ from worker.engines import get_engine
 from worker.job import TAKEN_OVER, JobFailed, JobRun
 from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.settings import job_file_mode
-from worldplay_cli.contract.specs import Failure, JobSpec, VideoInfo
+from worldplay_cli.contract.specs import HUD_VIDEO_FILE, VIDEO_FILE, Failure, JobSpec, VideoInfo
 
 if TYPE_CHECKING:
     from rq.job import Job
@@ -54,6 +57,33 @@ def _commit(run: JobRun, produced: Path, final: Path) -> None:
     os.unlink(produced)
 
 
+def verify_video(path: Path, spec: JobSpec, name: str) -> VideoInfo:
+    """The facts of one of the job's videos, which must decode to the spec's frames at its promised size."""
+    from worker.video import read_video_info
+
+    if not path.is_file():
+        raise JobFailed(Failure(kind="engine_error", message=f"the engine wrote no {name}"))
+    num_frames, width, height, fps = read_video_info(path)
+    expected = (spec.frames, *spec.videos()[name])
+    if (num_frames, width, height) != expected:
+        raise JobFailed(
+            Failure(
+                kind="engine_error",
+                message=f"engine produced {num_frames} frames of {width}x{height} for {name}, "
+                f"expected {expected[0]} of {expected[1]}x{expected[2]}",
+            )
+        )
+    return VideoInfo(file=name, frames=num_frames, width=width, height=height, fps=fps, bytes=path.stat().st_size)
+
+
+def draw_hud(video: Path, inputs, path: Path, fps: float) -> None:
+    """`path`: `video` with the keys of the job's trajectory drawn on (the preview's and training's HUD)."""
+    from trajectories.render import frame_actions
+    from worker.video import write_hud_video
+
+    write_hud_video(video, frame_actions(inputs.load_trajectory()), path, fps)
+
+
 def run_generate(job: Job, spec_data: dict) -> dict:
     """The body of the `worker.tasks.generate` task."""
     run = JobRun(job)
@@ -69,26 +99,22 @@ def run_generate(job: Job, spec_data: dict) -> dict:
         work_dir.mkdir(mode=stat.S_IMODE(directory.stat().st_mode))
         result = engine.run(spec, inputs, work_dir, reporter)
         run.manifest["engine"].update(result.info)
+        produced = {VIDEO_FILE: result.video}
+        produced.update({name: work_dir / name for name in spec.videos() if name != VIDEO_FILE})
+        if spec.hud and not produced[HUD_VIDEO_FILE].exists():
+            reporter.stage("hud")
+            draw_hud(result.video, inputs, produced[HUD_VIDEO_FILE], spec.fps)
 
         reporter.stage("verify")
-        from worker.video import read_video_info
-
-        num_frames, width, height, fps = read_video_info(result.video)
-        if (num_frames, width, height) != (spec.frames, spec.width, spec.height):
-            raise JobFailed(
-                Failure(
-                    kind="engine_error",
-                    message=f"engine produced {num_frames} frames of {width}x{height}, "
-                    f"expected {spec.frames} of {spec.width}x{spec.height}",
-                )
-            )
-        final = directory / "video.mp4"
-        size = result.video.stat().st_size
-        result.video.chmod(job_file_mode(directory))  # engines write with their umask
-        _commit(run, result.video, final)
+        videos = {name: verify_video(path, spec, name) for name, path in produced.items()}
+        for name, path in produced.items():
+            path.chmod(job_file_mode(directory))  # engines write with their umask
+            _commit(run, path, directory / name)
+        final = directory / VIDEO_FILE
         reporter.finish()
-        video = VideoInfo(frames=num_frames, width=width, height=height, fps=fps, bytes=size)
-        run.write_manifest("finished", video=video)
+        video = videos.pop(VIDEO_FILE)
+        num_frames, width, height, fps = video.frames, video.width, video.height, video.fps
+        run.write_manifest("finished", video=video, videos=list(videos.values()))
         JobMeta.set_video(job.meta, str(final))
         job.save_meta()
         reporter.log(f"finished: {final} ({num_frames} frames, {width}x{height}, {time.time() - run.started_at:.1f} s)")
