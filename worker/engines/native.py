@@ -52,7 +52,11 @@ class NativeEngine:
         from worker.runtime.render import model_dir_for
 
         _check_gpu_count(spec)
-        reporter.plan({"load": 0.1, "encode": 0.05, "generate": 0.85})
+        if spec.sr:
+            # six bidirectional steps over every 720p latent at once weigh about as much as the 480p rollout
+            reporter.plan({"load": 0.1, "encode": 0.05, "generate": 0.45, "super-resolution": 0.4})
+        else:
+            reporter.plan({"load": 0.1, "encode": 0.05, "generate": 0.85})
         reporter.stage("load")
         model_dir = model_dir_for(spec, reporter.settings)
         # the ranks check the model directory: the horse stays free of torch, so a job starts at once

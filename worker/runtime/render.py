@@ -73,6 +73,7 @@ def render(
     """Generate `spec` with a loaded pipeline into `video` (None: compute alongside, keep no file, as the
     other ranks of a sequence-parallel group do). Returns the engine facts for the manifest."""
     from worker.pipeline.pipeline import GenerationError, GenerationOptions
+    from worldplay_cli.contract.specs import PRE_SR_VIDEO_FILE
 
     facts = engine_facts(pipeline)
     reporter.log(
@@ -87,6 +88,7 @@ def render(
         height=spec.height,
         fps=spec.fps,
         tiling=tiling,
+        super_resolution=spec.sr,
     )
 
     def on_step(event) -> None:
@@ -102,6 +104,7 @@ def render(
             options,
             on_step=on_step,
             on_stage=reporter.stage,
+            pre_sr_output=video.with_name(PRE_SR_VIDEO_FILE) if spec.keep_pre_sr and video is not None else None,
         )
     except GenerationError as error:
         refuse(error.message, error.hint, kind="bad_input")
