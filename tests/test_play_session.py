@@ -171,3 +171,29 @@ def test_a_running_session_is_listed_with_its_chunks_and_latency(session_world, 
     assert "played: 2 chunks, 29 frames" in out
     channel.send(End())
     assert player.wait_for(Ended)[0][0].reason == "quit"
+
+
+@pytest.mark.slow  # the resident rank group loads the tiny model (~30 s on a shared CPU)
+def test_a_native_session_on_the_tiny_model_plays_and_keeps_its_chunks(
+    worldplay_env, redis_conn, start_worker, tiny_model_dir, tmp_path, monkeypatch
+):
+    from worker.video import read_video_info
+    from worldplay_cli.contract.settings import load_settings
+
+    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_model_dir))
+    start_worker("play")
+    settings = load_settings()
+    image = dot_image(tmp_path / "dot.png")
+    job_id, channel = start_session(settings, redis_conn, image, engine="native", width=16, height=32)
+    player = Player(channel)
+    ready = player.ready(timeout=120)
+    assert (ready.engine, ready.variant, ready.chunk_latents) == ("native", "ar-distilled", 4)
+    player.keys(0, "", "w")
+    player.keys(1, "w+left")
+    first, second = (message for message, _ in player.wait_for(Chunk, count=2, timeout=120))
+    assert [action_name(action) for action in second.actions] == ["W+←"] * 4
+    assert (first.num_frames, second.num_frames) == (13, 16)
+    channel.send(End())
+    ended = player.wait_for(Ended, timeout=60)[0][0]
+    assert (ended.reason, ended.chunks, ended.frames) == ("quit", 2, 29)
+    assert read_video_info(settings.output_root / job_id / "video.mp4")[:3] == (29, 16, 32)
