@@ -9,13 +9,16 @@ from worker.models.checkpoint import ACTION_CHECKPOINT_DIRS, WEIGHTS_NAME
 from worker.pipeline.model_dir import SHARED_PIECES
 
 # The stub records its argv and rank, prints tqdm-like bars per chunk on stderr, and rank 0 writes
-# gen.mp4. A prompt containing "oom" makes it die like a CUDA OOM.
+# gen.mp4; with `--sr true` a 6-step bar follows and rank 0 writes gen_sr.mp4 at the 720p bucket (and gen.mp4
+# only with `--save_pre_sr_video true`), as the official script. A prompt containing "oom" makes it die like
+# a CUDA OOM.
 STUB = r"""
 import argparse, json, os, sys, time
 parser = argparse.ArgumentParser()
 for name in ("prompt", "negative_prompt", "image_path", "pose", "resolution", "model_path", "action_ckpt",
              "model_type", "few_step", "num_inference_steps", "video_length", "height", "width", "seed", "sr",
-             "rewrite", "dtype", "output_path", "offloading", "group_offloading", "use_vae_parallel"):
+             "rewrite", "dtype", "output_path", "offloading", "group_offloading", "use_vae_parallel",
+             "save_pre_sr_video"):
     parser.add_argument("--" + name)
 args = parser.parse_args()
 rank = int(os.environ["RANK"])
@@ -30,22 +33,33 @@ if "oom" in args.prompt:
 latents = (int(args.video_length) - 1) // 4 + 1
 chunk = 16 if args.model_type == "bi" else 4
 steps = int(args.num_inference_steps)
-for _ in range(latents // chunk):
+sr = args.sr == "true"
+def bar(steps):
     for step in range(steps + 1):
         sys.stderr.write(f"\r{100 * step // steps:3d}%|####      | {step}/{steps} [00:00<00:00, 9.00it/s]")
         sys.stderr.flush()
         time.sleep(0.05)
     sys.stderr.write(f"\r100%|##########| {steps}/{steps} [00:00<00:00, 9.00it/s]\n")
-if rank == 0:
+for _ in range(latents // chunk):
+    bar(steps)
+if sr:
+    bar(6)
+def save(name, width, height):
     import imageio_ffmpeg, numpy as np
     os.makedirs(args.output_path, exist_ok=True)
-    width, height = int(args.width), int(args.height)
-    writer = imageio_ffmpeg.write_frames(os.path.join(args.output_path, "gen.mp4"), (width, height), fps=24)
+    writer = imageio_ffmpeg.write_frames(os.path.join(args.output_path, name), (width, height), fps=24)
     writer.send(None)
     for index in range(int(args.video_length)):
         writer.send(np.full((height, width, 3), 10 * index % 255, np.uint8).tobytes())
     writer.close()
-    print("Saved video to:", os.path.join(args.output_path, "gen.mp4"), flush=True)
+    print("Saved video to:", os.path.join(args.output_path, name), flush=True)
+if rank == 0:
+    width, height = int(args.width), int(args.height)
+    if sr:
+        from worldplay_cli.contract.buckets import super_resolution_size
+        save("gen_sr.mp4", *super_resolution_size(width, height))
+    if not sr or args.save_pre_sr_video == "true":
+        save("gen.mp4", width, height)
 """
 
 SMALL = ("--pose", "w-3", "--width", "64", "--height", "32")

@@ -34,7 +34,7 @@ def test_distilled_arguments_spell_out_every_trap():
                                    Path("/job/input.png"), Path("/run/pose.json"), Path("/run/output"))  # fmt: skip
     given = flags(arguments)
     assert given["--few_step"] == "true" and given["--model_type"] == "ar"
-    assert given["--sr"] == "false" and given["--rewrite"] == "false"
+    assert given["--sr"] == "false" and given["--save_pre_sr_video"] == "false" and given["--rewrite"] == "false"
     assert given["--num_inference_steps"] == "4" and given["--video_length"] == "13"
     assert (given["--height"], given["--width"]) == ("32", "64")
     assert given["--pose"] == "/run/pose.json" and given["--output_path"] == "/run/output"
@@ -46,15 +46,29 @@ def test_bidirectional_arguments_and_profiles():
     bi = spec(variant="bi", steps=50, guidance=6.0,
               trajectory={"source": "w-15", "num_latents": 16, "num_frames": 61, "sha256": "0" * 64}, frames=61)  # fmt: skip
     given = flags(
-        official_arguments(
-            bi, Path("/m"), Path("/c"), Path("/i"), Path("/p.json"), Path("/o"), "group-offload", sr=True
-        )
+        official_arguments(bi, Path("/m"), Path("/c"), Path("/i"), Path("/p.json"), Path("/o"), "group-offload")
     )
-    assert given["--model_type"] == "bi" and given["--few_step"] == "false" and given["--sr"] == "true"
+    assert given["--model_type"] == "bi" and given["--few_step"] == "false" and given["--sr"] == "false"
     assert given["--offloading"] == "true" and given["--group_offloading"] == "true"
     assert (
         flags(official_arguments(bi, Path("/m"), Path("/c"), Path("/i"), Path("/p.json"), Path("/o"), "resident"))[
             "--offloading"
+        ]
+        == "false"
+    )
+
+
+def test_super_resolution_arguments_are_spelled_out():
+    """--sr and --save_pre_sr_video are always explicit (the official --sr defaults to true); the 480p size
+    goes in as --width/--height and the official script maps it to the 720p bucket itself."""
+    sr = spec(engine="official", sr=True, keep_pre_sr=True, width=832, height=480)
+    given = flags(official_arguments(sr, Path("/m"), Path("/c"), Path("/i"), Path("/p.json"), Path("/o")))
+    assert given["--sr"] == "true" and given["--save_pre_sr_video"] == "true"
+    assert (given["--width"], given["--height"], given["--resolution"]) == ("832", "480", "480p")
+    without = spec(engine="official", sr=True, width=832, height=480)
+    assert (
+        flags(official_arguments(without, Path("/m"), Path("/c"), Path("/i"), Path("/p.json"), Path("/o")))[
+            "--save_pre_sr_video"
         ]
         == "false"
     )

@@ -3,7 +3,9 @@
 `torchrun --nproc_per_node <gpus> hyvideo/generate.py ...` with arguments mapped from the job spec, around
 the official CLI's traps (reference §1, §13.14):
 - `--few_step true` written out for the distilled model (a bare `--few_step` means False);
-- `--sr false` unless super-resolution was asked for (its weights are not part of the download);
+- `--sr` spelled out (it defaults to true and its weights are not part of the official download): true
+  only for a job with `sr`, whose SR weights are checked first; `--save_pre_sr_video` spelled out too, and
+  the official `gen_sr.mp4` / `gen.mp4` become our `video.mp4` / `video_480p.mp4`;
 - an output directory per job attempt (`--output_path` defaults to None and crashes at save time);
 - the trajectory as a JSON file (pose strings cannot express arbitrary paths);
 - `--video_length` = the spec's frame count, `--height/--width` explicit, `--rewrite false` (prompt
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.job import EngineResult, JobFailed, JobInputs, allowed_path, refuse
-from worldplay_cli.contract import variants
+from worldplay_cli.contract import sr, variants
 
 if TYPE_CHECKING:
     from worker.progress import Reporter
@@ -60,7 +62,6 @@ def official_arguments(
     pose_json: Path,
     output_dir: Path,
     profile: str = "auto",
-    sr: bool = False,
 ) -> list[str]:
     """The `hyvideo/generate.py` arguments for `spec` (every flag explicit, booleans spelled out)."""
     record = variants.get(spec.variant)
@@ -79,7 +80,8 @@ def official_arguments(
         "--height", str(spec.height),
         "--width", str(spec.width),
         "--seed", str(spec.seed),
-        "--sr", "true" if sr else "false",
+        "--sr", "true" if spec.sr else "false",
+        "--save_pre_sr_video", "true" if spec.keep_pre_sr else "false",
         "--rewrite", "false",
         "--dtype", "bf16",
         "--output_path", str(output_dir),
@@ -177,13 +179,16 @@ class OfficialEngine:
 
     def run(self, spec: JobSpec, inputs: JobInputs, out_dir: Path, reporter: Reporter) -> EngineResult:
         from worker.parallel.launch import free_port
-        from worker.pipeline.model_dir import resolve_model_dir
+        from worker.pipeline.model_dir import download_command, resolve_model_dir
         from worker.runtime.memory_profiles import requested_profile
         from worker.runtime.render import model_dir_for, refusing_unusable_model_dirs
-        from worldplay_cli.contract.specs import Failure
+        from worldplay_cli.contract.specs import PRE_SR_VIDEO_FILE, VIDEO_FILE, Failure
 
         settings = reporter.settings
-        reporter.plan({"load": 0.15, "generate": 0.8, "collect": 0.05})
+        if spec.sr:
+            reporter.plan({"load": 0.15, "generate": 0.45, "super-resolution": 0.35, "collect": 0.05})
+        else:
+            reporter.plan({"load": 0.15, "generate": 0.8, "collect": 0.05})
         reporter.stage("load")
         repo = official_repo_for(spec, settings)
         if repo is None or not (repo / SCRIPT).is_file():
@@ -195,6 +200,12 @@ class OfficialEngine:
         model_dir = model_dir_for(spec, settings)
         with refusing_unusable_model_dirs():
             paths = resolve_model_dir(model_dir, spec.variant)
+        if spec.sr and not paths.has_sr:
+            refuse(
+                f"the 720p super-resolution weights are not in {model_dir}",
+                f"run `{download_command(sr.DOWNLOAD_PIECE, model_dir)}` on the worker host, or generate without --sr",
+                kind="bad_input",
+            )
 
         # 1. a private directory per attempt: the pose as JSON, the official output dir, torchrun's logs
         run_dir = out_dir / "official"
@@ -221,10 +232,12 @@ class OfficialEngine:
         console_path = run_dir / "console.log"
         steps, num_chunks = spec.steps, spec.trajectory.num_latents // variants.get(spec.variant).chunk_latents
         parser = ProgressParser(steps, num_chunks)
+        # the SR loop's bar comes after every chunk's: one "chunk" of sr.STEPS
+        sr_parser = ProgressParser(sr.STEPS, 1) if spec.sr else None
         console, rank0_stderr = _Tail(console_path), _Tail()
         pending = b""
         tail_lines: list[str] = []
-        generating = False
+        stage = "load"
         with open(console_path, "wb") as console_file:
             process = subprocess.Popen(
                 command, cwd=repo, env=env, stdout=console_file, stderr=subprocess.STDOUT, start_new_session=True
@@ -234,10 +247,19 @@ class OfficialEngine:
                 exited = process.poll() is not None
                 if rank0_stderr.path is None:
                     rank0_stderr.path = next(iter(sorted(log_dir.glob("**/0/stderr.log"))), None)
-                if parser.feed(rank0_stderr.read()):
-                    if not generating:
-                        generating = True
-                        reporter.stage("generate")
+                output = rank0_stderr.read()
+                if sr_parser is not None and parser.done >= steps * num_chunks:
+                    if sr_parser.feed(output):
+                        if stage != "super-resolution":
+                            stage = "super-resolution"
+                            reporter.stage(stage)
+                        reporter.update(sr_parser.done, sr.STEPS, chunk=1, num_chunks=1)
+                    else:
+                        reporter.check_cancel()
+                elif parser.feed(output):
+                    if stage != "generate":
+                        stage = "generate"
+                        reporter.stage(stage)
                     reporter.update(parser.done, steps * num_chunks, chunk=parser.chunk + 1, num_chunks=num_chunks)
                 else:
                     reporter.check_cancel()
@@ -257,13 +279,17 @@ class OfficialEngine:
         if process.returncode != 0:
             raise JobFailed(_failure(process.returncode, tail_lines, log_dir, spec, profile))
         reporter.stage("collect")
-        produced = output_dir / "gen.mp4"
-        if not produced.is_file():
-            raise JobFailed(
-                Failure(kind="engine_error", message=f"the official script exited 0 but wrote no {produced.name}")
-            )
-        video = out_dir / "video.mp4"
-        os.replace(produced, video)
+        # the official names -> ours: with --sr, gen_sr.mp4 is the video and gen.mp4 the kept 480p one
+        outputs = {"gen_sr.mp4": VIDEO_FILE, "gen.mp4": PRE_SR_VIDEO_FILE} if spec.sr else {"gen.mp4": VIDEO_FILE}
+        for official_name, ours in outputs.items():
+            produced = output_dir / official_name
+            if produced.is_file():
+                os.replace(produced, out_dir / ours)
+            elif ours in spec.videos():
+                raise JobFailed(
+                    Failure(kind="engine_error", message=f"the official script exited 0 but wrote no {official_name}")
+                )
+        video = out_dir / VIDEO_FILE
         info = {
             "variant": spec.variant,
             "official_repo": str(repo),
