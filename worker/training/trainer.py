@@ -682,6 +682,10 @@ class Trainer:
                 ema_weights,
                 self.config.checkpoint.keep_last,
             )
+            if self.distillation:
+                from worker.training.export import write_distilled_layout
+
+                write_distilled_layout(path)
             self._emit({"kind": "checkpoint", "step": step, "path": str(path)})
         self.context.barrier()
         return path
@@ -714,7 +718,7 @@ class Trainer:
     def validate(self, step: int) -> dict:
         context = self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
         with context, torch.no_grad(), self.autocast():
-            results = self.validator.run(self.model, step)
+            results = self.validator.run(self.model, step, self.teacher)
         if results:
             self._emit({"kind": "validation", "step": step, **results})
         return results
