@@ -40,7 +40,7 @@ from worker.pipeline.model_dir import ModelDirError, ModelPaths, download_comman
 from worker.pipeline.rollout import ChunkResult, RolloutInputs, StepCallback, StepEvent, ar_rollout, bi_rollout
 from worker.pipeline.super_resolution import SuperResolution, sr_condition
 from worldplay_cli.contract import sr, variants
-from worldplay_cli.contract.buckets import RESOLUTION_BASE
+from worldplay_cli.contract.buckets import RESOLUTION_BASE, SUPER_RESOLUTION_BASE
 from worldplay_cli.contract.errors import HintedError
 
 CHUNK_LATENTS = variants.view(lambda record: record.chunk_latents)  # variant -> latents per chunk, live
@@ -338,16 +338,21 @@ class WorldPlayPipeline:
         return torch.cat([image_latent, mask], dim=1)
 
     def encode_prompt(
-        self, prompt: str, image: Image.Image, negative_prompt: str, guided: bool, resolution: str = "480p"
+        self,
+        prompt: str,
+        image: Image.Image,
+        negative_prompt: str,
+        guided: bool,
+        base_size: int = RESOLUTION_BASE["480p"],
     ) -> list[PromptEmbeddings]:
         """Text, glyph and vision states of one prompt: batch-1 embeddings, [negative, positive] if `guided`;
-        the SigLIP crop is the image's bucket at `resolution`."""
+        the SigLIP crop is the image's bucket of about `base_size`² pixels."""
         states = self.encoders.encode(
             prompt,
             image=image,
             negative_prompt=negative_prompt,
             guidance=guided,
-            base_size=RESOLUTION_BASE[resolution],
+            base_size=base_size,
         )
         return split_prompts(states, self.device)
 
@@ -466,7 +471,7 @@ class WorldPlayPipeline:
         # 2. the condition: the image at the 720p size, the upsampled noisy 480p latents; the prompt alone
         lq = stage.lq_condition(latents, size, lq_noise.to(latents.device))
         condition, zeroed = sr_condition(self.image_condition(image, width, height), lq)
-        (positive,) = self.encode_prompt(prompt, image, "", guided=False, resolution="720p")
+        (positive,) = self.encode_prompt(prompt, image, "", guided=False, base_size=SUPER_RESOLUTION_BASE)
         stages = result.stages
         stages["sr_encode"] = time.perf_counter() - started
 

@@ -11,7 +11,8 @@ size that is no 480p bucket has no 720p size. Pure Python: the CLI has no numpy 
 
 from __future__ import annotations
 
-RESOLUTION_BASE = {"480p": 640, "720p": 960}  # resolution name -> base_size
+RESOLUTION_BASE = {"480p": 640}  # generation resolution name -> base_size
+SUPER_RESOLUTION_BASE = 960  # the 720p buckets the SR stage maps 480p ones to
 STRIDE = 16
 MAX_RATIO = 4.0
 
@@ -49,4 +50,4 @@ def super_resolution_size(width: int, height: int) -> tuple[int, int] | None:
         return None
     ratio = width / height
     # entries are read (width, height) here, as the official map reads them; min keeps the first of ties
-    return min(bucket_sizes(RESOLUTION_BASE["720p"]), key=lambda size: abs(size[0] / size[1] - ratio))
+    return min(bucket_sizes(SUPER_RESOLUTION_BASE), key=lambda size: abs(size[0] / size[1] - ratio))
