@@ -197,3 +197,28 @@ def _timeline(directory) -> Timeline:
         if path.exists()
         else Timeline(chunk_latents=4, fps=24, prompts=[], chunks=[])
     )
+
+
+def test_a_stopping_worker_ends_its_session_with_the_outputs_and_the_session_is_never_run_again(world):
+    from worker.video import read_video_info
+    from worldplay_cli.contract.queue import fetch_job, rq_queue
+
+    settings, conn, start_worker, image = world
+    worker = start_worker("play")
+    job_id, channel = start_session(settings, conn, image)
+    player = Player(channel)
+    player.ready()
+    _play_chunks(player, 2)
+    worker.send_signal(signal.SIGTERM)  # warm shutdown: the session has shutdown_grace_s (2 s) to end
+    failed = player.wait_for(Failed, timeout=20)[0][0]
+    assert "the worker ended the session" in failed.message and failed.chunks == 2
+    worker.wait(timeout=20)
+    directory = settings.output_root / job_id
+    assert read_video_info(directory / "video.mp4")[0] == 29
+    manifest = PlayManifest.model_validate_json((directory / "manifest.json").read_text())
+    assert (manifest.status, manifest.play.reason, manifest.attempt) == ("failed", "failed", 1)
+
+    # The session ended by itself within the grace, so the job is over, not re-queued: it never runs again.
+    assert wait_until(lambda: _job_status(conn, job_id) == "failed", 10, what="the session's job failed")
+    assert fetch_job(conn, job_id).get_meta(refresh=True)["failure"]["kind"] == "internal"
+    assert rq_queue(conn, "play").count == 0
