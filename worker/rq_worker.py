@@ -3,7 +3,8 @@
 - Only allowlisted tasks run (`GuardedJob`); a refused job fails with the reason, never retried.
 - Every job runs in a work horse (own process group) and everything it starts carries a marker in its
   environment; cancel, timeout and shutdown end the whole tree: SIGTERM, grace, SIGKILL, sweep
-  (`worker.proctree`), including processes in their own sessions (torchrun ranks).
+  (`worker.proctree`), including processes in their own sessions (torchrun ranks). On Linux the worker
+  is a child subreaper, so those are all its descendants (it collects the orphans' exit status itself).
 - Heartbeats every `worker.heartbeat_s`; a job's started-registry entry expires `worker.lost_after_s`
   after the last one, and every worker reaps lost jobs of every queue every `worker.reaper_interval_s`.
 - The work horse dies with its worker: if the worker process vanishes, the horse ends its tree and exits
@@ -42,6 +43,7 @@ from worldplay_cli.contract.queue import (
     GuardedQueue,
     TaskRefused,
     append_log,
+    end_manifest,
     note_attempt,
     reap,
     rq_queue,
@@ -99,6 +101,8 @@ class WorldplayWorker(Worker):
         # rq registers the worker before installing its signal handlers; a supervisor that saw the
         # registration and sent SIGTERM in that gap would kill us outright instead of stopping us warmly.
         self._install_signal_handlers()
+        if not proctree.become_subreaper():
+            self.log.info("Worker %s: not a subreaper here; ending a job's processes scans every process", self.name)
         super().bootstrap(*args, **kwargs)
 
     def check_for_suspension(self, burst: bool):
@@ -121,7 +125,13 @@ class WorldplayWorker(Worker):
     def heartbeat(self, timeout: int | None = None, pipeline=None):
         super().heartbeat(timeout, pipeline)
         if not self.is_horse:
+            self._reap_orphans()
             self._maybe_reap()
+
+    def _reap_orphans(self) -> None:
+        # In the main thread only, the one that waits for the horse: never the horse's exit status.
+        if threading.current_thread() is threading.main_thread():
+            proctree.reap_orphans(spare=self.horse_pid)
 
     def _maybe_reap(self) -> None:
         if time.monotonic() - self._last_reap < self.settings.worker.reaper_interval_s:
@@ -182,6 +192,7 @@ class WorldplayWorker(Worker):
             if self._marker:
                 proctree.terminate(self._marker, grace_s=self.settings.worker.kill_grace_s)
             self._marker = None
+            self._reap_orphans()
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL):
         """Cancel, timeout, shutdown: end the horse's process group and every marked process."""
@@ -241,6 +252,9 @@ class WorldplayWorker(Worker):
             # lacks what the run wrote (attempt). Re-read it and add this attempt, in that same write.
             job.get_meta(refresh=True)
             note_attempt(job, failure)
+        if not recorded and not retry:
+            # Readers wait for rq's status: the manifest says how the run ended before rq says it ended.
+            end_manifest(self.settings.output_root / job.id, "stopped" if stopped else "failed", failure)
         if stopped:
             # rq counts a job stopped on request as a failure of this worker; the user's cancel is not one
             # (`worldplay jobs workers` and the dashboard would blame a healthy worker).
