@@ -189,7 +189,7 @@ def test_sr_serves_every_released_variant_up_to_125_frames_on_a_480p_bucket():
 def test_sr_refusals_name_what_would_work():
     message, hint = sr.unsupported("ar-distilled", 64, 848, 480)
     assert "up to 125 frames (32 latents)" in message and "253 frames (64 latents)" in message
-    assert "--frames 125" in hint
+    assert "at most 125 frames (32 latents)" in hint
     message, hint = sr.unsupported("ar-distilled", 32, 800, 480)
     assert "800x480 is not one" in message and "848x480" in hint
     record = variants.Variant(

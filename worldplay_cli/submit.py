@@ -84,7 +84,9 @@ class GenerateRequest:
     output_name: str | None = None
     negative_prompt: str = ""
     timeout_s: int | None = None
-    hud: bool = True
+    hud: bool = False
+    sr: bool = False
+    keep_pre_sr: bool = False
     rewrite: Literal["best-effort", "required"] | None = None
     model_dir: Path | None = None
     memory_profile: str | None = None
@@ -194,6 +196,8 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
     trajectory_json = json.dumps(trajectory.to_official_json(), indent=2).encode()
 
     width, height = _size(request, image_width, image_height)
+    if request.sr or request.keep_pre_sr:
+        _check_super_resolution(request, settings, engine, variant, trajectory.num_latents, width, height)
     defaults = VARIANT_DEFAULTS[variant]
     try:
         spec = JobSpec(
@@ -222,6 +226,8 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
             height=height,
             gpus=request.gpus,
             hud=request.hud,
+            sr=request.sr,
+            keep_pre_sr=request.keep_pre_sr,
             output_name=request.output_name,
             timeout_s=request.timeout_s if request.timeout_s is not None else settings.job_timeout_s,
             model_dir=str(request.model_dir) if request.model_dir else None,
@@ -243,6 +249,35 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
             f"{'.'.join(map(str, first['loc']))}: {message}" if field else message, "see `worldplay generate --help`"
         ) from None
     return PreparedJob(spec, image_png, trajectory_json)
+
+
+def _check_super_resolution(
+    request: GenerateRequest, settings: Settings, engine: str, variant: str, num_latents: int, width: int, height: int
+) -> None:
+    """`--sr` the stage cannot serve, or whose weights a model directory on this host lacks: one line, with
+    what would work, before anything is enqueued (a worker's directory elsewhere is checked by the worker)."""
+    from worldplay_cli.contract import layout, sr
+    from worldplay_cli.contract.specs import ENGINES_WITH_SR
+
+    if not request.sr:
+        raise BadInput("--keep-pre-sr keeps the 480p video of the super-resolution stage", "add --sr")
+    if engine not in ENGINES_WITH_SR:
+        raise BadInput(
+            f"engine {engine} has no super-resolution stage",
+            f"use --engine {' or '.join(ENGINES_WITH_SR)} with --sr, or drop --sr",
+        )
+    problem = sr.unsupported(variant, num_latents, width, height)
+    if problem is not None:
+        raise BadInput(*problem)
+    model_dir = request.model_dir or settings.model_dir
+    if model_dir is not None and Path(model_dir).expanduser().is_dir():
+        model_dir = Path(model_dir).expanduser()
+        missing = [path for path in layout.SR_FILES if not (model_dir / path).is_file()]
+        if missing:
+            raise BadInput(
+                f"the 720p super-resolution weights are not in {model_dir} (no {missing[0]})",
+                f"run `worldplay download {sr.DOWNLOAD_PIECE} --model-dir {model_dir}`, or drop --sr",
+            )
 
 
 def _shortened(text: str, limit: int = 60) -> str:

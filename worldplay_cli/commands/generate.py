@@ -29,9 +29,12 @@ Runs in the foreground with a progress bar (a worker process is started for the 
 [bold]--queue[/] puts the job on the default queue (setting queue.default_queue; [bold]--queue-name NAME[/]
 for another) served by `worldplay worker` and prints its id ([bold]--wait[/] follows it to the end).
 [bold]--rewrite[/] rewrites the prompt first (best effort); [bold]--rewrite-required[/] fails when it cannot.
+[bold]--sr[/] adds the 720p super-resolution stage (native and official engines; [bold]--keep-pre-sr[/] keeps
+the 480p video too); [bold]--hud[/] also writes the video with the trajectory's keys drawn on.
 Every input is checked before anything is enqueued.
 
-Outputs: <output root>/<job id>/video.mp4, trajectory.json, manifest.json, log.txt.
+Outputs: <output root>/<job id>/video.mp4 (clean; 720p with --sr), video_480p.mp4 (--keep-pre-sr),
+video_hud.mp4 (--hud), trajectory.json, manifest.json, log.txt.
 """
 
 
@@ -76,7 +79,15 @@ def generate(
     gpus: Annotated[int, typer.Option(help="GPUs per job (sequence parallel).")] = 1,
     name: Annotated[Optional[str], typer.Option("--name", help="A label for the output.", show_default=False)] = None,
     negative_prompt: Annotated[str, typer.Option(help="Negative prompt.")] = "",
-    hud: Annotated[bool, typer.Option("--hud/--no-hud", help="Preview: draw the keyboard/mouse overlay.")] = True,
+    hud: Annotated[
+        bool, typer.Option("--hud/--no-hud", help="Also write video_hud.mp4: the video with the keys drawn on.")
+    ] = False,
+    sr: Annotated[
+        bool, typer.Option("--sr", help="Add the 720p super-resolution stage (native, official; up to 125 frames).")
+    ] = False,
+    keep_pre_sr: Annotated[
+        bool, typer.Option("--keep-pre-sr", help="With --sr: keep the 480p video as video_480p.mp4.")
+    ] = False,
     timeout: Annotated[
         Optional[int], typer.Option(help="Job timeout in seconds (default from settings).", show_default=False)
     ] = None,
@@ -141,6 +152,8 @@ def generate(
         negative_prompt=negative_prompt,
         timeout_s=timeout,
         hud=hud,
+        sr=sr,
+        keep_pre_sr=keep_pre_sr,
         rewrite=policy,
         model_dir=model_dir,
         memory_profile=memory_profile,

@@ -43,7 +43,8 @@ def unsupported(variant: str, num_latents: int, width: int, height: int) -> tupl
         return (
             f"--sr handles up to {latents_to_frames(MAX_LATENTS)} frames ({MAX_LATENTS} latents); this video has "
             f"{latents_to_frames(num_latents)} frames ({num_latents} latents)",
-            f"use --frames {latents_to_frames(longest)} or fewer with --sr, or drop --sr",
+            f"use a trajectory of at most {latents_to_frames(longest)} frames ({longest} latents) with --sr, "
+            "or drop --sr",
         )
     if output_size(width, height) is None:
         return (
