@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from worker import proctree
-from worker.job import JobFailed, JobRun, classify, disowned, refuse
+from worker.job import JobFailed, JobRun, classify, refuse
 from worker.progress import JobCanceled
 from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.play import (
@@ -122,14 +122,13 @@ def run_play(job: Job, spec_data: dict) -> dict:
         if stopped:
             canceled = run.conn.exists(cancel_key(job.id))
             exc = JobCanceled("canceled by the user") if canceled else JobFailed(_SHUTDOWN)
-        if disowned(exc):
-            run.record_failure(exc, spec)
-        else:
-            outputs = session.save_outputs("canceled" if isinstance(exc, JobCanceled) else "failed") if session else {}
-            try:
-                run.record_failure(exc, spec, **outputs)
-            finally:
-                _publish_end(channel, run, exc, spec, outputs)
+        # Even a run that no longer owns its job finishes its files (records nothing, though): a session is
+        # never re-run, so nobody else will.
+        outputs = session.save_outputs("canceled" if isinstance(exc, JobCanceled) else "failed") if session else {}
+        try:
+            run.record_failure(exc, spec, **outputs)
+        finally:
+            _publish_end(channel, run, exc, spec, outputs)
         if stopped:
             raise exc from None
         raise
