@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.engines import get_engine
+from worker.hud import write_trajectory_hud
 from worker.job import TAKEN_OVER, JobFailed, JobRun
 from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.settings import job_file_mode
@@ -76,14 +77,6 @@ def verify_video(path: Path, spec: JobSpec, name: str) -> VideoInfo:
     return VideoInfo(file=name, frames=num_frames, width=width, height=height, fps=fps, bytes=path.stat().st_size)
 
 
-def draw_hud(video: Path, inputs, path: Path, fps: float) -> None:
-    """`path`: `video` with the keys of the job's trajectory drawn on (the preview's and training's HUD)."""
-    from trajectories.render import frame_actions
-    from worker.video import write_hud_video
-
-    write_hud_video(video, frame_actions(inputs.load_trajectory()), path, fps)
-
-
 def run_generate(job: Job, spec_data: dict) -> dict:
     """The body of the `worker.tasks.generate` task."""
     run = JobRun(job)
@@ -103,7 +96,7 @@ def run_generate(job: Job, spec_data: dict) -> dict:
         produced.update({name: work_dir / name for name in spec.videos() if name != VIDEO_FILE})
         if spec.hud and not produced[HUD_VIDEO_FILE].exists():
             reporter.stage("hud")
-            draw_hud(result.video, inputs, produced[HUD_VIDEO_FILE], spec.fps)
+            write_trajectory_hud(result.video, inputs.trajectory_path, produced[HUD_VIDEO_FILE], spec.fps)
 
         reporter.stage("verify")
         videos = {name: verify_video(path, spec, name) for name, path in produced.items()}

@@ -8,12 +8,15 @@ the statuses live one floor down in `worldplay_cli.rows`, which both this module
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.contract.errors import BadInput, WorldplayError
 from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.queue import (
     SERIALIZER,
@@ -23,7 +26,9 @@ from worldplay_cli.contract.queue import (
     set_failure,
 )
 from worldplay_cli.contract.specs import (
+    HUD_VIDEO_FILE,
     JOBS_INDEX,
+    VIDEO_FILE,
     Failure,
     JobSpec,
     cancel_key,
@@ -360,3 +365,27 @@ def wait_for(conn: Redis, job_id: str, timeout_s: float | None = None, poll_s: f
         if row.status in ENDED or (deadline is not None and time.monotonic() > deadline):
             return row
         time.sleep(poll_s)
+
+
+def add_hud(settings: Settings, job_id: str) -> dict:
+    """Write `video_hud.mp4` beside a finished job's clean video (in a subprocess: drawing needs the
+    worker's video code, which the CLI never imports); returns its facts."""
+    directory = job_dir(settings, job_id)
+    if not (directory / VIDEO_FILE).is_file():
+        raise BadInput(
+            f"job {job_id} has no {VIDEO_FILE} (yet)", f"wait for it to finish: `worldplay jobs show {job_id}`"
+        )
+    if (directory / HUD_VIDEO_FILE).exists():
+        raise BadInput(f"job {job_id} already has {HUD_VIDEO_FILE}", f"it is {directory / HUD_VIDEO_FILE}")
+    if not (directory / "trajectory.json").is_file():
+        raise BadInput(f"job {job_id} has no trajectory.json to draw the keys from", "it was made without one")
+    completed = subprocess.run(
+        [sys.executable, "-m", "worker.hud", str(directory)], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        lines = completed.stderr.strip().splitlines()
+        raise WorldplayError(
+            f"could not write {HUD_VIDEO_FILE} for job {job_id}: {lines[-1] if lines else 'the writer failed'}",
+            "check the job directory is writable and its video decodes",
+        )
+    return {"job_id": job_id, **json.loads(completed.stdout.strip().splitlines()[-1])}

@@ -493,8 +493,10 @@ class WorldPlayPipeline:
             "latents": list(latents.shape[2:]),
             "pre_sr_video": pre_sr_video,
         }
-        # 4. tiled decode (the official stage decodes SR latents tiled), streamed a chunk of latents at a time
-        decoder = StreamingDecoder(self.vae, options.tiling or SpatialTiling())
+        # 4. decode streamed a chunk of latents at a time; on a GPU tiled, as the official stage decodes SR
+        #    latents (a 720p frame's working set is what tiling is for; host memory has room for it whole)
+        tiling = options.tiling or (SpatialTiling() if latents.device.type == "cuda" else None)
+        decoder = StreamingDecoder(self.vae, tiling)
         stages["sr_decode"] = 0.0
         for start in range(0, latents.shape[2], self.chunk_latents):
             started = time.perf_counter()

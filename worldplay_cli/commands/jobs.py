@@ -269,6 +269,24 @@ def cancel_command(
     _each(runtime, job_ids, lambda job_id: {"status": jobs.cancel_job(runtime.conn, runtime.settings, job_id)}, as_json)
 
 
+@jobs_app.command("hud")
+def hud_command(
+    job_id: JobIdArgument,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    output_root: OutputRootOption = None,
+) -> None:
+    """Add video_hud.mp4 to a finished job: its video with the trajectory's keys drawn on (video.mp4 stays)."""
+    from worldplay_cli import jobs
+    from worldplay_cli.output import emit
+
+    runtime = _runtime(config, redis_url, output_root)
+    job_id = jobs.resolve_job_id(runtime.conn, job_id)
+    result = jobs.add_hud(runtime.settings, job_id)
+    emit(result, as_json, lambda console: console.print(f"HUD video: [bold]{result['video_hud']}[/]", soft_wrap=True))
+
+
 @jobs_app.command("retry")
 def retry_command(
     job_ids: JobIds,
