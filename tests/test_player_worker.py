@@ -151,3 +151,35 @@ def test_play_refuses_bad_input_in_one_line(cli, tmp_path):
     assert code == 2 and "not a finished play session" in err
     code, _out, err = cli("play", "--replay", "no-such-job", "--graphics", "halfblock")
     assert code == 2 and "no job 'no-such-job'" in err
+
+
+async def test_a_native_session_of_the_tiny_model_plays_the_held_keys(play_world, tiny_model_dir):
+    """The native engine behind the same player: `--model-dir` reaches the private worker (its owner's
+    choice), the keys held at the start drive chunk 0, and q leaves the outputs."""
+    from worldplay_cli.tui.player.app import PlayerApp
+    from worldplay_cli.tui.player.launch import start_session
+
+    runtime, image = play_world
+    request = _request(image, engine="native", variant="ar-distilled", model_dir=tiny_model_dir, ahead_chunks=1)
+    session = start_session(runtime, request, None)
+    client = session.client
+    client.sampler.hold_window_s = 3.0  # as above: Pilot's presses are seconds apart on a busy app
+    app = PlayerApp(client, graphics="halfblock", queue=session.queue)
+    try:
+        async with app.run_test(size=(100, 32)) as pilot:
+            await _hold(pilot, app, ("w",), lambda: client.ready is not None, timeout_s=240, what="Ready")
+            await settle(pilot, lambda: client.frames_shown > 0, timeout_s=240, what="chunk 0 on screen")
+            await pilot.press("q")
+            await settle(pilot, lambda: app.return_value is not None, 240, "the session to end")
+    finally:
+        session.close()
+    result = app.return_value
+    assert result.status == "ended" and result.chunks >= 1
+    timeline = Timeline.model_validate_json(
+        (runtime.settings.output_root / session.job_id / "timeline.json").read_text()
+    )
+    assert [action_name(action) for action in timeline.chunks[0].actions] == ["—", "W", "W", "W"]
+    manifest = PlayManifest.model_validate_json(
+        (runtime.settings.output_root / session.job_id / "manifest.json").read_text()
+    )
+    assert manifest.spec.engine == "native" and manifest.play.frames == result.frames
