@@ -197,3 +197,12 @@ def test_a_native_session_on_the_tiny_model_plays_and_keeps_its_chunks(
     ended = player.wait_for(Ended, timeout=60)[0][0]
     assert (ended.reason, ended.chunks, ended.frames) == ("quit", 2, 29)
     assert read_video_info(settings.output_root / job_id / "video.mp4")[:3] == (29, 16, 32)
+
+
+def test_the_dashboard_shows_what_a_live_session_played():
+    from worldplay_cli.rows import JobRow
+    from worldplay_cli.tui.dashboard.widgets import progress_text
+
+    row = JobRow(id="s", status="started", kind="play", play={"chunks": 3, "frames": 45, "latency_s": 0.31})
+    assert progress_text(row).plain == "3 chunks, 45 frames, latency 0.31 s"
+    assert progress_text(JobRow(id="s", status="started", kind="play")).plain == "loading"

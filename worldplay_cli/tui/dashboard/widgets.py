@@ -16,7 +16,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Sparkline, Static
 
 from worldplay_cli.contract.meta import describe_progress
-from worldplay_cli.jobs import STATUSES, JobRow
+from worldplay_cli.jobs import STATUSES, JobRow, describe_play
 from worldplay_cli.jobs_index import duration_s, fraction
 
 STATUS_STYLES = {
@@ -128,6 +128,9 @@ def progress_text(row: JobRow) -> Text:
         return Text(kind.replace("_", " "), style=STATUS_STYLES.get(row.status, ""))
     if row.status in ("queued", "deferred", "scheduled"):
         return Text("waiting", style="dim")
+    if row.kind == "play" and row.status == "started":
+        # a live session has no end to measure against: what it played so far
+        return Text(describe_play(row.play) or "loading", style="yellow")
     done = fraction(row)
     filled = round(done * _BAR_WIDTH)
     text = Text("█" * filled, style="green" if row.status == "finished" else "yellow")
