@@ -177,10 +177,12 @@ def test_a_chunk_that_cannot_be_kept_fails_the_session_with_a_reason_and_keeps_t
     assert wait_until(lambda: not channel.worker_alive(), 5, what="the liveness key released")
 
 
-def test_a_session_ends_by_itself_after_max_chunks(world):
+@pytest.mark.parametrize("limit", ["max_chunks", "max_latents"])
+def test_a_session_ends_by_itself_after_max_chunks_or_the_longest_trajectory(world, limit):
     settings, conn, start_worker, image = world
-    start_worker("play")
-    job_id, channel = start_session(settings, conn, image, max_chunks=2)
+    # A worker whose trajectories may have 8 latents: the played path must stay one it accepts.
+    start_worker("play", env={"WORLDPLAY_LIMITS__MAX_LATENTS": "8"} if limit == "max_latents" else {})
+    job_id, channel = start_session(settings, conn, image, max_chunks=2 if limit == "max_chunks" else 1000)
     player = Player(channel)
     assert player.ready().chunk_latents == 4
     for chunk in range(3):

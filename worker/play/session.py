@@ -314,10 +314,14 @@ class Session:
         )
         self.reporter.stage("play")
         self.reporter.log(f"session ready ({spec.engine}/{spec.variant}, load {info.load_s:.1f} s); waiting for keys")
+        # The played path must stay a trajectory this installation accepts (`limits.max_latents`).
+        max_chunks = min(spec.max_chunks, self.run.settings.limits.max_latents // self.chunk_latents)
+        if max_chunks < spec.max_chunks:
+            self.reporter.log(f"the session ends after {max_chunks} chunks: limits.max_latents is the path's limit")
         last_heard = time.monotonic()
         while True:
             chunk = len(self.chunks)
-            if chunk >= spec.max_chunks:
+            if chunk >= max_chunks:
                 return "max_chunks"
             for message in self.channel.inputs(0 if chunk in self.pending else _INPUT_SLICE_S):
                 last_heard = time.monotonic()
