@@ -16,7 +16,8 @@ encodes nothing). Decoded frames are handed out, never kept.
 Noise: chunk k's initial latents are the k-th draw of shape [1, C, chunk_latents, h, w] from one CPU
 generator seeded with the session's seed, so a seed means the same session on any device. This is not
 the noise of a fixed-length `generate` with that seed (whose one draw covers the whole video and so
-depends on its length); given that noise (`noise=`), a stream reproduces `generate` exactly.
+depends on its length); given the stream's noise (`next_noise` of a fresh stream, chunk after chunk),
+`generate` reproduces the stream exactly.
 """
 
 from __future__ import annotations
@@ -112,13 +113,11 @@ class ARStream:
         intrinsics: np.ndarray,
         actions: np.ndarray,
         prompt: str,
-        noise: torch.Tensor | None = None,
         on_step: Callable[[int], None] | None = None,
     ) -> StreamChunk:
         """Generate the next chunk. `c2w` [chunk_latents, 4, 4] and normalised `intrinsics` [chunk_latents,
         3, 3] float64, `actions` [chunk_latents] int64 are the chunk's own latents (chunk 0 starts at the
-        image, c2w identity, action 0); `noise` replaces the seeded draw (it is drawn, and dropped, anyway
-        so the draws of later chunks do not depend on it); `on_step(step)` follows each denoising step."""
+        image, c2w identity, action 0); `on_step(step)` follows each denoising step."""
         c2w, intrinsics = np.asarray(c2w, dtype=np.float64), np.asarray(intrinsics, dtype=np.float64)
         actions = np.asarray(actions, dtype=np.int64)
         count = self.chunk_latents
@@ -128,10 +127,7 @@ class ARStream:
                 f"actions {actions.shape}",
                 f"pass [{count}, 4, 4], [{count}, 3, 3] and [{count}]",
             )
-        seeded = self.next_noise()
-        noise = seeded if noise is None else noise
-        if tuple(noise.shape) != self.chunk_shape:
-            raise GenerationError(f"injected noise has shape {list(noise.shape)}, expected {list(self.chunk_shape)}")
+        noise = self.next_noise()
         encode_s = self.prepare_prompt(prompt)
         with torch.inference_mode():
             return self._step(c2w, intrinsics, actions, prompt, noise, on_step, encode_s)
@@ -216,6 +212,7 @@ class ARStream:
 def live_tensor_bytes() -> int:
     """Bytes of every distinct tensor storage the garbage collector can reach in this process: weights,
     caches and whatever a session holds (the bounded-memory measure of live play; deterministic, unlike RSS)."""
+    gc.collect()  # what only a reference cycle keeps is garbage, not state
     seen: dict[tuple[str, int], int] = {}
     for item in gc.get_objects():
         if torch.is_tensor(item) and item.device.type != "meta":

@@ -9,7 +9,8 @@ Supervision (checked every `POLL_S`):
 - a rank that exits, at any time, tears the whole group down (SIGTERM, grace, SIGKILL). A job in flight
   fails with the rank and its exit status as the reason; a fresh group is started at once, so the worker
   is healthy for the next job. Collective timeouts only matter for a rank that hangs while alive.
-- an out-of-memory error is retried once, in a fresh group, one memory profile further down the ladder.
+- an out-of-memory error is retried once, in a fresh group, one memory profile further down the ladder
+  (not a live session's: it fails with the hint).
 - a job the ranks refuse (`"fatal": false`: a bad request, an unusable model directory) fails alone;
   the group stays up, with whatever it has loaded.
 - a horse that goes away (cancel, timeout, kill) cancels the job at the next denoising step; if the
@@ -237,7 +238,8 @@ class Supervisor:
             following = (
                 next_profile(outcome["profile"]) if outcome.get("kind") == "oom" and outcome.get("profile") else None
             )
-            if attempt == 1 and following:
+            # a live session is not re-run: its stream and its horse's place in it died with the group
+            if attempt == 1 and following and job.get("kind") != "play":
                 line = f"resident: {outcome['message']} under memory profile {outcome['profile']}; retrying once with {following} in fresh processes"
                 _log(line)
                 self._tell(client, {"type": "log", "line": line})
