@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.models.transformer import WorldPlayTransformerConfig
+from worker.models.transformer import PromptEmbeddings, WorldPlayTransformerConfig
 
 
 @dataclass(frozen=True)
@@ -83,3 +83,10 @@ def bi_chunk_flops(
 def tokens_per_latent(config: WorldPlayTransformerConfig, latent_height: int, latent_width: int) -> int:
     _, patch_height, patch_width = config.patch_size
     return (latent_height // patch_height) * (latent_width // patch_width)
+
+
+def text_tokens(prompt: PromptEmbeddings) -> int:
+    """Text keys an image token attends to: every SigLIP token and the valid byT5 and LLM tokens (the model
+    packs them and drops the padding)."""
+    vision = prompt.vision.shape[1] if prompt.vision is not None else 0
+    return vision + int(prompt.byt5_mask.sum()) + int(prompt.llm_mask.sum())

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from worker.models.checkpoint import load_transformer
+from worker.models.flops import Flops, ar_chunk_flops, bi_chunk_flops, text_tokens, tokens_per_latent
 from worker.models.scheduler import FlowMatchScheduler
 from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer
 from worker.models.vae import HunyuanVideo15VAE, SpatialTiling, StreamingDecoder, load_vae
@@ -99,6 +100,7 @@ class ChunkRecord:
     context_s: float
     denoise_s: float
     decode_s: float = 0.0
+    tflop: float = 0.0  # the chunk's analytic transformer work (`worker.models.flops`), for `worldplay bench`
 
     def as_dict(self) -> dict:
         return {
@@ -108,6 +110,7 @@ class ChunkRecord:
             "context_s": round(self.context_s, 4),
             "denoise_s": round(self.denoise_s, 4),
             "decode_s": round(self.decode_s, 4),
+            "tflop": round(self.tflop, 6),
         }
 
 
@@ -376,6 +379,16 @@ class WorldPlayPipeline:
             ]
         return np.concatenate(pieces)
 
+    def chunk_flops(self, prepared: Prepared, chunk_latents: int, context_latents: int) -> Flops:
+        """The analytic work of one chunk of this video (its grid, text length, steps and guidance branches)."""
+        inputs = prepared.inputs
+        tokens = tokens_per_latent(self.transformer.config, *inputs.noise.shape[-2:])
+        text = max(text_tokens(prompt) for prompt in inputs.prompts)
+        count = bi_chunk_flops if variants.get(self.variant).model_type == "bi" else ar_chunk_flops
+        return count(
+            self.transformer.config, tokens, chunk_latents, context_latents, text, prepared.steps, len(inputs.prompts)
+        )
+
     def rollout(
         self, prepared: Prepared, options: GenerationOptions = GenerationOptions(), on_step: StepCallback | None = None
     ) -> Iterator[ChunkResult]:
@@ -426,6 +439,7 @@ class WorldPlayPipeline:
         stages = result.stages
         for chunk in self.rollout(prepared, options, on_step):
             record = ChunkRecord(chunk.index, (chunk.start, chunk.end), chunk.context, chunk.context_s, chunk.denoise_s)
+            record.tflop = self.chunk_flops(prepared, chunk.end - chunk.start, len(chunk.context)).total / 1e12
             result.chunks.append(record)
             stages["context"] = stages.get("context", 0.0) + chunk.context_s
             stages["denoise"] = stages.get("denoise", 0.0) + chunk.denoise_s

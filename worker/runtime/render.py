@@ -57,6 +57,7 @@ def engine_facts(pipeline: WorldPlayPipeline) -> dict:
         "model_dir": str(pipeline.paths.root),
         "checkpoint": str(pipeline.paths.action_checkpoint),
         "device": str(pipeline.device),
+        "device_name": device_name(pipeline.device),
         "dtype": str(transformer.dtype).removeprefix("torch."),
         "attention": transformer.attention_backend_in_use(),
     }
@@ -114,3 +115,14 @@ def render(
             f"{len(chunk.context)} context latents, denoise {chunk.denoise_s:.2f} s, decode {chunk.decode_s:.2f} s"
         )
     return {**facts, **result.info()}
+
+
+def device_name(device) -> str:
+    """What the hardware is called (`worldplay bench` looks its peak up by it)."""
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
