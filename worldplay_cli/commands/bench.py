@@ -10,7 +10,7 @@ import typer
 from worldplay_cli.contract import variants
 from worldplay_cli.options import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
 
-HELP = """Time the native pipeline stage by stage: load, encode, per chunk the context pass, the denoising steps and the decode; seconds per chunk and frames per second once the memory context is full; peak memory per stage; and the share of the device's dense BF16 peak the steady chunks reach (analytic FLOP count, see docs/pipeline.md). [bold]--tiny[/] benches a tiny random model (any machine, CI)."""
+HELP = """Time the native pipeline stage by stage: load, encode, per chunk the context pass, the denoising steps and the decode; seconds per chunk and frames per second once the memory context is full; peak memory per stage; and the share of the device's dense BF16 peak the steady chunks reach (analytic FLOP count, see docs/performance.md). [bold]--tiny[/] benches a tiny random model (any machine, CI)."""
 
 
 def register(app: typer.Typer) -> None:
