@@ -96,3 +96,35 @@ def test_policies_and_peaks():
     peak.stop()
     del block
     assert peak.stages.keys() == {"load", "encode"} and peak.stages["encode"] >= peak.stages["load"] > 0
+
+
+def test_the_sr_stage_adds_its_own_transformer_and_720p_working_set():
+    from worker.runtime.memory_profiles import GB, SR_TRANSFORMER_BYTES, estimate_stages
+
+    without = estimate_stages("offload", "ar-distilled", 1)
+    stages = estimate_stages("offload", "ar-distilled", 1, sr=True)
+    assert {key: stages[key] for key in without} == without
+    # below resident the 480p transformer's blocks make room: the SR stage holds its own weights alone
+    assert SR_TRANSFORMER_BYTES < stages["super-resolution"] < SR_TRANSFORMER_BYTES + 10 * GB
+    resident = estimate_stages("resident", "ar-distilled", 1, sr=True)
+    assert resident["super-resolution"] > stages["super-resolution"] + 30 * GB  # both transformers, the encoders
+    streamed = estimate_stages("group-offload", "ar-distilled", 1, sr=True)
+    assert streamed["super-resolution"] < 10 * GB
+    # auto picks a profile for the whole job: a GPU where the 480p job fits resident needs a lower rung with SR
+    assert choose_profile("auto", "ar-distilled", 8, 60 * GB).profile == "resident"
+    assert choose_profile("auto", "ar-distilled", 8, 60 * GB, sr=True).profile == "offload"
+
+
+def test_sr_placement_streams_the_sr_blocks_under_streamed_profiles(tiny_model_dir):
+    from worker.pipeline.pipeline import WorldPlayPipeline
+    from worker.runtime.memory_profiles import Placement
+
+    pipeline = WorldPlayPipeline.from_model_dir(tiny_model_dir, "ar-distilled", device="cpu")
+    placement = Placement(pipeline, POLICIES["group-offload"], torch.device("cpu"))
+    assert pipeline.super_resolution is None
+    placement.on_stage("super-resolution")
+    assert pipeline.super_resolution is not None and placement.sr_streamer is not None
+    assert placement.sr_streamer.blocks is pipeline.super_resolution.transformer.double_blocks
+    # a host-memory run has nothing to park
+    placement.on_stage("generate")
+    assert not placement.parked

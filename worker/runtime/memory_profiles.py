@@ -7,6 +7,11 @@
     low-vram       as group-offload, and the VAE decodes in spatial tiles
     auto           the first of the above whose estimated peak fits the GPUs of the job
 
+With `--sr` the 720p super-resolution stage follows: its own 8.3B transformer and a bidirectional pass over
+every 720p latent of the video. While it runs, the 480p transformer's blocks (nearly all of its weights) wait
+in host memory unless the profile is `resident`, and under the streamed profiles the SR transformer's
+blocks are streamed too.
+
 Peak estimates are for the released 480p model in bf16 and are calibrated to the official README
 figures (AR distilled, 125 frames: 72 GB at sp=1, 34 GB at sp=4, 28 GB at sp=8, offloading on); a
 smaller model scales them by its parameter count. They decide `auto` and the doctor's recommendation;
@@ -44,6 +49,14 @@ VAE_TILED_DECODE_BYTES = int(1.5 * GB)
 CONTEXT_KV_BYTES = int(27.6 * GB)
 ACTIVATION_FIXED_BYTES = int(4.7 * GB)
 ACTIVATION_SPLIT_BYTES = int(22.3 * GB)
+# The SR stage (estimates, not calibrated against a run): the SR transformer (the 480p one without the
+# action parameters, with 98 input channels and the meanflow embedder) in bf16, the working set of one
+# bidirectional pass over 32 latents of 45 x 80 tokens (activations of a block, flash attention), the
+# 720p image condition encode, and a tiled 720p decode.
+RELEASED_SR_TRANSFORMER_PARAMS = 8_331_398_432  # counted on the meta device from the SR config
+SR_TRANSFORMER_BYTES = RELEASED_SR_TRANSFORMER_PARAMS * 2
+SR_ACTIVATION_BYTES = int(6.5 * GB)
+SR_DECODE_BYTES = VAE_TILED_DECODE_BYTES
 # Leave room for the allocator's fragmentation and the CUDA context.
 USABLE_FRACTION = 0.92
 
@@ -77,8 +90,9 @@ def guidance_branches(variant: str) -> int:
     return variants.get(variant).cfg_branches
 
 
-def estimate_stages(profile: str, variant: str, sp: int, scale: float = 1.0) -> dict[str, int]:
-    """Estimated peak bytes per GPU of each stage (encode, denoise, decode) under `profile`."""
+def estimate_stages(profile: str, variant: str, sp: int, scale: float = 1.0, sr: bool = False) -> dict[str, int]:
+    """Estimated peak bytes per GPU of each stage (encode, denoise, decode, and with `sr` the SR stage and
+    its decode) under `profile`."""
     policy = POLICIES[profile]
     transformer = STREAMED_TRANSFORMER_BYTES if policy.transformer_streamed else TRANSFORMER_BYTES
     decode = VAE_TILED_DECODE_BYTES if policy.vae_tiled else VAE_DECODE_BYTES
@@ -92,11 +106,17 @@ def estimate_stages(profile: str, variant: str, sp: int, scale: float = 1.0) -> 
         "denoise": transformer + working + VAE_BYTES + encoders_later,
         "decode": transformer + VAE_BYTES + decode + encoders_later,
     }
+    if sr:
+        # the SR pass is not split over ranks; the 480p transformer stays only when resident
+        sr_transformer = STREAMED_TRANSFORMER_BYTES if policy.transformer_streamed else SR_TRANSFORMER_BYTES
+        beside = transformer + encoders_later if profile == "resident" else 0
+        stages["super-resolution"] = sr_transformer + SR_ACTIVATION_BYTES + VAE_BYTES + beside
+        stages["sr_decode"] = sr_transformer + VAE_BYTES + SR_DECODE_BYTES + beside
     return {stage: int(value * scale) for stage, value in stages.items()}
 
 
-def estimate_peak(profile: str, variant: str, sp: int, scale: float = 1.0) -> int:
-    return max(estimate_stages(profile, variant, sp, scale).values())
+def estimate_peak(profile: str, variant: str, sp: int, scale: float = 1.0, sr: bool = False) -> int:
+    return max(estimate_stages(profile, variant, sp, scale, sr).values())
 
 
 @dataclass(frozen=True)
@@ -114,8 +134,10 @@ def choose_profile(
     sp: int,
     gpu_memory_bytes: int | None,
     scale: float = 1.0,
+    sr: bool = False,
 ) -> ProfileChoice:
-    """Resolve `auto` (or check a named profile) for GPUs of `gpu_memory_bytes` each (None: no GPU)."""
+    """Resolve `auto` (or check a named profile) for GPUs of `gpu_memory_bytes` each (None: no GPU), for jobs
+    with the SR stage when `sr`."""
     if requested not in PROFILES:
         raise ProfileError(f"unknown memory profile {requested!r}; choose one of {', '.join(PROFILES)}")
     if gpu_memory_bytes is None:
@@ -123,15 +145,15 @@ def choose_profile(
         return ProfileChoice(profile, requested, None, True, "no GPU: everything stays in host memory")
     budget = gpu_memory_bytes * USABLE_FRACTION
     if requested != "auto":
-        peak = estimate_peak(requested, variant, sp, scale)
+        peak = estimate_peak(requested, variant, sp, scale, sr)
         return ProfileChoice(requested, requested, peak, peak <= budget, "requested")
     for profile in LADDER:
-        peak = estimate_peak(profile, variant, sp, scale)
+        peak = estimate_peak(profile, variant, sp, scale, sr)
         if peak <= budget:
             return ProfileChoice(
                 profile, requested, peak, True, f"estimated peak {peak / GB:.1f} GB fits {gpu_memory_bytes / GB:.0f} GB"
             )
-    peak = estimate_peak(LADDER[-1], variant, sp, scale)
+    peak = estimate_peak(LADDER[-1], variant, sp, scale, sr)
     return ProfileChoice(
         LADDER[-1], requested, peak, False,
         f"even low-vram needs about {peak / GB:.1f} GB per GPU at sp={sp}; more GPUs per job split the context",
@@ -242,6 +264,8 @@ class Placement:
         self.policy = policy
         self.device = device
         self.streamer: BlockStreamer | None = None
+        self.sr_streamer: BlockStreamer | None = None
+        self.parked = False  # the 480p transformer's blocks wait in host memory while the SR stage runs
         if not policy.encoders_resident:
             self._move_encoders("cpu")
         if policy.transformer_streamed:
@@ -257,12 +281,35 @@ class Placement:
         return SpatialTiling()
 
     def on_stage(self, stage: str) -> None:
+        if stage == "super-resolution":
+            self._enter_super_resolution()
+        elif stage in ("encode", "generate") and self.parked:
+            self._move_main_blocks(self.device)
         if self.policy.encoders_resident:
             return
         if stage == "encode":
             self._move_encoders(self.device)
         elif stage == "generate":
             self._move_encoders("cpu")
+
+    def _enter_super_resolution(self) -> None:
+        """Load the SR stage on first use; below `resident` make room for it first: the 480p transformer's
+        blocks go to host memory until the next job's stages (its embedders stay, so the pipeline's device
+        does not change), and streamed profiles stream the SR blocks as well (the 480p ones already are)."""
+        if self.policy.name != "resident" and not self.policy.transformer_streamed:
+            self._move_main_blocks("cpu")
+        stage = self.pipeline.super_resolution_stage()
+        if self.policy.transformer_streamed and self.sr_streamer is None:
+            self.sr_streamer = BlockStreamer(stage.transformer.double_blocks, self.device)
+
+    def _move_main_blocks(self, device) -> None:
+        import torch
+
+        transformer = getattr(self.pipeline.transformer, "model", self.pipeline.transformer)  # unwrap sequence parallel
+        transformer.double_blocks.to(device)
+        self.parked = torch.device(device).type == "cpu" and torch.device(self.device).type != "cpu"
+        if self.parked and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _move_encoders(self, device) -> None:
         import torch
