@@ -189,7 +189,7 @@ class RankServer:
                 }
             )
 
-    def ensure_loaded(self, model_dir: str, variant: str, requested: str) -> tuple[Loaded, bool]:
+    def ensure_loaded(self, model_dir: str, variant: str, requested: str, sr: bool = False) -> tuple[Loaded, bool]:
         """The pipeline for (model dir, variant, profile): the resident one, or a fresh load in its place."""
         from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
         from worker.parallel.ulysses import UlyssesAttention
@@ -202,7 +202,8 @@ class RankServer:
                 config = WorldPlayTransformerConfig.from_json(paths.transformer_dir / "config.json")
                 params = sum(parameter.numel() for parameter in WorldPlayTransformer(config).parameters())
         gpu_memory = torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else None
-        choice = choose_profile(requested, variant, self.world, gpu_memory, params / RELEASED_TRANSFORMER_PARAMS)
+        # a job with the SR stage may need a lower rung than the same job without (then it loads anew)
+        choice = choose_profile(requested, variant, self.world, gpu_memory, params / RELEASED_TRANSFORMER_PARAMS, sr)
         key = (str(model_dir), variant, choice.profile)
         if self.loaded is not None and self.loaded.key == key:
             return self.loaded, True
@@ -238,7 +239,7 @@ class RankServer:
         spec = JobSpec.model_validate(message["spec"])
         peak = PeakMemory(self.device.type)
         peak.start("load")
-        loaded, reused = self.ensure_loaded(message["model_dir"], spec.variant, message["profile"])
+        loaded, reused = self.ensure_loaded(message["model_dir"], spec.variant, message["profile"], spec.sr)
         peak.stop()
         self._count_job(loaded, reused, spec.variant)
         video = Path(message["out_dir"]) / "video.mp4" if self.rank == 0 else None
