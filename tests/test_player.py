@@ -151,6 +151,21 @@ def test_combinations_hold_together_the_later_of_two_opposites_wins_and_unknown_
     assert sampler.held(1.38) == []
 
 
+def test_a_tap_between_two_samples_counts_once_and_space_forgets_it():
+    sampler = KeySampler(hold_window_s=0.4)
+    sampler.press("a", 1.0)
+    sampler.press("right", 1.1)
+    assert sampler.held(2.0) == []  # both let go long before the next sample (e.g. a wait for a chunk)
+    assert sampler.sample(2.0) == ["a", "right"]
+    assert sampler.sample(2.2) == []
+    sampler.press("w", 3.0)
+    sampler.press("s", 3.1)  # the later of two opposites
+    assert sampler.sample(5.0) == ["s"]
+    sampler.press("d", 6.0)
+    sampler.release_all()
+    assert sampler.sample(6.1) == []
+
+
 def test_frames_map_to_their_latents_chunk_zero_starting_with_the_image():
     assert [latent_of_frame(0, index) for index in range(13)] == [0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
     assert [latent_of_frame(3, index) for index in range(16)] == [i // 4 for i in range(16)]
@@ -235,7 +250,7 @@ def test_a_display_slower_than_the_video_skips_frames_and_keeps_sampling_on_the_
     late = client.tick(start + 20 / 24)  # the display was busy for 20 frame periods
     assert late.frame == 20 and client.frames_skipped == 19 and client.frames_shown == 21
     # the frames passed over still took their key samples, each at its own due time: frame 0 before the
-    # press, frames 4 and 8 within its 0.4 s hold, frame 12 (0.5 s) after
+    # press, frames 4 and 8 within its 0.4 s hold, frame 12 (0.5 s) after it
     _drive(client, lambda: len(worker.keys) == 3, what="chunk 2's keys")
     assert worker.keys[2].latents == [[], ["w"], ["w"], []]
 

@@ -16,6 +16,8 @@ chunks are asked for at once, so the worker generates chunk k+1 while chunk k is
 Terminals report key presses, not releases: a key counts as held while it was pressed within the last
 `hold_window_s` (0.4 s by default, longer than a terminal's auto-repeat interval, so a key kept down stays
 held); space lets go of every key at once. Of two opposite keys (W and S, ← and →, ...) the later one wins.
+A sample also takes every key pressed since the previous sample: a short tap, or one made while the video
+waits for a chunk, moves one latent rather than nothing.
 
 `ReplayClient` shows a finished session (its `video.mp4` and `timeline.json`) through the same buffer and clock.
 """
@@ -76,6 +78,7 @@ class KeySampler:
         self.hold_window_s = hold_window_s
         self._last_press: dict[str, float] = {}
         self._hold_started: dict[str, float] = {}
+        self._pressed_since_sample: set[str] = set()
 
     def press(self, key: str, now: float) -> bool:
         """Record a press of a play key (False, and nothing changes, for any other key)."""
@@ -85,17 +88,29 @@ class KeySampler:
             self._hold_started[key] = now
         self._last_press[key] = now
         self._last_press.pop(_OPPOSITE[key], None)
+        self._pressed_since_sample.add(key)
+        self._pressed_since_sample.discard(_OPPOSITE[key])
         return True
 
     def release_all(self) -> None:
         self._last_press.clear()
+        self._pressed_since_sample.clear()
 
     def held(self, now: float) -> list[str]:
         """The held keys, in `PLAY_KEYS` order."""
         return [key for key in PLAY_KEYS if self._held(key, now)]
 
+    def sample(self, now: float) -> list[str]:
+        """The keys of one latent: those held now and those pressed since the previous sample, so a tap
+        between two samples, or while the video waits for a chunk, still counts once."""
+        keys = set(self.held(now))
+        # a key let go since its press, unless its opposite is held now (the later press wins)
+        keys |= {key for key in self._pressed_since_sample if _OPPOSITE[key] not in keys}
+        self._pressed_since_sample.clear()
+        return [key for key in PLAY_KEYS if key in keys]
+
     def hold_started(self, key: str) -> float:
-        """When the current hold of `key` began (its first press within the window)."""
+        """When the latest hold of `key` began (its first press within the window)."""
         return self._hold_started[key]
 
     def _held(self, key: str, now: float) -> bool:
@@ -343,7 +358,7 @@ class PlayClient(FrameClock):
             self._send_ready_keys()
 
     def _sample(self, now: float, complete: bool = True) -> None:
-        held = self.sampler.held(now)
+        held = self.sampler.sample(now)
         new = [self.sampler.hold_started(key) for key in held if key not in self._previous_sample]
         self._previous_sample = set(held)
         self._samples.append((held, new))
