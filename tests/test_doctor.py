@@ -55,6 +55,9 @@ def test_doctor_json_reports_this_environment(worldplay_env, tmp_path):
     assert variants["ar"]["ready"] is False and variants["ar"]["fix"] == "worldplay download ar"
     assert report["recommendation"]["engine"] == "preview"
     assert report["recommendation"]["variant"] == "ar-distilled"
+    # the optional SR stage: not a failure, the command that fetches it
+    assert checks["super-resolution"]["status"] == "ok" and "not downloaded" in checks["super-resolution"]["detail"]
+    assert checks["super-resolution"]["hint"] == "worldplay download sr"
 
 
 @pytest.mark.slow
@@ -97,6 +100,13 @@ def test_recommendation_for_eight_48gb_gpus_uses_sequence_parallel():
     assert (advice["gpus_per_job"], advice["memory_profile"]) == (4, "offload")
     assert advice["worker_command"] == "worldplay worker --gpus 0-3,4-7"
     assert any("flash-attn" in note for note in advice["notes"])
+
+
+def test_recommendation_adds_no_sr_note_when_jobs_with_sr_fit_the_same_rung():
+    # on 8 x 48 GB at sp=4 the 480p job keeps its transformer resident; the SR stage's own transformer and
+    # 720p working set still fit the offload rung, which parks the 480p blocks while it runs
+    advice = recommend(torch_with(8, 48), {"installed": True}, ["ar-distilled"])
+    assert not any("--sr" in note for note in advice["notes"])  # same rung with and without SR
 
 
 def test_recommendation_warns_when_nothing_fits():

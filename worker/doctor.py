@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from worker.runtime.memory_profiles import GB, choose_profile
-from worldplay_cli.contract import variants
+from worldplay_cli.contract import layout, sr, variants
 
 HEADS = 16  # of the released transformer: sequence-parallel degrees must divide it
 
@@ -77,6 +77,13 @@ def probe_model_dir(model_dir: Path) -> dict:
             "missing": [f"{piece.what} ({piece.path})" for piece in missing],
             "fix": download_command(variant) if missing else None,
         }
+    # the optional 720p super-resolution stage (`generate --sr`)
+    missing_sr = [path for path in layout.SR_FILES if not (model_dir / path).is_file()]
+    result["super_resolution"] = {
+        "ready": not missing_sr,
+        "missing": missing_sr,
+        "fix": download_command(sr.DOWNLOAD_PIECE) if missing_sr else None,
+    }
     return result
 
 
@@ -123,6 +130,14 @@ def recommend(torch_info: dict, flash_attn: dict, ready_variants: list[str]) -> 
     sp, choice = (fast or fitting or choices[-1:])[0]
     if not choice.fits:
         notes.insert(0, f"{choice.reason}: expect out-of-memory failures on {len(gpus)} x {memory / GB:.0f} GB")
+    with_sr = choose_profile("auto", variant, sp, memory, sr=True)
+    if choice.fits and not with_sr.fits:
+        notes.append(f"--sr (720p super-resolution) does not fit {memory / GB:.0f} GB GPUs: {with_sr.reason}")
+    elif choice.fits and with_sr.profile != choice.profile:
+        notes.append(
+            f"jobs with --sr run memory profile {with_sr.profile} (estimated peak "
+            f"{with_sr.estimated_peak_bytes / GB:.1f} GB per GPU: the SR stage adds its own 8.3B transformer)"
+        )
     elif sp > 1:
         notes.append(f"{sp} GPUs per job (sequence parallel) so the context cache fits; one job at a time per set")
     if len(gpus) // sp > 1:

@@ -65,6 +65,7 @@ def diagnose(settings, python: str) -> dict:
         check_output_root(settings.output_root),
     ]
     checks.append(check_model_dir(probe, model_dir))
+    checks.append(check_super_resolution(probe))
     return {
         "checks": checks,
         "recommendation": probe["recommendation"] if probe else None,
@@ -183,6 +184,18 @@ def check_model_dir(probe: dict | None, model_dir: Path) -> dict:
             first["fix"],
         )
     return _check("model dir", "ok", f"{model_dir}: ready: {', '.join(ready)}")
+
+
+def check_super_resolution(probe: dict | None) -> dict:
+    """The optional 720p SR stage: its weights present, or the command that fetches them (not a failure)."""
+    state = ((probe or {}).get("model_dir") or {}).get("super_resolution")
+    if state is None:
+        return _check("super-resolution", "warn", "not checked (no model directory or no worker probe)")
+    if state["ready"]:
+        return _check("super-resolution", "ok", "720p SR weights present: `worldplay generate --sr` works")
+    return _check(
+        "super-resolution", "ok", f"optional 720p SR weights not downloaded (no {state['missing'][0]})", state["fix"]
+    )
 
 
 def render(console: Console, report: dict) -> None:
