@@ -114,7 +114,7 @@ def test_the_student_rollout_and_the_ar_rollout_keep_the_same_window():
     from worker.pipeline.rollout import RolloutInputs, ar_rollout
     from worker.training.batches import SampleBuilder
     from worker.training.dataset import PreparedDataset
-    from worker.training.self_forcing import SelfForcing, full_condition
+    from worker.training.self_forcing import Draws, SelfForcing, full_condition
     from worldplay_cli.contract.training import validate_config
 
     method = {
@@ -130,9 +130,10 @@ def test_the_student_rollout_and_the_ar_rollout_keep_the_same_window():
     dataset = PreparedDataset(prepared_dataset())
     batch = SampleBuilder(dataset, config, 0, 0.0).batch(0, 0, 1, 0, 1, 1)
     student = load_transformer(tiny_model_dir(), tiny_model_dir() / "ar_model", dtype=torch.float32)
+    generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
         rolled = SelfForcing(config, dataset.negative_prompt(), 0).rollout(
-            student, batch, torch.Generator().manual_seed(5), with_grad=False
+            student, batch, Draws(generator, generator), with_grad=False
         )
     generator = torch.Generator().manual_seed(5)
     inputs = RolloutInputs(

@@ -60,7 +60,7 @@ def test_the_teacher_context_is_the_union_of_the_student_contexts_minus_the_scor
 def test_scores_see_the_memory_clean_at_the_context_timestep_and_only_the_scored_chunks_get_gradients():
     from worker.models.checkpoint import load_transformer
     from worker.training.context_forcing import ContextForcing
-    from worker.training.self_forcing import Networks
+    from worker.training.self_forcing import Draws, Networks
 
     config = _config(prepared_dataset().parent / "unused", teacher={"init": "bi"}).method
     dataset, batch = _batch(validate_config(train_config_data(prepared_dataset().parent / "u", method=METHOD)))
@@ -83,7 +83,8 @@ def test_scores_see_the_memory_clean_at_the_context_timestep_and_only_the_scored
     teacher.forward_bi, student.forward_chunk = spy_bi, spy_chunk
     method = ContextForcing(config, dataset.negative_prompt(), 0)
     method.config = config.model_copy(update={"last_step_only": True})
-    losses = method.window_losses(Networks(student, teacher, teacher), batch, torch.Generator().manual_seed(0), True)
+    draws = Draws(torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    losses = method.window_losses(Networks(student, teacher, teacher), batch, draws, True)
     # history chunks 0, 1 without gradients; the scored chunks 2, 3 with them at their exit step
     assert grads == [False] * 8 + [False, False, False, True] * 2
     assert losses.generator.requires_grad and losses.critic.requires_grad

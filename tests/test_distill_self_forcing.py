@@ -127,13 +127,14 @@ def test_the_rollout_is_the_inference_rollout_and_runs_once_per_iteration():
     from worker.models.scheduler import FlowMatchScheduler
     from worker.pipeline.memory import sample_points_in_sphere
     from worker.pipeline.rollout import RolloutInputs, ar_rollout
-    from worker.training.self_forcing import Networks, SelfForcing, full_condition
+    from worker.training.self_forcing import Draws, Networks, SelfForcing, full_condition
 
     config, dataset, student, batch = _student_and_batch()
     method_config = config.method.model_copy(update={"student_sample_type": "ode", "last_step_only": True})
     method = SelfForcing(method_config, dataset.negative_prompt(), seed=0)
     with torch.no_grad():
-        rolled = method.rollout(student, batch, torch.Generator().manual_seed(7), with_grad=False)
+        generator = torch.Generator().manual_seed(7)
+        rolled = method.rollout(student, batch, Draws(generator, generator), with_grad=False)
     # ode sampling with every chunk to its last step is the Euler sampler of `ar-distilled` (4 steps, shift 5)
     generator = torch.Generator().manual_seed(7)
     noise = torch.cat([torch.randn(1, 4, 4, 2, 2, generator=generator) for _ in range(2)], dim=2)
@@ -162,7 +163,8 @@ def test_the_rollout_is_the_inference_rollout_and_runs_once_per_iteration():
     student.requires_grad_(True)
     student.forward_chunk = counting
     networks = Networks(student, student, student)
-    losses = method.losses(networks, lambda step: batch, 0, 0, torch.Generator().manual_seed(3), update_student=True)
+    draws = Draws(torch.Generator().manual_seed(3), torch.Generator().manual_seed(4))
+    losses = method.losses(networks, lambda step: batch, 0, 0, draws, update_student=True)
     assert calls == [False, False, False, True] * 2
     assert losses.generator is not None and losses.generator.requires_grad
     assert not losses.rollout.requires_grad and losses.critic.requires_grad

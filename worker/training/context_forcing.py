@@ -29,7 +29,7 @@ import torch
 from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer
 from worker.pipeline.rollout import AR_TEXT_TIMESTEP
 from worker.training.batches import Batch
-from worker.training.self_forcing import Losses, Networks, SelfForcing, full_condition
+from worker.training.self_forcing import Draws, Losses, Networks, SelfForcing, full_condition
 from worldplay_cli.contract.training import ContextForcingMethod
 
 
@@ -58,18 +58,18 @@ class ContextForcing(SelfForcing):
             union.update(self.context_frames(batch, start))
         return sorted(union - set(range(first_scored, end)))
 
-    def window_losses(self, networks: Networks, batch: Batch, generator: torch.Generator, update_student: bool):
+    def window_losses(self, networks: Networks, batch: Batch, draws: Draws, update_student: bool) -> Losses:
         student, teacher, critic = networks
         total = batch.latents.shape[2]
         first_scored = total - self.config.score_chunks * self.config.chunk_latents
-        history = self.rollout(student, batch, generator, with_grad=False, end=first_scored)
-        scored = self.rollout(student, batch, generator, with_grad=update_student, start=first_scored, history=history)
+        history = self.rollout(student, batch, draws, with_grad=False, end=first_scored)
+        scored = self.rollout(student, batch, draws, with_grad=update_student, start=first_scored, history=history)
         context = self.teacher_context(batch, first_scored)
         memory = MemoryWindow(history[:, :, context], context, list(range(first_scored, total)))
         generator_loss = None
         if update_student:
-            generator_loss = self.generator_loss(scored, teacher, critic, batch, generator, memory=memory)
-        critic_loss = self.critic_loss(scored, critic, batch, generator, memory=memory)
+            generator_loss = self.generator_loss(scored, teacher, critic, batch, draws.sample, memory=memory)
+        critic_loss = self.critic_loss(scored, critic, batch, draws.sample, memory=memory)
         return Losses(critic=critic_loss, generator=generator_loss, rollout=torch.cat([history, scored.detach()], 2))
 
     # -- scores with the memory ---------------------------------------------------------------------

@@ -14,9 +14,9 @@ One iteration, for a window of `window_latents` latents in chunks of `chunk_late
 3. Critic loss, every iteration, on the **same** rollout detached: one rollout per iteration (fact sheet
    §3.6 item 1), not a second no-grad rollout with other noise.
 
-All randomness (noise, exit steps, score timesteps) comes from a generator seeded by the run seed and the
-global sample index, like the training samples, so a resumed run continues bit for bit and N ranks draw
-what one process accumulating N micro-batches draws.
+All randomness comes from generators seeded by the run seed and the global sample index (noise, score
+timesteps) or the step (exit steps, the same on every rank), like the training samples, so a resumed run
+continues bit for bit and N ranks draw what one process accumulating N micro-batches draws.
 """
 
 from __future__ import annotations
@@ -45,14 +45,27 @@ from worker.training.dmd import (
 from worker.training.methods import attention_window
 from worldplay_cli.contract.training import SelfForcingMethod
 
-# Salt of the distillation random stream (batches.py uses 1 and 2).
-_DISTILL = 3
+# Salts of the distillation random streams (batches.py uses 1 and 2).
+_DISTILL, _SHARED = 3, 4
 
 
-def iteration_generator(seed: int, global_index: int) -> torch.Generator:
-    """The generator of one micro-batch's rollout and score draws."""
-    draw = np.random.default_rng([seed, _DISTILL, global_index]).integers(0, 2**62)
+def seeded_generator(*key: int) -> torch.Generator:
+    draw = np.random.default_rng([*key]).integers(0, 2**62)
     return torch.Generator().manual_seed(int(draw))
+
+
+class Draws(NamedTuple):
+    """The random streams of one micro-batch: `sample` (noise, score timesteps) is its own; `shared` (exit
+    steps, streaming new-latent counts: what decides how many forwards run) is the iteration's, the same on
+    every rank and micro-batch, as upstream broadcasts rank 0's draw; FSDP needs every rank to run the same
+    forwards."""
+
+    sample: torch.Generator
+    shared: torch.Generator
+
+
+def iteration_draws(seed: int, step: int, global_index: int) -> Draws:
+    return Draws(seeded_generator(seed, _DISTILL, global_index), seeded_generator(seed, _SHARED, step))
 
 
 def negative_prompt(states: PromptStates, like: PromptEmbeddings) -> PromptEmbeddings:
@@ -126,7 +139,7 @@ class SelfForcing:
         self,
         student: WorldPlayTransformer,
         batch: Batch,
-        generator: torch.Generator,
+        draws: Draws,
         with_grad: bool,
         start: int = 0,
         end: int | None = None,
@@ -140,7 +153,8 @@ class SelfForcing:
         shape = batch.latents.shape
         end = shape[2] if end is None else end
         num_chunks = (end - start) // chunk
-        exits = self.exit_steps(generator, num_chunks)
+        exits = self.exit_steps(draws.shared, num_chunks)
+        generator = draws.sample
         device = batch.latents.device
         cond = full_condition(batch)
         grad_context = torch.enable_grad() if with_grad else torch.no_grad()
@@ -287,20 +301,18 @@ class SelfForcing:
         draw: Callable[[int], Batch],
         step: int,
         slot: int,
-        generator: torch.Generator,
+        draws: Draws,
         update_student: bool,
     ) -> Losses:
         """One rollout of the step's batch (`draw(step)`); the generator loss when the student updates; the
         critic loss on the same sample. `slot` (the micro-batch) only matters to streaming methods."""
-        return self.window_losses(networks, draw(step), generator, update_student)
+        return self.window_losses(networks, draw(step), draws, update_student)
 
-    def window_losses(
-        self, networks: Networks, batch: Batch, generator: torch.Generator, update_student: bool
-    ) -> Losses:
+    def window_losses(self, networks: Networks, batch: Batch, draws: Draws, update_student: bool) -> Losses:
         student, teacher, critic = networks
-        x0 = self.rollout(student, batch, generator, with_grad=update_student)
-        generator_loss = self.generator_loss(x0, teacher, critic, batch, generator) if update_student else None
-        critic_loss = self.critic_loss(x0, critic, batch, generator)
+        x0 = self.rollout(student, batch, draws, with_grad=update_student)
+        generator_loss = self.generator_loss(x0, teacher, critic, batch, draws.sample) if update_student else None
+        critic_loss = self.critic_loss(x0, critic, batch, draws.sample)
         return Losses(critic=critic_loss, generator=generator_loss, rollout=x0.detach())
 
 

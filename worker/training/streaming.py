@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from worker.training.batches import Batch
-from worker.training.self_forcing import Losses, Networks, SelfForcing
+from worker.training.self_forcing import Draws, Losses, Networks, SelfForcing
 from worldplay_cli.contract.training import DistillStage, StreamingLongTuningMethod
 
 
@@ -149,7 +149,7 @@ class StreamingLongTuning(SelfForcing):
         draw: Callable[[int], Batch],
         step: int,
         slot: int,
-        generator: torch.Generator,
+        draws: Draws,
         update_student: bool,
     ) -> Losses:
         stage_index = select_stage(self.stages, step)
@@ -159,7 +159,7 @@ class StreamingLongTuning(SelfForcing):
             batch = draw(step)
             frames = slice(0, stage.length)
             window = batch_frames(batch, frames, batch.latents[:, :, frames], None)
-            return self.window_losses(networks, window, generator, update_student)
+            return self.window_losses(networks, window, draws, update_student)
         state = self.states.get(slot)
         if state is None or state.stage != stage_index or state.length >= stage.length:
             state = self.states[slot] = StreamState(stage_index, step, 0, None)
@@ -167,13 +167,13 @@ class StreamingLongTuning(SelfForcing):
             state.batch = draw(state.reset_step)
         window_size, overlap, min_new = self.config.window_settings(stage)
         plan = plan_window(
-            state.length, stage.length, window_size, overlap, min_new, self.config.chunk_latents, generator
+            state.length, stage.length, window_size, overlap, min_new, self.config.chunk_latents, draws.shared
         )
         student, teacher, critic = networks
         new = self.rollout(
             student,
             state.batch,
-            generator,
+            draws,
             with_grad=update_student,
             start=plan.new_start,
             end=plan.new_start + plan.new_frames,
@@ -183,8 +183,8 @@ class StreamingLongTuning(SelfForcing):
         mask = torch.tensor(plan.mask, device=new.device, dtype=torch.float32)[None].expand(new.shape[0], -1)
         generator_loss = None
         if update_student:
-            generator_loss = self.generator_loss(window, teacher, critic, window_batch, generator, mask)
-        critic_loss = self.critic_loss(window, critic, window_batch, generator, mask)
+            generator_loss = self.generator_loss(window, teacher, critic, window_batch, draws.sample, mask)
+        critic_loss = self.critic_loss(window, critic, window_batch, draws.sample, mask)
         new = new.detach()
         state.generated = new if state.generated is None else torch.cat([state.generated, new], dim=2)
         state.length += plan.new_frames

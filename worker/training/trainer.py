@@ -27,7 +27,7 @@ from torch import nn
 
 from worker.training.batches import Batch
 from worker.training.checkpoints import STATE_NAME, TRANSFORMER_SUBDIR, WEIGHTS_NAME, read_metadata, write_checkpoint
-from worker.training.self_forcing import Networks, iteration_generator
+from worker.training.self_forcing import Networks, iteration_draws
 from worldplay_cli.contract.errors import BadInput
 from worldplay_cli.contract.training import (
     ContextForcingMethod,
@@ -531,9 +531,9 @@ class Trainer:
                 return batch.to(self.context.device)
 
             global_index = (step * accumulation + micro) * world + rank
-            generator = iteration_generator(config.seed, global_index)
+            draws = iteration_draws(config.seed, step, global_index)
             with self.autocast():
-                losses = self.method.losses(networks, draw, step, micro, generator, update_student)
+                losses = self.method.losses(networks, draw, step, micro, draws, update_student)
             # the generator loss reaches only the student (scores are taken without gradients) and the critic
             # loss only the critic (its sample is detached), so one backward serves both
             total = losses.critic if losses.generator is None else losses.critic + losses.generator

@@ -1,0 +1,75 @@
+"""Self-forcing on two real gloo ranks (torchrun) takes the steps one process takes accumulating the same two
+micro-batches: student, critic and their losses, data parallel and with FSDP2 over student, teacher, critic."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from train_fixtures import train_config_data
+
+METHOD = {
+    "name": "self_forcing",
+    "window_latents": 8,
+    "memory_points": 2000,
+    "real_score_guidance_scale": 2.0,
+    "teacher": {"init": "ar", "attention": "chunk_causal"},
+    "critic": {"learning_rate": 1e-3},
+}
+
+
+def _run(directory, processes: int, **sections) -> list[dict]:
+    config = directory / "train.yaml"
+    checkpoint = {"output_dir": str(directory / "run"), "every_steps": 2, "keep_last": None}
+    data = train_config_data(directory / "run", method=METHOD, max_steps=2, checkpoint=checkpoint, **sections)
+    config.write_text(yaml.safe_dump(data))
+    launcher = (
+        [sys.executable]
+        if processes == 1
+        else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    )
+    result = subprocess.run(
+        [*launcher, "-m", "worker.training", "train", str(config), "--events"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("single")
+    return directory, _run(directory, 1, grad_accumulation=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fsdp", [False, True], ids=["data-parallel", "fsdp"])
+def test_two_ranks_distill_like_one_process(tmp_path, single_process, fsdp):
+    from safetensors.torch import load_file
+
+    single_dir, single = single_process
+    parallel = _run(tmp_path, 2, fsdp=fsdp)
+    keys = ("critic_loss", "generator_loss", "grad_norm", "critic_grad_norm")
+    one = [record for record in single if record["kind"] == "train"]
+    two = [record for record in parallel if record["kind"] == "train"]
+    assert len(one) == len(two) == 2
+    for left, right in zip(one, two):
+        for key in keys:
+            assert right[key] == pytest.approx(left[key], rel=1e-4), key
+    weights = "checkpoint-2/ar_distilled_action_model/diffusion_pytorch_model.safetensors"
+    student_one, student_two = load_file(str(single_dir / "run" / weights)), load_file(str(tmp_path / "run" / weights))
+    for name in student_one:
+        torch.testing.assert_close(student_two[name], student_one[name], atol=1e-6, rtol=1e-5)
+    critic_one = torch.load(single_dir / "run" / "checkpoint-2" / "training_state.pt", weights_only=True)["critic"]
+    critic_two = torch.load(tmp_path / "run" / "checkpoint-2" / "training_state.pt", weights_only=True)["critic"]
+    for name, tensor in critic_one["weights"].items():
+        torch.testing.assert_close(critic_two["weights"][name], tensor, atol=1e-6, rtol=1e-5)
