@@ -105,3 +105,16 @@ def test_wrong_digest_is_rejected_and_the_bad_copy_removed(tmp_path):
         with pytest.raises(transfer.WorldplayError, match="sha256 mismatch"):
             transfer.fetch(url, tmp_path / "blob", tmp_path / "part", size=len(data), sha256="0" * 64)
         assert not (tmp_path / "part").exists() and not (tmp_path / "blob").exists()
+
+
+def test_the_sr_addon_names_the_variants_it_serves_from_the_registry():
+    from worldplay_cli.contract import variants
+
+    note = catalog.VARIANTS["sr"].note
+    assert "generate --sr" in note and "bi, ar, ar-rl, ar-distilled" in note
+    record = variants.Variant(
+        name="no-sr", title="t", model_type="ar", chunk_latents=4, steps=4, guidance=1.0, action_dir="x",
+        piece_title="x", super_resolution=False,
+    )  # fmt: skip
+    with variants.registered(record):
+        assert "no-sr" in catalog.VARIANTS and "no-sr" not in catalog.VARIANTS["sr"].note

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from worldplay_cli.contract import layout, variants
+from worldplay_cli.contract import layout, sr, variants
 from worldplay_cli.contract.errors import BadInput
 
 Source = Literal["huggingface", "modelscope"]
@@ -207,14 +207,9 @@ KNOWN_SIZES: Mapping[str, KnownSize] = _Live(
 
 _BASE = layout.shared_piece_names()  # what every variant needs besides its action checkpoint
 
-# Download-only entries beside the variants of contract.variants: an add-on and an announced variant.
+# Download-only entries beside the variants of contract.variants: the SR add-on (`_sr_addon`, which names
+# the variants whose records say the SR stage can follow them) and an announced variant.
 _EXTRAS: tuple[Variant, ...] = (
-    Variant(
-        name="sr",
-        title="720p super-resolution stage (optional add-on)",
-        pieces=("hunyuanvideo-sr",),
-        note=f"add-on: download it together with a variant, e.g. `worldplay download {variants.DEFAULT} sr`",
-    ),
     Variant(
         name="ar-rl-distilled",
         title="HY-World1.5-Autoregressive-480P-I2V-rl-distill",
@@ -222,6 +217,17 @@ _EXTRAS: tuple[Variant, ...] = (
         note="announced by Tencent as 'to be released'; no weights are published yet",
     ),
 )
+
+
+def _sr_addon() -> Variant:
+    able = [record.name for record in variants.all_variants() if record.super_resolution]
+    return Variant(
+        name=sr.DOWNLOAD_PIECE,
+        title="720p super-resolution stage (optional add-on)",
+        pieces=("hunyuanvideo-sr",),
+        note=f"add-on for `generate --sr` with {', '.join(able)}: download it together with a variant, "
+        f"e.g. `worldplay download {variants.DEFAULT} {sr.DOWNLOAD_PIECE}`",
+    )
 
 
 def _variants() -> dict[str, Variant]:
@@ -234,7 +240,7 @@ def _variants() -> dict[str, Variant]:
         )
         for record in variants.all_variants()
     )
-    return {variant.name: variant for variant in (*released, *_EXTRAS)}
+    return {variant.name: variant for variant in (*released, _sr_addon(), *_EXTRAS)}
 
 
 VARIANTS: Mapping[str, Variant] = _Live(_variants)
