@@ -133,6 +133,10 @@ def test_keys_change_the_next_chunk_and_quit_keeps_everything(session_world, cli
 
     # The played path re-renders as a generation (AR variants need multiples of 4 latents: it has 12).
     pose = str(directory / "trajectory.json")
+    code, out, err = cli("traj", "show", pose, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert (shown["num_latents"], shown["num_frames"], shown["valid"]["ar-distilled"]) == (12, 45, True)
     code, out, err = cli("generate", "--pose", pose, "--variant", "ar-distilled", "--dry-run", "--json")
     assert code == 0, err
     spec = json.loads(out)
