@@ -58,6 +58,47 @@ def test_unknown_keys_are_refused():
         keys_motion(["hold"])
 
 
+def test_the_preview_source_chunk_by_chunk_is_the_preview_of_the_whole_played_path(tmp_path):
+    """Bit for bit what `trajectories.render.preview_frames` (the preview engine, without its HUD) renders
+    for the path the chunks add up to: the frames between chunks start from the previous chunk's last pose."""
+    from PIL import Image
+
+    from trajectories import DEFAULT_K, Trajectory
+    from trajectories.render import normalize_intrinsics, preview_frames
+    from worker.play.preview import PreviewSource
+    from worldplay_cli.contract.play import PlaySpec
+    from worldplay_cli.contract.specs import ImageRef
+
+    image_path = dot_image(tmp_path / "dot.png")
+    spec = PlaySpec(
+        prompt="",
+        image=ImageRef(source="dot.png", sha256="0", width=192, height=96),
+        engine="preview",
+        variant="ar-distilled",
+        steps=4,
+        guidance=1.0,
+        width=96,
+        height=48,
+        timeout_s=60,
+    )
+    held = [["w"], ["w"], ["w"], ["right", "up"], ["right"], ["left", "a"], ["d"], ["s", "down"], ["w"], ["w"], []]
+    c2w = motions_to_c2w([keys_motion(keys) for keys in held])
+    intrinsics = np.repeat(normalize_intrinsics(DEFAULT_K)[None], 4, axis=0)
+    source = PreviewSource()
+    source.open(spec, image_path, tmp_path, reporter=None)
+    chunks = [
+        source.generate(
+            chunk, c2w[4 * chunk : 4 * chunk + 4], intrinsics, compute_actions(c2w)[4 * chunk : 4 * chunk + 4], ""
+        )
+        for chunk in range(3)
+    ]
+    source.close()
+    assert [len(chunk.frames) for chunk in chunks] == [13, 16, 16]
+    image = np.asarray(Image.open(image_path).convert("RGB"))
+    whole = np.stack(list(preview_frames(image, Trajectory(c2w, DEFAULT_K), 96, 48, hud=False)))
+    assert np.array_equal(np.concatenate([chunk.frames for chunk in chunks]), whole)
+
+
 # --- a real session --------------------------------------------------------------------------------------
 
 
