@@ -234,7 +234,7 @@ def walk(chunk: int, count: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 @pytest.mark.slow
-def test_native_source_plays_on_the_resident_group_reuses_its_weights_and_survives_a_vanished_horse(
+def test_native_source_plays_on_the_resident_group_reuses_its_weights_survives_a_vanished_horse_and_runs_sp(
     resident_owner, pipelines, image, tmp_path
 ):
     import json
@@ -296,6 +296,16 @@ def test_native_source_plays_on_the_resident_group_reuses_its_weights_and_surviv
     assert "the job's work horse went away; canceling the job" in supervisor_log
     assert len([line for line in supervisor_log.splitlines() if "of this worker:" in line]) == 1
     assert supervisor_log.count("group 1 started") == 1 and "group 2 started" not in supervisor_log
+
+    # 4. a session over two ranks (a worker with two GPUs): sequence parallel plays the same frames
+    work_dir = tmp_path / "two-ranks"
+    work_dir.mkdir()
+    source = NativeSource(owner=resident_owner, ranks=2)
+    source.open(spec, image_path, work_dir, LogReporter())
+    made = [source.generate(chunk, *walk(chunk), prompts[chunk]) for chunk in range(3)]
+    source.close()
+    assert all(np.array_equal(chunk.frames, frames) for chunk, frames in zip(made, expected))
+    assert "group 2 started: 2 rank(s)" in (log_dir(resident_owner) / "supervisor.log").read_text()
 
 
 @pytest.mark.slow

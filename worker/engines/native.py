@@ -28,9 +28,14 @@ if TYPE_CHECKING:
     from worldplay_cli.contract.specs import JobSpec
 
 
+def worker_gpus() -> list[str]:
+    """The GPU set this worker was given (`worldplay worker --gpus`); empty on a CPU worker."""
+    return [device for device in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if device.strip()]
+
+
 def _check_gpu_count(spec: JobSpec) -> None:
     """Refuse a job wanting more GPUs than this worker was given, before a rank group fails to start."""
-    visible = [device for device in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if device.strip()]
+    visible = worker_gpus()
     if visible and spec.gpus > len(visible):
         refuse(
             f"the job asks for {spec.gpus} GPUs but this worker has {len(visible)} ({','.join(visible)})",

@@ -8,8 +8,9 @@ ranks run one open-ended AR stream (`worker.pipeline.stream.ARStream`, served by
 decoded on its own through the streaming VAE. Weights stay loaded between sessions and generation jobs
 (`SourceInfo.reused_weights`).
 
-A session runs on one rank (a `PlaySpec` has no GPU count). Closing the source ends the session and
-frees the group for the next job; if the horse dies instead, the supervisor sees its socket close and
+A session runs over the worker's whole GPU set (`worldplay worker --gpus 0-7`: 8 ranks, sequence
+parallel, as a generation with `--gpus 8`), on one rank on a CPU worker; a `PlaySpec` has no GPU count
+of its own. Closing the source ends the session and frees the group for the next job; if the horse dies instead, the supervisor sees its socket close and
 cancels the session, and the ranks stay usable.
 """
 
@@ -36,12 +37,16 @@ CLOSE_TIMEOUT_S = 30.0
 
 class NativeSource:
     """`ChunkSource` of the native engine. `owner` is the rq worker process whose resident group serves
-    the session (default: the horse's parent, as for generation jobs)."""
+    the session (default: the horse's parent, as for generation jobs); `ranks` the size of that group
+    (default: the worker's GPU count, 1 without GPUs)."""
 
     name = "native"
 
-    def __init__(self, owner: int | None = None):
+    def __init__(self, owner: int | None = None, ranks: int | None = None):
+        from worker.engines.native import worker_gpus
+
         self.owner = owner if owner is not None else os.getppid()
+        self.ranks = ranks or max(1, len(worker_gpus()))
         self._resident: ResidentJob | None = None
         self._in_flight = False  # a chunk was asked for and its frames not read (generate interrupted)
 
@@ -60,7 +65,7 @@ class NativeSource:
                 "image_path": str(image_path),
                 "work_dir": str(work_dir),
                 "model_dir": str(model_dir),
-                "nproc": 1,
+                "nproc": self.ranks,
                 "profile": requested_profile(spec, reporter.settings),
             }
         )

@@ -10,8 +10,8 @@ under the memory profiles that keep them off the GPU). The session ends with the
 result), its cancel (the horse went away: the supervisor cancels) or a stop; the stream is dropped then
 and the weights stay loaded for the next job or session.
 
-Sessions run on one rank (a `PlaySpec` has no GPU count); every rank takes the same requests, so a
-sequence-parallel group would serve one too.
+Every rank of the group takes each request (rank 0 broadcasts it, as it does jobs) and steps the stream
+with the transformer sequence-parallel across them; rank 0 writes the frames and answers.
 """
 
 from __future__ import annotations

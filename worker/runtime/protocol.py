@@ -2,7 +2,7 @@
 
 horse -> supervisor   {"type": "job", "spec": {...}, "job_dir", "out_dir", "model_dir", "nproc", "profile"}
                       or a live session: {"type": "job", "kind": "play", "spec": PlaySpec, "image_path",
-                      "work_dir", "model_dir", "nproc": 1, "profile"}, then while it runs
+                      "work_dir", "model_dir", "nproc", "profile"}, then while it runs
                       {"type": "chunk", "chunk", "c2w", "intrinsics", "actions", "prompt"} ... {"type": "end"}
 supervisor -> rank 0  the same job (plus "attempt"), the horse's requests as they come, {"type": "cancel"},
                       {"type": "stop"}
