@@ -110,9 +110,10 @@ def official_env(worldplay_env, tmp_path, monkeypatch):
     record.mkdir()
     monkeypatch.setenv("WORLDPLAY_OFFICIAL_REPO", str(repo))
     monkeypatch.setenv("STUB_RECORD_DIR", str(record))
-    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(fake_model_dir(tmp_path / "models")))
+    models = fake_model_dir(tmp_path / "models")
+    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(models))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return {"repo": repo, "record": record, "outputs": Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"])}
+    return {"repo": repo, "record": record, "outputs": Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"]), "models": models}
 
 
 def _enqueue(cli, *args) -> str:
@@ -169,3 +170,29 @@ def test_checkout_is_the_workers_setting_or_one_the_worker_allows(worldplay_env,
     assert refused.value.failure.kind == "refused" and "worker.official_repos" in refused.value.failure.hint
     monkeypatch.setenv("WORLDPLAY_WORKER__OFFICIAL_REPOS", str(tmp_path / "mine"))
     assert official_repo_for(spec(official_repo=str(tmp_path / "mine")), load_settings()) == tmp_path / "mine"
+
+
+@pytest.mark.slow
+def test_official_sr_job_collects_the_720p_and_480p_videos(cli, redis_conn, official_env, start_worker):
+    """--sr --keep-pre-sr: the official gen_sr.mp4 becomes video.mp4 (720p bucket), gen.mp4 video_480p.mp4;
+    the SR loop's bar is reported as its own stage."""
+    # the SR weights must be in the model directory (the worker checks before running the script)
+    models = official_env["models"]
+    for directory in ("transformer/720p_sr_distilled", "upsampler/720p_sr_distilled"):
+        (models / directory).mkdir(parents=True)
+        (models / directory / "config.json").write_text("{}")
+    job_id = _enqueue(cli, "--prompt", "a quiet street", "--width", "832", "--height", "480", "--sr", "--keep-pre-sr")
+    start_worker("official")
+    wait_until(lambda: fetch_job(redis_conn, job_id).get_status().value in ("finished", "failed"), 120,
+               what=f"job {job_id}")  # fmt: skip
+    job = fetch_job(redis_conn, job_id)
+    assert job.get_status().value == "finished", job.meta.get("failure")
+    given = flags(json.loads((official_env["record"] / "argv-seed1-rank0.json").read_text())["argv"])
+    assert given["--sr"] == "true" and given["--save_pre_sr_video"] == "true"
+    directory = official_env["outputs"] / job_id
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert (manifest["video"]["width"], manifest["video"]["height"]) == (1248, 720)
+    assert [(video["file"], video["width"], video["height"]) for video in manifest["videos"]] == [
+        ("video_480p.mp4", 832, 480)
+    ]
+    assert {"generate", "super-resolution", "collect"} <= set(manifest["timings"]["stages"])
