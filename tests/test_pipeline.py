@@ -331,3 +331,40 @@ def test_super_resolution_is_refused_before_anything_runs_with_what_would_work(p
     with pytest.raises(GenerationError, match="super-resolution weights are not in") as error:
         bare.prepare(PROMPT, image, parse_pose_string("w-3"), options)
     assert f"worldplay download sr --model-dir {paths.root}" in error.value.hint
+
+
+def test_a_repeated_prompt_and_image_reuse_their_conditioning(pipelines, image):
+    """The resident pipeline keeps encoder states and text K/V per (prompt, negative, image): a repeat
+    encodes nothing and makes the same video; another prompt or image is encoded once."""
+    pipeline = pipelines("ar")  # guided: two branches, each with its text K/V
+    cache = pipeline.conditioning_cache
+    cache.clear()
+    first, first_frames = run(pipeline, image, "w-3")
+    misses, hits = cache.misses, cache.hits
+    assert misses == 2 and hits == 0  # the image condition and the prompt's conditioning
+    second, second_frames = run(pipeline, image, "w-3")
+    assert (cache.misses, cache.hits) == (misses, 2)
+    np.testing.assert_array_equal(np.stack(first_frames), np.stack(second_frames))
+    conditioning = pipeline.conditioning(PROMPT, image, "", guided=True)
+    assert len(conditioning.text_caches) == 2 and conditioning.nbytes > 0
+    other_image = Image.fromarray(np.asarray(image)[::-1].copy())
+    run(pipeline, other_image, "w-3")
+    assert cache.misses == misses + 2  # a new image: its condition latent and its SigLIP tokens
+    # the bi model has no AR text pass: only encoder states are kept
+    assert pipelines("bi").conditioning(PROMPT, image, "", guided=False).text_caches is None
+
+
+def test_the_conditioning_cache_is_bounded_by_entries_and_bytes():
+    from worker.pipeline.pipeline import ConditioningCache
+
+    cache = ConditioningCache(max_entries=2, max_bytes=100)
+    cache.put(("a",), "A", 40)
+    cache.put(("b",), "B", 40)
+    assert cache.get(("a",)) == "A"  # now the most recent
+    cache.put(("c",), "C", 40)  # over both bounds: the least recently used ("b") goes
+    assert cache.get(("b",)) is None and cache.get(("a",)) == "A" and cache.get(("c",)) == "C"
+    cache.put(("huge",), "H", 101)  # never kept
+    assert cache.get(("huge",)) is None and cache.nbytes == 80
+    nothing = ConditioningCache(max_bytes=0)
+    nothing.put(("a",), "A", 1)
+    assert nothing.get(("a",)) is None

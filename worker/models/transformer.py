@@ -895,8 +895,13 @@ class WorldPlayTransformer(nn.Module):
         dtype = self.dtype
         llm_mask = prompt.llm_mask.bool()
         # 1. LLM tokens through the refiner, which is conditioned on the text timestep; text attends to text
-        #    only, so every rank of a sequence-parallel group refines it whole
-        llm = self.txt_in(prompt.llm.to(dtype), text_timestep, llm_mask, self.attention_processor)
+        #    only, so every rank of a sequence-parallel group refines it whole. The slots after the last valid
+        #    token of the batch are padding the refiner masks and the packing drops: not refined at all (a
+        #    short prompt fills ~14 of the 1000 slots)
+        valid_slots = llm_mask.any(dim=0).nonzero()
+        length = int(valid_slots.max()) + 1 if len(valid_slots) else 1
+        llm_mask = llm_mask[:, :length]
+        llm = self.txt_in(prompt.llm[:, :length].to(dtype), text_timestep, llm_mask, self.attention_processor)
         llm = llm + self.cond_type_embedding.weight[COND_TYPE_LLM]
         # 2. byT5 glyph tokens
         byt5 = self.byt5_in(prompt.byt5.to(dtype)) + self.cond_type_embedding.weight[COND_TYPE_BYT5]

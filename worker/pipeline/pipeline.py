@@ -18,7 +18,9 @@ bad frame counts are refused instead of decoding noise.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -31,14 +33,22 @@ from PIL import Image
 from worker.models.checkpoint import load_transformer
 from worker.models.flops import Flops, ar_chunk_flops, bi_chunk_flops, text_tokens, tokens_per_latent
 from worker.models.scheduler import FlowMatchScheduler
-from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer
+from worker.models.transformer import KVCache, PromptEmbeddings, WorldPlayTransformer
 from worker.models.vae import HunyuanVideo15VAE, SpatialTiling, StreamingDecoder, load_vae
 from worker.pipeline.encoders import ConditionEncoders, ConditionStates
 from worker.pipeline.image import as_pil, generation_size, image_to_video_tensor, to_uint8_frames
 from worker.pipeline.memory import DEFAULT_SEED as MEMORY_SEED
 from worker.pipeline.memory import sample_points_in_sphere
 from worker.pipeline.model_dir import ModelDirError, ModelPaths, download_command, resolve_model_dir
-from worker.pipeline.rollout import ChunkResult, RolloutInputs, StepCallback, StepEvent, ar_rollout, bi_rollout
+from worker.pipeline.rollout import (
+    AR_TEXT_TIMESTEP,
+    ChunkResult,
+    RolloutInputs,
+    StepCallback,
+    StepEvent,
+    ar_rollout,
+    bi_rollout,
+)
 from worker.pipeline.super_resolution import SuperResolution, sr_condition
 from worldplay_cli.contract import sr, variants
 from worldplay_cli.contract.buckets import RESOLUTION_BASE, SUPER_RESOLUTION_BASE
@@ -87,7 +97,8 @@ class Prepared:
     height: int
     steps: int
     guidance_scale: float
-    encode_s: float
+    encode_s: float  # the whole of `prepare`, the text pass included
+    text_s: float = 0.0  # the AR text K/V pass (0 when the conditioning cache had it)
 
 
 @dataclass
@@ -144,6 +155,66 @@ class GenerationResult:
         return info
 
 
+@dataclass
+class Conditioning:
+    """What a request conditions on besides its cameras: encoder states per guidance branch and, for the AR
+    variants, each branch's text K/V (computed once per video at text timestep 0)."""
+
+    prompts: list[PromptEmbeddings]
+    text_caches: list[KVCache] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [tensor for prompt in self.prompts for tensor in vars(prompt).values() if tensor is not None]
+        for cache in self.text_caches or []:
+            tensors += [*cache.text_keys, *cache.text_values]
+        return sum(tensor.nbytes for tensor in tensors)
+
+
+class ConditioningCache:
+    """The conditioning of recent requests in a resident pipeline, least recently used out first: the image
+    condition latent per (image, size) and the `Conditioning` per (prompt, negative prompt, guidance,
+    image, SigLIP crop size). A worker asked for the same prompt and image again skips the encoders and the
+    text pass; a new prompt pays them once. Bounded by entries and by bytes (the text K/V of the released
+    model is ~0.4 GB per guidance branch on the device); `max_bytes=0` keeps nothing."""
+
+    def __init__(self, max_entries: int = 4, max_bytes: int = 2 * 2**30):
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple):
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: tuple, value, nbytes: int) -> None:
+        if nbytes > self.max_bytes:
+            return
+        self._entries[key] = (value, nbytes)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
+            self._entries.popitem(last=False)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(nbytes for _, nbytes in self._entries.values())
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def image_key(image: Image.Image) -> tuple:
+    """Identifies a reference image by its pixels (cheap next to encoding it: ~1 ms at 480p)."""
+    return (image.mode, image.size, hashlib.sha256(image.tobytes()).hexdigest())
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -170,6 +241,7 @@ class WorldPlayPipeline:
         self.paths = paths  # where the components came from, when loaded from a model directory
         # the SR stage: given, or loaded from `paths` by the first job that asks for it and then kept
         self.super_resolution = super_resolution
+        self.conditioning_cache = ConditioningCache()
 
     @property
     def chunk_latents(self) -> int:
@@ -304,8 +376,11 @@ class WorldPlayPipeline:
         cond = torch.zeros(1, channels + 1, num_latents, latent_h, latent_w, device=device)
         cond[:, :, :1] = self.image_condition(image, width, height)
 
-        # 2. text / glyph / vision states; with guidance the batch is [negative, positive]
-        prompts = self.encode_prompt(prompt, image, options.negative_prompt, guided=guidance > 1.0)
+        # 2. text / glyph / vision states (with guidance the branches are [negative, positive]) and, for AR,
+        #    their text K/V
+        text_started = time.perf_counter()
+        conditioning = self.conditioning(prompt, image, options.negative_prompt, guided=guidance > 1.0)
+        text_s = time.perf_counter() - text_started
 
         # 3. cameras and actions per latent
         w2c = torch.tensor(trajectory.viewmats(), dtype=torch.float64)
@@ -327,18 +402,47 @@ class WorldPlayPipeline:
             intrinsics=intrinsics,
             actions=actions,
             w2c=w2c,
-            prompts=prompts,
+            prompts=conditioning.prompts,
             points=points,
+            text_caches=conditioning.text_caches,
         )
-        return Prepared(inputs, width, height, steps, guidance, time.perf_counter() - started)
+        return Prepared(inputs, width, height, steps, guidance, time.perf_counter() - started, text_s)
 
     def image_condition(self, image: Image.Image, width: int, height: int) -> torch.Tensor:
-        """The condition frame of the reference image: [1, C + 1, 1, h, w], its scaled latent | mask 1."""
-        with self._vae_autocast():
-            pixels = image_to_video_tensor(image, width, height).to(self.device)
-            image_latent = self.vae.encode(pixels).float() * self.vae.config.scaling_factor
-        mask = torch.ones_like(image_latent[:, :1])
-        return torch.cat([image_latent, mask], dim=1)
+        """The condition frame of the reference image: [1, C + 1, 1, h, w], its scaled latent | mask 1
+        (kept in the conditioning cache)."""
+        key = ("image", image_key(image), width, height)
+        condition = self.conditioning_cache.get(key)
+        if condition is None:
+            with self._vae_autocast():
+                pixels = image_to_video_tensor(image, width, height).to(self.device)
+                image_latent = self.vae.encode(pixels).float() * self.vae.config.scaling_factor
+            mask = torch.ones_like(image_latent[:, :1])
+            condition = torch.cat([image_latent, mask], dim=1)
+            self.conditioning_cache.put(key, condition, condition.nbytes)
+        return condition
+
+    @torch.inference_mode()
+    def conditioning(
+        self,
+        prompt: str,
+        image: Image.Image,
+        negative_prompt: str,
+        guided: bool,
+        base_size: int = RESOLUTION_BASE["480p"],
+    ) -> Conditioning:
+        """The encoder states of `prompt` (and of `negative_prompt` when `guided`) with the image's SigLIP
+        tokens, plus their text K/V for the AR variants: from the conditioning cache, or computed and kept."""
+        key = ("prompt", prompt, negative_prompt, guided, base_size, image_key(image))
+        conditioning = self.conditioning_cache.get(key)
+        if conditioning is None:
+            prompts = self.encode_prompt(prompt, image, negative_prompt, guided, base_size)
+            text_caches = None
+            if variants.get(self.variant).model_type == "ar":
+                text_caches = [self.transformer.forward_text(embeddings, AR_TEXT_TIMESTEP) for embeddings in prompts]
+            conditioning = Conditioning(prompts, text_caches)
+            self.conditioning_cache.put(key, conditioning, conditioning.nbytes)
+        return conditioning
 
     def encode_prompt(
         self,
@@ -557,7 +661,7 @@ class WorldPlayPipeline:
             fps=options.fps,
             steps=prepared.steps,
             guidance_scale=prepared.guidance_scale,
-            stages={"encode": prepared.encode_s},
+            stages={"encode": prepared.encode_s, "text": prepared.text_s},
         )
         if on_stage:
             on_stage("generate")

@@ -46,6 +46,8 @@ class RolloutInputs:
     w2c: torch.Tensor  # [T, 4, 4] float64, for memory selection
     prompts: list[PromptEmbeddings]  # batch 1 each: [negative, positive] with guidance, [positive] without
     points: torch.Tensor  # [M, 3] point cloud of the memory overlap test
+    # AR: each branch's text K/V when the caller has it already (a resident pipeline's cache); else computed
+    text_caches: list[KVCache] | None = None
 
     @property
     def num_latents(self) -> int:
@@ -163,7 +165,9 @@ def ar_rollout(
     latents = working_latents(inputs.noise, round_latents)
     num_chunks = inputs.num_latents // chunk_latents
     # 1. text K/V once per video and guidance branch
-    text_caches = [transformer.forward_text(prompt, AR_TEXT_TIMESTEP) for prompt in inputs.prompts]
+    text_caches = inputs.text_caches or [
+        transformer.forward_text(prompt, AR_TEXT_TIMESTEP) for prompt in inputs.prompts
+    ]
 
     def frames(indices: list[int] | slice) -> ARFrames:
         return ARFrames(
