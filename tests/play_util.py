@@ -34,15 +34,6 @@ def dot_position(jpeg: bytes) -> tuple[float, float]:
     return float(xs.mean()), float(ys.mean())
 
 
-def start_session(settings, conn, image: Path, **request) -> tuple[str, PlayChannel]:
-    """A preview session on the play queue (`submit_play`), and the player's end of its channel."""
-    from worldplay_cli.submit import PlayRequest, submit_play
-
-    request = {"prompt": "a quiet street", "width": WIDTH, "height": HEIGHT, "image": image, **request}
-    submitted = submit_play(PlayRequest(**request), settings, conn, check_served=False)
-    return submitted.job_id, PlayChannel(conn, submitted.job_id)
-
-
 @dataclass
 class Player:
     """The player's side of a session: what it sent and everything the worker published."""
@@ -75,3 +66,12 @@ class Player:
 
     def ready(self, timeout: float = 30.0) -> Ready:
         return self.wait_for(Ready, timeout)[0][0]
+
+
+def start_session(settings, conn, image: Path, **request) -> tuple[str, Player]:
+    """A preview session on the play queue (`submit_play`), and its player (not waiting for `Ready`)."""
+    from worldplay_cli.submit import PlayRequest, submit_play
+
+    request = {"prompt": "a quiet street", "width": WIDTH, "height": HEIGHT, "image": image, **request}
+    submitted = submit_play(PlayRequest(**request), settings, conn, check_served=False)
+    return submitted.job_id, Player(PlayChannel(conn, submitted.job_id))

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from play_util import Player, dot_image, dot_position, start_session
+from play_util import dot_image, dot_position, start_session
 from spine_util import wait_until
 from trajectories.actions import action_name, compute_actions
 from trajectories.errors import TrajectoryError
@@ -115,8 +115,7 @@ def test_keys_change_the_next_chunk_and_quit_keeps_everything(session_world, cli
     from worker.video import read_video_frames
 
     settings, conn, _worker, image = session_world
-    job_id, channel = start_session(settings, conn, image)
-    player = Player(channel)
+    job_id, player = start_session(settings, conn, image)
     ready = player.ready()
     assert (ready.engine, ready.chunk_latents, ready.width, ready.height) == ("preview", 4, 96, 48)
 
@@ -137,14 +136,14 @@ def test_keys_change_the_next_chunk_and_quit_keeps_everything(session_world, cli
     assert turned_x < walked_x - 3 and abs(turned_y - walked_y) < 2, (walked_x, walked_y, turned_x, turned_y)
 
     # The prompt changes from the next chunk started; markers land on it.
-    channel.send(SetPrompt(text="a snowy street"))
-    channel.send(Marker(label="here"))
+    player.channel.send(SetPrompt(text="a snowy street"))
+    player.channel.send(Marker(label="here"))
     player.keys(2, "s+a+up")
     third = player.wait_for(Chunk, count=3)[2][0]
     assert third.prompt == "a snowy street" and first.prompt == second.prompt == "a quiet street"
     assert [action_name(action) for action in third.actions] == ["S+A+↑"] * 4
 
-    channel.send(End())
+    player.channel.send(End())
     ended = player.wait_for(Ended)[0][0]
     directory = settings.output_root / job_id
     assert (ended.reason, ended.chunks, ended.frames, ended.output_dir) == ("quit", 3, 13 + 16 * 2, str(directory))
@@ -170,7 +169,7 @@ def test_keys_change_the_next_chunk_and_quit_keeps_everything(session_world, cli
     manifest = PlayManifest.model_validate_json((directory / "manifest.json").read_text())
     assert manifest.status == "finished" and manifest.video.frames == 45
     assert (manifest.play.reason, manifest.play.chunks, manifest.play.frames) == ("quit", 3, 45)
-    assert wait_until(lambda: not channel.worker_alive(), 5, what="the liveness key released")
+    assert wait_until(lambda: not player.channel.worker_alive(), 5, what="the liveness key released")
 
     # The played path re-renders as a generation (AR variants need multiples of 4 latents: it has 12).
     pose = str(directory / "trajectory.json")
@@ -187,8 +186,7 @@ def test_keys_change_the_next_chunk_and_quit_keeps_everything(session_world, cli
 def test_a_running_session_is_listed_with_its_chunks_and_latency(session_world, cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "160")  # wide enough for the engine column
     settings, conn, _worker, image = session_world
-    job_id, channel = start_session(settings, conn, image)
-    player = Player(channel)
+    job_id, player = start_session(settings, conn, image)
     player.ready()
     player.keys(0, "", "w")
     player.keys(1, "left")
@@ -214,7 +212,7 @@ def test_a_running_session_is_listed_with_its_chunks_and_latency(session_world, 
     code, out, _ = cli("jobs", "show", job_id)
     assert "play preview/ar-distilled, 96x48, 4 steps, seed 1, up to 1000 chunks" in out
     assert "played: 2 chunks, 29 frames" in out
-    channel.send(End())
+    player.channel.send(End())
     assert player.wait_for(Ended)[0][0].reason == "quit"
 
 
@@ -229,8 +227,7 @@ def test_a_native_session_on_the_tiny_model_plays_and_keeps_its_chunks(
     start_worker("play")
     settings = load_settings()
     image = dot_image(tmp_path / "dot.png")
-    job_id, channel = start_session(settings, redis_conn, image, engine="native", width=16, height=32)
-    player = Player(channel)
+    job_id, player = start_session(settings, redis_conn, image, engine="native", width=16, height=32)
     ready = player.ready(timeout=120)
     assert (ready.engine, ready.variant, ready.chunk_latents) == ("native", "ar-distilled", 4)
     player.keys(0, "", "w")
@@ -238,7 +235,7 @@ def test_a_native_session_on_the_tiny_model_plays_and_keeps_its_chunks(
     first, second = (message for message, _ in player.wait_for(Chunk, count=2, timeout=120))
     assert [action_name(action) for action in second.actions] == ["W+←"] * 4
     assert (first.num_frames, second.num_frames) == (13, 16)
-    channel.send(End())
+    player.channel.send(End())
     ended = player.wait_for(Ended, timeout=60)[0][0]
     assert (ended.reason, ended.chunks, ended.frames) == ("quit", 2, 29)
     assert read_video_info(settings.output_root / job_id / "video.mp4")[:3] == (29, 16, 32)

@@ -51,8 +51,7 @@ def test_a_vanished_player_ends_the_session_after_the_idle_timeout_and_the_worke
 
     settings, conn, start_worker, image = world
     start_worker("play")
-    job_id, channel = start_session(settings, conn, image, idle_timeout_s=1.0)
-    player = Player(channel)
+    job_id, player = start_session(settings, conn, image, idle_timeout_s=1.0)
     player.ready()
     _play_chunks(player, 2)
     # The player is gone: it sends nothing more.
@@ -65,8 +64,8 @@ def test_a_vanished_player_ends_the_session_after_the_idle_timeout_and_the_worke
     assert wait_until(lambda: _job_status(conn, job_id) == "finished", 10, what="the session's job finished")
 
     # The same worker serves the next session.
-    _next_id, next_channel = start_session(settings, conn, image)
-    assert Player(next_channel).ready(timeout=15).engine == "preview"
+    _next_id, next_player = start_session(settings, conn, image)
+    assert next_player.ready(timeout=15).engine == "preview"
 
 
 def test_a_killed_worker_lets_the_liveness_key_expire_and_leaves_every_complete_chunk(world):
@@ -75,8 +74,7 @@ def test_a_killed_worker_lets_the_liveness_key_expire_and_leaves_every_complete_
 
     settings, conn, start_worker, image = world
     worker = start_worker("play")
-    job_id, channel = start_session(settings, conn, image)
-    player = Player(channel)
+    job_id, player = start_session(settings, conn, image)
     player.ready()
     _play_chunks(player, 3)
     directory = settings.output_root / job_id
@@ -88,7 +86,9 @@ def test_a_killed_worker_lets_the_liveness_key_expire_and_leaves_every_complete_
     worker.wait()
     wait_until(lambda: not any(alive(horse.pid) for horse in horses), 10, what="the work horse gone")
 
-    assert wait_until(lambda: not channel.worker_alive(), WORKER_ALIVE_TTL_S + 2, what="the liveness key expired")
+    assert wait_until(
+        lambda: not player.channel.worker_alive(), WORKER_ALIVE_TTL_S + 2, what="the liveness key expired"
+    )
     timeline = _timeline(directory)
     assert [chunk.num_frames for chunk in timeline.chunks] == [13, 16, 16]
     assert not (directory / "video.mp4").exists()  # nobody could join the segments
@@ -103,25 +103,24 @@ def test_a_killed_worker_lets_the_liveness_key_expire_and_leaves_every_complete_
 def test_bad_messages_are_skipped_and_the_session_goes_on(world):
     settings, conn, start_worker, image = world
     start_worker("play")
-    job_id, channel = start_session(settings, conn, image)
-    player = Player(channel)
+    job_id, player = start_session(settings, conn, image)
     player.ready()
     stream = input_key(job_id)
     conn.xadd(stream, {"nothing": "here"})  # no message field
     conn.xadd(stream, {"m": "{not json"})
     conn.xadd(stream, {"m": '{"type": "keys", "chunk": 0, "latents": [["jump"]]}'})  # an unknown key
     conn.xadd(stream, {"m": '{"type": "teleport"}'})
-    channel.send(Keys(chunk=0, latents=[["w"]]))  # one latent, not four
-    channel.send(Keys(chunk=9, latents=[["w"]] * 4))  # far beyond the ahead window
+    player.channel.send(Keys(chunk=0, latents=[["w"]]))  # one latent, not four
+    player.channel.send(Keys(chunk=9, latents=[["w"]] * 4))  # far beyond the ahead window
     player.keys(0, "", "d")
     player.keys(0, "", "a")  # sent again before the chunk started: the last keys count
     first = player.wait_for(Chunk)[0][0]
     assert first.keys == [[], ["a"], ["a"], ["a"]]
-    channel.send(Keys(chunk=0, latents=[["w"]] * 4))  # for a chunk already made
+    player.channel.send(Keys(chunk=0, latents=[["w"]] * 4))  # for a chunk already made
     player.keys(1, "w")
     second = player.wait_for(Chunk, count=2)[1][0]
     assert second.chunk == 1 and second.keys == [["w"]] * 4
-    channel.send(End())
+    player.channel.send(End())
     assert player.wait_for(Ended)[0][0].reason == "quit"
     manifest = PlayManifest.model_validate_json((settings.output_root / job_id / "manifest.json").read_text())
     assert manifest.play.skipped_messages == 7
@@ -135,8 +134,7 @@ def test_a_cancel_mid_session_stops_it_with_its_outputs(world, cli):
 
     settings, conn, start_worker, image = world
     start_worker("play")
-    job_id, channel = start_session(settings, conn, image)
-    player = Player(channel)
+    job_id, player = start_session(settings, conn, image)
     player.ready()
     _play_chunks(player, 2)
     wait_until(lambda: len(_timeline(settings.output_root / job_id).chunks) == 2, 10, what="two chunks kept")
@@ -148,7 +146,7 @@ def test_a_cancel_mid_session_stops_it_with_its_outputs(world, cli):
     assert read_video_info(directory / "video.mp4")[0] == 29
     manifest = PlayManifest.model_validate_json((directory / "manifest.json").read_text())
     assert (manifest.status, manifest.failure.kind, manifest.play.reason) == ("stopped", "canceled", "canceled")
-    assert wait_until(lambda: not channel.worker_alive(), 5, what="the liveness key released")
+    assert wait_until(lambda: not player.channel.worker_alive(), 5, what="the liveness key released")
 
 
 def test_a_chunk_that_cannot_be_kept_fails_the_session_with_a_reason_and_keeps_the_chunks_before(world):
@@ -157,8 +155,7 @@ def test_a_chunk_that_cannot_be_kept_fails_the_session_with_a_reason_and_keeps_t
 
     settings, conn, start_worker, image = world
     start_worker("play")
-    job_id, channel = start_session(settings, conn, image)
-    player = Player(channel)
+    job_id, player = start_session(settings, conn, image)
     player.ready()
     _play_chunks(player, 1)
     directory = settings.output_root / job_id
@@ -174,7 +171,7 @@ def test_a_chunk_that_cannot_be_kept_fails_the_session_with_a_reason_and_keeps_t
     assert (manifest.status, manifest.play.reason, manifest.play.chunks) == ("failed", "failed", 1)
     assert manifest.failure.kind == "engine_error"
     assert wait_until(lambda: _job_status(conn, job_id) == "failed", 10, what="the job failed")
-    assert wait_until(lambda: not channel.worker_alive(), 5, what="the liveness key released")
+    assert wait_until(lambda: not player.channel.worker_alive(), 5, what="the liveness key released")
 
 
 @pytest.mark.parametrize("limit", ["max_chunks", "max_latents"])
@@ -182,8 +179,7 @@ def test_a_session_ends_by_itself_after_max_chunks_or_the_longest_trajectory(wor
     settings, conn, start_worker, image = world
     # A worker whose trajectories may have 8 latents: the played path must stay one it accepts.
     start_worker("play", env={"WORLDPLAY_LIMITS__MAX_LATENTS": "8"} if limit == "max_latents" else {})
-    job_id, channel = start_session(settings, conn, image, max_chunks=2 if limit == "max_chunks" else 1000)
-    player = Player(channel)
+    job_id, player = start_session(settings, conn, image, max_chunks=2 if limit == "max_chunks" else 1000)
     assert player.ready().chunk_latents == 4
     for chunk in range(3):
         player.keys(chunk, "s")
@@ -207,8 +203,7 @@ def test_a_stopping_worker_ends_its_session_with_the_outputs_and_the_session_is_
 
     settings, conn, start_worker, image = world
     worker = start_worker("play")
-    job_id, channel = start_session(settings, conn, image)
-    player = Player(channel)
+    job_id, player = start_session(settings, conn, image)
     player.ready()
     _play_chunks(player, 2)
     worker.send_signal(signal.SIGTERM)  # warm shutdown: the session has shutdown_grace_s (2 s) to end
