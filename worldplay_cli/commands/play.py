@@ -76,21 +76,21 @@ def play(
     mode = resolve_graphics(graphics)  # before Textual owns the terminal: only then can it be asked
     runtime = Runtime(config, redis_url, output_root)
     if replay is not None:
-        source = _replay_client(runtime, replay)
-        result = PlayerApp(source, graphics=mode).run()
+        app = PlayerApp(_replay_client(runtime, replay), graphics=mode)
+        app.run()
     else:
         from worldplay_cli.tui.player.launch import start_session
 
         request = PlayRequest(prompt=prompt, image=image, engine=engine, variant=variant, seed=seed,
                               model_dir=model_dir)  # fmt: skip
         session = start_session(runtime, request, (queue_name or PLAY_QUEUE) if queued(queue, queue_name) else None)
+        app = PlayerApp(session.client, graphics=mode, queue=session.queue)
         try:
-            result = PlayerApp(session.client, graphics=mode, queue=session.queue).run()
+            app.run()
         finally:
             session.close()
-    if result is None:  # the app did not get to start (e.g. no terminal)
-        return
-    _print_result(result, as_json)
+    # an app closed another way than q (ctrl+q) returns nothing: what it knows then is the result
+    _print_result(app.return_value or app.result(), as_json)
 
 
 def _replay_client(runtime, text: str):

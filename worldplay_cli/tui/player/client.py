@@ -391,11 +391,24 @@ class PlayClient(FrameClock):
         if self.outcome is not None:
             time.sleep(block_s)
             return []
+        events = self._read(block_s)
+        if self.outcome is None:
+            lost = self._check_alive()
+            if lost is not None:
+                # A worker ending normally publishes `Ended` before it lets go of the session: read once
+                # more, so an `Ended` that arrived since the read above is not taken for a lost worker.
+                events += self._read(0)
+                if self.outcome is None:
+                    self.outcome = lost
+                    events.append(lost)
+        return events
+
+    def _read(self, block_s: float) -> list[Ready | Chunk | Ended | Failed]:
         try:
             read = self.channel.outputs(block_s)
         except BadMessage:
             self.bad_messages += 1  # skipped: the channel already moved past it
-            read = []
+            return []
         events: list = []
         for message, frames in read:
             if isinstance(message, Ready):
@@ -407,11 +420,7 @@ class PlayClient(FrameClock):
                 self.output_dir = message.output_dir or self.output_dir
             events.append(message)
             if self.outcome is not None:
-                return events
-        lost = self._check_alive()
-        if lost is not None:
-            self.outcome = lost
-            events.append(lost)
+                break
         return events
 
     def _on_ready(self, message: Ready) -> None:

@@ -45,6 +45,10 @@ class Session:
         client = self.client
         if client.ready is None and client.outcome is None:
             jobs.cancel_job(self.runtime.conn, self.runtime.settings, self.job_id)
+        elif client.outcome is None and not client.ending:
+            # left without q (e.g. ctrl+q): end the session now rather than after the worker's idle timeout
+            client.end()
+            client.flush(0.01)
         if self.worker is not None:
             try:
                 self.worker.wait(timeout=WORKER_EXIT_S if client.ending else 0.1)
