@@ -34,6 +34,9 @@ def resolve_graphics(choice: str) -> str:
     if choice == "halfblock":
         return choice
     try:
+        # Both imports ask the terminal (what it supports, its cell size in pixels), which only works
+        # before Textual takes it over.
+        import textual_image.widget  # noqa: F401
         from textual_image import renderable
     except ImportError:
         if choice == "auto":
@@ -72,7 +75,7 @@ def video_widget(graphics: str) -> Widget:
 
     base = TGPImage if graphics == "kitty" else SixelImage
 
-    class GraphicsVideo(base):
+    class GraphicsVideo(base, Renderable=base._Renderable):
         def show(self, frame: Image.Image) -> None:
             self.image = frame
 
