@@ -4,8 +4,11 @@ A session never holds a worker without a client, and every complete chunk is kep
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import psutil
 import pytest
@@ -69,7 +72,6 @@ def test_a_vanished_player_ends_the_session_after_the_idle_timeout_and_the_worke
 
 
 def test_a_killed_worker_lets_the_liveness_key_expire_and_leaves_every_complete_chunk(world):
-    from worker.play.session import join_session_video
     from worker.video import read_video_info
 
     settings, conn, start_worker, image = world
@@ -92,8 +94,12 @@ def test_a_killed_worker_lets_the_liveness_key_expire_and_leaves_every_complete_
     timeline = _timeline(directory)
     assert [chunk.num_frames for chunk in timeline.chunks] == [13, 16, 16]
     assert not (directory / "video.mp4").exists()  # nobody could join the segments
-    assert join_session_video(directory) == directory / "video.mp4"
+    joined = subprocess.run([sys.executable, "-m", "worker.play", str(directory)], capture_output=True, text=True)
+    assert joined.returncode == 0, joined.stderr
+    assert json.loads(joined.stdout) == {"video": str(directory / "video.mp4")}
     assert read_video_info(directory / "video.mp4")[0] == 45
+    again = subprocess.run([sys.executable, "-m", "worker.play", str(directory)], capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr
 
     # Another worker's reaper ends the lost session for good (a session is never re-run).
     start_worker("play")
