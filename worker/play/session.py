@@ -24,9 +24,9 @@ manifest, the failure bookkeeping, the end of every process it started). The ses
 
 A session killed outright (SIGKILL, a host gone) cannot join its segments: its job directory still holds
 every complete chunk (`segments/`, `timeline.json` lists which, `trajectory.json` their poses), and
-`join_session_video` (in this module) makes `video.mp4` of them; the reaper marks the job failed.
-A session is never run twice: its player left with the first run (a re-run after a worker shutdown is
-refused at once).
+`python -m worker.play JOB_DIR` (`join_session_video`) makes `video.mp4` of them; the reaper marks the job
+failed. A session is never run twice: its player left with the first run (should its job come back to a
+queue, a second attempt is refused at once).
 """
 
 from __future__ import annotations
