@@ -337,7 +337,7 @@ async def test_every_graphics_mode_draws_a_frame(mode):
     async with One().run_test(size=(40, 12)) as pilot:
         video.show(Image.new("RGB", (64, 32), (200, 10, 10)))
         await pilot.pause()
-        drawn = video._strips if mode == "halfblock" else video.image
+        drawn = video._strips if mode == "halfblock" else video.picture.image
         assert drawn  # half-block rows, or the picture textual-image sends to the terminal
     # auto never fails: without a kitty/sixel terminal (as here) it is half blocks
     assert resolve_graphics("auto") == "halfblock"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.text import Text
+from textual.containers import Container
 from textual.widget import Widget
 from textual.widgets import Static
 
@@ -67,19 +68,32 @@ class HalfBlockVideo(HalfBlockImage):
             self.show(self._frame)
 
 
+class GraphicsVideo(Container):
+    """Frames as kitty or sixel graphics: a `textual-image` widget inside (public API only), fitted to the area."""
+
+    DEFAULT_CSS = """
+    GraphicsVideo > * {
+        width: 1fr;
+        height: 1fr;
+    }
+    """
+
+    def __init__(self, graphics: str, *, id: str | None = None):  # noqa: A002
+        super().__init__(id=id)
+        from textual_image.widget import SixelImage, TGPImage
+
+        self.picture = (TGPImage if graphics == "kitty" else SixelImage)()
+
+    def compose(self):
+        yield self.picture
+
+    def show(self, frame: Image.Image) -> None:
+        self.picture.image = frame
+
+
 def video_widget(graphics: str) -> Widget:
     """The video area for a resolved graphics mode; each has `show(PIL image)`."""
-    if graphics == "halfblock":
-        return HalfBlockVideo(id="video")
-    from textual_image.widget import SixelImage, TGPImage
-
-    base = TGPImage if graphics == "kitty" else SixelImage
-
-    class GraphicsVideo(base, Renderable=base._Renderable):
-        def show(self, frame: Image.Image) -> None:
-            self.image = frame
-
-    return GraphicsVideo(id="video")
+    return HalfBlockVideo(id="video") if graphics == "halfblock" else GraphicsVideo(graphics, id="video")
 
 
 def key_cluster(lit: set[str]) -> Text:
