@@ -386,7 +386,6 @@ class Session:
         started = time.monotonic()
         made = self.source.generate(chunk, poses, self.intrinsics, actions, self.prompt)
         generate_s = time.monotonic() - started
-        latency_s = max(0.0, time.time() - keys.sent_at)
         expected = (frames_of_chunk(chunk, self.chunk_latents), self.spec.height, self.spec.width, 3)
         if made.frames.shape != expected or made.frames.dtype != np.uint8:
             raise JobFailed(
@@ -396,6 +395,8 @@ class Session:
                     f"{made.frames.dtype}, expected {expected} uint8",
                 )
             )
+        jpegs = [_jpeg(frame, self.spec.jpeg_quality) for frame in made.frames]
+        latency_s = max(0.0, time.time() - keys.sent_at)
         self.channel.publish(
             Chunk(
                 chunk=chunk,
@@ -408,7 +409,7 @@ class Session:
                 latency_s=round(latency_s, 4),
                 context=made.context,
             ),
-            [_jpeg(frame, self.spec.jpeg_quality) for frame in made.frames],
+            jpegs,
         )
         self.c2w = np.concatenate([self.c2w, poses])
         self.chunks.append(
