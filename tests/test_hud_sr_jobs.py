@@ -114,3 +114,45 @@ def test_tiny_native_sr_keeps_the_480p_video_and_draws_the_hud(
     assert {"generate", "super-resolution", "hud"} <= set(manifest["timings"]["stages"])
     log = (directory / "log.txt").read_text()
     assert "stage: super-resolution" in log
+
+
+SPEC = {
+    "prompt": "a street", "image": {"source": "x.png", "sha256": "0" * 64, "width": 1920, "height": 1080},
+    "trajectory": {"source": "w-3", "num_latents": 4, "num_frames": 13, "sha256": "0" * 64},
+    "engine": "native", "variant": "ar-distilled", "frames": 13, "steps": 4, "guidance": 1.0,
+    "width": 848, "height": 480, "timeout_s": 60,
+}  # fmt: skip
+
+
+def test_the_spec_names_every_video_and_its_size_and_old_hud_specs_still_validate():
+    from pydantic import ValidationError
+
+    from worldplay_cli.contract.specs import JobSpec
+
+    plain = JobSpec.model_validate(SPEC)
+    assert (plain.hud, plain.sr, plain.videos()) == (False, False, {"video.mp4": (848, 480)})
+    # a spec written before `sr` existed, with the old hud=True, gets the HUD as a separate video
+    old = JobSpec.model_validate({**SPEC, "engine": "preview", "hud": True})
+    assert old.videos() == {"video.mp4": (848, 480), "video_hud.mp4": (848, 480)}
+    full = JobSpec.model_validate({**SPEC, "sr": True, "keep_pre_sr": True, "hud": True})
+    assert full.videos() == {
+        "video.mp4": (1280, 720), "video_480p.mp4": (848, 480), "video_hud.mp4": (1280, 720),
+    }  # fmt: skip
+    assert (full.summary("q")["width"], full.summary("q")["height"]) == (1280, 720)
+    for bad, reason in (
+        ({"keep_pre_sr": True}, "keep_pre_sr needs sr"),
+        ({"sr": True, "engine": "preview"}, "engine preview has no super-resolution stage"),
+        ({"sr": True, "width": 800}, "800x480 is not one"),
+    ):
+        with pytest.raises(ValidationError, match=reason):
+            JobSpec.model_validate({**SPEC, **bad})
+
+
+def test_generate_dry_run_resolves_sr_and_hud_into_the_spec(tiny_model_dir):
+    completed = run_cli(
+        "generate", "--dry-run", "--engine", "native", "--model-dir", str(tiny_model_dir), "--prompt", "x",
+        "--pose", "w-3", "--width", "832", "--height", "480", "--sr", "--keep-pre-sr", "--hud",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    spec = json.loads(completed.stdout)
+    assert (spec["sr"], spec["keep_pre_sr"], spec["hud"], spec["width"], spec["height"]) == (True, True, True, 832, 480)
