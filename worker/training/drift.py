@@ -1,54 +1,5 @@
-"""Drift score of a long rollout: how far the look of its late chunks departs from its first chunk.
+"""The drift score of training validation is `evaluation.drift` (shared with `worldplay eval`)."""
 
-Long autoregressive rollouts fail by drifting: colours saturate or wash out, exposure creeps, textures
-smear into flat blobs. The score is reference-free, so it works for rollouts longer than any clip:
-- per video frame, the colour histogram of each RGB channel (32 bins, normalised);
-- per chunk, the mean histogram of its frames (the first chunk of c latents decodes to 4(c−1)+1 frames,
-  every later chunk to 4c);
-- the drift of chunk k is the total-variation distance between its histograms and the first chunk's,
-  averaged over the channels: 0 is the same colour distribution, 1 disjoint ones;
-- `drift` is the mean over the last quarter of the chunks (at least one) of that curve.
-A camera that legitimately turns to other surfaces changes histograms too, so a generated video's drift
-is read beside the reference video's over the same frames (`reference_drift`) when a reference exists.
-"""
+from evaluation.drift import chunk_bounds, chunk_histograms, drift_curve, drift_score
 
-from __future__ import annotations
-
-import numpy as np
-
-HISTOGRAM_BINS = 32
-
-
-def chunk_bounds(num_frames: int, chunk_latents: int) -> list[tuple[int, int]]:
-    """(first, end) video frames of each latent chunk of a decoded rollout."""
-    bounds, start = [], 0
-    size = 4 * (chunk_latents - 1) + 1
-    while start < num_frames:
-        bounds.append((start, min(start + size, num_frames)))
-        start += size
-        size = 4 * chunk_latents
-    return bounds
-
-
-def chunk_histograms(frames: np.ndarray, chunk_latents: int) -> np.ndarray:
-    """[chunks, 3, bins]: the mean normalised colour histogram of each chunk of [F, H, W, 3] uint8 frames."""
-    pixels = frames.reshape(frames.shape[0], -1, 3)
-    edges = np.linspace(0, 256, HISTOGRAM_BINS + 1)
-    per_frame = np.stack(
-        [np.stack([np.histogram(frame[:, channel], edges)[0] for channel in range(3)]) for frame in pixels]
-    ).astype(np.float64)
-    per_frame /= per_frame.sum(axis=-1, keepdims=True)
-    return np.stack([per_frame[first:end].mean(axis=0) for first, end in chunk_bounds(len(frames), chunk_latents)])
-
-
-def drift_curve(frames: np.ndarray, chunk_latents: int) -> list[float]:
-    """Per chunk, the total-variation distance of its colour histograms to the first chunk's."""
-    histograms = chunk_histograms(frames, chunk_latents)
-    distances = 0.5 * np.abs(histograms - histograms[:1]).sum(axis=-1).mean(axis=-1)
-    return [float(value) for value in distances]
-
-
-def drift_score(frames: np.ndarray, chunk_latents: int) -> float:
-    curve = drift_curve(frames, chunk_latents)
-    late = max(1, len(curve) // 4)
-    return float(np.mean(curve[-late:]))
+__all__ = ["chunk_bounds", "chunk_histograms", "drift_curve", "drift_score"]

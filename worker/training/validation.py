@@ -31,10 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evaluation.drift import drift_score
+from evaluation.flow import FlowCalibration, action_following, calibrate, motion_features
+from evaluation.images import psnr, ssim
 from worker.training.batches import SampleBuilder, collate, prompt_embeddings, prompt_to
 from worker.training.dataset import ClipTensors, PreparedDataset
-from worker.training.drift import drift_score
-from worker.training.flow import FlowCalibration, action_following, calibrate, motion_features, psnr, ssim, video_flow
+from worker.training.flow import video_flow
 from worker.training.methods import attention_window, build_method, flow_matching_config
 from worldplay_cli.contract.training import BiMethod, TrainConfig
 
