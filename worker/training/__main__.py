@@ -72,7 +72,8 @@ def _train(args: argparse.Namespace, resume: bool) -> dict:
 def describe(record: dict) -> str:
     """One human-readable progress line per metrics record."""
     if record["kind"] == "train":
-        return f"step {record['step']}/{record['max_steps']}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['samples_per_s']:.2f} samples/s"
+        student = "" if record.get("generator_loss") is None else f"  student {record['generator_loss']:.4f}"
+        return f"step {record['step']}/{record['max_steps']}  loss {record['loss']:.4f}{student}  lr {record['lr']:.2e}  {record['samples_per_s']:.2f} samples/s"
     if record["kind"] == "checkpoint":
         return f"checkpoint {record['path']}"
     scores = "  ".join(f"{key} {value:.4g}" for key, value in record.items() if isinstance(value, float))

@@ -2,7 +2,8 @@
 
 The task runs `python -m worker.training` (through torchrun for several GPUs) in the job directory and
 turns its JSON-lines events into `job.meta`: `progress` (step/total, fraction, ETA, the shared Progress
-model) and `train` (last loss, lr, throughput and a capped loss history for the dashboard's curve). A
+model) and `train` (last loss, lr, throughput and a capped loss history for the dashboard's curve; for a
+distillation run the loss is the critic's and `generator_loss` / its history are the student's). A
 cancel asks the process to stop (SIGINT), which saves a checkpoint before it exits. A re-run of the job
 (after a lost worker) resumes from the newest checkpoint in the job directory.
 """
@@ -110,6 +111,12 @@ def _supervise(command: list[str], directory: Path, job, reporter) -> dict:
                     eta_s=record["eta_s"],
                     loss_history=append_history(train_meta.get("loss_history", []), record["step"], record["loss"]),
                 )
+                if record.get("generator_loss") is not None:
+                    # distillation: `loss` is the critic's (every iteration), this is the student's last update
+                    train_meta["generator_loss"] = record["generator_loss"]
+                    train_meta["generator_loss_history"] = append_history(
+                        train_meta.get("generator_loss_history", []), record["step"], record["generator_loss"]
+                    )
                 try:
                     reporter.update(record["step"], record["max_steps"])
                 except JobCanceled:
