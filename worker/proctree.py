@@ -60,11 +60,16 @@ def _search_root() -> int | None:
 
 
 def _children(pid: int) -> list[int]:
+    if pid == _subreaper:
+        # The subreaper forks its work horses from its main thread (rq's work loop runs there), and the
+        # kernel hands orphans to its first living thread, the main one: that one list holds them all.
+        tids = [str(pid)]
+    else:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return []
     found = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/children", "rb") as handle:

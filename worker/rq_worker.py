@@ -125,7 +125,6 @@ class WorldplayWorker(Worker):
     def heartbeat(self, timeout: int | None = None, pipeline=None):
         super().heartbeat(timeout, pipeline)
         if not self.is_horse:
-            self._reap_orphans()
             self._maybe_reap()
 
     def _reap_orphans(self) -> None:
@@ -137,6 +136,8 @@ class WorldplayWorker(Worker):
         if time.monotonic() - self._last_reap < self.settings.worker.reaper_interval_s:
             return
         self._last_reap = time.monotonic()
+        # Orphans that ended during a long job; those of a job that ended are collected right after it.
+        self._reap_orphans()
         try:
             reap(self.connection, self.settings)
         except StopRequested:  # SIGTERM while reaping: rq's way of leaving the idle loop, not a failure
