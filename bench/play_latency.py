@@ -1,11 +1,12 @@
 """Live play: key press -> first displayed frame showing it, chunk generation time, displayed fps.
 
-    python bench/play_latency.py [--seconds 20] [--engines preview,native] [--ahead 1,2] [--width 416 --height 240]
+    python bench/play_latency.py [--engines preview,native] [--ahead 1,2] [--seconds 20] [--native-seconds 150]
 
 Each engine runs real sessions the way `worldplay play` does (a private worker on a real Redis, the
 player's `PlayClient` with its display clock), with no terminal: a scripted player holds a key set for
 about a second (pressed every 33 ms, like a terminal's auto-repeat), lets go for about a second, and so
-on. `native` is the tiny random model (CPU). Measured per run: the latency of each new hold (p50/p95),
+on. `preview` plays 416x240 frames; `native` the tiny random model (CPU, 64x64 frames: a chunk takes
+seconds, so its sessions are longer). Measured per run: the latency of each new hold (p50/p95),
 the worker's chunk generation time, the displayed fps and the display stalls.
 
 Then the same arithmetic on the per-chunk times of ../shared/reference/performance-reliability.md
@@ -147,12 +148,13 @@ def play(runtime, engine: str, seconds: float, ahead: int, width: int, height: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="played seconds per session (after start)")
     parser.add_argument("--engines", default="preview,native")
     parser.add_argument("--ahead", default="1,2", help="ahead_chunks values to compare")
-    parser.add_argument("--width", type=int, default=416)
-    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--seconds", type=float, default=20.0, help="played seconds of a preview session")
+    parser.add_argument("--native-seconds", type=float, default=150.0, help="played seconds of a native session")
     args = parser.parse_args()
+    sizes = {"preview": (416, 240), "native": (64, 64)}
+    durations = {"preview": args.seconds, "native": args.native_seconds}
     aheads = [int(value) for value in args.ahead.split(",")]
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,15 +177,18 @@ def main() -> None:
 
             runtime = Runtime()
             for engine in args.engines.split(","):
+                width, height = sizes[engine]
                 for ahead in aheads:
-                    figures = play(runtime, engine, args.seconds, ahead, args.width, args.height)
-                    rows.append((f"{engine} (CPU, {args.width}x{args.height}), ahead {ahead}", figures, ahead))
+                    figures = play(runtime, engine, durations[engine], ahead, width, height)
+                    rows.append(
+                        (f"{engine} (CPU, {width}x{height}, {durations[engine]:g} s), ahead {ahead}", figures, ahead)
+                    )
                     print(f"ran {rows[-1][0]}: {figures}", file=sys.stderr)
         finally:
             redis_server.stop(settings)
 
     header = f"{'':<72}{'gen s':>7}{'lat p50':>9}{'lat p95':>9}{'fps':>6}{'stalls':>7}   predicted p50/p95/fps"
-    print(f"measured: {args.seconds:g} s sessions, holds of ~1 s with 33 ms auto-repeat, video {FPS} fps")
+    print(f"measured: real sessions, holds of ~1 s with 33 ms auto-repeat, video {FPS} fps")
     print(header)
     for label, figures, ahead in rows:
         p50, p95, fps = predicted(figures["generate_s"], ahead)

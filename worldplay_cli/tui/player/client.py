@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from worldplay_cli.contract.play import (
     PLAY_KEYS,
     BadMessage,
@@ -236,20 +238,12 @@ class FrameClock:
         return len(self._buffer)
 
 
-# What `pump` returns besides the worker's own messages.
 @dataclass(frozen=True)
 class WorkerLost:
-    """The session's worker stopped answering (or its job ended) without saying so on the stream."""
+    """What `pump` returns when the session's worker stopped answering (or its job ended) without saying so."""
 
     message: str
     hint: str | None = None
-
-
-@dataclass(frozen=True)
-class Stalled:
-    """Nothing came from the worker for a while: e.g. the job still waits on the queue."""
-
-    waited_s: float
 
 
 class PlayClient(FrameClock):
@@ -322,13 +316,14 @@ class PlayClient(FrameClock):
         text = " ".join(text.split())
         if not text:
             return "an empty prompt changes nothing; the prompt stays"
-        limit = SetPrompt.model_fields["text"].metadata[-1].max_length
-        if len(text) > limit:
-            return f"a prompt has at most {limit} characters (this one has {len(text)})"
         if self.outcome is not None:
             return "the session is over"
+        try:
+            message = SetPrompt(text=text)
+        except ValidationError as error:
+            return f"prompt refused: {error.errors()[0]['msg'].lower()} (this one has {len(text)})"
         self.pending_prompt = text
-        self._outbox.put(SetPrompt(text=text))
+        self._outbox.put(message)
         return None
 
     def toggle_recording(self) -> bool:
