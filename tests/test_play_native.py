@@ -317,7 +317,7 @@ def test_a_native_session_on_a_worker_shares_the_resident_weights_with_generatio
     import json
     from pathlib import Path
 
-    from play_util import Player, dot_image, start_session
+    from play_util import dot_image, start_session
     from spine_util import wait_until
     from worldplay_cli.contract.play import Chunk, Ended
     from worldplay_cli.contract.queue import fetch_job
@@ -341,11 +341,10 @@ def test_a_native_session_on_a_worker_shares_the_resident_weights_with_generatio
         return json.loads((outputs / job_id / "manifest.json").read_text())["engine"]["resident"]
 
     assert generate("1")["reused_weights"] is False
-    job_id, channel = start_session(
+    job_id, player = start_session(
         load_settings(), redis_conn, dot_image(tmp_path / "dot.png"), engine="native", variant="ar-distilled",
         width=32, height=16,
     )  # fmt: skip
-    player = Player(channel)
     ready = player.ready(timeout=120)
     assert (ready.engine, ready.reused_weights, ready.load_s) == ("native", True, 0.0)
     player.keys(0, "", "w")
