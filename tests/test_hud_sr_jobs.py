@@ -139,6 +139,11 @@ def test_the_spec_names_every_video_and_its_size_and_old_hud_specs_still_validat
         "video.mp4": (1280, 720), "video_480p.mp4": (848, 480), "video_hud.mp4": (1280, 720),
     }  # fmt: skip
     assert (full.summary("q")["width"], full.summary("q")["height"]) == (1280, 720)
+    # `worldplay jobs show` says what else the job writes
+    from worldplay_cli.jobs import describe_spec
+
+    assert "also: 720p super-resolution, keeps video_480p.mp4; HUD video" in describe_spec(full.model_dump())
+    assert not any(line.startswith("also:") for line in describe_spec(plain.model_dump()))
     for bad, reason in (
         ({"keep_pre_sr": True}, "keep_pre_sr needs sr"),
         ({"sr": True, "engine": "preview"}, "engine preview has no super-resolution stage"),

@@ -184,6 +184,12 @@ def describe_spec(spec: dict | None) -> list[str]:
             f"trajectory {trajectory.get('source')!r}",
             f"prompt: {spec.get('prompt')!r}",
         ]
+        extras = []
+        if spec.get("sr"):
+            extras.append("720p super-resolution" + (", keeps video_480p.mp4" if spec.get("keep_pre_sr") else ""))
+        if spec.get("hud"):
+            extras.append("HUD video")
+        lines += [f"also: {'; '.join(extras)}"] if extras else []
         return lines + ([f"name: {spec['output_name']}"] if spec.get("output_name") else [])
     if kind == "train":
         config = spec.get("config") or {}
