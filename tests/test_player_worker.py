@@ -191,3 +191,31 @@ async def test_a_native_session_of_the_tiny_model_plays_the_held_keys(play_world
         (runtime.settings.output_root / session.job_id / "manifest.json").read_text()
     )
     assert manifest.spec.engine == "native" and manifest.play.frames == result.frames
+
+
+async def test_a_session_waiting_for_a_busy_worker_says_so_and_q_cancels_it(play_world, start_worker):
+    from spine_util import wait_until
+    from worldplay_cli import jobs
+    from worldplay_cli.rows import unserved_queue_warning
+    from worldplay_cli.tui.player.app import PlayerApp
+    from worldplay_cli.tui.player.launch import start_session
+
+    runtime, image = play_world
+    start_worker("play")
+    wait_until(lambda: unserved_queue_warning(runtime.conn, runtime.settings, "play") is None, 30, what="the worker")
+    busy = start_session(runtime, _request(image), "play")  # the worker's one session, never played here
+    wait_until(lambda: jobs.get_row(runtime.conn, busy.job_id).status == "started", 30, what="the first session")
+    waiting = start_session(runtime, _request(image), "play")
+    app = PlayerApp(waiting.client, graphics="halfblock", queue=waiting.queue)
+    try:
+        async with app.run_test(size=(100, 32)) as pilot:
+            await settle(pilot, lambda: "waiting for a worker on queue play" in str(app.figures_view.render()))
+            await pilot.press("q")  # nothing to wait for: leaves at once
+            await settle(pilot, lambda: app.return_value is not None, 10, "the player to leave")
+    finally:
+        waiting.close()
+        busy.close()
+    assert app.return_value.status == "left" and "before a worker took" in app.return_value.message
+    assert jobs.get_row(runtime.conn, waiting.job_id).status == "canceled"
+    # the session nobody played here is canceled too, without waiting for its idle timeout
+    wait_until(lambda: jobs.get_row(runtime.conn, busy.job_id).status in jobs.ENDED, 30, what="the first to end")

@@ -129,8 +129,8 @@ def _print_result(result, as_json: bool) -> None:
             console.print(f"replayed {result.frames} frames of {result.output_dir}", highlight=False, soft_wrap=True)
             return
         if result.status == "left":
-            console.print(f"left session {result.job_id}; its worker writes the outputs to {result.output_dir}",
-                          highlight=False, soft_wrap=True)  # fmt: skip
+            console.print(f"{result.message}: session {result.job_id} ends; whatever it played is written to "
+                          f"{result.output_dir}", highlight=False, soft_wrap=True)  # fmt: skip
             return
         console.print(
             f"session {result.job_id} ended ({result.reason}): {result.chunks} chunks, {result.frames} frames"

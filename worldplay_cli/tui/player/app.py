@@ -258,7 +258,8 @@ class PlayerApp(App[PlayResult]):
         self._show_status(force=True)
 
     def action_end_session(self) -> None:
-        if self.outcome is not None or not self.source.live or self._quit_asked:
+        # a session no worker has taken yet has nothing to write: leave (the command cancels its job)
+        if self.outcome is not None or not self.source.live or self._quit_asked or self.source.ready is None:
             self.exit(self.result())
             return
         self._quit_asked = True
@@ -278,5 +279,7 @@ class PlayerApp(App[PlayResult]):
                               **common)  # fmt: skip
         if isinstance(outcome, WorkerLost):
             return PlayResult(status="lost", message=outcome.message, hint=outcome.hint, **common)
+        if source.ready is None:
+            return PlayResult(status="left", message="left before a worker took the session", **common)
         return PlayResult(status="left", chunks=source.figures().chunks, message="left before the session ended",
                           **common)  # fmt: skip
