@@ -97,28 +97,34 @@ class FlowCalibration:
 
 
 def calibrate(videos: list[tuple[np.ndarray, np.ndarray]], focal: float) -> FlowCalibration:
-    """Least-squares gains from (observed flow [P, 2, H, W], motion features [P, 4]) of reference videos."""
+    """Least-squares gains from (observed flow [P, 2, H, W], motion features [P, 4]) of reference videos.
+
+    Solved through the 4x4 normal equations: each pair's design is the fixed basis scaled per gain by its
+    features, so the products with the basis are computed once rather than per pair."""
     height, width = videos[0][0].shape[-2:]
     basis = flow_basis(width, height, focal).reshape(4, -1)
-    design, target = [], []
+    gram = basis @ basis.T
+    normal = np.zeros((4, 4))
+    right = np.zeros(4)
+    target_energy = 0.0
+    samples = pairs = 0
     for flows, features in videos:
         for flow, feature in zip(flows, features):
             if not feature.any():
                 continue
-            design.append((feature[:, None] * basis).T)
-            target.append(flow.reshape(-1))
-    if not design:
+            target = flow.reshape(-1).astype(np.float64)
+            normal += feature[:, None] * gram * feature[None, :]
+            right += feature * (basis @ target)
+            target_energy += float(target @ target)
+            samples += target.size
+            pairs += 1
+    if not pairs:
         raise ValueError("calibration needs reference videos with motion")
-    design_matrix, target_vector = np.concatenate(design), np.concatenate(target)
-    gains, *_ = np.linalg.lstsq(design_matrix, target_vector, rcond=None)
-    residual = design_matrix @ gains - target_vector
+    gains = np.linalg.lstsq(normal, right, rcond=None)[0]
+    residual_energy = max(target_energy - 2 * gains @ right + gains @ normal @ gains, 0.0)
     return FlowCalibration(
-        tuple(float(g) for g in gains), float(focal), width, height, float(np.sqrt(np.mean(residual**2))), len(design)
+        tuple(float(g) for g in gains), float(focal), width, height, float(np.sqrt(residual_energy / samples)), pairs
     )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Scores
 
 
 def pair_metrics(predicted: np.ndarray, observed: np.ndarray, min_magnitude: float) -> dict[str, float]:

@@ -1,0 +1,110 @@
+"""`worldplay eval JOB|VIDEO`: how well a video follows its camera path, stays consistent and holds its quality
+(CPU, no model; the metrics are `evaluation`, defined in docs/eval.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from worldplay_cli.options import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
+
+
+def eval_command(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A job (id, unique prefix or --name), a job directory, or a video file.", show_default=False
+        ),
+    ],
+    trajectory: Annotated[
+        Optional[str],
+        typer.Option(
+            "--trajectory",
+            help="The path the video should follow: a file, preset or pose string (default: the job's trajectory.json).",
+        ),
+    ] = None,
+    reference: Annotated[
+        Optional[Path], typer.Option("--reference", help="A ground-truth video: PSNR/SSIM against it.")
+    ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output", help="Where to write the JSON (default: eval.json in the job directory, else VIDEO.eval.json)."
+        ),
+    ] = None,
+    chunk_latents: Annotated[
+        int, typer.Option("--chunk-latents", min=1, help="Latents per rollout chunk, for the drift curve.")
+    ] = 4,
+    stride: Annotated[
+        int, typer.Option("--stride", min=1, help="Frames between the two views of a camera-following step.")
+    ] = 8,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    redis_url: RedisUrlOption = None,
+    output_root: OutputRootOption = None,
+) -> None:
+    """Score a video: camera following (R_dist/T_dist), revisit consistency, drift and action following."""
+    from worldplay_cli.evaluate import evaluate_target
+    from worldplay_cli.output import emit
+
+    result = evaluate_target(
+        target, trajectory, reference, output, chunk_latents, stride, config, redis_url, output_root
+    )
+    emit(result, as_json, lambda console: console.print(summary_table(result)))
+
+
+def _figure(value, digits: int = 2, unit: str = "") -> str:
+    return "-" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def summary_table(result: dict):
+    """The headline figures of an eval.json as a rich Table (metric, value, how to read it)."""
+    from rich.table import Table
+
+    table = Table(title=f"eval of {result.get('video', '')}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("reading")
+    camera = result["camera_following"]
+    table.add_row("R_dist", _figure(camera["R_dist"], unit="°"), "mean rotation error per step; lower is better")
+    table.add_row(
+        "T_dist",
+        _figure(camera["T_dist"], 1, "°"),
+        f"mean translation-direction error over {camera['translation_steps']} moving steps; 90° = no evidence",
+    )
+    table.add_row(
+        "tracked steps", f"{camera['tracked']}/{camera['steps']}", "untracked: too flat to match, not guessed"
+    )
+    revisit = result["revisit"]
+    if revisit["count"]:
+        psnr = "identical" if revisit["psnr"] is None else _figure(revisit["psnr"], 1, " dB")
+        table.add_row("revisit PSNR", psnr, f"{revisit['count']} returns to an earlier pose; higher is better")
+        table.add_row("revisit SSIM", _figure(revisit["ssim"], 3), "1 = the same view again")
+    else:
+        table.add_row("revisit", "-", "the path never comes back near an earlier pose")
+    drift = result["drift"]
+    table.add_row("drift", _figure(drift["drift"], 3), "late chunks' colour histograms vs the first (0 = same)")
+    table.add_row("sharpness ratio", _figure(drift["sharpness_ratio"]), "late / first chunk; below 1 = smearing")
+    action = result["action_following"]
+    if "skipped" in action:
+        table.add_row("action following", "-", action["skipped"])
+    else:
+        table.add_row(
+            "action pixel EPE",
+            _figure(action["pixel_epe"], 3, " px"),
+            f"flow vs the path's flow; the preview's own: {_figure(action['reference_pixel_epe'], 3)} px",
+        )
+    if result.get("reference"):
+        reference = result["reference"]
+        psnr = "identical" if reference["psnr"] is None else _figure(reference["psnr"], 1, " dB")
+        table.add_row("reference PSNR", psnr, f"against {reference.get('video', 'the reference')}")
+        table.add_row("reference SSIM", _figure(reference["ssim"], 3), "1 = identical")
+    for note in result.get("notes", []):
+        table.add_row("note", "", note)
+    return table
