@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -219,3 +220,31 @@ async def test_a_session_waiting_for_a_busy_worker_says_so_and_q_cancels_it(play
     assert jobs.get_row(runtime.conn, waiting.job_id).status == "canceled"
     # the session nobody played here is canceled too, without waiting for its idle timeout
     wait_until(lambda: jobs.get_row(runtime.conn, busy.job_id).status in jobs.ENDED, 30, what="the first to end")
+
+
+def test_worldplay_play_runs_a_session_and_prints_where_its_outputs_are(cli, tmp_path, monkeypatch):
+    """The command itself: options -> a private worker -> the app (headless, a scripted user through
+    Textual's own autopilot) -> the session's end, printed as JSON."""
+    import json
+
+    from worldplay_cli.tui.player.app import PlayerApp
+
+    async def user(pilot):
+        client = pilot.app.source
+        client.sampler.hold_window_s = 3.0  # as above: Pilot's presses are seconds apart on a busy app
+        await settle(pilot, lambda: client.ready is not None, 120, "Ready")
+        await pilot.press("w")
+        await settle(pilot, lambda: client.figures().chunks >= 1, 120, "a chunk")
+        await pilot.press("q")  # the app leaves when Ended arrives
+
+    run = PlayerApp.run
+    monkeypatch.setattr(PlayerApp, "run", lambda app: run(app, headless=True, size=(100, 32), auto_pilot=user))
+    image = dot_image(tmp_path / "dot.png")
+    code, out, err = cli("play", str(image), "--prompt", "a quiet street", "--graphics", "halfblock", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "ended" and result["reason"] == "quit" and result["chunks"] >= 1
+    directory = Path(result["output_dir"])
+    assert directory.parent == Path(os.environ["WORLDPLAY_OUTPUT_ROOT"]) and (directory / "video.mp4").is_file()
+    timeline = Timeline.model_validate_json((directory / "timeline.json").read_text())
+    assert timeline.prompts[0].text == "a quiet street"
