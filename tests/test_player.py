@@ -286,10 +286,13 @@ async def test_app_plays_keys_prompt_and_quit(redis_conn, fake_worker):
 
         await pilot.press("p")
         assert app.focused is app.query_one("#prompt-input")
-        await pilot.press(*"rainy", "enter")  # typing letters into the prompt moves nothing
-        assert client.pending_prompt == "rainy" or any(c.prompt == "rainy" for c in worker.chunks)
-        await settle(pilot, lambda: any(c.prompt == "rainy" for c in worker.chunks), what="the new prompt")
-        await settle(pilot, lambda: "rainy" in str(app.prompt_view.render()), what="the prompt shown")
+        # typed into the prompt, keys are text: no move, no quit, no hold, no marker
+        await pilot.press(*"wet road", "space", *"quiet", "enter")
+        prompt = "wet road quiet"
+        assert client.pending_prompt == prompt or any(c.prompt == prompt for c in worker.chunks)
+        assert not client.recording and app.return_value is None
+        await settle(pilot, lambda: any(c.prompt == prompt for c in worker.chunks), what="the new prompt")
+        await settle(pilot, lambda: prompt in str(app.prompt_view.render()), what="the prompt shown")
 
         await pilot.press("p", "enter")  # an empty prompt: refused, no crash
         assert "empty prompt" in str(app.message.render())
