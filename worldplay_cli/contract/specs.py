@@ -34,7 +34,8 @@ TASK_GENERATE = "worker.tasks.generate"
 TASK_NOOP = "worker.tasks.noop"  # health checks and queue benchmarks
 TASK_TRAIN = "worker.training.job.train"  # a `worldplay train --queue` job (contract.training)
 TASK_PLAY = "worker.tasks.play"  # a live `worldplay play` session (contract.play)
-ALLOWED_TASKS = frozenset({TASK_GENERATE, TASK_NOOP, TASK_TRAIN, TASK_PLAY})
+TASK_EVAL = "worker.tasks.eval"  # `worldplay eval` of a finished job, as a queue job (contract.evaljob)
+ALLOWED_TASKS = frozenset({TASK_GENERATE, TASK_NOOP, TASK_TRAIN, TASK_PLAY, TASK_EVAL})
 
 JOBS_INDEX = "worldplay:jobs"  # sorted set: job id -> enqueue time, newest last
 QUEUES_SET = "worldplay:queues"  # every queue a job was ever sent to (the reaper sweeps them all)
@@ -276,7 +277,10 @@ class JobSpec(_Model):
 
 # --- progress, failures, results ------------------------------------------------------------------------
 
-FailureKind = Literal["bad_input", "engine_error", "oom", "timeout", "worker_lost", "canceled", "refused", "internal"]
+# parent_failed: a job that depended on another (`enqueue(depends_on=...)`) whose parent did not finish
+FailureKind = Literal[
+    "bad_input", "engine_error", "oom", "timeout", "worker_lost", "canceled", "refused", "internal", "parent_failed"
+]
 
 
 class Failure(_Model):
