@@ -156,6 +156,8 @@ def test_play_refuses_bad_input_in_one_line(cli, tmp_path):
     assert code == 2 and "--graphics 'ascii' is not a mode" in err and "Traceback" not in err
     code, _out, err = cli("play", "--variant", "bi", "--graphics", "halfblock")
     assert code == 2 and "cannot play live" in err
+    code, _out, err = cli("play", "--ahead-chunks", "9", "--graphics", "halfblock")
+    assert code == 2 and "ahead_chunks" in err and "Traceback" not in err
     code, _out, err = cli("play", "--replay", str(tmp_path), "--graphics", "halfblock")
     assert code == 2 and "not a finished play session" in err
     code, _out, err = cli("play", "--replay", "no-such-job", "--graphics", "halfblock")

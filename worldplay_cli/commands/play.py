@@ -51,6 +51,13 @@ def play(
     graphics: Annotated[
         str, typer.Option(help="auto | kitty | sixel | halfblock: how frames are drawn (auto asks the terminal).")
     ] = "auto",
+    ahead_chunks: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Chunks asked for ahead of the one on screen: 2 plays smoothly, 1 answers keys sooner (default 2).",
+            show_default=False,
+        ),
+    ] = None,
     replay: Annotated[
         Optional[str],
         typer.Option("--replay", help="Show a finished session (job id, prefix or name).", show_default=False),
@@ -82,7 +89,7 @@ def play(
         from worldplay_cli.tui.player.launch import start_session
 
         request = PlayRequest(prompt=prompt, image=image, engine=engine, variant=variant, seed=seed,
-                              model_dir=model_dir)  # fmt: skip
+                              model_dir=model_dir, ahead_chunks=ahead_chunks)  # fmt: skip
         session = start_session(runtime, request, (queue_name or PLAY_QUEUE) if queued(queue, queue_name) else None)
         app = PlayerApp(session.client, graphics=mode, queue=session.queue)
         try:
