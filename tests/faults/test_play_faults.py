@@ -54,7 +54,7 @@ def test_a_vanished_player_ends_the_session_after_the_idle_timeout_and_the_worke
 
     settings, conn, start_worker, image = world
     start_worker("play")
-    job_id, player = start_session(settings, conn, image, idle_timeout_s=1.0)
+    job_id, player = start_session(settings, conn, image, idle_timeout_s=2.0)
     player.ready()
     _play_chunks(player, 2)
     # The player is gone: it sends nothing more.
@@ -110,7 +110,7 @@ def test_bad_messages_are_skipped_and_the_session_goes_on(world):
     settings, conn, start_worker, image = world
     start_worker("play")
     job_id, player = start_session(settings, conn, image)
-    player.ready()
+    # All sent before the session reads its stream, so its first read sees them all (and both keys of chunk 0).
     stream = input_key(job_id)
     conn.xadd(stream, {"nothing": "here"})  # no message field
     conn.xadd(stream, {"m": "{not json"})
@@ -120,6 +120,7 @@ def test_bad_messages_are_skipped_and_the_session_goes_on(world):
     player.channel.send(Keys(chunk=9, latents=[["w"]] * 4))  # far beyond the ahead window
     player.keys(0, "", "d")
     player.keys(0, "", "a")  # sent again before the chunk started: the last keys count
+    player.ready()
     first = player.wait_for(Chunk)[0][0]
     assert first.keys == [[], ["a"], ["a"], ["a"]]
     player.channel.send(Keys(chunk=0, latents=[["w"]] * 4))  # for a chunk already made
