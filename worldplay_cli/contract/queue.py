@@ -26,7 +26,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 from rq.queue import Queue
-from rq.registry import StartedJobRegistry
+from rq.registry import DeferredJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from worldplay_cli.contract.meta import JobMeta
@@ -167,13 +167,29 @@ class QueuedSpec(Protocol):
 
 
 def enqueue(
-    conn: Redis, settings: Settings, spec: QueuedSpec, job_id: str, queue_name: str, retries_on_lost: int | None = None
+    conn: Redis,
+    settings: Settings,
+    spec: QueuedSpec,
+    job_id: str,
+    queue_name: str,
+    retries_on_lost: int | None = None,
+    depends_on: list[str] | None = None,
+    batch: str | None = None,
 ) -> GuardedJob:
     """Put a validated job of any kind on `queue_name` (rq, JSON serializer, its allowlisted `spec.task`),
-    listed with every other job: a generation (its inputs already in the job directory) or a training run."""
+    listed with every other job: a generation (its inputs already in the job directory) or a training run.
+
+    `depends_on`: job ids that must finish first (rq keeps the job deferred until then; a parent that fails,
+    is canceled or is lost fails this job too, see `fail_orphans`). `batch`: the id of the batch it belongs
+    to, kept in its summary (`jobs list --batch`)."""
     from rq import Retry
 
     retries = settings.queue.retries_on_lost_worker if retries_on_lost is None else retries_on_lost
+    summary = spec.summary(queue_name)
+    if batch is not None:
+        summary["batch"] = batch
+    if depends_on:
+        summary["depends_on"] = list(depends_on)
     job = rq_queue(conn, queue_name).enqueue(
         spec.task,
         spec.model_dump(mode="json"),
@@ -182,8 +198,9 @@ def enqueue(
         result_ttl=settings.queue.finished_ttl_s,
         failure_ttl=settings.queue.failed_ttl_s,
         retry=Retry(max=retries, enqueue_at_front=spec.rerun_first) if retries > 0 else None,
-        meta=JobMeta.queued(spec.summary(queue_name)),
+        meta=JobMeta.queued(summary),
         description=spec.description(),
+        depends_on=list(depends_on) if depends_on else None,
     )
     with conn.pipeline() as pipe:
         pipe.sadd(QUEUES_SET, queue_name)
@@ -256,7 +273,71 @@ def reap(conn: Redis, settings: Settings, force: bool = False) -> list[dict[str,
             if outcome:
                 outcomes.append(outcome)
         outcomes += _reap_untaken(conn, settings, queue, expired.keys() | live)
+    outcomes += fail_orphans(conn, settings)
     return outcomes
+
+
+# A parent in one of these states will not finish (a failed job that is retried is queued again, not failed).
+_PARENT_ENDED = (JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED)
+
+
+def fail_orphans(conn: Redis, settings: Settings) -> list[dict[str, Any]]:
+    """Fail every deferred job one of whose parents failed, was canceled, stopped or is gone: rq would keep
+    it deferred for ever. Its failure (`parent_failed`) names the parent and the parent's reason; a chain
+    fails link by link in the same call."""
+    outcomes: list[dict[str, Any]] = []
+    changed = True
+    while changed:
+        changed = False
+        for queue_name in known_queues(conn):
+            registry = DeferredJobRegistry(queue_name, connection=conn, job_class=GuardedJob, serializer=SERIALIZER)
+            for member in conn.zrange(registry.key, 0, -1):
+                outcome = _fail_orphan(conn, settings, registry.key, member.decode())
+                if outcome:
+                    outcomes.append(outcome)
+                    changed = True
+    return outcomes
+
+
+def _fail_orphan(conn: Redis, settings: Settings, registry_key: str, job_id: str) -> dict | None:
+    job = fetch_job(conn, job_id)
+    if job is None:
+        conn.zrem(registry_key, job_id)
+        return None
+    failure = None
+    for parent_id in job.dependency_ids:
+        parent = fetch_job(conn, parent_id)
+        status = None if parent is None else parent.get_status(refresh=False)
+        if parent is not None and status not in _PARENT_ENDED:
+            continue
+        reason = "is gone" if parent is None else str(status.value if hasattr(status, "value") else status)
+        parent_failure = None if parent is None else JobMeta.read(parent.meta).failure
+        message = f"parent job {parent_id} {reason}" + (f": {parent_failure.message}" if parent_failure else "")
+        failure = Failure(
+            kind="parent_failed",
+            message=message,
+            hint=f"see `worldplay jobs show {parent_id}`; retry it, then this job (`worldplay jobs retry {job_id}`)",
+        )
+        break
+    if failure is None:
+        return None
+    with conn.pipeline() as pipe:
+        try:
+            pipe.watch(job.key)
+            if job.get_status(refresh=True) != JobStatus.DEFERRED:
+                return None
+            JobMeta.set_failure(job.meta, failure)
+            pipe.multi()
+            pipe.zrem(registry_key, job_id)
+            pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))
+            record_job_failure(job, f"DependencyFailed: {failure.message}", pipe)
+            pipe.execute()
+        except WatchError:
+            return None
+    append_log(conn, settings, job_id, f"failed: {failure.message}", job_dir(settings, job_id) / "log.txt")
+    end_manifest(job_dir(settings, job_id), "failed", failure)
+    log.warning("job %s: %s", job_id, failure.message)
+    return {"job_id": job_id, "status": "failed", "message": failure.message}
 
 
 def _reap_lost(
