@@ -21,6 +21,15 @@ def play(spec: dict) -> dict:
     return run_play(get_current_job(), spec)
 
 
+def eval(spec: dict) -> dict:
+    """Evaluate a finished job's video (`EvalSpec` as JSON) into `<output root>/<job id>/eval.json`."""
+    from rq import get_current_job
+
+    from worker.evaljob import run_eval
+
+    return run_eval(get_current_job(), spec)
+
+
 def noop() -> None:
     """Does nothing: health checks and queue-overhead benchmarks."""
     return None
