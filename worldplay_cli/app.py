@@ -7,6 +7,7 @@ functions so `worldplay --help` stays fast; none of them imports torch.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import pkgutil
 import sys
@@ -114,11 +115,37 @@ def _old_flag_value_hint(command, args: list[str], message: str) -> str | None:
     return None
 
 
+def _app_for(args: list[str]):
+    """The app with just the command `args` names, or the whole app (help, --version, a mistyped name).
+    Typer builds every registered command's options from its signature on each run, most of the time a
+    command takes to start; the commands not named are never shown."""
+    name = args[0] if args else ""
+    if not name or name.startswith("-"):
+        return app
+
+    def text(value) -> str | None:
+        return value if isinstance(value, str) else None  # Typer's unset names are placeholders
+
+    groups = [
+        info for info in app.registered_groups if (text(info.name) or text(info.typer_instance.info.name)) == name
+    ]
+    commands = [
+        info
+        for info in app.registered_commands
+        if (text(info.name) or typer.main.get_command_name(info.callback.__name__)) == name
+    ]
+    if len(groups) + len(commands) != 1:
+        return app
+    named = copy.copy(app)
+    named.registered_groups, named.registered_commands = groups, commands
+    return named
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every failure into one line and an exit code."""
     from trajectories.errors import TrajectoryError
 
-    command = typer.main.get_command(app)
+    command = typer.main.get_command(_app_for(sys.argv[1:] if argv is None else argv))
     _plain_metavars(command)
     try:
         # Typer returns a command's exit code (130 for Ctrl+C) instead of exiting when not standalone.
