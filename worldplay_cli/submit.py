@@ -339,22 +339,31 @@ def submit(
     queue_name: str,
     job_id: str,
     retries_on_lost: int | None = None,
+    batch: str | None = None,
 ):
     """Write the inputs and enqueue; if enqueueing fails, remove the directory again."""
     directory = write_inputs(settings, job_id, prepared)
-    return _enqueue_or_remove(conn, settings, prepared.spec, directory, queue_name, retries_on_lost)
+    return _enqueue_or_remove(conn, settings, prepared.spec, directory, queue_name, retries_on_lost, batch=batch)
 
 
 def _enqueue_or_remove(
-    conn: Redis, settings: Settings, spec: QueuedSpec, directory: Path, queue_name: str, retries_on_lost: int | None
+    conn: Redis,
+    settings: Settings,
+    spec: QueuedSpec,
+    directory: Path,
+    queue_name: str,
+    retries_on_lost: int | None,
+    depends_on: list[str] | None = None,
+    batch: str | None = None,
 ):
-    """Enqueue the job of `directory`; if that fails, remove the directory again."""
+    """Enqueue the job of `directory` (after `depends_on`, in `batch`: see `contract.queue.enqueue`); if that
+    fails, remove the directory again."""
     import redis
 
     from worldplay_cli.contract.queue import enqueue
 
     try:
-        return enqueue(conn, settings, spec, directory.name, queue_name, retries_on_lost)
+        return enqueue(conn, settings, spec, directory.name, queue_name, retries_on_lost, depends_on, batch)
     except redis.RedisError as exc:
         shutil.rmtree(directory, ignore_errors=True)
         raise WorldplayError(f"could not enqueue the job: {exc}") from None
@@ -378,12 +387,14 @@ def submit_generation(
     job_id: str | None = None,
     retries_on_lost: int | None = None,
     check_served: bool = True,
+    batch: str | None = None,
 ) -> Submitted:
     """The one way a generation job gets on a queue: prepare (unless given a `PreparedJob`), check the
     output root, make the job id (with the request's `output_name` in it), write the inputs, enqueue on
     `queue` (default: the settings' queue) and, with `check_served`, warn when no live worker serves it.
 
-    `trajectory`: see `prepare`; `job_id`: one made by the caller (`new_job_id`). Blocking (Redis, files): a terminal app calls it from a thread worker.
+    `trajectory`: see `prepare`; `job_id`: one made by the caller (`new_job_id`); `batch`: the batch id it
+    belongs to (`worldplay_cli.batch`). Blocking (Redis, files): a terminal app calls it from a thread worker.
     Raises BadInput/WorldplayError/TrajectoryError, and redis errors (other than on enqueueing) as they are.
     """
     from worldplay_cli.contract.specs import new_job_id
@@ -392,7 +403,7 @@ def submit_generation(
     check_output_root(settings)
     queue_name = queue or settings.queue.default_queue
     job_id = job_id or new_job_id(prepared.spec.output_name)
-    submit(conn, settings, prepared, queue_name, job_id, retries_on_lost)
+    submit(conn, settings, prepared, queue_name, job_id, retries_on_lost, batch)
     return Submitted(job_id, queue_name, queue_warning(conn, settings, queue_name) if check_served else None)
 
 
