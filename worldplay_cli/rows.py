@@ -75,6 +75,8 @@ class JobRow:
     video: str | None = None
     output_dir: str | None = None
     play: dict | None = None  # a live session's figures (`JobMeta.play`: chunks, frames, latency_s, ...)
+    batch: str | None = None  # the batch it was submitted in (`worldplay batch`)
+    depends_on: list[str] | None = None  # the jobs it runs after (a pipeline: generate -> eval)
 
     @property
     def duration_s(self) -> float | None:
@@ -112,6 +114,8 @@ class JobRow:
             width=summary.get("width"),
             height=summary.get("height"),
             output_name=summary.get("output_name"),
+            batch=summary.get("batch"),
+            depends_on=summary.get("depends_on"),
             worker=_text(fields["worker_name"]),
             created_at=rq_timestamp(fields["created_at"]),
             enqueued_at=rq_timestamp(fields["enqueued_at"]),
