@@ -47,6 +47,27 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def tiny_pipelines(tiny_model_dir):
+    """`tiny_pipelines(variant)`: the tiny model's pipeline, once per test module. `bi` and `ar` load from
+    the directory; `ar-rl` and `ar-distilled` reuse `ar`'s components (the tiny directory holds the same
+    weights for all; loading each variant is covered in test_pipeline_model_dir)."""
+    from worker.pipeline.pipeline import WorldPlayPipeline
+
+    cache: dict[str, WorldPlayPipeline] = {}
+
+    def get(variant: str) -> WorldPlayPipeline:
+        if variant not in cache:
+            if variant in ("bi", "ar"):
+                cache[variant] = WorldPlayPipeline.from_model_dir(tiny_model_dir, variant, device="cpu")
+            else:
+                ar = get("ar")
+                cache[variant] = WorldPlayPipeline(variant, ar.transformer, ar.vae, ar.encoders, paths=ar.paths)
+        return cache[variant]
+
+    return get
+
+
 # --- real Redis and real workers (queue, worker, dashboard tests) ---------------------------------------
 
 _redis_dbs = itertools.count()

@@ -25,24 +25,6 @@ LONG_POSE = "w-7, right-8, left-8, s-4"
 
 
 @pytest.fixture(scope="module")
-def pipelines(tiny_model_dir):
-    """`bi` and `ar` load from the directory; `ar-rl` and `ar-distilled` reuse `ar`'s components (the tiny
-    directory holds the same weights for all; loading each variant is covered in test_pipeline_model_dir)."""
-    cache: dict[str, WorldPlayPipeline] = {}
-
-    def get(variant: str) -> WorldPlayPipeline:
-        if variant not in cache:
-            if variant in ("bi", "ar"):
-                cache[variant] = WorldPlayPipeline.from_model_dir(tiny_model_dir, variant, device="cpu")
-            else:
-                ar = get("ar")
-                cache[variant] = WorldPlayPipeline(variant, ar.transformer, ar.vae, ar.encoders, paths=ar.paths)
-        return cache[variant]
-
-    return get
-
-
-@pytest.fixture(scope="module")
 def image():
     rng = np.random.default_rng(0)
     return Image.fromarray(rng.integers(0, 256, size=(90, 60, 3), dtype=np.uint8))
@@ -73,8 +55,8 @@ def denoise(pipeline, image, pose, **options):
     ("variant", "pose", "chunks"),
     [("ar", "w-7", 2), ("ar-rl", "w-3, right-4", 2), ("ar-distilled", "w-3", 1), ("bi", "w-15", 1)],
 )
-def test_every_variant_makes_the_promised_video(pipelines, image, variant, pose, chunks):
-    pipeline = pipelines(variant)
+def test_every_variant_makes_the_promised_video(tiny_pipelines, image, variant, pose, chunks):
+    pipeline = tiny_pipelines(variant)
     trajectory = parse_pose_string(pose)
     result, frames = run(pipeline, image, pose, steps=2)
     assert len(frames) == trajectory.num_frames == result.num_frames
@@ -86,14 +68,14 @@ def test_every_variant_makes_the_promised_video(pipelines, image, variant, pose,
     assert {"encode", "denoise", "decode"} <= set(result.stages)
 
 
-def test_variant_recipes(pipelines):
-    assert pipelines("ar-distilled").recipe(GenerationOptions()) == (4, 1.0)
-    assert pipelines("ar").recipe(GenerationOptions()) == (50, 6.0)
-    assert pipelines("bi").recipe(GenerationOptions(steps=3, guidance=2.0)) == (3, 2.0)
+def test_variant_recipes(tiny_pipelines):
+    assert tiny_pipelines("ar-distilled").recipe(GenerationOptions()) == (4, 1.0)
+    assert tiny_pipelines("ar").recipe(GenerationOptions()) == (50, 6.0)
+    assert tiny_pipelines("bi").recipe(GenerationOptions(steps=3, guidance=2.0)) == (3, 2.0)
 
 
-def test_same_seed_same_video_other_seed_other_video(pipelines, image):
-    pipeline = pipelines("ar-distilled")
+def test_same_seed_same_video_other_seed_other_video(tiny_pipelines, image):
+    pipeline = tiny_pipelines("ar-distilled")
     _, first = denoise(pipeline, image, "w-7", seed=5)
     _, again = denoise(pipeline, image, "w-7", seed=5)
     _, other = denoise(pipeline, image, "w-7", seed=6)
@@ -101,8 +83,8 @@ def test_same_seed_same_video_other_seed_other_video(pipelines, image):
     assert not torch.equal(first, other)
 
 
-def test_injected_noise_replaces_the_seeded_noise(pipelines, image):
-    pipeline = pipelines("ar-distilled")
+def test_injected_noise_replaces_the_seeded_noise(tiny_pipelines, image):
+    pipeline = tiny_pipelines("ar-distilled")
     trajectory = parse_pose_string("w-7")
     options = GenerationOptions(width=WIDTH, height=HEIGHT, seed=3)
     seeded = pipeline.generate(PROMPT, image, trajectory, None, options)
@@ -116,8 +98,8 @@ def test_injected_noise_replaces_the_seeded_noise(pipelines, image):
 
 
 @pytest.mark.parametrize("variant", ["ar", "bi"])
-def test_guidance_doubles_the_branches_and_changes_the_result(pipelines, image, variant):
-    pipeline = pipelines(variant)
+def test_guidance_doubles_the_branches_and_changes_the_result(tiny_pipelines, image, variant):
+    pipeline = tiny_pipelines(variant)
     pose = "w-15" if variant == "bi" else "w-3"
     calls: list[int] = []
     method = "forward_bi" if variant == "bi" else "forward_chunk"
@@ -143,8 +125,8 @@ def test_guidance_doubles_the_branches_and_changes_the_result(pipelines, image, 
     assert not torch.equal(guided, plain)
 
 
-def test_memory_selection_conditions_every_chunk(pipelines, image):
-    pipeline = pipelines("ar-distilled")
+def test_memory_selection_conditions_every_chunk(tiny_pipelines, image):
+    pipeline = tiny_pipelines("ar-distilled")
     trajectory = parse_pose_string(LONG_POSE)
     context_calls: list[int] = []
     original = pipeline.transformer.forward_context
@@ -167,8 +149,8 @@ def test_memory_selection_conditions_every_chunk(pipelines, image):
     assert context_calls == [len(context) for context in expected if context]
 
 
-def test_bi_chunks_take_the_memory_union_of_their_sub_starts(pipelines, image):
-    pipeline = pipelines("bi")
+def test_bi_chunks_take_the_memory_union_of_their_sub_starts(tiny_pipelines, image):
+    pipeline = tiny_pipelines("bi")
     pose = "w-15, right-16"
     chunks, _ = denoise(pipeline, image, pose, steps=1, guidance=1.0)
     trajectory = parse_pose_string(pose)
@@ -176,9 +158,9 @@ def test_bi_chunks_take_the_memory_union_of_their_sub_starts(pipelines, image):
     assert chunks[1].context == select_context_latents(trajectory.viewmats(), 16, 16, sample_points_in_sphere())
 
 
-def test_ar_rollout_is_exactly_the_composition_of_its_parts(pipelines, image):
+def test_ar_rollout_is_exactly_the_composition_of_its_parts(tiny_pipelines, image):
     """The loop adds nothing: text cache, per-chunk context rebuild, guided Euler steps with bf16 storage."""
-    pipeline = pipelines("ar")
+    pipeline = tiny_pipelines("ar")
     trajectory = parse_pose_string(LONG_POSE)
     options = GenerationOptions(width=WIDTH, height=HEIGHT, steps=2, guidance=4.0)
     prepared = pipeline.prepare(PROMPT, image, trajectory, options)
@@ -208,8 +190,8 @@ def test_ar_rollout_is_exactly_the_composition_of_its_parts(pipelines, image):
     assert torch.equal(produced, latents)
 
 
-def test_latent_rounding_is_an_option(pipelines, image):
-    pipeline = pipelines("ar-distilled")
+def test_latent_rounding_is_an_option(tiny_pipelines, image):
+    pipeline = tiny_pipelines("ar-distilled")
     _, rounded = denoise(pipeline, image, "w-3", round_latents=True)
     _, exact = denoise(pipeline, image, "w-3", round_latents=False)
     assert torch.equal(rounded, rounded.to(torch.bfloat16).float())
@@ -219,8 +201,8 @@ def test_latent_rounding_is_an_option(pipelines, image):
 
 @pytest.mark.parametrize("variant", ["ar", "bi"])
 @pytest.mark.parametrize("round_latents", [True, False])
-def test_rollouts_leave_their_inputs_untouched(pipelines, image, variant, round_latents):
-    pipeline = pipelines(variant)
+def test_rollouts_leave_their_inputs_untouched(tiny_pipelines, image, variant, round_latents):
+    pipeline = tiny_pipelines(variant)
     options = GenerationOptions(width=WIDTH, height=HEIGHT, steps=1, round_latents=round_latents)
     prepared = pipeline.prepare(PROMPT, image, parse_pose_string("w-15"), options)
     inputs = prepared.inputs
@@ -233,8 +215,8 @@ def test_rollouts_leave_their_inputs_untouched(pipelines, image, variant, round_
         assert torch.equal(getattr(inputs, name), tensor), f"{name} was written by the {variant} rollout"
 
 
-def test_streaming_decode_equals_decoding_the_whole_video(pipelines, image):
-    pipeline = pipelines("ar-distilled")
+def test_streaming_decode_equals_decoding_the_whole_video(tiny_pipelines, image):
+    pipeline = tiny_pipelines("ar-distilled")
     streamed, streamed_frames = run(pipeline, image, "w-7", streaming_decode=True)
     whole, whole_frames = run(pipeline, image, "w-7", streaming_decode=False)
     assert torch.equal(streamed.latents, whole.latents)
@@ -244,9 +226,9 @@ def test_streaming_decode_equals_decoding_the_whole_video(pipelines, image):
 
 
 @pytest.mark.parametrize(("variant", "pose", "hint"), [("ar", "w-5", "29 frames"), ("bi", "w-7", "61 frames")])
-def test_incompatible_frame_counts_are_refused(pipelines, image, variant, pose, hint):
+def test_incompatible_frame_counts_are_refused(tiny_pipelines, image, variant, pose, hint):
     with pytest.raises(GenerationError, match="not a multiple") as error:
-        run(pipelines(variant), image, pose)
+        run(tiny_pipelines(variant), image, pose)
     assert hint in error.value.hint
 
 
@@ -281,8 +263,8 @@ def test_pixels_round_unless_official_truncation_is_asked_for():
     assert truncated.tolist() == [254, 0, 127, 191]
 
 
-def test_each_chunk_reaches_the_writer_before_the_next_chunk_is_denoised(pipelines, image):
-    pipeline = pipelines("ar-distilled")
+def test_each_chunk_reaches_the_writer_before_the_next_chunk_is_denoised(tiny_pipelines, image):
+    pipeline = tiny_pipelines("ar-distilled")
     events: list[tuple[str, int]] = []
     options = GenerationOptions(width=WIDTH, height=HEIGHT, steps=1)
 
@@ -304,8 +286,8 @@ def test_each_chunk_reaches_the_writer_before_the_next_chunk_is_denoised(pipelin
     assert events.index(("frame", 12)) < step_position < events.index(("frame", 13))
 
 
-def test_cameras_reach_the_model_rounded_to_bf16_unless_asked_otherwise(pipelines, image):
-    pipeline = pipelines("ar-distilled")
+def test_cameras_reach_the_model_rounded_to_bf16_unless_asked_otherwise(tiny_pipelines, image):
+    pipeline = tiny_pipelines("ar-distilled")
     trajectory = parse_pose_string("w-3, right-4")
     rounded = pipeline.prepare(PROMPT, image, trajectory, GenerationOptions(width=WIDTH, height=HEIGHT)).inputs
     exact = pipeline.prepare(
@@ -318,8 +300,8 @@ def test_cameras_reach_the_model_rounded_to_bf16_unless_asked_otherwise(pipeline
     assert torch.equal(rounded.w2c, torch.tensor(trajectory.viewmats(), dtype=torch.float64))
 
 
-def test_super_resolution_is_refused_before_anything_runs_with_what_would_work(pipelines, image):
-    ar = pipelines("ar")
+def test_super_resolution_is_refused_before_anything_runs_with_what_would_work(tiny_pipelines, image):
+    ar = tiny_pipelines("ar")
     options = GenerationOptions(width=WIDTH, height=HEIGHT, super_resolution=True)
     with pytest.raises(GenerationError, match="--sr needs a 480p bucket size and 16x32 is not one") as error:
         ar.prepare(PROMPT, image, parse_pose_string("w-3"), options)
@@ -333,10 +315,10 @@ def test_super_resolution_is_refused_before_anything_runs_with_what_would_work(p
     assert f"worldplay download sr --model-dir {paths.root}" in error.value.hint
 
 
-def test_a_repeated_prompt_and_image_reuse_their_conditioning(pipelines, image):
+def test_a_repeated_prompt_and_image_reuse_their_conditioning(tiny_pipelines, image):
     """The resident pipeline keeps encoder states and text K/V per (prompt, negative, image): a repeat
     encodes nothing and makes the same video; another prompt or image is encoded once."""
-    pipeline = pipelines("ar")  # guided: two branches, each with its text K/V
+    pipeline = tiny_pipelines("ar")  # guided: two branches, each with its text K/V
     cache = pipeline.conditioning_cache
     cache.clear()
     misses, hits = cache.misses, cache.hits
@@ -352,7 +334,7 @@ def test_a_repeated_prompt_and_image_reuse_their_conditioning(pipelines, image):
     run(pipeline, other_image, "w-3")
     assert cache.misses == misses + 2  # a new image: its condition latent and its SigLIP tokens
     # the bi model has no AR text pass: only encoder states are kept
-    assert pipelines("bi").conditioning(PROMPT, image, "", guided=False).text_caches is None
+    assert tiny_pipelines("bi").conditioning(PROMPT, image, "", guided=False).text_caches is None
 
 
 def test_the_conditioning_cache_is_bounded_by_entries_and_bytes():

@@ -9,29 +9,13 @@ import torch
 from PIL import Image
 
 from trajectories import parse_pose_string
-from worker.pipeline.pipeline import GenerationError, GenerationOptions, WorldPlayPipeline
+from worker.pipeline.pipeline import GenerationError, GenerationOptions
 from worker.pipeline.stream import ARStream, live_tensor_bytes
 
 PROMPT = "a lantern-lit alley"
 WIDTH, HEIGHT = 16, 32  # 1 x 2 latents: every code path, little compute
 # 28 latents: chunk 6 (latents 24..27) is the first whose memory goes through the overlap selection
 LONG_POSE = "w-7, right-8, left-8, s-4"
-
-
-@pytest.fixture(scope="module")
-def pipelines(tiny_model_dir):
-    cache: dict[str, WorldPlayPipeline] = {}
-
-    def get(variant: str) -> WorldPlayPipeline:
-        if variant not in cache:
-            if variant in ("bi", "ar"):
-                cache[variant] = WorldPlayPipeline.from_model_dir(tiny_model_dir, variant, device="cpu")
-            else:
-                ar = get("ar")
-                cache[variant] = WorldPlayPipeline(variant, ar.transformer, ar.vae, ar.encoders, paths=ar.paths)
-        return cache[variant]
-
-    return get
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +38,9 @@ def play_trajectory(stream: ARStream, trajectory, prompts: dict[int, str] | None
 
 
 @pytest.mark.parametrize(("variant", "options"), [("ar-distilled", {}), ("ar", {"steps": 2, "guidance": 4.0})])
-def test_a_stream_fed_a_trajectory_chunk_by_chunk_is_the_whole_video_rollout(pipelines, image, variant, options):
+def test_a_stream_fed_a_trajectory_chunk_by_chunk_is_the_whole_video_rollout(tiny_pipelines, image, variant, options):
     """Same latents and frames, bit for bit, as `generate` over the whole trajectory with the stream's noise."""
-    pipeline = pipelines(variant)
+    pipeline = tiny_pipelines(variant)
     options = GenerationOptions(width=WIDTH, height=HEIGHT, seed=5, **options)
     trajectory = parse_pose_string(LONG_POSE)
     stream = ARStream(pipeline, image, options)
@@ -84,8 +68,8 @@ def test_a_stream_fed_a_trajectory_chunk_by_chunk_is_the_whole_video_rollout(pip
     assert [len(chunk.frames) for chunk in chunks] == [13] + [16] * 6
 
 
-def test_a_prompt_change_encodes_once_and_conditions_the_following_chunks(pipelines, image):
-    pipeline = pipelines("ar-distilled")
+def test_a_prompt_change_encodes_once_and_conditions_the_following_chunks(tiny_pipelines, image):
+    pipeline = tiny_pipelines("ar-distilled")
     options = GenerationOptions(width=WIDTH, height=HEIGHT)
     trajectory = parse_pose_string("w-7, right-8")
     changed = play_trajectory(ARStream(pipeline, image, options), trajectory, {2: "a snowy field", 3: PROMPT})
@@ -97,18 +81,18 @@ def test_a_prompt_change_encodes_once_and_conditions_the_following_chunks(pipeli
     assert not torch.equal(changed[2].result.latents, steady[2].result.latents)
 
 
-def test_a_stream_refuses_a_bidirectional_variant_and_a_wrong_chunk(pipelines, image):
+def test_a_stream_refuses_a_bidirectional_variant_and_a_wrong_chunk(tiny_pipelines, image):
     with pytest.raises(GenerationError, match="bidirectional"):
-        ARStream(pipelines("bi"), image, GenerationOptions(width=WIDTH, height=HEIGHT))
-    stream = ARStream(pipelines("ar-distilled"), image, GenerationOptions(width=WIDTH, height=HEIGHT))
+        ARStream(tiny_pipelines("bi"), image, GenerationOptions(width=WIDTH, height=HEIGHT))
+    stream = ARStream(tiny_pipelines("ar-distilled"), image, GenerationOptions(width=WIDTH, height=HEIGHT))
     with pytest.raises(GenerationError, match="a chunk has 4 latents"):
         stream.step(np.eye(4)[None].repeat(3, 0), np.eye(3)[None].repeat(3, 0), np.zeros(3), PROMPT)
 
 
-def test_a_hundred_chunk_session_holds_no_more_than_its_latents_and_cameras_beyond_ten(pipelines, image):
+def test_a_hundred_chunk_session_holds_no_more_than_its_latents_and_cameras_beyond_ten(tiny_pipelines, image):
     """Live tensor bytes of the whole process (weights, caches, the stream) after 100 chunks are ≤ 1.1× those
     after 10, and what grew is exactly the 90 chunks' latents and cameras."""
-    pipeline = pipelines("ar-distilled")
+    pipeline = tiny_pipelines("ar-distilled")
     stream = ARStream(pipeline, image, GenerationOptions(width=WIDTH, height=HEIGHT))
     count = stream.chunk_latents
     c2w = np.repeat(np.eye(4)[None], count, 0)
@@ -235,7 +219,7 @@ def walk(chunk: int, count: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 @pytest.mark.slow
 def test_native_source_plays_on_the_resident_group_reuses_its_weights_survives_a_vanished_horse_and_runs_sp(
-    resident_owner, pipelines, image, tmp_path
+    resident_owner, tiny_pipelines, image, tmp_path
 ):
     import json
     import signal
@@ -264,7 +248,7 @@ def test_native_source_plays_on_the_resident_group_reuses_its_weights_survives_a
     assert list(work_dir.iterdir()) == []  # each chunk's frames file is read and removed
 
     # the ranks played what a stream in this process plays from the same seed, cameras and prompts
-    local = ARStream(pipelines("ar-distilled"), image, GenerationOptions(width=WIDTH, height=HEIGHT, seed=3))
+    local = ARStream(tiny_pipelines("ar-distilled"), image, GenerationOptions(width=WIDTH, height=HEIGHT, seed=3))
     expected = [local.step(*walk(chunk), prompts[chunk]).frames for chunk in range(3)]
     assert all(np.array_equal(chunk.frames, frames) for chunk, frames in zip(made, expected))
 
