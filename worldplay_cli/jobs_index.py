@@ -95,9 +95,10 @@ local any_status, queue_wanted = next(wanted) == nil, ARGV[4]
 local counts, timed, untimed, expired = {}, {}, {}, {}
 local function stamp(value)
   if not value or value == '' then return nil end
+  if #value == 27 then return value end  -- rq's own format, 2026-01-01T00:00:00.000000Z
   value = string.gsub(value, 'Z$', '')
   if not string.find(value, '.', 1, true) then value = value .. '.000000' end
-  return value
+  return value .. 'Z'
 end
 each_job(function(id, registry)
   local fields = redis.call('HMGET', 'rq:job:' .. id, 'status', 'origin', 'enqueued_at', 'created_at')
