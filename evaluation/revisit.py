@@ -14,9 +14,9 @@ import numpy as np
 
 from evaluation.images import psnr, ssim
 
-NEAR_DEG = 5.0
-NEAR_DISTANCE = 0.05
-AWAY_DEG = 20.0
+NEAR_DEG = 2.0
+NEAR_DISTANCE = 0.02
+AWAY_DEG = 10.0
 AWAY_DISTANCE = 0.25
 FRAMES_PER_LATENT = 4
 

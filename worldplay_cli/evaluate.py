@@ -56,3 +56,37 @@ def evaluate_target(
         return evaluate_files(video, trajectory, output or default_output, reference, chunk_latents, stride)
     except EvalError as error:
         raise BadInput(str(error), "give a video file ffmpeg can decode") from None
+
+
+def submit_eval(
+    conn,
+    settings,
+    target: str,
+    queue: str | None = None,
+    *,
+    depends_on: bool = True,
+    batch: str | None = None,
+    chunk_latents: int = 4,
+    stride: int = 8,
+) -> str:
+    """Enqueue an eval job of job `target` (`worker.tasks.eval`), after it when `depends_on`: a parent that
+    fails fails the eval job too, with the parent's reason. Returns the eval job's id."""
+    from worldplay_cli.contract.evaljob import EvalSpec
+    from worldplay_cli.contract.specs import new_job_id
+    from worldplay_cli.submit import _enqueue_or_remove, _write_job_dir, check_output_root
+
+    spec = EvalSpec(target=target, chunk_latents=chunk_latents, stride=stride)
+    check_output_root(settings)
+    job_id = new_job_id(f"eval-{target.split('-', 3)[-1]}")
+    directory = _write_job_dir(settings, job_id, {}, spec.model_dump_json(indent=2).encode())
+    _enqueue_or_remove(
+        conn,
+        settings,
+        spec,
+        directory,
+        queue or settings.queue.default_queue,
+        retries_on_lost=None,
+        depends_on=[target] if depends_on else None,
+        batch=batch,
+    )
+    return job_id

@@ -8,7 +8,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from worldplay_cli.options import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
+from worldplay_cli.options import (
+    ConfigOption,
+    JsonOption,
+    OutputRootOption,
+    QueueNameOption,
+    QueueOption,
+    RedisUrlOption,
+    queued,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -44,19 +52,63 @@ def eval_command(
     stride: Annotated[
         int, typer.Option("--stride", min=1, help="Frames between the two views of a camera-following step.")
     ] = 8,
+    queue: QueueOption = False,
+    queue_name: QueueNameOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
     output_root: OutputRootOption = None,
 ) -> None:
-    """Score a video: camera following (R_dist/T_dist), revisit consistency, drift and action following."""
+    """Score a video: camera following (R_dist/T_dist), revisit consistency, drift and action following.
+
+    With --queue, a worker evaluates job JOB once it has finished (an eval job that fails if JOB fails)."""
     from worldplay_cli.evaluate import evaluate_target
     from worldplay_cli.output import emit
+
+    if queued(queue, queue_name):
+        _enqueue(
+            target,
+            trajectory,
+            reference,
+            output,
+            chunk_latents,
+            stride,
+            queue_name,
+            as_json,
+            config,
+            redis_url,
+            output_root,
+        )
+        return
 
     result = evaluate_target(
         target, trajectory, reference, output, chunk_latents, stride, config, redis_url, output_root
     )
     emit(result, as_json, lambda console: console.print(summary_table(result)))
+
+
+def _enqueue(
+    target, trajectory, reference, output, chunk_latents, stride, queue_name, as_json, config, redis_url, output_root
+):
+    from worldplay_cli import jobs
+    from worldplay_cli.contract.errors import BadInput
+    from worldplay_cli.evaluate import submit_eval
+    from worldplay_cli.output import emit
+    from worldplay_cli.runtime import Runtime
+
+    if trajectory is not None or reference is not None or output is not None:
+        raise BadInput(
+            "an eval job reads the job's own trajectory and writes its own eval.json",
+            "drop --trajectory, --reference and --output, or --queue",
+        )
+    runtime = Runtime(config, redis_url, output_root)
+    target = jobs.resolve_job_id(runtime.conn, target)
+    job_id = submit_eval(runtime.conn, runtime.settings, target, queue_name, chunk_latents=chunk_latents, stride=stride)
+    emit(
+        {"job_id": job_id, "target": target, "status": "queued"},
+        as_json,
+        lambda console: console.print(job_id, highlight=False),
+    )
 
 
 def _figure(value, digits: int = 2, unit: str = "") -> str:
