@@ -205,8 +205,18 @@ def enqueue(
     with conn.pipeline() as pipe:
         pipe.sadd(QUEUES_SET, queue_name)
         pipe.zadd(JOBS_INDEX, {job_id: time.time()})
+        if batch is not None:
+            pipe.zadd(batch_key(batch), {job_id: time.time()})
         pipe.execute()
     return job
+
+
+BATCH_PREFIX = "worldplay:batch:"
+
+
+def batch_key(batch: str) -> str:
+    """Sorted set: the job ids of one batch -> enqueue time (`jobs list/cancel/retry --batch`)."""
+    return BATCH_PREFIX + batch
 
 
 def append_log(conn: Redis, settings: Settings, job_id: str, line: str, log_file: Path | None = None) -> None:
