@@ -70,6 +70,7 @@ def test_a_stream_fed_a_trajectory_chunk_by_chunk_is_the_whole_video_rollout(tin
 
 def test_a_prompt_change_encodes_once_and_conditions_the_following_chunks(tiny_pipelines, image):
     pipeline = tiny_pipelines("ar-distilled")
+    pipeline.conditioning_cache.clear()  # what earlier tests encoded
     options = GenerationOptions(width=WIDTH, height=HEIGHT)
     trajectory = parse_pose_string("w-7, right-8")
     changed = play_trajectory(ARStream(pipeline, image, options), trajectory, {2: "a snowy field", 3: PROMPT})
@@ -102,7 +103,7 @@ def test_a_hundred_chunk_session_holds_no_more_than_its_latents_and_cameras_beyo
     for index in range(100):
         c2w = c2w.copy()
         c2w[:, 2, 3] += 0.1 * np.arange(1, count + 1)  # forward
-        # a new prompt every chunk, more than the text cache holds: it evicts, re-encodes and stays bounded
+        # a new prompt every chunk, more than the conditioning cache holds: it evicts, re-encodes, stays bounded
         stream.step(c2w, intrinsics, np.full(count, 1), prompts[index % len(prompts)])
         if index + 1 in (10, 100):
             measured[index + 1] = live_tensor_bytes()

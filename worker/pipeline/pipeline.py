@@ -185,6 +185,10 @@ class ConditioningCache:
         self.hits = 0
         self.misses = 0
 
+    def __contains__(self, key: tuple) -> bool:
+        """Whether `key` is cached (counts neither a hit nor a miss, and keeps the order)."""
+        return key in self._entries
+
     def get(self, key: tuple):
         entry = self._entries.get(key)
         if entry is None:
@@ -433,7 +437,7 @@ class WorldPlayPipeline:
     ) -> Conditioning:
         """The encoder states of `prompt` (and of `negative_prompt` when `guided`) with the image's SigLIP
         tokens, plus their text K/V for the AR variants: from the conditioning cache, or computed and kept."""
-        key = ("prompt", prompt, negative_prompt, guided, base_size, image_key(image))
+        key = self.conditioning_key(prompt, image, negative_prompt, guided, base_size)
         conditioning = self.conditioning_cache.get(key)
         if conditioning is None:
             prompts = self.encode_prompt(prompt, image, negative_prompt, guided, base_size)
@@ -443,6 +447,13 @@ class WorldPlayPipeline:
             conditioning = Conditioning(prompts, text_caches)
             self.conditioning_cache.put(key, conditioning, conditioning.nbytes)
         return conditioning
+
+    @staticmethod
+    def conditioning_key(
+        prompt: str, image: Image.Image, negative_prompt: str, guided: bool, base_size: int = RESOLUTION_BASE["480p"]
+    ) -> tuple:
+        """The conditioning cache's key of `conditioning(...)` with the same arguments."""
+        return ("prompt", prompt, negative_prompt, guided, base_size, image_key(image))
 
     def encode_prompt(
         self,

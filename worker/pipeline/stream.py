@@ -9,9 +9,10 @@ chunk to chunk) turns just this chunk into frames.
 
 What it keeps between chunks: the denoised latents and per-latent cameras/actions (the memory can pick
 any of them: that is the only state that grows, by one chunk of latents per step), the image condition,
-the decoder's cache (fixed size), the seeded noise generator and the text K/V of the last
-`PROMPT_CACHE` distinct prompts (a prompt change encodes the new prompt once; going back to a recent one
-encodes nothing). Decoded frames are handed out, never kept.
+the decoder's cache (fixed size) and the seeded noise generator. Each prompt's encoder states and text
+K/V come from the pipeline's bounded conditioning cache (`WorldPlayPipeline.conditioning`, the one the
+generations of a resident worker use): a prompt change encodes the new prompt once, going back to a
+recent one (or a prompt a generation used) encodes nothing. Decoded frames are handed out, never kept.
 
 Noise: chunk k's initial latents are the k-th draw of shape [1, C, chunk_latents, h, w] from one CPU
 generator seeded with the session's seed, so a seed means the same session on any device. This is not
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import gc
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,16 +32,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worker.models.transformer import KVCache
 from worker.models.vae import StreamingDecoder
 from worker.pipeline.image import as_pil, generation_size
 from worker.pipeline.memory import sample_points_in_sphere, select_context_latents
-from worker.pipeline.pipeline import GenerationError, GenerationOptions, WorldPlayPipeline
-from worker.pipeline.rollout import AR_TEXT_TIMESTEP, ARFrames, ChunkResult, ar_chunk, working_latents
+from worker.pipeline.pipeline import Conditioning, GenerationError, GenerationOptions, WorldPlayPipeline
+from worker.pipeline.rollout import ARFrames, ChunkResult, ar_chunk, working_latents
 from worldplay_cli.contract import variants
-
-# distinct prompts whose text K/V a stream keeps (least recently used goes first)
-PROMPT_CACHE = 4
 
 
 @dataclass
@@ -81,7 +77,6 @@ class ARStream:
         self.points = sample_points_in_sphere(seed=options.memory_seed)
         self.decoder = StreamingDecoder(pipeline.vae, options.tiling)
         self._generator = torch.Generator().manual_seed(options.seed)
-        self._text: OrderedDict[str, list[KVCache]] = OrderedDict()
         with torch.inference_mode():
             self._image_cond = pipeline.image_condition(self.image, self.width, self.height)
         channels, spatial = pipeline.transformer.config.in_channels, pipeline.vae.config.ffactor_spatial
@@ -100,8 +95,8 @@ class ARStream:
         return self.num_chunks * self.chunk_latents
 
     def knows(self, prompt: str) -> bool:
-        """Whether `prompt`'s text K/V is cached (a `step` with it encodes nothing)."""
-        return prompt in self._text
+        """Whether `prompt`'s conditioning is cached (a `step` with it encodes nothing)."""
+        return self._conditioning_key(prompt) in self.pipeline.conditioning_cache
 
     def next_noise(self) -> torch.Tensor:
         """The next chunk's initial latents [1, C, chunk_latents, h, w] from the seeded generator."""
@@ -129,10 +124,11 @@ class ARStream:
             )
         noise = self.next_noise()
         encode_s = self.prepare_prompt(prompt)
+        text_caches = self._conditioning(prompt).text_caches
         with torch.inference_mode():
-            return self._step(c2w, intrinsics, actions, prompt, noise, on_step, encode_s)
+            return self._step(c2w, intrinsics, actions, text_caches, noise, on_step, encode_s)
 
-    def _step(self, c2w, intrinsics, actions, prompt, noise, on_step, encode_s) -> StreamChunk:
+    def _step(self, c2w, intrinsics, actions, text_caches, noise, on_step, encode_s) -> StreamChunk:
         pipeline, device = self.pipeline, self.pipeline.device
         index, start = self.num_chunks, self.num_latents
         end = start + self.chunk_latents
@@ -150,7 +146,7 @@ class ARStream:
         ar_chunk(
             pipeline.transformer,
             self.scheduler,
-            self._text[prompt],
+            text_caches,
             self._frames(context) if context else None,
             chunk,
             result,
@@ -165,21 +161,21 @@ class ARStream:
         frames = pipeline.decode_streaming(self.decoder, result.latents, self.options.truncate_pixels)
         return StreamChunk(result, frames, encode_s, time.perf_counter() - started)
 
-    @torch.inference_mode()
     def prepare_prompt(self, prompt: str) -> float:
-        """Make `prompt`'s text K/V ready (encoded unless cached); returns the seconds spent encoding."""
-        if prompt in self._text:
-            self._text.move_to_end(prompt)
+        """Make `prompt`'s conditioning ready (encoded unless cached); returns the seconds spent encoding."""
+        if self.knows(prompt):
             return 0.0
         started = time.perf_counter()
-        guided = self.guidance_scale > 1.0
-        prompts = self.pipeline.encode_prompt(prompt, self.image, self.options.negative_prompt, guided)
-        self._text[prompt] = [
-            self.pipeline.transformer.forward_text(embeddings, AR_TEXT_TIMESTEP) for embeddings in prompts
-        ]
-        while len(self._text) > PROMPT_CACHE:
-            self._text.popitem(last=False)
+        self._conditioning(prompt)
         return time.perf_counter() - started
+
+    def _conditioning(self, prompt: str) -> Conditioning:
+        guided = self.guidance_scale > 1.0
+        return self.pipeline.conditioning(prompt, self.image, self.options.negative_prompt, guided)
+
+    def _conditioning_key(self, prompt: str) -> tuple:
+        guided = self.guidance_scale > 1.0
+        return self.pipeline.conditioning_key(prompt, self.image, self.options.negative_prompt, guided)
 
     def _cond(self, indices: list[int]) -> torch.Tensor:
         """Condition channels of latents `indices`: the image's on latent 0, zeros elsewhere."""
