@@ -115,6 +115,14 @@ def generate(
     queue_name: QueueNameOption = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --queue: follow the job until it ends.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved spec; enqueue nothing.")] = False,
+    prompts: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--prompts",
+            help="A batch: one job per line of this file (a prompt, or a JSON object of options), the other options shared; implies --queue.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
@@ -159,6 +167,11 @@ def generate(
         memory_profile=memory_profile,
         official_repo=official_repo,
     )
+    if prompts is not None:
+        _prompts_batch(
+            prompts, request, policy, prompt, wait, dry_run, queue_name, as_json, config, redis_url, output_root
+        )
+        return
     prepared = prepare(request, settings)
     if policy:
         prepared = prepared.with_rewrite(_rewrite(prepared, settings, policy))
@@ -186,6 +199,22 @@ def generate(
             err_console.print(f"job {job_id} queued on {queue_name}", highlight=False, soft_wrap=True)
         warn(warning)
         _print_outcome(wait_for_job(runtime, job_id, queue_name, show=not as_json, warned=warning is not None), as_json)
+
+
+def _prompts_batch(path, request, policy, prompt, wait, dry_run, queue_name, as_json, config, redis_url, output_root):
+    """`--prompts FILE`: the request's options (as given) under every line of the file, as one batch."""
+    from dataclasses import asdict
+
+    from worldplay_cli.batch import prompts_batch
+    from worldplay_cli.commands.batch import run_batch
+    from worldplay_cli.contract.errors import BadInput
+    from worldplay_cli.submit import GenerateRequest
+
+    if policy or wait or prompt:
+        raise BadInput("--prompts takes the prompts from the file", "drop --prompt, --rewrite and --wait")
+    given = {key: value for key, value in asdict(request).items() if value != getattr(GenerateRequest, key, None)}
+    given.pop("rewrite", None)
+    run_batch(prompts_batch(path, given), dry_run, queue_name, as_json, config, redis_url, output_root)
 
 
 def _rewrite(prepared, settings, policy):

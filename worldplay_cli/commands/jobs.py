@@ -78,6 +78,9 @@ def list_command(
     ] = None,
     queue: Annotated[Optional[str], typer.Option(help="Only this queue.", show_default=False)] = None,
     search: Annotated[Optional[str], typer.Option(help="Text in the id or description.", show_default=False)] = None,
+    batch: Annotated[
+        Optional[str], typer.Option(help="Only this batch's jobs (`worldplay batch`).", show_default=False)
+    ] = None,
     limit: Annotated[int, typer.Option(help="Page size.", min=1)] = 50,
     offset: Annotated[int, typer.Option(help="Skip this many (newest first).", min=0)] = 0,
     as_json: JsonOption = False,
@@ -96,7 +99,12 @@ def list_command(
 
         check_queue_name(queue)
     runtime = _runtime(config, redis_url, output_root)
-    page = jobs.list_jobs(runtime.conn, set(status) if status else None, queue, search, offset, limit)
+    if batch is not None:
+        from worldplay_cli.batch import batch_page
+
+        page = batch_page(runtime.conn, batch, set(status) if status else None, queue, offset, limit)
+    else:
+        page = jobs.list_jobs(runtime.conn, set(status) if status else None, queue, search, offset, limit)
 
     def render(console):
         # Narrow terminals drop the least useful columns; ids are never cut (they are what users type).
@@ -214,6 +222,13 @@ def logs_command(
             sys.stdout.write(line + "\n")
 
 
+def _print_results(console, results: list[dict]) -> None:
+    for result in results:
+        if "error" not in result:
+            text = f"{result['job_id']}: {result.get('note') or result.get('status', 'done')}"
+            console.print(text, highlight=False, soft_wrap=True)
+
+
 def _each(runtime, job_ids: list[str], action, as_json: bool) -> None:
     """Apply `action` to every job the user named; report each, exit with the first error's code."""
     from worldplay_cli import jobs
@@ -231,13 +246,7 @@ def _each(runtime, job_ids: list[str], action, as_json: bool) -> None:
             results.append({"job_id": typed, "error": exc.message, "hint": exc.hint})
 
     def render(console):
-        for result in results:
-            if "error" not in result:
-                console.print(
-                    f"{result['job_id']}: {result.get('note') or result.get('status', 'done')}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
+        _print_results(console, results)
 
     emit(results, as_json, render)
     # Errors go to stderr with --json too (one `error: ... (hint: ...)` line per job that failed).
@@ -254,9 +263,37 @@ def _each(runtime, job_ids: list[str], action, as_json: bool) -> None:
         raise typer.Exit(errors[0].exit_code)
 
 
+BatchOption = Annotated[
+    Optional[str], typer.Option("--batch", help="Every job of this batch (`worldplay batch`).", show_default=False)
+]
+OptionalJobIds = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Job id(s): the id, a unique prefix, its random part or the job's --name.", show_default=False),
+]
+
+
+def _named_or_batch(runtime, job_ids: list[str] | None, batch: str | None, statuses: frozenset[str]) -> list[str]:
+    """The jobs named, or those of `--batch` in one of `statuses` (the others are left as they are)."""
+    from worldplay_cli.contract.errors import BadInput
+
+    if (batch is None) == (not job_ids):
+        raise BadInput(
+            "name jobs or give --batch ID (one of the two)", "e.g. `worldplay jobs cancel --batch batch-...`"
+        )
+    if batch is None:
+        return job_ids
+    from worldplay_cli.batch import batch_job_ids
+    from worldplay_cli.rows import job_rows
+
+    return [
+        row.id for row in job_rows(runtime.conn, batch_job_ids(runtime.conn, batch)) if row and row.status in statuses
+    ]
+
+
 @jobs_app.command("cancel")
 def cancel_command(
-    job_ids: JobIds,
+    job_ids: OptionalJobIds = None,
+    batch: BatchOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
@@ -264,8 +301,10 @@ def cancel_command(
 ) -> None:
     """Cancel queued jobs; stop running ones (their whole process tree) and wait until they are gone."""
     from worldplay_cli import jobs
+    from worldplay_cli.rows import ACTIVE
 
     runtime = _runtime(config, redis_url, output_root)
+    job_ids = _named_or_batch(runtime, job_ids, batch, ACTIVE)
     _each(runtime, job_ids, lambda job_id: {"status": jobs.cancel_job(runtime.conn, runtime.settings, job_id)}, as_json)
 
 
@@ -289,7 +328,8 @@ def hud_command(
 
 @jobs_app.command("retry")
 def retry_command(
-    job_ids: JobIds,
+    job_ids: OptionalJobIds = None,
+    batch: BatchOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
@@ -299,6 +339,14 @@ def retry_command(
     from worldplay_cli import jobs
 
     runtime = _runtime(config, redis_url, output_root)
+    if batch is not None and not job_ids:
+        from worldplay_cli.batch import retry_batch
+        from worldplay_cli.output import emit
+
+        results = retry_batch(runtime.conn, runtime.settings, batch)
+        emit(results, as_json, lambda console: _print_results(console, results))
+        return
+    job_ids = _named_or_batch(runtime, job_ids, batch, frozenset())
     _each(runtime, job_ids, lambda job_id: {"status": jobs.retry_job(runtime.conn, runtime.settings, job_id)}, as_json)
 
 
