@@ -183,6 +183,25 @@ def test_keys_change_the_next_chunk_and_quit_keeps_everything(session_world, cli
     assert (spec["frames"], spec["trajectory"]["num_latents"], spec["variant"]) == (45, 12, "ar-distilled")
 
 
+def test_a_worker_on_another_host_needs_only_the_redis(worldplay_env, redis_conn, start_worker, tmp_path):
+    """The worker's output root is not the player's: it takes the image from Redis, plays, and keeps the
+    outputs under its own root (where `Ended` says)."""
+    from worldplay_cli.contract.settings import load_settings
+
+    worker_root = tmp_path / "gpu-host-outputs"
+    start_worker("play", env={"WORLDPLAY_OUTPUT_ROOT": str(worker_root)})
+    settings = load_settings()
+    job_id, player = start_session(settings, redis_conn, dot_image(tmp_path / "dot.png"))
+    player.ready()
+    player.keys(0, "w")
+    player.wait_for(Chunk)
+    player.channel.send(End())
+    ended = player.wait_for(Ended)[0][0]
+    assert ended.output_dir == str(worker_root / job_id) and ended.frames == 13
+    assert (worker_root / job_id / "video.mp4").is_file() and (worker_root / job_id / "input.png").is_file()
+    assert not (settings.output_root / job_id / "video.mp4").exists()  # the player's copy holds the inputs only
+
+
 def test_a_running_session_is_listed_with_its_chunks_and_latency(session_world, cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "160")  # wide enough for the engine column
     settings, conn, _worker, image = session_world

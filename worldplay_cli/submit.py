@@ -519,10 +519,11 @@ def submit_play(
     check_served: bool = True,
 ) -> Submitted:
     """Put a live session on `queue` (default `contract.play.PLAY_QUEUE`): prepare, check the output root,
-    write the job directory (input.png, spec.json), enqueue `worker.tasks.play` never to be re-run after a
+    write the job directory (input.png, spec.json) and the image into Redis as well (a worker on another
+    host without this output root takes it from there), enqueue `worker.tasks.play` never to be re-run after a
     lost worker, and with `check_served` warn when no live worker serves the queue. The player then talks
     to the worker over `contract.play.PlayChannel(conn, submitted.job_id)`. Raises as `submit_generation`."""
-    from worldplay_cli.contract.play import PLAY_QUEUE
+    from worldplay_cli.contract.play import PLAY_QUEUE, PlayChannel
     from worldplay_cli.contract.specs import new_job_id
 
     spec, image_png = prepare_play(request, settings)
@@ -530,5 +531,6 @@ def submit_play(
     queue_name = queue or PLAY_QUEUE
     job_id = job_id or new_job_id(request.name or "play")
     directory = _write_job_dir(settings, job_id, {spec.image.file: image_png}, spec.model_dump_json(indent=2).encode())
+    PlayChannel(conn, job_id).put_image(image_png)
     _enqueue_or_remove(conn, settings, spec, directory, queue_name, retries_on_lost=0)
     return Submitted(job_id, queue_name, queue_warning(conn, settings, queue_name) if check_served else None)

@@ -70,6 +70,7 @@ from worldplay_cli.contract.play import (
     segment_name,
 )
 from worldplay_cli.contract.queue import write_json_atomic
+from worldplay_cli.contract.settings import create_job_dir, write_job_file
 from worldplay_cli.contract.specs import Failure, Progress, VideoInfo, cancel_key
 
 if TYPE_CHECKING:
@@ -93,6 +94,19 @@ _SHUTDOWN = Failure(
 )
 
 
+def _fetch_inputs(run: JobRun, channel: PlayChannel, spec: PlaySpec) -> None:
+    """A worker that does not share the player's output root makes the job directory here, with the image
+    the player put in Redis (checked against the spec's checksum by `run.inputs`); the outputs then stay on
+    this host, where `Ended.output_dir` says."""
+    image = channel.take_image()
+    if run.directory.is_dir() or image is None:
+        return
+    run.directory.parent.mkdir(parents=True, exist_ok=True)
+    create_job_dir(run.directory, run.settings)
+    write_job_file(run.directory / spec.image.file, image)
+    run.reporter.log(f"the player's output root is not shared with this worker: outputs go to {run.directory}")
+
+
 class _Stopped(Exception):
     """SIGTERM arrived while the session played: a cancel's kill, a timeout's or a worker shutdown's."""
 
@@ -112,6 +126,7 @@ def run_play(job: Job, spec_data: dict) -> dict:
                     "a live session is never run twice: its player left with the first run",
                     "start a new session with `worldplay play`",
                 )
+            _fetch_inputs(run, channel, spec)
             inputs = run.inputs(spec)
             run.claim(spec)
             session = Session(run, spec, channel, inputs.image_path)

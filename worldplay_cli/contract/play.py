@@ -73,6 +73,11 @@ def worker_alive_key(job_id: str) -> str:
     return f"worldplay:play:{job_id}:worker"
 
 
+def image_key(job_id: str) -> str:
+    """The session's input image (PNG bytes), for a worker that does not share the player's output root."""
+    return f"worldplay:play:{job_id}:image"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -371,6 +376,13 @@ class PlayChannel:
 
     def release_worker(self) -> None:
         self.conn.delete(worker_alive_key(self.job_id))
+
+    # the input image travels over Redis too: a GPU host serving a laptop's player needs only the Redis
+    def put_image(self, png: bytes) -> None:
+        self.conn.set(image_key(self.job_id), png, ex=STREAM_TTL_S)
+
+    def take_image(self) -> bytes | None:
+        return self.conn.getdel(image_key(self.job_id))
 
     def _add(self, key: str, fields: dict, maxlen: int) -> None:
         with self.conn.pipeline(transaction=False) as pipe:
