@@ -48,6 +48,7 @@ _FAILURE_NAMES = {
     "canceled": "canceled",
     "refused": "refused",
     "internal": "internal error",
+    "parent_failed": "parent failed",
 }
 
 
