@@ -22,6 +22,8 @@ from evaluation.revisit import revisit_consistency
 
 EVAL_VERSION = 1
 EVAL_NAME = "eval.json"
+# mean flow (px) below which the calibration reference shows nothing moving: a textureless first frame
+NO_MOTION_PX = 1e-3
 
 
 class EvalError(ValueError):
@@ -52,6 +54,8 @@ def _action_following(frames: np.ndarray, trajectory, poses: np.ndarray, K_norm:
     features = pose_features(poses)
     reference = np.stack(list(preview_frames(frames[0], trajectory, width, height, hud=False)))[: len(frames)]
     reference_flows = farneback_flow(reference)
+    if np.abs(reference_flows).mean() < NO_MOTION_PX:
+        return {"skipped": "the preview of the first frame shows no motion to calibrate on (a flat frame)"}
     try:
         calibration = calibrate([(reference_flows, features[: len(reference_flows)])], float(K_norm[0, 0]) * width)
     except ValueError as error:

@@ -57,9 +57,11 @@ def test_camera_following_is_near_perfect_on_the_right_path_and_clearly_worse_ot
 
 def test_flat_frames_are_untracked_not_guessed(render):
     flat = np.full_like(render, 128)
-    camera = _evaluate(flat, PATH)["camera_following"]
+    result = _evaluate(flat, PATH)
+    camera = result["camera_following"]
     assert camera["tracked"] == 0 and camera["untracked"] == camera["steps"]
     assert camera["R_dist"] is None and camera["T_dist"] is None
+    assert "no motion to calibrate on" in result["action_following"]["skipped"]
 
 
 def test_revisit_consistency_finds_the_return_and_sees_a_changed_world(render):

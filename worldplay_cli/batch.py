@@ -32,7 +32,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from worldplay_cli.contract.errors import BadInput
+from worldplay_cli.contract.errors import BadInput, first_error
 from worldplay_cli.submit import GenerateRequest, PreparedJob, prepare
 
 BATCH_VERSION = 1
@@ -63,13 +63,9 @@ class BatchFile(BaseModel):
     jobs: list[JobOptions] = Field(default_factory=list)  # type: ignore[valid-type]
 
 
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    return f"{where}: {message}" if where else message
+def describe_error(error: ValidationError) -> str:
+    """One line for a batch or suite file's first validation error (a key the file may not have: unknown key)."""
+    return first_error(error).replace("Extra inputs are not permitted", "unknown key")
 
 
 def load_batch(path: Path) -> BatchFile:
@@ -88,7 +84,7 @@ def load_batch(path: Path) -> BatchFile:
     try:
         batch = BatchFile.model_validate(data)
     except ValidationError as error:
-        raise BadInput(f"{path}: {_first_error(error)}", hint) from None
+        raise BadInput(f"{path}: {describe_error(error)}", hint) from None
     unknown = sorted(set(batch.grid) - set(OPTION_NAMES))
     if unknown:
         raise BadInput(f"{path}: grid.{unknown[0]}: unknown key", hint)
@@ -121,7 +117,7 @@ def prompts_batch(path: Path, defaults: dict[str, Any]) -> BatchFile:
     try:
         return BatchFile(version=BATCH_VERSION, defaults=defaults, jobs=jobs)
     except ValidationError as error:
-        raise BadInput(f"{path}: {_first_error(error)}", f"options: {', '.join(OPTION_NAMES)}") from None
+        raise BadInput(f"{path}: {describe_error(error)}", f"options: {', '.join(OPTION_NAMES)}") from None
 
 
 def expand(batch: BatchFile) -> list[dict[str, Any]]:
@@ -153,7 +149,7 @@ def plan(batch: BatchFile, settings) -> list[PlannedJob]:
             request = GenerateRequest(**JobOptions.model_validate(options).model_dump(exclude_unset=True))
             planned.append(PlannedJob(options, prepare(request, settings)))
         except ValidationError as error:
-            raise BadInput(f"job {index}: {_first_error(error)}", f"options: {', '.join(OPTION_NAMES)}") from None
+            raise BadInput(f"job {index}: {describe_error(error)}", f"options: {', '.join(OPTION_NAMES)}") from None
         except BadInput as error:
             raise BadInput(f"job {index} ({_describe(options)}): {error.message}", error.hint) from None
     return planned

@@ -25,11 +25,11 @@ def register(app: typer.Typer) -> None:
 
 def eval_command(
     target: Annotated[
-        str,
+        Optional[str],
         typer.Argument(
             help="A job (id, unique prefix or --name), a job directory, or a video file.", show_default=False
         ),
-    ],
+    ] = None,
     trajectory: Annotated[
         Optional[str],
         typer.Option(
@@ -54,6 +54,19 @@ def eval_command(
     ] = 8,
     queue: QueueOption = False,
     queue_name: QueueNameOption = None,
+    suite: Annotated[
+        Optional[str],
+        typer.Option(
+            "--suite",
+            help="A suite file (or 'default', the bundled one): its images x poses per run, generated on the queue with an eval job after each.",
+            show_default=False,
+        ),
+    ] = None,
+    compare_batch: Annotated[
+        Optional[str],
+        typer.Option("--batch", help="Compare the runs of a suite's batch from its eval jobs.", show_default=False),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="With --suite: wait for every eval job, then compare.")] = False,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
@@ -62,9 +75,17 @@ def eval_command(
     """Score a video: camera following (R_dist/T_dist), revisit consistency, drift and action following.
 
     With --queue, a worker evaluates job JOB once it has finished (an eval job that fails if JOB fails)."""
+    from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.evaluate import evaluate_target
     from worldplay_cli.output import emit
 
+    if suite is not None or compare_batch is not None:
+        _suite(suite, compare_batch, wait, output, queue_name, as_json, config, redis_url, output_root)
+        return
+    if target is None:
+        raise BadInput(
+            "give a job, a job directory or a video (or --suite FILE, --batch ID)", "see `worldplay eval --help`"
+        )
     if queued(queue, queue_name):
         _enqueue(
             target,
@@ -109,6 +130,63 @@ def _enqueue(
         as_json,
         lambda console: console.print(job_id, highlight=False),
     )
+
+
+def _suite(suite, compare_batch, wait, output, queue_name, as_json, config, redis_url, output_root):
+    """--suite: submit the suite's batch (and with --wait, compare once every eval job ended); --batch: compare."""
+    import json
+
+    from worldplay_cli import jobs
+    from worldplay_cli.batch import plan, submit_batch
+    from worldplay_cli.output import emit, err_console
+    from worldplay_cli.runtime import Runtime
+    from worldplay_cli.suite import batch_comparison, load_suite, suite_batch
+
+    runtime = Runtime(config, redis_url, output_root)
+    batch_id = compare_batch
+    if suite is not None:
+        batch = suite_batch(load_suite(None if suite == "default" else Path(suite)))
+        submitted = submit_batch(batch, plan(batch, runtime.settings), runtime.settings, runtime.conn, queue_name)
+        batch_id = submitted["batch"]
+        if not wait:
+            emit(submitted, as_json, lambda console: console.print(batch_id, highlight=False))
+            err_console.print(
+                f"{len(submitted['jobs'])} videos queued, each with an eval job; compare with "
+                f"`worldplay eval --batch {batch_id}` once they have ended",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
+        for entry in submitted["jobs"]:
+            jobs.wait_for(runtime.conn, entry["eval_job_id"])
+    comparison = batch_comparison(runtime.conn, runtime.settings, batch_id)
+    if output is not None:
+        output.write_text(json.dumps(comparison, indent=2) + "\n")
+    emit(comparison, as_json, lambda console: console.print(comparison_table(comparison)))
+
+
+def comparison_table(comparison: dict):
+    from rich.table import Table
+
+    table = Table(title=f"suite {comparison['batch']}", title_justify="left", box=None, header_style="bold")
+    columns = {
+        "videos": ("scored", None),
+        "R_dist": ("R_dist", 2),
+        "T_dist": ("T_dist", 1),
+        "rev.PSNR": ("revisit_psnr", 1),
+        "rev.SSIM": ("revisit_ssim", 3),
+        "drift": ("drift", 3),
+        "sharp": ("sharpness_ratio", 2),
+        "EPE": ("pixel_epe", 3),
+    }
+    table.add_column("run", no_wrap=True)
+    for name in columns:
+        table.add_column(name, justify="right", no_wrap=True)
+    for run, figures in comparison["runs"].items():
+        cells = [f"{figures['scored']}/{figures['videos']}"]
+        cells += [_figure(figures[key], digits) for key, digits in list(columns.values())[1:]]
+        table.add_row(run, *cells)
+    return table
 
 
 def _figure(value, digits: int = 2, unit: str = "") -> str:
