@@ -48,7 +48,7 @@ class NativeSource:
         self.owner = owner if owner is not None else os.getppid()
         self.ranks = ranks or max(1, len(worker_gpus()))
         self._resident: ResidentJob | None = None
-        self._in_flight = False  # a chunk was asked for and its frames not read (generate interrupted)
+        self._awaiting = False  # a request was sent and its answer never read (interrupted or failed)
 
     def open(self, spec: PlaySpec, image_path: Path, work_dir: Path, reporter: Reporter) -> SourceInfo:
         from worker.runtime.client import ResidentJob
@@ -57,7 +57,7 @@ class NativeSource:
 
         model_dir = model_dir_for(spec, reporter.settings)
         self._resident = ResidentJob(self.owner, reporter)
-        self._resident.send(
+        opened = self._ask(
             {
                 "type": "job",
                 "kind": "play",
@@ -67,9 +67,9 @@ class NativeSource:
                 "model_dir": str(model_dir),
                 "nproc": self.ranks,
                 "profile": requested_profile(spec, reporter.settings),
-            }
+            },
+            "session",
         )
-        opened = self._resident.wait("session")
         return SourceInfo(load_s=opened["load_s"], reused_weights=opened["reused_weights"], info=opened["info"])
 
     def generate(
@@ -77,7 +77,7 @@ class NativeSource:
     ) -> ChunkFrames:
         if self._resident is None:
             raise RuntimeError("the native source is not open")
-        self._resident.send(
+        answer = self._ask(
             {
                 "type": "chunk",
                 "chunk": chunk,
@@ -85,25 +85,30 @@ class NativeSource:
                 "intrinsics": np.asarray(intrinsics, dtype=np.float64).tolist(),
                 "actions": np.asarray(actions, dtype=np.int64).tolist(),
                 "prompt": prompt,
-            }
+            },
+            "frames",
         )
-        self._in_flight = True
-        answer = self._resident.wait("frames")
-        self._in_flight = False
         path = Path(answer["path"])
         frames = np.load(path)
         path.unlink()
         return ChunkFrames(frames=frames, context=answer["context"], generate_s=answer["generate_s"])
 
+    def _ask(self, request: dict, answer: str) -> dict:
+        self._awaiting = True
+        self._resident.send(request)
+        reply = self._resident.wait(answer)
+        self._awaiting = False
+        return reply
+
     def close(self) -> None:
-        """End the session and wait (bounded) for the ranks to confirm. An interrupted chunk, a cancel, a
-        failure or a silent group end it by closing the connection instead: the supervisor cancels the
-        session at the ranks' next denoising step or request."""
+        """End the session and wait (bounded) for the ranks to confirm. After an interrupted request, a
+        cancel or a failure, closing the connection ends it instead: the supervisor cancels the session
+        at the ranks' next denoising step or request (or has ended it already)."""
         resident, self._resident = self._resident, None
         if resident is None:
             return
         try:
-            if not self._in_flight:
+            if not self._awaiting:
                 resident.send({"type": "end"})
                 resident.wait("result", timeout_s=CLOSE_TIMEOUT_S)
         except (JobFailed, JobCanceled, TimeoutError) as error:
