@@ -36,8 +36,9 @@ def batch_command(
 def run_batch(batch, dry_run: bool, queue_name, as_json: bool, config, redis_url, output_root) -> None:
     """Plan (validate every job), then show the plan (--dry-run) or enqueue it; `generate --prompts` too."""
     from worldplay_cli.batch import cost, plan, submit_batch
-    from worldplay_cli.output import emit
+    from worldplay_cli.output import emit, warn
     from worldplay_cli.runtime import Runtime
+    from worldplay_cli.submit import queue_warning
 
     runtime = Runtime(config, redis_url, output_root)  # connects only when the batch is submitted
     planned = plan(batch, runtime.settings)
@@ -50,6 +51,7 @@ def run_batch(batch, dry_run: bool, queue_name, as_json: bool, config, redis_url
         emit(data, as_json, lambda console: console.print(_plan_table(planned, data["cost"], batch.eval)))
         return
     result = submit_batch(batch, planned, runtime.settings, runtime.conn, queue_name)
+    warn(queue_warning(runtime.conn, runtime.settings, queue_name or runtime.settings.queue.default_queue))
 
     def render(console):
         console.print(result["batch"], highlight=False)

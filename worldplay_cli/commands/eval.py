@@ -27,7 +27,9 @@ def eval_command(
     target: Annotated[
         Optional[str],
         typer.Argument(
-            help="A job (id, unique prefix or --name), a job directory, or a video file.", show_default=False
+            help="A job (id, unique prefix or --name), a job directory, or a video file.",
+            metavar="JOB|VIDEO",
+            show_default=False,
         ),
     ] = None,
     trajectory: Annotated[
@@ -114,8 +116,9 @@ def _enqueue(
     from worldplay_cli import jobs
     from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.evaluate import submit_eval
-    from worldplay_cli.output import emit
+    from worldplay_cli.output import emit, warn
     from worldplay_cli.runtime import Runtime
+    from worldplay_cli.submit import queue_warning
 
     if trajectory is not None or reference is not None or output is not None:
         raise BadInput(
@@ -125,6 +128,7 @@ def _enqueue(
     runtime = Runtime(config, redis_url, output_root)
     target = jobs.resolve_job_id(runtime.conn, target)
     job_id = submit_eval(runtime.conn, runtime.settings, target, queue_name, chunk_latents=chunk_latents, stride=stride)
+    warn(queue_warning(runtime.conn, runtime.settings, queue_name or runtime.settings.queue.default_queue))
     emit(
         {"job_id": job_id, "target": target, "status": "queued"},
         as_json,
@@ -138,8 +142,9 @@ def _suite(suite, compare_batch, wait, output, queue_name, as_json, config, redi
 
     from worldplay_cli import jobs
     from worldplay_cli.batch import plan, submit_batch
-    from worldplay_cli.output import emit, err_console
+    from worldplay_cli.output import emit, err_console, warn
     from worldplay_cli.runtime import Runtime
+    from worldplay_cli.submit import queue_warning
     from worldplay_cli.suite import batch_comparison, load_suite, suite_batch
 
     runtime = Runtime(config, redis_url, output_root)
@@ -148,6 +153,7 @@ def _suite(suite, compare_batch, wait, output, queue_name, as_json, config, redi
         batch = suite_batch(load_suite(None if suite == "default" else Path(suite)))
         submitted = submit_batch(batch, plan(batch, runtime.settings), runtime.settings, runtime.conn, queue_name)
         batch_id = submitted["batch"]
+        warn(queue_warning(runtime.conn, runtime.settings, queue_name or runtime.settings.queue.default_queue))
         if not wait:
             emit(submitted, as_json, lambda console: console.print(batch_id, highlight=False))
             err_console.print(
