@@ -46,6 +46,11 @@ def test_an_eval_job_runs_after_its_generation_and_scores_it(cli, redis_conn, ou
     assert result["camera_following"]["R_dist"] < 1.5 and result["camera_following"]["untracked"] == 0
     assert result["revisit"]["count"] >= 1
     assert fetch_job(redis_conn, child).return_value()["target"] == parent
+    # the same evaluation in the foreground, by job id: eval.json lands in the job's own directory
+    code, out, err = cli("eval", parent, "--json")
+    assert code == 0, err
+    here = json.loads((output_root / parent / "eval.json").read_text())
+    assert json.loads(out) == here and here["camera_following"] == result["camera_following"]
 
 
 def test_children_of_a_failed_or_canceled_parent_fail_with_its_reason(cli, redis_conn, output_root, start_worker):
