@@ -3,16 +3,11 @@ micro-batches: student, critic and their losses, with FSDP2 over student, teache
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import yaml
 
-from train_fixtures import train_config_data
+from train_fixtures import run_training_process, train_config_data
 
 METHOD = {
     "name": "self_forcing",
@@ -29,20 +24,7 @@ def _run(directory, processes: int, **sections) -> list[dict]:
     checkpoint = {"output_dir": str(directory / "run"), "every_steps": 2, "keep_last": None}
     data = train_config_data(directory / "run", method=METHOD, max_steps=2, checkpoint=checkpoint, **sections)
     config.write_text(yaml.safe_dump(data))
-    launcher = (
-        [sys.executable]
-        if processes == 1
-        else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    )
-    result = subprocess.run(
-        [*launcher, "-m", "worker.training", "train", str(config), "--events"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return run_training_process(config, processes)
 
 
 @pytest.mark.slow

@@ -4,15 +4,12 @@ data parallel (gradients averaged over the ranks) and FSDP2, each for full and L
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 
-from train_fixtures import train_config_data
+from train_fixtures import run_training_process, train_config_data
 
 LORA = {"rank": 4, "alpha": 8.0}
 
@@ -23,20 +20,7 @@ def _run(directory, processes: int, **sections) -> list[dict]:
     data = train_config_data(directory / "run", max_steps=2, checkpoint=checkpoint, **sections)
     data["data"]["cfg_dropout"] = 0.5
     config.write_text(yaml.safe_dump(data))
-    launcher = (
-        [sys.executable]
-        if processes == 1
-        else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    )
-    result = subprocess.run(
-        [*launcher, "-m", "worker.training", "train", str(config), "--events"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return run_training_process(config, processes)
 
 
 @pytest.fixture(scope="module")

@@ -65,3 +65,27 @@ def train_config_data(output_dir: Path, **sections) -> dict:
     for name, value in sections.items():
         data[name] = value
     return data
+
+
+def run_training_process(config: Path, processes: int) -> list[dict]:
+    """`python -m worker.training train CONFIG --events` as one process or `processes` torchrun gloo ranks;
+    asserts it succeeded and returns its JSON records."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    launcher = (
+        [sys.executable]
+        if processes == 1
+        else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    )
+    result = subprocess.run(
+        [*launcher, "-m", "worker.training", "train", str(config), "--events"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
