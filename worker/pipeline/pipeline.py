@@ -33,7 +33,7 @@ from PIL import Image
 from worker.models.checkpoint import load_transformer
 from worker.models.flops import Flops, ar_chunk_flops, bi_chunk_flops, text_tokens, tokens_per_latent
 from worker.models.scheduler import FlowMatchScheduler
-from worker.models.transformer import KVCache, PromptEmbeddings, WorldPlayTransformer
+from worker.models.transformer import AttentionWindow, KVCache, PromptEmbeddings, WorldPlayTransformer
 from worker.models.vae import HunyuanVideo15VAE, SpatialTiling, StreamingDecoder, load_vae
 from worker.pipeline.encoders import ConditionEncoders, ConditionStates
 from worker.pipeline.image import as_pil, generation_size, image_to_video_tensor, to_uint8_frames
@@ -86,6 +86,9 @@ class GenerationOptions:
     memory_seed: int = MEMORY_SEED
     fps: int = FPS
     super_resolution: bool = False  # the official 720p SR stage after the 480p video (contract.sr)
+    # AR variants: each chunk's context is its attention sink and local window instead of the reconstituted
+    # memory (bounded attention memory at any length; docs/training.md §9)
+    attention_window: AttentionWindow | None = None
 
 
 @dataclass
@@ -508,6 +511,12 @@ class WorldPlayPipeline:
         self, prepared: Prepared, options: GenerationOptions = GenerationOptions(), on_step: StepCallback | None = None
     ) -> Iterator[ChunkResult]:
         """Denoised chunks in order (under inference mode, one at a time)."""
+        window = {}
+        if options.attention_window is not None:
+            if variants.get(self.variant).model_type == "bi":
+                raise ValueError("the attention sink and local window are for the AR variants")
+            options.attention_window.check_chunks(self.chunk_latents)
+            window = {"attention_window": options.attention_window}
         rollout = bi_rollout if variants.get(self.variant).model_type == "bi" else ar_rollout
         chunks = rollout(
             self.transformer,
@@ -517,6 +526,7 @@ class WorldPlayPipeline:
             self.chunk_latents,
             options.round_latents,
             on_step,
+            **window,
         )
         while True:
             with torch.inference_mode():
