@@ -3,6 +3,9 @@ brute-force references (the fact sheet's mask formula token by token; a rolling 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 
@@ -164,3 +167,19 @@ def test_the_student_rollout_and_the_ar_rollout_keep_the_same_window():
     with torch.no_grad():
         unwindowed = list(ar_rollout(student, FlowMatchScheduler(4, 5.0), inputs, 1.0, 4, round_latents=False))
     assert not torch.allclose(unwindowed[-1].latents, chunks[-1].latents)
+
+
+def test_generate_takes_the_attention_window_as_a_pipeline_option(tmp_path):
+    from train_fixtures import tiny_model_dir
+    from trajectories import resolve
+    from worker.pipeline.pipeline import GenerationOptions, WorldPlayPipeline
+
+    pipeline = WorldPlayPipeline.from_model_dir(tiny_model_dir(), "ar-distilled", device="cpu")
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    options = GenerationOptions(width=32, height=32, attention_window=AttentionWindow(4, 12))
+    prepared = pipeline.prepare("a room", image, resolve("w-31"), options)
+    contexts = [chunk.context for chunk in pipeline.rollout(prepared, options)]
+    # 32 latents in 4-latent chunks: the sink and the 4 latents before each chunk, never more
+    assert contexts[-1] == [0, 1, 2, 3, 24, 25, 26, 27] and max(len(context) for context in contexts) == 8
+    with pytest.raises(ValueError, match="multiples"):
+        list(pipeline.rollout(prepared, replace(options, attention_window=AttentionWindow(2, 12))))
