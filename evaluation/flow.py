@@ -39,7 +39,7 @@ def farneback_flow(frames: np.ndarray) -> np.ndarray:
     v down, pixels, taking frame f-1 to frame f)."""
     luma = [gray(frame) for frame in frames]
     flows = [
-        cv2.calcOpticalFlowFarneback(first, second, None, 0.5, 3, 9, 5, 5, 1.1, 0)
+        cv2.calcOpticalFlowFarneback(first, second, None, 0.5, 3, 9, 3, 5, 1.1, 0)
         for first, second in zip(luma[:-1], luma[1:])
     ]
     return np.stack(flows).transpose(0, 3, 1, 2).astype(np.float32)
