@@ -32,8 +32,8 @@ def output_root(worldplay_env) -> Path:
 
 
 def test_an_eval_job_runs_after_its_generation_and_scores_it(cli, redis_conn, output_root, start_worker):
-    parent = _submit(cli, "generate", "--queue", *SMALL)
-    child = _submit(cli, "eval", parent, "--queue")
+    submitted = json.loads(_submit(cli, "generate", "--queue", "--eval", "--json", *SMALL))
+    parent, child = submitted["job_id"], submitted["eval_job_id"]
     assert _status(redis_conn, child) == "deferred"  # waits for the generation
     code, out, _ = cli("jobs", "show", child, "--json")
     assert code == 0 and json.loads(out)["depends_on"] == [parent]
@@ -51,6 +51,11 @@ def test_an_eval_job_runs_after_its_generation_and_scores_it(cli, redis_conn, ou
     assert code == 0, err
     here = json.loads((output_root / parent / "eval.json").read_text())
     assert json.loads(out) == here and here["camera_following"] == result["camera_following"]
+
+
+def test_eval_after_a_foreground_generation_is_refused(cli):
+    code, out, err = cli("generate", "--eval", *SMALL)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--queue" in err
 
 
 def test_children_of_a_failed_or_canceled_parent_fail_with_its_reason(cli, redis_conn, output_root, start_worker):

@@ -115,6 +115,10 @@ def generate(
     queue_name: QueueNameOption = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --queue: follow the job until it ends.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved spec; enqueue nothing.")] = False,
+    eval_after: Annotated[
+        bool,
+        typer.Option("--eval", help="With --queue: an eval job after this one (worldplay eval; fails if it fails)."),
+    ] = False,
     prompts: Annotated[
         Optional[Path],
         typer.Option(
@@ -137,6 +141,8 @@ def generate(
     on_queue = queued(queue, queue_name)
     if wait and not on_queue:
         raise BadInput("--wait only makes sense with --queue", "without --queue, generate already waits")
+    if eval_after and not on_queue:
+        raise BadInput("--eval adds a queue job after this one", "add --queue, or run `worldplay eval JOB` afterwards")
     policy = rewrite_policy(rewrite, rewrite_required)
     runtime = Runtime(config, redis_url, output_root)
     settings = runtime.settings
@@ -186,11 +192,18 @@ def generate(
     job_id, queue_name = submitted.job_id, submitted.queue
     # From here the job is the queue's: Ctrl+C (at any moment) stops only our following it.
     with _detach_on_ctrl_c(job_id):
+        extra = {}
+        if eval_after:
+            from worldplay_cli.evaluate import submit_eval
+
+            extra["eval_job_id"] = submit_eval(runtime.conn, settings, job_id, queue_name)
+            if not as_json:
+                err_console.print(f"eval job {extra['eval_job_id']} after it", highlight=False, soft_wrap=True)
         warning = queue_warning(runtime.conn, settings, queue_name)
         if not wait:
             warn(warning)
             emit(
-                {"job_id": job_id, "queue": queue_name, "status": "queued", "warning": warning},
+                {"job_id": job_id, "queue": queue_name, "status": "queued", "warning": warning, **extra},
                 as_json,
                 lambda c: c.print(job_id),
             )
