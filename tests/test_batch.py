@@ -99,6 +99,8 @@ def test_a_batch_is_listed_canceled_and_retried_as_one(cli, tmp_path, redis_conn
     assert listed["counts"] == {"queued": 5, "deferred": 5}
     deferred = {row["id"]: row["depends_on"] for row in listed["jobs"] if row["status"] == "deferred"}
     assert deferred == {child: [parent] for parent, child in zip(generations, evals)}
+    code, out, _ = cli("jobs", "list", "--search", batch, "--json")  # the dashboard's search finds a batch too
+    assert {row["id"] for row in json.loads(out)["jobs"]} == set(generations + evals)
 
     code, out, err = cli("jobs", "cancel", "--batch", batch, "--json")
     assert code == 0, err
@@ -138,3 +140,18 @@ def test_generate_prompts_makes_one_job_per_line(cli, tmp_path):
     bad = _write(tmp_path, '{"prompt": "x", "colour": "red"}\n', "bad.txt")
     code, _, err = cli("generate", "--prompts", bad, *small)
     assert code == 2 and "jobs.0.colour: unknown key" in err and err.count("\n") == 1
+
+
+def test_the_dashboard_detail_names_the_batch_and_the_parent():
+    from rich.console import Console
+
+    from worldplay_cli.rows import JobRow
+    from worldplay_cli.tui.dashboard.screens import summary_table
+    from worldplay_cli.tui.dashboard.source import JobDetail
+
+    row = JobRow(id="e1", status="deferred", kind="eval", batch="batch-x-sweep", depends_on=["g1"])
+    detail = JobDetail(row, None, None, None, [], {}, None, None, None)
+    console = Console(width=80, record=True)
+    console.print(summary_table(detail, now=0.0))
+    text = console.export_text()
+    assert "batch-x-sweep" in text and "after" in text and "g1" in text

@@ -154,7 +154,7 @@ def fraction(row: JobRow) -> float:
 def search_text(row: JobRow) -> str:
     """Lower-cased text the text filter matches against."""
     failure = (row.failure or {}).get("message")
-    parts = (row.id, row.prompt, row.engine, row.variant, row.worker, row.queue, row.output_name, failure)
+    parts = (row.id, row.prompt, row.engine, row.variant, row.worker, row.queue, row.output_name, row.batch, failure)
     return " ".join(part for part in parts if part).lower()
 
 

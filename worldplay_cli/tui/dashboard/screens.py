@@ -77,6 +77,10 @@ def summary_table(detail: JobDetail, now: float) -> Table:
     table.add_row("duration", human_seconds(duration_s(row, now)) or "—")
     if row.frames:
         table.add_row("frames", f"{row.frames} ({row.width}x{row.height})")
+    if row.batch:
+        table.add_row("batch", row.batch)
+    if row.depends_on:
+        table.add_row("after", ", ".join(row.depends_on))
     return table
 
 
