@@ -170,7 +170,7 @@ class SwappedActions:
 
 def static_scores(validator) -> dict:
     """What a model that ignores the controls and holds the first frame would score (zero flow)."""
-    from worker.training.flow import action_following
+    from trajectories.evaluation.flow import action_following
 
     scores = []
     for clip in validator.clips:

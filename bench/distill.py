@@ -121,8 +121,10 @@ def train(config, label: str):
 
 def evaluate(validator, rows: dict, target_name: str, latents_count: int) -> dict[str, dict[str, float]]:
     """Per row: latent MSE and decoded PSNR against the target row, action-following EPE, drift."""
-    from worker.training.drift import drift_score
-    from worker.training.flow import action_following, psnr, video_flow
+    from trajectories.evaluation.drift import drift_score
+    from trajectories.evaluation.flow import action_following
+    from trajectories.evaluation.images import psnr
+    from worker.training.flow import video_flow
 
     calibration = validator.calibrated()
     results = {}

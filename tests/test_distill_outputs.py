@@ -13,7 +13,7 @@ from worldplay_cli.contract.training import TrainConfig, validate_config
 
 
 def test_drift_is_zero_for_a_steady_look_and_grows_as_late_chunks_wash_out():
-    from worker.training.drift import chunk_bounds, drift_curve, drift_score
+    from trajectories.evaluation.drift import chunk_bounds, drift_curve, drift_score
 
     # 4-latent chunks: 13 frames, then 16 per chunk
     assert chunk_bounds(45, 4) == [(0, 13), (13, 29), (29, 45)]

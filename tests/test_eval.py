@@ -32,8 +32,8 @@ def render(image):
 
 
 def _evaluate(frames, spec, **options):
-    from evaluation.report import evaluate
     from trajectories import resolve
+    from trajectories.evaluation.report import evaluate
 
     return evaluate(frames, resolve(spec), **options)
 
@@ -65,8 +65,8 @@ def test_flat_frames_are_untracked_not_guessed(render):
 
 
 def test_revisit_consistency_finds_the_return_and_sees_a_changed_world(render):
-    from evaluation.revisit import revisit_pairs
     from trajectories import resolve
+    from trajectories.evaluation.revisit import revisit_pairs
     from trajectories.render import frame_poses
 
     pairs = [(earlier, later) for earlier, later, *_ in revisit_pairs(frame_poses(resolve(PATH)))]

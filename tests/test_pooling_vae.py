@@ -48,7 +48,8 @@ def test_rooms_through_the_pooling_vae_keep_the_motion_their_controls_explain(tm
     controls say (positive gains, matching controls score better than swapped ones and than a still video)."""
     import numpy as np
 
-    from worker.training.flow import action_following, calibrate, motion_features, video_flow
+    from trajectories.evaluation.flow import action_following, calibrate, motion_features
+    from worker.training.flow import video_flow
     from worker.training.synthetic import VALIDATION_PATTERNS, SynthOptions, make_clip
 
     vae = load_vae(write_pooling_vae(tmp_path))

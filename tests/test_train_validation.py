@@ -30,7 +30,8 @@ def test_horn_schunck_recovers_a_subpixel_translation():
 
 
 def test_calibration_on_synthetic_rooms_finds_degrees_and_scores_matching_actions_best():
-    from worker.training.flow import action_following, calibrate, motion_features, video_flow
+    from trajectories.evaluation.flow import action_following, calibrate, motion_features
+    from worker.training.flow import video_flow
     from worker.training.synthetic import VALIDATION_PATTERNS, SynthOptions, make_clip
 
     options = SynthOptions(width=32, height=32, num_latents=5)
@@ -51,7 +52,7 @@ def test_calibration_on_synthetic_rooms_finds_degrees_and_scores_matching_action
 
 
 def test_psnr_and_ssim():
-    from worker.training.flow import psnr, ssim
+    from trajectories.evaluation.images import psnr, ssim
 
     rng = np.random.default_rng(0)
     video = rng.integers(0, 256, (3, 24, 24, 3)).astype(np.uint8)

@@ -1,4 +1,4 @@
-"""The eval task: `evaluation` on a finished job's video and trajectory, in the work horse (CPU only; no
+"""The eval task: `trajectories.evaluation` on a finished job's video and trajectory, in the work horse (CPU only; no
 engine, no model). A parent that did not finish ends the job as `parent_failed` (rq only runs a dependent
 after its parent finished; this guards a job enqueued by hand)."""
 
@@ -15,7 +15,7 @@ EVAL_FILE = "eval.json"
 def run_eval(job, spec_data: dict) -> dict:
     from rq.job import JobStatus
 
-    from evaluation.report import evaluate_files
+    from trajectories.evaluation.report import evaluate_files
     from worker.job import classify, record_end, refuse
     from worldplay_cli.contract.queue import append_log, fetch_job
     from worldplay_cli.contract.settings import OUTPUT_MODES, load_settings

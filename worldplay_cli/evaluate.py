@@ -31,7 +31,7 @@ def evaluate_target(
     redis_url=None,
     output_root=None,
 ) -> dict:
-    from evaluation.report import EVAL_NAME, EvalError, evaluate_files
+    from trajectories.evaluation.report import EVAL_NAME, EvalError, evaluate_files
 
     path = Path(target).expanduser()
     if not path.exists() and (path.suffix.lower() in VIDEO_SUFFIXES or "/" in target):

@@ -2,8 +2,7 @@
 consecutive frames (on the training device's tensors, no model downloads).
 
 The score it feeds (predicted flow from the controls, calibration, end-point errors) and PSNR/SSIM are the
-torch-free `evaluation.flow` / `evaluation.images`, shared with `worldplay eval`; they are re-exported here
-under the names training validation has always used.
+torch-free `trajectories.evaluation.flow` / `trajectories.evaluation.images`, shared with `worldplay eval`.
 """
 
 from __future__ import annotations
@@ -11,22 +10,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from evaluation.flow import FlowCalibration, action_following, calibrate, motion_features
-from evaluation.images import psnr, ssim
-
-__all__ = [
-    "FlowCalibration",
-    "action_following",
-    "calibrate",
-    "horn_schunck",
-    "motion_features",
-    "psnr",
-    "ssim",
-    "video_flow",
-    "warp",
-]
-
 
 # ---------------------------------------------------------------------------------------------------
 # Observed flow

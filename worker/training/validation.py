@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluation.drift import drift_score
-from evaluation.flow import FlowCalibration, action_following, calibrate, motion_features
-from evaluation.images import psnr, ssim
+from trajectories.evaluation.drift import drift_score
+from trajectories.evaluation.flow import FlowCalibration, action_following, calibrate, motion_features
+from trajectories.evaluation.images import psnr, ssim
 from worker.training.batches import SampleBuilder, collate, prompt_embeddings, prompt_to
 from worker.training.dataset import ClipTensors, PreparedDataset
 from worker.training.flow import video_flow

@@ -1,5 +1,5 @@
 """`worldplay eval JOB|VIDEO`: how well a video follows its camera path, stays consistent and holds its quality
-(CPU, no model; the metrics are `evaluation`, defined in docs/eval.md)."""
+(CPU, no model; the metrics are `trajectories.evaluation`, defined in docs/eval.md)."""
 
 from __future__ import annotations
 

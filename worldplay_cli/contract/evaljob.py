@@ -1,6 +1,6 @@
 """An eval job: `worldplay eval` of another job's video, run by a worker (`worker.tasks.eval`), usually
 enqueued to depend on the job it evaluates (generate -> eval). Its `eval.json` goes into its own job
-directory; the metrics are `evaluation` (docs/eval.md)."""
+directory; the metrics are `trajectories.evaluation` (docs/eval.md)."""
 
 from __future__ import annotations
 

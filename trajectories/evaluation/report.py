@@ -1,6 +1,6 @@
 """One evaluation of a video against its trajectory (and optionally a reference video): `eval.json`.
 
-Action following needs a calibration at the video's own size (see `evaluation.flow`); with no other
+Action following needs a calibration at the video's own size (see `trajectories.evaluation.flow`); with no other
 reference at hand it is made on the preview render of the video's first frame along the same trajectory,
 the geometrically exact answer for rotations, whose own score is reported beside (`reference_pixel_epe`).
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from evaluation.camera import follow, summarize
-from evaluation.drift import drift_summary
-from evaluation.flow import action_following, calibrate, farneback_flow, pose_features
-from evaluation.images import psnr, ssim
-from evaluation.revisit import revisit_consistency
+from trajectories.evaluation.camera import follow, summarize
+from trajectories.evaluation.drift import drift_summary
+from trajectories.evaluation.flow import action_following, calibrate, farneback_flow, pose_features
+from trajectories.evaluation.images import psnr, ssim
+from trajectories.evaluation.revisit import revisit_consistency
 
 EVAL_VERSION = 1
 EVAL_NAME = "eval.json"

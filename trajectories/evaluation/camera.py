@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from evaluation.images import gray
+from trajectories.evaluation.images import gray
 
 MIN_MATCHES = 12
 RATIO_TEST = 0.8

@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from evaluation.images import gray, sharpness
+from trajectories.evaluation.images import gray, sharpness
 
 HISTOGRAM_BINS = 32
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from evaluation.images import gray
+from trajectories.evaluation.images import gray
 
 REFERENCE_WIDTH = 640
 MIN_MAGNITUDE_AT_REFERENCE = 0.5

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.images import psnr, ssim
+from trajectories.evaluation.images import psnr, ssim
 
 NEAR_DEG = 2.0
 NEAR_DISTANCE = 0.02
