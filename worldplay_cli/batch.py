@@ -223,6 +223,14 @@ def batch_job_ids(conn, batch: str) -> list[str]:
     return [job_id.decode() for job_id in conn.zrange(batch_key(resolve_batch(conn, batch)), 0, -1)]
 
 
+def batch_jobs_in(conn, batch: str, statuses: frozenset[str]) -> list[str]:
+    """The ids of a batch's jobs that are in one of `statuses` (all of them when it is empty), oldest first."""
+    from worldplay_cli.rows import job_rows
+
+    rows = job_rows(conn, batch_job_ids(conn, batch))
+    return [row.id for row in rows if row is not None and (not statuses or row.status in statuses)]
+
+
 RETRYABLE = frozenset({"failed", "stopped", "canceled"})
 
 

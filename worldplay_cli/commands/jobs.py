@@ -282,12 +282,9 @@ def _named_or_batch(runtime, job_ids: list[str] | None, batch: str | None, statu
         )
     if batch is None:
         return job_ids
-    from worldplay_cli.batch import batch_job_ids
-    from worldplay_cli.rows import job_rows
+    from worldplay_cli.batch import batch_jobs_in
 
-    return [
-        row.id for row in job_rows(runtime.conn, batch_job_ids(runtime.conn, batch)) if row and row.status in statuses
-    ]
+    return batch_jobs_in(runtime.conn, batch, statuses)
 
 
 @jobs_app.command("cancel")
