@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET
@@ -168,6 +168,9 @@ class JobQuery:
     text: str = ""
     offset: int = 0
     limit: int = 100
+    # Jobs of one batch together (in the order of each batch's first job), each batch's jobs in the sort
+    # order; jobs of no batch are one more group.
+    group_batches: bool = False
 
 
 @dataclass
@@ -178,6 +181,8 @@ class SortedPage:
     limit: int
     counts: dict[str, int]  # every job in Redis, by status (before filtering)
     kinds: list[str]
+    # With `JobQuery.group_batches`: the matching jobs of each batch on the page, by status ("" : no batch).
+    batches: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -389,8 +394,26 @@ class JobsIndex:
                 and (not query.queues or rows[job_id].queue in query.queues)
                 and (not text or text in search[job_id])
             ]
+        batches: dict[str, dict[str, int]] = {}
+        if query.group_batches:
+            ids, batches = self._grouped(ids)
         limit = max(1, query.limit)
         offset = max(0, min(query.offset, max(0, len(ids) - 1) // limit * limit))
         page = [self.rows[job_id] for job_id in ids[offset : offset + limit]]
         counts, kinds = self._summary()
-        return SortedPage(page, len(ids), offset, query.limit, counts, kinds)
+        on_page = {row.batch or "" for row in page}
+        batches = {batch: by_status for batch, by_status in batches.items() if batch in on_page}
+        return SortedPage(page, len(ids), offset, query.limit, counts, kinds, batches)
+
+    def _grouped(self, ids: list[str]) -> tuple[list[str], dict[str, dict[str, int]]]:
+        """`ids` with each batch's jobs together (a stable sort keeps the order within a batch), and the
+        jobs of each batch by status."""
+        rank: dict[str, int] = {}
+        batches: dict[str, dict[str, int]] = {}
+        for job_id in ids:
+            row = self.rows[job_id]
+            batch = row.batch or ""
+            rank.setdefault(batch, len(rank))
+            by_status = batches.setdefault(batch, {})
+            by_status[row.status] = by_status.get(row.status, 0) + 1
+        return sorted(ids, key=lambda job_id: rank[self.rows[job_id].batch or ""]), batches
