@@ -12,6 +12,8 @@ from trajectories import parse_pose_string
 from worker.pipeline.pipeline import GenerationError, GenerationOptions
 from worker.pipeline.stream import ARStream, live_tensor_bytes
 
+pytestmark = pytest.mark.slow  # the tiny model's pipeline and rank groups: seconds to a minute a test
+
 PROMPT = "a lantern-lit alley"
 WIDTH, HEIGHT = 16, 32  # 1 x 2 latents: every code path, little compute
 # 28 latents: chunk 6 (latents 24..27) is the first whose memory goes through the overlap selection
@@ -218,7 +220,6 @@ def walk(chunk: int, count: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return c2w, intrinsics, actions
 
 
-@pytest.mark.slow
 def test_native_source_plays_on_the_resident_group_reuses_its_weights_survives_a_vanished_horse_and_runs_sp(
     resident_owner, tiny_pipelines, image, tmp_path
 ):
@@ -293,7 +294,6 @@ def test_native_source_plays_on_the_resident_group_reuses_its_weights_survives_a
     assert "group 2 started: 2 rank(s)" in (log_dir(resident_owner) / "supervisor.log").read_text()
 
 
-@pytest.mark.slow
 def test_a_native_session_on_a_worker_shares_the_resident_weights_with_generation_jobs_and_a_cancel_frees_them(
     worldplay_env, redis_conn, start_worker, tiny_model_dir, tmp_path, cli, monkeypatch
 ):
