@@ -695,6 +695,7 @@ async def test_help_lists_the_keys(fresh):
         await settle(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
         text = app.screen.markdown
         assert "| `c` | Cancel |" in text and "| `x`, `delete` | Delete |" in text and "job detail" in text
+        assert "| `C` | Cancel batch |" in text and "| `g` | Batches |" in text
         app.screen.query_one(Markdown)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
@@ -949,6 +950,118 @@ def test_keys_help_and_palette_come_from_one_command_table():
     assert Dashboard.BINDINGS == keymap.bindings("jobs") and JobDetailScreen.BINDINGS == keymap.bindings("detail")
     for command in keymap.COMMANDS:
         namespace, name, _ = parse(command.action)
-        owner = JobDetailScreen if command.job_verb else Dashboard
+        owner = JobDetailScreen if command.job_verb or command.batch_verb else Dashboard
         assert namespace == "app" or hasattr(owner, f"action_{name}") and hasattr(Dashboard, f"action_{name}"), command
         assert command.keys or command.palette, f"{command.title}: neither a key nor a palette entry"
+
+
+# --- batches ----------------------------------------------------------------------------------------------
+
+
+def submit_batch(world: World, name: str) -> dict:
+    """Two preview generations, each with an eval job after it, in one batch (as `worldplay batch` submits)."""
+    from worldplay_cli.batch import BatchFile, plan, submit_batch
+
+    batch = BatchFile(
+        version=1, name=name, eval=True, defaults={"engine": "preview", "prompt": name, **SMALL}, grid={"seed": [1, 2]}
+    )
+    return submit_batch(batch, plan(batch, world.settings), world.settings, world.conn)
+
+
+def batch_ids(submitted: dict) -> tuple[list[str], list[str]]:
+    return [job["job_id"] for job in submitted["jobs"]], [job["eval_job_id"] for job in submitted["jobs"]]
+
+
+async def test_grouping_by_batch_and_cancel_and_retry_of_a_whole_batch(fresh):
+    from worldplay_cli.tui.dashboard.screens import ConfirmScreen
+    from worldplay_cli.tui.dashboard.widgets import BATCH_ROW
+
+    lone = submit_preview(fresh, "in no batch")
+    first, second = submit_batch(fresh, "first"), submit_batch(fresh, "second")
+    generations, evals = batch_ids(second)
+    app = dashboard(fresh)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot, lambda: len(table_ids(app)) == 9)
+        await pilot.press("g")
+        await settle(pilot, lambda: len(table_ids(app)) == 12, what="a header row above each batch")
+        keys = table_ids(app)
+        # Newest first: each batch where its newest job is, the job of no batch under its own header last.
+        headers = [BATCH_ROW + second["batch"], BATCH_ROW + first["batch"], BATCH_ROW]
+        assert [key for key in keys if key.startswith(BATCH_ROW)] == headers
+        assert keys[0] == headers[0] and set(keys[1:5]) == set(generations + evals)
+        assert set(keys[6:10]) == set(batch_ids(first)[0] + batch_ids(first)[1]) and keys[10:] == [headers[2], lone]
+        assert app.snapshot.page.batches[second["batch"]] == {"queued": 2, "deferred": 2}
+        header = app.jobs_table._cells[headers[0]]
+        assert header["status"].plain == "4 jobs" and header["progress"].plain == "2 queued · 2 deferred"
+        assert "by batch" in str(app.status_line.content)
+
+        # The highlighted job stays highlighted under its header; on a header no job is highlighted (enter
+        # opens nothing), its batch is.
+        assert app.jobs_table.cursor_row == 1
+        await pilot.press("home")
+        assert app.jobs_table.cursor_row == 0 and app.selected_job_id is None
+        await pilot.press("enter")
+        assert app.screen is app.screen_stack[0]
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+        assert {f"Cancel batch {second['batch']}", f"Retry batch {second['batch']}"} <= titles
+        await pilot.press("C")
+        await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        assert second["batch"] in app.screen.question
+        await pilot.press("y")
+        await settle(
+            pilot,
+            lambda: [status_of(fresh, job_id) for job_id in generations + evals] == ["canceled"] * 4,
+            what="the batch to be canceled",
+        )
+        await settle(pilot, lambda: app.snapshot.page.batches[second["batch"]] == {"canceled": 4})
+        # The other batch and the lone job are left as they were.
+        assert [status_of(fresh, job_id) for job_id in (*batch_ids(first)[0], lone)] == ["queued"] * 3
+
+        await pilot.press("down", "R")  # on a job of the batch: the batch of that job
+        await settle(
+            pilot,
+            lambda: [status_of(fresh, job_id) for job_id in generations] == ["queued"] * 2,
+            what="the generations re-queued",
+        )
+        await settle(pilot, lambda: any("2 eval job(s) submitted anew" in n.message for n in app._notifications))
+        await settle(pilot, lambda: app.snapshot.page.batches[second["batch"]].get("deferred") == 2)
+
+        await pilot.press("g")
+        await settle(pilot, lambda: not any(key.startswith(BATCH_ROW) for key in table_ids(app)), what="no headers")
+        assert len(table_ids(app)) == 11  # the two new eval jobs
+
+
+async def test_the_detail_shows_a_jobs_chain_and_acts_on_its_batch(fresh):
+    from worldplay_cli.tui.dashboard.screens import ConfirmScreen
+
+    submitted = submit_batch(fresh, "chain")
+    (generation, _), (evaluation, _) = batch_ids(submitted)
+    lone = submit_preview(fresh, "in no batch")
+    app = dashboard(fresh)
+    async with app.run_test(size=(200, 60)) as pilot:
+        screen = await open_detail(pilot, app, evaluation)
+        await settle(pilot, lambda: screen.query_one("#detail-chain").display, what="the chain")
+        lines = [line.split() for line in static_text(screen, "#detail-chain").splitlines() if line.strip()]
+        assert lines == [["after", generation, "generate", "queued"], ["this", evaluation, "eval", "deferred"]]
+        await pilot.press("escape")
+
+        app.open_job(generation)  # (its id also matches its eval job, which names it: the filter shows two)
+        await settle(pilot, lambda: getattr(app.screen, "detail", None) is not None, what="the detail")
+        screen = app.screen
+        await settle(pilot, lambda: screen.query_one("#detail-chain").display, what="the chain")
+        lines = [line.split() for line in static_text(screen, "#detail-chain").splitlines() if line.strip()]
+        assert lines == [["this", generation, "generate", "queued"], ["then", evaluation, "eval", "deferred"]]
+        titles = {command.title for command in app.get_system_commands(screen)}
+        assert f"Cancel batch {submitted['batch']}" in titles
+        await pilot.press("C")
+        await settle(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("y")
+        await settle(pilot, lambda: status_of(fresh, evaluation) == "canceled", what="the batch to be canceled")
+        await settle(pilot, lambda: "canceled" in static_text(screen, "#detail-chain"), what="the chain to follow")
+        await pilot.press("escape")
+
+        screen = await open_detail(pilot, app, lone)
+        assert not screen.query_one("#detail-chain").display
+        await pilot.press("R")
+        await settle(pilot, lambda: any("in no batch" in n.message for n in app._notifications))
+    assert status_of(fresh, generation) == "canceled" and status_of(fresh, lone) == "queued"

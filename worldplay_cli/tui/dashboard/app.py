@@ -122,7 +122,7 @@ class Dashboard(App):
         if page.offset != self.job_query.offset and message.query == self.job_query:
             # The page we asked for no longer exists (jobs were removed): stay on the last one.
             self.job_query = replace(self.job_query, offset=page.offset)
-        self.jobs_table.show(page.rows, snapshot.now)
+        self.jobs_table.show(page.rows, snapshot.now, page.batches if message.query.group_batches else None)
         self.workers_table.show(snapshot.workers, snapshot.nvml)
         self.status_line.show(snapshot, message.query, self.show_timing)
         if self._refresh_again or message.query != self.job_query:
@@ -219,6 +219,9 @@ class Dashboard(App):
         if offset != self.job_query.offset:
             self.set_query(offset=offset)
 
+    def action_toggle_batches(self) -> None:
+        self.set_query(group_batches=not self.job_query.group_batches, offset=0)
+
     def action_toggle_workers(self) -> None:
         workers = self.workers_table
         workers.display = not workers.display
@@ -236,7 +239,8 @@ class Dashboard(App):
 
     @on(DataTable.RowSelected, "#jobs")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
-        self.open_job(str(event.row_key.value))
+        if self.selected_job_id == event.row_key.value:  # not a batch's header row
+            self.open_job(str(event.row_key.value))
 
     def action_open_job(self) -> None:
         if self.selected_job_id:
@@ -272,6 +276,29 @@ class Dashboard(App):
                 self.run_source_call(call)
 
         self.push_screen(ConfirmScreen(f"{verb.capitalize()} job {job_id}?"), answered)
+
+    def action_batch(self, verb: str) -> None:
+        batch = self.jobs_table.selected_batch
+        if batch is None:
+            self.notify("the highlighted job is in no batch", severity="warning")
+            return
+        self.batch_action(verb, batch)
+
+    def batch_action(self, verb: str, batch: str) -> None:
+        """Cancel or retry every job of `batch` the verb applies to (asking first to cancel)."""
+        call: Callable[[], str] = {
+            "cancel": lambda: self.source.cancel_batch(batch),
+            "retry": lambda: self.source.retry_batch(batch),
+        }[verb]
+        if verb not in keymap.CONFIRM:
+            self.run_source_call(call)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_source_call(call)
+
+        self.push_screen(ConfirmScreen(f"{verb.capitalize()} every job of batch {batch}?"), answered)
 
     @work(thread=True, group="fetch-spec", exit_on_error=False)
     def _requeue(self, job_id: str) -> None:
@@ -337,6 +364,12 @@ class Dashboard(App):
                 yield SystemCommand(
                     f"{command.palette} {job_id}", command.help, self._palette_job_action(command.job_verb, job_id)
                 )
+        batch = screen.batch if on_detail else self.jobs_table.selected_batch
+        if batch:
+            for command in keymap.batch_commands():
+                yield SystemCommand(
+                    f"{command.palette} {batch}", command.help, self._palette_batch_action(command.batch_verb, batch)
+                )
         for command in keymap.palette_commands("detail" if on_detail else "jobs"):
             yield SystemCommand(command.palette, command.help, self._palette_action(command.action))
         if not on_detail:
@@ -353,6 +386,9 @@ class Dashboard(App):
 
     def _palette_job_action(self, verb: str, job_id: str) -> Callable[[], None]:
         return lambda: self.job_action(verb, job_id)
+
+    def _palette_batch_action(self, verb: str, batch: str) -> Callable[[], None]:
+        return lambda: self.batch_action(verb, batch)
 
     def _palette_sort(self, key: str) -> Callable[[], None]:
         return lambda: self.sort_by(key)

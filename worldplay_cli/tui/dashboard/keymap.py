@@ -30,6 +30,12 @@ class Command:
         _, name, params = parse(self.action)
         return str(params[0]) if name == "job" else None
 
+    @property
+    def batch_verb(self) -> str | None:
+        """For a batch action (`batch('cancel')`): its verb, on the batch of the job at hand."""
+        _, name, params = parse(self.action)
+        return str(params[0]) if name == "batch" else None
+
 
 _BOTH = ("jobs", "detail")
 
@@ -61,6 +67,24 @@ COMMANDS: tuple[Command, ...] = (
         "Forget the job in Redis (its output directory is kept)",
         screens=_BOTH,
     ),
+    Command(
+        "C",
+        "batch('cancel')",
+        "Cancel batch",
+        "Cancel batch",
+        "Cancel every waiting or running job of the batch",
+        footer=False,
+        screens=_BOTH,
+    ),
+    Command(
+        "R",
+        "batch('retry')",
+        "Retry batch",
+        "Retry batch",
+        "Put the batch's failed, stopped and canceled jobs back (an eval job anew after its parent)",
+        footer=False,
+        screens=_BOTH,
+    ),
     Command("n", "submit", "Submit…", "Submit a job", "Prompt, image, trajectory, engine, variant (or a spec file)"),
     Command(
         "p",
@@ -79,13 +103,21 @@ COMMANDS: tuple[Command, ...] = (
         "left_square_bracket", "page(-1)", "Prev page", "Previous page", "Show the previous page of jobs", footer=False
     ),
     Command("right_square_bracket", "page(1)", "Next page", "Next page", "Show the next page of jobs", footer=False),
+    Command(
+        "g",
+        "toggle_batches",
+        "Batches",
+        "Group jobs by batch",
+        "Each batch's jobs together under a header with its counts (again to ungroup)",
+        footer=False,
+    ),
     Command("w", "toggle_workers", "Workers", "Show or hide workers", "Toggle the workers panel", footer=False),
     Command("t", "toggle_timing", "Timing", footer=False),
     Command("question_mark,f1", "help", "Help", "Dashboard help", "Keys and what they do", screens=_BOTH),
     Command("q", "quit", "Quit"),
 )
 
-# Job verbs that ask before they act.
+# Job (and batch) verbs that ask before they act.
 CONFIRM = frozenset({"cancel", "delete"})
 
 
@@ -100,7 +132,7 @@ def bindings(screen: str) -> list[Binding]:
 
 
 def _on(screen: str, action: str) -> str:
-    job_action = action.startswith("job(")
+    job_action = action.startswith(("job(", "batch("))
     if screen == "detail" and not job_action and not action.startswith("app."):
         return "app." + action
     return action
@@ -109,9 +141,15 @@ def _on(screen: str, action: str) -> str:
 def palette_commands(screen: str) -> list[Command]:
     """The commands the palette offers on `screen` (job actions separately: `job_commands`)."""
     return [
-        command for command in COMMANDS if command.palette and screen in command.screens and command.job_verb is None
+        command
+        for command in COMMANDS
+        if command.palette and screen in command.screens and command.job_verb is None and command.batch_verb is None
     ]
 
 
 def job_commands() -> list[Command]:
     return [command for command in COMMANDS if command.job_verb is not None]
+
+
+def batch_commands() -> list[Command]:
+    return [command for command in COMMANDS if command.batch_verb is not None]

@@ -84,6 +84,26 @@ def summary_table(detail: JobDetail, now: float) -> Table:
     return table
 
 
+def chain_table(detail: JobDetail) -> Table | None:
+    """The job's pipeline, top to bottom: the jobs it runs after, itself, the jobs that run after it, each
+    with its kind and status; None for a job with neither."""
+    if not detail.parents and not detail.children:
+        return None
+    table = Table.grid(padding=(0, 2))
+    for _ in range(4):
+        table.add_column()
+    marked = [("after", row) for row in detail.parents] + [("this", detail.row)]
+    marked += [("then", row) for row in detail.children]
+    for mark, row in marked:
+        table.add_row(
+            Text(mark, style="dim" if mark != "this" else "bold"),
+            Text(row.id, style="bold" if mark == "this" else ""),
+            row.kind or "",
+            Text(row.status, style=STATUS_STYLES.get(row.status, "")),
+        )
+    return table
+
+
 def failure_text(detail: JobDetail) -> Text | None:
     failure = detail.row.failure
     if not failure and not detail.error:
@@ -149,6 +169,8 @@ class JobDetailScreen(Screen):
         with Horizontal(id="detail-top"):
             with VerticalScroll(id="detail-left"):
                 yield Static(id="detail-summary")
+                yield Label("chain", id="detail-chain-label", classes="section")
+                yield Static(id="detail-chain")
                 yield Static(id="detail-failure")
                 yield Label("stages", classes="section")
                 yield Static(id="detail-timings")
@@ -209,6 +231,10 @@ class JobDetailScreen(Screen):
         self.detail = detail
         now = self.app.source.now()
         self.query_one("#detail-summary", Static).update(summary_table(detail, now))
+        chain = chain_table(detail)
+        for widget in self.query("#detail-chain-label, #detail-chain"):
+            widget.display = chain is not None
+        self.query_one("#detail-chain", Static).update(chain or "")
         failure = failure_text(detail)
         failure_widget = self.query_one("#detail-failure", Static)
         failure_widget.display = failure is not None
@@ -265,6 +291,16 @@ class JobDetailScreen(Screen):
 
     def action_job(self, verb: str) -> None:
         self.app.job_action(verb, self.job_id)
+
+    @property
+    def batch(self) -> str | None:
+        return self.detail.row.batch if self.detail else None
+
+    def action_batch(self, verb: str) -> None:
+        if self.batch is None:
+            self.app.notify("this job is in no batch", severity="warning")
+            return
+        self.app.batch_action(verb, self.batch)
 
 
 class ConfirmScreen(ModalScreen[bool]):

@@ -77,6 +77,9 @@ class JobDetail:
     video: str | None  # only when the job finished and the file exists
     log: LogChunk
     train: dict | None = None  # a train job's meta["train"]: step, max_steps, loss, lr, loss_history, ...
+    # The jobs it runs after and the jobs that run after it (a pipeline: generate -> eval), as read now.
+    parents: list[JobRow] = field(default_factory=list)
+    children: list[JobRow] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +113,10 @@ class DashboardSource(Protocol):
     def requeue(self, job_id: str, changes: dict[str, Any], queue: str | None) -> str: ...
 
     def delete(self, job_id: str) -> str: ...
+
+    def cancel_batch(self, batch: str) -> str: ...
+
+    def retry_batch(self, batch: str) -> str: ...
 
     def set_suspended(self, suspended: bool) -> str: ...
 
@@ -255,6 +262,7 @@ class RedisSource:
         from dataclasses import fields
 
         from worldplay_cli.jobs import JobRow, job_detail, log_tail
+        from worldplay_cli.rows import job_rows
 
         try:
             data = job_detail(self.conn, self.settings, job_id, log_lines=1)
@@ -281,6 +289,13 @@ class RedisSource:
                 video = str(candidate)
         entries = log_tail(self.conn, job_id, 200)
         log = LogChunk([line for _, line in entries], entries[-1][0] if entries else "0-0")
+        # rq forgets a parent's dependents once they are enqueued: the children are found by their depends_on
+        # among the listed jobs, and every job of the chain is read again for its status now.
+        with self._index_lock:
+            children = sorted(
+                other.id for other in self.index.rows.values() if other.depends_on and job_id in other.depends_on
+            )
+        chain = [found for found in job_rows(self.conn, [*(row.depends_on or []), *children]) if found is not None]
         return JobDetail(
             row=row,
             spec=data.get("spec"),
@@ -292,6 +307,8 @@ class RedisSource:
             video=video,
             log=log,
             train=data.get("train"),
+            parents=[found for found in chain if found.id in (row.depends_on or [])],
+            children=[found for found in chain if found.id in children],
         )
 
     def read_log(self, job_id: str, cursor: str) -> LogChunk:
@@ -337,6 +354,33 @@ class RedisSource:
         self._call(delete_job, self.conn, self.settings, job_id)
         self._acted([job_id])
         return f"{job_id}: deleted (its output directory is kept)"
+
+    def cancel_batch(self, batch: str) -> str:
+        """Cancel a batch's waiting jobs and stop its running ones (what `jobs cancel --batch` does)."""
+        from worldplay_cli.batch import batch_jobs_in
+        from worldplay_cli.jobs import cancel_job
+        from worldplay_cli.rows import ACTIVE
+
+        job_ids = self._call(batch_jobs_in, self.conn, batch, ACTIVE)
+        ended = 0
+        for job_id in job_ids:
+            try:
+                self._call(cancel_job, self.conn, self.settings, job_id, wait_s=0)
+            except BadInput:  # it ended since it was listed: nothing to cancel
+                ended += 1
+        self._acted(job_ids)
+        note = f" ({ended} had ended meanwhile)" if ended else ""
+        return f"{batch}: cancel requested for {len(job_ids) - ended} job(s){note}"
+
+    def retry_batch(self, batch: str) -> str:
+        """Put a batch's failed, stopped and canceled jobs back (what `jobs retry --batch` does)."""
+        from worldplay_cli.batch import retry_batch
+
+        results = self._call(retry_batch, self.conn, self.settings, batch)
+        self._acted([result["job_id"] for result in results])
+        replaced = sum(result["status"] == "replaced" for result in results)
+        note = f", {replaced} eval job(s) submitted anew after their parents" if replaced else ""
+        return f"{batch}: {len(results) - replaced} job(s) re-queued{note}"
 
     def set_suspended(self, suspended: bool) -> str:
         from rq.suspension import resume, suspend

@@ -168,12 +168,34 @@ def job_cells(row: JobRow, now: float) -> dict[str, object]:
     }
 
 
+# The row key of a batch's header row (job ids never contain ':'); "" is the group of jobs of no batch.
+BATCH_ROW = "batch:"
+
+
+def batch_cells(batch: str, by_status: dict[str, int]) -> dict[str, object]:
+    """A batch's header row when the table groups by batch: its id, its jobs, and those by status."""
+    counts = Text()
+    for status in STATUSES:
+        if by_status.get(status):
+            if counts:
+                counts.append(" · ", style="dim")
+            counts.append(f"{by_status[status]} {status}", style=STATUS_STYLES[status])
+    cells: dict[str, object] = dict.fromkeys((column.key for column in JOB_COLUMNS), "")
+    total = sum(by_status.values())
+    cells["id"] = Text(f"▾ {batch or 'no batch'}", style="bold", no_wrap=True, overflow="ellipsis")
+    cells["status"] = Text(f"{total} job{'s' if total != 1 else ''}", style="bold")
+    cells["progress"] = counts
+    return cells
+
+
 class JobsTable(DataTable):
     """One page of jobs; updated in place cell by cell when the same jobs stay on the page.
 
     The cursor follows the highlighted job, not its row: when a refresh reorders the page (new jobs above
     it, another sort), the same job stays highlighted, so an action on "the highlighted job" acts on the
     job the user chose. If that job leaves the page, the cursor stays at its row (clamped to the page).
+    Grouped by batch, each batch's jobs follow a header row (`batch_cells`); on it no job is highlighted,
+    but its batch is.
     """
 
     BINDINGS = [
@@ -194,7 +216,8 @@ class JobsTable(DataTable):
     def __init__(self, **kwargs):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._cells: dict[str, dict[str, object]] = {}
-        self._order: list[str] = []
+        self._order: list[str] = []  # row keys: job ids, and batch header rows (BATCH_ROW + batch)
+        self._batch_of: dict[str, str | None] = {}
         self._sort: tuple[str, bool] = ("created", True)
         self._layout: list[tuple[JobColumn, int]] = []
         # The job to highlight again when rows come back after the page was empty (e.g. a filter
@@ -213,8 +236,9 @@ class JobsTable(DataTable):
             self._layout = layout
             self._rebuild()
 
-    def _layout_for(self, job_ids: list[str]) -> list[tuple[JobColumn, int]]:
-        longest = max(map(len, job_ids), default=ID_CHARS)
+    def _layout_for(self, keys: list[str]) -> list[tuple[JobColumn, int]]:
+        # A batch header's id is cut to the column, which fits the job ids.
+        longest = max((len(key) for key in keys if not key.startswith(BATCH_ROW)), default=ID_CHARS)
         return fit_columns(self.size.width - self.styles.scrollbar_size_vertical, longest)
 
     @property
@@ -222,14 +246,37 @@ class JobsTable(DataTable):
         return [column.key for column, _ in self._layout]
 
     @property
-    def selected_job_id(self) -> str | None:
+    def selected_key(self) -> str | None:
         if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
             return None
         return self._order[self.cursor_row]
 
-    def show(self, rows: list[JobRow], now: float) -> None:
-        order = [row.id for row in rows]
-        cells = {row.id: job_cells(row, now) for row in rows}
+    @property
+    def selected_job_id(self) -> str | None:
+        key = self.selected_key
+        return None if key is None or key.startswith(BATCH_ROW) else key
+
+    @property
+    def selected_batch(self) -> str | None:
+        """The batch of the highlighted job, or of the highlighted batch header."""
+        key = self.selected_key
+        if key is not None and key.startswith(BATCH_ROW):
+            return key.removeprefix(BATCH_ROW) or None
+        return self._batch_of.get(key) if key is not None else None
+
+    def show(self, rows: list[JobRow], now: float, batches: dict[str, dict[str, int]] | None = None) -> None:
+        """Show `rows`; with `batches` (grouped by batch: each batch's jobs by status), a header row above
+        each batch's jobs."""
+        order: list[str] = []
+        cells: dict[str, dict[str, object]] = {}
+        for row in rows:
+            header = BATCH_ROW + (row.batch or "")
+            if batches is not None and header not in cells:
+                order.append(header)
+                cells[header] = batch_cells(row.batch or "", batches.get(row.batch or "", {}))
+            order.append(row.id)
+            cells[row.id] = job_cells(row, now)
+        self._batch_of = {row.id: row.batch for row in rows}
         if order == self._order:
             for job_id in order:
                 old, new = self._cells[job_id], cells[job_id]
@@ -244,7 +291,7 @@ class JobsTable(DataTable):
 
     def _rebuild(self, order: list[str] | None = None) -> None:
         """Redraw header and rows from the cached cells (in `order`, if given), keeping the highlighted job."""
-        selected = self.selected_job_id or self._last_selected
+        selected = self.selected_key or self._last_selected
         position = self.cursor_row
         self.clear(columns=True)
         sort, descending = self._sort
@@ -261,7 +308,7 @@ class JobsTable(DataTable):
                 self._order.index(selected) if selected in self._order else min(max(position, 0), len(self._order) - 1)
             )
             self.move_cursor(row=row, animate=False, scroll=True)
-        self._last_selected = self.selected_job_id or selected
+        self._last_selected = self.selected_key or selected
 
     def action_edge(self, last: bool) -> None:
         if self.row_count:
@@ -332,6 +379,8 @@ class StatusLine(Static):
         text.append(f" │ sort {query.sort} {'▼' if query.descending else '▲'}")
         if query.kinds:
             text.append(f" │ kind {','.join(sorted(query.kinds))}")
+        if query.group_batches:
+            text.append(" │ by batch")
         if snapshot.suspended:
             text.append(" │ ")
             text.append("WORKERS SUSPENDED", style="bold black on yellow")
