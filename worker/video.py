@@ -59,11 +59,14 @@ def write_video(
     *,
     crf: int = DEFAULT_CRF,
     overwrite: bool = False,
+    env: dict[str, str] | None = None,
+    new_session: bool = False,
 ) -> VideoInfo:
     """Encode HxWx3 uint8 ``frames`` to an mp4 at ``path`` (H.264, yuv420p, even sides) atomically.
 
     Odd widths/heights are padded by one repeated row/column. With ``overwrite=False`` an existing file at
-    ``path`` is never replaced (``FileExistsError``, checked again at the final link).
+    ``path`` is never replaced (``FileExistsError``, checked again at the final link). ``env`` and
+    ``new_session`` go to the ffmpeg process, as for ``join_videos``.
     """
     import imageio_ffmpeg
 
@@ -82,7 +85,14 @@ def write_video(
                 if process is None:
                     shape = frame.shape
                     process = _start_encoder(
-                        imageio_ffmpeg.get_ffmpeg_exe(), _even(frame).shape, fps, crf, temporary, stderr
+                        imageio_ffmpeg.get_ffmpeg_exe(),
+                        _even(frame).shape,
+                        fps,
+                        crf,
+                        temporary,
+                        stderr,
+                        env,
+                        new_session,
                     )
                 try:
                     process.stdin.write(_even(frame).tobytes())
@@ -153,7 +163,14 @@ def join_videos(
 
 
 def _start_encoder(
-    executable: str, shape: tuple[int, ...], fps: float, crf: int, output: Path, stderr
+    executable: str,
+    shape: tuple[int, ...],
+    fps: float,
+    crf: int,
+    output: Path,
+    stderr,
+    env: dict[str, str] | None,
+    new_session: bool,
 ) -> subprocess.Popen:
     height, width = shape[:2]
     command = [
@@ -162,7 +179,9 @@ def _start_encoder(
         "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf),
         "-movflags", "+faststart", "-f", "mp4", str(output),
     ]  # fmt: skip
-    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr)
+    return subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=new_session
+    )
 
 
 def _publish(temporary: Path, path: Path, overwrite: bool) -> None:

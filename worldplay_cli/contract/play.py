@@ -51,14 +51,21 @@ STREAM_TTL_S = 3600
 # The queue sessions go to unless told otherwise: play workers keep their own model resident.
 PLAY_QUEUE = "play"
 
-# A session's job directory keeps each complete chunk as it is generated (`segments/chunk-00000.mp4`, ...)
-# beside `timeline.json` and `trajectory.json`, so a worker killed mid-session leaves every complete chunk.
+# A session's job directory keeps each complete chunk as it is generated, before it is published: its JPEG
+# frames (`segments/chunk-00000/000.jpg`, ...) beside `timeline.json` and `trajectory.json`, then its
+# segment (`segments/chunk-00000.mp4`) made from them in the background; so a worker killed mid-session
+# leaves every chunk its player was shown.
 SEGMENTS_DIR = "segments"
 
 
 def segment_name(chunk: int) -> str:
     """The file of chunk `chunk`'s frames in `SEGMENTS_DIR` (names sort in chunk order)."""
     return f"chunk-{chunk:05d}.mp4"
+
+
+def chunk_frames_name(chunk: int) -> str:
+    """The directory of chunk `chunk`'s JPEG frames in `SEGMENTS_DIR` (`000.jpg`, ... in frame order)."""
+    return f"chunk-{chunk:05d}"
 
 
 def input_key(job_id: str) -> str:
