@@ -434,9 +434,14 @@ def job_dir(settings: Settings, job_id: str) -> Path:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace `path` (in a job directory, so with `job_file_mode`) all at once."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """`write_json_atomic` of text already made (a pydantic model's `model_dump_json`, many times faster)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with os.fdopen(open_job_file(tmp, os.O_WRONLY | os.O_TRUNC), "w") as handle:
-        handle.write(json.dumps(data, indent=2, default=str))
+        handle.write(text)
     os.replace(tmp, path)
 
 
