@@ -15,6 +15,7 @@ import pytest
 
 from play_util import Player, dot_image, start_session
 from spine_util import alive, wait_until
+from worker.play.session import DEFER_SEGMENTS_ENV
 from worldplay_cli.contract.play import (
     SEGMENTS_DIR,
     WORKER_ALIVE_TTL_S,
@@ -71,17 +72,18 @@ def test_a_vanished_player_ends_the_session_after_the_idle_timeout_and_the_worke
     assert next_player.ready(timeout=15).engine == "preview"
 
 
-def test_a_killed_worker_lets_the_liveness_key_expire_and_leaves_every_complete_chunk(world):
+def test_a_killed_worker_lets_the_liveness_key_expire_and_leaves_every_published_chunk(world):
+    from trajectories import load_trajectory
     from worker.video import read_video_info
 
     settings, conn, start_worker, image = world
-    worker = start_worker("play")
+    # A worker that makes no segment while a session plays: the session is killed with none made.
+    worker = start_worker("play", env={DEFER_SEGMENTS_ENV: "1"})
     job_id, player = start_session(settings, conn, image)
     player.ready()
     _play_chunks(player, 3)
     directory = settings.output_root / job_id
-    # The third chunk counts once the timeline lists it (it is published a moment before it is kept).
-    wait_until(lambda: len(_timeline(directory).chunks) == 3, 10, what="three chunks kept")
+    # Killed right after the third chunk was published: a chunk is kept before it is published.
     horses = psutil.Process(worker.pid).children()
     for process in [worker, *horses]:
         os.killpg(os.getpgid(process.pid), signal.SIGKILL)
@@ -93,11 +95,16 @@ def test_a_killed_worker_lets_the_liveness_key_expire_and_leaves_every_complete_
     )
     timeline = _timeline(directory)
     assert [chunk.num_frames for chunk in timeline.chunks] == [13, 16, 16]
-    assert not (directory / "video.mp4").exists()  # nobody could join the segments
+    assert not (directory / "video.mp4").exists()  # nobody could make it
+    assert _kept(directory) == {"chunk-00000": 13, "chunk-00001": 16, "chunk-00002": 16}  # JPEGs, no segment
     joined = subprocess.run([sys.executable, "-m", "worker.play", str(directory)], capture_output=True, text=True)
     assert joined.returncode == 0, joined.stderr
     assert json.loads(joined.stdout) == {"video": str(directory / "video.mp4")}
     assert read_video_info(directory / "video.mp4")[0] == 45
+    assert load_trajectory(directory / "trajectory.json").actions.tolist() == sum(
+        (chunk.actions for chunk in timeline.chunks), []
+    )
+    assert _kept(directory) == {f"chunk-0000{chunk}.mp4": 1 for chunk in range(3)}  # the JPEGs became segments
     again = subprocess.run([sys.executable, "-m", "worker.play", str(directory)], capture_output=True, text=True)
     assert again.returncode == 2 and "already exists" in again.stderr
 
@@ -136,15 +143,18 @@ def test_bad_messages_are_skipped_and_the_session_goes_on(world):
     assert "keys for chunk 0, which is already made" in log
 
 
-def test_a_cancel_mid_session_stops_it_with_its_outputs(world, cli):
+@pytest.mark.parametrize("segments", ["made while playing", "deferred"])
+def test_a_cancel_mid_session_stops_it_with_every_published_chunk(world, cli, segments):
+    """Canceled right after its chunks were published; with segments deferred, none is made when the cancel
+    comes (the encoder of a loaded CPU that has not caught up): the end makes them within the kill grace."""
     from worker.video import read_video_info
 
     settings, conn, start_worker, image = world
-    start_worker("play")
+    start_worker("play", env={DEFER_SEGMENTS_ENV: "1"} if segments == "deferred" else {})
     job_id, player = start_session(settings, conn, image)
     player.ready()
     _play_chunks(player, 2)
-    wait_until(lambda: len(_timeline(settings.output_root / job_id).chunks) == 2, 10, what="two chunks kept")
+    assert len(_timeline(settings.output_root / job_id).chunks) == 2  # kept before published
     code, _out, err = cli("jobs", "cancel", job_id)
     assert code == 0, err
     ended = player.wait_for(Ended, timeout=15)[0][0]
@@ -153,12 +163,13 @@ def test_a_cancel_mid_session_stops_it_with_its_outputs(world, cli):
     assert read_video_info(directory / "video.mp4")[0] == 29
     manifest = PlayManifest.model_validate_json((directory / "manifest.json").read_text())
     assert (manifest.status, manifest.failure.kind, manifest.play.reason) == ("stopped", "canceled", "canceled")
+    assert _kept(directory) == {"chunk-00000.mp4": 1, "chunk-00001.mp4": 1}
     assert wait_until(lambda: not player.channel.worker_alive(), 5, what="the liveness key released")
 
 
-def test_a_chunk_that_cannot_be_kept_fails_the_session_with_a_reason_and_keeps_the_chunks_before(world):
+def test_a_chunk_that_cannot_be_kept_fails_the_session_with_a_reason_unpublished_and_keeps_the_chunks_before(world):
     from worker.video import read_video_info
-    from worldplay_cli.contract.play import segment_name
+    from worldplay_cli.contract.play import chunk_frames_name
 
     settings, conn, start_worker, image = world
     start_worker("play")
@@ -166,13 +177,13 @@ def test_a_chunk_that_cannot_be_kept_fails_the_session_with_a_reason_and_keeps_t
     player.ready()
     _play_chunks(player, 1)
     directory = settings.output_root / job_id
-    wait_until(lambda: len(_timeline(directory).chunks) == 1, 10, what="one chunk kept")
-    # Something is in the way of the next chunk's segment (the tests run as root: permissions would not stop it).
-    (directory / SEGMENTS_DIR / segment_name(1)).mkdir()
+    # Something is in the way of the next chunk's frames (the tests run as root: permissions would not stop it).
+    (directory / SEGMENTS_DIR / chunk_frames_name(1)).write_text("in the way")
     player.keys(1, "w")
     failed = player.wait_for(Failed, timeout=15)[0][0]
     assert failed.chunks == 1 and failed.output_dir == str(directory)
-    assert "refusing to overwrite an existing video" in failed.message and failed.hint == "see the job log"
+    assert "refusing to overwrite a chunk's kept frames" in failed.message and failed.hint == "see the job log"
+    assert len(player.chunks()) == 1  # a chunk that could not be kept is never shown
     assert read_video_info(directory / "video.mp4")[0] == 13
     manifest = PlayManifest.model_validate_json((directory / "manifest.json").read_text())
     assert (manifest.status, manifest.play.reason, manifest.play.chunks) == ("failed", "failed", 1)
@@ -193,6 +204,15 @@ def test_a_session_ends_by_itself_after_max_chunks_or_the_longest_trajectory(wor
     ended = player.wait_for(Ended)[0][0]
     assert (ended.reason, ended.chunks) == ("max_chunks", 2)
     assert not [message for message, _ in player.received if isinstance(message, Ready)][1:]
+
+
+def _kept(directory) -> dict[str, int]:
+    """What `segments/` holds: each segment (1), each chunk's JPEG directory (its frame count)."""
+    return {
+        path.name: len(list(path.glob("*.jpg"))) if path.is_dir() else 1
+        for path in (directory / SEGMENTS_DIR).iterdir()
+        if not path.name.startswith(".")
+    }
 
 
 def _timeline(directory) -> Timeline:

@@ -1,7 +1,8 @@
 """`python -m worker.play JOB_DIR`: make `video.mp4` of a session whose worker was killed before it could.
 
-The segments its `timeline.json` lists are joined without re-encoding (`join_session_video`, the call a
-session makes at its end). Run it where the job directory is (a worker host, or any host sharing the
+The chunks its `timeline.json` lists are joined without re-encoding (`join_session_video`, the call a
+session makes at its end): their segments, each made first from the chunk's kept JPEG frames where the
+session had not made it yet. Run it where the job directory is (a worker host, or any host sharing the
 output root). A directory that already has its video, or is no session's, is refused with one line.
 """
 

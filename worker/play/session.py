@@ -12,29 +12,44 @@ manifest, the failure bookkeeping, the end of every process it started). The ses
    or too far ahead are logged and skipped: bad input never ends a session.
 3. Makes a chunk when its keys are there: poses extend the path latent by latent from the held keys
    (`trajectories.poses.keys_motion`, latent 0 at the identity), action ids are `compute_actions` over
-   them, exactly the official derivation; the source turns them into frames; `Chunk` carries them to the
-   player as JPEGs. Then the chunk is kept: its frames as `segments/chunk-NNNNN.mp4`, then
-   `trajectory.json` (official JSON of every latent so far) and `timeline.json` (`contract.play.Timeline`,
-   the record of complete chunks) rewritten atomically, and the job's meta (`JobMeta.play`) updated.
+   them, exactly the official derivation; the source turns them into frames, encoded once as JPEGs. The
+   chunk is kept *before* it is published, cheaply (a few ms): its JPEGs written as
+   `segments/chunk-NNNNN/000.jpg`... (a directory renamed into place whole), then `trajectory.json`
+   (official JSON of every latent so far) and `timeline.json` (`contract.play.Timeline`, the record of
+   kept chunks) rewritten atomically: a chunk counts once the timeline lists it. Then `Chunk` carries the
+   same JPEGs to the player and the job's meta (`JobMeta.play`) is updated. So whatever ends the session
+   afterwards, every chunk its player was shown is on disk. The chunk's H.264 segment
+   (`segments/chunk-NNNNN.mp4`, about a second of CPU at 480p) is made from its frames by a thread while
+   the next chunk is made (`_Encoder`); at most `_ENCODE_BEHIND` chunks wait for it.
 4. Ends on `End` (quit), `idle_timeout_s` without any message from the player and no chunk being made
    (idle), `max_chunks`, a cancel (`worldplay jobs cancel`: the reporter's flag, or the worker's SIGTERM
-   during the kill grace), a timeout or a failure. Every end joins the segments of the timeline's chunks
-   into `video.mp4` (stream copy: exactly the frames generated), writes the manifest (finished, stopped or
-   failed) and publishes `Ended` or `Failed`, in that order, so a player that reads `Ended` finds the outputs.
+   during the kill grace), a timeout or a failure. Every end makes `video.mp4` of the timeline's chunks
+   (`join_session_video`: the segments, and for a chunk whose segment is not made yet one made now from its
+   JPEGs; then a stream-copy join, exactly the frames generated), writes the manifest (finished, stopped or
+   failed) and publishes `Ended` or `Failed`, in that order, so a player that reads `Ended` finds the
+   outputs. An end by itself lets the encoder finish its segments first; a stopped session (cancel,
+   SIGTERM, failure) does not wait for it, the kill grace is short: the chunks it had not encoded are made
+   from their JPEGs, outside the job's process tree so the cancel ending that tree spares them.
 
-A session killed outright (SIGKILL, a host gone) cannot join its segments: its job directory still holds
-every complete chunk (`segments/`, `timeline.json` lists which, `trajectory.json` their poses), and
-`python -m worker.play JOB_DIR` (`join_session_video`) makes `video.mp4` of them; the reaper marks the job
-failed. A session is never run twice: its player left with the first run (should its job come back to a
-queue, a second attempt is refused at once).
+A session killed outright (SIGKILL, a host gone) cannot make its video: its job directory still holds
+every kept chunk (`timeline.json` lists them, `segments/` their segments or JPEGs, `trajectory.json`
+their poses), and `python -m worker.play JOB_DIR` (`join_session_video`) makes `video.mp4` of them; the
+reaper marks the job failed. A session is never run twice: its player left with the first run (should
+its job come back to a queue, a second attempt is refused at once).
+
+`WORLDPLAY_PLAY_DEFER_SEGMENTS=1` in a worker's environment makes no segment while a session plays: every
+chunk stays its JPEGs until the end makes the segments (a host whose CPU cannot spare the encoding while
+it plays; the tests use it to end sessions with none of their segments made).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import io
 import os
 import queue
+import shutil
 import signal
 import threading
 import time
@@ -66,10 +81,11 @@ from worldplay_cli.contract.play import (
     SetPrompt,
     Timeline,
     TimelineChunk,
+    chunk_frames_name,
     frames_of_chunk,
     segment_name,
 )
-from worldplay_cli.contract.queue import write_json_atomic
+from worldplay_cli.contract.queue import write_json_atomic, write_text_atomic
 from worldplay_cli.contract.settings import create_job_dir, write_job_file
 from worldplay_cli.contract.specs import Failure, Progress, VideoInfo, cancel_key
 
@@ -83,8 +99,9 @@ SOURCES = {"preview": "worker.play.preview:PreviewSource", "native": "worker.pla
 
 # How long one wait for the player's messages lasts: the cancel flag and the idle clock are checked between.
 _INPUT_SLICE_S = 0.2
-# How many made chunks may wait to be put on disk before making the next one waits for them.
-_KEEP_BEHIND = 2
+# How many kept chunks may wait for their segment before making the next one waits for the encoder.
+_ENCODE_BEHIND = 2
+DEFER_SEGMENTS_ENV = "WORLDPLAY_PLAY_DEFER_SEGMENTS"
 # A player sending garbage in a loop must not fill the log: the first few bad messages are logged, then a count.
 _BAD_MESSAGES_LOGGED = 20
 _SHUTDOWN = Failure(
@@ -224,38 +241,31 @@ class _Liveness(threading.Thread):
                 return
 
 
-class _Keeper(threading.Thread):
-    """Puts each published chunk on disk, in order, while the next one is made (encoding a segment takes
-    about as long as a preview chunk on a CPU, and would add to every chunk's time on a GPU): its segment,
-    then `trajectory.json` and `timeline.json`, which make it count. At most `_KEEP_BEHIND` chunks wait.
-    The first failure stops it; the session raises it at its next turn."""
+class _Encoder(threading.Thread):
+    """Makes each kept chunk's segment from its frames, in order, while the next chunk is made (encoding a
+    segment takes about as long as a preview chunk on a CPU, and would add to every chunk's time on a GPU).
+    At most `_ENCODE_BEHIND` chunks wait. The first failure stops it; the session raises it at its next turn
+    (the chunks stay kept: their JPEGs are on disk)."""
 
     def __init__(self, directory: Path, fps: int):
-        super().__init__(name="play-keeper", daemon=True)
+        super().__init__(name="play-encoder", daemon=True)
         self.directory = directory
         self.fps = fps
-        self.waiting: queue.Queue = queue.Queue(maxsize=_KEEP_BEHIND)
+        self.waiting: queue.Queue = queue.Queue(maxsize=_ENCODE_BEHIND)
         self.error: BaseException | None = None
-        self.chunks = 0  # kept so far
-        self.frames = 0
+        self.abandoned = threading.Event()
 
-    def keep(self, chunk: int, frames: np.ndarray, c2w: np.ndarray, timeline: Timeline) -> None:
-        """Queue chunk `chunk` (`c2w` and `timeline` as they are with it)."""
-        self.waiting.put((chunk, frames, c2w, timeline))
+    def encode(self, chunk: int, frames: np.ndarray) -> None:
+        self.waiting.put((chunk, frames))
 
     def run(self) -> None:
-        from trajectories import DEFAULT_K, Trajectory
         from worker.video import write_video
 
         while (item := self.waiting.get()) is not None:
-            chunk, frames, c2w, timeline = item
+            chunk, frames = item
             try:
-                if self.error is None:
+                if self.error is None and not self.abandoned.is_set():
                     write_video(iter(frames), self.directory / SEGMENTS_DIR / segment_name(chunk), fps=self.fps)
-                    trajectory = Trajectory(c2w, DEFAULT_K).to_official_json()
-                    write_json_atomic(self.directory / "trajectory.json", trajectory)
-                    write_json_atomic(self.directory / "timeline.json", timeline.model_dump(mode="json"))
-                    self.chunks, self.frames = chunk + 1, self.frames + len(frames)
             except Exception as exc:  # noqa: BLE001 - handed to the session, which fails with it
                 self.error = exc
             finally:
@@ -263,14 +273,19 @@ class _Keeper(threading.Thread):
         self.waiting.task_done()
 
     def drain(self) -> None:
-        """Wait until every queued chunk is kept (or failed to be)."""
+        """Wait until every queued segment is made (or failed to be)."""
         self.waiting.join()
+
+    def abandon(self) -> None:
+        """Start no other segment (the session's end makes what is left, without waiting for this thread)."""
+        self.abandoned.set()
 
     def raise_error(self) -> None:
         if self.error is not None:
             raise self.error
 
     def stop(self) -> None:
+        self.abandon()
         self.waiting.put(None)
         self.join()
 
@@ -289,21 +304,24 @@ class Session:
         self.reporter = run.reporter
         self.chunk_latents = spec.chunk_latents
         self.intrinsics = np.repeat(normalize_intrinsics(DEFAULT_K)[None], self.chunk_latents, axis=0)
-        self.c2w = np.zeros((0, 4, 4))  # every latent generated so far
+        self.last_pose: np.ndarray | None = None  # the path's end: the next chunk goes on from it
         self.pending: dict[int, Keys] = {}
         self.markers: list[str] = []
         self.prompt = spec.prompt
         self.prompts = [PromptChange(text=spec.prompt, from_chunk=0)]
         self.chunks: list[TimelineChunk] = []
         self.frames = 0
+        self.kept = (0, 0)  # chunks and frames `timeline.json` lists
         self.bad_messages = 0
         self.source: ChunkSource | None = None
         self.work_dir = run.directory / f".attempt-{run.attempt}-{run.execution_id[:12]}"
         (run.directory / SEGMENTS_DIR).mkdir(exist_ok=True)
         self.liveness = _Liveness(channel)
         self.liveness.start()
-        self.keeper = _Keeper(run.directory, spec.fps)
-        self.keeper.start()
+        self.encoder: _Encoder | None = None
+        if os.environ.get(DEFER_SEGMENTS_ENV, "") in ("", "0"):
+            self.encoder = _Encoder(run.directory, spec.fps)
+            self.encoder.start()
 
     # --- the loop ---------------------------------------------------------------------------------------
 
@@ -344,7 +362,8 @@ class Session:
                     return "quit"
                 self._take(message, chunk)
             self.reporter.check_cancel()
-            self.keeper.raise_error()
+            if self.encoder is not None:
+                self.encoder.raise_error()
             if chunk in self.pending:
                 self._generate(chunk, self.pending.pop(chunk))
                 # A player waiting for a slow chunk has nothing to say: the idle clock starts after it.
@@ -382,18 +401,10 @@ class Session:
             self.reporter.log("further skipped messages are only counted (in the manifest)")
 
     def _generate(self, chunk: int, keys: Keys) -> None:
-        from trajectories.actions import compute_actions
-        from trajectories.poses import keys_motion, motions_to_c2w
-
         held = [sorted(set(latent)) for latent in keys.latents]
         if chunk == 0:
             held[0] = []  # latent 0 is the input image: no motion, action 0
-            poses = motions_to_c2w([keys_motion(latent) for latent in held[1:]])
-            actions = compute_actions(poses)
-        else:
-            poses = motions_to_c2w([keys_motion(latent) for latent in held], start=self.c2w[-1])
-            actions = compute_actions(poses)[1:]
-            poses = poses[1:]
+        poses, actions = chunk_path(chunk, held, self.last_pose)
         if self.prompt != self.prompts[-1].text:
             self.prompts.append(PromptChange(text=self.prompt, from_chunk=chunk))
         markers, self.markers = self.markers, []
@@ -411,36 +422,37 @@ class Session:
                 )
             )
         jpegs = [_jpeg(frame, self.spec.jpeg_quality) for frame in made.frames]
+        self.last_pose = poses[-1]
+        record = TimelineChunk(
+            chunk=chunk,
+            keys=held,
+            actions=[int(action) for action in actions],
+            prompt_index=len(self.prompts) - 1,
+            first_frame=self.frames,
+            num_frames=len(made.frames),
+            generate_s=round(generate_s, 4),
+            markers=markers,
+        )
+        self.chunks.append(record)
+        self.frames += len(made.frames)
+        self._keep(chunk, jpegs)
         latency_s = max(0.0, time.time() - keys.sent_at)
         self.channel.publish(
             Chunk(
                 chunk=chunk,
-                actions=[int(action) for action in actions],
+                actions=record.actions,
                 keys=held,
                 prompt=self.prompt,
                 num_frames=len(made.frames),
-                first_frame=self.frames,
+                first_frame=record.first_frame,
                 generate_s=round(generate_s, 4),
                 latency_s=round(latency_s, 4),
                 context=made.context,
             ),
             jpegs,
         )
-        self.c2w = np.concatenate([self.c2w, poses])
-        self.chunks.append(
-            TimelineChunk(
-                chunk=chunk,
-                keys=held,
-                actions=[int(action) for action in actions],
-                prompt_index=len(self.prompts) - 1,
-                first_frame=self.frames,
-                num_frames=len(made.frames),
-                generate_s=round(generate_s, 4),
-                markers=markers,
-            )
-        )
-        self.frames += len(made.frames)
-        self.keeper.keep(chunk, made.frames, self.c2w, self.timeline())
+        if self.encoder is not None:
+            self.encoder.encode(chunk, made.frames)
         self.reporter.log(
             f"chunk {chunk}: {' '.join('+'.join(latent) or '-' for latent in held)} -> actions "
             f"{[int(action) for action in actions]}, {generate_s:.2f} s"
@@ -458,6 +470,13 @@ class Session:
         )
         self.reporter.save_meta()
 
+    def _keep(self, chunk: int, jpegs: list[bytes]) -> None:
+        """Put chunk `chunk` on disk so that it counts: its JPEGs, then the timeline with it (about 1 ms for
+        the longest session; `trajectory.json`, which it determines, is 100 times that and waits for the end)."""
+        keep_frames(self.run.directory, chunk, jpegs)
+        write_text_atomic(self.run.directory / "timeline.json", self.timeline().model_dump_json(indent=2))
+        self.kept = (len(self.chunks), self.frames)
+
     def timeline(self) -> Timeline:
         return Timeline(
             chunk_latents=self.chunk_latents, fps=self.spec.fps, prompts=list(self.prompts), chunks=list(self.chunks)
@@ -466,23 +485,24 @@ class Session:
     # --- the end ----------------------------------------------------------------------------------------
 
     def save_outputs(self, reason: str) -> dict:
-        """Join the kept chunks into `video.mp4`; returns the manifest's `video` and `play` fields."""
+        """`video.mp4` of the kept chunks; returns the manifest's `video` and `play` fields. A session that
+        ended by itself has drained its encoder; any other end does not wait for it (the kill grace is short):
+        the segments it has not made are made from the chunks' JPEGs."""
         from worker.video import VideoError
 
-        # What was published and not yet kept is kept now (a failure to keep it ends with the chunks before).
-        self.keeper.drain()
-        if self.keeper.error is not None:
-            self.reporter.log(f"keeping the chunks stopped at chunk {self.keeper.chunks}: {self.keeper.error}")
-        outcome = PlayOutcome(
-            reason=reason, chunks=self.keeper.chunks, frames=self.keeper.frames, skipped_messages=self.bad_messages
-        )
+        if self.encoder is not None:
+            self.encoder.abandon()
+            if self.encoder.error is not None:
+                self.reporter.log(f"making the segments stopped: {self.encoder.error}")
+        chunks, frames = self.kept
+        outcome = PlayOutcome(reason=reason, chunks=chunks, frames=frames, skipped_messages=self.bad_messages)
         video = None
         if outcome.chunks:
             try:
                 final = join_session_video(self.run.directory, detached=True)
             except (OSError, ValueError, VideoError) as exc:
-                # The session's end is still recorded; the segments stay for `join_session_video` later.
-                self.reporter.log(f"could not join the chunks into video.mp4: {exc}")
+                # The session's end is still recorded; the chunks stay for `join_session_video` later.
+                self.reporter.log(f"could not make video.mp4 of the chunks: {exc}")
             else:
                 video = VideoInfo(
                     frames=outcome.frames,
@@ -496,8 +516,9 @@ class Session:
 
     def finish(self, reason: str) -> dict:
         """A session that ended by itself (quit, idle, max_chunks): outputs, 'finished' manifest, `Ended`."""
-        self.keeper.drain()
-        self.keeper.raise_error()
+        if self.encoder is not None:
+            self.encoder.drain()
+            self.encoder.raise_error()
         outputs = self.save_outputs(reason)
         self.reporter.finish()
         self.run.write_manifest("finished", **outputs)
@@ -524,7 +545,8 @@ class Session:
             if self.source is not None:
                 self.source.close()
         finally:
-            self.keeper.stop()
+            if self.encoder is not None:
+                self.encoder.stop()
             self.liveness.stopped.set()
             self.liveness.join(timeout=WORKER_ALIVE_EVERY_S + 1)
             try:
@@ -542,19 +564,87 @@ def _jpeg(frame: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def join_session_video(directory: Path, detached: bool = False) -> Path:
-    """`video.mp4` of a session's job directory: the segments of the chunks its `timeline.json` lists, joined
-    without re-encoding. For a session killed outright too (nothing joined them then).
+def keep_frames(directory: Path, chunk: int, jpegs: list[bytes]) -> None:
+    """Chunk `chunk`'s JPEG frames as `SEGMENTS_DIR/chunk-NNNNN/000.jpg`...: written beside, then renamed into
+    place whole, so a directory of that name always holds all of them."""
+    final = directory / SEGMENTS_DIR / chunk_frames_name(chunk)
+    if final.exists():
+        raise FileExistsError(errno.EEXIST, "refusing to overwrite a chunk's kept frames", str(final))
+    partial = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # a kill's leftover: this chunk was never kept
+    partial.mkdir()
+    for index, jpeg in enumerate(jpegs):
+        (partial / f"{index:03d}.jpg").write_bytes(jpeg)
+    partial.rename(final)
 
-    `detached`: the join runs outside the job's process tree (its own session, without the job's marker),
-    so a cancel ending that tree during the kill grace does not end the join the session waits for."""
-    from worker.video import join_videos
+
+def _kept_frames(directory: Path, chunk: TimelineChunk):
+    from PIL import Image
+
+    frames = sorted((directory / SEGMENTS_DIR / chunk_frames_name(chunk.chunk)).glob("*.jpg"))
+    if len(frames) != chunk.num_frames:
+        raise ValueError(
+            f"chunk {chunk.chunk} has no segment and {len(frames)} kept frames, its timeline says {chunk.num_frames}"
+        )
+    for path in frames:
+        with Image.open(path) as image:
+            yield np.asarray(image.convert("RGB"))
+
+
+def chunk_path(chunk: int, held: list[list[str]], last: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The poses [chunk_latents, 4, 4] and action ids of chunk `chunk`'s latents from the keys held in each
+    (`trajectories.poses.keys_motion`), the path going on from `last`, the pose of the latent before; chunk 0
+    starts at the identity with the input image (its first latent's keys are not read: action 0)."""
+    from trajectories.actions import compute_actions
+    from trajectories.poses import keys_motion, motions_to_c2w
+
+    if chunk == 0:
+        poses = motions_to_c2w([keys_motion(latent) for latent in held[1:]])
+        return poses, compute_actions(poses)
+    poses = motions_to_c2w([keys_motion(latent) for latent in held], start=last)
+    return poses[1:], compute_actions(poses)[1:]
+
+
+def write_played_trajectory(directory: Path, timeline: Timeline) -> None:
+    """`trajectory.json` (official JSON, default K) of the path the timeline's keys made, as the session made
+    it chunk by chunk."""
+    from trajectories import DEFAULT_K, Trajectory
+
+    poses = []
+    for chunk in timeline.chunks:
+        poses.append(chunk_path(chunk.chunk, chunk.keys, poses[-1][-1] if poses else None)[0])
+    write_json_atomic(directory / "trajectory.json", Trajectory(np.concatenate(poses), DEFAULT_K).to_official_json())
+
+
+def join_session_video(directory: Path, detached: bool = False) -> Path:
+    """`video.mp4` and `trajectory.json` of a session's job directory, from the chunks its `timeline.json`
+    lists: their segments, each made first from the chunk's kept JPEGs where it is not made yet, joined without
+    re-encoding; then the JPEGs go (the segments hold the chunks). For a session killed outright too (nothing
+    made its outputs then).
+
+    `detached`: the encoders and the join run outside the job's process tree (their own session, without
+    the job's marker), so a cancel ending that tree during the kill grace does not end what the session
+    waits for."""
+    from worker.video import join_videos, write_video
 
     timeline = Timeline.model_validate_json((directory / "timeline.json").read_text())
-    parts = [directory / SEGMENTS_DIR / segment_name(chunk.chunk) for chunk in timeline.chunks]
+    if not timeline.chunks:
+        raise ValueError("the session kept no chunk")
+    write_played_trajectory(directory, timeline)
     env = None
     if detached:
         env = {name: value for name, value in os.environ.items() if name != proctree.MARKER_ENV}
+    parts = []
+    for chunk in timeline.chunks:
+        segment = directory / SEGMENTS_DIR / segment_name(chunk.chunk)
+        if not segment.is_file():
+            try:
+                write_video(_kept_frames(directory, chunk), segment, fps=timeline.fps, env=env, new_session=detached)
+            except FileExistsError:
+                pass  # the session's encoder made it meanwhile (whole: segments are linked into place finished)
+        parts.append(segment)
     final = directory / "video.mp4"
     join_videos(parts, final, env=env, new_session=detached)
+    for chunk in timeline.chunks:
+        shutil.rmtree(directory / SEGMENTS_DIR / chunk_frames_name(chunk.chunk), ignore_errors=True)
     return final
