@@ -267,15 +267,7 @@ class Dashboard(App):
             "retry": lambda: source.retry(job_id),
             "delete": lambda: source.delete(job_id),
         }[verb]
-        if verb not in keymap.CONFIRM:
-            self.run_source_call(call)
-            return
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.run_source_call(call)
-
-        self.push_screen(ConfirmScreen(f"{verb.capitalize()} job {job_id}?"), answered)
+        self.run_confirmed(verb, f"{verb.capitalize()} job {job_id}?", call)
 
     def action_batch(self, verb: str) -> None:
         batch = self.jobs_table.selected_batch
@@ -290,6 +282,10 @@ class Dashboard(App):
             "cancel": lambda: self.source.cancel_batch(batch),
             "retry": lambda: self.source.retry_batch(batch),
         }[verb]
+        self.run_confirmed(verb, f"{verb.capitalize()} every job of batch {batch}?", call)
+
+    def run_confirmed(self, verb: str, question: str, call: Callable[[], str]) -> None:
+        """Run `call`, after a yes to `question` when `verb` is destructive."""
         if verb not in keymap.CONFIRM:
             self.run_source_call(call)
             return
@@ -298,7 +294,7 @@ class Dashboard(App):
             if yes:
                 self.run_source_call(call)
 
-        self.push_screen(ConfirmScreen(f"{verb.capitalize()} every job of batch {batch}?"), answered)
+        self.push_screen(ConfirmScreen(question), answered)
 
     @work(thread=True, group="fetch-spec", exit_on_error=False)
     def _requeue(self, job_id: str) -> None:
