@@ -341,6 +341,6 @@ def test_a_native_session_on_a_worker_shares_the_resident_weights_with_generatio
     code, _, err = cli("jobs", "cancel", job_id)
     assert code == 0, err
     ended = player.wait_for(Ended, 60)[0][0]
-    assert ended.reason == "canceled"
+    assert (ended.reason, ended.chunks, ended.frames) == ("canceled", 2, 29)  # every chunk shown is kept
     after = generate("2")
     assert (after["reused_weights"], after["group"], after["loads_in_worker"]) == (True, 1, 1)
