@@ -73,13 +73,13 @@ def submit_eval(
     fails fails the eval job too, with the parent's reason. Returns the eval job's id."""
     from worldplay_cli.contract.evaljob import EvalSpec
     from worldplay_cli.contract.specs import new_job_id
-    from worldplay_cli.submit import _enqueue_or_remove, _write_job_dir, check_output_root
+    from worldplay_cli.submit import check_output_root, enqueue_or_remove, write_job_dir
 
     spec = EvalSpec(target=target, chunk_latents=chunk_latents, stride=stride)
     check_output_root(settings)
     job_id = new_job_id(f"eval-{target.split('-', 3)[-1]}")
-    directory = _write_job_dir(settings, job_id, {}, spec.model_dump_json(indent=2).encode())
-    _enqueue_or_remove(
+    directory = write_job_dir(settings, job_id, {}, spec.model_dump_json(indent=2).encode())
+    enqueue_or_remove(
         conn,
         settings,
         spec,

@@ -308,7 +308,7 @@ def check_output_root(settings: Settings) -> Path:
 def write_inputs(settings: Settings, job_id: str, prepared: PreparedJob) -> Path:
     """Create `<output root>/<job id>/` (never an existing one) with the job's inputs."""
     spec = prepared.spec
-    return _write_job_dir(
+    return write_job_dir(
         settings,
         job_id,
         {spec.image.file: prepared.image_png, spec.trajectory.file: prepared.trajectory_json},
@@ -316,7 +316,7 @@ def write_inputs(settings: Settings, job_id: str, prepared: PreparedJob) -> Path
     )
 
 
-def _write_job_dir(settings: Settings, job_id: str, inputs: dict[str, bytes], spec_json: bytes) -> Path:
+def write_job_dir(settings: Settings, job_id: str, inputs: dict[str, bytes], spec_json: bytes) -> Path:
     """Create `<output root>/<job id>/` (never an existing one) with `inputs` (file name -> bytes) and spec.json."""
     directory = Path(settings.output_root).expanduser() / job_id
     try:
@@ -343,10 +343,10 @@ def submit(
 ):
     """Write the inputs and enqueue; if enqueueing fails, remove the directory again."""
     directory = write_inputs(settings, job_id, prepared)
-    return _enqueue_or_remove(conn, settings, prepared.spec, directory, queue_name, retries_on_lost, batch=batch)
+    return enqueue_or_remove(conn, settings, prepared.spec, directory, queue_name, retries_on_lost, batch=batch)
 
 
-def _enqueue_or_remove(
+def enqueue_or_remove(
     conn: Redis,
     settings: Settings,
     spec: QueuedSpec,
@@ -530,7 +530,7 @@ def submit_play(
     check_output_root(settings)
     queue_name = queue or PLAY_QUEUE
     job_id = job_id or new_job_id(request.name or "play")
-    directory = _write_job_dir(settings, job_id, {spec.image.file: image_png}, spec.model_dump_json(indent=2).encode())
+    directory = write_job_dir(settings, job_id, {spec.image.file: image_png}, spec.model_dump_json(indent=2).encode())
     PlayChannel(conn, job_id).put_image(image_png)
-    _enqueue_or_remove(conn, settings, spec, directory, queue_name, retries_on_lost=0)
+    enqueue_or_remove(conn, settings, spec, directory, queue_name, retries_on_lost=0)
     return Submitted(job_id, queue_name, queue_warning(conn, settings, queue_name) if check_served else None)
