@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from worker.job import refuse
-from worker.runtime.render import engine_facts
+from worker.runtime.render import engine_facts, generation_options
 
 if TYPE_CHECKING:
     from worker.pipeline.pipeline import WorldPlayPipeline
@@ -53,20 +53,11 @@ def serve_session(
     `opened` (load_s, reused_weights) goes to the horse with the session's facts once the stream is ready."""
     from PIL import Image
 
-    from worker.pipeline.pipeline import GenerationError, GenerationOptions
+    from worker.pipeline.pipeline import GenerationError
     from worker.pipeline.stream import ARStream
 
     facts = engine_facts(pipeline)
-    options = GenerationOptions(
-        seed=spec.seed,
-        steps=spec.steps,
-        guidance=spec.guidance,
-        negative_prompt=spec.negative_prompt,
-        width=spec.width,
-        height=spec.height,
-        fps=spec.fps,
-        tiling=placement.tiling,
-    )
+    options = generation_options(spec, placement.tiling)
     work_dir = Path(message["work_dir"])
     try:
         with Image.open(message["image_path"]) as image:

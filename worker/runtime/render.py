@@ -17,6 +17,7 @@ from worker.job import JobInputs, allowed_path, refuse
 if TYPE_CHECKING:
     from worker.models.vae import SpatialTiling
     from worker.pipeline.pipeline import WorldPlayPipeline
+    from worldplay_cli.contract.play import PlaySpec
     from worldplay_cli.contract.settings import Settings
     from worldplay_cli.contract.specs import JobSpec
 
@@ -73,24 +74,14 @@ def render(
 ) -> dict:
     """Generate `spec` with a loaded pipeline into `video` (None: compute alongside, keep no file, as the
     other ranks of a sequence-parallel group do). Returns the engine facts for the manifest."""
-    from worker.pipeline.pipeline import GenerationError, GenerationOptions
+    from worker.pipeline.pipeline import GenerationError
     from worldplay_cli.contract.specs import PRE_SR_VIDEO_FILE
 
     facts = engine_facts(pipeline)
     reporter.log(
         f"native: {spec.variant} from {facts['model_dir']} on {facts['device']} ({facts['dtype']}, attention {facts['attention']})"
     )
-    options = GenerationOptions(
-        seed=spec.seed,
-        steps=spec.steps,
-        guidance=spec.guidance,
-        negative_prompt=spec.negative_prompt,
-        width=spec.width,
-        height=spec.height,
-        fps=spec.fps,
-        tiling=tiling,
-        super_resolution=spec.sr,
-    )
+    options = generation_options(spec, tiling, super_resolution=spec.sr)
 
     def on_step(event) -> None:
         done = event.chunk * event.steps + event.step
@@ -126,3 +117,20 @@ def device_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine() or "cpu"
+
+
+def generation_options(spec: JobSpec | PlaySpec, tiling: SpatialTiling | None, **extra):
+    """The pipeline's `GenerationOptions` for a job's or a session's spec (the same names on both)."""
+    from worker.pipeline.pipeline import GenerationOptions
+
+    return GenerationOptions(
+        seed=spec.seed,
+        steps=spec.steps,
+        guidance=spec.guidance,
+        negative_prompt=spec.negative_prompt,
+        width=spec.width,
+        height=spec.height,
+        fps=spec.fps,
+        tiling=tiling,
+        **extra,
+    )

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from worldplay_cli.contract import variants
 from worldplay_cli.contract.settings import MemoryProfile, Variant
-from worldplay_cli.contract.specs import SCHEMA_VERSION, TASK_PLAY, ImageRef, Manifest, engine_table
+from worldplay_cli.contract.specs import SCHEMA_VERSION, TASK_PLAY, ImageRef, Manifest, known_engine, multiple_of_16
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -117,19 +117,8 @@ class PlaySpec(_Model):
     model_dir: str | None = None
     memory_profile: MemoryProfile | None = None
 
-    @field_validator("engine")
-    @classmethod
-    def _known_engine(cls, engine: str) -> str:
-        if engine not in engine_table():
-            raise ValueError(f"unknown engine {engine!r}; play runs on: preview, native")
-        return engine
-
-    @field_validator("width", "height")
-    @classmethod
-    def _multiple_of_16(cls, value: int) -> int:
-        if value % 16:
-            raise ValueError(f"{value} is not a multiple of 16")
-        return value
+    _engine = field_validator("engine")(known_engine)
+    _size = field_validator("width", "height")(multiple_of_16)
 
     @model_validator(mode="after")
     def _autoregressive(self) -> PlaySpec:

@@ -141,6 +141,21 @@ def _plain_file_name(name: str) -> str:
     return name
 
 
+def known_engine(engine: str) -> str:
+    """A spec's engine must be one this installation knows (`engine_table`)."""
+    table = engine_table()
+    if engine not in table:
+        raise ValueError(f"unknown engine {engine!r}; available: {', '.join(sorted(table))}")
+    return engine
+
+
+def multiple_of_16(value: int) -> int:
+    """Frame sizes are whole latents of whole patches."""
+    if value % 16:
+        raise ValueError(f"{value} is not a multiple of 16")
+    return value
+
+
 class ImageRef(_Model):
     file: str = "input.png"  # inside the job directory
     source: str  # where the user's image came from (for the manifest; the worker never reads it)
@@ -198,20 +213,8 @@ class JobSpec(_Model):
     memory_profile: MemoryProfile | None = None
     official_repo: str | None = None
 
-    @field_validator("engine")
-    @classmethod
-    def _known_engine(cls, engine: str) -> str:
-        table = engine_table()
-        if engine not in table:
-            raise ValueError(f"unknown engine {engine!r}; available: {', '.join(sorted(table))}")
-        return engine
-
-    @field_validator("width", "height")
-    @classmethod
-    def _multiple_of_16(cls, value: int) -> int:
-        if value % 16:
-            raise ValueError(f"{value} is not a multiple of 16")
-        return value
+    _engine = field_validator("engine")(known_engine)
+    _size = field_validator("width", "height")(multiple_of_16)
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
