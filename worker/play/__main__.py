@@ -1,8 +1,8 @@
-"""`python -m worker.play JOB_DIR`: make `video.mp4` of a session whose worker was killed before it could.
+"""`python -m worker.play JOB_DIR`: the outputs of a session whose worker was killed before it made them.
 
-The chunks its `timeline.json` lists are joined without re-encoding (`join_session_video`, the call a
-session makes at its end): their segments, each made first from the chunk's kept JPEG frames where the
-session had not made it yet. Run it where the job directory is (a worker host, or any host sharing the
+`video.mp4` joins the chunks its `timeline.json` lists without re-encoding (`join_session_video`, the call
+a session makes at its end): their segments, each made first from the chunk's kept JPEG frames where the
+session had not made it yet; `trajectory.json` is the path the timeline's keys made. Run it where the job directory is (a worker host, or any host sharing the
 output root). A directory that already has its video, or is no session's, is refused with one line.
 """
 

@@ -11,29 +11,31 @@ manifest, the failure bookkeeping, the end of every process it started). The ses
    attached to it. A message that does not validate, keys of the wrong length or for a chunk already made
    or too far ahead are logged and skipped: bad input never ends a session.
 3. Makes a chunk when its keys are there: poses extend the path latent by latent from the held keys
-   (`trajectories.poses.keys_motion`, latent 0 at the identity), action ids are `compute_actions` over
-   them, exactly the official derivation; the source turns them into frames, encoded once as JPEGs. The
-   chunk is kept *before* it is published, cheaply (a few ms): its JPEGs written as
-   `segments/chunk-NNNNN/000.jpg`... (a directory renamed into place whole), then `trajectory.json`
-   (official JSON of every latent so far) and `timeline.json` (`contract.play.Timeline`, the record of
-   kept chunks) rewritten atomically: a chunk counts once the timeline lists it. Then `Chunk` carries the
-   same JPEGs to the player and the job's meta (`JobMeta.play`) is updated. So whatever ends the session
-   afterwards, every chunk its player was shown is on disk. The chunk's H.264 segment
+   (`chunk_path`: `trajectories.poses.keys_motion`, latent 0 at the identity), action ids are
+   `compute_actions` over them, exactly the official derivation; the source turns them into frames,
+   encoded once as JPEGs. The chunk is kept *before* it is published, cheaply (a few ms): its JPEGs
+   written as `segments/chunk-NNNNN/000.jpg`... (a directory renamed into place whole), then
+   `timeline.json` (`contract.play.Timeline`, the record of kept chunks, with the keys that determine the
+   path) rewritten atomically: a chunk counts once the timeline lists it. Then `Chunk` carries the same
+   JPEGs to the player and the job's meta (`JobMeta.play`) is updated. So whatever ends the session
+   afterwards, every chunk its player was shown is on disk; one that cannot be kept fails the session
+   unseen. The chunk's H.264 segment
    (`segments/chunk-NNNNN.mp4`, about a second of CPU at 480p) is made from its frames by a thread while
    the next chunk is made (`_Encoder`); at most `_ENCODE_BEHIND` chunks wait for it.
 4. Ends on `End` (quit), `idle_timeout_s` without any message from the player and no chunk being made
    (idle), `max_chunks`, a cancel (`worldplay jobs cancel`: the reporter's flag, or the worker's SIGTERM
    during the kill grace), a timeout or a failure. Every end makes `video.mp4` of the timeline's chunks
    (`join_session_video`: the segments, and for a chunk whose segment is not made yet one made now from its
-   JPEGs; then a stream-copy join, exactly the frames generated), writes the manifest (finished, stopped or
+   JPEGs; then a stream-copy join, exactly the frames generated) and `trajectory.json` (official JSON of
+   the path the timeline's keys made: written once, it costs 100 times the timeline), writes the manifest (finished, stopped or
    failed) and publishes `Ended` or `Failed`, in that order, so a player that reads `Ended` finds the
    outputs. An end by itself lets the encoder finish its segments first; a stopped session (cancel,
    SIGTERM, failure) does not wait for it, the kill grace is short: the chunks it had not encoded are made
    from their JPEGs, outside the job's process tree so the cancel ending that tree spares them.
 
 A session killed outright (SIGKILL, a host gone) cannot make its video: its job directory still holds
-every kept chunk (`timeline.json` lists them, `segments/` their segments or JPEGs, `trajectory.json`
-their poses), and `python -m worker.play JOB_DIR` (`join_session_video`) makes `video.mp4` of them; the
+every kept chunk (`timeline.json` lists them and their keys, `segments/` their segments or JPEGs), and
+`python -m worker.play JOB_DIR` (`join_session_video`) makes `video.mp4` and `trajectory.json` of them; the
 reaper marks the job failed. A session is never run twice: its player left with the first run (should
 its job come back to a queue, a second attempt is refused at once).
 
