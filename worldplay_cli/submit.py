@@ -62,34 +62,39 @@ def image_path_for(image: str | Path | None) -> Path:
 
 
 @dataclass
-class GenerateRequest:
-    """What the user asked for; None means "use the default" (settings, variant recipe, image bucket).
-
-    `pose` is a pose string, preset name or trajectory file; with a `Trajectory` passed to `prepare`
-    it is only the label the job records as that trajectory's source."""
+class RenderRequest:
+    """What a generation and a live session are both asked for; None means "use the default" (settings,
+    variant recipe, image bucket)."""
 
     prompt: str = ""
     image: Path | None = None
-    pose: str = DEFAULT_POSE
     engine: str | None = None
     variant: str | None = None
-    frames: int | None = None
     seed: int = 1
     steps: int | None = None
     guidance: float | None = None
     resolution: str = "480p"
     width: int | None = None
     height: int | None = None
-    gpus: int = 1
-    output_name: str | None = None
     negative_prompt: str = ""
     timeout_s: int | None = None
+    model_dir: Path | None = None
+    memory_profile: str | None = None
+
+
+@dataclass
+class GenerateRequest(RenderRequest):
+    """A generation as asked for. `pose` is a pose string, preset name or trajectory file; with a
+    `Trajectory` passed to `prepare` it is only the label the job records as that trajectory's source."""
+
+    pose: str = DEFAULT_POSE
+    frames: int | None = None
+    gpus: int = 1
+    output_name: str | None = None
     hud: bool = False
     sr: bool = False
     keep_pre_sr: bool = False
     rewrite: Literal["best-effort", "required"] | None = None
-    model_dir: Path | None = None
-    memory_profile: str | None = None
     official_repo: Path | None = None
 
 
@@ -424,29 +429,14 @@ def queue_warning(conn: Redis, settings: Settings, queue: str) -> str | None:
 
 
 @dataclass
-class PlayRequest:
-    """A `worldplay play` session as asked for; None means the default (settings, variant recipe, image
-    bucket). The engine defaults to the settings' when it can play, else preview; the variant likewise
-    (an autoregressive one)."""
+class PlayRequest(RenderRequest):
+    """A `worldplay play` session as asked for. The engine defaults to the settings' when it can play, else
+    preview; the variant likewise (an autoregressive one)."""
 
-    prompt: str = ""
-    image: Path | None = None
-    engine: str | None = None
-    variant: str | None = None
-    seed: int = 1
-    steps: int | None = None
-    guidance: float | None = None
-    resolution: str = "480p"
-    width: int | None = None
-    height: int | None = None
-    negative_prompt: str = ""
     max_chunks: int | None = None
     idle_timeout_s: float | None = None
     ahead_chunks: int | None = None
     jpeg_quality: int | None = None
-    timeout_s: int | None = None
-    model_dir: Path | None = None
-    memory_profile: str | None = None
     name: str | None = None  # only for the job id, as `--name` for a generation
 
 
