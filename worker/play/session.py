@@ -53,6 +53,7 @@ import os
 import queue
 import shutil
 import signal
+import stat
 import threading
 import time
 from pathlib import Path
@@ -574,9 +575,9 @@ def keep_frames(directory: Path, chunk: int, jpegs: list[bytes]) -> None:
         raise FileExistsError(errno.EEXIST, "refusing to overwrite a chunk's kept frames", str(final))
     partial = final.with_name(f".{final.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)  # a kill's leftover: this chunk was never kept
-    partial.mkdir()
+    partial.mkdir(mode=stat.S_IMODE(final.parent.stat().st_mode))  # the output mode, as the job directory's
     for index, jpeg in enumerate(jpegs):
-        (partial / f"{index:03d}.jpg").write_bytes(jpeg)
+        write_job_file(partial / f"{index:03d}.jpg", jpeg)
     partial.rename(final)
 
 
