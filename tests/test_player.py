@@ -344,3 +344,18 @@ async def test_every_graphics_mode_draws_a_frame(mode):
         assert drawn  # half-block rows, or the picture textual-image sends to the terminal
     # auto never fails: without a kitty/sixel terminal (as here) it is half blocks
     assert resolve_graphics("auto") == "halfblock"
+
+
+def test_a_frame_is_due_exactly_n_periods_after_the_clock_starts_whatever_the_start():
+    """Due times come from the start, not from summing 1/fps: summed, frame 20 of a clock started at some
+    times fell due a rounding error after start + 20/24 and was shown one tick late."""
+    from PIL import Image
+
+    from worldplay_cli.tui.player.client import FrameClock, Shown, _Due
+
+    image = Image.new("RGB", (2, 2))
+    for start in (0.1 * index + 1234.567 for index in range(200)):
+        clock = FrameClock(fps=24)
+        clock._buffer.extend(_Due(Shown(image, frame, 0, 0, "")) for frame in range(30))
+        assert clock.tick(start).frame == 0
+        assert clock.tick(start + 20 / 24).frame == 20, start

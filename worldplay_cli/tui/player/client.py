@@ -176,7 +176,10 @@ class FrameClock:
         self.clock = clock
         self._lock = threading.Lock()
         self._buffer: deque[_Due] = deque()
-        self._next_frame_at: float | None = None
+        # The clock: frame n after a (re)start is due at `_clock_start + n / fps`, computed from the start
+        # each time rather than summed, so a frame is never late by accumulated rounding.
+        self._clock_start: float | None = None
+        self._clock_frames = 0
         self._shown_times: deque[float] = deque()
         self._starved = False
         self.frames_shown = 0  # frames whose time on screen has come (drawn or skipped)
@@ -195,20 +198,20 @@ class FrameClock:
         with self._lock:
             if not self._buffer:
                 # a stall is a frame that was due and was not there
-                self._starved = self._starved or (self._next_frame_at is not None and now >= self._next_frame_at)
+                self._starved = self._starved or (self._clock_start is not None and now >= self._next_frame_at())
                 self._on_starved(now)
                 return None
-            if self._starved or self._next_frame_at is None:
+            if self._starved or self._clock_start is None:
                 # after a wait the clock restarts: no burst of "late" frames
                 self.stalls += self._starved
                 self._starved = False
-                self._next_frame_at = now
+                self._clock_start, self._clock_frames = now, 0
             due = None
-            while self._buffer and now >= self._next_frame_at:
+            while self._buffer and now >= self._next_frame_at():
                 self.frames_skipped += due is not None
                 due = self._buffer.popleft()
-                due_at = self._next_frame_at
-                self._next_frame_at += 1 / self.fps
+                due_at = self._next_frame_at()
+                self._clock_frames += 1
                 self.frames_shown += 1
                 self.latencies.extend(now - pressed for pressed in due.press_times)
                 self.current = due.shown
@@ -219,6 +222,9 @@ class FrameClock:
             while self._shown_times and now - self._shown_times[0] > 1.0:
                 self._shown_times.popleft()
             return due.shown
+
+    def _next_frame_at(self) -> float:
+        return self._clock_start + self._clock_frames / self.fps
 
     def _on_shown(self, due_at: float) -> None:
         """Called under the lock for each frame played, with the time it was due."""
@@ -592,7 +598,7 @@ class ReplayClient(FrameClock):
     def toggle_pause(self) -> bool:
         with self._lock:
             self.paused = not self.paused
-            self._next_frame_at = None  # resume on time, not with the frames "missed" while paused
+            self._clock_start = None  # resume on time, not with the frames "missed" while paused
         return self.paused
 
     def figures(self) -> Figures:
