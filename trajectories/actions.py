@@ -21,7 +21,7 @@ _CONE_DEG = 60.0
 _MIN_ROTATION_DEG = 5e-2
 
 # Both one-hot quadruples map through the same table: (first, second, third, fourth) flags -> class.
-_ONE_HOT_CLASS = {
+ONE_HOT_CLASS = {
     (0, 0, 0, 0): 0,
     (1, 0, 0, 0): 1,
     (0, 1, 0, 0): 2,
@@ -45,14 +45,14 @@ def translation_class(direction: np.ndarray) -> int:
     angles = np.degrees(np.arccos(np.clip(direction / norm, -1.0, 1.0)))
     forward, backward = angles[2] < _CONE_DEG, angles[2] > 180.0 - _CONE_DEG
     right, left = angles[0] < _CONE_DEG, angles[0] > 180.0 - _CONE_DEG
-    return _ONE_HOT_CLASS[(int(forward), int(backward), int(right), int(left))]
+    return ONE_HOT_CLASS[(int(forward), int(backward), int(right), int(left))]
 
 
 def rotation_class(rotation: np.ndarray) -> int:
     """Class 0-8 of a relative rotation (yaw right, yaw left, pitch up, pitch down flags)."""
     pitch, yaw, _ = np.degrees(euler_xyz_extrinsic(rotation))
     flags = (yaw > _MIN_ROTATION_DEG, yaw < -_MIN_ROTATION_DEG, pitch > _MIN_ROTATION_DEG, pitch < -_MIN_ROTATION_DEG)
-    return _ONE_HOT_CLASS[tuple(int(flag) for flag in flags)]
+    return ONE_HOT_CLASS[tuple(int(flag) for flag in flags)]
 
 
 def compute_actions(c2w: np.ndarray) -> np.ndarray:

@@ -18,24 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from trajectories.actions import compute_actions
+from trajectories.actions import ONE_HOT_CLASS, compute_actions
 from trajectories.geometry import rot_x, rot_y
 from worldplay_cli.contract.training import ActionVocabulary
 
 FRAMES_PER_LATENT = 4
 CANONICAL_KEYS = ("W", "S", "A", "D")
-# The 9-way table both label halves use: (first, second, third, fourth) flags -> class.
-ONE_HOT_CLASS = {
-    (0, 0, 0, 0): 0,
-    (1, 0, 0, 0): 1,
-    (0, 1, 0, 0): 2,
-    (0, 0, 1, 0): 3,
-    (0, 0, 0, 1): 4,
-    (1, 0, 1, 0): 5,
-    (1, 0, 0, 1): 6,
-    (0, 1, 1, 0): 7,
-    (0, 1, 0, 1): 8,
-}
 # Official action files name a look direction per frame.
 OFFICIAL_VIEW = {"LR": (0.0, 1.0), "LL": (0.0, -1.0), "LU": (1.0, 0.0), "LD": (-1.0, 0.0)}
 
