@@ -16,6 +16,13 @@ def test_device_peaks_are_looked_up_by_the_name_torch_reports():
     assert device_peak_tflops("x86_64") is None
 
 
+def test_bad_bench_requests_are_one_line_errors_before_anything_runs(cli):
+    code, _, err = cli("bench", "--tiny", "--variant", "nope")
+    assert code == 2 and err.count("\n") == 1 and "unknown variant 'nope'" in err and "ar-distilled" in err
+    code, _, err = cli("bench", "--tiny", "--chunks", "0")
+    assert code == 2 and err.count("\n") == 1 and "--chunks 0" in err
+
+
 @pytest.mark.slow
 def test_bench_on_the_tiny_model_reports_every_stage_and_the_work_per_chunk(cli):
     code, out, err = cli(

@@ -105,7 +105,10 @@ def run_bench(runtime: Runtime, request: BenchRequest, show: bool = False) -> Be
     from worldplay_cli.submit import GenerateRequest, check_output_root, prepare
     from worldplay_cli.tiny import write_tiny_model
 
-    variant = variants.get(request.variant or runtime.settings.default_variant)
+    name = request.variant or runtime.settings.default_variant
+    variant = variants.find(name)
+    if variant is None:
+        raise BadInput(f"unknown variant {name!r}", f"use one of: {', '.join(variants.names())}")
     if request.chunks < 1:
         raise BadInput(f"--chunks {request.chunks} is not a positive number", "e.g. --chunks 8")
     latents = request.chunks * variant.chunk_latents
