@@ -574,6 +574,9 @@ class TrainConfig(_Strict):
     mixed_precision: Literal["no", "bf16"] = "no"
     gradient_checkpointing: bool = False
     fsdp: bool = False
+    # Ulysses sequence parallelism: groups of `sp_size` ranks share each sample and split its image tokens
+    # (the ranks form a dp x sp mesh; docs/training.md "Training at scale")
+    sp_size: int = Field(default=1, ge=1)
     lora: LoRASection | None = None
     ema: EMASection | None = None
     checkpoint: CheckpointSection
@@ -603,6 +606,12 @@ class TrainJobSpec(_Strict):
     resume: str | None = None
     gpus: int = Field(default=1, ge=1, le=64)
     timeout_s: int = Field(default=TRAIN_TIMEOUT_S, gt=0)
+
+    @model_validator(mode="after")
+    def _whole_sp_groups(self) -> TrainJobSpec:
+        if self.gpus % self.config.sp_size:
+            raise ValueError(f"gpus {self.gpus} is not a multiple of sp_size {self.config.sp_size}")
+        return self
 
     # how `contract.queue.enqueue` puts it on a queue: a re-run after a lost worker resumes from the job's
     # newest checkpoint, behind the jobs already waiting
