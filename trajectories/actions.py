@@ -6,7 +6,8 @@ between it and the previous latent, exactly as the official `pose_to_input` does
   of +z, backward if more than 120 deg away; right/left likewise for +x; vertical motion is ignored;
 - rotation (extrinsic xyz Euler angles of the relative rotation): yaw right/left if the y angle is
   above/below +-0.05 deg, pitch up/down likewise for the x angle.
-Latent 0 is always class 0.
+Latent 0 is always class 0. In third-person mode (the official `tps` flag) a latent's translation counts
+only when it does not rotate: a camera orbiting an avatar translates as it turns, which is no movement key.
 """
 
 from __future__ import annotations
@@ -55,7 +56,13 @@ def rotation_class(rotation: np.ndarray) -> int:
     return ONE_HOT_CLASS[tuple(int(flag) for flag in flags)]
 
 
-def compute_actions(c2w: np.ndarray) -> np.ndarray:
+def _rotates(rotation: np.ndarray) -> bool:
+    """The tps test: the pitch or yaw angle of the relative rotation reaches the rotation threshold."""
+    pitch, yaw, _ = np.degrees(euler_xyz_extrinsic(rotation))
+    return not (abs(yaw) < _MIN_ROTATION_DEG and abs(pitch) < _MIN_ROTATION_DEG)
+
+
+def compute_actions(c2w: np.ndarray, third_person: bool = False) -> np.ndarray:
     """Per-latent action ids (N,) int64 in [0, 80] for camera-to-world matrices (N, 4, 4) in OpenCV axes."""
     c2w = np.asarray(c2w, dtype=np.float64)
     actions = np.zeros(len(c2w), dtype=np.int64)
@@ -63,7 +70,9 @@ def compute_actions(c2w: np.ndarray) -> np.ndarray:
         return actions
     relative = np.linalg.inv(c2w[:-1]) @ c2w[1:]
     for index, rel in enumerate(relative, start=1):
-        actions[index] = translation_class(rel[:3, 3]) * 9 + rotation_class(rel[:3, :3])
+        rotation = rotation_class(rel[:3, :3])
+        translation = translation_class(rel[:3, 3]) if not (third_person and _rotates(rel[:3, :3])) else 0
+        actions[index] = translation * 9 + rotation
     return actions
 
 
