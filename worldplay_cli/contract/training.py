@@ -31,10 +31,12 @@ class _Strict(BaseModel):
 class ActionVocabulary(_Strict):
     """How a dataset's per-frame controls read: keyboard columns, mouse columns, signs and units.
 
-    Keyboard columns named W, S, A, D drive the 81-class labels; other columns are kept but ignored.
-    Mouse values times `degrees_per_unit` are degrees per frame; `pitch_sign` -1 flips datasets whose
-    positive pitch looks down. `translation_step` (world units per frame while a key is held) integrates
-    poses for clips that come without any.
+    Keyboard columns named W, S, A, D drive the 81-class labels; columns named turn_left / turn_right (the
+    Zelda layout) yaw by `turn_degrees` per frame; other columns are kept but ignored. Mouse values times
+    `degrees_per_unit` are degrees per frame; `pitch_sign` -1 flips datasets whose positive pitch looks
+    down. `translation_step` (world units per frame while a key is held) integrates poses for clips that
+    come without any. `view: third`: the camera follows an avatar `orbit_distance` in front of it (turning
+    orbits it), and labels follow the official tps rule (no translation class while the view turns).
     """
 
     keys: list[str] = Field(default_factory=lambda: ["W", "S", "A", "D"], min_length=1)
@@ -45,6 +47,9 @@ class ActionVocabulary(_Strict):
     # A key counts as held above this value; the mouse moves above `mouse_threshold` units.
     key_threshold: float = 0.5
     mouse_threshold: float = Field(default=0.0, ge=0)
+    turn_degrees: float = Field(default=0.75, gt=0)
+    view: Literal["first", "third"] = "first"
+    orbit_distance: float = Field(default=0.5, gt=0)
 
     @field_validator("keys")
     @classmethod
