@@ -257,6 +257,31 @@ class KVCache:
     def without_context(self) -> KVCache:
         return replace(self, context_keys=(), context_values=(), context_frames=0)
 
+    def layer(self, index: int) -> LayerKV:
+        """Layer `index`'s keys and values: what one block reads (a block never sees the layer's number, so a
+        compiled block serves every layer with one graph)."""
+        if not self.context_frames:
+            return LayerKV(self.text_keys[index], self.text_values[index], self.text_mask)
+        return LayerKV(
+            self.text_keys[index],
+            self.text_values[index],
+            self.text_mask,
+            self.context_keys[index],
+            self.context_values[index],
+        )
+
+
+@dataclass(frozen=True)
+class LayerKV:
+    """One layer of a `KVCache`: text keys/values [B, H, L, D] with their mask, and the context keys/values
+    [2B, H, N, D] (None without context)."""
+
+    text_key: torch.Tensor
+    text_value: torch.Tensor
+    text_mask: torch.Tensor | None = None
+    context_key: torch.Tensor | None = None
+    context_value: torch.Tensor | None = None
+
 
 @dataclass(frozen=True)
 class AttentionWindow:
@@ -707,14 +732,13 @@ class DoubleStreamBlock(nn.Module):
         frame_vec: torch.Tensor,
         rope: RotaryEmbedding,
         camera: CameraProjection,
-        cache: KVCache,
-        layer: int,
+        layer_cache: LayerKV,
         chunk_frames: int,
         keep_kv: bool,
         attention: AttentionProcessor,
         window: AttentionWindow | None = None,
     ):
-        """One layer of the image tokens against layer `layer` of the cache, causal by chunk: the frames'
+        """One layer of the image tokens against the cache's layer `layer_cache`, causal by chunk: the frames'
         chunk i (of `chunk_frames` frames) attends to [text, cached context, chunks 0..i], bidirectionally
         inside itself; with an attention `window`, to [text, cached context, the sink's chunks, the chunks of
         its local window]. Returns the updated img and, with `keep_kv` (one chunk only), the frames' keys and
@@ -723,15 +747,13 @@ class DoubleStreamBlock(nn.Module):
         branches = self.image_qkv(img, img_modulation, rope, camera)
         # 1. keys of each batch row: [text, context, chunk 0, chunk 1, ...]; both branches share the text K/V,
         #    so they run as one attention with the PRoPE rows [B:] stacked after the RoPE rows [:B]
-        text_key, text_value = (
-            attention.text_to_attention(x) for x in (cache.text_keys[layer], cache.text_values[layer])
-        )
+        text_key, text_value = (attention.text_to_attention(x) for x in (layer_cache.text_key, layer_cache.text_value))
         key_parts, value_parts = [torch.cat([text_key, text_key])], [torch.cat([text_value, text_value])]
-        mask_parts = [None if cache.text_mask is None else cache.text_mask.repeat(2, 1)]
-        if cache.context_frames:
-            key_parts.append(cache.context_keys[layer])
-            value_parts.append(cache.context_values[layer])
-            mask_parts.append(attention.image_key_mask(cache.context_keys[layer].shape[2], img.device))
+        mask_parts = [None if layer_cache.text_mask is None else layer_cache.text_mask.repeat(2, 1)]
+        if layer_cache.context_key is not None:
+            key_parts.append(layer_cache.context_key)
+            value_parts.append(layer_cache.context_value)
+            mask_parts.append(attention.image_key_mask(layer_cache.context_key.shape[2], img.device))
         queries = []
         for start in range(0, img.shape[1], chunk_frames):
             frames = slice(start, start + chunk_frames)
@@ -838,6 +860,8 @@ class WorldPlayTransformer(nn.Module):
         self.attention_processor = AttentionProcessor(attention_backend)
         # activation checkpointing per double block (training only; off = plain forward)
         self.gradient_checkpointing = False
+        # the torch.compile backend of the blocks' passes (`compile_blocks`), None: eager
+        self.compile_backend: str | None = None
         self.byt5_in = ByT5Mapper(config)
         self.img_in = PatchEmbed(config)
         self.vision_in = VisionProjection(config)
@@ -880,6 +904,17 @@ class WorldPlayTransformer(nn.Module):
         the image tokens of every pass over a process group."""
         processor.check_heads(self.config.num_heads)
         self.attention_processor = processor
+
+    def compile_blocks(self, backend: str = "inductor") -> None:
+        """`torch.compile` the double blocks' passes, `forward_joint` and `forward_image`: nearly all of the
+        model's time. The model calls them by name, not through `__call__`, so compiling the module would not
+        reach them. All blocks share one graph per pass (a block reads its layer's K/V, never the layer's
+        number); a shape that changes (the context grows over the first AR chunks) compiles once more with that
+        dimension dynamic, so a rollout compiles a handful of graphs (docs/performance.md)."""
+        for block in self.double_blocks:
+            block.forward_joint = torch.compile(block.forward_joint, backend=backend)
+            block.forward_image = torch.compile(block.forward_image, backend=backend)
+        self.compile_backend = backend
 
     def _maybe_checkpoint(self, function, *args):
         """`function(*args)`, under activation checkpointing when training asks for it."""
@@ -1135,8 +1170,7 @@ class WorldPlayTransformer(nn.Module):
                 frame_vec,
                 rope,
                 camera,
-                cache,
-                index,
+                cache.layer(index),
                 chunk_frames,
                 keep_kv,
                 attention,
