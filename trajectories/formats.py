@@ -8,6 +8,9 @@ Formats (`FORMATS`):
                World axes are those of the trajectory (for pose strings: the first camera's OpenCV axes).
 - `matrices[:AXES[:KIND]]` a bare JSON list of 4x4 matrices; AXES `opencv` (default) or `opengl`
                (also Blender), KIND `c2w` (default, camera-to-world) or `w2c` (world-to-camera).
+- `keys[:LAYOUT[:VIEW]]` a game key log, per-frame keyboard vectors and mouse deltas (`trajectories.keys`):
+               LAYOUT `matrixgame2` or `zelda` (default: the file's, else from the keyboard's width),
+               VIEW `first` (default) or `third`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from trajectories.limits import check_latents
 from trajectories.model import DEFAULT_K, Trajectory
 from trajectories.official import FORMAT_HINT, dump_official, official_arrays, parse_json_text, read_json, read_text
 
-FORMATS = ("official", "nerfstudio", "csv", "json", "matrices")
+FORMATS = ("official", "nerfstudio", "csv", "json", "matrices", "keys")
 AXES = ("opencv", "opengl")
 KINDS = ("c2w", "w2c")
 PLAIN_COLUMNS = ("latent", "x", "y", "z", "yaw", "pitch", "roll", "fx", "fy", "cx", "cy")
@@ -40,6 +43,9 @@ def parse_format(spec: str) -> tuple[str, str, str]:
     name, *options = spec.strip().lower().split(":")
     if name not in FORMATS:
         raise TrajectoryError(f"unknown trajectory format {spec!r}", f"use one of: {', '.join(FORMATS)}")
+    if name == "keys":
+        key_settings(spec)
+        return name, "", ""
     if options and name != "matrices":
         raise TrajectoryError(f"format {name!r} takes no options ({spec!r})", "only matrices:AXES:KIND has options")
     if len(options) > 2:
@@ -51,6 +57,23 @@ def parse_format(spec: str) -> tuple[str, str, str]:
     if kind not in KINDS:
         raise TrajectoryError(f"unknown matrix kind {kind!r} in {spec!r}", f"use one of: {', '.join(KINDS)}")
     return name, axes, kind
+
+
+def key_settings(spec: str, base=None) -> tuple[object, frozenset[str]]:
+    """(`KeySettings`, the fields the spec names) of `keys[:LAYOUT[:VIEW]]`."""
+    from dataclasses import replace
+
+    from trajectories.keys import LAYOUTS, VIEWS, KeySettings
+
+    _, *options = spec.strip().lower().split(":")
+    if len(options) > 2:
+        raise TrajectoryError(f"too many options in {spec!r}", "write keys:LAYOUT:VIEW, e.g. keys:zelda:third")
+    named = {field: option for field, option in zip(("layout", "view"), options) if option}
+    if named.get("layout") not in (None, *LAYOUTS):
+        raise TrajectoryError(f"unknown key layout {named['layout']!r}", f"use one of: {', '.join(LAYOUTS)}")
+    if named.get("view") not in (None, *VIEWS):
+        raise TrajectoryError(f"unknown view {named['view']!r}", f"use one of: {', '.join(VIEWS)}")
+    return replace(base or KeySettings(), **named), frozenset(named)
 
 
 def detect_format(path: Path, data=None) -> str:
@@ -66,6 +89,8 @@ def detect_format(path: Path, data=None) -> str:
             return "nerfstudio"
         if data.get("format") == PLAIN_FORMAT_TAG:
             return "json"
+        if data.get("format") == "worldplay-keys":
+            return "keys"
     return "official"
 
 
@@ -77,6 +102,10 @@ def load(path: Path, format: str | None = None) -> Trajectory:  # noqa: A002
         name, axes, kind = None, "opencv", "c2w"
     if name == "csv" or (name is None and path.suffix.lower() == ".csv"):
         return _from_rows(_read_csv(path), str(path))
+    if name == "keys" or (name is None and path.suffix.lower() == ".npy"):
+        from trajectories import keys
+
+        return keys.to_trajectory(keys.read(path, *key_settings(format or "keys")))
     data = read_json(path)
     name = name or detect_format(path, data)
     if name == "official":
@@ -88,6 +117,10 @@ def load(path: Path, format: str | None = None) -> Trajectory:  # noqa: A002
         return from_plain_json(data)
     if name == "matrices":
         return from_matrices(data, axes, kind)
+    if name == "keys":
+        from trajectories import keys
+
+        return keys.to_trajectory(keys.read(path))
     raise TrajectoryError(f"cannot read {path} as {name}")
 
 
@@ -101,11 +134,20 @@ def dumps(trajectory: Trajectory, format: str = "official") -> str:  # noqa: A00
         return json.dumps(to_plain_json(trajectory), indent=2) + "\n"
     if name == "matrices":
         return json.dumps(to_matrices(trajectory, axes, kind), indent=2) + "\n"
+    if name == "keys":
+        from trajectories import keys
+
+        return json.dumps(keys.to_json(keys.to_keys(trajectory, key_settings(format)[0]))) + "\n"
     return _write_csv(plain_rows(trajectory))
 
 
 def save(trajectory: Trajectory, path: Path, format: str | None = None) -> None:  # noqa: A002
     path = Path(path)
+    if format is not None and parse_format(format)[0] == "keys":
+        from trajectories import keys
+
+        keys.write(keys.to_keys(trajectory, key_settings(format)[0]), path)
+        return
     text = dumps(trajectory, format or ("csv" if path.suffix.lower() == ".csv" else "official"))
     try:
         path.write_text(text, encoding="utf-8")
@@ -328,6 +370,7 @@ __all__ = [
     "from_matrices",
     "from_nerfstudio",
     "from_plain_json",
+    "key_settings",
     "load",
     "parse_format",
     "parse_json_text",

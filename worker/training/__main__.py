@@ -127,7 +127,7 @@ def _synth(args: argparse.Namespace) -> dict:
 
     options = SynthOptions(
         width=args.width, height=args.height, fps=args.fps, num_latents=args.latents, move_step=args.move_step,
-        turn_step_deg=args.turn_deg, texture_period=args.texture_period,
+        turn_step_deg=args.turn_deg, texture_period=args.texture_period, view=args.view,
     )  # fmt: skip
 
     def progress(done: int, total: int, clip_id: str) -> None:
@@ -175,6 +175,7 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--move-step", type=float, default=0.04)
     synth.add_argument("--turn-deg", type=float, default=1.5)
     synth.add_argument("--texture-period", type=float, default=2.0)
+    synth.add_argument("--view", choices=("first", "third"), default="first")
     return root
 
 

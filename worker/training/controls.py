@@ -13,19 +13,19 @@ otherwise; poses come from the pose file when there is one and are integrated fr
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from trajectories.actions import ONE_HOT_CLASS, compute_actions
-from trajectories.geometry import rot_x, rot_y
 from worldplay_cli.contract.training import ActionVocabulary
 
 FRAMES_PER_LATENT = 4
 CANONICAL_KEYS = ("W", "S", "A", "D")
 # Official action files name a look direction per frame.
 OFFICIAL_VIEW = {"LR": (0.0, 1.0), "LL": (0.0, -1.0), "LU": (1.0, 0.0), "LD": (-1.0, 0.0)}
+# The Zelda layout's turn keys: the sign of the yaw they add.
+TURN_KEYS = {"turn_left": -1.0, "turn_right": 1.0}
 
 
 class ClipDataError(ValueError):
@@ -42,7 +42,11 @@ def read_json(path: Path):
 
 
 def read_controls(path: Path, vocabulary: ActionVocabulary) -> tuple[np.ndarray, np.ndarray]:
-    """Canonical keyboard [F, 4] and mouse [F, 2] from `{"keyboard", "mouse"}` JSON or official per-frame actions."""
+    """Canonical keyboard [F, 4] and mouse [F, 2] from `{"keyboard", "mouse"}` JSON (a `worldplay-keys` log
+    too), a MatrixGame2 `.npy` action file or official per-frame actions."""
+    if Path(path).suffix.lower() == ".npy":
+        data = _read_npy(Path(path))
+        return _from_arrays(data if isinstance(data, dict) else {"keyboard": data}, vocabulary)
     data = read_json(path)
     if isinstance(data, dict) and "keyboard" in data:
         return _from_arrays(data, vocabulary)
@@ -51,6 +55,18 @@ def read_controls(path: Path, vocabulary: ActionVocabulary) -> tuple[np.ndarray,
     raise ClipDataError(
         f"{Path(path).name}: expected {{'keyboard': [...], 'mouse': [...]}} or official per-frame actions"
     )
+
+
+def _read_npy(path: Path):
+    from trajectories.errors import TrajectoryError
+    from trajectories.keys import read_npy
+
+    try:
+        return read_npy(path.read_bytes(), path.name)
+    except FileNotFoundError:
+        raise ClipDataError(f"{path.name} does not exist") from None
+    except (OSError, TrajectoryError) as error:
+        raise ClipDataError(f"cannot read {path.name}: {error}") from None
 
 
 def _from_arrays(data: dict, vocabulary: ActionVocabulary) -> tuple[np.ndarray, np.ndarray]:
@@ -70,9 +86,13 @@ def _from_arrays(data: dict, vocabulary: ActionVocabulary) -> tuple[np.ndarray, 
     if not (np.isfinite(keyboard).all() and np.isfinite(mouse).all()):
         raise ClipDataError("actions contain NaN or infinite values")
     canonical_keyboard = np.zeros((len(keyboard), 4), dtype=np.float32)
+    turn = np.zeros(len(keyboard), dtype=np.float32)
     for column, name in enumerate(vocabulary.keys):
+        held = keyboard[:, column] > vocabulary.key_threshold
         if name.upper() in CANONICAL_KEYS:
-            canonical_keyboard[:, CANONICAL_KEYS.index(name.upper())] = keyboard[:, column] > vocabulary.key_threshold
+            canonical_keyboard[:, CANONICAL_KEYS.index(name.upper())] = held
+        elif name in TURN_KEYS:
+            turn += TURN_KEYS[name] * held
     canonical_mouse = np.zeros((len(keyboard), 2), dtype=np.float32)
     for column, name in enumerate(vocabulary.mouse if mouse.size else []):
         value = mouse[:, column] * vocabulary.degrees_per_unit
@@ -81,6 +101,7 @@ def _from_arrays(data: dict, vocabulary: ActionVocabulary) -> tuple[np.ndarray, 
         else:
             canonical_mouse[:, 1] = value
     canonical_mouse[np.abs(canonical_mouse) <= vocabulary.mouse_threshold * vocabulary.degrees_per_unit] = 0.0
+    canonical_mouse[:, 1] += turn * vocabulary.turn_degrees
     return canonical_keyboard, canonical_mouse
 
 
@@ -102,8 +123,11 @@ def _from_official(data: dict, vocabulary: ActionVocabulary) -> tuple[np.ndarray
     return keyboard, mouse
 
 
-def labels_from_controls(keyboard: np.ndarray, mouse: np.ndarray, num_latents: int) -> np.ndarray:
-    """81-class id per latent: translation from the keys at frame 4i (opposite keys cancel), rotation from the mouse."""
+def labels_from_controls(
+    keyboard: np.ndarray, mouse: np.ndarray, num_latents: int, third_person: bool = False
+) -> np.ndarray:
+    """81-class id per latent: translation from the keys at frame 4i (opposite keys cancel), rotation from the
+    mouse; in third person no translation while the view turns (the official tps rule)."""
     labels = np.zeros(num_latents, dtype=np.int64)
     for latent in range(1, num_latents):
         held = keyboard[FRAMES_PER_LATENT * latent] > 0.5
@@ -116,21 +140,26 @@ def labels_from_controls(keyboard: np.ndarray, mouse: np.ndarray, num_latents: i
         )
         pitch, yaw = mouse[FRAMES_PER_LATENT * latent]
         rotation = (int(yaw > 0), int(yaw < 0), int(pitch > 0), int(pitch < 0))
+        if third_person and any(rotation):
+            translation = (0, 0, 0, 0)
         labels[latent] = ONE_HOT_CLASS[translation] * 9 + ONE_HOT_CLASS[rotation]
     return labels
 
 
 def integrate_controls(
-    keyboard: np.ndarray, mouse: np.ndarray, step: float, start: np.ndarray | None = None
+    keyboard: np.ndarray,
+    mouse: np.ndarray,
+    step: float,
+    start: np.ndarray | None = None,
+    view: str = "first",
+    orbit_distance: float = 0.5,
 ) -> np.ndarray:
-    """Camera-to-world per frame [F, 4, 4]: row f's yaw, pitch, forward and right moves frame f-1 to frame f."""
-    pose = np.eye(4) if start is None else np.array(start, dtype=np.float64)
-    poses = [pose.copy()]
-    for (forward, backward, left, right), (pitch, yaw) in zip(keyboard[1:], mouse[1:]):
-        pose[:3, :3] = pose[:3, :3] @ rot_y(math.radians(yaw)) @ rot_x(math.radians(pitch))
-        pose[:3, 3] += pose[:3, :3] @ np.array([(right - left) * step, 0.0, (forward - backward) * step])
-        poses.append(pose.copy())
-    return np.stack(poses)
+    """Camera-to-world per frame [F, 4, 4]: row f's yaw, pitch, forward and right moves frame f-1 to frame f
+    (third person: the turn orbits the avatar `orbit_distance` ahead); `trajectories.keys` physics."""
+    from trajectories.keys import KeySettings, integrate
+
+    settings = KeySettings(view=view, step=step, orbit_distance=orbit_distance)
+    return integrate(np.asarray(keyboard, np.float64), np.asarray(mouse, np.float64), settings, start)
 
 
 def read_poses(path: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -169,9 +198,10 @@ def _poses_from_trajectory(path: Path, width: int, height: int) -> tuple[np.ndar
     return frame_poses(trajectory), pixel
 
 
-def labels_from_poses(c2w: np.ndarray, num_latents: int) -> np.ndarray:
+def labels_from_poses(c2w: np.ndarray, num_latents: int, third_person: bool = False) -> np.ndarray:
     """The official 81-class labels of the latent poses (frame 4i) through `trajectories`."""
-    return compute_actions(c2w[: FRAMES_PER_LATENT * (num_latents - 1) + 1 : FRAMES_PER_LATENT])
+    latents = c2w[: FRAMES_PER_LATENT * (num_latents - 1) + 1 : FRAMES_PER_LATENT]
+    return compute_actions(latents, third_person=third_person)
 
 
 def latent_cameras(c2w: np.ndarray, intrinsics: np.ndarray, num_latents: int) -> tuple[np.ndarray, np.ndarray]:

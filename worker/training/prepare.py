@@ -125,17 +125,21 @@ def load_clip(
     num_latents = (frames - 1) // FRAMES_PER_LATENT + 1
 
     # 2. labels from the controls when present (official precedence), poses from the pose file when present
+    vocabulary = manifest.vocabulary
+    third_person = vocabulary.view == "third"
     if keyboard is not None:
         keyboard, mouse = keyboard[:frames], mouse[:frames]
-        labels, labels_from = labels_from_controls(keyboard, mouse, num_latents), "actions"
+        labels, labels_from = labels_from_controls(keyboard, mouse, num_latents, third_person), "actions"
     if c2w is not None:
         c2w, intrinsics = c2w[:frames], crop_resize_intrinsics(intrinsics[:frames], (source_width, source_height), size)
         poses_from = "poses"
         if keyboard is None:
-            labels, labels_from = labels_from_poses(c2w, num_latents), "poses"
+            labels, labels_from = labels_from_poses(c2w, num_latents, third_person), "poses"
             keyboard, mouse = np.zeros((frames, 4), np.float32), np.zeros((frames, 2), np.float32)
     else:
-        c2w = integrate_controls(keyboard, mouse, manifest.vocabulary.translation_step)
+        c2w = integrate_controls(
+            keyboard, mouse, vocabulary.translation_step, view=vocabulary.view, orbit_distance=vocabulary.orbit_distance
+        )
         intrinsics = np.repeat(default_intrinsics(size)[None], frames, axis=0)
         poses_from = "actions"
     resized = np.stack([fit_image(frame, size[0], size[1]) for frame in video.frames[:frames]])

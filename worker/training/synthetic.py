@@ -10,6 +10,10 @@ about the camera's own axes, then forward/right along them), driven by held keys
 - row f is the motion from frame f-1 to frame f (row 0 repeats row 1, like the HUD), and actions are held
   for whole latents (4 frames), so the per-latent labels read at frame 4i are exact.
 
+With `view="third"` the camera follows an avatar (a shaded ball `orbit_distance` ahead of it): the keys
+move both, the mouse orbits the camera about the ball (`trajectories.keys`, third person), and the
+dataset's vocabulary says `view: third`, so its labels follow the official tps rule.
+
 The generator writes the raw dataset format `worldplay data prepare` reads (mp4 + actions JSON + per-frame
 poses in the official training JSON + `dataset.json`), so the whole path from footage to training runs on a
 CPU, and action-following can be measured against known motion. numpy only.
@@ -75,6 +79,8 @@ class SynthOptions:
     turn_step_deg: float = 1.5  # degrees per frame while the mouse is moved
     supersample: int = 2
     texture_period: float = TEXTURE_PERIOD  # world units per texture repeat: larger = smoother frames
+    view: str = "first"  # "third": the camera follows an avatar ball
+    orbit_distance: float = 0.6  # third person: the ball's distance ahead of the camera
 
     @property
     def num_frames(self) -> int:
@@ -145,8 +151,10 @@ class Room:
         height: int,
         supersample: int = 2,
         texture_period: float = TEXTURE_PERIOD,
+        avatar: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The view from camera-to-world `c2w` (OpenCV axes) with pixel `intrinsics`, HxWx3 uint8."""
+        """The view from camera-to-world `c2w` (OpenCV axes) with pixel `intrinsics`, HxWx3 uint8; with
+        `avatar` (a world point) a shaded ball of radius AVATAR_RADIUS stands there."""
         # 1. rays through supersampled pixel centres, in world space
         scale = supersample
         cols, rows = np.meshgrid((np.arange(width * scale) + 0.5) / scale, (np.arange(height * scale) + 0.5) / scale)
@@ -175,12 +183,39 @@ class Room:
                 colour[selected] = sample_wrapped(
                     self.textures[index], tangent_u[selected], tangent_v[selected], texture_period
                 )
+        if avatar is not None:
+            distance = _draw_avatar(colour, origin, directions, distance, avatar)
         # 4. a little distance fog gives depth cues and hides aliasing far away
         fog = np.exp(-distance / 12.0)[:, None].astype(np.float32)
         colour = colour * fog + 90.0 * (1 - fog)
         image = colour.reshape(height * scale, width * scale, 3)
         image = image.reshape(height, scale, width, scale, 3).mean(axis=(1, 3))
         return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+AVATAR_RADIUS = 0.2
+AVATAR_COLOUR = np.array([235.0, 235.0, 245.0], dtype=np.float32)
+# light from above and behind the camera's usual heading, so the ball reads as round
+LIGHT = np.array([0.3, -0.8, -0.5]) / np.linalg.norm([0.3, -0.8, -0.5])
+
+
+def _draw_avatar(
+    colour: np.ndarray, origin: np.ndarray, directions: np.ndarray, distance: np.ndarray, centre: np.ndarray
+) -> np.ndarray:
+    """Paint the ball where it is nearer than the room (in place); returns the per-ray hit distance."""
+    offset = origin - centre
+    a = np.einsum("ij,ij->j", directions, directions)
+    b = 2.0 * directions.T @ offset
+    c = offset @ offset - AVATAR_RADIUS**2
+    disc = b * b - 4 * a * c
+    with np.errstate(invalid="ignore"):
+        near = (-b - np.sqrt(disc)) / (2 * a)
+    hit = (disc > 0) & (near > 0) & (near < distance)
+    if hit.any():
+        normals = (origin[:, None] + directions[:, hit] * near[hit] - centre[:, None]) / AVATAR_RADIUS
+        shade = 0.35 + 0.65 * np.clip(LIGHT @ -normals, 0.0, 1.0)
+        colour[hit] = AVATAR_COLOUR[None] * shade[:, None].astype(np.float32)
+    return np.where(hit, near, distance)
 
 
 def sample_wrapped(texture: np.ndarray, u: np.ndarray, v: np.ndarray, period: float = TEXTURE_PERIOD) -> np.ndarray:
@@ -243,14 +278,27 @@ def safe_segments(segments, options: SynthOptions, start: np.ndarray):
             keyboard, mouse = controls_for_segments(
                 [(candidate, latents)], latents + 1, options_for(options, latents + 1)
             )
-            path = integrate_controls(keyboard, mouse, options.move_step, pose)
-            inside = np.all(np.abs(path[:, [0, 2], 3]) < ROOM_HALF - WALL_MARGIN)
+            path = camera_path(keyboard, mouse, options, pose)
+            inside = np.all(np.abs(path[:, [0, 2], 3]) < ROOM_HALF - WALL_MARGIN) and np.all(
+                np.abs(avatar_positions(path, options)[:, [0, 2]]) < ROOM_HALF - WALL_MARGIN
+            )
             pitch = np.degrees(np.arcsin(np.clip(-path[:, 1, 2], -1, 1)))
             if inside and np.all(np.abs(pitch) < MAX_PITCH_DEG):
                 fixed.append((candidate, latents))
                 pose = path[-1]
                 break
     return fixed
+
+
+def camera_path(keyboard: np.ndarray, mouse: np.ndarray, options: SynthOptions, start: np.ndarray) -> np.ndarray:
+    """Camera-to-world per frame for the controls, in the options' view."""
+    return integrate_controls(keyboard, mouse, options.move_step, start, options.view, options.orbit_distance)
+
+
+def avatar_positions(c2w: np.ndarray, options: SynthOptions) -> np.ndarray:
+    """World positions [F, 3] of the third-person avatar (the orbit pivot), or the camera's own (first person)."""
+    ahead = options.orbit_distance if options.view == "third" else 0.0
+    return c2w[:, :3, 3] + c2w[:, :3, 2] * ahead
 
 
 def options_for(options: SynthOptions, num_latents: int) -> SynthOptions:
@@ -279,7 +327,7 @@ def scripted_start(segments, options: SynthOptions, start: np.ndarray) -> np.nda
     centred = start.copy()
     centred[:3, 3] = 0.0
     keyboard, mouse = controls_for_segments(segments, options.num_latents, options)
-    path = integrate_controls(keyboard, mouse, options.move_step, centred)
+    path = camera_path(keyboard, mouse, options, centred)
     offset = -path[:, :3, 3].mean(axis=0)
     # distance from the room's centre: the same for every start heading, so one check covers all clips
     extent = float(np.linalg.norm(path[:, [0, 2], 3] + offset[[0, 2]], axis=1).max())
@@ -315,15 +363,28 @@ def make_clip(seed: int, options: SynthOptions, pattern=None) -> SyntheticClip:
         segments = pattern_segments(pattern, options)
         start[:3, 3] = scripted_start(segments, options, start)
     keyboard, mouse = controls_for_segments(segments, options.num_latents, options)
-    c2w = integrate_controls(keyboard, mouse, options.move_step, start)
+    c2w = camera_path(keyboard, mouse, options, start)
     intrinsics = options.pixel_intrinsics()
+    third = options.view == "third"
+    avatars = avatar_positions(c2w, options)
     frames = np.stack(
         [
-            room.render(pose, intrinsics, options.width, options.height, options.supersample, options.texture_period)
-            for pose in c2w
+            room.render(
+                pose,
+                intrinsics,
+                options.width,
+                options.height,
+                options.supersample,
+                options.texture_period,
+                avatar if third else None,
+            )
+            for pose, avatar in zip(c2w, avatars)
         ]
     )
-    prompt = f"A first-person walk through a synthetic room with {room.colour} patterned walls."
+    if third:
+        prompt = f"A third-person view following a white ball through a synthetic room with {room.colour} walls."
+    else:
+        prompt = f"A first-person walk through a synthetic room with {room.colour} patterned walls."
     return SyntheticClip(frames, keyboard, mouse, c2w, intrinsics, prompt)
 
 
@@ -399,6 +460,8 @@ def write_synthetic_dataset(
             "pitch_sign": 1,
             "degrees_per_unit": 1.0,
             "translation_step": options.move_step,
+            "view": options.view,
+            "orbit_distance": options.orbit_distance,
         },
         "clips": entries,
     }

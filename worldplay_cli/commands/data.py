@@ -126,6 +126,12 @@ def synth(
     texture_period: Annotated[
         float, typer.Option(help="World units per texture repeat (larger: smoother frames).", min=0.1)
     ] = 2.0,
+    view: Annotated[
+        str,
+        typer.Option(
+            help="first: the camera is the walker; third: it follows an avatar ball (mouse orbits it; tps labels)."
+        ),
+    ] = "first",
     as_json: JsonOption = False,
 ) -> None:
     from worldplay_cli.commands.train import run_training_process
@@ -141,10 +147,13 @@ def synth(
             f"--latents {latents} is more than the limit of {max_latents}",
             "set limits.max_latents to allow longer clips",
         )
+    if view not in ("first", "third"):
+        raise BadInput(f"unknown --view {view!r}", "use first or third")
     _check_output_dir(out)
     arguments = ["synth", str(out), "--clips", str(clips), "--validation", str(validation), "--width", str(width)]
     arguments += ["--height", str(height), "--latents", str(latents), "--fps", str(fps), "--seed", str(seed)]
     arguments += ["--move-step", str(move_step), "--turn-deg", str(turn_deg), "--texture-period", str(texture_period)]
+    arguments += ["--view", view]
     summary = run_training_process(arguments)
     emit(
         summary,

@@ -30,8 +30,8 @@ traj_app = typer.Typer(
 )
 
 FORMAT_HELP = (
-    "official | nerfstudio | csv | json | matrices[:opencv|opengl[:c2w|w2c]] "
-    "(default: from the file; .csv is csv, otherwise official JSON)"
+    "official | nerfstudio | csv | json | matrices[:opencv|opengl[:c2w|w2c]] | keys[:matrixgame2|zelda[:first|third]] "
+    "(default: from the file; .csv is csv, .npy a MatrixGame2 key log, otherwise official JSON)"
 )
 
 
@@ -256,13 +256,32 @@ def convert(
     to_fmt: Optional[str] = typer.Option(None, "--to", help="Output format. " + FORMAT_HELP),
     rebase: bool = typer.Option(False, "--rebase", help="Re-express the path relative to its first camera."),
     scale: Optional[float] = typer.Option(None, "--scale", help="Multiply camera positions (scene scale)."),
+    view: Optional[str] = typer.Option(
+        None,
+        "--view",
+        help="Key logs (--from/--to keys): first (the camera is the player) or third (it follows an avatar; "
+        "the official tps labels).",
+        show_default=False,
+    ),
+    layout: Optional[str] = typer.Option(
+        None,
+        "--layout",
+        help="Key logs: matrixgame2 (W S A D) or zelda (W S A D turn_left turn_right).",
+        show_default=False,
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
     as_json: JsonOption = False,
 ) -> None:
     from trajectories.formats import parse_format
 
-    if to_fmt is not None:
-        parse_format(to_fmt)
+    if view is not None or layout is not None:
+        keyed = [spec for spec in (from_fmt, to_fmt) if spec is not None and spec.split(":")[0].lower() == "keys"]
+        if not keyed:
+            raise BadInput("--view and --layout describe key logs", "use them with --from keys or --to keys")
+        from_fmt, to_fmt = (_keys_spec(spec, layout, view) for spec in (from_fmt, to_fmt))
+    for spec in (from_fmt, to_fmt):
+        if spec is not None:
+            parse_format(spec)
     trajectory = _load(source, from_fmt)
     if rebase:
         trajectory = trajectory.rebased()
@@ -272,6 +291,14 @@ def convert(
     _save(trajectory, output, to_fmt)
     data = {"path": str(output), "format": to_fmt or "auto", "num_latents": trajectory.num_latents}
     emit(data, as_json, lambda console: console.print(f"wrote {output} ({trajectory.num_latents} latents)"))
+
+
+def _keys_spec(spec: Optional[str], layout: Optional[str], view: Optional[str]) -> Optional[str]:
+    """`keys:LAYOUT:VIEW` from `--from/--to keys[...]` with `--layout`/`--view` filled in; other specs unchanged."""
+    if spec is None or spec.split(":")[0].lower() != "keys":
+        return spec
+    parts = spec.split(":")[1:] + ["", ""]
+    return ":".join(["keys", layout or parts[0], view or parts[1]]).rstrip(":")
 
 
 @traj_app.command("presets", help="List the built-in trajectories (usable by name anywhere a trajectory is asked for).")
