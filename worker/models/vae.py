@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worker.models.vae_layers import ChannelRMSNorm, ConvCache, with_history
 from worldplay_cli.contract import layout
 
 CONFIG_NAME = layout.CONFIG_NAME
@@ -72,10 +73,6 @@ class VAEConfig:
         return data
 
 
-# A cache maps each causal conv to the trailing input frames of the previous step.
-ConvCache = dict[nn.Module, torch.Tensor]
-
-
 def space_to_channels(x: torch.Tensor, rt: int, rh: int, rw: int) -> torch.Tensor:
     """[B, C, T*rt, H*rh, W*rw] -> [B, rt*rh*rw*C, T, H, W] with channel order (rt, rh, rw, C)."""
     batch, channels, frames, height, width = x.shape
@@ -93,18 +90,6 @@ def channels_to_space(x: torch.Tensor, rt: int, rh: int, rw: int) -> torch.Tenso
     return x.reshape(batch, out_channels, frames * rt, height * rh, width * rw)
 
 
-class ChannelRMSNorm(nn.Module):
-    """RMS norm over channels (dim 1) as `normalize(x) * sqrt(C) * gamma`; official name `gamma`."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.scale = channels**0.5
-        self.gamma = nn.Parameter(torch.ones(channels, 1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=1) * self.scale * self.gamma
-
-
 class CausalConv3d(nn.Module):
     """Conv3d padded causally in time and by replication everywhere (the official pad mode).
 
@@ -119,13 +104,10 @@ class CausalConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: ConvCache | None = None) -> torch.Tensor:
         # 1. prepend the cached frames of the previous step
-        previous = cache.get(self) if cache is not None else None
-        stream = x if previous is None else torch.cat([previous, x], dim=2)
-        if cache is not None:
-            cache[self] = stream[:, :, -CACHED_FRAMES:].clone()
+        stream, history = with_history(x, cache, self, CACHED_FRAMES)
         # 2. replicate-pad whatever history is still missing (only at the start of the video)
         spatial = self.kernel_size // 2
-        missing = self.kernel_size - 1 - (stream.shape[2] - x.shape[2])
+        missing = self.kernel_size - 1 - history
         stream = F.pad(stream, (spatial, spatial, spatial, spatial, missing, 0), mode="replicate")
         return self.conv(stream)
 
