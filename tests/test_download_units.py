@@ -13,11 +13,19 @@ from worldplay_cli.download.sizes import format_size, parse_size
 
 
 def test_every_released_variant_has_base_pieces_and_its_action_checkpoint():
+    from worldplay_cli.contract import variants
+
+    base = {
+        "hunyuan": {"hunyuanvideo-480p-i2v", "qwen2.5-vl", "byt5-small", "glyph-sdxl-v2", "siglip"},
+        "wan": {"wan2.2-ti2v-5b", "wan-transformer-config"},
+    }
     for variant in catalog.VARIANTS.values():
         if variant.name in ("sr", "ar-rl-distilled"):
             continue
-        assert set(variant.pieces) >= {"hunyuanvideo-480p-i2v", "qwen2.5-vl", "byt5-small", "glyph-sdxl-v2", "siglip"}
-        assert variant.action_checkpoint.endswith("/diffusion_pytorch_model.safetensors")
+        family = variants.get(variant.name).family_name
+        assert set(variant.pieces) == base[family] | {f"action-{variant.name}"}
+        assert variant.action_checkpoint.endswith("/diffusion_pytorch_model.safetensors") or family == "wan"
+    assert catalog.VARIANTS["wan-distilled"].action_checkpoint == "wan_distilled_model/model.pt"
     assert not catalog.VARIANTS["ar-rl-distilled"].released
 
 
@@ -39,7 +47,7 @@ def test_every_piece_has_a_catalog_size_that_says_where_it_comes_from():
     # An offline plan shows these; a piece without one would be planned as "? B".
     assert set(catalog.KNOWN_SIZES) == set(catalog.PIECES)
     for name, known in catalog.KNOWN_SIZES.items():
-        assert known.size > 10**8 and known.basis, name
+        assert (known.size > 10**8 or name == "wan-transformer-config") and known.basis, name
     assert format_size(catalog.KNOWN_SIZES["action-ar"].size, approximate=True) == "~17.1 GB"
 
 
@@ -49,7 +57,7 @@ def test_mistyped_names_get_the_closest_valid_one():
     with pytest.raises(BadInput) as caught:
         catalog.find_variant("xyz")
     assert caught.value.message == "unknown variant 'xyz'" and caught.value.hint == (
-        "variants: bi, ar, ar-rl, ar-distilled, sr"
+        "variants: bi, ar, ar-rl, ar-distilled, wan-distilled, wan-ar, sr"
     )
 
 

@@ -12,7 +12,7 @@ from trajectories.errors import TrajectoryError
 
 # The released models' chunk sizes: the one table of them (`worldplay_cli.contract.variants` reads it). A variant
 # registered there adds its own through `register_model`, so validation in that process knows it too.
-CHUNK = {"ar": 4, "ar-rl": 4, "ar-distilled": 4, "bi": 16}
+CHUNK = {"ar": 4, "ar-rl": 4, "ar-distilled": 4, "bi": 16, "wan-distilled": 4, "wan-ar": 4}
 MODELS = tuple(CHUNK)  # the released ones
 _REGISTERED: set[str] = set()
 

@@ -12,9 +12,10 @@ every 720p latent of the video. While it runs, the 480p transformer's blocks (ne
 in host memory unless the profile is `resident`, and under the streamed profiles the SR transformer's
 blocks are streamed too.
 
-Peak estimates are for the released 480p model in bf16 and are calibrated to the official README
-figures (AR distilled, 125 frames: 72 GB at sp=1, 34 GB at sp=4, 28 GB at sp=8, offloading on); a
-smaller model scales them by its parameter count. They decide `auto` and the doctor's recommendation;
+Peak estimates are for the released models in bf16, from each family's figures in its record
+(`contract.variants.Family.memory`): the HunyuanVideo ones are calibrated to the official README figures
+(AR distilled, 125 frames: 72 GB at sp=1, 34 GB at sp=4, 28 GB at sp=8, offloading on), the WAN ones are
+computed estimates; a smaller model (a tiny one) scales them by its parameter count against its family's. They decide `auto` and the doctor's recommendation;
 measured peaks per stage go into the manifest. An OOM is retried once, in fresh processes, one profile
 further down the ladder.
 
@@ -36,19 +37,12 @@ PROFILES = ("auto", "resident", "offload", "group-offload", "low-vram")
 LADDER = ("resident", "offload", "group-offload", "low-vram")
 ProfileName = Literal["auto", "resident", "offload", "group-offload", "low-vram"]
 
-# --- estimates, bytes per GPU (released 480p model) ---------------------------------------------------
-RELEASED_TRANSFORMER_PARAMS = 8_557_933_856
-TRANSFORMER_BYTES = RELEASED_TRANSFORMER_PARAMS * 2  # bf16
-STREAMED_TRANSFORMER_BYTES = int(1.1 * GB)  # embedders, final layer and two blocks in flight
-ENCODER_BYTES = int(18.6 * GB)  # Qwen2.5-VL-7B fp16 (~16.6 GB), byT5 + glyph fp32, SigLIP fp16
-VAE_BYTES = 1 * GB
-VAE_DECODE_BYTES = 4 * GB  # working set of one full-frame decode step at 480p
-VAE_TILED_DECODE_BYTES = int(1.5 * GB)
-# Denoising working set on top of the weights, fitted to the README figures: the context K/V of the
-# 20-latent memory is 27.6 GB per guidance branch and splits over sp; activations are 4.7 + 22.3/sp GB.
-CONTEXT_KV_BYTES = int(27.6 * GB)
-ACTIVATION_FIXED_BYTES = int(4.7 * GB)
-ACTIVATION_SPLIT_BYTES = int(22.3 * GB)
+# --- estimates, bytes per GPU (released models) -------------------------------------------------------
+# Each family's figures are its record's `memory` (contract.variants); the HunyuanVideo ones are named here
+# too. Its denoising working set on top of the weights is fitted to the README figures: the context K/V of
+# the 20-latent memory is 27.6 GB per guidance branch and splits over sp; activations are 4.7 + 22.3/sp GB.
+_HUNYUAN = variants.FAMILIES["hunyuan"].memory
+RELEASED_TRANSFORMER_PARAMS = _HUNYUAN.transformer_params
 # The SR stage (estimates, not calibrated against a run): the SR transformer (the 480p one without the
 # action parameters, with 98 input channels and the meanflow embedder) in bf16, the working set of one
 # bidirectional pass over 32 latents of 45 x 80 tokens (activations of a block, flash attention), the
@@ -56,7 +50,7 @@ ACTIVATION_SPLIT_BYTES = int(22.3 * GB)
 RELEASED_SR_TRANSFORMER_PARAMS = 8_331_398_432  # counted on the meta device from the SR config
 SR_TRANSFORMER_BYTES = RELEASED_SR_TRANSFORMER_PARAMS * 2
 SR_ACTIVATION_BYTES = int(6.5 * GB)
-SR_DECODE_BYTES = VAE_TILED_DECODE_BYTES
+SR_DECODE_BYTES = _HUNYUAN.vae_tiled_decode_bytes
 # Leave room for the allocator's fragmentation and the CUDA context.
 USABLE_FRACTION = 0.92
 
@@ -94,24 +88,28 @@ def estimate_stages(profile: str, variant: str, sp: int, scale: float = 1.0, sr:
     """Estimated peak bytes per GPU of each stage (encode, denoise, decode, and with `sr` the SR stage and
     its decode) under `profile`."""
     policy = POLICIES[profile]
-    transformer = STREAMED_TRANSFORMER_BYTES if policy.transformer_streamed else TRANSFORMER_BYTES
-    decode = VAE_TILED_DECODE_BYTES if policy.vae_tiled else VAE_DECODE_BYTES
+    memory = variants.get(variant).family.memory
+    transformer = memory.streamed_transformer_bytes if policy.transformer_streamed else memory.transformer_bytes
+    decode = memory.vae_tiled_decode_bytes if policy.vae_tiled else memory.vae_decode_bytes
     working = (
-        guidance_branches(variant) * CONTEXT_KV_BYTES // sp + ACTIVATION_FIXED_BYTES + ACTIVATION_SPLIT_BYTES // sp
+        guidance_branches(variant) * memory.context_kv_bytes // sp
+        + memory.activation_fixed_bytes
+        + memory.activation_split_bytes // sp
     )
     # the encoders leave the GPU after the encode stage unless resident
-    encoders_later = ENCODER_BYTES if policy.encoders_resident else 0
+    encoders_later = memory.encoder_bytes if policy.encoders_resident else 0
+    vae = memory.vae_bytes
     stages = {
-        "encode": ENCODER_BYTES + VAE_BYTES + transformer,
-        "denoise": transformer + working + VAE_BYTES + encoders_later,
-        "decode": transformer + VAE_BYTES + decode + encoders_later,
+        "encode": memory.encoder_bytes + vae + transformer,
+        "denoise": transformer + working + vae + encoders_later,
+        "decode": transformer + vae + decode + encoders_later,
     }
     if sr:
         # the SR pass is not split over ranks; the 480p transformer stays only when resident
-        sr_transformer = STREAMED_TRANSFORMER_BYTES if policy.transformer_streamed else SR_TRANSFORMER_BYTES
+        sr_transformer = memory.streamed_transformer_bytes if policy.transformer_streamed else SR_TRANSFORMER_BYTES
         beside = transformer + encoders_later if profile == "resident" else 0
-        stages["super-resolution"] = sr_transformer + SR_ACTIVATION_BYTES + VAE_BYTES + beside
-        stages["sr_decode"] = sr_transformer + VAE_BYTES + SR_DECODE_BYTES + beside
+        stages["super-resolution"] = sr_transformer + SR_ACTIVATION_BYTES + vae + beside
+        stages["sr_decode"] = sr_transformer + vae + SR_DECODE_BYTES + beside
     return {stage: int(value * scale) for stage, value in stages.items()}
 
 

@@ -5,7 +5,13 @@ A record holds every fact about a variant that code elsewhere needs: the release
 guidance; classifier-free guidance branches follow from the guidance), whether the official script
 runs it `--few_step`, the folder of its action checkpoint in the model directory (and the file name
 its Hub repository uses, when that differs), its download piece, where it stands in the order in
-which `worldplay doctor` recommends variants, and whether the 720p super-resolution stage can follow it.
+which `worldplay doctor` recommends variants, whether the 720p super-resolution stage can follow it, and
+its model family.
+
+A model family (`Family`, one record each in `FAMILIES`) holds what its variants share: whether a reference
+image is required (the WAN family also generates text-to-video), the frame-size rule, the official script,
+and the memory figures the memory profiles estimate with. The family also picks the worker's pipeline and the
+model directory's sub-layout (`contract.layout`), each in one place.
 
 Read by the CLI (settings, specs, submit, download catalog, doctor, dev) and by the worker (pipeline,
 engines, checkpoint loading, memory profiles, doctor). Adding a variant is adding one `Variant` to
@@ -29,6 +35,97 @@ from typing import Literal
 from trajectories import latents
 
 ModelType = Literal["bi", "ar"]
+FamilyName = Literal["hunyuan", "wan"]
+GB = 10**9
+
+
+@dataclass(frozen=True)
+class MemoryTraits:
+    """What a family's memory-profile estimates are made of: bytes per GPU of the released model (bf16)."""
+
+    transformer_params: int  # counted on the meta device from the released config
+    streamed_transformer_bytes: int  # embedders, final layer and two blocks in flight (group offloading)
+    encoder_bytes: int  # the condition encoders, used once per job
+    vae_bytes: int
+    vae_decode_bytes: int  # working set of one full-frame decode step
+    vae_tiled_decode_bytes: int
+    context_kv_bytes: int  # the context K/V of a full chunk's attention per guidance branch (splits over sp)
+    activation_fixed_bytes: int
+    activation_split_bytes: int  # activations that split over sp
+
+    @property
+    def transformer_bytes(self) -> int:
+        return self.transformer_params * 2  # bf16
+
+
+@dataclass(frozen=True)
+class Family:
+    """What every variant of one model family shares."""
+
+    name: FamilyName
+    title: str  # the base model
+    image_required: bool  # False: without a reference image the family generates text-to-video
+    size_multiple: int  # frame sides are multiples of this (VAE compression x patch size)
+    default_size: tuple[int, int] | None  # (width, height) when none is given; None: the image's 480p bucket
+    official_script: str  # what the official engine runs in a checkout
+    memory: MemoryTraits
+    fixed_size: tuple[int, int] | None = None  # (width, height): the only size the family generates
+
+    def check_size(self, width: int, height: int) -> str | None:
+        """None if frames of `width` x `height` can be generated, else the problem (one line)."""
+        if self.fixed_size is not None and (width, height) != self.fixed_size:
+            return f"{self.title} generates {self.fixed_size[0]}x{self.fixed_size[1]} only, not {width}x{height}"
+        if width % self.size_multiple or height % self.size_multiple:
+            return f"{self.title} needs frame sides that are multiples of {self.size_multiple}, got {width}x{height}"
+        return None
+
+
+FAMILIES: dict[str, Family] = {
+    "hunyuan": Family(
+        name="hunyuan",
+        title="HunyuanVideo-1.5 (8.3B)",
+        image_required=True,
+        size_multiple=16,
+        default_size=None,
+        official_script="hyvideo/generate.py",
+        # calibrated to the official README figures (AR distilled, 125 frames: 72 GB at sp=1, 34 GB at sp=4,
+        # 28 GB at sp=8, offloading on): see worker/runtime/memory_profiles.py
+        memory=MemoryTraits(
+            transformer_params=8_557_933_856,
+            streamed_transformer_bytes=int(1.1 * GB),
+            encoder_bytes=int(18.6 * GB),  # Qwen2.5-VL-7B fp16 (~16.6 GB), byT5 + glyph fp32, SigLIP fp16
+            vae_bytes=1 * GB,
+            vae_decode_bytes=4 * GB,
+            vae_tiled_decode_bytes=int(1.5 * GB),
+            context_kv_bytes=int(27.6 * GB),
+            activation_fixed_bytes=int(4.7 * GB),
+            activation_split_bytes=int(22.3 * GB),
+        ),
+    ),
+    "wan": Family(
+        name="wan",
+        title="Wan2.2-TI2V-5B",
+        image_required=False,
+        size_multiple=32,  # the Wan2.2 VAE compresses 16x, the transformer's patches are 2x2 latents
+        default_size=(1280, 704),  # the official pipeline's only size
+        official_script="wan/generate.py",
+        # estimates, not calibrated against a run: 5,293,225,152 parameters in bf16 (10.6 GB); the UMT5-XXL
+        # encoder ~5.7B parameters in bf16 (~11.4 GB); the Wan2.2 VAE in bf16; the context K/V at 1280x704
+        # (880 tokens per latent) of 16 context + 4 chunk latents: 30 blocks x (rope | camera) x (K, V) x
+        # 17,600 tokens x 3072 x 2 bytes = 13.0 GB
+        memory=MemoryTraits(
+            transformer_params=5_293_225_152,
+            streamed_transformer_bytes=int(0.8 * GB),
+            encoder_bytes=int(11.4 * GB),
+            vae_bytes=int(1.4 * GB),
+            vae_decode_bytes=int(4 * GB),
+            vae_tiled_decode_bytes=int(1.5 * GB),
+            context_kv_bytes=int(13.0 * GB),
+            activation_fixed_bytes=int(2 * GB),
+            activation_split_bytes=int(6 * GB),
+        ),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -45,6 +142,12 @@ class Variant:
     hub_weights_name: str | None = None  # the checkpoint's file name on the Hub when it is not the official one
     preference: int = 100  # doctor recommends the ready variant with the lowest value
     super_resolution: bool = True  # its 480p latents can feed the 720p SR stage (`contract.sr`)
+    family_name: FamilyName = "hunyuan"
+    checkpoint_name: str | None = None  # the checkpoint's file in `action_dir` when not the diffusers default
+
+    @property
+    def family(self) -> Family:
+        return FAMILIES[self.family_name]
 
     @property
     def cfg_branches(self) -> int:
@@ -103,6 +206,35 @@ BUILTIN: tuple[Variant, ...] = (
         few_step=True,
         hub_weights_name="model.safetensors",
         preference=1,
+    ),
+    Variant(
+        name="wan-distilled",
+        title="HY-WorldPlay WAN-5B distilled (wan_distilled_model)",
+        model_type="ar",
+        chunk_latents=latents.CHUNK["wan-distilled"],
+        steps=4,
+        guidance=1.0,
+        action_dir="wan_distilled_model",
+        piece_title="HY-WorldPlay WAN-5B distilled action model (4 steps, model.pt)",
+        few_step=True,
+        checkpoint_name="model.pt",
+        preference=5,
+        super_resolution=False,
+        family_name="wan",
+    ),
+    Variant(
+        name="wan-ar",
+        title="HY-WorldPlay WAN-5B autoregressive (wan_transformer)",
+        model_type="ar",
+        chunk_latents=latents.CHUNK["wan-ar"],
+        steps=50,
+        guidance=1.0,
+        action_dir="wan_transformer",
+        piece_title="HY-WorldPlay WAN-5B autoregressive action model (wan_transformer)",
+        checkpoint_name="diffusion_pytorch_model.safetensors",
+        preference=6,
+        super_resolution=False,
+        family_name="wan",
     ),
 )
 DEFAULT = "ar-distilled"  # the settings' default_variant (the fastest)

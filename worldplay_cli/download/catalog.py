@@ -2,7 +2,8 @@
 
 Paths in the official layout are relative to the model directory (the HunyuanVideo-1.5 root). The
 action checkpoints live inside it too, each as `<folder>/diffusion_pytorch_model.safetensors`, so one
-directory holds everything a variant needs. Live sizes come from the Hub at plan time (or from the
+directory holds everything a variant needs. The WAN family's pieces (the Wan2.2-TI2V-5B diffusers base and
+the WorldPlay WAN folders) land in the same root under their own names (`contract.layout`). Live sizes come from the Hub at plan time (or from the
 manifest / cache when offline); `KNOWN_SIZES` is only the fallback that lets a plan be made with neither.
 """
 
@@ -139,6 +140,20 @@ _SHARED_PIECES: tuple[Piece, ...] = (
         target=layout.SIGLIP_DIR,
         gated=True,
     ),
+    Piece(
+        name=layout.WAN_BASE_PIECE,
+        title="Wan2.2-TI2V-5B VAE, UMT5-XXL text encoder, tokenizer and scheduler (diffusers)",
+        repo="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        # the base transformer is never loaded: every WAN checkpoint is a full state dict
+        allow_patterns=("model_index.json", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*"),
+        target=layout.WAN_BASE_DIR,
+    ),
+    Piece(
+        name=layout.WAN_CONFIG_PIECE,
+        title="HY-WorldPlay WAN-5B transformer config",
+        repo=_WP_REPO,
+        allow_patterns=(f"{layout.WAN_TRANSFORMER_DIR}/{layout.CONFIG_NAME}",),
+    ),
 )
 
 
@@ -147,11 +162,14 @@ def _action_piece(record: variants.Variant) -> Piece:
     renames = {}
     if record.hub_weights_name:  # the official loader reads the official name
         renames = {f"{record.action_dir}/{record.hub_weights_name}": layout.action_checkpoint(record.name)}
+    # a record naming its checkpoint file takes that file (and its shards) only, e.g. not the WAN config
+    # beside the wan-ar weights, which is a piece of its own
+    stem = record.checkpoint_name.split(".")[0] + "*" if record.checkpoint_name else "*"
     return Piece(
         name=record.piece,
         title=record.piece_title,
         repo=_WP_REPO,
-        allow_patterns=(f"{record.action_dir}/*",),
+        allow_patterns=(f"{record.action_dir}/{stem}",),
         renames=renames,
     )
 
@@ -196,16 +214,28 @@ _SHARED_SIZES: dict[str, KnownSize] = {
         basis="approximate: a ByT5-small encoder checkpoint in fp32 plus two small JSON files",
     ),
     "siglip": KnownSize(size=860_000_000, basis="approximate: SigLIP so400m, 428 M parameters in bf16"),
+    layout.WAN_BASE_PIECE: KnownSize(
+        size=13_000_000_000,
+        basis="approximate: the UMT5-XXL encoder (~5.7 B parameters) in bf16 (~11.4 GB) plus the Wan2.2 VAE",
+    ),
+    layout.WAN_CONFIG_PIECE: KnownSize(size=2_000, basis="approximate: one small JSON file"),
 }
 # every action checkpoint: a full state dict of the released architecture
 _ACTION_SIZE = KnownSize(
     size=17_100_000_000, basis="approximate: 8,557,933,856 parameters (base plus action layers) in bf16"
 )
-KNOWN_SIZES: Mapping[str, KnownSize] = _Live(
-    lambda: {**_SHARED_SIZES, **{record.piece: _ACTION_SIZE for record in variants.all_variants()}}
+# a WAN checkpoint: 5,293,225,152 parameters (the fact sheet's count), bf16 for the safetensors of wan-ar;
+# the distilled model.pt is a training checkpoint whose dtype is not known here: bf16 assumed
+_WAN_ACTION_SIZE = KnownSize(
+    size=10_600_000_000, basis="approximate: 5,293,225,152 parameters (Wan2.2-TI2V-5B plus action layers) in bf16"
 )
-
-_BASE = layout.shared_piece_names()  # what every variant needs besides its action checkpoint
+_FAMILY_ACTION_SIZES = {"hunyuan": _ACTION_SIZE, "wan": _WAN_ACTION_SIZE}
+KNOWN_SIZES: Mapping[str, KnownSize] = _Live(
+    lambda: {
+        **_SHARED_SIZES,
+        **{record.piece: _FAMILY_ACTION_SIZES[record.family_name] for record in variants.all_variants()},
+    }
+)
 
 # Download-only entries beside the variants of contract.variants: the SR add-on (`_sr_addon`, which names
 # the variants whose records say the SR stage can follow them) and an announced variant.
@@ -235,7 +265,7 @@ def _variants() -> dict[str, Variant]:
         Variant(
             name=record.name,
             title=record.title,
-            pieces=(*_BASE, record.piece),
+            pieces=(*layout.shared_piece_names(record.name), record.piece),
             action_checkpoint=layout.action_checkpoint(record.name),
         )
         for record in variants.all_variants()
