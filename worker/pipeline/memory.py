@@ -9,6 +9,10 @@ For a chunk starting at latent c (official `select_aligned_memory_frames`):
 Chunks longer than 4 latents (the bidirectional model's 16) take the union over their 4-latent starts,
 minus the chunk itself.
 
+The WAN-5B family (official `select_mem_frames_wan`) runs the same rule with a budget of 16 and no pinned
+first latents (`select_wan_context_latents`): every earlier latent while c ≤ 16, then the 12 most recent
+plus the best clip h ∈ {0, 4, …}, by the same overlap test.
+
 Differences from the official code, on purpose: the point cloud comes from a seeded generator (the
 official one draws from the unseeded global RNG, so two runs can pick different clips on near-ties) and can
 be injected; history cameras are tested in batches, only against the points the query camera sees, and
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 
 MEMORY_FRAMES = 20
+WAN_MEMORY_FRAMES = 16
 TEMPORAL_CONTEXT = 12
 QUERY_FRAMES = 4
 FIRST_FRAMES = (0, 1, 2, 3)
@@ -79,14 +84,29 @@ def select_context_latents(
     return sorted(index for index in selected if index not in chunk)
 
 
+def select_wan_context_latents(
+    w2c: np.ndarray | torch.Tensor,
+    chunk_start: int,
+    points: np.ndarray | torch.Tensor | None = None,
+    seed: int = DEFAULT_SEED,
+) -> list[int]:
+    """Sorted latent indices that condition the WAN-5B chunk [chunk_start, chunk_start + 4) (≤ 16 of them);
+    arguments as `select_context_latents`."""
+    points = sample_points_in_sphere(seed=seed) if points is None else torch.as_tensor(points)
+    points = points.detach().cpu().to(torch.float64)
+    return select_memory_frames(as_float64(w2c), chunk_start, points, WAN_MEMORY_FRAMES, first_frames=())
+
+
 def select_memory_frames(
     w2c: torch.Tensor,
     current: int,
     points: torch.Tensor,
     memory_frames: int = MEMORY_FRAMES,
     temporal_context: int = TEMPORAL_CONTEXT,
+    first_frames: tuple[int, ...] = FIRST_FRAMES,
 ) -> list[int]:
-    """The official selection for one 4-latent start `current` (w2c float64 [N, 4, 4], points float64)."""
+    """The official selection for one 4-latent start `current` (w2c float64 [N, 4, 4], points float64);
+    `first_frames` are always kept (the HunyuanVideo family's first clip; none for WAN-5B)."""
     if current <= memory_frames:
         return list(range(current))
     total = w2c.shape[0]
@@ -94,7 +114,7 @@ def select_memory_frames(
         raise ValueError(f"chunk start {current} is beyond the trajectory's {total} latents")
     recent = list(range(max(0, current - temporal_context), current))
     queries = range(current, min(current + QUERY_FRAMES, total))
-    candidates = range(CLIP_LENGTH, current - temporal_context, CLIP_LENGTH)
+    candidates = [start for start in range(0, current - temporal_context, CLIP_LENGTH) if start not in first_frames]
     # 1. distance of each candidate clip: mean over query frames of the non-overlap with frames h and h+2
     history = [frame for start in candidates for frame in (start, start + 2)]
     overlaps = [fov_overlaps(w2c[query], w2c[history], points) for query in queries] if history else []
@@ -106,7 +126,7 @@ def select_memory_frames(
             total_distance += (first + second) / 2.0
         distances.append((start, total_distance / len(queries)))
     # 2. fill the memory budget with the closest clips; the sort is stable, so ties go to the earlier clip
-    memory = list(FIRST_FRAMES)
+    memory = list(first_frames)
     budget = memory_frames - temporal_context
     for start, _ in sorted(distances, key=lambda item: item[1]):
         if len(memory) >= budget:
