@@ -10,6 +10,10 @@ The layout is the one the official download script builds (and `worldplay downlo
     <root>/vae, <root>/scheduler, <root>/text_encoder/{llm,byt5-small,Glyph-SDXL-v2}, <root>/vision_encoder/siglip
     <root>/transformer/720p_sr_distilled, <root>/upsampler/720p_sr_distilled      optional SR stage
 
+A variant of the WAN family needs its own pieces instead (`contract.layout.WAN_SHARED_PIECES`: the
+Wan2.2-TI2V-5B diffusers base and `wan_transformer/config.json`) and its checkpoint (`wan_transformer/` or
+`wan_distilled_model/model.pt`); `layout.shared_pieces(variant)` says which.
+
 Nothing here reads a tensor, so a missing piece is reported before any loading starts, all missing
 pieces at once, with the `worldplay download` command that fetches them.
 """
@@ -33,7 +37,7 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-SHARED_PIECES = layout.SHARED_PIECES  # (what, files that must exist, the download piece providing them)
+SHARED_PIECES = layout.SHARED_PIECES  # (what, files, download piece) of the HunyuanVideo family
 SR_FILES = layout.SR_FILES
 
 
@@ -60,7 +64,7 @@ class ModelPaths:
 
     root: Path
     variant: str
-    transformer_dir: Path  # holds config.json
+    transformer_dir: Path  # holds config.json (the WAN family: wan_transformer/)
     action_checkpoint: Path  # a .safetensors file or a shard index
     vae_dir: Path
     scheduler_dir: Path
@@ -97,7 +101,7 @@ def missing_pieces(root: Path, variant: str) -> list[MissingPiece]:
     root = Path(root)
     missing = [
         MissingPiece(what, path, piece)
-        for what, paths, piece in SHARED_PIECES
+        for what, paths, piece in layout.shared_pieces(variant)
         for path in paths
         if not (root / path).is_file()
     ]
@@ -150,6 +154,9 @@ def resolve_model_dir(root: str | Path, variant: str, checkpoint: str | Path | N
             missing,
         )
     action = checkpoint if checkpoint is not None else find_action_checkpoint(root, variant)
+    if variants.get(variant).family_name == "wan":
+        wan = layout.WanLayout(root)
+        return ModelPaths(root, variant, wan.transformer_dir, action, wan.vae_dir, wan.scheduler_dir, None, None)
     has_sr = all((root / path).is_file() for path in SR_FILES)
     where = ModelLayout(root)
     return ModelPaths(
