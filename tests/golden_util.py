@@ -17,6 +17,8 @@ VAE = ("tiny_vae_param_order.txt", 3, 0.1)
 # the super-resolution set (tools/make_sr_golden.py)
 SR_TRANSFORMER = ("tiny_sr_transformer_param_order.txt", 11, 0.05)
 SR_UPSAMPLER = ("tiny_sr_upsampler_param_order.txt", 12, 0.1)
+# the WAN VAE set (tools/make_wan_vae_golden.py)
+WAN_VAE = ("wan_vae_param_order.txt", 21, 0.1)
 
 
 def read_param_order(name: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -29,8 +31,8 @@ def read_param_order(name: str) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def regenerate_state_dict(which: tuple[str, int, float]) -> dict:
-    """Return the official tiny state dict (official key names) for `TRANSFORMER`, `VAE`, `SR_TRANSFORMER`
-    or `SR_UPSAMPLER`."""
+    """Return the official tiny state dict (official key names) for `TRANSFORMER`, `VAE`, `SR_TRANSFORMER`,
+    `SR_UPSAMPLER` or `WAN_VAE`."""
     import torch
 
     order_file, seed, scale = which
