@@ -170,11 +170,71 @@ class ModelSection(_Strict):
     attention_backend: Literal["auto", "flash", "sdpa"] = "auto"
 
 
+class MixedDataset(_Strict):
+    """One dataset of a mix: a prepared dataset directory, its share of the samples (weights are relative)
+    and whether it is streamed (its shards read one at a time, in a seeded order, never its index.json)."""
+
+    path: str
+    weight: float = Field(default=1.0, gt=0)
+    streaming: bool = False
+
+
+class CurriculumStage(_Strict):
+    """From `step` on, samples hold `window_latents` latents (a length curriculum)."""
+
+    step: int = Field(ge=0)
+    window_latents: int = Field(ge=1)
+
+
+def parse_curriculum(text: str) -> list[CurriculumStage]:
+    """`"0:8,500:16"`: STEP:WINDOW_LATENTS items."""
+    stages = []
+    for item in (part.strip() for part in text.split(",")):
+        step, separator, window = item.partition(":")
+        if not separator or not step.strip().isdigit() or not window.strip().isdigit():
+            raise ValueError(f"curriculum item {item!r} is not STEP:WINDOW_LATENTS")
+        stages.append(CurriculumStage(step=int(step), window_latents=int(window)))
+    return stages
+
+
+MAX_MIXED_DATASETS = 16
+
+
 class DataSection(_Strict):
+    # The dataset validation reads (and the negative prompt); also the training data unless `mix` is given.
     path: str
     # Text CFG dropout: this share of samples trains on the negative (empty) prompt.
     cfg_dropout: float = Field(default=0.1, ge=0, le=1)
     batch_size: int = Field(default=1, ge=1)
+    # Train on `path` streamed from its shards (datasets too large to index in memory).
+    streaming: bool = False
+    # Train on these datasets instead, each drawn with its weight's share (deterministic by the run seed).
+    mix: list[MixedDataset] = Field(default_factory=list, max_length=MAX_MIXED_DATASETS)
+    # Window length over steps (ar and bi methods): "0:8,500:16" or [{step, window_latents}]; the method's
+    # window_latents is the longest a sample may hold.
+    curriculum: list[CurriculumStage] | None = None
+
+    @field_validator("curriculum", mode="before")
+    @classmethod
+    def _compact_curriculum(cls, value: Any) -> Any:
+        return parse_curriculum(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DataSection:
+        stages = self.curriculum or []
+        if stages and stages[0].step != 0:
+            raise ValueError("the curriculum's first stage must start at step 0")
+        if any(later.step <= earlier.step for earlier, later in zip(stages, stages[1:])):
+            raise ValueError("curriculum steps must increase")
+        return self
+
+    def curriculum_window(self, step: int, longest: int) -> int:
+        """The window of samples drawn at `step` (`longest` without a curriculum)."""
+        window = longest
+        for stage in self.curriculum or []:
+            if stage.step <= step:
+                window = stage.window_latents
+        return window
 
 
 class TimestepSampling(_Strict):
@@ -565,6 +625,11 @@ class ValidationSection(_Strict):
 class LoggingSection(_Strict):
     every_steps: int = Field(default=10, ge=1)
     tensorboard: Literal["auto", "on", "off"] = "auto"
+    # Weights & Biases beside TensorBoard: off by default; `wandb` is imported (and the network used, per
+    # its WANDB_MODE) only when on
+    wandb: bool = False
+    wandb_project: str = "worldplay"
+    wandb_run_name: str | None = None
 
 
 class TrainConfig(_Strict):
@@ -587,6 +652,23 @@ class TrainConfig(_Strict):
     checkpoint: CheckpointSection
     validation: ValidationSection | None = None
     logging: LoggingSection = Field(default_factory=LoggingSection)
+
+    @model_validator(mode="after")
+    def _data_fits_the_method(self) -> TrainConfig:
+        data, method = self.data, self.method
+        streamed = data.streaming or any(entry.streaming for entry in data.mix)
+        if (streamed or data.curriculum) and not isinstance(method, (ARMethod, BiMethod)):
+            raise ValueError("data.streaming and data.curriculum serve the ar and bi methods")
+        for stage in data.curriculum or []:
+            if stage.window_latents > method.window_latents:
+                raise ValueError(
+                    f"curriculum window {stage.window_latents} exceeds method.window_latents {method.window_latents}"
+                )
+            try:
+                type(method).model_validate({**method.model_dump(), "window_latents": stage.window_latents})
+            except ValidationError as error:
+                raise ValueError(f"curriculum window {stage.window_latents}: {first_error(error)}") from None
+        return self
 
     @model_validator(mode="after")
     def _teacher_agreement_needs_a_teacher(self) -> TrainConfig:
@@ -755,7 +837,12 @@ def resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
         update={
             "method": method,
             "model": model,
-            "data": config.data.model_copy(update={"path": absolute(config.data.path)}),
+            "data": config.data.model_copy(
+                update={
+                    "path": absolute(config.data.path),
+                    "mix": [entry.model_copy(update={"path": absolute(entry.path)}) for entry in config.data.mix],
+                }
+            ),
             "checkpoint": config.checkpoint.model_copy(update={"output_dir": absolute(config.checkpoint.output_dir)}),
         }
     )
