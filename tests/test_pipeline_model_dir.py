@@ -23,6 +23,10 @@ from worker.pipeline.model_dir import (
     resolve_model_dir,
 )
 from worker.pipeline.tiny_model import MARKER
+from worldplay_cli.contract import layout
+from worldplay_cli.contract.variants import all_variants
+
+HUNYUAN = [record.name for record in all_variants() if record.family_name == "hunyuan"]  # the default tiny model
 
 
 def fake_layout(root: Path, variants=tuple(ACTION_DIRS), distilled_name: str = WEIGHTS_NAME) -> Path:
@@ -41,7 +45,7 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "worldplay_cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
-@pytest.mark.parametrize("variant", list(ACTION_DIRS))
+@pytest.mark.parametrize("variant", HUNYUAN)
 def test_a_complete_layout_resolves_for_every_variant(tmp_path, variant):
     paths = resolve_model_dir(fake_layout(tmp_path), variant)
     assert paths.action_checkpoint == tmp_path / ACTION_DIRS[variant] / WEIGHTS_NAME
@@ -99,9 +103,9 @@ def test_pieces_and_paths_agree_with_the_download_catalog():
     from worldplay_cli.download.catalog import PIECES, VARIANTS
 
     assert {piece for _, _, piece in SHARED_PIECES} <= set(PIECES)
-    for variant, directory in ACTION_DIRS.items():
+    for variant in ACTION_DIRS:
         assert f"action-{variant}" in PIECES
-        assert VARIANTS[variant].action_checkpoint == f"{directory}/{WEIGHTS_NAME}"
+        assert VARIANTS[variant].action_checkpoint == layout.action_checkpoint(variant)
 
 
 # --- the tiny model through the CLI, and broken real directories -----------------------------------------
@@ -123,7 +127,7 @@ def test_dev_tiny_model_writes_a_loadable_layout_with_the_hub_name(tiny_dir):
     assert (tiny_dir / MARKER).is_file()
     distilled = tiny_dir / ACTION_DIRS["ar-distilled"]
     assert sorted(path.name for path in distilled.iterdir()) == [HUB_DISTILLED_NAME]
-    for variant in ACTION_DIRS:
+    for variant in HUNYUAN:
         resolve_model_dir(tiny_dir, variant)
     pipeline = WorldPlayPipeline.from_model_dir(tiny_dir, "ar-distilled", device="cpu")
     assert pipeline.paths.action_checkpoint == distilled / HUB_DISTILLED_NAME
