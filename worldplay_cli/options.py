@@ -72,6 +72,25 @@ QueueNameOption = Annotated[
     ),
 ]
 
+# The AR rollout's attention sink + local window (`generate`, `play`; the JobSpec/PlaySpec fields of these names,
+# checked by `contract.specs.attention_window_problem`): bounded memory at any length.
+SinkLatentsOption = Annotated[
+    Optional[int],
+    typer.Option(
+        help="AR variants, native engine: latents every chunk keeps attending to, never evicted (whole chunks; "
+        "with --local-window-latents).",
+        show_default=False,
+    ),
+]
+LocalWindowLatentsOption = Annotated[
+    Optional[int],
+    typer.Option(
+        help="The window each chunk attends to, sink included, in latents (whole chunks, above --sink-latents); "
+        "replaces the reconstituted memory.",
+        show_default=False,
+    ),
+]
+
 # Prompt rewriting before submission; the spec records the policy ("best-effort" or "required").
 RewriteOption = Annotated[
     bool, typer.Option("--rewrite", help="Rewrite the prompt first (best effort: on failure, warn and keep it).")

@@ -80,6 +80,17 @@ class RenderRequest:
     timeout_s: int | None = None
     model_dir: Path | None = None
     memory_profile: str | None = None
+    sink_latents: int | None = None
+    local_window_latents: int | None = None
+
+    def check_attention_window(self, engine: str, variant: str) -> dict[str, int | None]:
+        """The spec fields of the attention window, or a one-line error with a hint."""
+        from worldplay_cli.contract.specs import attention_window_problem
+
+        problem = attention_window_problem(engine, variant, self.sink_latents, self.local_window_latents)
+        if problem is not None:
+            raise BadInput(*problem)
+        return {"sink_latents": self.sink_latents, "local_window_latents": self.local_window_latents}
 
 
 @dataclass
@@ -203,6 +214,7 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
     width, height = _size(request, image_width, image_height)
     if request.sr or request.keep_pre_sr:
         _check_super_resolution(request, settings, engine, variant, trajectory.num_latents, width, height)
+    window = request.check_attention_window(engine, variant)
     defaults = VARIANT_DEFAULTS[variant]
     try:
         spec = JobSpec(
@@ -238,6 +250,7 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
             model_dir=str(request.model_dir) if request.model_dir else None,
             memory_profile=request.memory_profile,
             official_repo=str(request.official_repo) if request.official_repo else None,
+            **window,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -463,6 +476,7 @@ def prepare_play(request: PlayRequest, settings: Settings) -> tuple[PlaySpec, by
     image_path = image_path_for(request.image)
     image_png, image_width, image_height = _load_image(image_path)
     width, height = _size(request, image_width, image_height)
+    window = request.check_attention_window(engine, variant)
     defaults = VARIANT_DEFAULTS[variant]
     optional = {
         name: getattr(request, name)
@@ -489,6 +503,7 @@ def prepare_play(request: PlayRequest, settings: Settings) -> tuple[PlaySpec, by
             timeout_s=request.timeout_s if request.timeout_s is not None else settings.job_timeout_s,
             model_dir=str(request.model_dir) if request.model_dir else None,
             memory_profile=request.memory_profile,
+            **window,
             **optional,
         )
     except ValidationError as exc:

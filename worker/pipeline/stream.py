@@ -8,7 +8,9 @@ variant's steps and guidance branches, then the streaming VAE decoder (its causa
 chunk to chunk) turns just this chunk into frames.
 
 What it keeps between chunks: the denoised latents and per-latent cameras/actions (the memory can pick
-any of them: that is the only state that grows, by one chunk of latents per step), the image condition,
+any of them: that is the only state that grows, by one chunk of latents per step; with an attention
+window, `GenerationOptions.attention_window`, each chunk's context is its sink and local window instead,
+and a chunk no later window can reach is dropped, so nothing grows), the image condition,
 the decoder's cache (fixed size) and the seeded noise generator. Each prompt's encoder states and text
 K/V come from the pipeline's bounded conditioning cache (`WorldPlayPipeline.conditioning`, the one the
 generations of a resident worker use): a prompt change encodes the new prompt once, going back to a
@@ -74,6 +76,12 @@ class ARStream:
         self.steps, self.guidance_scale = pipeline.recipe(options)
         self.scheduler = pipeline.scheduler(self.steps)
         self.chunk_latents = pipeline.chunk_latents
+        self.window = options.attention_window
+        if self.window is not None:
+            try:
+                self.window.check_chunks(self.chunk_latents)
+            except ValueError as error:
+                raise GenerationError(str(error), "choose whole chunks of the variant") from None
         self.points = sample_points_in_sphere(seed=options.memory_seed)
         self.decoder = StreamingDecoder(pipeline.vae, options.tiling)
         self._generator = torch.Generator().manual_seed(options.seed)
@@ -81,14 +89,20 @@ class ARStream:
             self._image_cond = pipeline.image_condition(self.image, self.width, self.height)
         channels, spatial = pipeline.transformer.config.in_channels, pipeline.vae.config.ffactor_spatial
         self.chunk_shape = (1, channels, self.chunk_latents, self.height // spatial, self.width // spatial)
-        # per chunk, in order: denoised latents, model cameras and actions; per latent: w2c for the memory
-        self._latents: list[torch.Tensor] = []
-        self._cameras: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # per kept chunk (by index): denoised latents, model cameras and actions; per latent: w2c for the memory
+        self._latents: dict[int, torch.Tensor] = {}
+        self._cameras: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._w2c = torch.zeros(0, 4, 4, dtype=torch.float64)
+        self._num_chunks = 0
 
     @property
     def num_chunks(self) -> int:
-        return len(self._latents)
+        return self._num_chunks
+
+    @property
+    def kept_chunks(self) -> list[int]:
+        """The chunks whose latents the stream still holds (all of them without an attention window)."""
+        return list(self._latents)
 
     @property
     def num_latents(self) -> int:
@@ -137,8 +151,11 @@ class ARStream:
         w2c = torch.from_numpy(np.linalg.inv(c2w))
         viewmats, model_intrinsics = pipeline.model_cameras(w2c, intrinsics, self.options.round_cameras)
         cameras = (viewmats, model_intrinsics, torch.tensor(actions)[None].to(device))
-        self._w2c = torch.cat([self._w2c, w2c])
-        context = select_context_latents(self._w2c, start, self.chunk_latents, self.points)
+        if self.window is None:
+            self._w2c = torch.cat([self._w2c, w2c])
+            context = select_context_latents(self._w2c, start, self.chunk_latents, self.points)
+        else:
+            context = self.window.context_latents(start, self.chunk_latents)
         # 2. the shared AR chunk body, against this prompt's text K/V
         current = working_latents(noise.to(device), self.options.round_latents)
         result = ChunkResult(index, start, end, context, current)
@@ -154,12 +171,23 @@ class ARStream:
             self.options.round_latents,
             on_step,
         )
-        self._latents.append(result.latents)
-        self._cameras.append(cameras)
+        self._latents[index] = result.latents
+        self._cameras[index] = cameras
+        self._num_chunks += 1
+        self._evict()
         # 3. just this chunk through the streaming decoder
         started = time.perf_counter()
         frames = pipeline.decode_streaming(self.decoder, result.latents, self.options.truncate_pixels)
         return StreamChunk(result, frames, encode_s, time.perf_counter() - started)
+
+    def _evict(self) -> None:
+        """Drop the chunks the next chunk's window leaves out: windows only move forward, so none needs them."""
+        if self.window is None:
+            return
+        keep = set(self.window.context_latents(self.num_latents, self.chunk_latents))
+        for index in list(self._latents):
+            if index * self.chunk_latents not in keep:
+                del self._latents[index], self._cameras[index]
 
     def prepare_prompt(self, prompt: str) -> float:
         """Make `prompt`'s conditioning ready (encoded unless cached); returns the seconds spent encoding."""
@@ -191,11 +219,13 @@ class ARStream:
         """Denoised latents `indices` with their conditions, gathered from the per-chunk history."""
         count = self.chunk_latents
 
-        def gather(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
+        def gather(parts: dict[int, torch.Tensor], dim: int) -> torch.Tensor:
             pieces = [parts[index // count].narrow(dim, index % count, 1) for index in indices]
             return torch.cat(pieces, dim=dim)
 
-        viewmats, intrinsics, actions = ([camera[part] for camera in self._cameras] for part in range(3))
+        viewmats, intrinsics, actions = (
+            {chunk: camera[part] for chunk, camera in self._cameras.items()} for part in range(3)
+        )
         return ARFrames(
             gather(self._latents, 2),
             self._cond(indices),

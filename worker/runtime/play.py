@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from worker.job import refuse
-from worker.runtime.render import engine_facts, generation_options
+from worker.runtime.render import engine_facts, generation_options, window_facts
 
 if TYPE_CHECKING:
     from worker.pipeline.pipeline import WorldPlayPipeline
@@ -56,8 +56,8 @@ def serve_session(
     from worker.pipeline.pipeline import GenerationError
     from worker.pipeline.stream import ARStream
 
-    facts = engine_facts(pipeline)
     options = generation_options(spec, placement.tiling)
+    facts = {**engine_facts(pipeline), **window_facts(options)}
     work_dir = Path(message["work_dir"])
     try:
         with Image.open(message["image_path"]) as image:

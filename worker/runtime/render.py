@@ -105,7 +105,17 @@ def render(
             f"chunk {chunk.index + 1}/{len(result.chunks)}: latents {chunk.latents[0]}-{chunk.latents[1] - 1}, "
             f"{len(chunk.context)} context latents, denoise {chunk.denoise_s:.2f} s, decode {chunk.decode_s:.2f} s"
         )
-    return {**facts, **result.info()}
+    return {**facts, **result.info(), **window_facts(options)}
+
+
+def window_facts(options) -> dict:
+    """The manifest's record of the attention window a job or session ran with (nothing without one)."""
+    window = options.attention_window
+    if window is None:
+        return {}
+    return {
+        "attention_window": {"sink_latents": window.sink_latents, "local_window_latents": window.local_window_latents}
+    }
 
 
 def device_name(device) -> str:
@@ -121,8 +131,11 @@ def device_name(device) -> str:
 
 def generation_options(spec: JobSpec | PlaySpec, tiling: SpatialTiling | None, **extra):
     """The pipeline's `GenerationOptions` for a job's or a session's spec (the same names on both)."""
+    from worker.models.transformer import AttentionWindow
     from worker.pipeline.pipeline import GenerationOptions
 
+    if spec.sink_latents is not None:
+        extra["attention_window"] = AttentionWindow(spec.sink_latents, spec.local_window_latents)
     return GenerationOptions(
         seed=spec.seed,
         steps=spec.steps,

@@ -13,12 +13,14 @@ from worldplay_cli.contract import variants
 from worldplay_cli.options import (
     ConfigOption,
     JsonOption,
+    LocalWindowLatentsOption,
     OutputRootOption,
     QueueNameOption,
     QueueOption,
     RedisUrlOption,
     RewriteOption,
     RewriteRequiredOption,
+    SinkLatentsOption,
     queued,
     rewrite_policy,
 )
@@ -111,6 +113,8 @@ def generate(
             show_default=False,
         ),
     ] = None,
+    sink_latents: SinkLatentsOption = None,
+    local_window_latents: LocalWindowLatentsOption = None,
     queue: QueueOption = False,
     queue_name: QueueNameOption = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --queue: follow the job until it ends.")] = False,
@@ -172,6 +176,8 @@ def generate(
         model_dir=model_dir,
         memory_profile=memory_profile,
         official_repo=official_repo,
+        sink_latents=sink_latents,
+        local_window_latents=local_window_latents,
     )
     if prompts is not None:
         _prompts_batch(

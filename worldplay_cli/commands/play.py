@@ -10,10 +10,12 @@ import typer
 from worldplay_cli.options import (
     ConfigOption,
     JsonOption,
+    LocalWindowLatentsOption,
     OutputRootOption,
     QueueNameOption,
     QueueOption,
     RedisUrlOption,
+    SinkLatentsOption,
 )
 
 HELP = (
@@ -66,6 +68,8 @@ def play(
         Optional[Path],
         typer.Option(help="Model directory on the worker host (native engine).", show_default=False),
     ] = None,
+    sink_latents: SinkLatentsOption = None,
+    local_window_latents: LocalWindowLatentsOption = None,
     queue: QueueOption = False,
     queue_name: QueueNameOption = None,
     as_json: JsonOption = False,
@@ -89,7 +93,8 @@ def play(
         from worldplay_cli.tui.player.launch import start_session
 
         request = PlayRequest(prompt=prompt, image=image, engine=engine, variant=variant, seed=seed,
-                              model_dir=model_dir, ahead_chunks=ahead_chunks)  # fmt: skip
+                              model_dir=model_dir, ahead_chunks=ahead_chunks, sink_latents=sink_latents,
+                              local_window_latents=local_window_latents)  # fmt: skip
         session = start_session(runtime, request, (queue_name or PLAY_QUEUE) if queued(queue, queue_name) else None)
         app = PlayerApp(session.client, graphics=mode, queue=session.queue)
         try:

@@ -31,7 +31,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from worldplay_cli.contract import variants
 from worldplay_cli.contract.settings import MemoryProfile, Variant
-from worldplay_cli.contract.specs import SCHEMA_VERSION, TASK_PLAY, ImageRef, Manifest, known_engine, multiple_of_16
+from worldplay_cli.contract.specs import (
+    SCHEMA_VERSION,
+    TASK_PLAY,
+    ImageRef,
+    Manifest,
+    attention_window_problem,
+    known_engine,
+    multiple_of_16,
+)
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -116,6 +124,9 @@ class PlaySpec(_Model):
     timeout_s: int = Field(gt=0)
     model_dir: str | None = None
     memory_profile: MemoryProfile | None = None
+    # the attention sink + local window of `JobSpec`: with it a session's memory stays bounded at any length
+    sink_latents: int | None = Field(default=None, ge=0)
+    local_window_latents: int | None = Field(default=None, ge=1)
 
     _engine = field_validator("engine")(known_engine)
     _size = field_validator("width", "height")(multiple_of_16)
@@ -127,6 +138,9 @@ class PlaySpec(_Model):
             raise ValueError(f"variant {self.variant} is bidirectional; live play needs an autoregressive one: {ar}")
         if self.engine != "preview" and not self.prompt.strip():
             raise ValueError(f"engine {self.engine} needs a prompt")
+        problem = attention_window_problem(self.engine, self.variant, self.sink_latents, self.local_window_latents)
+        if problem is not None:
+            raise ValueError(problem[0])
         return self
 
     @property

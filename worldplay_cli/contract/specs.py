@@ -156,6 +156,44 @@ def multiple_of_16(value: int) -> int:
     return value
 
 
+ENGINES_WITH_ATTENTION_WINDOW = ("native",)  # the engines whose AR rollout keeps an attention sink + local window
+
+
+def attention_window_problem(engine: str, variant: str, sink_latents: int | None, local_window_latents: int | None):
+    """Why a job's or a session's attention sink + local window cannot be served (message, hint), or None.
+    Both or neither; native engine, autoregressive variant, whole chunks, sink < window (the window spans
+    the sink; docs/training.md §9)."""
+    if sink_latents is None and local_window_latents is None:
+        return None
+    flags = "--sink-latents and --local-window-latents"
+    chunk = variants.get(variant).chunk_latents
+    example = f"e.g. --sink-latents {chunk} --local-window-latents {3 * chunk}"
+    if sink_latents is None or local_window_latents is None:
+        return (
+            f"set both sink_latents and local_window_latents, or neither (got {sink_latents}, {local_window_latents})",
+            example,
+        )
+    if engine not in ENGINES_WITH_ATTENTION_WINDOW:
+        return f"engine {engine} keeps no attention window", f"use --engine native, or drop {flags}"
+    if variants.get(variant).model_type != "ar":
+        return (
+            f"variant {variant} is bidirectional; the attention window is for the autoregressive ones",
+            f"drop {flags}",
+        )
+    if (
+        sink_latents < 0
+        or sink_latents % chunk
+        or local_window_latents % chunk
+        or not sink_latents < local_window_latents
+    ):
+        return (
+            f"sink_latents {sink_latents} and local_window_latents {local_window_latents} must be whole "
+            f"{chunk}-latent chunks of variant {variant}, the sink smaller than the window (which spans it)",
+            example,
+        )
+    return None
+
+
 class ImageRef(_Model):
     file: str = "input.png"  # inside the job directory
     source: str  # where the user's image came from (for the manifest; the worker never reads it)
@@ -212,6 +250,10 @@ class JobSpec(_Model):
     model_dir: str | None = None
     memory_profile: MemoryProfile | None = None
     official_repo: str | None = None
+    # AR variants on the native engine: each chunk's context is its attention sink and local window (in
+    # latents) instead of the reconstituted memory: bounded memory at any length (docs/training.md §9)
+    sink_latents: int | None = Field(default=None, ge=0)
+    local_window_latents: int | None = Field(default=None, ge=1)
 
     _engine = field_validator("engine")(known_engine)
     _size = field_validator("width", "height")(multiple_of_16)
@@ -239,6 +281,9 @@ class JobSpec(_Model):
             problem = sr.unsupported(self.variant, self.trajectory.num_latents, self.width, self.height)
             if problem is not None:
                 raise ValueError(problem[0])
+        problem = attention_window_problem(self.engine, self.variant, self.sink_latents, self.local_window_latents)
+        if problem is not None:
+            raise ValueError(problem[0])
         return self
 
     @property
