@@ -3,6 +3,7 @@ one at its interface (arguments, progress bars on stderr, the video rank 0 write
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from worker.models.checkpoint import ACTION_CHECKPOINT_DIRS, WEIGHTS_NAME
@@ -71,4 +72,59 @@ def fake_model_dir(root: Path) -> Path:
     for path in paths:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(b"")
+    return root
+
+
+# The WAN stub (`wan/generate.py`): records argv and rank, checks what the real script loads (the base's
+# index and folders, the two checkpoints; the pose a JSON file), prints a 4-step bar per chunk and, on
+# rank 0, writes `<pose>_<prompt>.mp4` of 4 * (latents - 1) + 1 frames at 1280x704 and 16 fps, as the
+# official script. It imports `wan` from the checkout, as the real one needs PYTHONPATH to hold it.
+WAN_STUB = r"""
+import argparse, json, os, sys, time
+import wan
+parser = argparse.ArgumentParser()
+for name in ("input", "negative_prompt", "pose", "num_chunk", "num_frames", "num_inference_steps", "model_id",
+             "ar_model_path", "ckpt_path", "out", "image_path"):
+    parser.add_argument("--" + name)
+args = parser.parse_args()
+rank = int(os.environ["RANK"])
+with open(os.path.join(os.environ["STUB_RECORD_DIR"], f"wan-argv-rank{rank}.json"), "w") as handle:
+    index = json.load(open(os.path.join(args.model_id, "model_index.json")))
+    json.dump({"argv": sys.argv[1:], "world_size": os.environ["WORLD_SIZE"], "index": index,
+               "folders": sorted(os.listdir(args.model_id))}, handle)
+assert args.pose.endswith(".json") and os.path.isfile(args.ckpt_path)
+assert os.path.isfile(os.path.join(args.ar_model_path, "diffusion_pytorch_model.safetensors"))
+latents = 4 * int(args.num_chunk)
+for _ in range(int(args.num_chunk)):
+    for step in range(5):
+        sys.stderr.write(f"\r{25 * step:3d}%|####      | {step}/4 [00:00<00:00, 9.00it/s]")
+        sys.stderr.flush()
+        time.sleep(0.05)
+    sys.stderr.write("\n")
+if rank == 0:
+    import imageio_ffmpeg, numpy as np
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "pose_" + args.input.replace(" ", "_") + ".mp4")
+    writer = imageio_ffmpeg.write_frames(path, (1280, 704), fps=16)
+    writer.send(None)
+    for index in range(4 * (latents - 1) + 1):
+        writer.send(np.full((704, 1280, 3), 10 * index % 255, np.uint8).tobytes())
+    writer.close()
+    print("Video saved to", path, flush=True)
+"""
+
+
+def fake_wan_model_dir(root: Path) -> Path:
+    """Empty files where a WAN model directory has them (both checkpoints), the base's index listing the
+    transformer our download leaves out."""
+    from worldplay_cli.contract import layout
+
+    paths = [path for _, files, _ in layout.WAN_SHARED_PIECES for path in files]
+    paths += [layout.action_checkpoint("wan-ar"), layout.action_checkpoint("wan-distilled")]
+    for path in paths:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(b"")
+    index = {"_class_name": "WanPipeline", "transformer": ["diffusers", "WanTransformer3DModel"],
+             "vae": ["diffusers", "AutoencoderKLWan"]}  # fmt: skip
+    (root / layout.WAN_MODEL_INDEX).write_text(json.dumps(index))
     return root

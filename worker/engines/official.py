@@ -11,6 +11,16 @@ the official CLI's traps (reference §1, §13.14):
 - `--video_length` = the spec's frame count, `--height/--width` explicit, `--rewrite false` (prompt
   rewriting happened before the job was enqueued, if at all).
 
+A WAN variant runs the checkout's `wan/generate.py` instead (`contract.variants.Family.official_script`;
+`WAN_ARGUMENTS` maps the spec): `--input` the prompt, `--image_path` the image (none: text-to-video),
+`--pose` the trajectory JSON, `--num_chunk` its chunks, `--ar_model_path wan_transformer`, `--ckpt_path
+wan_distilled_model/model.pt`, `--model_id` the Wan2.2 base, `--out` the output directory, with
+`PYTHONPATH` holding the checkout and its `wan/`. That script always loads both WAN checkpoints and runs the
+few-step recipe at 1280x704, so only `wan-distilled` at that size is accepted; its one mp4 (named after pose
+and prompt) becomes `video.mp4`. It loads the base pipeline's index, which lists a `transformer/` our
+download leaves out (every WAN checkpoint is a full state dict): the script is given a view of the base in
+the attempt's directory whose index names no transformer.
+
 torchrun writes each rank's output to its own files; rank 0's stderr carries the tqdm bar of every chunk's
 denoising loop, which becomes step/chunk progress in the job meta. Rank 0's other output goes to the job
 log. The checkout is the worker's `official_repo` setting (`WORLDPLAY_OFFICIAL_REPO`), or the job's
@@ -20,6 +30,7 @@ in docs/queue-and-workers.md.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -30,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.job import EngineResult, JobFailed, JobInputs, allowed_path, refuse
-from worldplay_cli.contract import sr, variants
+from worldplay_cli.contract import layout, sr, variants
 
 if TYPE_CHECKING:
     from worker.progress import Reporter
@@ -38,7 +49,7 @@ if TYPE_CHECKING:
     from worldplay_cli.contract.specs import JobSpec
 
 PYTHON_ENV = "HY_WORLDPLAY_PYTHON"  # the interpreter of the checkout's environment (default: ours)
-SCRIPT = "hyvideo/generate.py"
+SCRIPT = variants.FAMILIES["hunyuan"].official_script
 # Official flags per memory profile; `auto` keeps the official default (offloading on).
 PROFILE_FLAGS = {
     "auto": ["--offloading", "true"],
@@ -89,7 +100,70 @@ def official_arguments(
     return arguments + PROFILE_FLAGS[profile]
 
 
-def torchrun_command(python: str, nproc: int, master_port: int, log_dir: Path, arguments: list[str]) -> list[str]:
+def wan_arguments(
+    spec: JobSpec, model_id: Path, paths, image: Path | None, pose_json: Path, output_dir: Path
+) -> list[str]:
+    """The `wan/generate.py` arguments for `spec` (`paths`: the variant's `ModelPaths`)."""
+    arguments = [
+        "--input", spec.prompt,
+        "--negative_prompt", spec.negative_prompt,
+        "--pose", str(pose_json),
+        "--num_chunk", str(spec.trajectory.num_latents // variants.get(spec.variant).chunk_latents),
+        "--num_frames", str(spec.frames),
+        "--num_inference_steps", str(spec.steps),
+        "--model_id", str(model_id),
+        "--ar_model_path", str(paths.transformer_dir),
+        "--ckpt_path", str(paths.action_checkpoint),
+        "--out", str(output_dir),
+    ]  # fmt: skip
+    return arguments + (["--image_path", str(image)] if image is not None else [])
+
+
+def wan_refusal(spec: JobSpec, paths) -> tuple[str, str] | None:
+    """(problem, hint) when `wan/generate.py` cannot run `spec`, else None."""
+    record = variants.get(spec.variant)
+    size = record.family.default_size
+    if not record.few_step:
+        return (
+            f"the official WAN script runs the distilled model only, not {spec.variant}",
+            "use --variant wan-distilled, or --engine native",
+        )
+    if (spec.width, spec.height) != size:
+        return (
+            f"the official WAN script generates {size[0]}x{size[1]} only, not {spec.width}x{spec.height}",
+            f"use --width {size[0]} --height {size[1]}, or --engine native",
+        )
+    if "@" in spec.prompt:
+        return ("the official WAN script reads 'prompt@image': a prompt cannot contain '@'", "rephrase the prompt")
+    weights = paths.transformer_dir / layout.WEIGHTS_NAME
+    if not weights.is_file():
+        return (
+            f"the official WAN script loads {weights} before the distilled weights, and it is missing",
+            f"run `worldplay download wan-ar --model-dir {paths.root}` on the worker host",
+        )
+    return None
+
+
+def wan_model_id(paths, run_dir: Path) -> Path:
+    """The Wan2.2 base as the script's `--model_id`: the base folder when it has its transformer, else a view
+    of it in `run_dir` (links to its folders, an index naming no transformer)."""
+    base = layout.WanLayout(paths.root).base_dir
+    if (base / "transformer").is_dir():
+        return base
+    view = run_dir / "model_id"
+    view.mkdir()
+    index = json.loads((base / "model_index.json").read_text())
+    index.update({name: [None, None] for name in ("transformer", "transformer_2") if name in index})
+    (view / "model_index.json").write_text(json.dumps(index, indent=2))
+    for entry in base.iterdir():
+        if entry.is_dir():
+            (view / entry.name).symlink_to(entry.resolve())
+    return view
+
+
+def torchrun_command(
+    python: str, nproc: int, master_port: int, log_dir: Path, arguments: list[str], script: str = SCRIPT
+) -> list[str]:
     """torchrun (as `python -m torch.distributed.run`) with per-rank log files, rank 0 echoed to the console."""
     return [
         python, "-m", "torch.distributed.run",
@@ -101,7 +175,7 @@ def torchrun_command(python: str, nproc: int, master_port: int, log_dir: Path, a
         "--redirects", "3",
         "--tee", "3",
         "--local-ranks-filter", "0",
-        SCRIPT, *arguments,
+        script, *arguments,
     ]  # fmt: skip
 
 
@@ -185,14 +259,16 @@ class OfficialEngine:
         from worldplay_cli.contract.specs import PRE_SR_VIDEO_FILE, VIDEO_FILE, Failure
 
         settings = reporter.settings
+        family = variants.get(spec.variant).family
+        script = family.official_script
         if spec.sr:
             reporter.plan({"load": 0.15, "generate": 0.45, "super-resolution": 0.35, "collect": 0.05})
         else:
             reporter.plan({"load": 0.15, "generate": 0.8, "collect": 0.05})
         reporter.stage("load")
         repo = official_repo_for(spec, settings)
-        if repo is None or not (repo / SCRIPT).is_file():
-            where = f"{repo} has no {SCRIPT}" if repo else "no HY-WorldPlay checkout is configured"
+        if repo is None or not (repo / script).is_file():
+            where = f"{repo} has no {script}" if repo else "no HY-WorldPlay checkout is configured"
             refuse(
                 f"official engine: {where}",
                 "clone Tencent-Hunyuan/HY-WorldPlay on the worker host and set official_repo there",
@@ -214,18 +290,27 @@ class OfficialEngine:
         pose_json.write_bytes(inputs.trajectory_path.read_bytes())
         output_dir, log_dir = run_dir / "output", run_dir / "logs"
         profile = requested_profile(spec, settings)
-        arguments = official_arguments(
-            spec, model_dir, paths.action_checkpoint, inputs.image_path, pose_json, output_dir, profile
-        )
+        import_paths = [str(repo)]
+        if family.name == "wan":
+            refusal = wan_refusal(spec, paths)
+            if refusal is not None:
+                refuse(*refusal, kind="bad_input")
+            image = inputs.image_path if spec.image is not None else None
+            arguments = wan_arguments(spec, wan_model_id(paths, run_dir), paths, image, pose_json, output_dir)
+            import_paths.append(str(repo / "wan"))  # the official WAN instructions put both on PYTHONPATH
+        else:
+            arguments = official_arguments(
+                spec, model_dir, paths.action_checkpoint, inputs.image_path, pose_json, output_dir, profile
+            )
         python = os.environ.get(PYTHON_ENV) or sys.executable
         nproc = max(1, spec.gpus)
-        command = torchrun_command(python, nproc, free_port(), log_dir, arguments)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+        command = torchrun_command(python, nproc, free_port(), log_dir, arguments, script)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [*import_paths, os.environ.get("PYTHONPATH")]))}
         env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         # whole lines, promptly: torchrun echoes rank 0's stdout and stderr into one console file
         env["PYTHONUNBUFFERED"] = "1"
         reporter.log(
-            f"official: {python} -m torch.distributed.run --nproc_per_node {nproc} {SCRIPT} in {repo} (profile {profile})"
+            f"official: {python} -m torch.distributed.run --nproc_per_node {nproc} {script} in {repo} (profile {profile})"
         )
 
         # 2. run it, turning rank 0's output into progress and log lines
@@ -279,8 +364,13 @@ class OfficialEngine:
         if process.returncode != 0:
             raise JobFailed(_failure(process.returncode, tail_lines, log_dir, spec, profile))
         reporter.stage("collect")
-        # the official names -> ours: with --sr, gen_sr.mp4 is the video and gen.mp4 the kept 480p one
+        # the official names -> ours: with --sr, gen_sr.mp4 is the video and gen.mp4 the kept 480p one; the
+        # WAN script names its one video after the pose and the prompt
         outputs = {"gen_sr.mp4": VIDEO_FILE, "gen.mp4": PRE_SR_VIDEO_FILE} if spec.sr else {"gen.mp4": VIDEO_FILE}
+        if family.name == "wan":
+            outputs = {produced.name: VIDEO_FILE for produced in sorted(output_dir.glob("*.mp4"))[:1]} or {
+                "*.mp4": VIDEO_FILE
+            }
         for official_name, ours in outputs.items():
             produced = output_dir / official_name
             if produced.is_file():

@@ -278,7 +278,7 @@ class WorldPlayPipeline:
         device = torch.device(device) if device is not None else default_device()
         cuda = device.type == "cuda"
         transformer_dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
-        with _component("transformer", paths):
+        with component("transformer", paths):
             transformer = load_transformer(
                 paths.transformer_dir,
                 paths.action_checkpoint,
@@ -286,13 +286,13 @@ class WorldPlayPipeline:
                 device=device,
                 attention_backend=attention_backend,
             )
-        with _component("VAE", paths):
+        with component("VAE", paths):
             vae = load_vae(paths.vae_dir, device=device, dtype=torch.float32)
-        with _component("text/vision encoders", paths):
+        with component("text/vision encoders", paths):
             encoders = ConditionEncoders.from_model_dir(
                 paths.root, encoders_device or device, torch.float16 if cuda else torch.float32
             )
-        with _component("scheduler", paths):
+        with component("scheduler", paths):
             scheduler = FlowMatchScheduler.from_model_dir(paths.root, 1)
         return cls(variant, transformer, vae, encoders, scheduler.num_train_timesteps, paths)
 
@@ -330,7 +330,7 @@ class WorldPlayPipeline:
     def super_resolution_stage(self) -> SuperResolution:
         """The SR transformer and upsampler, loaded beside the 480p model on first use."""
         if self.super_resolution is None:
-            with _component("super-resolution weights", self.paths):
+            with component("super-resolution weights", self.paths):
                 self.super_resolution = SuperResolution.load(
                     self.paths.sr_transformer_dir,
                     self.paths.sr_upsampler_dir,
@@ -391,8 +391,7 @@ class WorldPlayPipeline:
 
         # 3. cameras and actions per latent
         w2c = torch.tensor(trajectory.viewmats(), dtype=torch.float64)
-        viewmats, intrinsics = self.model_cameras(w2c, trajectory.normalized_K(), options.round_cameras)
-        actions = torch.tensor(trajectory.actions, dtype=torch.int64)[None].to(device)
+        viewmats, intrinsics, actions = trajectory_cameras(trajectory, device, options.round_cameras)
 
         # 4. noise for the whole video, from a CPU generator so a seed means the same video everywhere
         shape = (1, channels, num_latents, latent_h, latent_w)
@@ -480,13 +479,17 @@ class WorldPlayPipeline:
     def model_cameras(
         self, w2c: torch.Tensor, normalized_k: np.ndarray, round_cameras: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's `viewmats` [1, N, 4, 4] and intrinsics [1, N, 3, 3] (float32; bf16-rounded like the
-        official pipeline unless `round_cameras` is off) from w2c float64 and normalised K."""
-        viewmats = w2c.float()[None].to(self.device)
-        intrinsics = torch.tensor(normalized_k, dtype=torch.float32)[None].to(self.device)
-        if round_cameras:
-            viewmats, intrinsics = (matrix.to(torch.bfloat16).float() for matrix in (viewmats, intrinsics))
-        return viewmats, intrinsics
+        """The model's `viewmats` [1, N, 4, 4] and intrinsics [1, N, 3, 3] from w2c float64 and normalised K
+        (`model_cameras` on this pipeline's device)."""
+        return model_cameras(w2c, normalized_k, self.device, round_cameras)
+
+    def offloadable_encoders(self) -> list[torch.nn.Module]:
+        """The models a memory profile may keep in host memory outside the encode stage."""
+        return [encoder.model for encoder in (self.encoders.prompt, self.encoders.glyph, self.encoders.vision)]
+
+    def transformer_blocks(self) -> torch.nn.ModuleList:
+        """The blocks a streamed memory profile keeps one at a time on the GPU (sequence parallel unwrapped)."""
+        return getattr(self.transformer, "model", self.transformer).double_blocks
 
     def decode_streaming(self, decoder: StreamingDecoder, latents: torch.Tensor, truncate_pixels: bool) -> np.ndarray:
         """The uint8 frames [F, H, W, 3] of the next (scaled) latents [1, C, t, h, w] of a streamed video."""
@@ -711,6 +714,29 @@ class WorldPlayPipeline:
 # ---------------------------------------------------------------------------------------------------
 
 
+def model_cameras(
+    w2c: torch.Tensor, normalized_k: np.ndarray, device: torch.device, round_cameras: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's `viewmats` [1, N, 4, 4] and intrinsics [1, N, 3, 3] (float32; bf16-rounded like the
+    official pipelines unless `round_cameras` is off) from w2c float64 and normalised K."""
+    viewmats = w2c.float()[None].to(device)
+    intrinsics = torch.tensor(normalized_k, dtype=torch.float32)[None].to(device)
+    if round_cameras:
+        viewmats, intrinsics = (matrix.to(torch.bfloat16).float() for matrix in (viewmats, intrinsics))
+    return viewmats, intrinsics
+
+
+def trajectory_cameras(
+    trajectory, device: torch.device, round_cameras: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A `trajectories.Trajectory` as every model family sees it: viewmats [1, N, 4, 4], normalised
+    intrinsics [1, N, 3, 3] and action ids [1, N] (int64), one per latent."""
+    w2c = torch.tensor(trajectory.viewmats(), dtype=torch.float64)
+    viewmats, intrinsics = model_cameras(w2c, trajectory.normalized_K(), device, round_cameras)
+    actions = torch.tensor(trajectory.actions, dtype=torch.int64)[None].to(device)
+    return viewmats, intrinsics, actions
+
+
 def split_prompts(states: ConditionStates, device: torch.device) -> list[PromptEmbeddings]:
     """Encoder states (batch [negative, positive] or [positive]) -> one batch-1 `PromptEmbeddings` each."""
     return [
@@ -747,7 +773,7 @@ def check_components(transformer: WorldPlayTransformer, vae: HunyuanVideo15VAE, 
         )
 
 
-class _component:
+class component:
     """Turn a failure while loading one component into a `ModelDirError` naming it, with a repair hint."""
 
     def __init__(self, what: str, paths: ModelPaths):

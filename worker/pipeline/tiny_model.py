@@ -1,5 +1,10 @@
 """Write a complete tiny random model directory in the official layout: `python -m worker.pipeline.tiny_model DIR`.
 
+`--family wan` writes the WAN-5B family's layout instead (`write_tiny_wan_model`): the tiny WAN transformer
+saved as `wan_transformer/` (diffusers config + safetensors) and as the distilled training checkpoint
+`wan_distilled_model/model.pt` (the same weights under the trainer's wrapper prefixes), the tiny Wan2.2 VAE,
+UMT5 encoder and tokenizer, the base's pipeline index and scheduler config.
+
 Transformer (all four action checkpoints), the SR transformer and upsampler, VAE, scheduler, Qwen2.5-VL /
 byT5 + Glyph / SigLIP encoders
 with tokenizers built locally: no download, a few MB, and every native code path runs on a laptop CPU in
@@ -47,15 +52,77 @@ def write_tiny_model(root: str | Path, seed: int = 0, hub_names: bool = False) -
     return root
 
 
+def tiny_wan_config():
+    """The tiny WAN transformer beside the tiny VAE (its 48 latent channels) and tiny UMT5 (its width)."""
+    from dataclasses import replace
+
+    from worker.models.wan.transformer import WanConfig
+    from worker.models.wan.vae import TINY_WAN_VAE_CONFIG
+
+    return replace(WanConfig.tiny(), in_channels=TINY_WAN_VAE_CONFIG.z_dim, out_channels=TINY_WAN_VAE_CONFIG.z_dim)
+
+
+def write_tiny_wan_model(root: str | Path, seed: int = 0) -> Path:
+    """Write the tiny WAN model directory under `root`; returns `root`."""
+    from dataclasses import asdict
+
+    import torch
+    from safetensors.torch import save_file
+
+    from worker.models.wan.transformer import REQUIRED_VALUES, WRAPPER_PREFIXES, WanWorldPlayTransformer
+    from worker.models.wan.vae import write_tiny_wan_vae
+    from worker.pipeline.wan_encoders import write_tiny_wan_text_encoder
+
+    root = Path(root)
+    where = layout.WanLayout(root)
+    config = tiny_wan_config()
+    # 1. the transformer: seeded weights in parameter order, in both official formats
+    with torch.device("meta"):
+        shapes = [(name, parameter.shape) for name, parameter in WanWorldPlayTransformer(config).named_parameters()]
+    generator = torch.Generator().manual_seed(seed)
+    state = {name: torch.randn(shape, generator=generator) * 0.1 for name, shape in shapes}
+    where.transformer_dir.mkdir(parents=True, exist_ok=True)
+    diffusers_config = {"_class_name": "WanTransformer3DModel", **asdict(config), **REQUIRED_VALUES}
+    diffusers_config["patch_size"] = list(config.patch_size)
+    (where.transformer_dir / layout.CONFIG_NAME).write_text(json.dumps(diffusers_config, indent=2) + "\n")
+    save_file(state, str(where.transformer_dir / WEIGHTS_NAME))
+    distilled = root / layout.action_checkpoint("wan-distilled")
+    distilled.parent.mkdir(parents=True, exist_ok=True)
+    prefix = "".join(WRAPPER_PREFIXES)
+    torch.save({"generator": {prefix + name: tensor for name, tensor in state.items()}}, distilled)
+    # 2. the Wan2.2 base: VAE, UMT5 encoder and tokenizer, scheduler config, pipeline index
+    write_tiny_wan_vae(where.vae_dir, seed=seed + 3)
+    write_tiny_wan_text_encoder(where.text_encoder_dir, where.tokenizer_dir, seed=seed + 1, d_model=config.text_dim)
+    where.scheduler_dir.mkdir(parents=True, exist_ok=True)
+    scheduler = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 5.0}
+    (where.scheduler_dir / layout.SCHEDULER_CONFIG_NAME).write_text(json.dumps(scheduler, indent=2) + "\n")
+    index = {
+        "_class_name": "WanPipeline",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "UMT5EncoderModel"],
+        "tokenizer": ["transformers", "T5TokenizerFast"],
+        "transformer": ["diffusers", "WanTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLWan"],
+    }
+    where.model_index.write_text(json.dumps(index, indent=2) + "\n")
+    marker = {"version": 1, "kind": "tiny-random", "family": "wan", "seed": seed}
+    (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    return root
+
+
+WRITERS = {"hunyuan": write_tiny_model, "wan": lambda root, seed, hub_names: write_tiny_wan_model(root, seed)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hub-names", action="store_true", help="keep the distilled checkpoint's Hub file name")
+    parser.add_argument("--family", choices=sorted(variants.FAMILIES), default="hunyuan")
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    write_tiny_model(args.directory, args.seed, args.hub_names)
+    WRITERS[args.family](args.directory, args.seed, args.hub_names)
     print(json.dumps({"model_dir": str(args.directory.resolve())}))
     return 0
 

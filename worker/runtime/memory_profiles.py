@@ -255,7 +255,8 @@ class BlockStreamer:
 
 
 class Placement:
-    """Applies a profile to a loaded pipeline and moves its parts between stages (`on_stage`)."""
+    """Applies a profile to a loaded pipeline and moves its parts between stages (`on_stage`); the pipeline
+    (of any family) names the parts: `offloadable_encoders()` and `transformer_blocks()`."""
 
     def __init__(self, pipeline, policy: ProfilePolicy, device):
         self.pipeline = pipeline
@@ -267,8 +268,7 @@ class Placement:
         if not policy.encoders_resident:
             self._move_encoders("cpu")
         if policy.transformer_streamed:
-            transformer = getattr(pipeline.transformer, "model", pipeline.transformer)  # unwrap sequence parallel
-            self.streamer = BlockStreamer(transformer.double_blocks, device)
+            self.streamer = BlockStreamer(pipeline.transformer_blocks(), device)
 
     @property
     def tiling(self):
@@ -303,8 +303,7 @@ class Placement:
     def _move_main_blocks(self, device) -> None:
         import torch
 
-        transformer = getattr(self.pipeline.transformer, "model", self.pipeline.transformer)  # unwrap sequence parallel
-        transformer.double_blocks.to(device)
+        self.pipeline.transformer_blocks().to(device)
         self.parked = torch.device(device).type == "cpu" and torch.device(self.device).type != "cpu"
         if self.parked and torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -312,8 +311,7 @@ class Placement:
     def _move_encoders(self, device) -> None:
         import torch
 
-        encoders = self.pipeline.encoders
-        for encoder in (encoders.prompt, encoders.glyph, encoders.vision):
-            encoder.model.to(device)
+        for model in self.pipeline.offloadable_encoders():
+            model.to(device)
         if torch.device(device).type == "cpu" and torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -38,7 +38,6 @@ from worker.parallel.launch import init_from_env
 from worker.progress import JobCanceled
 from worker.runtime.memory_profiles import (
     POLICIES,
-    RELEASED_TRANSFORMER_PARAMS,
     PeakMemory,
     Placement,
     choose_profile,
@@ -191,19 +190,16 @@ class RankServer:
 
     def ensure_loaded(self, model_dir: str, variant: str, requested: str, sr: bool = False) -> tuple[Loaded, bool]:
         """The pipeline for (model dir, variant, profile): the resident one, or a fresh load in its place."""
-        from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
         from worker.parallel.ulysses import UlyssesAttention
+        from worker.pipeline.families import load_pipeline, transformer_scale
         from worker.pipeline.model_dir import resolve_model_dir
-        from worker.pipeline.pipeline import WorldPlayPipeline
 
         with refusing_unusable_model_dirs():
             paths = resolve_model_dir(model_dir, variant)
-            with torch.device("meta"):
-                config = WorldPlayTransformerConfig.from_json(paths.transformer_dir / "config.json")
-                params = sum(parameter.numel() for parameter in WorldPlayTransformer(config).parameters())
+            scale = transformer_scale(paths.transformer_dir, variant)
         gpu_memory = torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else None
         # a job with the SR stage may need a lower rung than the same job without (then it loads anew)
-        choice = choose_profile(requested, variant, self.world, gpu_memory, params / RELEASED_TRANSFORMER_PARAMS, sr)
+        choice = choose_profile(requested, variant, self.world, gpu_memory, scale, sr)
         key = (str(model_dir), variant, choice.profile)
         if self.loaded is not None and self.loaded.key == key:
             return self.loaded, True
@@ -219,9 +215,7 @@ class RankServer:
         # peaks at the resident footprint
         encoders_device = self.device if policy.encoders_resident else torch.device("cpu")
         with refusing_unusable_model_dirs():
-            pipeline = WorldPlayPipeline.from_model_dir(
-                model_dir, variant, device=self.device, encoders_device=encoders_device
-            )
+            pipeline = load_pipeline(model_dir, variant, device=self.device, encoders_device=encoders_device)
         if self.world > 1:
             transformer = pipeline.transformer
             transformer.set_attention_processor(UlyssesAttention(backend=transformer.attention_processor.backend))
