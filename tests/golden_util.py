@@ -19,6 +19,8 @@ SR_TRANSFORMER = ("tiny_sr_transformer_param_order.txt", 11, 0.05)
 SR_UPSAMPLER = ("tiny_sr_upsampler_param_order.txt", 12, 0.1)
 # the WAN VAE set (tools/make_wan_vae_golden.py)
 WAN_VAE = ("wan_vae_param_order.txt", 21, 0.1)
+# the WAN-5B transformer set (tools/make_wan_golden.py)
+WAN_TRANSFORMER = ("wan_tiny_param_order.txt", 31, 0.05)
 
 
 def read_param_order(name: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -32,7 +34,7 @@ def read_param_order(name: str) -> list[tuple[str, tuple[int, ...]]]:
 
 def regenerate_state_dict(which: tuple[str, int, float]) -> dict:
     """Return the official tiny state dict (official key names) for `TRANSFORMER`, `VAE`, `SR_TRANSFORMER`,
-    `SR_UPSAMPLER` or `WAN_VAE`."""
+    `SR_UPSAMPLER`, `WAN_VAE` or `WAN_TRANSFORMER`."""
     import torch
 
     order_file, seed, scale = which
