@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import types
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from golden_common import seeded_weights, upstream_commit, write_order
 
 LATENT_CHANNELS = 4
 TRANSFORMER_SEED, TRANSFORMER_SCALE = 11, 0.05
@@ -107,28 +107,6 @@ def import_official(checkout: Path):
         Pipeline=HunyuanVideo_1_5_SR_Pipeline,
         Scheduler=FlowMatchDiscreteScheduler,
     )
-
-
-def seeded_weights(model: torch.nn.Module, seed: int, scale: float) -> list[tuple[str, tuple[int, ...]]]:
-    """Overwrite every parameter with seeded noise in registration order; returns (name, shape) in order."""
-    order = [(name, tuple(parameter.shape)) for name, parameter in model.named_parameters()]
-    generator = torch.Generator().manual_seed(seed)
-    state = {name: torch.randn(shape, generator=generator) * scale for name, shape in order}
-    model.load_state_dict(state, strict=True)
-    return order
-
-
-def write_order(path: Path, order: list[tuple[str, tuple[int, ...]]]) -> None:
-    path.write_text("".join(f"{name}\t{shape}\n" for name, shape in order))
-
-
-def upstream_commit(checkout: Path) -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import types
 from pathlib import Path
 
 import torch
+from golden_common import seeded_weights, upstream_commit, write_order
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VAE_SEED, VAE_SCALE = 21, 0.1
@@ -109,23 +109,6 @@ def import_official(checkout: Path):
     return types.SimpleNamespace(VAE=MyVAE, Pipeline=WanPipeline)
 
 
-def seeded_weights(model: torch.nn.Module, seed: int, scale: float) -> list[tuple[str, tuple[int, ...]]]:
-    """Overwrite every parameter with seeded noise in registration order; returns (name, shape) in order."""
-    order = [(name, tuple(parameter.shape)) for name, parameter in model.named_parameters()]
-    generator = torch.Generator().manual_seed(seed)
-    model.load_state_dict({name: torch.randn(shape, generator=generator) * scale for name, shape in order})
-    return order
-
-
-def upstream_commit(checkout: Path) -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-
-
 def vae_golden(official, out: Path) -> dict[str, torch.Tensor]:
     from PIL import Image
 
@@ -134,7 +117,7 @@ def vae_golden(official, out: Path) -> dict[str, torch.Tensor]:
     vae = official.VAE(**VAE_KWARGS, latents_mean=list(RELEASED_LATENTS_MEAN), latents_std=list(RELEASED_LATENTS_STD))
     vae = vae.eval()
     order = seeded_weights(vae, VAE_SEED, VAE_SCALE)
-    (out / "wan_vae_param_order.txt").write_text("".join(f"{name}\t{shape}\n" for name, shape in order))
+    write_order(out / "wan_vae_param_order.txt", order)
     config = vae.config
     shape = (1, config.z_dim, 1, 1, 1)
     latents_mean = torch.tensor(config.latents_mean).view(shape)
