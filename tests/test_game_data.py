@@ -161,6 +161,12 @@ def test_third_person_synthetic_set_trains_and_its_validation_hud_shows_the_keys
     assert manifest["vocabulary"]["view"] == "third"
     index = prepare_dataset(tmp_path / "raw", tmp_path / "prepared", tiny_model_dir(), PrepareOptions())
     assert len(index.clips) == 3 and not index.rejected
+    # the shard lists its clips in its own metadata (what a stream reads instead of index.json)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "prepared" / index.clips[0].shard), framework="pt") as handle:
+        listed = [record["id"] for record in json.loads(handle.metadata()["clips"])]
+    assert listed == [clip.id for clip in index.clips]
 
     data = train_config_data(
         tmp_path / "run",

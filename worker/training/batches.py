@@ -11,6 +11,8 @@ AR samples (the official recipe, fact sheet §2.2-2.3):
   noised to t in `history_timesteps`, only the target chunk is supervised;
 - window sample: the first `window_latents` latents, every chunk with its own noise level, all supervised.
 BI samples: the first `window_latents` latents at one noise level.
+With `data.curriculum` the window of a step's samples is the curriculum's; clips come from
+`worker.training.sources` (one dataset, a weighted mix, or streamed shards).
 The sampled latents get contiguous RoPE positions (temporal reframing); poses and actions are gathered
 with the same indices.
 """
@@ -26,10 +28,10 @@ import torch.nn.functional as F
 from worker.models.transformer import PromptEmbeddings
 from worker.pipeline.memory import sample_points_in_sphere, select_memory_frames
 from worker.training.dataset import ClipTensors, PreparedDataset, PromptStates
-from worldplay_cli.contract.training import ARMethod, BiMethod, SelfForcingMethod, TimestepSampling
+from worldplay_cli.contract.training import ARMethod, BiMethod, DataSection, SelfForcingMethod, TimestepSampling
 
-# Salts keep the different random streams of one sample independent.
-_CLIP_ORDER, _SAMPLE = 1, 2
+# Salts keep the different random streams of one sample independent (sources.py uses 1 and 3-5).
+_SAMPLE = 2
 
 
 @dataclass
@@ -106,38 +108,58 @@ class SampleBuilder:
         seed: int,
         cfg_dropout: float,
         split: str = "train",
+        data: DataSection | None = None,
     ):
+        from worker.training.sources import ClipSources
+
         self.dataset = dataset
         self.method = method
         self.seed = seed
         self.cfg_dropout = cfg_dropout
-        self.clips = [clip.id for clip in dataset.clips(split) if clip.num_latents >= method.window_latents]
-        self.skipped = len(dataset.clips(split)) - len(self.clips)
+        self.data = data or DataSection(path=str(dataset.directory))
+        self.sources = ClipSources(dataset, self.data, method.window_latents, seed, split)
+        # the clips an indexed dataset offers (a stream cannot list its clips)
+        self.clips = [clip_id for source in self.sources.sources for clip_id in getattr(source, "clips", [])]
+        self.skipped = self.sources.skipped
         self.negative = dataset.negative_prompt()
         self.points = sample_points_in_sphere(method.memory_points, seed=seed) if isinstance(method, ARMethod) else None
-        self._cache: dict[str, ClipTensors] = {}
+        self._methods: dict[int, ARMethod | BiMethod | SelfForcingMethod] = {}
+        self._marked_step: int | None = None
 
     def clip_for(self, global_index: int) -> ClipTensors:
-        epoch, position = divmod(global_index, len(self.clips))
-        order = np.random.default_rng([self.seed, _CLIP_ORDER, epoch]).permutation(len(self.clips))
-        clip_id = self.clips[order[position]]
-        if clip_id not in self._cache:
-            self._cache[clip_id] = self.dataset.load(clip_id)
-        return self._cache[clip_id]
+        return self.sources.clip(global_index)
+
+    def method_at(self, step: int):
+        """The method with the curriculum's window at `step`."""
+        window = self.data.curriculum_window(step, self.method.window_latents)
+        if window not in self._methods:
+            self._methods[window] = self.method.model_copy(update={"window_latents": window})
+        return self._methods[window]
 
     def batch(self, step: int, micro: int, accumulation: int, rank: int, world: int, batch_size: int) -> Batch:
+        if step != self._marked_step:
+            self.sources.mark()
+            self._marked_step = step
+        method = self.method_at(step)
         samples = []
         for slot in range(batch_size):
             global_index = ((step * accumulation + micro) * world + rank) * batch_size + slot
             rng = np.random.default_rng([self.seed, _SAMPLE, global_index])
-            samples.append(self.sample(self.clip_for(global_index), rng))
+            samples.append(self.sample(self.clip_for(global_index), rng, method))
         return collate(samples)
 
-    def sample(self, clip: ClipTensors, rng: np.random.Generator) -> dict:
-        method = self.method
+    def state_dict(self) -> dict:
+        """Where the streamed sources stand (checkpoints keep it; indexed sources need nothing)."""
+        return self.sources.state_dict()
+
+    def load_state_dict(self, state: dict | None) -> None:
+        self.sources.load_state_dict(state)
+
+    def sample(self, clip: ClipTensors, rng: np.random.Generator, method=None) -> dict:
+        method = method or self.method
         window = method.window_latents
         if isinstance(method, ARMethod):
-            indices, sigmas, supervised, memory = self._ar_layout(clip, rng)
+            indices, sigmas, supervised, memory = self._ar_layout(clip, rng, method)
         elif not isinstance(method, BiMethod):
             # distillation: the student rolls out the window from noise; its latents are only a reference
             indices, sigmas, supervised, memory = list(range(window)), np.ones(window), np.ones(window), False
@@ -162,8 +184,7 @@ class SampleBuilder:
             "memory": memory,
         }
 
-    def _ar_layout(self, clip: ClipTensors, rng: np.random.Generator):
-        method: ARMethod = self.method
+    def _ar_layout(self, clip: ClipTensors, rng: np.random.Generator, method: ARMethod):
         chunk, window = method.chunk_latents, method.window_latents
         chunks = window // chunk
         total = clip.num_latents

@@ -7,7 +7,8 @@
 Per clip `<id>/...`: latent [C, T, h, w] and image_cond [C, 1, h, w] (scaled by the VAE scaling factor),
 keyboard [F, 4], mouse [F, 2], c2w [F, 4, 4], intrinsics [F, 3, 3] (pixels), and per latent viewmats
 [T, 4, 4], intrinsics_norm [T, 3, 3], labels [T], plus vision [Lv, Dv] (SigLIP of frame 0). Prompt states
-are stored once per shard under `prompt/<key>/{llm, byt5}` with padding tokens dropped.
+are stored once per shard under `prompt/<key>/{llm, byt5}` with padding tokens dropped. A shard's metadata
+`clips` lists its clip records (JSON), so a stream can read the shards without `index.json`.
 """
 
 from __future__ import annotations
@@ -105,8 +106,12 @@ class PreparedDataset:
 
     def load(self, clip_id: str) -> ClipTensors:
         record = self._records[clip_id]
-        handle = self._handle(record.shard)
-        tensors = {name: handle.get_tensor(f"{clip_id}/{name}") for name in CLIP_TENSORS}
+        return self.read_clip(self._handle(record.shard), record)
+
+    @staticmethod
+    def read_clip(handle, record: PreparedClip) -> ClipTensors:
+        """One clip's tensors and prompt states from its open shard."""
+        tensors = {name: handle.get_tensor(f"{record.id}/{name}") for name in CLIP_TENSORS}
         prompt = PromptStates(
             handle.get_tensor(f"prompt/{record.prompt_key}/llm"), handle.get_tensor(f"prompt/{record.prompt_key}/byt5")
         )

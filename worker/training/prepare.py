@@ -11,6 +11,7 @@ stopped: clips already in the index (kept or rejected) are skipped.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,7 +277,8 @@ def prepare_dataset(
     def flush() -> None:
         nonlocal index, shard_number, buffer, buffered, rejected
         if buffered:
-            write_safetensors_atomic(out / buffered[0].shard, buffer)
+            records = json.dumps([clip.model_dump(mode="json") for clip in buffered])
+            write_safetensors_atomic(out / buffered[0].shard, buffer, {"clips": records})
             shard_number += 1
         index = index.model_copy(update={"clips": index.clips + buffered, "rejected": index.rejected + rejected})
         save_index(out, index)
