@@ -13,17 +13,6 @@ from trajectories import keys
 from trajectories.actions import compute_actions
 from trajectories.errors import TrajectoryError
 from trajectories.keys import LAYOUTS, KeyLog, KeySettings
-from worldplay_cli.app import main
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def latent_aligned_log(layout: str, num_latents: int = 9, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -84,13 +73,13 @@ def write_npy_log(path, keyboard, mouse) -> None:
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_traj_convert_from_and_to_keys_round_trips_per_frame_actions(tmp_path, capsys, layout):
+def test_traj_convert_from_and_to_keys_round_trips_per_frame_actions(tmp_path, cli, layout):
     keyboard, mouse = latent_aligned_log(layout, seed=3)
     write_npy_log(tmp_path / "log.npy", keyboard, mouse)
-    code, _, err = run(capsys, "traj", "convert", "--from", "keys", str(tmp_path / "log.npy"),
+    code, _, err = cli("traj", "convert", "--from", "keys", str(tmp_path / "log.npy"),
                        str(tmp_path / "path.json"), "--view", "third")  # fmt: skip
     assert code == 0, err
-    code, _, err = run(capsys, "traj", "convert", str(tmp_path / "path.json"), str(tmp_path / "back.json"),
+    code, _, err = cli("traj", "convert", str(tmp_path / "path.json"), str(tmp_path / "back.json"),
                        "--to", "keys", "--view", "third", "--layout", layout)  # fmt: skip
     assert code == 0, err
     back = json.loads((tmp_path / "back.json").read_text())
@@ -101,11 +90,11 @@ def test_traj_convert_from_and_to_keys_round_trips_per_frame_actions(tmp_path, c
     np.testing.assert_array_equal(back_movement[1:], movement[1:])
     np.testing.assert_allclose(back_degrees[1:], degrees[1:], atol=1e-5)  # the .npy log is float32
     # the JSON key log is read back without --from (its format tag) and gives the same trajectory
-    code, out, _ = run(capsys, "traj", "show", str(tmp_path / "back.json"), "--json")
+    code, out, _ = cli("traj", "show", str(tmp_path / "back.json"), "--json")
     assert code == 0 and json.loads(out)["num_latents"] == 9
 
 
-def test_bad_key_logs_are_one_line_errors(tmp_path, capsys):
+def test_bad_key_logs_are_one_line_errors(tmp_path, cli):
     class Payload:
         def __reduce__(self):
             return (print, ("pickled code ran",))
@@ -114,15 +103,11 @@ def test_bad_key_logs_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(TrajectoryError, match="not allowed in an action file"):
         keys.read(tmp_path / "evil.npy")
     (tmp_path / "narrow.json").write_text(json.dumps({"keyboard": [[1, 0, 0]] * 5}))
-    code, _, err = run(
-        capsys, "traj", "convert", "--from", "keys", str(tmp_path / "narrow.json"), str(tmp_path / "o.json")
-    )
+    code, _, err = cli("traj", "convert", "--from", "keys", str(tmp_path / "narrow.json"), str(tmp_path / "o.json"))
     assert code == 2 and "matrixgame2 keyboard must be [frames, 4]" in err and "Traceback" not in err
-    code, _, err = run(capsys, "traj", "convert", "w-3", str(tmp_path / "o.json"), "--view", "third")
+    code, _, err = cli("traj", "convert", "w-3", str(tmp_path / "o.json"), "--view", "third")
     assert code != 0 and "--view and --layout describe key logs" in err
-    code, _, err = run(
-        capsys, "traj", "convert", "--from", "keys:nes", str(tmp_path / "narrow.json"), str(tmp_path / "o.json")
-    )
+    code, _, err = cli("traj", "convert", "--from", "keys:nes", str(tmp_path / "narrow.json"), str(tmp_path / "o.json"))
     assert code == 2 and "unknown key layout 'nes'" in err
 
 
