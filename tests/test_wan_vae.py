@@ -190,3 +190,11 @@ def test_load_refuses_a_missing_file_or_a_foreign_config(tmp_path):
     (directory / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLConv3D", "latent_channels": 32}))
     with pytest.raises(CheckpointError, match="unknown Wan VAE config keys: latent_channels"):
         load_wan_vae(directory)
+
+
+def test_tiny_writer_takes_the_latent_width_of_a_tiny_transformer(tmp_path):
+    vae = load_wan_vae(write_tiny_wan_vae(tmp_path / "vae", latent_channels=8))
+    assert vae.config.z_dim == 8 and vae.config.latents_std == RELEASED_LATENTS_STD[:8]
+    latent = vae.encode_image(torch.zeros(1, 3, 1, 32, 32), torch.Generator().manual_seed(0))
+    assert latent.shape == (1, 8, 1, 2, 2)
+    assert vae.decode_latents(torch.cat([latent, latent], dim=2)).shape == (1, 3, 5, 32, 32)

@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.models.vae_layers import ChannelRMSNorm, ConvCache, with_history
+from worker.models.vae_layers import ChannelRMSNorm, ConvCache, config_values, with_history
 from worldplay_cli.contract import layout
 
 CONFIG_NAME = layout.CONFIG_NAME
@@ -54,14 +54,7 @@ class VAEConfig:
     @classmethod
     def from_dict(cls, data: dict) -> VAEConfig:
         """Build from a config.json dict; `_`-prefixed diffusers bookkeeping keys are ignored."""
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(key for key in data if key not in known and not key.startswith("_"))
-        if unknown:
-            raise ValueError(f"unknown VAE config keys: {', '.join(unknown)}")
-        values = {key: value for key, value in data.items() if key in known}
-        if "block_out_channels" in values:
-            values["block_out_channels"] = tuple(values["block_out_channels"])
-        return cls(**values)
+        return cls(**config_values(cls, data, "VAE"))
 
     @classmethod
     def from_json(cls, path: str | Path) -> VAEConfig:

@@ -1,5 +1,7 @@
 """What the two causal video VAEs (HunyuanVideo-1.5 in `vae.py`, Wan2.2 in `wan/vae.py`) share.
 
+Both read a diffusers `config.json` into a frozen dataclass the same way (`config_values`).
+
 Both run their encoder and decoder one causal step at a time: every temporal convolution keeps the
 trailing input frames of the previous step in a `ConvCache` and prepends them to the next step's input,
 which makes the steps add up to one pass over the whole video (and lets decoding stream). Both normalise
@@ -8,9 +10,22 @@ with the same channel RMS norm; only the shape of its scale differs between thei
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def config_values(config_class: type, data: dict, label: str) -> dict:
+    """The keyword arguments of dataclass `config_class` in a config.json dict: `_`-prefixed diffusers
+    bookkeeping keys are ignored, unknown keys refused, lists made tuples (the dataclasses are frozen)."""
+    known = {field.name for field in fields(config_class)}
+    unknown = sorted(key for key in data if key not in known and not key.startswith("_"))
+    if unknown:
+        raise ValueError(f"unknown {label} config keys: {', '.join(unknown)}")
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in data.items() if key in known}
+
 
 # A cache maps each causal layer to the trailing input frames of the previous step.
 ConvCache = dict[nn.Module, torch.Tensor]

@@ -19,7 +19,7 @@ sample and `decode_latents`/`WanStreamDecoder` take normalised latents. `encode`
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worker.models.checkpoint import CheckpointError, compare_keys
-from worker.models.vae_layers import ChannelRMSNorm, ConvCache, with_history
+from worker.models.vae_layers import ChannelRMSNorm, ConvCache, config_values, with_history
 from worldplay_cli.contract import layout
 
 CONFIG_NAME = layout.CONFIG_NAME
@@ -101,15 +101,7 @@ class WanVAEConfig:
     @classmethod
     def from_dict(cls, data: dict) -> WanVAEConfig:
         """Build from a config.json dict; `_`-prefixed diffusers bookkeeping keys are ignored."""
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(key for key in data if key not in known and not key.startswith("_"))
-        if unknown:
-            raise ValueError(f"unknown Wan VAE config keys: {', '.join(unknown)}")
-        values = {key: value for key, value in data.items() if key in known}
-        for key in ("dim_mult", "attn_scales", "temperal_downsample", "latents_mean", "latents_std"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        return cls(**config_values(cls, data, "Wan VAE"))
 
     @classmethod
     def from_json(cls, path: str | Path) -> WanVAEConfig:
@@ -516,22 +508,33 @@ def load_wan_vae(vae_dir: str | Path, device: torch.device | str = "cpu", dtype:
     return vae.eval().requires_grad_(False)
 
 
-# The released structure (z 48, patch 2, three downsampling stages, residual, temporal [F, T, T]) with narrow
-# stages; the latent statistics are the released ones so normalisation is exercised as in the real model.
-TINY_WAN_VAE_CONFIG = WanVAEConfig(base_dim=8, decoder_base_dim=8, num_res_blocks=1)
+def tiny_wan_vae_config(latent_channels: int = 48) -> WanVAEConfig:
+    """The released structure (patch 2, three residual downsampling stages, temporal [F, T, T]) with narrow
+    stages and `latent_channels` latent channels (48 as released; the released statistics of the first ones)."""
+    return WanVAEConfig(
+        base_dim=8,
+        decoder_base_dim=8,
+        num_res_blocks=1,
+        z_dim=latent_channels,
+        latents_mean=RELEASED_LATENTS_MEAN[:latent_channels],
+        latents_std=RELEASED_LATENTS_STD[:latent_channels],
+    )
 
 
-def write_tiny_wan_vae(
-    vae_dir: str | Path, seed: int = 0, config: WanVAEConfig | None = None, scale: float = 0.1
-) -> Path:
-    """Write a tiny random Wan2.2 VAE as `vae_dir/{config.json, diffusion_pytorch_model.safetensors}`.
+# the golden tiny VAE (tests/golden/wan_vae_*)
+TINY_WAN_VAE_CONFIG = tiny_wan_vae_config()
+
+
+def write_tiny_wan_vae(vae_dir: str | Path, seed: int = 0, latent_channels: int = 48, scale: float = 0.1) -> Path:
+    """Write a tiny random Wan2.2 VAE (`tiny_wan_vae_config(latent_channels)`) as
+    `vae_dir/{config.json, diffusion_pytorch_model.safetensors}`.
 
     Weights are `randn(shape) * scale` from one seeded CPU generator in parameter-registration order (the
     golden tiny VAE's recipe). Returns `vae_dir`.
     """
     from safetensors.torch import save_file
 
-    config = config or TINY_WAN_VAE_CONFIG
+    config = tiny_wan_vae_config(latent_channels)
     with torch.device("meta"):
         shapes = [(name, parameter.shape) for name, parameter in WanVAE(config).named_parameters()]
     generator = torch.Generator().manual_seed(seed)
