@@ -1,10 +1,11 @@
-"""What the transformer tests share: the golden tiny model and its prompt."""
+"""What the transformer tests share: the golden tiny models and the HunyuanVideo prompt."""
 
 from __future__ import annotations
 
-from golden_util import TRANSFORMER, regenerate_state_dict
+from golden_util import TRANSFORMER, WAN_TRANSFORMER, regenerate_state_dict
 from worker.models.tiny import GOLDEN_TRANSFORMER_CONFIG
 from worker.models.transformer import PromptEmbeddings, WorldPlayTransformer
+from worker.models.wan.transformer import WanConfig, WanWorldPlayTransformer
 
 
 def load_golden_model(state: dict | None = None) -> WorldPlayTransformer:
@@ -16,3 +17,10 @@ def load_golden_model(state: dict | None = None) -> WorldPlayTransformer:
 
 def golden_prompt(io: dict) -> PromptEmbeddings:
     return PromptEmbeddings(io["text"], io["text_mask"], io["byt5"], io["byt5_mask"], io["vision"])
+
+
+def load_wan_golden_model() -> WanWorldPlayTransformer:
+    """The WAN-5B golden tiny transformer (tools/make_wan_golden.py) in eval mode, fp32, SDPA."""
+    model = WanWorldPlayTransformer(WanConfig.tiny(), attention_backend="sdpa")
+    model.load_state_dict(regenerate_state_dict(WAN_TRANSFORMER), strict=True)
+    return model.eval().requires_grad_(False)
