@@ -91,7 +91,7 @@ class JobInputs:
         return path
 
     def verify(self) -> None:
-        checks = [(self.image_path, self.spec.image.sha256)]
+        checks = [(self.image_path, self.spec.image.sha256)] if self.spec.image is not None else []
         if getattr(self.spec, "trajectory", None) is not None:
             checks.append((self.trajectory_path, self.spec.trajectory.sha256))
         for path, expected in checks:
@@ -102,10 +102,13 @@ class JobInputs:
             if digest != expected:
                 raise InputError(f"job input {path} changed since the job was enqueued (checksum mismatch)")
 
-    def load_image(self) -> np.ndarray:
+    def load_image(self) -> np.ndarray | None:
+        """The reference image as RGB uint8, or None for a text-to-video job."""
         import numpy as np
         from PIL import Image
 
+        if self.spec.image is None:
+            return None
         with Image.open(self.image_path) as image:
             return np.asarray(image.convert("RGB"))
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
+from worldplay_cli.contract import variants
 from worldplay_cli.contract.errors import BadInput, WorldplayError
 from worldplay_cli.contract.settings import OUTPUT_MODES, create_job_dir, write_job_file
 from worldplay_cli.contract.specs import (
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from worldplay_cli.contract.play import PlaySpec
     from worldplay_cli.contract.queue import QueuedSpec
     from worldplay_cli.contract.settings import Settings
+    from worldplay_cli.contract.variants import Family
 
 DEFAULT_POSE = "walk-and-turn"
 
@@ -114,7 +116,7 @@ class PreparedJob:
     """A validated spec plus the input bytes that go into the job directory."""
 
     spec: JobSpec
-    image_png: bytes
+    image_png: bytes | None  # None: a text-to-video job
     trajectory_json: bytes
 
     def with_rewrite(self, record: RewriteRecord) -> PreparedJob:
@@ -163,9 +165,14 @@ def _load_image(path: Path) -> tuple[bytes, int, int]:
     return buffer.getvalue(), rgb.width, rgb.height
 
 
-def _size(request: GenerateRequest, image_width: int, image_height: int) -> tuple[int, int]:
+def _size(
+    request: RenderRequest, image_width: int | None, image_height: int | None, family: Family | None = None
+) -> tuple[int, int]:
+    """The frame size: --width/--height, else the family's default size, else the image's bucket."""
     if (request.width is None) != (request.height is None):
         raise BadInput("give both --width and --height, or neither", "omit both to use the image's aspect ratio")
+    if request.width is None and family is not None and family.default_size is not None:
+        return family.default_size
     if request.width is None:
         return bucket_size(image_width, image_height, request.resolution)
     for name, value in (("width", request.width), ("height", request.height)):
@@ -195,8 +202,11 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
             f"unknown resolution {request.resolution!r}",
             f"use one of: {', '.join(RESOLUTION_BASE)} (the released model is 480p)",
         )
-    image_path = image_path_for(request.image)
-    image_png, image_width, image_height = _load_image(image_path)
+    family = variants.get(variant).family
+    image_path = image_png = image_width = image_height = None  # text-to-video without an image
+    if request.image is not None or family.image_required:
+        image_path = image_path_for(request.image)
+        image_png, image_width, image_height = _load_image(image_path)
 
     if trajectory is None:
         trajectory = resolve(request.pose)
@@ -211,7 +221,11 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
         )
     trajectory_json = json.dumps(trajectory.to_official_json(), indent=2).encode()
 
-    width, height = _size(request, image_width, image_height)
+    width, height = _size(request, image_width, image_height, family)
+    problem = family.check_size(width, height)
+    if problem is not None:
+        size = f"--width {family.default_size[0]} --height {family.default_size[1]}" if family.default_size else ""
+        raise BadInput(problem, f"e.g. {size}" if size else f"use multiples of {family.size_multiple}")
     if request.sr or request.keep_pre_sr:
         _check_super_resolution(request, settings, engine, variant, trajectory.num_latents, width, height)
     window = request.check_attention_window(engine, variant)
@@ -225,7 +239,9 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
                 sha256=hashlib.sha256(image_png).hexdigest(),
                 width=image_width,
                 height=image_height,
-            ),
+            )
+            if image_png is not None
+            else None,
             trajectory=TrajectoryRef(
                 source=request.pose,
                 num_latents=trajectory.num_latents,
@@ -329,7 +345,8 @@ def write_inputs(settings: Settings, job_id: str, prepared: PreparedJob) -> Path
     return write_job_dir(
         settings,
         job_id,
-        {spec.image.file: prepared.image_png, spec.trajectory.file: prepared.trajectory_json},
+        {spec.trajectory.file: prepared.trajectory_json}
+        | ({spec.image.file: prepared.image_png} if spec.image is not None else {}),
         spec.model_dump_json(indent=2).encode(),
     )
 
@@ -458,13 +475,12 @@ PLAY_ENGINES = ("preview", "native")
 
 def prepare_play(request: PlayRequest, settings: Settings) -> tuple[PlaySpec, bytes]:
     """Resolve and validate a session (its spec and the image's PNG bytes); touches neither Redis nor disk."""
-    from worldplay_cli.contract import variants
     from worldplay_cli.contract.play import PlaySpec
 
     engine = request.engine or (settings.default_engine if settings.default_engine in PLAY_ENGINES else "preview")
     if engine not in PLAY_ENGINES:
         raise BadInput(f"engine {engine!r} cannot play live", f"use one of: {', '.join(PLAY_ENGINES)}")
-    autoregressive = [record.name for record in variants.all_variants() if record.model_type == "ar"]
+    autoregressive = [record.name for record in variants.all_variants() if record.plays_live]
     default_variant = settings.default_variant if settings.default_variant in autoregressive else autoregressive[0]
     variant = request.variant or default_variant
     if variant not in autoregressive:

@@ -241,7 +241,8 @@ def _rewrite(prepared, settings, policy):
     from worldplay_cli.output import err_console, warn
     from worldplay_cli.rewrite import rewrite_prompt
 
-    result = rewrite_prompt(prepared.spec.prompt, Path(prepared.spec.image.source), settings, policy)
+    image = prepared.spec.image
+    result = rewrite_prompt(prepared.spec.prompt, Path(image.source) if image else None, settings, policy)
     if result.warning:
         warn(result.warning)
     elif result.changed:

@@ -133,9 +133,11 @@ class PlaySpec(_Model):
 
     @model_validator(mode="after")
     def _autoregressive(self) -> PlaySpec:
-        if variants.get(self.variant).model_type != "ar":
-            ar = ", ".join(record.name for record in variants.all_variants() if record.model_type == "ar")
-            raise ValueError(f"variant {self.variant} is bidirectional; live play needs an autoregressive one: {ar}")
+        record = variants.get(self.variant)
+        if not record.plays_live:
+            live = ", ".join(record.name for record in variants.all_variants() if record.plays_live)
+            why = "is bidirectional" if record.model_type != "ar" else f"({record.family.title}) has no live stream"
+            raise ValueError(f"variant {self.variant} {why}; live play needs one of: {live}")
         if self.engine != "preview" and not self.prompt.strip():
             raise ValueError(f"engine {self.engine} needs a prompt")
         problem = attention_window_problem(self.engine, self.variant, self.sink_latents, self.local_window_latents)

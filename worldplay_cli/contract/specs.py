@@ -221,7 +221,7 @@ class JobSpec(_Model):
     kind: Literal["generate"] = "generate"
     prompt: str = ""
     negative_prompt: str = ""
-    image: ImageRef
+    image: ImageRef | None = None  # None: text-to-video, for a family that makes it (contract.variants.Family)
     trajectory: TrajectoryRef
     engine: str
     variant: Variant
@@ -265,7 +265,18 @@ class JobSpec(_Model):
                 f"frames={self.frames} but the trajectory has {self.trajectory.num_latents} latents "
                 f"({self.trajectory.num_frames} frames)"
             )
-        chunk = variants.get(self.variant).chunk_latents
+        record = variants.get(self.variant)
+        family = record.family
+        if self.image is None and family.image_required:
+            raise ValueError(f"variant {self.variant} needs a reference image ({family.title} is image-to-video)")
+        if self.image is None and self.engine == "preview":
+            raise ValueError("the preview engine re-projects a reference image; give one")
+        problem = family.check_size(self.width, self.height)
+        if problem is not None:
+            raise ValueError(problem)
+        if self.gpus > 1 and self.engine == "native" and not family.sequence_parallel:
+            raise ValueError(f"the native {family.title} pipeline runs on one GPU per job, not {self.gpus}")
+        chunk = record.chunk_latents
         if self.trajectory.num_latents % chunk:
             raise ValueError(
                 f"variant {self.variant} needs a multiple of {chunk} latents, the trajectory has "

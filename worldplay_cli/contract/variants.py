@@ -69,12 +69,11 @@ class Family:
     default_size: tuple[int, int] | None  # (width, height) when none is given; None: the image's 480p bucket
     official_script: str  # what the official engine runs in a checkout
     memory: MemoryTraits
-    fixed_size: tuple[int, int] | None = None  # (width, height): the only size the family generates
+    sequence_parallel: bool = True  # the native pipeline can split one job over several GPUs
+    live: bool = True  # its autoregressive variants serve live play sessions (`worldplay play`)
 
     def check_size(self, width: int, height: int) -> str | None:
         """None if frames of `width` x `height` can be generated, else the problem (one line)."""
-        if self.fixed_size is not None and (width, height) != self.fixed_size:
-            return f"{self.title} generates {self.fixed_size[0]}x{self.fixed_size[1]} only, not {width}x{height}"
         if width % self.size_multiple or height % self.size_multiple:
             return f"{self.title} needs frame sides that are multiples of {self.size_multiple}, got {width}x{height}"
         return None
@@ -109,6 +108,8 @@ FAMILIES: dict[str, Family] = {
         size_multiple=32,  # the Wan2.2 VAE compresses 16x, the transformer's patches are 2x2 latents
         default_size=(1280, 704),  # the official pipeline's only size
         official_script="wan/generate.py",
+        sequence_parallel=False,
+        live=False,  # the live stream (worker.pipeline.stream) is the HunyuanVideo AR rollout's
         # estimates, not calibrated against a run: 5,293,225,152 parameters in bf16 (10.6 GB); the UMT5-XXL
         # encoder ~5.7B parameters in bf16 (~11.4 GB); the Wan2.2 VAE in bf16; the context K/V at 1280x704
         # (880 tokens per latent) of 16 context + 4 chunk latents: 30 blocks x (rope | camera) x (K, V) x
@@ -153,6 +154,11 @@ class Variant:
     def cfg_branches(self) -> int:
         """Separate guidance passes (each with its own context caches): 2 with CFG, else 1 (official: guidance > 1)."""
         return 2 if self.guidance > 1 else 1
+
+    @property
+    def plays_live(self) -> bool:
+        """Whether `worldplay play` can run a session on it (an autoregressive variant of a live family)."""
+        return self.model_type == "ar" and self.family.live
 
     @property
     def piece(self) -> str:
