@@ -148,6 +148,45 @@ async def test_a_running_train_job_shows_its_loss_curve_and_numbers_and_follows_
         await settle(pilot, lambda: "200 / 400 (50%)" in rendered(screen.query_one("#detail-train-stats", Static)))
 
 
+async def test_a_distillation_job_shows_the_student_and_critic_losses_side_by_side(redis_url, redis_conn, settings):
+    from textual.widgets import Label, Sparkline, Static
+
+    from worldplay_cli.tui.dashboard.widgets import LossCurve
+
+    job_id = "20260101-130050-distil"
+    enqueue_train_job(redis_conn, settings, job_id)
+    critic = falling_history(range(1, 41))
+    # the student updates every other iteration; the worker records its last update's loss each step
+    student = [[step, round(0.5 - step / 200, 6)] for step in range(1, 41)]
+    train = {
+        "step": 40,
+        "max_steps": 400,
+        "loss": critic[-1][1],
+        "lr": 2e-4,
+        "critic_lr": 4e-4,
+        "samples_per_s": 1.0,
+        "eta_s": 360.0,
+        "loss_history": critic,
+        "generator_loss": student[-1][1],
+        "generator_loss_history": student,
+    }
+    start_with_meta(redis_conn, job_id, train, 40, 400)
+    app = dashboard(redis_url, settings)
+    async with app.run_test(size=(200, 70)) as pilot:
+        screen = await open_detail(pilot, app, job_id)
+        critic_curve = screen.query_one("#detail-loss", LossCurve)
+        student_curve = screen.query_one("#detail-student-loss", LossCurve)
+        assert critic_curve.points == [tuple(point) for point in critic]
+        assert student_curve.points == [tuple(point) for point in student]
+        assert student_curve.display and all(widget.display for widget in screen.query(".distill-only"))
+        assert list(student_curve.query_one(Sparkline).data) == [loss for _, loss in student]
+        assert str(screen.query_one("#detail-loss-label", Label).content) == "critic loss"
+        assert "last 0.3" in rendered(student_curve.query_one("#loss-range", Static))
+        stats = rendered(screen.query_one("#detail-train-stats", Static))
+        assert "student loss  0.3" in stats and f"critic loss   {critic[-1][1]:.4g}" in stats, stats
+        assert "student lr    2.000e-04" in stats and "critic lr     4.000e-04" in stats, stats
+
+
 async def test_a_train_job_without_history_shows_a_placeholder(redis_url, redis_conn, settings):
     from textual.widgets import Sparkline, Static
 
@@ -161,6 +200,7 @@ async def test_a_train_job_without_history_shows_a_placeholder(redis_url, redis_
         screen = await open_detail(pilot, app, job_id)
         assert screen.detail.row.status == "queued" and screen.detail.train is None
         assert screen.query_one(LossCurve).points == []
+        assert not any(widget.display for widget in screen.query(".distill-only"))  # one loss: no student curve
         assert "no loss reported yet" in rendered(screen.query_one("#loss-range", Static))
         assert not screen.query_one("#loss-sparkline", Sparkline).display
         assert "no step reported yet" in rendered(screen.query_one("#detail-train-stats", Static))

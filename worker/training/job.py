@@ -113,7 +113,7 @@ def _supervise(command: list[str], directory: Path, job, reporter) -> dict:
                 )
                 if record.get("generator_loss") is not None:
                     # distillation: `loss` is the critic's (every iteration), this is the student's last update
-                    train_meta["generator_loss"] = record["generator_loss"]
+                    train_meta.update(generator_loss=record["generator_loss"], critic_lr=record.get("critic_lr"))
                     train_meta["generator_loss_history"] = append_history(
                         train_meta.get("generator_loss_history", []), record["step"], record["generator_loss"]
                     )

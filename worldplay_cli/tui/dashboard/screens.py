@@ -31,7 +31,14 @@ from worldplay_cli.tui.dashboard.source import (
     SubmitChoices,
     describe_error,
 )
-from worldplay_cli.tui.dashboard.widgets import STATUS_STYLES, LossCurve, human_seconds, progress_text, train_table
+from worldplay_cli.tui.dashboard.widgets import (
+    STATUS_STYLES,
+    LossCurve,
+    human_seconds,
+    is_distillation,
+    progress_text,
+    train_table,
+)
 from worldplay_cli.tui.widgets import HalfBlockImage, image_size_for
 
 if TYPE_CHECKING:
@@ -182,8 +189,11 @@ class JobDetailScreen(Screen):
                 with Vertical(id="detail-train"):  # shown for train jobs instead of trajectory and frame
                     yield Label("training", classes="section")
                     yield Static(id="detail-train-stats")
-                    yield Label("loss", classes="section")
+                    yield Label("loss", id="detail-loss-label", classes="section")
                     yield LossCurve(id="detail-loss")
+                    # distillation: the student's loss beside the critic's (the one above)
+                    yield Label("student loss", classes="section distill-only")
+                    yield LossCurve(id="detail-student-loss", classes="distill-only")
                 yield Label("trajectory (top-down)", classes="section generate-only")
                 yield Static(id="detail-plot", classes="generate-only")
                 yield Label("first frame", classes="section generate-only")
@@ -245,7 +255,13 @@ class JobDetailScreen(Screen):
         if is_train:
             train = detail.train or {}
             self.query_one("#detail-train-stats", Static).update(train_table(train))
-            self.query_one(LossCurve).show(train.get("loss_history") or [])
+            self.query_one("#detail-loss", LossCurve).show(train.get("loss_history") or [])
+            distillation = is_distillation(train)
+            self.query_one("#detail-loss-label", Label).update("critic loss" if distillation else "loss")
+            for widget in self.query(".distill-only"):
+                widget.display = distillation
+            if distillation:
+                self.query_one("#detail-student-loss", LossCurve).show(train["generator_loss_history"])
         if first:
             self.query_one("#detail-train").display = is_train
             for widget in self.query(".generate-only"):

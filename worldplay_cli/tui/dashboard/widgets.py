@@ -393,6 +393,11 @@ def _number(value: float | None, pattern: str = ".4g") -> str:
     return "—" if value is None else format(value, pattern)
 
 
+def is_distillation(train: dict) -> bool:
+    """A distillation run reports two losses: the student's (`generator_loss`) beside the critic's (`loss`)."""
+    return "generator_loss_history" in train
+
+
 def train_table(train: dict) -> Table:
     """A train job's step, last loss, learning rate, throughput, last validation scores and checkpoint
     (its ETA is the job's progress ETA, shown in the summary)."""
@@ -405,8 +410,15 @@ def train_table(train: dict) -> Table:
     else:
         share = f" ({step / max_steps:.0%})" if max_steps else ""
         table.add_row("step", f"{step:,} / {max_steps:,}{share}" if max_steps else f"{step:,}")
-    table.add_row("loss", _number(train.get("loss")))
-    table.add_row("lr", _number(train.get("lr"), ".3e"))
+    if is_distillation(train):
+        # `loss` is the critic's (it steps every iteration), `generator_loss` the student's last update
+        table.add_row("student loss", _number(train.get("generator_loss")))
+        table.add_row("critic loss", _number(train.get("loss")))
+        table.add_row("student lr", _number(train.get("lr"), ".3e"))
+        table.add_row("critic lr", _number(train.get("critic_lr"), ".3e"))
+    else:
+        table.add_row("loss", _number(train.get("loss")))
+        table.add_row("lr", _number(train.get("lr"), ".3e"))
     samples_per_s = train.get("samples_per_s")
     table.add_row("throughput", "—" if samples_per_s is None else f"{samples_per_s:.2f} samples/s")
     validation = train.get("validation") or {}
