@@ -52,6 +52,8 @@ def refusing_unusable_model_dirs() -> Iterator[None]:
 
 def engine_facts(pipeline: WorldPlayPipeline) -> dict:
     """What the manifest says of the loaded pipeline a job or session ran on."""
+    from worker.models.attention import resolve_backend
+
     transformer = pipeline.transformer
     return {
         "variant": pipeline.variant,
@@ -60,7 +62,8 @@ def engine_facts(pipeline: WorldPlayPipeline) -> dict:
         "device": str(pipeline.device),
         "device_name": device_name(pipeline.device),
         "dtype": str(transformer.dtype).removeprefix("torch."),
-        "attention": transformer.attention_backend_in_use(),
+        # every family's transformer calls attention through its processor
+        "attention": resolve_backend(transformer.attention_processor.backend, pipeline.device, transformer.dtype),
     }
 
 
