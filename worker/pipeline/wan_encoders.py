@@ -99,7 +99,7 @@ def image_condition(
     vae: WanVAE, image: Image.Image, width: int, height: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """The image-to-video latent 0: a normalised VAE posterior sample of the framed image, [1, z, 1, h, w]."""
-    frame = wan_image_frame(image, width, height).to(vae.post_quant_conv.weight.device)
+    frame = wan_image_frame(image, width, height).to(vae.device)
     return vae.encode_image(frame, generator)
 
 

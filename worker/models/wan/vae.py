@@ -393,6 +393,10 @@ class WanVAE(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.post_quant_conv.weight.dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.post_quant_conv.weight.device
+
     # -- the latent normalisation (the only place that knows latents_mean / latents_std) --
 
     def _statistics(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
