@@ -17,16 +17,16 @@ from worldplay_cli.contract import layout
 from worldplay_cli.contract.errors import BadInput, WorldplayError
 
 
-def write_tiny_model(root: Path, seed: int, hub_names: bool) -> Path:
+def write_tiny_model(root: Path, seed: int, hub_names: bool, family: str = "hunyuan") -> Path:
     """Run the writer in a subprocess; refuse to write into a directory that holds anything but an earlier
-    tiny model (the writer's marker file says so)."""
+    tiny model (the writer's marker file says so). `family`: whose layout (contract.variants.FAMILIES)."""
     if root.exists() and not root.is_dir():
         raise BadInput(f"{root} exists and is not a directory", "choose a new or empty directory")
     if root.is_dir() and any(root.iterdir()) and not (root / layout.TINY_MARKER).is_file():
         raise BadInput(
             f"{root} is not empty", "choose a new or empty directory (a tiny model directory may be rewritten)"
         )
-    command = [sys.executable, "-m", "worker.pipeline.tiny_model", str(root), "--seed", str(seed)]
+    command = [sys.executable, "-m", "worker.pipeline.tiny_model", str(root), "--seed", str(seed), "--family", family]
     if hub_names:
         command.append("--hub-names")
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_OFFLINE": "1"}
