@@ -188,3 +188,31 @@ def test_third_person_synthetic_set_trains_and_its_validation_hud_shows_the_keys
     w_key, s_key = (1, 0), (1, 1)
     assert blue_excess(forward, *w_key) > blue_excess(backward, *w_key) + 25
     assert blue_excess(backward, *s_key) > blue_excess(forward, *s_key) + 25
+
+
+def test_data_import_reads_fastvideo_annotations_and_merge_files(tmp_path, cli):
+    from worldplay_cli.contract.training import load_source_manifest
+
+    games = tmp_path / "games"
+    games.mkdir()
+    annotation = [
+        {"path": "videos/run 1.mp4", "cap": "a hero crosses a field", "action_path": "actions/run1.npy"},
+        {"path": "videos/run2.mp4", "cap": "", "action_path": "actions/run2.npy"},
+    ]
+    (games / "annotation.json").write_text(json.dumps(annotation))
+    (tmp_path / "merge.txt").write_text("games,games/annotation.json\n")
+    code, out, err = cli("data", "import", str(tmp_path / "merge.txt"), str(tmp_path / "raw"), "--layout", "zelda",
+                         "--view", "third", "--validation-every", "2", "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["train"] == 1 and json.loads(out)["validation"] == 1
+    manifest = load_source_manifest(tmp_path / "raw")
+    assert manifest.fps == 25 and manifest.vocabulary.keys == list(LAYOUTS["zelda"])
+    assert manifest.vocabulary.view == "third"
+    first = manifest.clips[0]
+    assert (first.id, first.prompt, first.split) == ("run-1", "a hero crosses a field", "train")
+    assert first.video == str(games / "videos" / "run 1.mp4") and first.actions == str(games / "actions" / "run1.npy")
+    code, _, err = cli("data", "import", str(games / "annotation.json"), str(tmp_path / "raw"))
+    assert code != 0 and "already exists" in err
+    (games / "bad.json").write_text(json.dumps([{"cap": "no video"}]))
+    code, _, err = cli("data", "import", str(games / "bad.json"), str(tmp_path / "other"))
+    assert code != 0 and "item 0 has no path or action_path" in err and "Traceback" not in err

@@ -80,7 +80,7 @@ class SynthOptions:
     supersample: int = 2
     texture_period: float = TEXTURE_PERIOD  # world units per texture repeat: larger = smoother frames
     view: str = "first"  # "third": the camera follows an avatar ball
-    orbit_distance: float = 0.6  # third person: the ball's distance ahead of the camera
+    orbit_distance: float = 0.5  # third person: the ball's distance ahead of the camera (the vocabulary default)
 
     @property
     def num_frames(self) -> int:

@@ -162,3 +162,50 @@ def synth(
             f"wrote {clips} + {validation} clips of {summary['frames']} frames: {summary['manifest']}"
         ),
     )
+
+
+@data_app.command(
+    "import",
+    help="Write OUT/dataset.json over game footage annotated the FastVideo MatrixGame2 / Zelda way: an annotation "
+    'JSON list of {"path": video, "cap": caption, "action_path": keys.npy} or a merge file of <folder>,<annotation> '
+    "lines. The clips stay where they are; prepare OUT next.",
+)
+def import_annotations(
+    source: Annotated[Path, typer.Argument(help="Annotation JSON or merge file.")],
+    out: Annotated[Path, typer.Argument(help="Directory that gets dataset.json.")],
+    fps: Annotated[float, typer.Option(help="The clips' frame rate (MatrixGame2 data: 25).", min=0.001)] = 25.0,
+    layout: Annotated[str, typer.Option(help="matrixgame2 (W S A D) or zelda (W S A D turn_left turn_right).")] = (
+        "matrixgame2"
+    ),
+    view: Annotated[str, typer.Option(help="first, or third (the camera follows an avatar; tps labels).")] = "first",
+    degrees_per_unit: Annotated[float, typer.Option(help="Degrees per frame of one mouse unit.", min=1e-6)] = 1.0,
+    pitch_sign: Annotated[int, typer.Option(help="-1 when positive pitch looks down.")] = 1,
+    validation_every: Annotated[int, typer.Option(help="Every N-th clip is a validation clip (0: none).", min=0)] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing OUT/dataset.json.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    from worldplay_cli.contract.errors import BadInput
+    from worldplay_cli.contract.training import MANIFEST_NAME
+    from worldplay_cli.gamedata import manifest_from_annotations
+    from worldplay_cli.output import emit
+
+    if view not in ("first", "third"):
+        raise BadInput(f"unknown --view {view!r}", "use first or third")
+    if pitch_sign not in (1, -1):
+        raise BadInput(f"--pitch-sign must be 1 or -1, got {pitch_sign}")
+    _check_output_dir(out)
+    target = out / MANIFEST_NAME
+    if target.exists() and not force:
+        raise BadInput(f"{target} already exists", "pass --force to overwrite")
+    manifest = manifest_from_annotations(source, fps, layout, view, degrees_per_unit, pitch_sign, validation_every)
+    out.mkdir(parents=True, exist_ok=True)
+    target.write_text(manifest.model_dump_json(indent=2) + "\n")
+    splits = [clip.split for clip in manifest.clips]
+    data = {"manifest": str(target), "train": splits.count("train"), "validation": splits.count("validation")}
+    emit(
+        data,
+        as_json,
+        lambda console: console.print(
+            f"wrote {target}: {data['train']} + {data['validation']} clips ({layout}, {view} person)"
+        ),
+    )
