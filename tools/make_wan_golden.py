@@ -31,13 +31,13 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import types
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from golden_common import seeded_weights, upstream_commit, write_order
 
 TINY_SEED, TINY_SCALE = 31, 0.05
 INPUT_SEED = 32
@@ -134,30 +134,8 @@ def build(official, sizes: dict, device: str | None = None):
     return model.eval()
 
 
-def seeded_weights(model: torch.nn.Module, seed: int, scale: float) -> list[tuple[str, tuple[int, ...]]]:
-    """Overwrite every parameter with seeded noise in registration order; returns (name, shape) in order."""
-    order = parameter_shapes(model)
-    generator = torch.Generator().manual_seed(seed)
-    state = {name: torch.randn(shape, generator=generator) * scale for name, shape in order}
-    model.load_state_dict(state, strict=True)
-    return order
-
-
 def parameter_shapes(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
     return [(name, tuple(parameter.shape)) for name, parameter in model.named_parameters()]
-
-
-def write_order(path: Path, order: list[tuple[str, tuple[int, ...]]]) -> None:
-    path.write_text("".join(f"{name}\t{shape}\n" for name, shape in order))
-
-
-def upstream_commit(checkout: Path) -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
 
 
 def yaw_c2w(yaw_degrees: float, position: list[float]) -> torch.Tensor:

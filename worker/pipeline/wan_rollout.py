@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from worker.models.wan.transformer import WanWorldPlayTransformer
+from worker.models.wan.transformer import WanConfig, WanWorldPlayTransformer
 from worker.pipeline.memory import sample_points_in_sphere, select_wan_context_latents
 from worker.pipeline.rollout import CONTEXT_TIMESTEP
 
@@ -59,17 +59,7 @@ def wan_ar_rollout(
     config = transformer.config
     timesteps = check_steps(DISTILLED_TIMESTEPS if steps is None else steps)
     check_inputs(
-        config.in_channels,
-        config.patch_size,
-        config.text_dim,
-        text_states,
-        num_latents,
-        height_latents,
-        width_latents,
-        viewmats,
-        intrinsics,
-        action_ids,
-        first_latent,
+        config, text_states, num_latents, height_latents, width_latents, viewmats, intrinsics, action_ids, first_latent
     )
     device, dtype = transformer.device, transformer.dtype
     shape = (1, config.in_channels, num_latents, height_latents, width_latents)
@@ -138,9 +128,7 @@ def check_steps(steps: Sequence[float]) -> torch.Tensor:
 
 
 def check_inputs(
-    channels: int,
-    patch_size: tuple[int, int, int],
-    text_dim: int,
+    config: WanConfig,
     text_states: torch.Tensor,
     num_latents: int,
     height_latents: int,
@@ -156,21 +144,21 @@ def check_inputs(
         raise ValueError(f"num_latents must be a positive multiple of {CHUNK_LATENTS}, got {num_latents!r}")
     if num_latents % CHUNK_LATENTS:
         raise ValueError(f"num_latents {num_latents} is not a multiple of the {CHUNK_LATENTS}-latent chunk")
-    _, patch_h, patch_w = patch_size
+    _, patch_h, patch_w = config.patch_size
     if height_latents < patch_h or width_latents < patch_w or height_latents % patch_h or width_latents % patch_w:
         raise ValueError(
             f"latent grid {height_latents}x{width_latents} must be a positive multiple of the {patch_h}x{patch_w} "
             "patch (pixel sizes multiples of 32)"
         )
-    if text_states.ndim != 3 or text_states.shape[0] != 1 or text_states.shape[2] != text_dim:
-        raise ValueError(f"text_states must be [1, L, {text_dim}], got {list(text_states.shape)}")
+    if text_states.ndim != 3 or text_states.shape[0] != 1 or text_states.shape[2] != config.text_dim:
+        raise ValueError(f"text_states must be [1, L, {config.text_dim}], got {list(text_states.shape)}")
     expected = {
         "viewmats": (viewmats, (num_latents, 4, 4)),
         "intrinsics": (intrinsics, (num_latents, 3, 3)),
         "action_ids": (action_ids, (num_latents,)),
     }
     if first_latent is not None:
-        expected["first_latent"] = (first_latent, (1, channels, 1, height_latents, width_latents))
+        expected["first_latent"] = (first_latent, (1, config.in_channels, 1, height_latents, width_latents))
     for name, (tensor, shape) in expected.items():
         if tuple(tensor.shape) != shape:
             raise ValueError(f"{name} must be {list(shape)}, got {list(tensor.shape)}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -203,28 +204,22 @@ def fp32_layer_norm(
     return F.layer_norm(x.float(), (x.shape[-1],), weight, bias, eps)
 
 
-class TimestepMLP(nn.Module):
-    """Linear-SiLU-Linear over sinusoidal features (diffusers' `TimestepEmbedding` names)."""
+class TwoLayerMLP(nn.Module):
+    """Linear, activation, Linear (diffusers' `linear_1`, `linear_2`): the timestep and action MLPs (SiLU
+    over sinusoidal features) and the text projection (tanh-GELU over UMT5 states)."""
 
-    def __init__(self, in_features: int, dim: int):
+    def __init__(self, in_features: int, dim: int, activation: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__()
+        self.activation = activation
         self.linear_1 = nn.Linear(in_features, dim)
         self.linear_2 = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(F.silu(self.linear_1(x.to(self.linear_1.weight.dtype))))
+        return self.linear_2(self.activation(self.linear_1(x.to(self.linear_1.weight.dtype))))
 
 
-class TextProjection(nn.Module):
-    """UMT5 states -> model width: Linear, tanh-GELU, Linear."""
-
-    def __init__(self, in_features: int, dim: int):
-        super().__init__()
-        self.linear_1 = nn.Linear(in_features, dim)
-        self.linear_2 = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
+def tanh_gelu(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
 
 
 class ConditionEmbedder(nn.Module):
@@ -234,10 +229,10 @@ class ConditionEmbedder(nn.Module):
         super().__init__()
         dim = config.inner_dim
         self.freq_dim = config.freq_dim
-        self.time_embedder = TimestepMLP(config.freq_dim, dim)
+        self.time_embedder = TwoLayerMLP(config.freq_dim, dim, F.silu)
         self.time_proj = nn.Linear(dim, BLOCK_MODULATIONS * dim)
-        self.text_embedder = TextProjection(config.text_dim, dim)
-        self.action_embedder = TimestepMLP(config.freq_dim, dim)
+        self.text_embedder = TwoLayerMLP(config.text_dim, dim, tanh_gelu)
+        self.action_embedder = TwoLayerMLP(config.freq_dim, dim, F.silu)
 
     def forward(self, timestep: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """timestep, action [B, T] float -> time embedding [B, T, C] and block modulation [B, T, 6, C]."""
@@ -337,7 +332,7 @@ class GELUProjection(nn.Module):
         self.proj = nn.Linear(dim, hidden_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.proj(x), approximate="tanh")
+        return tanh_gelu(self.proj(x))
 
 
 class FeedForward(nn.Module):
