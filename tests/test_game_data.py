@@ -90,8 +90,11 @@ def test_traj_convert_from_and_to_keys_round_trips_per_frame_actions(tmp_path, c
     np.testing.assert_array_equal(back_movement[1:], movement[1:])
     np.testing.assert_allclose(back_degrees[1:], degrees[1:], atol=1e-5)  # the .npy log is float32
     # the JSON key log is read back without --from (its format tag) and gives the same trajectory
-    code, out, _ = cli("traj", "show", str(tmp_path / "back.json"), "--json")
+    code, out, _ = cli("traj", "show", str(tmp_path / "back.json"), "--json", "--view", "third")
     assert code == 0 and json.loads(out)["num_latents"] == 9
+    # shown with the view's labels: the log's own (official JSON keeps poses, not labels)
+    expected = keys.to_trajectory(keys.read(tmp_path / "back.json")).actions
+    assert [row["action"] for row in json.loads(out)["latents"]] == list(expected)
 
 
 def test_bad_key_logs_are_one_line_errors(tmp_path, cli):

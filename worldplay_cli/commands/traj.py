@@ -122,12 +122,22 @@ def show(
         None, "--variant", help="Variant whose chunk boundaries to mark (default ar).", show_default=False
     ),
     plot: bool = typer.Option(True, "--plot/--no-plot", help="Draw the top-down path."),
+    view: str = typer.Option(
+        "first",
+        "--view",
+        help="Label actions as first person, or third (the official tps rule: no move while turning).",
+    ),
     as_json: JsonOption = False,
     model: VariantAliasOption = None,
 ) -> None:
-    from trajectories import CHUNK, action_name
+    from trajectories import CHUNK, Trajectory, action_name, compute_actions
 
+    if view not in ("first", "third"):
+        raise BadInput(f"unknown --view {view!r}", "use first or third")
     trajectory = _load(spec, fmt)
+    if view == "third":
+        actions = compute_actions(trajectory.c2w, third_person=True)
+        trajectory = Trajectory(trajectory.c2w, trajectory.K, actions, trajectory.source)
     model = _check_model(variant_from(variant, model))
     chunk = CHUNK[model]
     positions, angles = trajectory.positions(), trajectory.yaw_pitch_roll()
