@@ -20,6 +20,7 @@ from worker.models.wan.transformer import (
     WanWorldPlayTransformer,
     is_worldplay_addition,
     load_wan_transformer,
+    write_tiny_wan_transformer,
 )
 
 ATOL = 1e-5
@@ -94,6 +95,9 @@ def test_tiny_model_has_the_official_tiny_names_and_shapes():
 
 def test_config_reads_the_released_diffusers_config():
     assert WanConfig.from_diffusers_dict(RELEASED_CONFIG) == WanConfig()
+    released = {key: value for key, value in RELEASED_CONFIG.items() if not key.startswith("_")}
+    assert {key: value for key, value in WanConfig().to_diffusers_dict().items() if key[0] != "_"} == released
+    assert WanConfig.from_diffusers_dict(WanConfig.tiny().to_diffusers_dict()) == WanConfig.tiny()
     with pytest.raises(TransformerConfigError, match="qk_norm"):
         WanConfig.from_diffusers_dict({**RELEASED_CONFIG, "qk_norm": "rms_norm"})
     with pytest.raises(TransformerConfigError, match="unknown key 'heads'"):
@@ -210,3 +214,14 @@ def test_strict_load_refuses_a_wrong_checkpoint_in_one_line(tmp_path):
         load_wan_transformer(tmp_path / "broken.pt", tiny)
     with pytest.raises(CheckpointError, match="mis-shaped"):
         load_wan_transformer(tmp_path / "base.pt", replace(tiny, ffn_dim=48))
+
+
+def test_tiny_writer_makes_both_released_formats(tmp_path):
+    directory = write_tiny_wan_transformer(
+        tmp_path / "wan_transformer", seed=5, distilled_path=tmp_path / "d" / "model.pt"
+    )
+    from_directory = load_wan_transformer(directory, dtype=torch.float32)
+    from_distilled = load_wan_transformer(tmp_path / "d", WanConfig.tiny(), dtype=torch.float32)
+    assert from_directory.config == WanConfig.tiny()
+    for (name, ours), (_, theirs) in zip(from_directory.state_dict().items(), from_distilled.state_dict().items()):
+        assert torch.equal(ours, theirs), name

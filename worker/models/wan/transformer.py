@@ -52,11 +52,14 @@ from worker.models.transformer import (
     timestep_embedding,
     to_heads_first,
 )
+from worldplay_cli.contract import layout, variants
 
-CONFIG_NAME = "config.json"
+CONFIG_NAME = layout.CONFIG_NAME
+WEIGHTS_NAME = layout.WEIGHTS_NAME
+CLASS_NAME = "WanTransformer3DModel"
 # The distilled checkpoint is a training state: its weights are `["generator"]`, keys wrapped by the
 # trainer (`model.` then `_fsdp_wrapped_module.`), which the official loader strips before a strict load.
-DISTILLED_CHECKPOINT_NAME = "model.pt"
+DISTILLED_CHECKPOINT_NAME = variants.get("wan-distilled").checkpoint_name
 GENERATOR_KEY = "generator"
 WRAPPER_PREFIXES = ("model.", "_fsdp_wrapped_module.")
 # RoPE frequencies: theta is hard-coded in the official class (not a config key).
@@ -150,6 +153,13 @@ class WanConfig:
         if values.get("out_channels") is None and "in_channels" in values:
             values["out_channels"] = values["in_channels"]
         return cls(**values)
+
+    def to_diffusers_dict(self) -> dict[str, Any]:
+        """The diffusers `config.json` content for this architecture."""
+        data: dict[str, Any] = {"_class_name": CLASS_NAME, **REQUIRED_VALUES}
+        data.update({field.name: getattr(self, field.name) for field in fields(self)})
+        data["patch_size"] = list(self.patch_size)
+        return dict(sorted(data.items()))
 
     @classmethod
     def from_json(cls, path: str | Path) -> WanConfig:
@@ -584,3 +594,37 @@ def _check(model: nn.Module, shapes: dict[str, tuple[int, ...]], source: str) ->
     else:
         hint = "the checkpoint is incomplete or from another version; re-download it"
     raise CheckpointError(f"{source} does not fit the WAN-5B WorldPlay transformer: {report.summary(limit=3)}", hint)
+
+
+def write_tiny_wan_transformer(
+    transformer_dir: str | Path,
+    seed: int = 0,
+    config: WanConfig | None = None,
+    scale: float = 0.05,
+    distilled_path: str | Path | None = None,
+) -> Path:
+    """Write a tiny random WAN-5B WorldPlay transformer (`WanConfig.tiny()` by default) as
+    `transformer_dir/{config.json, diffusion_pytorch_model.safetensors}` with every tensor (the WorldPlay
+    additions included) and, given `distilled_path`, the same weights as a distilled training checkpoint
+    (`{"generator": ...}` under the trainer's `model._fsdp_wrapped_module.` prefixes, as released).
+
+    Weights are `randn(shape) * scale` from one seeded CPU generator in parameter-registration order.
+    Returns `transformer_dir`.
+    """
+    from safetensors.torch import save_file
+
+    config = config or WanConfig.tiny()
+    with torch.device("meta"):
+        shapes = [(name, parameter.shape) for name, parameter in WanWorldPlayTransformer(config).named_parameters()]
+    generator = torch.Generator().manual_seed(seed)
+    state = {name: torch.randn(shape, generator=generator) * scale for name, shape in shapes}
+    transformer_dir = Path(transformer_dir)
+    transformer_dir.mkdir(parents=True, exist_ok=True)
+    (transformer_dir / CONFIG_NAME).write_text(json.dumps(config.to_diffusers_dict(), indent=2) + "\n")
+    save_file(state, str(transformer_dir / WEIGHTS_NAME))
+    if distilled_path is not None:
+        distilled_path = Path(distilled_path)
+        distilled_path.parent.mkdir(parents=True, exist_ok=True)
+        wrapped = {"".join(WRAPPER_PREFIXES) + name: tensor for name, tensor in state.items()}
+        torch.save({GENERATOR_KEY: wrapped}, distilled_path)
+    return transformer_dir
