@@ -461,6 +461,26 @@ def add_worldplay_repos(hub: FakeHub, action_size: int = 300_000) -> None:
             "ar_rl_model/diffusion_pytorch_model.safetensors": _bytes("ar-rl", action_size),
             "ar_distilled_action_model/model.safetensors": _bytes("ar-distilled", action_size),
             "wan/model.safetensors": _bytes("wan", 70_000),
+            "wan_transformer/config.json": b'{"_class_name": "WanTransformer3DModel"}',
+            "wan_transformer/diffusion_pytorch_model.safetensors": _bytes("wan-ar", action_size),
+            "wan_distilled_model/model.pt": _bytes("wan-distilled", action_size),
+        },
+    )
+    hub.add_repo(
+        "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        {
+            "README.md": b"# Wan2.2-TI2V-5B\n",
+            "model_index.json": b'{"_class_name": "WanPipeline"}',
+            "vae/config.json": b'{"z_dim": 48}',
+            "vae/diffusion_pytorch_model.safetensors": _bytes("wan-vae", 30_000),
+            "text_encoder/config.json": b'{"model_type": "umt5"}',
+            "text_encoder/model-00001-of-00002.safetensors": _bytes("umt5-1", 40_000),
+            "text_encoder/model-00002-of-00002.safetensors": _bytes("umt5-2", 30_000),
+            "tokenizer/tokenizer_config.json": b"{}",
+            "tokenizer/spiece.model": _bytes("spiece", 5_000),
+            "scheduler/scheduler_config.json": b'{"shift": 5.0}',
+            "transformer/config.json": b'{"_class_name": "WanTransformer3DModel"}',
+            "transformer/diffusion_pytorch_model.safetensors": _bytes("wan-base", 90_000),
         },
     )
     hub.add_repo(

@@ -426,7 +426,7 @@ def test_verify_with_nothing_downloaded_is_not_ok(hub, env, capsys):
     assert code == 1 and "ok" not in out
     assert err == (
         f"error: nothing is downloaded in {env['model_dir']} (hint: run `worldplay download VARIANT`, "
-        "VARIANT one of bi, ar, ar-rl, ar-distilled, sr)\n"
+        "VARIANT one of bi, ar, ar-rl, ar-distilled, wan-distilled, wan-ar, sr)\n"
     )
     code, report = run_json(capsys, "models", "verify", "bi")
     assert code == 1 and not report["ok"] and report["not_downloaded"] == ["bi"]
@@ -472,7 +472,7 @@ def test_unknown_variant_is_bad_input_in_every_subcommand(hub, env, capsys, args
     assert code == 2, (code, err)
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(
-        "error: unknown variant 'bii'; did you mean 'bi'? (hint: variants: bi, ar, ar-rl, ar-distilled, sr"
+        "error: unknown variant 'bii'; did you mean 'bi'? (hint: variants: bi, ar, ar-rl, ar-distilled, wan-distilled, wan-ar, sr"
     )
     assert hub.requests == []
 

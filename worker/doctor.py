@@ -73,6 +73,7 @@ def probe_model_dir(model_dir: Path) -> dict:
     for variant in VARIANTS:
         missing = missing_pieces(model_dir, variant)
         result["variants"][variant] = {
+            "family": variants.get(variant).family_name,
             "ready": not missing,
             "missing": [f"{piece.what} ({piece.path})" for piece in missing],
             "fix": download_command(variant) if missing else None,
@@ -123,14 +124,16 @@ def recommend(torch_info: dict, flash_attn: dict, ready_variants: list[str]) -> 
         )
         return base
     memory = min(gpu["memory_bytes"] for gpu in gpus)
-    degrees = [sp for sp in range(1, len(gpus) + 1) if HEADS % sp == 0]
+    record = variants.get(variant)
+    # a family whose native pipeline is not sequence parallel runs one GPU per job
+    degrees = [sp for sp in range(1, len(gpus) + 1) if HEADS % sp == 0] if record.family.sequence_parallel else [1]
     choices = [(sp, choose_profile("auto", variant, sp, memory)) for sp in degrees]
     fast = [(sp, choice) for sp, choice in choices if choice.fits and choice.profile in ("resident", "offload")]
     fitting = [(sp, choice) for sp, choice in choices if choice.fits]
     sp, choice = (fast or fitting or choices[-1:])[0]
     if not choice.fits:
         notes.insert(0, f"{choice.reason}: expect out-of-memory failures on {len(gpus)} x {memory / GB:.0f} GB")
-    with_sr = choose_profile("auto", variant, sp, memory, sr=True)
+    with_sr = choose_profile("auto", variant, sp, memory, sr=True) if record.super_resolution else choice
     if choice.fits and not with_sr.fits:
         notes.append(f"--sr (720p super-resolution) does not fit {memory / GB:.0f} GB GPUs: {with_sr.reason}")
     elif choice.fits and with_sr.profile != choice.profile:
