@@ -1,9 +1,10 @@
-"""One attention entry point for the transformer: flash-attn when it can run, torch SDPA otherwise.
+"""One attention entry point for the transformer: flash-attn when it can run, torch SDPA otherwise, and
+SageAttention (8-bit quantised attention) when asked for.
 
 Users of the official code cannot tell which kernel ran (HY-WorldPlay issue #18), so the choice here is
-explicit: a backend name is passed in ("auto", "flash" or "sdpa"), `resolve_backend` says what "auto"
-becomes for a given device and dtype, and asking for "flash" where it cannot run is an error rather than
-a silent fallback.
+explicit: a backend name is passed in ("auto", "flash", "sdpa" or "sage"), `resolve_backend` says what
+"auto" becomes for a given device and dtype ("auto" never picks "sage": its quantisation changes the
+numbers), and asking for "flash" or "sage" where it cannot run is an error rather than a silent fallback.
 
 The transformer holds an `AttentionProcessor`: the backend, plus the hooks through which sequence
 parallelism shards the image tokens (as diffusers passes `backend=` and `parallel_config=` to its attention
@@ -17,14 +18,36 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-BACKENDS: tuple[str, ...] = ("auto", "flash", "sdpa")
+BACKENDS: tuple[str, ...] = ("auto", "flash", "sdpa", "sage")
 
-# flash-attn kernels only take half precision.
+# flash-attn and SageAttention kernels only take half precision.
 FLASH_DTYPES = (torch.float16, torch.bfloat16)
+
+# Whether the optional kernels are installed, looked up once: a compiled block (torch.compile) cannot trace
+# an import-system lookup, and attention resolves its backend on every call.
+_INSTALLED = {package: importlib.util.find_spec(package) is not None for package in ("flash_attn", "sageattention")}
+
+# What a user who asked for a kernel that cannot run should do instead.
+_BACKEND_HINTS = {
+    "flash": "pip install flash-attn on a CUDA host, or use attention backend auto (torch SDPA)",
+    "sage": "pip install sageattention on a CUDA host, or use attention backend auto (flash-attn or torch SDPA)",
+}
+
+
+class BackendUnavailable(RuntimeError):
+    """An attention backend was asked for where it cannot run; `hint` says what to do instead."""
+
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.message, self.hint = message, hint
 
 
 def flash_attn_installed() -> bool:
-    return importlib.util.find_spec("flash_attn") is not None
+    return _INSTALLED["flash_attn"]
+
+
+def sageattention_installed() -> bool:
+    return _INSTALLED["sageattention"]
 
 
 def flash_attn_usable(device: torch.device, dtype: torch.dtype) -> bool:
@@ -32,21 +55,25 @@ def flash_attn_usable(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device | str, dtype: torch.dtype) -> str:
-    """The concrete backend ("flash" or "sdpa") that `attention` runs for this device and dtype."""
+    """The concrete backend ("flash", "sdpa" or "sage") that `attention` runs for this device and dtype;
+    `BackendUnavailable` when the one asked for cannot run here."""
     device = torch.device(device)
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "sdpa":
         return "sdpa"
-    usable = flash_attn_usable(device, dtype)
-    if backend == "flash" and not usable:
+    if backend == "auto":
+        return "flash" if flash_attn_usable(device, dtype) else "sdpa"
+    package = {"flash": "flash_attn", "sage": "sageattention"}[backend]
+    if not _INSTALLED[package]:
+        reason = f"the {package} package is not installed"
+    elif device.type != "cuda" or dtype not in FLASH_DTYPES:
         reason = (
-            "the flash_attn package is not installed"
-            if not flash_attn_installed()
-            else f"it needs a CUDA device and fp16/bf16 tensors (got {device.type}, {dtype})"
+            f"it needs a CUDA device and fp16/bf16 tensors (got {device.type}, {str(dtype).removeprefix('torch.')})"
         )
-        raise RuntimeError(f"attention backend 'flash' cannot run: {reason}")
-    return "flash" if usable else "sdpa"
+    else:
+        return backend
+    raise BackendUnavailable(f"attention backend '{backend}' cannot run: {reason}", _BACKEND_HINTS[backend])
 
 
 def attention(
@@ -61,8 +88,11 @@ def attention(
     query [B, H, Lq, D], key/value [B, H, Lk, D]; `key_mask` [B, Lk] bool marks the keys each batch row may
     attend to (None: all). Returns [B, H, Lq, D].
     """
-    if resolve_backend(backend, query.device, query.dtype) == "flash":
+    resolved = resolve_backend(backend, query.device, query.dtype)
+    if resolved == "flash":
         return _flash_attention(query, key, value, key_mask)
+    if resolved == "sage":
+        return _sage_attention(query, key, value, key_mask)
     attn_mask = None if key_mask is None else key_mask[:, None, None, :]
     return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)
 
@@ -92,6 +122,22 @@ def _flash_attention(
         max_seqlen_k=int(key_lengths.max()),
     )
     return out.view(batch, query_len, heads, head_dim).transpose(1, 2)
+
+
+def _sage_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor | None
+) -> torch.Tensor:
+    from sageattention import sageattn
+
+    if key_mask is None:
+        return sageattn(query, key, value, tensor_layout="HND", is_causal=False)
+    # The kernel takes no mask: attending to the valid keys alone is the same thing (masked keys get zero
+    # weight), row by row since rows keep different numbers of keys.
+    rows = [
+        sageattn(query[row : row + 1], key[row : row + 1, :, mask], value[row : row + 1, :, mask], tensor_layout="HND")
+        for row, mask in enumerate(key_mask)
+    ]
+    return torch.cat(rows)
 
 
 class AttentionProcessor:

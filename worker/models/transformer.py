@@ -415,9 +415,10 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv3d(in_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # [B, C_in, T, H, W] -> [B, T, H', W', C] -> [B, T, S, C]
+        # [B, C_in, T, H, W] -> [B, T, H', W', C] -> [B, T, S, C], a tensor of its own (not a view) like every
+        # later block's input: the guards of a block compiled with dynamic shapes check their input's view base
         tokens = self.proj(x).permute(0, 2, 3, 4, 1)
-        return tokens.flatten(2, 3)
+        return tokens.flatten(2, 3).contiguous()
 
 
 class ByT5Mapper(nn.Module):
@@ -733,14 +734,14 @@ class DoubleStreamBlock(nn.Module):
         rope: RotaryEmbedding,
         camera: CameraProjection,
         layer_cache: LayerKV,
-        chunk_frames: int,
+        chunk_frames: int | None,
         keep_kv: bool,
         attention: AttentionProcessor,
         window: AttentionWindow | None = None,
     ):
         """One layer of the image tokens against the cache's layer `layer_cache`, causal by chunk: the frames'
-        chunk i (of `chunk_frames` frames) attends to [text, cached context, chunks 0..i], bidirectionally
-        inside itself; with an attention `window`, to [text, cached context, the sink's chunks, the chunks of
+        chunk i (of `chunk_frames` frames; None: all frames are one chunk) attends to [text, cached context,
+        chunks 0..i], bidirectionally inside itself; with an attention `window`, to [text, cached context, the sink's chunks, the chunks of
         its local window]. Returns the updated img and, with `keep_kv` (one chunk only), the frames' keys and
         values [2B, H, N, D] in the attention layout (else None, None)."""
         img_modulation = tuple(m.unsqueeze(2) for m in self.img_mod(frame_vec))
@@ -755,8 +756,14 @@ class DoubleStreamBlock(nn.Module):
             value_parts.append(layer_cache.context_value)
             mask_parts.append(attention.image_key_mask(layer_cache.context_key.shape[2], img.device))
         queries = []
-        for start in range(0, img.shape[1], chunk_frames):
-            frames = slice(start, start + chunk_frames)
+        # one chunk of every frame when chunk_frames is None: no loop over the frame count, which a compiled block
+        # would otherwise have to specialise on (one graph per context length)
+        chunks = (
+            [slice(None)]
+            if chunk_frames is None
+            else [slice(start, start + chunk_frames) for start in range(0, img.shape[1], chunk_frames)]
+        )
+        for frames in chunks:
             # q, k, v [2B, H, n, D] of the chunk's tokens in both branches, then into the attention layout; chunk
             # by chunk, so that under sequence parallelism each chunk's gathered tokens stay contiguous
             chunk = [
@@ -909,11 +916,11 @@ class WorldPlayTransformer(nn.Module):
         """`torch.compile` the double blocks' passes, `forward_joint` and `forward_image`: nearly all of the
         model's time. The model calls them by name, not through `__call__`, so compiling the module would not
         reach them. All blocks share one graph per pass (a block reads its layer's K/V, never the layer's
-        number); a shape that changes (the context grows over the first AR chunks) compiles once more with that
-        dimension dynamic, so a rollout compiles a handful of graphs (docs/performance.md)."""
+        number), and the graphs take dynamic shapes (frames, context and text lengths), so a rollout compiles
+        three graphs, not one per chunk (docs/performance.md)."""
         for block in self.double_blocks:
-            block.forward_joint = torch.compile(block.forward_joint, backend=backend)
-            block.forward_image = torch.compile(block.forward_image, backend=backend)
+            block.forward_joint = torch.compile(block.forward_joint, backend=backend, dynamic=True)
+            block.forward_image = torch.compile(block.forward_image, backend=backend, dynamic=True)
         self.compile_backend = backend
 
     def _maybe_checkpoint(self, function, *args):
@@ -1160,7 +1167,6 @@ class WorldPlayTransformer(nn.Module):
             hidden_states, timestep, viewmats, intrinsics, action, cache.context_frames
         )
         img, rope, attention = self.attention_processor.shard_frames(img, rope)
-        chunk_frames = chunk_latents or img.shape[1]
         # 2. the double blocks' image halves; the cache is read, never written, inside a block
         keys, values = [], []
         for index, block in enumerate(self.double_blocks):
@@ -1171,7 +1177,7 @@ class WorldPlayTransformer(nn.Module):
                 rope,
                 camera,
                 cache.layer(index),
-                chunk_frames,
+                chunk_latents,
                 keep_kv,
                 attention,
                 window,
