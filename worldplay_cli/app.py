@@ -115,36 +115,56 @@ def _old_flag_value_hint(command, args: list[str], message: str) -> str | None:
     return None
 
 
-def _app_for(args: list[str]):
-    """The app with just the command `args` names, or the whole app (help, --version, a mistyped name).
-    Typer builds every registered command's options from its signature on each run, most of the time a
-    command takes to start; the commands not named are never shown."""
+def _app_for(args: list[str], typer_app: typer.Typer = app) -> typer.Typer:
+    """The app with just the command `args` names (in a group, just the group's command it names), or the
+    whole app or group (help, --version, a mistyped name). Typer builds every registered command's options
+    from its signature on each run, most of the time a command takes to start; the commands not named are
+    never shown."""
     name = args[0] if args else ""
     if not name or name.startswith("-"):
-        return app
+        return typer_app
 
     def text(value) -> str | None:
         return value if isinstance(value, str) else None  # Typer's unset names are placeholders
 
     groups = [
-        info for info in app.registered_groups if (text(info.name) or text(info.typer_instance.info.name)) == name
+        info for info in typer_app.registered_groups if (text(info.name) or text(info.typer_instance.info.name)) == name
     ]
     commands = [
         info
-        for info in app.registered_commands
+        for info in typer_app.registered_commands
         if (text(info.name) or typer.main.get_command_name(info.callback.__name__)) == name
     ]
     if len(groups) + len(commands) != 1:
-        return app
-    named = copy.copy(app)
+        return typer_app
+    if groups:
+        group = copy.copy(groups[0])
+        group.typer_instance = _app_for(args[1:], group.typer_instance)
+        groups = [group]
+    named = copy.copy(typer_app)
     named.registered_groups, named.registered_commands = groups, commands
     return named
+
+
+def _collect_rarely() -> None:
+    """A command's start-up makes ~50,000 objects that live as long as it does (Typer's commands, rich,
+    pydantic's schemas, redis): at the default thresholds the cyclic collector walks them ~120 times, and
+    the interpreter's teardown walks them again; together a fifth of `worldplay jobs list`'s CPU time.
+    Collect young objects every 100,000 allocations instead of 700 (long-running commands, the TUIs,
+    `logs -f`, still collect), and leave what is alive at exit to the OS."""
+    import atexit
+    import gc
+
+    gc.set_threshold(100_000, 10, 10)
+    atexit.register(gc.freeze)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every failure into one line and an exit code."""
     from trajectories.errors import TrajectoryError
 
+    if argv is None:  # this process is the command (tests call main in theirs)
+        _collect_rarely()
     command = typer.main.get_command(_app_for(sys.argv[1:] if argv is None else argv))
     _plain_metavars(command)
     try:

@@ -18,13 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from worldplay_cli.contract.errors import BadInput, WorldplayError
 from worldplay_cli.contract.meta import JobMeta
-from worldplay_cli.contract.queue import (
-    SERIALIZER,
-    append_log,
-    fetch_job,
-    job_dir,
-    set_failure,
-)
 from worldplay_cli.contract.specs import (
     HUD_VIDEO_FILE,
     JOBS_INDEX,
@@ -151,6 +144,8 @@ def get_row(conn: Redis, job_id: str) -> JobRow:
 
 def job_detail(conn: Redis, settings: Settings, job_id: str, log_lines: int = 20) -> dict:
     """Row + spec + result or error + training metrics (train jobs) + output files + the last log lines."""
+    from worldplay_cli.contract.queue import fetch_job, job_dir
+
     row = get_row(conn, job_id)
     job = fetch_job(conn, job_id)
     detail: dict[str, Any] = row.to_dict()
@@ -263,6 +258,8 @@ def cancel_job(conn: Redis, settings: Settings, job_id: str, wait_s: float | Non
     from rq.command import send_stop_job_command
     from rq.exceptions import InvalidJobOperation
 
+    from worldplay_cli.contract.queue import SERIALIZER, append_log, fetch_job, job_dir, set_failure
+
     job = fetch_job(conn, job_id)
     if job is None:
         raise BadInput(f"no job {job_id!r}", "list jobs with `worldplay jobs list`")
@@ -291,6 +288,8 @@ def cancel_job(conn: Redis, settings: Settings, job_id: str, wait_s: float | Non
 
 def retry_job(conn: Redis, settings: Settings, job_id: str) -> str:
     """Put a failed, stopped or canceled job back on its queue (same id, same output directory)."""
+    from worldplay_cli.contract.queue import SERIALIZER, append_log, fetch_job, job_dir
+
     job = fetch_job(conn, job_id)
     if job is None:
         raise BadInput(f"no job {job_id!r}", "list jobs with `worldplay jobs list`")
@@ -320,7 +319,7 @@ def resubmit(
     conn: Redis, settings: Settings, job_id: str, changes: dict | None = None, queue: str | None = None
 ) -> str:
     """A new job from an existing one's spec (optionally changed) and inputs; returns the new job id."""
-    from worldplay_cli.contract.queue import enqueue
+    from worldplay_cli.contract.queue import enqueue, fetch_job, job_dir
     from worldplay_cli.contract.specs import new_job_id
     from worldplay_cli.submit import PreparedJob, write_inputs
 
@@ -341,6 +340,8 @@ def resubmit(
 
 def delete_job(conn: Redis, settings: Settings, job_id: str, remove_files: bool = False) -> dict:
     """Forget a job that is not running (and, if asked, delete its output directory)."""
+    from worldplay_cli.contract.queue import fetch_job, job_dir
+
     job = fetch_job(conn, job_id)
     if job is not None and job.get_status().value == "started":
         raise BadInput(f"job {job_id} is running", f"cancel it first: worldplay jobs cancel {job_id}")
@@ -376,6 +377,8 @@ def wait_for(conn: Redis, job_id: str, timeout_s: float | None = None, poll_s: f
 def add_hud(settings: Settings, job_id: str) -> dict:
     """Write `video_hud.mp4` beside a finished job's clean video (in a subprocess: drawing needs the
     worker's video code, which the CLI never imports); returns its facts."""
+    from worldplay_cli.contract.queue import job_dir
+
     directory = job_dir(settings, job_id)
     if not (directory / VIDEO_FILE).is_file():
         raise BadInput(

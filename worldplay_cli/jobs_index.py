@@ -244,6 +244,25 @@ def newest_page(
     return SortedPage(rows, matched, page_offset, limit, counts, kinds)
 
 
+def reap_pending(conn: Redis) -> bool:
+    """Whether `contract.queue.reap` has anything to look at in any of our queues: a started-registry entry
+    past its heartbeat expiry (a lost job), a job a worker took off the queue without starting it (the
+    queue's intermediate list), or a deferred job (whose parent may have failed). Readers ask this first
+    and import rq and the reaper only then: nothing to reap is the common case, and importing rq is a sixth
+    of `jobs list`'s start-up. The keys are rq's (tests/test_jobs_page.py checks them against rq's own)."""
+    queues = [name.decode() for name in conn.smembers(QUEUES_SET)]
+    if not queues:
+        return False
+    registry = dict(_REGISTRIES)
+    cutoff = time.time()
+    with conn.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.zcount(registry["started"] + queue, 0, cutoff)  # what `reap` reads as expired
+            pipe.llen(f"{RQ_QUEUE_PREFIX}{queue}:intermediate")
+            pipe.zcard(registry["deferred"] + queue)
+        return any(pipe.execute())
+
+
 def queue_names(conn: Redis) -> list[str]:
     """Our queues and rq's."""
     names = {name.decode() for name in conn.smembers(QUEUES_SET)}

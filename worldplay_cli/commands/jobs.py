@@ -24,12 +24,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _runtime(config, redis_url, output_root):
-    from worldplay_cli.contract.queue import reap
+    from worldplay_cli.jobs_index import reap_pending
     from worldplay_cli.runtime import Runtime
 
     runtime = Runtime(config, redis_url, output_root)
     # Readers detect lost jobs too, so a dead worker is noticed even when no other worker runs.
-    reap(runtime.conn, runtime.settings, force=True)
+    if reap_pending(runtime.conn):
+        from worldplay_cli.contract.queue import reap
+
+        reap(runtime.conn, runtime.settings, force=True)
     return runtime
 
 
@@ -143,7 +146,12 @@ def list_command(
             table.add_row(*(cells[column] for column in columns))
         console.print(table)
         counts = ", ".join(f"{n} {s}" for s, n in page.counts.items() if n)
-        console.print(f"[dim]{page.offset + len(page.rows)} of {page.total} shown; all jobs: {counts or 'none'}[/]")
+        # Not highlighted: numbers coloured inside a dim line say nothing, and the highlighter's patterns
+        # take longer to compile than the rest of the listing takes to print.
+        console.print(
+            f"[dim]{page.offset + len(page.rows)} of {page.total} shown; all jobs: {counts or 'none'}[/]",
+            highlight=False,
+        )
 
     emit(page.to_dict(), as_json, render)
 
