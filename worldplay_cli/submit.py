@@ -204,6 +204,11 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
         )
     family = variants.get(variant).family
     image_path = image_png = image_width = image_height = None  # text-to-video without an image
+    if request.image is None and not family.image_required and engine == "preview":
+        raise BadInput(
+            "the preview engine re-projects a reference image; without --image there is none",
+            "give --image, or generate text-to-video with --engine native",
+        )
     if request.image is not None or family.image_required:
         image_path = image_path_for(request.image)
         image_png, image_width, image_height = _load_image(image_path)
