@@ -332,8 +332,8 @@ def resubmit(
         raise BadInput(f"cannot re-submit {job_id}: {str(exc).splitlines()[0]}", "submit a new job instead") from None
     source = job_dir(settings, job_id)
     new_id = new_job_id()
-    inputs = [(source / name).read_bytes() for name in (spec.image.file, spec.trajectory.file)]
-    write_inputs(settings, new_id, PreparedJob(spec, *inputs))
+    image = (source / spec.image.file).read_bytes() if spec.image is not None else None  # None: text-to-video
+    write_inputs(settings, new_id, PreparedJob(spec, image, (source / spec.trajectory.file).read_bytes()))
     enqueue(conn, settings, spec, new_id, queue or job.origin)
     return new_id
 
