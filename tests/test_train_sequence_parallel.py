@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from golden_util import load_io
+from train_fixtures import run_training_process, train_config_data
 from transformer_util import golden_prompt, load_golden_model
 from worker.models.transformer import PromptEmbeddings
 
@@ -89,6 +91,113 @@ def test_ulysses_gradients_over_two_ranks_equal_one_process(tmp_path):
         assert set(got) == set(expected)
         for name, gradient in expected.items():
             torch.testing.assert_close(got[name], gradient, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The training loop on a dp x sp mesh
+
+
+def _write_config(directory: Path, max_steps: int, **sections) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    checkpoint = {"output_dir": str(directory / "run"), "every_steps": 1, "keep_last": None}
+    data = train_config_data(directory / "run", max_steps=max_steps, checkpoint=checkpoint, **sections)
+    data["data"]["cfg_dropout"] = 0.5
+    config = directory / "train.yaml"
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
+def _one_process(directory: Path, max_steps: int, **sections) -> list[dict]:
+    """The reference: the loop in this process (one rank)."""
+    from worker.training.trainer import Hooks, Trainer
+    from worldplay_cli.contract.training import load_train_config
+
+    records: list[dict] = []
+    Trainer(load_train_config(_write_config(directory, max_steps, **sections)), hooks=Hooks(records.append)).run()
+    return records
+
+
+def _ranks(directory: Path, processes: int, max_steps: int, **sections) -> list[dict]:
+    return run_training_process(_write_config(directory, max_steps, **sections), processes)
+
+
+def _assert_same_steps(one: list[dict], many: list[dict], keys: tuple[str, ...]) -> None:
+    one, many = ([r for r in records if r["kind"] == "train"] for records in (one, many))
+    assert one and len(one) == len(many)
+    for left, right in zip(one, many):
+        for key in keys:
+            assert right[key] == pytest.approx(left[key], rel=1e-5), (right["step"], key)
+
+
+def _assert_same_weights(one: Path, many: Path) -> None:
+    """Equal within a tenth of the learning rate (1e-3): Adam's first steps move a weight by about the
+    learning rate whatever its gradient's size, so where the gradient is round-off (1e-9) the summation
+    order of the split attention may move it differently; loss and grad norm agree to 1e-5."""
+    from safetensors.torch import load_file
+
+    expected, got = load_file(str(one)), load_file(str(many))
+    assert expected.keys() == got.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(got[name], tensor, atol=1e-4, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+WEIGHTS = "transformer/diffusion_pytorch_model.safetensors"
+
+
+@pytest.mark.slow
+def test_sp2_fine_tuning_matches_one_process(tmp_path):
+    """Two ranks of one sequence-parallel group (data parallel over one group: replicated gradients averaged)
+    take the steps one process takes on the same sample: the bidirectional method's forward_bi."""
+    method = {"name": "bi", "window_latents": 8}
+    one = _one_process(tmp_path / "one", 2, method=method)
+    two = _ranks(tmp_path / "sp2", 2, 2, method=method, sp_size=2)
+    _assert_same_steps(one, two, ("loss", "grad_norm"))
+    _assert_same_weights(tmp_path / "one/run/checkpoint-2" / WEIGHTS, tmp_path / "sp2/run/checkpoint-2" / WEIGHTS)
+
+
+@pytest.mark.slow
+def test_dp2_sp2_fsdp_matches_one_process_on_the_global_batch(tmp_path):
+    """Four ranks, FSDP over all of them, two groups of two splitting each sample's tokens: the AR method's
+    steps equal one process accumulating the two groups' micro-batches."""
+    one = _one_process(tmp_path / "one", 2, grad_accumulation=2)
+    four = _ranks(tmp_path / "dp2sp2", 4, 2, fsdp=True, sp_size=2)
+    _assert_same_steps(one, four, ("loss", "grad_norm"))
+    _assert_same_weights(tmp_path / "one/run/checkpoint-2" / WEIGHTS, tmp_path / "dp2sp2/run/checkpoint-2" / WEIGHTS)
+
+
+DISTILLATION = {
+    "self_forcing": {"name": "self_forcing", "window_latents": 8},
+    "streaming_long_tuning": {
+        "name": "streaming_long_tuning",
+        "window_latents": 16,
+        "streaming_chunk_size": 8,
+        "streaming_fixed_overlap_latents": 4,
+    },
+    "context_forcing": {"name": "context_forcing", "window_latents": 16, "score_chunks": 2},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(DISTILLATION))
+def test_sp2_distillation_matches_one_process(tmp_path, name):
+    """Each distillation method's iteration (student rollout, teacher and critic scores, both updates) on a
+    sequence-parallel group of two equals one process's."""
+    method = {
+        **DISTILLATION[name],
+        "memory_points": 2000,
+        "real_score_guidance_scale": 2.0,
+        "teacher": {"init": "ar", "attention": "chunk_causal"},
+        "critic": {"learning_rate": 1e-3},
+    }
+    one = _one_process(tmp_path / "one", 1, method=method)
+    two = _ranks(tmp_path / "sp2", 2, 1, method=method, sp_size=2)
+    _assert_same_steps(one, two, ("critic_loss", "generator_loss", "grad_norm", "critic_grad_norm"))
+    student = "checkpoint-1/ar_distilled_action_model/diffusion_pytorch_model.safetensors"
+    _assert_same_weights(tmp_path / "one/run" / student, tmp_path / "sp2/run" / student)
+    critics = [torch.load(d / "run/checkpoint-1/training_state.pt", weights_only=True)["critic"] for d in
+               (tmp_path / "one", tmp_path / "sp2")]  # fmt: skip
+    for parameter, tensor in critics[0]["weights"].items():
+        torch.testing.assert_close(critics[1]["weights"][parameter], tensor, atol=1e-4, rtol=1e-5)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,14 @@ precision, clipping, LR schedule, checkpoints, resume, validation, metrics) is s
 Per step: `grad_accumulation` micro-batches (loss / accumulation, backward), grad-norm clip (optionally
 skipping steps above a norm), optimizer and LR-schedule step, EMA update, metrics, then checkpoint and
 validation when due. Distributed runs (torchrun: WORLD_SIZE > 1) use gloo on CPU and NCCL on GPUs and
-are data parallel: every rank draws its own micro-batches of the global batch. `fsdp: true` shards every
-double block and the root with FSDP2 `fully_shard` over all ranks, which averages the sharded gradients
-itself; the gradients of replicated trainable parameters (the whole model without FSDP, the LoRA adapters
-with or without it) are averaged over the ranks explicitly, so N ranks take the step one process
-accumulating the same N micro-batches takes.
+form a dp x sp device mesh. Each of the dp groups draws its own micro-batches of the global batch; the
+`sp_size` ranks of a group see the same sample and split its image tokens (Ulysses sequence parallelism:
+every network is given a `UlyssesAttention` over the group, the processor inference uses). `fsdp: true`
+shards every double block and the root with FSDP2 `fully_shard` over all dp x sp ranks, which averages the
+sharded gradients itself; the gradients of replicated trainable parameters (the whole model without FSDP,
+the LoRA adapters with or without it) are averaged over all ranks explicitly. Averaging over the sp ranks
+too is exact (worker/parallel/comm.py: their gradients average to one process's), so dp groups take the
+step one process accumulating the same dp micro-batches takes, whatever sp is.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,13 +71,30 @@ class RunSummary:
 
 @dataclass(frozen=True)
 class DistributedContext:
+    """This rank's place: `rank` of `world_size`, in the dp x sp `mesh` (None in one process); ranks
+    dp_rank * sp_size .. + sp_size - 1 form a sequence-parallel group (neighbours: one node's GPUs)."""
+
     rank: int
     world_size: int
     device: torch.device
+    sp_size: int = 1
+    mesh: object = None  # torch.distributed.device_mesh.DeviceMesh, dims ("dp", "sp")
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def dp_rank(self) -> int:
+        return self.rank // self.sp_size
+
+    @property
+    def dp_size(self) -> int:
+        return self.world_size // self.sp_size
+
+    @property
+    def sp_group(self) -> dist.ProcessGroup:
+        return self.mesh.get_group("sp")
 
     def all_mean(self, value: float) -> float:
         if self.world_size == 1:
@@ -128,17 +150,54 @@ class DistributedContext:
                 gradient.copy_(part.view_as(gradient))
 
 
-def distributed_context() -> DistributedContext:
+def distributed_context(sp_size: int = 1) -> DistributedContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size % sp_size:
+        raise BadInput(
+            f"sp_size {sp_size} does not divide the {world_size} process(es) of this run",
+            "start a multiple of sp_size processes (--gpus), or lower sp_size",
+        )
     if torch.cuda.is_available():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
+    if world_size == 1:
+        return DistributedContext(0, 1, device)
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(dist.get_rank() if world_size > 1 else 0, world_size, device)
+    mesh = init_device_mesh(device.type, (world_size // sp_size, sp_size), mesh_dim_names=("dp", "sp"))
+    return DistributedContext(dist.get_rank(), world_size, device, sp_size, mesh)
+
+
+def check_shared_directory(context: DistributedContext, directory: Path) -> None:
+    """Every rank must see the run directory rank 0 writes (its checkpoints are what a resume reads, on
+    whatever nodes it runs): rank 0 writes a nonce there, every rank reads it back after a barrier."""
+    if context.world_size == 1:
+        return
+    nonce = [secrets.token_hex(8) if context.is_main else None]
+    dist.broadcast_object_list(nonce)
+    marker = directory / f".shared-check-{nonce[0]}"
+    if context.is_main:
+        marker.write_text(nonce[0])
+    context.barrier()
+    try:
+        seen = marker.read_text() == nonce[0]
+    except OSError:
+        seen = False
+    views: list = [None] * context.world_size
+    dist.all_gather_object(views, (socket.gethostname(), context.rank, seen))
+    if context.is_main:
+        marker.unlink()
+    blind = [f"rank {rank} on {host}" for host, rank, seen in views if not seen]
+    if blind:
+        raise BadInput(
+            f"{directory}, written by rank 0 on {views[0][0]}, is not visible to {', '.join(blind)}",
+            "the output directory must be on a filesystem all nodes share",
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -297,10 +356,11 @@ class Trainer:
 
         self.config = config
         self.hooks = hooks or Hooks()
-        self.context = distributed_context()
+        self.context = distributed_context(config.sp_size)
         self.output_dir = Path(config.checkpoint.output_dir)
         if self.context.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+        check_shared_directory(self.context, self.output_dir)
         torch.manual_seed(config.seed)
 
         # 1. data and method; a distillation method drives its own networks (teacher, critic) beside the model
@@ -348,6 +408,10 @@ class Trainer:
             self.teacher = load_initial_model(config, device, config.method.teacher.init).requires_grad_(False)
             self.critic = load_initial_model(config, device, config.method.critic_init).requires_grad_(True)
             self.critic.gradient_checkpointing = config.gradient_checkpointing
+        if config.sp_size > 1:
+            for model in (self.model, self.teacher, self.critic):
+                if model is not None:
+                    self._sequence_parallel(model)
         self.start_step = 0
         state = None
         if resume_from is not None:
@@ -400,8 +464,19 @@ class Trainer:
 
     # -- setup helpers ------------------------------------------------------------------------------
 
+    def _sequence_parallel(self, model: nn.Module) -> None:
+        from worker.parallel.ulysses import SequenceParallelError, UlyssesAttention
+
+        processor = UlyssesAttention(self.context.sp_group, model.attention_processor.backend)
+        try:
+            model.set_attention_processor(processor)
+        except SequenceParallelError as error:
+            raise BadInput(f"sp_size {self.config.sp_size}: {error}", "set sp_size to one of those") from None
+
     def _shard(self, model: nn.Module) -> None:
-        """FSDP2 over all ranks. The model is driven through methods other than `forward` (forward_text,
+        """FSDP2 over all ranks, dp x sp: the gradient reduction a sequence-parallel step needs is a mean over
+        every rank anyway (FSDP's reduce-scatter does it in one collective) and the parameters, gradients and
+        optimizer states divide by the whole world rather than by dp. The model is driven through methods other than `forward` (forward_text,
         the blocks' qkv/finish halves, which call the blocks' layers from the root), so the units are the
         layers of every double block (each reached through its own `forward`) plus the root, whose
         driving methods are registered as forward methods."""
@@ -462,14 +537,14 @@ class Trainer:
             )
             self.critic_scheduler.load_state_dict(critic["scheduler"])
             self.last_generator_loss = critic["last_generator_loss"]
-            ranks = state["method"]
-            if len(ranks) != self.context.world_size:
+            groups = state["method"]
+            if len(groups) != self.context.dp_size:
                 raise BadInput(
-                    f"the checkpoint holds the streaming state of {len(ranks)} ranks, this run has "
-                    f"{self.context.world_size}",
-                    "resume with as many processes as the run that wrote it",
+                    f"the checkpoint holds the streaming state of {len(groups)} data-parallel group(s), this run "
+                    f"has {self.context.dp_size}",
+                    "resume with as many processes / sp_size as the run that wrote it",
                 )
-            self.method.load_state_dict(ranks[self.context.rank])
+            self.method.load_state_dict(groups[self.context.dp_rank])
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -487,7 +562,7 @@ class Trainer:
         memory_samples = 0
         for micro in range(accumulation):
             batch = self.samples.batch(
-                step, micro, accumulation, self.context.rank, self.context.world_size, config.data.batch_size
+                step, micro, accumulation, self.context.dp_rank, self.context.dp_size, config.data.batch_size
             )
             batch = batch.to(self.context.device)
             with self.autocast():
@@ -521,7 +596,8 @@ class Trainer:
         config = self.config
         accumulation = config.grad_accumulation
         update_student = self.method.updates_student(step)
-        world, rank = self.context.world_size, self.context.rank
+        # the ranks of a sequence-parallel group draw the same sample
+        world, rank = self.context.dp_size, self.context.dp_rank
         critic_total, generator_total = 0.0, 0.0
         networks = Networks(self.model, self.teacher, self.critic)
         for micro in range(accumulation):
@@ -579,7 +655,7 @@ class Trainer:
         step = self.start_step
         last_loss = None
         last_checkpoint = None
-        samples_per_step = config.grad_accumulation * config.data.batch_size * self.context.world_size
+        samples_per_step = config.grad_accumulation * config.data.batch_size * self.context.dp_size
         started = time.monotonic()
         step_times: list[float] = []
         validation: dict = {}
@@ -691,13 +767,14 @@ class Trainer:
         return path
 
     def method_states(self) -> list[dict]:
-        """The method's state between iterations (a streaming sequence), of every rank, in rank order."""
+        """The method's state between iterations (a streaming sequence), of every data-parallel group in
+        order (the ranks of a sequence-parallel group hold the same)."""
         state = self.method.state_dict()
         if self.context.world_size == 1:
             return [state]
         gathered: list = [None] * self.context.world_size
         dist.all_gather_object(gathered, state)
-        return gathered
+        return gathered[:: self.context.sp_size]
 
     def critic_state(self) -> dict:
         """The critic's full weights, optimizer and schedule (the teacher is frozen: its init reloads it)."""
