@@ -190,6 +190,12 @@ def test_native_wan_jobs_text_and_image_to_video_through_a_real_worker(
     # the HUD is drawn on the WAN video like on any other; the second job reused the loaded weights
     assert read_video_info(outputs / with_image / "video_hud.mp4")[:3] == (13, 64, 32)
     assert [manifest["engine"]["resident"]["reused_weights"] for manifest in manifests] == [False, True]
+    # a text-to-video job is re-submitted without an image (onto a queue nobody serves here)
+    from worldplay_cli.contract.settings import load_settings
+    from worldplay_cli.jobs import resubmit
+
+    again = outputs / resubmit(redis_conn, load_settings(), text_only, queue="parked")
+    assert sorted(path.name for path in again.iterdir() if path.suffix != ".txt") == ["spec.json", "trajectory.json"]
 
 
 @pytest.fixture
