@@ -112,6 +112,13 @@ VARIANT_DEFAULTS = variants.RECIPES
 
 # --- the job spec ---------------------------------------------------------------------------------------
 
+# How the native engine runs its transformer (docs/performance.md). Attention: "auto" is flash-attn where it
+# runs, else torch SDPA; "flash" and "sage" (SageAttention) fail the job where they cannot run, never falling
+# back. Weights: "default" is the device's dtype (bf16 on CUDA, fp32 on CPU), "fp8" stores the blocks' weights
+# in FP8.
+AttentionBackend = Literal["auto", "flash", "sdpa", "sage"]
+WeightFormat = Literal["default", "fp8"]
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -254,6 +261,10 @@ class JobSpec(_Model):
     # latents) instead of the reconstituted memory: bounded memory at any length (docs/training.md §9)
     sink_latents: int | None = Field(default=None, ge=0)
     local_window_latents: int | None = Field(default=None, ge=1)
+    # The native engine's transformer: torch.compile of its blocks, FP8 block weights, the attention kernel.
+    compile: bool = False
+    weights: WeightFormat = "default"
+    attention_backend: AttentionBackend = "auto"
 
     _engine = field_validator("engine")(known_engine)
     _size = field_validator("width", "height")(multiple_of_16)
@@ -286,6 +297,8 @@ class JobSpec(_Model):
             raise ValueError(f"engine {self.engine} needs a prompt")
         if self.keep_pre_sr and not self.sr:
             raise ValueError("keep_pre_sr needs sr")
+        if self.engine != "native" and (self.compile or self.weights != "default" or self.attention_backend != "auto"):
+            raise ValueError("compile, weights and attention_backend are the native engine's; use engine native")
         if self.sr and self.engine not in ENGINES_WITH_SR:
             raise ValueError(f"engine {self.engine} has no super-resolution stage; use {' or '.join(ENGINES_WITH_SR)}")
         if self.sr:
