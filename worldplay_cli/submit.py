@@ -109,6 +109,9 @@ class GenerateRequest(RenderRequest):
     keep_pre_sr: bool = False
     rewrite: Literal["best-effort", "required"] | None = None
     official_repo: Path | None = None
+    compile: bool = False
+    weights: str = "default"
+    attention_backend: str = "auto"
 
 
 @dataclass
@@ -271,6 +274,9 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
             model_dir=str(request.model_dir) if request.model_dir else None,
             memory_profile=request.memory_profile,
             official_repo=str(request.official_repo) if request.official_repo else None,
+            compile=request.compile,
+            weights=request.weights,
+            attention_backend=request.attention_backend,
             **window,
         )
     except ValidationError as exc:
