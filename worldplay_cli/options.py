@@ -121,6 +121,26 @@ def rewrite_policy(rewrite: bool, rewrite_required: bool) -> Optional[Policy]:
     return "best-effort" if rewrite else None
 
 
+# How the native engine runs its transformer (`generate`, `bench`): the JobSpec fields of the same names.
+CompileOption = Annotated[
+    bool,
+    typer.Option("--compile", help="Native engine: torch.compile the transformer's blocks (first chunks compile)."),
+]
+WeightsOption = Annotated[
+    str,
+    typer.Option(
+        "--weights",
+        help="Native engine: default (bf16 on CUDA, fp32 on CPU) | fp8 (the blocks' weights in FP8, half of bf16).",
+    ),
+]
+AttentionBackendOption = Annotated[
+    str,
+    typer.Option(
+        "--attention-backend",
+        help="Native engine: auto (flash-attn, else SDPA) | flash | sdpa | sage (SageAttention); never a silent fallback.",
+    ),
+]
+
 # `traj` and `traj edit` took the variant as `--model`/`-m`; both still work, hidden from the help.
 VariantAliasOption = Annotated[
     Optional[str],
