@@ -11,6 +11,8 @@ import typer
 
 from worldplay_cli.contract import variants
 from worldplay_cli.options import (
+    AttentionBackendOption,
+    CompileOption,
     ConfigOption,
     JsonOption,
     LocalWindowLatentsOption,
@@ -21,6 +23,7 @@ from worldplay_cli.options import (
     RewriteOption,
     RewriteRequiredOption,
     SinkLatentsOption,
+    WeightsOption,
     queued,
     rewrite_policy,
 )
@@ -115,6 +118,9 @@ def generate(
     ] = None,
     sink_latents: SinkLatentsOption = None,
     local_window_latents: LocalWindowLatentsOption = None,
+    compile: CompileOption = False,
+    weights: WeightsOption = "default",
+    attention_backend: AttentionBackendOption = "auto",
     queue: QueueOption = False,
     queue_name: QueueNameOption = None,
     wait: Annotated[bool, typer.Option("--wait", help="With --queue: follow the job until it ends.")] = False,
@@ -176,6 +182,9 @@ def generate(
         model_dir=model_dir,
         memory_profile=memory_profile,
         official_repo=official_repo,
+        compile=compile,
+        weights=weights,
+        attention_backend=attention_backend,
         sink_latents=sink_latents,
         local_window_latents=local_window_latents,
     )
