@@ -30,8 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from worker.models.attention import resolve_backend
 from worker.models.checkpoint import load_transformer
 from worker.models.flops import Flops, ar_chunk_flops, bi_chunk_flops, text_tokens, tokens_per_latent
+from worker.models.fp8 import matmul_for, quantize_blocks
 from worker.models.scheduler import FlowMatchScheduler
 from worker.models.transformer import AttentionWindow, KVCache, PromptEmbeddings, WorldPlayTransformer
 from worker.models.vae import HunyuanVideo15VAE, SpatialTiling, StreamingDecoder, load_vae
@@ -268,16 +270,22 @@ class WorldPlayPipeline:
         dtype: torch.dtype | None = None,
         attention_backend: str = "auto",
         encoders_device: torch.device | str | None = None,
+        weights: str = "default",
+        compile: bool = False,
     ) -> WorldPlayPipeline:
         """Load every component of `variant` from the official layout. On CUDA: transformer bf16 (or
         `dtype`), VAE fp32, LLM and SigLIP fp16 (official); on CPU everything fp32.
 
         `encoders_device` (default: `device`) places the text and vision encoders elsewhere, e.g. in host
-        memory for a caller that moves them to the GPU only to encode; their dtype follows `device`."""
+        memory for a caller that moves them to the GPU only to encode; their dtype follows `device`.
+        `weights="fp8"` stores the transformer blocks' weights in FP8 (worker.models.fp8); `compile`
+        torch.compiles its blocks (the first passes of each shape compile). An attention backend that cannot
+        run on `device` raises `BackendUnavailable` before anything is read."""
         paths = resolve_model_dir(root, variant, checkpoint)
         device = torch.device(device) if device is not None else default_device()
         cuda = device.type == "cuda"
         transformer_dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
+        resolve_backend(attention_backend, device, transformer_dtype)
         with component("transformer", paths):
             transformer = load_transformer(
                 paths.transformer_dir,
@@ -286,6 +294,10 @@ class WorldPlayPipeline:
                 device=device,
                 attention_backend=attention_backend,
             )
+        if weights == "fp8":
+            quantize_blocks(transformer, matmul_for(device))
+        if compile:
+            transformer.compile_blocks()
         with component("VAE", paths):
             vae = load_vae(paths.vae_dir, device=device, dtype=torch.float32)
         with component("text/vision encoders", paths):
