@@ -116,3 +116,8 @@ def parameter_bytes(module: nn.Module) -> int:
     """Bytes of a module's parameters and buffers."""
     tensors = [*module.parameters(), *module.buffers()]
     return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
+def fp8_matmul(model: nn.Module) -> Matmul | None:
+    """The matmul of a model's FP8 layers; None when its weights are not FP8."""
+    return next((module.matmul for module in model.modules() if isinstance(module, FP8Linear)), None)

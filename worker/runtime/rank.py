@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from worker.job import JobFailed, JobInputs
+from worker.job import JobFailed, JobInputs, refuse
 from worker.parallel.launch import init_from_env
 from worker.progress import JobCanceled
 from worker.runtime.memory_profiles import (
@@ -45,7 +45,8 @@ from worker.runtime.memory_profiles import (
     oom_hint,
 )
 from worker.runtime.protocol import Connection, ConnectionClosed
-from worker.runtime.render import refusing_unusable_model_dirs, render
+from worker.runtime.render import refusing_unavailable_backends, refusing_unusable_model_dirs, render
+from worldplay_cli.contract import variants
 from worldplay_cli.contract.specs import JobSpec
 
 TICK_S = 1.0
@@ -59,7 +60,7 @@ class _Stopping(Exception):
 class Loaded:
     """The resident pipeline and what it was loaded for."""
 
-    key: tuple[str, str, str]  # model dir, variant, memory profile
+    key: tuple  # model dir, variant, memory profile, the transformer's options (weights, compile, attention)
     pipeline: object
     placement: Placement
     choice: object
@@ -188,8 +189,11 @@ class RankServer:
                 }
             )
 
-    def ensure_loaded(self, model_dir: str, variant: str, requested: str, sr: bool = False) -> tuple[Loaded, bool]:
-        """The pipeline for (model dir, variant, profile): the resident one, or a fresh load in its place."""
+    def ensure_loaded(
+        self, model_dir: str, variant: str, requested: str, sr: bool = False, transformer: dict | None = None
+    ) -> tuple[Loaded, bool]:
+        """The pipeline for (model dir, variant, profile, `transformer` options: `transformer_options`): the
+        resident one, or a fresh load in its place."""
         from worker.parallel.ulysses import UlyssesAttention
         from worker.pipeline.families import load_pipeline, transformer_scale
         from worker.pipeline.model_dir import resolve_model_dir
@@ -200,7 +204,11 @@ class RankServer:
         gpu_memory = torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else None
         # a job with the SR stage may need a lower rung than the same job without (then it loads anew)
         choice = choose_profile(requested, variant, self.world, gpu_memory, scale, sr)
-        key = (str(model_dir), variant, choice.profile)
+        transformer = transformer or {}
+        if {"weights", "compile"} & transformer.keys() and variants.get(variant).family_name != "hunyuan":
+            refuse(f"--weights fp8 and --compile run the HunyuanVideo family's transformer, not {variant}'s",
+                   "generate without them", kind="bad_input")  # fmt: skip
+        key = (str(model_dir), variant, choice.profile, tuple(sorted(transformer.items())))
         if self.loaded is not None and self.loaded.key == key:
             return self.loaded, True
         if self.loaded is not None:
@@ -214,8 +222,10 @@ class RankServer:
         # encoders that visit the GPU only to encode are loaded into host memory, so that loading never
         # peaks at the resident footprint
         encoders_device = self.device if policy.encoders_resident else torch.device("cpu")
-        with refusing_unusable_model_dirs():
-            pipeline = load_pipeline(model_dir, variant, device=self.device, encoders_device=encoders_device)
+        with refusing_unusable_model_dirs(), refusing_unavailable_backends():
+            pipeline = load_pipeline(
+                model_dir, variant, device=self.device, encoders_device=encoders_device, **transformer
+            )
         if self.world > 1:
             transformer = pipeline.transformer
             transformer.set_attention_processor(UlyssesAttention(backend=transformer.attention_processor.backend))
@@ -233,7 +243,9 @@ class RankServer:
         spec = JobSpec.model_validate(message["spec"])
         peak = PeakMemory(self.device.type)
         peak.start("load")
-        loaded, reused = self.ensure_loaded(message["model_dir"], spec.variant, message["profile"], spec.sr)
+        loaded, reused = self.ensure_loaded(
+            message["model_dir"], spec.variant, message["profile"], spec.sr, transformer_options(spec)
+        )
         peak.stop()
         self._count_job(loaded, reused, spec.variant)
         video = Path(message["out_dir"]) / "video.mp4" if self.rank == 0 else None
@@ -278,6 +290,14 @@ class RankServer:
             "reused_weights": reused,
             "load_s": round(loaded.load_s, 3),
         }
+
+
+def transformer_options(spec: JobSpec) -> dict:
+    """The job's choices of how the transformer runs, as `from_model_dir` options: only those it changes from
+    the defaults (a family's pipeline that has no such option then refuses the job, see `ensure_loaded`)."""
+    options = {"attention_backend": spec.attention_backend, "weights": spec.weights, "compile": spec.compile}
+    defaults = {"attention_backend": "auto", "weights": "default", "compile": False}
+    return {name: value for name, value in options.items() if value != defaults[name]}
 
 
 class JobReporter:

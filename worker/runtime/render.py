@@ -50,11 +50,25 @@ def refusing_unusable_model_dirs() -> Iterator[None]:
         refuse(error.message, error.hint)
 
 
+@contextmanager
+def refusing_unavailable_backends() -> Iterator[None]:
+    """An attention backend this worker cannot run (flash or sage without the package or a CUDA device)
+    fails the job as `refused`, with the hint that says what would run."""
+    from worker.models.attention import BackendUnavailable
+
+    try:
+        yield
+    except BackendUnavailable as error:
+        refuse(error.message, error.hint)
+
+
 def engine_facts(pipeline: WorldPlayPipeline) -> dict:
     """What the manifest says of the loaded pipeline a job or session ran on."""
     from worker.models.attention import resolve_backend
+    from worker.models.fp8 import fp8_matmul
 
     transformer = pipeline.transformer
+    matmul = fp8_matmul(transformer)
     return {
         "variant": pipeline.variant,
         "model_dir": str(pipeline.paths.root),
@@ -64,6 +78,8 @@ def engine_facts(pipeline: WorldPlayPipeline) -> dict:
         "dtype": str(transformer.dtype).removeprefix("torch."),
         # every family's transformer calls attention through its processor
         "attention": resolve_backend(transformer.attention_processor.backend, pipeline.device, transformer.dtype),
+        "weights": "default" if matmul is None else f"fp8 ({matmul})",
+        "compile": getattr(transformer, "compile_backend", None),
     }
 
 
@@ -82,7 +98,8 @@ def render(
 
     facts = engine_facts(pipeline)
     reporter.log(
-        f"native: {spec.variant} from {facts['model_dir']} on {facts['device']} ({facts['dtype']}, attention {facts['attention']})"
+        f"native: {spec.variant} from {facts['model_dir']} on {facts['device']} ({facts['dtype']}, attention {facts['attention']}, "
+        f"weights {facts['weights']}, compile {facts['compile'] or 'off'})"
     )
     options = generation_options(spec, tiling, super_resolution=spec.sr)
 
@@ -90,6 +107,7 @@ def render(
         done = event.chunk * event.steps + event.step
         reporter.update(done, event.num_chunks * event.steps, chunk=event.chunk + 1, num_chunks=event.num_chunks)
 
+    compiled_before = compile_totals() if facts["compile"] else None
     try:
         result = pipeline.generate(
             spec.prompt,
@@ -108,7 +126,18 @@ def render(
             f"chunk {chunk.index + 1}/{len(result.chunks)}: latents {chunk.latents[0]}-{chunk.latents[1] - 1}, "
             f"{len(chunk.context)} context latents, denoise {chunk.denoise_s:.2f} s, decode {chunk.decode_s:.2f} s"
         )
+    if compiled_before is not None:
+        # what this job compiled (a resident group's later jobs reuse the graphs: usually nothing)
+        seconds, graphs = (after - before for after, before in zip(compile_totals(), compiled_before))
+        facts["compile_stats"] = {"compile_s": round(seconds, 3), "graphs": graphs}
     return {**facts, **result.info(), **window_facts(options)}
+
+
+def compile_totals() -> tuple[float, int]:
+    """Seconds this process has spent compiling (torch.compile, every backend stage) and the graphs made."""
+    from torch._dynamo.utils import calculate_time_spent, counters
+
+    return calculate_time_spent().get("total_wall_time", 0.0), counters["stats"]["unique_graphs"]
 
 
 def window_facts(options) -> dict:
