@@ -7,6 +7,9 @@ chunk-causal, context + chunk, on a grid whose frames split unevenly) with the d
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -198,6 +201,116 @@ def test_sp2_distillation_matches_one_process(tmp_path, name):
                (tmp_path / "one", tmp_path / "sp2")]  # fmt: skip
     for parameter, tensor in critics[0]["weights"].items():
         torch.testing.assert_close(critics[1]["weights"][parameter], tensor, atol=1e-4, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Several nodes
+
+
+def _worldplay(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "worldplay_cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _finished(process: subprocess.Popen) -> dict:
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    return json.loads(stdout)
+
+
+@pytest.mark.slow
+def test_two_nodes_train_into_one_directory_and_resume_on_one_node(tmp_path):
+    """Two `worldplay train --nnodes 2` launches (one process each) meet at one rendezvous on 127.0.0.1 and
+    train with FSDP into one run directory; its checkpoint resumes on one node, one process accumulating the
+    two micro-batches the nodes drew, and takes exactly the step the two nodes took."""
+    from worker.parallel.launch import free_port
+
+    config = _write_config(tmp_path / "nodes", 2, fsdp=True)
+    rendezvous = f"127.0.0.1:{free_port()}"
+    nodes = [
+        _worldplay("train", str(config), "--nnodes", "2", "--node-rank", str(rank), "--rdzv", rendezvous, "--json")
+        for rank in (1, 0)
+    ]
+    summaries = [_finished(node) for node in nodes]
+    # every node's command reports the run
+    assert [summary["step"] for summary in summaries] == [2, 2]
+    run = tmp_path / "nodes" / "run"
+    assert summaries[0]["checkpoint"] == summaries[1]["checkpoint"] == str(run / "checkpoint-2")
+    assert json.loads((run / "checkpoint-2" / "metadata.json").read_text())["world_size"] == 2
+    assert not list(run.glob(".shared-check-*"))
+
+    resumed = tmp_path / "resumed"
+    overrides = ["--set", "grad_accumulation=2", "--set", f"checkpoint.output_dir={resumed}"]
+    summary = _finished(_worldplay("train", "resume", str(run / "checkpoint-1"), *overrides, "--json"))
+    assert summary["step"] == 2
+    _assert_same_weights(run / "checkpoint-2" / WEIGHTS, resumed / "checkpoint-2" / WEIGHTS)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--nnodes", "2"], "--nnodes needs --rdzv HOST:PORT"),
+        (["--nnodes", "2", "--rdzv", "node0"], "--rdzv 'node0' is not HOST:PORT"),
+        (["--nnodes", "2", "--rdzv", "node0:29500", "--node-rank", "2"], "--node-rank 2 is not in 0..1"),
+        (["--rdzv", "node0:29500"], "--rdzv and --node-rank are for multi-node runs"),
+        (["--nnodes", "2", "--rdzv", "node0:29500", "--queue"], "a multi-node run starts in the foreground"),
+        (["--set", "sp_size=2"], "--gpus 1 is not a multiple of sp_size 2"),
+    ],
+)
+def test_bad_launch_options_are_one_line_errors(tmp_path, capsys, args, message):
+    from worldplay_cli.app import main
+
+    config = _write_config(tmp_path, 1)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["train", str(config), *args])
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2 and stderr.count("\n") == 1 and message in stderr, stderr
+    assert not (tmp_path / "run").exists()
+
+
+SHARED_CHECK_PROGRAM = """
+import sys
+from pathlib import Path
+import torch
+from worker.training.trainer import check_shared_directory, distributed_context
+from worldplay_cli.contract.errors import BadInput
+
+context = distributed_context()
+base = Path(sys.argv[1])
+check_shared_directory(context, base)
+print("SHARED OK", flush=True)
+# rank 1 as a node whose copy of the path is another (node-local) directory
+local = base / ("node-local" if context.rank == 1 else "")
+local.mkdir(exist_ok=True)
+try:
+    check_shared_directory(context, local)
+except BadInput as error:
+    print(f"ERROR {error.message} | {error.hint}", flush=True)
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()
+"""
+
+
+def test_a_run_directory_not_shared_by_every_node_is_a_clear_error(tmp_path):
+    from worker.parallel.launch import join_ranks, spawn_ranks
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    processes = spawn_ranks(["-c", SHARED_CHECK_PROGRAM, str(tmp_path)], 2, {"OMP_NUM_THREADS": "1"}, logs)
+    assert join_ranks(processes, timeout_s=120) == [0, 0]
+    for rank in range(2):
+        log = (logs / f"rank{rank}.log").read_text()
+        assert "SHARED OK" in log
+        error = log.split("ERROR ", 1)[1].splitlines()[0]
+        assert ", written by rank 0 on " in error and "is not visible to rank 1 on" in error, log
+        assert error.endswith("| the output directory must be on a filesystem all nodes share")
+    assert not list(tmp_path.glob(".shared-check-*"))
 
 
 if __name__ == "__main__":

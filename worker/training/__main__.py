@@ -3,7 +3,9 @@
 Output protocol (stdout, one JSON object per line): with `--events`, every metrics record as it happens;
 always a last line `{"kind": "summary", ...}` on success or `{"kind": "error", "message", "hint"}` with
 exit code 2 (bad input) or 1. Human-readable progress goes to stderr. SIGINT/SIGTERM stop a training run
-after the current step, with a checkpoint. Under torchrun only rank 0 prints.
+after the current step, with a checkpoint. Under torchrun the metrics come from rank 0 and the last line
+from each node's first process (so every node's `worldplay train` reports how the run ended); the
+progress lines from rank 0.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 
 def _print(record: dict) -> None:
-    if int(os.environ.get("RANK", "0")) != 0:
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
         return
     try:
         sys.stdout.write(json.dumps(record, default=str) + "\n")

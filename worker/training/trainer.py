@@ -416,7 +416,8 @@ class Trainer:
         state = None
         if resume_from is not None:
             state = self._load_resume_weights(resume_from)
-        if config.fsdp:
+        # one rank has nothing to shard with (a run resumed on one node from a sharded run's checkpoint)
+        if config.fsdp and self.context.world_size > 1:
             for model in (self.model, self.teacher, self.critic):
                 if model is not None:
                     self._shard(model)
@@ -719,7 +720,7 @@ class Trainer:
             weights = self.lora.merge_into(weights)
         return weights
 
-    def save(self, step: int, loss: float | None) -> Path | None:
+    def save(self, step: int, loss: float | None) -> Path:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         weights = self.export_weights()
@@ -733,7 +734,7 @@ class Trainer:
         ema_state = self.ema.state_dict() if self.ema is not None else None
         critic_state = self.critic_state() if self.distillation else None
         method_state = self.method_states() if self.distillation else None
-        path = None
+        path = self.output_dir / f"checkpoint-{step}"
         if self.context.is_main:
             state = {
                 "optimizer": optimizer_state,
@@ -748,7 +749,7 @@ class Trainer:
                 "config": self.config.model_dump(mode="json"),
                 "world_size": self.context.world_size,
             }
-            path = write_checkpoint(
+            write_checkpoint(
                 self.output_dir,
                 step,
                 weights,
