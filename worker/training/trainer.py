@@ -316,8 +316,9 @@ def local_part(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class MetricsLog:
     """metrics.jsonl (one JSON object per line) plus TensorBoard scalars when the package is importable."""
 
-    def __init__(self, output_dir: Path, tensorboard: str):
+    def __init__(self, output_dir: Path, tensorboard: str, wandb=None):
         self.path = output_dir / METRICS_NAME
+        self.wandb = wandb  # worker.training.tracking.WandbLog when logging.wandb is on
         self.writer = None
         if tensorboard != "off":
             try:
@@ -342,6 +343,8 @@ class MetricsLog:
                 if isinstance(value, (int, float)) and key != "step":
                     self.writer.add_scalar(prefix + key, value, record["step"])
             self.writer.flush()
+        if self.wandb is not None:
+            self.wandb.log(record)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -382,8 +385,10 @@ class Trainer:
             self.method = SelfForcing(config.method, self.dataset.negative_prompt(), config.seed)
         else:
             self.method = build_method(config.method)
-        self.samples = SampleBuilder(self.dataset, config.method, config.seed, config.data.cfg_dropout)
-        if not self.samples.clips:
+        self.samples = SampleBuilder(
+            self.dataset, config.method, config.seed, config.data.cfg_dropout, data=config.data
+        )
+        if not self.samples.clips and not self.samples.sources.streamed:
             raise BadInput(
                 f"no training clip of {config.data.path} has the {config.method.window_latents} latents a sample needs",
                 "lower method.window_latents or prepare longer clips",
@@ -456,7 +461,11 @@ class Trainer:
             self.last_generator_loss: float | None = None
         if state is not None:
             self._load_resume_state(state)
-        self.metrics = MetricsLog(self.output_dir, config.logging.tensorboard) if self.context.is_main else None
+        self.metrics = None
+        if self.context.is_main:
+            from worker.training.tracking import start_wandb
+
+            self.metrics = MetricsLog(self.output_dir, config.logging.tensorboard, start_wandb(config, self.output_dir))
         self.validator = None
         if config.validation is not None:
             from worker.training.validation import Validator
@@ -523,6 +532,7 @@ class Trainer:
             options=StateDictOptions(full_state_dict=True, strict=False),
         )
         self.scheduler.load_state_dict(state["scheduler"])
+        self.samples.load_state_dict(state.get("data"))
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         if self.distillation:
@@ -743,6 +753,8 @@ class Trainer:
                 "lora": self.lora.state_dict() if self.lora is not None else None,
                 "critic": critic_state,
                 "method": method_state,
+                # where streamed datasets stand (rank 0's cursor, taken before the step's draws)
+                "data": self.samples.state_dict(),
             }
             metadata = {
                 "loss": loss,
