@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from trajectories import keys
 from trajectories.actions import compute_actions
@@ -169,10 +170,24 @@ def test_third_person_synthetic_set_trains_and_its_validation_hud_shows_the_keys
             "metrics": ["psnr"],
         },  # fmt: skip
     )
-    data["data"]["path"] = str(tmp_path / "prepared")
+    # streamed from its shards, checkpointed every step
+    data["data"].update({"path": str(tmp_path / "prepared"), "streaming": True})
+    data["checkpoint"]["every_steps"] = 1
     records: list[dict] = []
     Trainer(TrainConfig.model_validate(data), hooks=Hooks(on_metrics=records.append)).run()
-    assert [record["step"] for record in records if record["kind"] == "train"][-1] == 2
+    losses = {record["step"]: record["loss"] for record in records if record["kind"] == "train"}
+    assert sorted(losses) == [1, 2]
+    # the stream's cursor is in the checkpoint, and a resume from step 1 trains step 2 on the same sample
+    state = torch.load(tmp_path / "run" / "checkpoint-1" / "training_state.pt", weights_only=True)
+    assert state["data"] == {"sources": [{"draw": 0, "epoch": 0, "shard": 0, "record": 0}]}
+    resumed_data = {**data, "validation": None, "checkpoint": {**data["checkpoint"], "output_dir": str(tmp_path / "b")}}
+    resumed: list[dict] = []
+    Trainer(
+        TrainConfig.model_validate(resumed_data),
+        resume_from=tmp_path / "run" / "checkpoint-1",
+        hooks=Hooks(on_metrics=resumed.append),
+    ).run()
+    assert [record["loss"] for record in resumed if record["kind"] == "train"] == [losses[2]]
 
     # val-000 walks forward (W), val-001 backward (S): the HUD lights W on the first, S on the second
     step_dir = tmp_path / "run" / "validation" / "step-000002"
