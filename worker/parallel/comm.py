@@ -23,12 +23,12 @@ import torch.distributed as dist
 
 def scatter_heads_gather_sequence(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """[B, H, n, D] (this rank's n tokens, all heads) -> [B, H/sp, sp*n, D] (all tokens, this rank's heads)."""
-    return _ScatterHeads.apply(x, group)
+    return _AllToAll.apply(x, _scatter_heads, group)
 
 
 def gather_heads_scatter_sequence(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """Inverse of `scatter_heads_gather_sequence`: [B, H/sp, sp*n, D] -> [B, H, n, D]."""
-    return _GatherHeads.apply(x, group)
+    return _AllToAll.apply(x, _gather_heads, group)
 
 
 def narrow_heads(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
@@ -71,26 +71,20 @@ def _gather_heads(x: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Ten
     return received.transpose(0, 1).reshape(batch, world * local_heads, tokens, head_dim)
 
 
-class _ScatterHeads(torch.autograd.Function):
+_INVERSE = {_scatter_heads: _gather_heads, _gather_heads: _scatter_heads}
+
+
+class _AllToAll(torch.autograd.Function):
+    """One of the two all-to-alls; its backward is the other."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, group):
-        ctx.group = group
-        return _scatter_heads(x, group)
+    def forward(ctx, x: torch.Tensor, exchange, group):
+        ctx.exchange, ctx.group = exchange, group
+        return exchange(x, group)
 
     @staticmethod
     def backward(ctx, gradient: torch.Tensor):
-        return _gather_heads(gradient.contiguous(), ctx.group), None
-
-
-class _GatherHeads(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, group):
-        ctx.group = group
-        return _gather_heads(x, group)
-
-    @staticmethod
-    def backward(ctx, gradient: torch.Tensor):
-        return _scatter_heads(gradient.contiguous(), ctx.group), None
+        return _INVERSE[ctx.exchange](gradient.contiguous(), ctx.group), None, None
 
 
 class _AllGatherCat(torch.autograd.Function):
