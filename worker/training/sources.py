@@ -92,7 +92,6 @@ class ShardStream:
             raise BadInput(f"{shard_dir} holds no .safetensors shards", "stream a prepared dataset")
         self.cursor = Cursor()
         self._mark = Cursor()
-        self.opened = 0  # shard files opened so far (their headers read)
         self._shard_key: tuple[int, int] | None = None
         self._handle = None
         self._records: list[PreparedClip] = []
@@ -108,7 +107,6 @@ class ShardStream:
         name = self.shard_names[self._order(epoch)[shard]]
         self._handle = None  # one shard open at a time
         handle = safe_open(str(self.directory / SHARD_DIR / name), framework="pt", device="cpu")
-        self.opened += 1
         text = (handle.metadata() or {}).get("clips")
         if text is None:
             raise BadInput(
@@ -195,6 +193,15 @@ class Mix:
         return int(datasets[position]), int(draws[position])
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """`data.path` as the one entry of a run without `data.mix`."""
+
+    path: str
+    weight: float
+    streaming: bool
+
+
 class ClipSources:
     """The training clips of a run (`data.path`, `data.streaming`, `data.mix`) by global sample index."""
 
@@ -235,10 +242,3 @@ class ClipSources:
             return
         for source, saved in zip(self.sources, state["sources"]):
             source.load_state_dict(saved)
-
-
-@dataclass(frozen=True)
-class _Entry:
-    path: str
-    weight: float
-    streaming: bool
