@@ -861,3 +861,11 @@ def check_paths(config: TrainConfig) -> None:
             f"{model_dir} has no {layout.VAE_DIR}/ directory", "validation decodes with the model directory's VAE"
         )
     load_dataset_index(config.data.path)
+    for entry in config.data.mix:
+        # a streamed dataset may be too large to index; only its presence is checked here
+        if not Path(entry.path).is_dir():
+            raise BadInput(
+                f"data.mix dataset {entry.path} does not exist", "run `worldplay data prepare` or fix data.mix"
+            )
+        if not entry.streaming:
+            load_dataset_index(entry.path)
