@@ -203,3 +203,40 @@ def test_two_time_scale_updates_and_exact_resume_mid_run(tmp_path):
     teacher = load_transformer(tiny_model_dir(), tiny_model_dir() / "ar_model", dtype=torch.float32)
     for left, right in zip(teacher.state_dict().values(), full.teacher.state_dict().values()):
         assert torch.equal(left, right)
+
+
+@pytest.mark.slow
+def test_both_lr_schedules_advance_every_iteration_whatever_the_student_did(tmp_path):
+    """The student's schedule is a function of the iteration, like the critic's: it advances on critic-only
+    iterations and on a student update skipped for its gradient norm too (upstream FastVideo steps the
+    student's only when it updates, so with interval 5 a schedule over max_steps ran a fifth of its course);
+    a resume at a critic-only iteration continues both exactly."""
+    import math
+
+    from worker.training.trainer import Hooks, Trainer, schedule_factor
+
+    def run(name, max_steps, resume_from=None, **optimizer):
+        # guided, so the student's first DMD gradient is not zero (its critic starts as its teacher)
+        data = _config(tmp_path / name, window_latents=4, generator_update_interval=3, real_score_guidance_scale=2.0)
+        data["method"]["critic"] = {"learning_rate": 1e-3, "schedule": "linear"}
+        data.update(
+            max_steps=max_steps,
+            optimizer={"learning_rate": 1e-3, "schedule": "cosine", "warmup_steps": 2, **optimizer},
+            checkpoint={"output_dir": str(tmp_path / name), "every_steps": 2, "keep_last": 3},
+        )
+        records = []
+        Trainer(TrainConfig.model_validate(data), resume_from=resume_from, hooks=Hooks(records.append)).run()
+        return {record["step"]: record for record in records if record["kind"] == "train"}
+
+    # a record (steps counted from 1) is logged after its iteration's schedule steps: the rate of the next one
+    records = run("full", 5, skip_grad_norm_above=1e-12)  # every student update skipped
+    student, critic = schedule_factor("cosine", 2, 5), schedule_factor("linear", 0, 5)
+    assert [records[step]["update_student"] for step in range(1, 6)] == [True, False, False, True, False]
+    assert all(records[step]["skipped"] for step in range(1, 6))
+    for step in range(1, 6):
+        assert math.isclose(records[step]["lr"], 1e-3 * student(step)), step
+        assert math.isclose(records[step]["critic_lr"], 1e-3 * critic(step)), step
+    resumed = run("resumed", 5, resume_from=tmp_path / "full" / "checkpoint-2", skip_grad_norm_above=1e-12)
+    assert [(resumed[step]["lr"], resumed[step]["critic_lr"]) for step in (3, 4, 5)] == [
+        (records[step]["lr"], records[step]["critic_lr"]) for step in (3, 4, 5)
+    ]
