@@ -208,3 +208,20 @@ def test_wandb_off_is_never_imported_and_on_without_the_package_is_one_line(tmp_
         tracker.log({"kind": "train", "step": 1, "loss": 0.5})
         tracker.finish()
         assert any((tmp_path / "wandb").iterdir())
+
+
+def test_a_missing_mixed_dataset_is_refused_before_the_run(tmp_path):
+    from tests.train_fixtures import tiny_model_dir
+    from worldplay_cli.contract.training import check_paths
+
+    primary = write_dataset(tmp_path / "a", "a", 1, 1)
+    config = TrainConfig.model_validate(
+        {
+            "model": {"model_dir": str(tiny_model_dir())},
+            "data": {"path": str(primary), "mix": [{"path": str(primary)}, {"path": str(tmp_path / "gone")}]},
+            "max_steps": 1,
+            "checkpoint": {"output_dir": str(tmp_path / "run")},
+        }
+    )
+    with pytest.raises(BadInput, match="data.mix dataset .*gone does not exist"):
+        check_paths(config)
