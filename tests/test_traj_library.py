@@ -34,7 +34,7 @@ def test_latent_frame_arithmetic():
     with pytest.raises(TrajectoryError) as error:
         frames_to_latents(127)
     assert error.value.hint == "use 125 or 129 frames"
-    assert CHUNK == {"ar": 4, "ar-rl": 4, "ar-distilled": 4, "bi": 16}
+    assert CHUNK == {"ar": 4, "ar-rl": 4, "ar-distilled": 4, "bi": 16, "wan-ar": 4, "wan-distilled": 4}
     assert valid_latents("ar", 32) and valid_latents("ar-distilled", 4) and not valid_latents("ar", 5)
     assert valid_latents("bi", 32) and not valid_latents("bi", 12) and not valid_latents("ar", 0)
     with pytest.raises(TrajectoryError, match="unknown model"):
