@@ -22,6 +22,7 @@ import os
 import secrets
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -644,7 +645,11 @@ class Trainer:
                 self.optimizer.step()
             self.last_generator_loss = self.context.all_mean(generator_total)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # the schedule follows the iteration: a first step with no student update (a critic-only iteration
+            # after a resume, a skipped update) is meant, not the misordering PyTorch warns of
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before", UserWarning)
+            self.scheduler.step()
         if self.ema is not None:
             self.ema.update(step)
         critic_loss = self.context.all_mean(critic_total)
