@@ -78,3 +78,10 @@ def test_a_job_asking_for_sage_is_refused_with_a_hint_and_fp8_weights_run(worldp
     manifest = json.loads((Path(json.loads(completed.stdout)["video"]).parent / "manifest.json").read_text())
     assert manifest["spec"]["weights"] == "fp8"
     assert (manifest["engine"]["weights"], manifest["engine"]["compile"]) == ("fp8 (upcast)", None)
+
+
+def test_bad_transformer_options_are_one_line_errors_before_anything_runs(cli):
+    code, _, err = cli("bench", "--tiny", "--weights", "fp4")
+    assert code == 2 and err.count("\n") == 1 and "--weights 'fp4'" in err and "'fp8'" in err
+    code, _, err = cli("generate", "--engine", "preview", "--pose", "w-3", "--compile", "--dry-run")
+    assert code == 2 and err.count("\n") == 1 and "use engine native" in err
