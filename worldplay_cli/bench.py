@@ -11,6 +11,10 @@ peak that the steady chunks reach.
 
 `--tiny` writes a tiny random model first (`worldplay dev tiny-model`), so the bench runs anywhere (CI
 runs it): its figures say how the code path behaves, not how fast a real model is.
+
+`--weights fp8` and `--attention-backend` bench the transformer as the job options of those names run it.
+`--compile` runs the job twice, eager then with the transformer's blocks compiled (`torch.compile`), and
+puts them side by side: the seconds spent compiling, the first chunk (which pays them) and the steady chunks.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ class BenchRequest:
     width: int | None = None
     height: int | None = None
     peak_tflops: float | None = None  # the device's peak when the bench does not know it
+    compile: bool = False  # eager and compiled, side by side
+    weights: str = "default"
+    attention_backend: str = "auto"
 
 
 @dataclass
@@ -87,9 +94,44 @@ class BenchReport:
     peak_fraction: float | None
     peak_memory_bytes: dict[str, int] = field(default_factory=dict)
     stages_s: dict[str, float] = field(default_factory=dict)
+    attention: str = ""
+    weights: str = "default"
+    compile: str | None = None  # the torch.compile backend, None: eager
+    compile_s: float | None = None  # spent compiling in this job
 
     def as_json(self) -> dict:
         return self.__dict__.copy()
+
+
+@dataclass
+class CompileComparison:
+    """`--compile`: the same bench eager and compiled, in one run."""
+
+    eager: BenchReport
+    compiled: BenchReport
+
+    @property
+    def steady_ratio(self) -> float:
+        """Compiled steady seconds per chunk over eager's (below 1: compiled is faster)."""
+        return self.compiled.seconds_per_chunk / self.eager.seconds_per_chunk
+
+    @property
+    def first_chunk_ratio(self) -> float:
+        return chunk_seconds(self.compiled.chunks[0]) / chunk_seconds(self.eager.chunks[0])
+
+    def as_json(self) -> dict:
+        return {
+            "eager": self.eager.as_json(),
+            "compiled": self.compiled.as_json(),
+            "compile_s": self.compiled.compile_s,
+            "steady_ratio": self.steady_ratio,
+            "first_chunk_ratio": self.first_chunk_ratio,
+        }
+
+
+def chunk_seconds(chunk: dict) -> float:
+    """A chunk's time: its context pass, denoising steps and decode."""
+    return chunk["context_s"] + chunk["denoise_s"] + chunk["decode_s"]
 
 
 def device_peak_tflops(device_name: str) -> float | None:
@@ -99,8 +141,9 @@ def device_peak_tflops(device_name: str) -> float | None:
     return None
 
 
-def run_bench(runtime: Runtime, request: BenchRequest, show: bool = False) -> BenchReport:
-    """Run the bench job in the foreground and read its figures back from the manifest."""
+def run_bench(runtime: Runtime, request: BenchRequest, show: bool = False) -> BenchReport | CompileComparison:
+    """Run the bench job in the foreground (with `compile`: eager, then compiled) and read its figures back
+    from the manifest."""
     from worldplay_cli.follow import run_foreground
     from worldplay_cli.submit import GenerateRequest, check_output_root, prepare
     from worldplay_cli.tiny import write_tiny_model
@@ -119,24 +162,30 @@ def run_bench(runtime: Runtime, request: BenchRequest, show: bool = False) -> Be
         if request.tiny:
             model_dir = write_tiny_model(Path(scratch) / "tiny-model", seed=0, hub_names=False)
             height, width = height or TINY_SIZE[0], width or TINY_SIZE[1]
-        prepared = prepare(
-            GenerateRequest(
-                prompt="a quiet street at dusk, walking forward",
-                pose=f"w-{latents - 1}",
-                engine="native",
-                variant=variant.name,
-                gpus=request.gpus,
-                width=width,
-                height=height,
-                memory_profile=request.profile,
-                model_dir=model_dir,
-                output_name="bench",
-            ),
-            runtime.settings,
-        )
-        outcome = run_foreground(runtime, prepared, show=show)
-    manifest_path = Path(outcome.result["output_dir"]) / "manifest.json"
-    return report_from_manifest(outcome.job_id, json.loads(manifest_path.read_text()), request.peak_tflops)
+        reports = []
+        for compiled in (False, True) if request.compile else (False,):
+            prepared = prepare(
+                GenerateRequest(
+                    prompt="a quiet street at dusk, walking forward",
+                    pose=f"w-{latents - 1}",
+                    engine="native",
+                    variant=variant.name,
+                    gpus=request.gpus,
+                    width=width,
+                    height=height,
+                    memory_profile=request.profile,
+                    model_dir=model_dir,
+                    output_name="bench-compiled" if compiled else "bench",
+                    compile=compiled,
+                    weights=request.weights,
+                    attention_backend=request.attention_backend,
+                ),
+                runtime.settings,
+            )
+            outcome = run_foreground(runtime, prepared, show=show)
+            manifest = json.loads((Path(outcome.result["output_dir"]) / "manifest.json").read_text())
+            reports.append(report_from_manifest(outcome.job_id, manifest, request.peak_tflops))
+    return CompileComparison(*reports) if request.compile else reports[0]
 
 
 def report_from_manifest(job_id: str, manifest: dict, peak_tflops: float | None = None) -> BenchReport:
@@ -150,9 +199,6 @@ def report_from_manifest(job_id: str, manifest: dict, peak_tflops: float | None 
     steady = [chunk["index"] for chunk in chunks if chunk["index"] >= STEADY_FROM] or [
         chunk["index"] for chunk in chunks[1:] or chunks
     ]
-
-    def chunk_seconds(chunk: dict) -> float:
-        return chunk["context_s"] + chunk["denoise_s"] + chunk["decode_s"]
 
     seconds = statistics.median(chunk_seconds(chunks[index]) for index in steady)
     chunk_latents = chunks[0]["latents"][1] - chunks[0]["latents"][0]
@@ -189,4 +235,8 @@ def report_from_manifest(job_id: str, manifest: dict, peak_tflops: float | None 
         peak_fraction=achieved / peak if achieved is not None and peak else None,
         peak_memory_bytes=engine.get("memory", {}).get("peak_bytes", {}),
         stages_s=stages,
+        attention=engine.get("attention", ""),
+        weights=engine.get("weights", "default"),
+        compile=engine.get("compile"),
+        compile_s=engine.get("compile_stats", {}).get("compile_s"),
     )

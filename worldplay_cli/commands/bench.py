@@ -8,9 +8,17 @@ from typing import Annotated, Optional
 import typer
 
 from worldplay_cli.contract import variants
-from worldplay_cli.options import ConfigOption, JsonOption, OutputRootOption, RedisUrlOption
+from worldplay_cli.options import (
+    AttentionBackendOption,
+    CompileOption,
+    ConfigOption,
+    JsonOption,
+    OutputRootOption,
+    RedisUrlOption,
+    WeightsOption,
+)
 
-HELP = """Time the native pipeline stage by stage: load, encode, per chunk the context pass, the denoising steps and the decode; seconds per chunk and frames per second once the memory context is full; peak memory per stage; and the share of the device's dense BF16 peak the steady chunks reach (analytic FLOP count, see docs/performance.md). [bold]--tiny[/] benches a tiny random model (any machine, CI)."""
+HELP = """Time the native pipeline stage by stage: load, encode, per chunk the context pass, the denoising steps and the decode; seconds per chunk and frames per second once the memory context is full; peak memory per stage; and the share of the device's dense BF16 peak the steady chunks reach (analytic FLOP count, see docs/performance.md). [bold]--tiny[/] benches a tiny random model (any machine, CI). [bold]--compile[/] runs it eager, then compiled, side by side."""
 
 
 def register(app: typer.Typer) -> None:
@@ -39,19 +47,47 @@ def bench(
         Optional[float],
         typer.Option(help="The device's dense BF16 peak, when the bench does not know the device.", show_default=False),
     ] = None,
+    compile: CompileOption = False,
+    weights: WeightsOption = "default",
+    attention_backend: AttentionBackendOption = "auto",
     as_json: JsonOption = False,
     config: ConfigOption = None,
     redis_url: RedisUrlOption = None,
     output_root: OutputRootOption = None,
 ) -> None:
-    from worldplay_cli.bench import BenchRequest, run_bench
+    from worldplay_cli.bench import BenchRequest, CompileComparison, run_bench
     from worldplay_cli.output import emit
     from worldplay_cli.runtime import Runtime
 
     runtime = Runtime(config, redis_url, output_root)
-    request = BenchRequest(variant, profile, gpus, model_dir, chunks, tiny, width, height, peak_tflops)
+    request = BenchRequest(
+        variant, profile, gpus, model_dir, chunks, tiny, width, height, peak_tflops, compile, weights, attention_backend
+    )
     report = run_bench(runtime, request, show=not as_json)
-    emit(report.as_json(), as_json, lambda console: _print(console, report))
+    printer = _print_comparison if isinstance(report, CompileComparison) else _print
+    emit(report.as_json(), as_json, lambda console: printer(console, report))
+
+
+def _print_comparison(console, comparison) -> None:
+    from rich.table import Table
+
+    from worldplay_cli.bench import chunk_seconds
+
+    eager, compiled = comparison.eager, comparison.compiled
+    for report in (eager, compiled):
+        _print(console, report)
+        console.print()
+    table = Table("", "eager", f"compiled ({compiled.compile})", "compiled / eager", box=None)
+    table.add_row("compiling", "", f"{compiled.compile_s or 0:.2f} s", "")
+    first = (chunk_seconds(eager.chunks[0]), chunk_seconds(compiled.chunks[0]))
+    table.add_row("chunk 0", f"{first[0]:.3f} s", f"{first[1]:.3f} s", f"{comparison.first_chunk_ratio:.2f}")
+    table.add_row(
+        "steady s/chunk",
+        f"{eager.seconds_per_chunk:.3f} s",
+        f"{compiled.seconds_per_chunk:.3f} s",
+        f"[bold]{comparison.steady_ratio:.2f}[/]",
+    )
+    console.print(table)
 
 
 def _print(console, report) -> None:
@@ -61,7 +97,8 @@ def _print(console, report) -> None:
     console.print(
         f"[bold]{report.variant}[/] on {report.device_name or report.device}, {report.gpus} rank(s), "
         f"profile {report.profile or '-'}, {report.width}x{report.height}, {len(report.chunks)} chunks "
-        f"({report.steps} steps, {guidance}); job {report.job_id}",
+        f"({report.steps} steps, {guidance}); attention {report.attention or '-'}, weights {report.weights}, "
+        f"compile {report.compile or 'off'}; job {report.job_id}",
         highlight=False,
     )
     table = Table("stage", "seconds", "context", "denoise", "decode", "latents in context", "peak memory", box=None)
