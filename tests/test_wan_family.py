@@ -5,6 +5,8 @@ and image-to-video) and with the official engine (a stub `wan/generate.py` check
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,15 @@ SMALL = ("--prompt", "a red car", "--pose", "w-3", "--width", "64", "--height", 
 
 @pytest.fixture(scope="module")
 def tiny_wan_dir(tmp_path_factory) -> Path:
-    from worker.pipeline.tiny_model import write_tiny_wan_model
-
-    return write_tiny_wan_model(tmp_path_factory.mktemp("tiny-wan"))
+    """`worldplay dev tiny-model --family wan`, through the CLI (it writes in a subprocess)."""
+    root = tmp_path_factory.mktemp("tiny-wan") / "model"
+    command = [sys.executable, "-m", "worldplay_cli", "dev", "tiny-model", str(root), "--family", "wan", "--json"]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    written = json.loads(completed.stdout)
+    assert written["variants"] == ["wan-distilled", "wan-ar"] and written["family"] == "wan"
+    assert json.loads((root / layout.TINY_MARKER).read_text())["family"] == "wan"
+    return root
 
 
 def test_the_wan_variants_are_one_family_of_four_latent_chunks():
