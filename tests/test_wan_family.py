@@ -137,6 +137,8 @@ def test_bad_wan_requests_are_one_line_errors_with_a_hint(cli, worldplay_env):
         "generate", "--dry-run", "--engine", "native", "--gpus", "2", "--variant", "wan-distilled", *SMALL
     )
     assert code == 2 and "runs on one GPU per job" in err
+    code, _, err = cli("generate", "--dry-run", "--engine", "native", "--guidance", "5", "--variant", "wan-ar", *SMALL)
+    assert code == 2 and "without classifier-free guidance" in err and "--guidance" in err
     code, _, err = cli("play", "--variant", "wan-distilled", "--engine", "native", "--prompt", "x")
     assert code == 2 and "cannot play live" in err and "ar-distilled" in err
     code, _, err = cli("generate", "--dry-run", "--variant", "wan-distilled", "--prompt", "a red car")

@@ -285,6 +285,8 @@ class JobSpec(_Model):
         problem = family.check_size(self.width, self.height)
         if problem is not None:
             raise ValueError(problem)
+        if self.guidance > 1 and not family.guided:
+            raise ValueError(f"{family.title} runs without classifier-free guidance: omit --guidance (or give 1)")
         if self.gpus > 1 and self.engine == "native" and not family.sequence_parallel:
             raise ValueError(f"the native {family.title} pipeline runs on one GPU per job, not {self.gpus}")
         chunk = record.chunk_latents

@@ -71,6 +71,7 @@ class Family:
     memory: MemoryTraits
     sequence_parallel: bool = True  # the native pipeline can split one job over several GPUs
     live: bool = True  # its autoregressive variants serve live play sessions (`worldplay play`)
+    guided: bool = True  # the native pipeline has classifier-free guidance (guidance > 1)
 
     def check_size(self, width: int, height: int) -> str | None:
         """None if frames of `width` x `height` can be generated, else the problem (one line)."""
@@ -110,6 +111,7 @@ FAMILIES: dict[str, Family] = {
         official_script="wan/generate.py",
         sequence_parallel=False,
         live=False,  # the live stream (worker.pipeline.stream) is the HunyuanVideo AR rollout's
+        guided=False,  # the WorldPlay WAN models run without CFG (the official guidance_scale=1.0)
         # estimates, not calibrated against a run: 5,293,225,152 parameters in bf16 (10.6 GB); the UMT5-XXL
         # encoder ~5.7B parameters in bf16 (~11.4 GB); the Wan2.2 VAE in bf16; the context K/V at 1280x704
         # (880 tokens per latent) of 16 context + 4 chunk latents: 30 blocks x (rope | camera) x (K, V) x
