@@ -118,19 +118,8 @@ def test_bad_wan_requests_are_one_line_errors_with_a_hint(cli, worldplay_env):
 
     from worldplay_cli.contract.specs import JobSpec
 
-    code, _, err = cli(
-        "generate",
-        "--dry-run",
-        "--engine",
-        "native",
-        "--variant",
-        "wan-distilled",
-        *SMALL[:4],
-        "--width",
-        "48",
-        "--height",
-        "32",
-    )
+    native = ("generate", "--dry-run", "--engine", "native", "--variant", "wan-distilled")
+    code, _, err = cli(*native, "--image", "meadow", *SMALL[:4], "--width", "48", "--height", "32")
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert "multiples of 32, got 48x32" in err and "--width 1280 --height 704" in err
     code, _, err = cli(
