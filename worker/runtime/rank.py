@@ -190,10 +190,10 @@ class RankServer:
             )
 
     def ensure_loaded(
-        self, model_dir: str, variant: str, requested: str, sr: bool = False, transformer: dict | None = None
+        self, model_dir: str, variant: str, requested: str, sr: bool = False, options: dict | None = None
     ) -> tuple[Loaded, bool]:
-        """The pipeline for (model dir, variant, profile, `transformer` options: `transformer_options`): the
-        resident one, or a fresh load in its place."""
+        """The pipeline for (model dir, variant, profile, the transformer's `options`: `transformer_options`):
+        the resident one, or a fresh load in its place."""
         from worker.parallel.ulysses import UlyssesAttention
         from worker.pipeline.families import load_pipeline, transformer_scale
         from worker.pipeline.model_dir import resolve_model_dir
@@ -204,11 +204,11 @@ class RankServer:
         gpu_memory = torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else None
         # a job with the SR stage may need a lower rung than the same job without (then it loads anew)
         choice = choose_profile(requested, variant, self.world, gpu_memory, scale, sr)
-        transformer = transformer or {}
-        if {"weights", "compile"} & transformer.keys() and variants.get(variant).family_name != "hunyuan":
+        options = options or {}
+        if {"weights", "compile"} & options.keys() and variants.get(variant).family_name != "hunyuan":
             refuse(f"--weights fp8 and --compile run the HunyuanVideo family's transformer, not {variant}'s",
                    "generate without them", kind="bad_input")  # fmt: skip
-        key = (str(model_dir), variant, choice.profile, tuple(sorted(transformer.items())))
+        key = (str(model_dir), variant, choice.profile, tuple(sorted(options.items())))
         if self.loaded is not None and self.loaded.key == key:
             return self.loaded, True
         if self.loaded is not None:
@@ -223,9 +223,7 @@ class RankServer:
         # peaks at the resident footprint
         encoders_device = self.device if policy.encoders_resident else torch.device("cpu")
         with refusing_unusable_model_dirs(), refusing_unavailable_backends():
-            pipeline = load_pipeline(
-                model_dir, variant, device=self.device, encoders_device=encoders_device, **transformer
-            )
+            pipeline = load_pipeline(model_dir, variant, device=self.device, encoders_device=encoders_device, **options)
         if self.world > 1:
             transformer = pipeline.transformer
             transformer.set_attention_processor(UlyssesAttention(backend=transformer.attention_processor.backend))
