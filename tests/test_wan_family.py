@@ -244,3 +244,37 @@ def test_official_wan_jobs_run_the_checkouts_wan_script(cli, redis_conn, officia
     failure = fetch_job(redis_conn, refused).meta["failure"]
     assert failure["kind"] == "bad_input" and "distilled model only" in failure["message"]
     assert "--engine native" in failure["hint"]
+
+
+def test_a_streamed_wan_block_is_on_the_device_before_it_reads_its_own_table():
+    """group-offload / low-vram: the WAN block reads its modulation table before any of its layers, so its
+    parameters must arrive when the block is called, not when its first layer is."""
+    import torch
+
+    from worker.models.wan.transformer import WanConfig, WanWorldPlayTransformer
+    from worker.pipeline.wan_rollout import wan_ar_rollout
+    from worker.runtime.memory_profiles import BlockStreamer
+
+    torch.manual_seed(0)
+    transformer = WanWorldPlayTransformer(WanConfig.tiny()).eval()
+    streamer = BlockStreamer(transformer.blocks, torch.device("cpu"))
+    resident_when_called: list[bool] = []
+    for index, block in enumerate(transformer.blocks):
+        block.register_forward_pre_hook(
+            lambda module, args, index=index: resident_when_called.append(streamer.current == index)
+        )
+    intrinsics = torch.tensor([[0.5, 0, 0.5], [0, 0.9, 0.5], [0, 0, 1]]).expand(4, 3, 3)
+    with torch.no_grad():
+        wan_ar_rollout(
+            transformer,
+            text_states=torch.randn(1, 512, transformer.config.text_dim),
+            num_latents=4,
+            height_latents=2,
+            width_latents=2,
+            viewmats=torch.eye(4).expand(4, 4, 4),
+            intrinsics=intrinsics,
+            action_ids=torch.zeros(4, dtype=torch.long),
+            first_latent=None,
+            generator=torch.Generator().manual_seed(0),
+        )
+    assert resident_when_called and all(resident_when_called)

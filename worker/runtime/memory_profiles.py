@@ -229,8 +229,9 @@ class BlockStreamer:
     """Keeps one block of a ModuleList on the device: a block's parameters move there when any of its
     layers is called (forward pre-hooks on its leaf modules) and the previous block goes back to host memory.
 
-    Hooks sit on leaves rather than on the blocks because the transformer calls block methods, not
-    `block.forward`.
+    Hooks sit on leaves because the HunyuanVideo transformer calls block methods, not `block.forward`; one
+    sits on each block as well, because the WAN transformer calls its blocks and reads a block's own
+    parameter (its modulation table) before any of its layers.
     """
 
     def __init__(self, blocks, device):
@@ -241,7 +242,7 @@ class BlockStreamer:
         for index, block in enumerate(blocks):
             block.to("cpu")
             for module in block.modules():
-                if module is not block and not any(True for _ in module.children()):
+                if module is block or not any(True for _ in module.children()):
                     module.register_forward_pre_hook(lambda module, args, index=index: self.fetch(index))
 
     def fetch(self, index: int) -> None:
