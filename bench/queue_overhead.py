@@ -101,8 +101,12 @@ def wait_finished(conn, job_id: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = fetch_job(conn, job_id)
-        if job.get_status().value in ("finished", "failed"):
+        status = job.get_status().value
+        if status == "finished":
             return job
+        if status == "failed":  # a latency without a start would be meaningless
+            result = job.latest_result()
+            raise SystemExit(f"job {job_id} failed on {job.origin}: {result.exc_string if result else '?'}")
         time.sleep(0.002)
     raise SystemExit(f"job {job_id} did not finish within {timeout} s")
 
