@@ -46,6 +46,17 @@ def test_the_wan_variants_are_one_family_of_four_latent_chunks():
     assert not variants.FAMILIES["wan"].image_required and variants.FAMILIES["hunyuan"].image_required
 
 
+def test_the_memory_profiles_estimate_the_wan_family_from_its_own_figures():
+    from worker.runtime.memory_profiles import GB, choose_profile, estimate_stages
+
+    wan = estimate_stages("offload", "wan-distilled", 1)
+    # 10.6 GB weights + 1.4 GB VAE + 13.0 GB context K/V + 8 GB activations (README: how they are made)
+    assert abs(wan["denoise"] / GB - 33.0) < 0.5 and abs(wan["encode"] / GB - (11.4 + 1.4 + 10.6)) < 0.1
+    assert estimate_stages("offload", "ar-distilled", 1)["denoise"] > 2 * wan["denoise"]
+    assert choose_profile("auto", "wan-distilled", 1, 48 * GB).profile == "offload"
+    assert choose_profile("auto", "ar-distilled", 1, 48 * GB).profile == "low-vram"
+
+
 def _main(*args: str) -> int:
     from worldplay_cli.app import main
 
