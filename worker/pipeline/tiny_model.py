@@ -64,32 +64,16 @@ def tiny_wan_config():
 
 def write_tiny_wan_model(root: str | Path, seed: int = 0) -> Path:
     """Write the tiny WAN model directory under `root`; returns `root`."""
-    from dataclasses import asdict
-
-    import torch
-    from safetensors.torch import save_file
-
-    from worker.models.wan.transformer import REQUIRED_VALUES, WRAPPER_PREFIXES, WanWorldPlayTransformer
+    from worker.models.wan.transformer import write_tiny_wan_transformer
     from worker.models.wan.vae import write_tiny_wan_vae
     from worker.pipeline.wan_encoders import write_tiny_wan_text_encoder
 
     root = Path(root)
     where = layout.WanLayout(root)
     config = tiny_wan_config()
-    # 1. the transformer: seeded weights in parameter order, in both official formats
-    with torch.device("meta"):
-        shapes = [(name, parameter.shape) for name, parameter in WanWorldPlayTransformer(config).named_parameters()]
-    generator = torch.Generator().manual_seed(seed)
-    state = {name: torch.randn(shape, generator=generator) * 0.1 for name, shape in shapes}
-    where.transformer_dir.mkdir(parents=True, exist_ok=True)
-    diffusers_config = {"_class_name": "WanTransformer3DModel", **asdict(config), **REQUIRED_VALUES}
-    diffusers_config["patch_size"] = list(config.patch_size)
-    (where.transformer_dir / layout.CONFIG_NAME).write_text(json.dumps(diffusers_config, indent=2) + "\n")
-    save_file(state, str(where.transformer_dir / WEIGHTS_NAME))
+    # 1. the transformer in both official formats (wan_transformer/ and the distilled model.pt)
     distilled = root / layout.action_checkpoint("wan-distilled")
-    distilled.parent.mkdir(parents=True, exist_ok=True)
-    prefix = "".join(WRAPPER_PREFIXES)
-    torch.save({"generator": {prefix + name: tensor for name, tensor in state.items()}}, distilled)
+    write_tiny_wan_transformer(where.transformer_dir, seed=seed, config=config, distilled_path=distilled)
     # 2. the Wan2.2 base: VAE, UMT5 encoder and tokenizer, scheduler config, pipeline index
     write_tiny_wan_vae(where.vae_dir, seed=seed + 3)
     write_tiny_wan_text_encoder(where.text_encoder_dir, where.tokenizer_dir, seed=seed + 1, d_model=config.text_dim)
