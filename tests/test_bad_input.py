@@ -505,6 +505,7 @@ CASES = [
     C("dev-tiny-model-file", "dev", "tiny-model", "{files}/tiny.png"),
     C("dev-tiny-model-not-empty", "dev", "tiny-model", "{files}"),
     C("dev-tiny-model-seed", "dev", "tiny-model", "{tmp}/tiny", "--seed", "abc", targets=("{tmp}/tiny",)),
+    C("dev-tiny-model-family", "dev", "tiny-model", "{tmp}/tiny", "--family", "no", contains="unknown model family"),
     C("dev-unknown-command", "dev", "bogus"),
     C("doctor-redis-scheme", "doctor", "--redis-url", "http://x"),
     C("doctor-config-broken", "doctor", "--config", "{files}/broken.toml"),
