@@ -1,7 +1,7 @@
 """Distillation: a tiny 4-step student against its 50-step guided teacher, on synthetic rooms.
 
     python bench/distill.py --work /tmp/distill-bench [--teacher-steps 1500] [--ode-steps 600]
-                            [--pairs-per-clip 1] [--distill-steps 300]
+                            [--pairs-per-clip 1] [--distill-steps 0]
 
 Stages (each cached in --work, so a re-run continues; the clips, model directory and prepared latents are
 the action-following bench's, `bench/action_following.py`, with the grey pooling VAE whose decoded videos
@@ -243,10 +243,10 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=4)
     parser.add_argument("--latents", type=int, default=20)
     parser.add_argument("--teacher-steps", type=int, default=1500)
-    parser.add_argument("--distill-steps", type=int, default=300, help="self-forcing iterations (0: none)")
-    parser.add_argument("--ode-steps", type=int, default=0, help="the student's ODE initialisation (0: none)")
+    parser.add_argument("--distill-steps", type=int, default=0, help="self-forcing iterations (0: none)")
+    parser.add_argument("--ode-steps", type=int, default=600, help="the student's ODE initialisation (0: none)")
     parser.add_argument("--ode-lr", type=float, default=2e-4)
-    parser.add_argument("--pairs-per-clip", type=int, default=4)
+    parser.add_argument("--pairs-per-clip", type=int, default=1)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--update-interval", type=int, default=2)
     parser.add_argument("--student-lr", type=float, default=2e-4)
