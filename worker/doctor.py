@@ -18,8 +18,6 @@ from pathlib import Path
 from worker.runtime.memory_profiles import GB, choose_profile
 from worldplay_cli.contract import layout, sr, variants
 
-HEADS = 16  # of the released transformer: sequence-parallel degrees must divide it
-
 
 def probe_torch() -> dict:
     if importlib.util.find_spec("torch") is None:
@@ -126,7 +124,9 @@ def recommend(torch_info: dict, flash_attn: dict, ready_variants: list[str]) -> 
     memory = min(gpu["memory_bytes"] for gpu in gpus)
     record = variants.get(variant)
     # a family whose native pipeline is not sequence parallel runs one GPU per job
-    degrees = [sp for sp in range(1, len(gpus) + 1) if HEADS % sp == 0] if record.family.sequence_parallel else [1]
+    family = record.family
+    heads = family.attention_heads
+    degrees = [sp for sp in range(1, len(gpus) + 1) if heads % sp == 0] if family.sequence_parallel else [1]
     choices = [(sp, choose_profile("auto", variant, sp, memory)) for sp in degrees]
     fast = [(sp, choice) for sp, choice in choices if choice.fits and choice.profile in ("resident", "offload")]
     fitting = [(sp, choice) for sp, choice in choices if choice.fits]

@@ -69,6 +69,7 @@ class Family:
     default_size: tuple[int, int] | None  # (width, height) when none is given; None: the image's 480p bucket
     official_script: str  # what the official engine runs in a checkout
     memory: MemoryTraits
+    attention_heads: int  # of the released transformer: a sequence-parallel degree must divide it
     sequence_parallel: bool = True  # the native pipeline can split one job over several GPUs
     live: bool = True  # its autoregressive variants serve live play sessions (`worldplay play`)
     guided: bool = True  # the native pipeline has classifier-free guidance (guidance > 1)
@@ -88,6 +89,7 @@ FAMILIES: dict[str, Family] = {
         size_multiple=16,
         default_size=None,
         official_script="hyvideo/generate.py",
+        attention_heads=16,
         # calibrated to the official README figures (AR distilled, 125 frames: 72 GB at sp=1, 34 GB at sp=4,
         # 28 GB at sp=8, offloading on): see worker/runtime/memory_profiles.py
         memory=MemoryTraits(
@@ -109,7 +111,7 @@ FAMILIES: dict[str, Family] = {
         size_multiple=32,  # the Wan2.2 VAE compresses 16x, the transformer's patches are 2x2 latents
         default_size=(1280, 704),  # the official pipeline's only size
         official_script="wan/generate.py",
-        sequence_parallel=False,
+        attention_heads=24,
         live=False,  # the live stream (worker.pipeline.stream) is the HunyuanVideo AR rollout's
         guided=False,  # the WorldPlay WAN models run without CFG (the official guidance_scale=1.0)
         # estimates, not calibrated against a run: 5,293,225,152 parameters in bf16 (10.6 GB); the UMT5-XXL

@@ -17,8 +17,12 @@ a chunk at positions n..n+T-1 attending to [cache, itself]. The text side (512 U
 projected once per video into per-layer cross-attention keys/values (`encode_text`).
 
 Tensor layout inside the blocks: tokens [B, T, S, C] (T latents of S = h'·w' tokens) so per-latent
-modulation and cameras broadcast; attention works on [B, H, L, D] through the model's one attention entry
-point (worker.models.attention).
+modulation and cameras broadcast; attention works on [B, H, L, D] through the model's attention processor
+(worker.models.attention). Sequence parallel (`set_attention_processor(UlyssesAttention(...))`, as for the
+HunyuanVideo model) shards every latent's tokens over the ranks with the processor's `shard_frames`; the
+self-attention moves q/k/v through its image hooks (the context K/V are cached in the attention layout, so
+a cache built under a processor serves only it), the cross-attention needs none (each token attends to the
+whole text on its own rank), and `gather_frames` joins the tokens before the output layer.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.models.attention import AttentionProcessor
+from worker.models.attention import AttentionProcessor, resolve_backend
 from worker.models.checkpoint import (
     CheckpointError,
     LoadReport,
@@ -48,6 +52,7 @@ from worker.models.transformer import (
     RMSNorm,
     RotaryEmbedding,
     TransformerConfigError,
+    join_key_masks,
     per_frame,
     timestep_embedding,
     to_heads_first,
@@ -188,9 +193,10 @@ class WanTextContext:
 
 @dataclass(frozen=True)
 class WanKVCache:
-    """Per-layer self-attention keys and values of the context latents, [2B, H, N, D]: rows [:B] are the
-    RoPE branch (keys after RoPE), rows [B:] the camera branch (keys and values after P⁻¹). The `frames`
-    context latents sit at RoPE time positions 0..frames-1; a chunk attending to them starts at `frames`."""
+    """Per-layer self-attention keys and values of the context latents in the attention layout, [2B, H, N, D]
+    in one process ([2B, H/sp, sp·n, D] under sequence parallel): rows [:B] are the RoPE branch (keys after
+    RoPE), rows [B:] the camera branch (keys and values after P⁻¹). The `frames` context latents sit at
+    RoPE time positions 0..frames-1; a chunk attending to them starts at `frames`."""
 
     keys: tuple[torch.Tensor, ...]
     values: tuple[torch.Tensor, ...]
@@ -299,7 +305,8 @@ class WanAttention(nn.Module):
     def cross_attention(
         self, x: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention: AttentionProcessor
     ) -> torch.Tensor:
-        """x [B, T, S, C] attends to the text keys/values (all rows, no mask)."""
+        """x [B, T, S, C] attends to the text keys/values (all rows, no mask). Every rank holds the whole
+        text, so this rank's tokens attend with all heads where they are: no token exchange."""
         query = self.norm_q(self.to_q(x)).unflatten(-1, (self.num_heads, -1))
         attended = attention(to_heads_first(query), key, value)
         return self.to_out[0](attended.transpose(1, 2).reshape(x.shape))
@@ -314,8 +321,9 @@ class WanAttention(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Both branches in one batch: RoPE on the normalised q/k, PRoPE on the same un-roped q/k/v.
 
-        x [B, T, S, C]; `past` the cache's keys/values [2B, H, N, D] to attend to before x's own. Returns the
-        summed branch outputs [B, T, S, C] and x's own keys/values [2B, H, T·S, D] (what a cache keeps)."""
+        x [B, T, S, C] (this rank's tokens); `past` the cache's keys/values to attend to before x's own, in
+        the attention layout. Returns the summed branch outputs [B, T, S, C] and x's own keys/values in the
+        attention layout (what a cache keeps)."""
         heads = (self.num_heads, -1)
         query = self.norm_q(self.to_q(x)).unflatten(-1, heads)
         key = self.norm_k(self.to_k(x)).unflatten(-1, heads)
@@ -323,10 +331,15 @@ class WanAttention(nn.Module):
         queries = torch.cat([to_heads_first(rope.apply(query)), to_heads_first(camera.query(query))])
         keys = torch.cat([to_heads_first(rope.apply(key)), to_heads_first(camera.key_value(key))])
         values = torch.cat([to_heads_first(value), to_heads_first(camera.key_value(value))])
+        queries, keys, values = attention.image_to_attention(queries, keys, values)
         own = (keys, values)
         if past is not None:
             keys, values = torch.cat([past[0], keys], dim=2), torch.cat([past[1], values], dim=2)
-        attended = attention(queries, keys, values)
+        # the padding tokens of a sequence-parallel split are no keys (of the cache's part nor of x's own)
+        lengths = [own[0].shape[2]] if past is None else [past[0].shape[2], own[0].shape[2]]
+        masks = [attention.image_key_mask(length, x.device) for length in lengths]
+        key_mask = join_key_masks(masks, lengths, keys.shape[0])
+        attended = attention.image_from_attention(attention(queries, keys, values, key_mask))
         # [2B, H, T·S, D] -> [2B, T, S, H, D]
         attended = attended.transpose(1, 2).unflatten(1, x.shape[1:3])
         rope_rows, camera_rows = attended.chunk(2)
@@ -418,6 +431,16 @@ class WanWorldPlayTransformer(nn.Module):
     def device(self) -> torch.device:
         return self.proj_out.weight.device
 
+    def attention_backend_in_use(self) -> str:
+        """ "flash", "sdpa" or "sage": what the attention calls of this model run on its device and dtype."""
+        return resolve_backend(self.attention_processor.backend, self.device, self.dtype)
+
+    def set_attention_processor(self, processor: AttentionProcessor) -> None:
+        """Run attention through `processor` from now on, e.g. `worker.parallel.ulysses.UlyssesAttention` to split
+        the tokens of every pass over a process group."""
+        processor.check_heads(self.config.num_attention_heads)
+        self.attention_processor = processor
+
     def encode_text(self, text_states: torch.Tensor) -> WanTextContext:
         """UMT5 states [B, L, text_dim] (the official 512 rows, padding rows zero) -> every block's
         cross-attention keys/values."""
@@ -474,18 +497,20 @@ class WanWorldPlayTransformer(nn.Module):
         offset = 0 if cache is None else cache.frames
         rope = WanRotaryEmbedding(self.config, torch.arange(offset, offset + frames), grid[1], grid[2]).to(device)
         camera = CameraProjection(viewmats.to(device), intrinsics.to(device), dtype)
+        # this rank's share of every latent's tokens, and the processor that knows the split
+        x, rope, attention = self.attention_processor.shard_frames(x, rope)
         # 2. the blocks
         keys, values = [], []
         for index, block in enumerate(self.blocks):
             past = None if cache is None else (cache.keys[index], cache.values[index])
             text_kv = (text.keys[index], text.values[index])
-            x, (key, value) = block(x, modulation, text_kv, rope, camera, past, self.attention_processor)
+            x, (key, value) = block(x, modulation, text_kv, rope, camera, past, attention)
             if keep_kv:
                 keys.append(key)
                 values.append(value)
         if keep_kv:
             return None, tuple(keys), tuple(values)
-        return self._final(x, temb, grid), (), ()
+        return self._final(attention.gather_frames(x), temb, grid), (), ()
 
     def _final(self, x: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """Output norm with per-latent shift/scale, projection, unpatchify -> [B, out_channels, T, h, w]."""
