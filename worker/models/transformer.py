@@ -45,6 +45,8 @@ FREQUENCY_EMBEDDING_SIZE = 256
 REFINER_DEPTH = 2
 # cond_type_embedding rows.
 COND_TYPE_LLM, COND_TYPE_BYT5, COND_TYPE_VISION = 0, 1, 2
+# Graphs a compiled block pass may keep (`compile_blocks`).
+RECOMPILE_LIMIT = 64
 
 
 class TransformerConfigError(ValueError):
@@ -918,6 +920,9 @@ class WorldPlayTransformer(nn.Module):
         reach them. All blocks share one graph per pass (a block reads its layer's K/V, never the layer's
         number), and the graphs take dynamic shapes (frames, context and text lengths), so a rollout compiles
         three graphs, not one per chunk (docs/performance.md)."""
+        # Each variant of a pass is a graph of its own (batch 1 or 2, with or without a key mask, a context, kept
+        # K/V); a resident worker meets them all, more than dynamo's default 8, after which it would run eager.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         for block in self.double_blocks:
             block.forward_joint = torch.compile(block.forward_joint, backend=backend, dynamic=True)
             block.forward_image = torch.compile(block.forward_image, backend=backend, dynamic=True)
