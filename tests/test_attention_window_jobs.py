@@ -28,6 +28,7 @@ def output_root(worldplay_env) -> Path:
         (("--sink-latents", "4"), "set both sink_latents and local_window_latents", "--local-window-latents 12"),
         (("--engine", "preview", "--sink-latents", "4", "--local-window-latents", "12"), "engine preview", "native"),
         (("--variant", "bi", "--pose", "w-31", "--sink-latents", "16", "--local-window-latents", "32"), "bidirectional", "drop"),
+        (("--variant", "wan-distilled", "--sink-latents", "4", "--local-window-latents", "12"), "keeps no attention window", "drop"),
     ],
 )  # fmt: skip
 def test_generate_refuses_an_attention_window_it_cannot_serve(cli, redis_conn, output_root, args, message, hint):

@@ -187,6 +187,9 @@ def attention_window_problem(engine: str, variant: str, sink_latents: int | None
             f"variant {variant} is bidirectional; the attention window is for the autoregressive ones",
             f"drop {flags}",
         )
+    if variants.get(variant).family_name != "hunyuan":
+        # the WAN family's rollout keeps its own context and has no window
+        return f"variant {variant} keeps no attention window (the HY-World AR model's)", f"drop {flags}"
     if (
         sink_latents < 0
         or sink_latents % chunk
