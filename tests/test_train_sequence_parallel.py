@@ -70,6 +70,8 @@ def gradient_rank_main(out_dir: str) -> None:
         dist.all_reduce(gradient)
         gradient /= info.world_size
     save_file({name: g.contiguous() for name, g in gradients.items()}, f"{out_dir}/rank{info.rank}.safetensors")
+    # leave together: a rank that tears gloo down while its peer is still in the last collective aborts it
+    dist.barrier()
     dist.destroy_process_group()
 
 
