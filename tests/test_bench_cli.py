@@ -40,3 +40,17 @@ def test_bench_on_the_tiny_model_reports_every_stage_and_the_work_per_chunk(cli)
     assert report["peak_fraction"] == pytest.approx(report["achieved_tflops"])  # of the 1 TFLOP/s given
     assert report["frames_per_second"] == pytest.approx(16 / report["seconds_per_chunk"])
     assert {"load", "encode", "generate"} <= set(report["peak_memory_bytes"])
+
+
+@pytest.mark.slow
+def test_bench_on_the_tiny_wan_model_reports_the_work_per_chunk(cli):
+    code, out, err = cli(
+        "bench", "--tiny", "--variant", "wan-distilled", "--chunks", "2", "--peak-tflops", "1", "--json"
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    # frames of the family's sides (multiples of 32), chunks of 4 latents
+    assert (report["variant"], report["width"], report["height"], report["steps"]) == ("wan-distilled", 128, 64, 4)
+    assert report["chunks"][1]["context"] == [0, 1, 2, 3] and report["steady_chunks"] == [1]
+    assert 0 < report["chunks"][0]["tflop"] < report["chunks"][1]["tflop"] == report["tflop_per_chunk"]
+    assert report["peak_fraction"] == pytest.approx(report["tflop_per_chunk"] / report["seconds_per_chunk"])

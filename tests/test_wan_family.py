@@ -190,6 +190,7 @@ def test_native_wan_jobs_text_and_image_to_video_through_a_real_worker(
         assert (engine["variant"], engine["steps"], engine["guidance_scale"]) == ("wan-distilled", 4, 1.0)
         assert engine["checkpoint"] == str(tiny_wan_dir / "wan_distilled_model" / "model.pt")
         assert [chunk["latents"] for chunk in engine["chunks"]] == [[0, 4]]
+        assert engine["chunks"][0]["context"] == [] and engine["chunks"][0]["tflop"] > 0
         assert "chunk 1/1" in (directory / "log.txt").read_text()
         assert fetch_job(redis_conn, job_id).meta["progress"]["stage"] == "done"
     assert manifests[0]["spec"]["image"] is None and manifests[1]["spec"]["image"] is not None

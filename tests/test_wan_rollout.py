@@ -57,7 +57,7 @@ def test_memory_selection_matches_official_on_a_loop(facts):
 def test_rollout_matches_official(model, io, facts, mode):
     first_latent = io["first_latent"] if mode == "i2v" else None
     seed = facts["noise_seeds"][mode]
-    chunks: list[tuple[int, torch.Tensor]] = []
+    chunks, steps = [], []
     latents = wan_ar_rollout(
         model,
         text_states=io["text"],
@@ -69,18 +69,23 @@ def test_rollout_matches_official(model, io, facts, mode):
         action_ids=io["actions"],
         first_latent=first_latent,
         generator=torch.Generator().manual_seed(seed),
-        on_chunk=lambda index, chunk: chunks.append((index, chunk)),
+        on_chunk=chunks.append,
+        on_step=lambda event: steps.append((event.chunk, event.num_chunks, event.step, event.steps, len(chunks))),
     )
     torch.testing.assert_close(latents, io[f"rollout_{mode}"], atol=ATOL, rtol=ATOL)
-    assert [index for index, _ in chunks] == list(range(NUM_LATENTS // CHUNK_LATENTS))
-    for index, chunk in chunks:
-        assert torch.equal(chunk, latents[:, :, CHUNK_LATENTS * index : CHUNK_LATENTS * (index + 1)])
+    num_chunks = NUM_LATENTS // CHUNK_LATENTS
+    assert [chunk.index for chunk in chunks] == list(range(num_chunks))
+    for chunk in chunks:
+        assert (chunk.start, chunk.end) == (CHUNK_LATENTS * chunk.index, CHUNK_LATENTS * (chunk.index + 1))
+        assert torch.equal(chunk.latents, latents[:, :, chunk.start : chunk.end])
+        assert len(chunk.step_times) == 4 and chunk.context_s >= 0 and chunk.denoise_s >= sum(chunk.step_times)
+    # every step is reported as it ends, before its chunk is
+    assert steps == [(index, num_chunks, step, 4, index) for index in range(num_chunks) for step in range(1, 5)]
     if first_latent is not None:
         assert torch.equal(latents[:, :, :1], first_latent)
-    # the chunks that used the memory rule saw the official context (chunk starts 16, 20, 24)
-    points = sample_points_in_sphere()
-    ours = [select_wan_context_latents(io["viewmats"], start, points) for start in (16, 20, 24)]
-    assert ours == facts["rollout_memory"][mode]
+    # every earlier latent until 16 exist, then the official memory rule's context (chunk starts 16, 20, 24)
+    assert [chunk.context for chunk in chunks[:5]] == [list(range(chunk.start)) for chunk in chunks[:5]]
+    assert [chunk.context for chunk in chunks[4:]] == facts["rollout_memory"][mode]
 
 
 def test_rollout_refuses_what_the_model_cannot_run(model, io):

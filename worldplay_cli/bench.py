@@ -9,8 +9,8 @@ seconds per chunk and frames per second in the steady state (chunks from `STEADY
 memory context is full, as the reference's methodology asks), and the fraction of the device's dense BF16
 peak that the steady chunks reach.
 
-`--tiny` writes a tiny random model first (`worldplay dev tiny-model`), so the bench runs anywhere (CI
-runs it): its figures say how the code path behaves, not how fast a real model is.
+`--tiny` writes a tiny random model of the variant's family first (`worldplay dev tiny-model --family`), so
+the bench runs anywhere (CI runs it): its figures say how the code path behaves, not how fast a real model is.
 
 `--weights fp8` and `--attention-backend` bench the transformer as the job options of those names run it.
 `--compile` runs the job twice, eager then with the transformer's blocks compiled (`torch.compile`), and
@@ -49,6 +49,12 @@ DEVICE_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
 )
 
 TINY_SIZE = (64, 112)  # height, width: the tiny model's bench frames (small, so a CPU runs it in seconds)
+
+
+def tiny_size(family: variants.Family) -> tuple[int, int]:
+    """`TINY_SIZE` rounded up to the sides the family can generate."""
+    multiple = family.size_multiple
+    return tuple(-(-side // multiple) * multiple for side in TINY_SIZE)
 
 
 @dataclass(frozen=True)
@@ -160,8 +166,11 @@ def run_bench(runtime: Runtime, request: BenchRequest, show: bool = False) -> Be
         model_dir = request.model_dir
         height, width = request.height, request.width
         if request.tiny:
-            model_dir = write_tiny_model(Path(scratch) / "tiny-model", seed=0, hub_names=False)
-            height, width = height or TINY_SIZE[0], width or TINY_SIZE[1]
+            model_dir = write_tiny_model(
+                Path(scratch) / "tiny-model", seed=0, hub_names=False, family=variant.family_name
+            )
+            tiny_height, tiny_width = tiny_size(variant.family)
+            height, width = height or tiny_height, width or tiny_width
         reports = []
         for compiled in (False, True) if request.compile else (False,):
             prepared = prepare(

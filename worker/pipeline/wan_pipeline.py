@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from worker.models.flops import Flops, tokens_per_latent, wan_chunk_flops
 from worker.models.scheduler import FlowMatchScheduler
 from worker.models.wan.transformer import WanConfig, WanWorldPlayTransformer, load_wan_transformer
 from worker.models.wan.vae import WanVAE, load_wan_vae
@@ -45,7 +46,7 @@ from worker.pipeline.pipeline import (
     default_device,
     trajectory_cameras,
 )
-from worker.pipeline.rollout import StepCallback, StepEvent
+from worker.pipeline.rollout import ChunkResult, StepCallback
 from worker.pipeline.wan_encoders import WanTextEncoder, image_condition
 from worker.pipeline.wan_rollout import CHUNK_LATENTS, wan_ar_rollout
 from worldplay_cli.contract import layout, variants
@@ -146,6 +147,13 @@ class WanPipeline:
     def refuse_super_resolution(self) -> None:
         raise GenerationError("the WAN family has no super-resolution stage", "generate without --sr")
 
+    def chunk_flops(self, prepared: WanPrepared, chunk_latents: int, context_latents: int) -> Flops:
+        """The analytic work of one chunk of this video (its latent grid, text rows and steps)."""
+        scale = self.vae.config.scale_factor_spatial
+        tokens = tokens_per_latent(self.transformer.config, prepared.height // scale, prepared.width // scale)
+        config, text = self.transformer.config, prepared.text_states.shape[1]
+        return wan_chunk_flops(config, tokens, chunk_latents, context_latents, text, prepared.steps)
+
     # -- stages -------------------------------------------------------------------------------------------
 
     def size(self, options: GenerationOptions) -> tuple[int, int]:
@@ -228,14 +236,13 @@ class WanPipeline:
         write_video: Callable | None = None,
         pre_sr_output: str | Path | None = None,
     ) -> GenerationResult:
-        """Generate and write `output` (an mp4, atomically; None: decode but keep no file). `on_step` is
-        called once per finished chunk (the rollout reports chunks, not steps)."""
+        """Generate and write `output` (an mp4, atomically; None: decode but keep no file). `on_step` follows
+        every denoising step of every chunk."""
         if write_video is None:
             from worker.video import write_video
         if on_stage:
             on_stage("encode")
         prepared = self.prepare(prompt, as_pil(image) if image is not None else None, trajectory, options)
-        num_chunks = trajectory.num_latents // CHUNK_LATENTS
         result = GenerationResult(
             video=Path(output) if output is not None else None,
             num_frames=trajectory.num_frames,
@@ -244,29 +251,27 @@ class WanPipeline:
             fps=options.fps,
             steps=prepared.steps,
             guidance_scale=1.0,
-            stages={"encode": prepared.encode_s, "denoise": 0.0, "decode": 0.0},
+            stages={"encode": prepared.encode_s, "context": 0.0, "denoise": 0.0, "decode": 0.0},
         )
         if on_stage:
             on_stage("generate")
         writer = _BackgroundWriter(write_video, output, options.fps, frame_filter)
         decoder = self.vae.stream_decoder()
-        chunk_started = time.perf_counter()
 
-        def on_chunk(index: int, latents: torch.Tensor) -> None:
-            nonlocal chunk_started
-            denoise_s = time.perf_counter() - chunk_started
+        def on_chunk(chunk: ChunkResult) -> None:
             started = time.perf_counter()
+            latents = chunk.latents
             pixels = [decoder.decode_next(latents[:, :, offset : offset + 1]) for offset in range(latents.shape[2])]
             frames = to_uint8_frames(torch.cat(pixels, dim=2).float(), options.truncate_pixels)
             decode_s = time.perf_counter() - started
-            start = index * CHUNK_LATENTS
-            result.chunks.append(ChunkRecord(index, (start, start + CHUNK_LATENTS), [], 0.0, denoise_s, decode_s))
-            result.stages["denoise"] += denoise_s
-            result.stages["decode"] += decode_s
+            record = ChunkRecord(
+                chunk.index, (chunk.start, chunk.end), chunk.context, chunk.context_s, chunk.denoise_s, decode_s
+            )
+            record.tflop = self.chunk_flops(prepared, chunk.end - chunk.start, len(chunk.context)).total / 1e12
+            result.chunks.append(record)
+            for stage, seconds in (("context", chunk.context_s), ("denoise", chunk.denoise_s), ("decode", decode_s)):
+                result.stages[stage] += seconds
             writer.put(frames)
-            if on_step is not None:
-                on_step(StepEvent(index, num_chunks, prepared.steps, prepared.steps))
-            chunk_started = time.perf_counter()
 
         try:
             with torch.inference_mode():
@@ -283,6 +288,7 @@ class WanPipeline:
                     generator=prepared.generator,
                     steps=prepared.timesteps,
                     on_chunk=on_chunk,
+                    on_step=on_step,
                 )
         except BaseException:
             writer.abort()

@@ -16,13 +16,14 @@ pipeline keeps them (its bf16 buffer); cameras are rounded to that dtype before 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import torch
 
 from worker.models.wan.transformer import WanConfig, WanWorldPlayTransformer
 from worker.pipeline.memory import sample_points_in_sphere, select_wan_context_latents
-from worker.pipeline.rollout import CONTEXT_TIMESTEP
+from worker.pipeline.rollout import CONTEXT_TIMESTEP, ChunkResult, StepCallback, StepEvent
 
 CHUNK_LATENTS = 4
 # The distilled checkpoint's timesteps as the official pipeline hard-codes them: shift 8 applied to
@@ -45,7 +46,8 @@ def wan_ar_rollout(
     first_latent: torch.Tensor | None,
     generator: torch.Generator,
     steps: Sequence[float] | None = None,
-    on_chunk: Callable[[int, torch.Tensor], None] | None = None,
+    on_chunk: Callable[[ChunkResult], None] | None = None,
+    on_step: StepCallback | None = None,
 ) -> torch.Tensor:
     """Generate `num_latents` latents (a multiple of 4) on an h×w latent grid; returns [1, C, N, h, w] fp32.
 
@@ -53,8 +55,10 @@ def wan_ar_rollout(
     world-to-camera, intrinsics [N, 3, 3] normalised, action_ids [N] (0..80), one per latent.
     first_latent [1, C, 1, h, w]: the normalised posterior sample of the image (i2v), or None (t2v).
     The noise of the whole video is drawn first, [1, C, N, h, w] fp32 from `generator`. `steps`: the
-    timesteps, from the first (noisiest) to the final 0 (default `DISTILLED_TIMESTEPS`). `on_chunk(index,
-    latents [1, C, 4, h, w])` is called as each chunk is done.
+    timesteps, from the first (noisiest) to the final 0 (default `DISTILLED_TIMESTEPS`). `on_step(event)`
+    follows every denoising step (so progress, and a cancel raised from it, need not wait for the chunk);
+    `on_chunk(chunk)` each finished chunk: its latents [1, C, 4, h, w] fp32, the context latents it was
+    conditioned on and its timings.
     """
     config = transformer.config
     timesteps = check_steps(DISTILLED_TIMESTEPS if steps is None else steps)
@@ -74,7 +78,9 @@ def wan_ar_rollout(
     w2c = viewmats.detach().float().cpu()
     points = sample_points_in_sphere()
     sigmas = timesteps / NUM_TRAIN_TIMESTEPS
-    for index in range(num_latents // CHUNK_LATENTS):
+    num_chunks, num_steps = num_latents // CHUNK_LATENTS, len(timesteps) - 1
+    for index in range(num_chunks):
+        started = time.perf_counter()
         start, end = index * CHUNK_LATENTS, (index + 1) * CHUNK_LATENTS
         # 1. the context KV cache, rebuilt from the memory-selected clean latents
         context = select_wan_context_latents(w2c, start, points)
@@ -88,11 +94,14 @@ def wan_ar_rollout(
                 lenses[:, context],
                 actions[:, context],
             )
+        context_s = time.perf_counter() - started
         # 2. the chunk's Euler steps; the image latent of chunk 0 (i2v) stays clean at the context timestep
         keep_first = index == 0 and first_latent is not None
         current = latents[:, :, start:end].clone()
         frame_timesteps = torch.empty(1, CHUNK_LATENTS, device=device)
-        for step in range(len(timesteps) - 1):
+        step_times = []
+        for step in range(num_steps):
+            step_started = time.perf_counter()
             frame_timesteps.fill_(timesteps[step].item())
             if keep_first:
                 frame_timesteps[:, 0] = CONTEXT_TIMESTEP
@@ -111,9 +120,13 @@ def wan_ar_rollout(
                 current[:, :, 1:] = updated[:, :, 1:]
             else:
                 current = updated
+            step_times.append(time.perf_counter() - step_started)
+            if on_step is not None:
+                on_step(StepEvent(index, num_chunks, step + 1, num_steps))
         latents[:, :, start:end] = current
         if on_chunk is not None:
-            on_chunk(index, current.float())
+            denoise_s = time.perf_counter() - started - context_s
+            on_chunk(ChunkResult(index, start, end, context, current.float(), context_s, denoise_s, step_times))
     return latents.float()
 
 

@@ -64,7 +64,6 @@ def refusing_unavailable_backends() -> Iterator[None]:
 
 def engine_facts(pipeline: WorldPlayPipeline) -> dict:
     """What the manifest says of the loaded pipeline a job or session ran on."""
-    from worker.models.attention import resolve_backend
     from worker.models.fp8 import fp8_matmul
 
     transformer = pipeline.transformer
@@ -76,8 +75,7 @@ def engine_facts(pipeline: WorldPlayPipeline) -> dict:
         "device": str(pipeline.device),
         "device_name": device_name(pipeline.device),
         "dtype": str(transformer.dtype).removeprefix("torch."),
-        # every family's transformer calls attention through its processor
-        "attention": resolve_backend(transformer.attention_processor.backend, pipeline.device, transformer.dtype),
+        "attention": transformer.attention_backend_in_use(),
         "weights": "default" if matmul is None else f"fp8 ({matmul})",
         "compile": getattr(transformer, "compile_backend", None),
     }
