@@ -286,3 +286,28 @@ def test_a_streamed_wan_block_is_on_the_device_before_it_reads_its_own_table():
             generator=torch.Generator().manual_seed(0),
         )
     assert resident_when_called and all(resident_when_called)
+
+
+def test_a_wan_job_names_its_own_resolution_and_old_specs_still_read(cli, worldplay_env):
+    from pydantic import ValidationError
+
+    from worldplay_cli.contract.specs import JobSpec
+
+    def dry_run(*args: str) -> dict:
+        code, out, err = cli("generate", "--dry-run", "--json", "--engine", "native", *args)
+        assert code == 0, err
+        return json.loads(out)
+
+    spec = dry_run("--variant", "wan-distilled", "--prompt", "a red car", "--pose", "w-3")
+    assert (spec["width"], spec["height"], spec["resolution"]) == (1280, 704, "704p")
+    assert dry_run("--variant", "wan-distilled", *SMALL)["resolution"] == "32p"
+    assert dry_run("--variant", "ar-distilled", "--image", "meadow", *SMALL)["resolution"] == "480p"
+    # a WAN spec written before the resolution was derived said 480p: it reads as the frames' own
+    assert JobSpec.model_validate({**spec, "resolution": "480p"}).resolution == "704p"
+    without = {name: value for name, value in spec.items() if name != "resolution"}
+    assert JobSpec.model_validate(without).resolution == "704p"
+    with pytest.raises(ValidationError, match="frames of 1280x704 are 704p, not 720p"):
+        JobSpec.model_validate({**spec, "resolution": "720p"})
+    hunyuan = dry_run("--variant", "ar-distilled", "--image", "meadow", *SMALL)
+    with pytest.raises(ValidationError, match="unknown resolution '704p'"):
+        JobSpec.model_validate({**hunyuan, "resolution": "704p"})

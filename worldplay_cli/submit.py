@@ -262,7 +262,7 @@ def prepare(request: GenerateRequest, settings: Settings, trajectory: Trajectory
             seed=request.seed,
             steps=request.steps if request.steps is not None else defaults["steps"],
             guidance=request.guidance if request.guidance is not None else defaults["guidance"],
-            resolution=request.resolution,
+            resolution=family.resolution(width, height) or request.resolution,
             width=width,
             height=height,
             gpus=request.gpus,

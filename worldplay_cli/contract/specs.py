@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from worldplay_cli.contract import sr, variants
-from worldplay_cli.contract.buckets import RESOLUTION_BASE, bucket_size  # noqa: F401  (read from here by submit)
+from worldplay_cli.contract.buckets import RESOLUTION_BASE, bucket_size  # noqa: F401  (submit reads bucket_size here)
 from worldplay_cli.contract.settings import MemoryProfile, Variant
 
 SCHEMA_VERSION = 1
@@ -239,7 +239,9 @@ class JobSpec(_Model):
     seed: int = Field(default=1, ge=0, lt=2**32)
     steps: int = Field(ge=1, le=1000)
     guidance: float = Field(ge=0, le=50)
-    resolution: Literal["480p"] = "480p"
+    # A bucket class of `buckets.RESOLUTION_BASE` for a family sized by image buckets, else the frames' short
+    # side (`Family.resolution`: "704p" at 1280x704; WAN specs from before that said "480p", read as derived).
+    resolution: str = Field(default="480p", pattern=r"^[1-9][0-9]*p$")
     width: int = Field(gt=0, le=4096)
     height: int = Field(gt=0, le=4096)
     fps: int = Field(default=24, ge=1, le=120)
@@ -272,6 +274,19 @@ class JobSpec(_Model):
     _engine = field_validator("engine")(known_engine)
     _size = field_validator("width", "height")(multiple_of_16)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_resolution(cls, data: Any) -> Any:
+        # a family whose frame size is its own (no image buckets) names the size; older specs said "480p"
+        if not isinstance(data, dict) or data.get("resolution", "480p") != "480p":
+            return data
+        record = variants.find(data["variant"]) if isinstance(data.get("variant"), str) else None
+        width, height = data.get("width"), data.get("height")
+        if record is None or not isinstance(width, int) or not isinstance(height, int):
+            return data
+        derived = record.family.resolution(width, height)
+        return data if derived is None else {**data, "resolution": derived}
+
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
         if self.frames != self.trajectory.num_frames:
@@ -288,6 +303,13 @@ class JobSpec(_Model):
         problem = family.check_size(self.width, self.height)
         if problem is not None:
             raise ValueError(problem)
+        derived = family.resolution(self.width, self.height)
+        if derived is None and self.resolution not in RESOLUTION_BASE:
+            raise ValueError(f"unknown resolution {self.resolution!r}; use one of {', '.join(RESOLUTION_BASE)}")
+        if derived is not None and self.resolution != derived:
+            raise ValueError(
+                f"{family.title} frames of {self.width}x{self.height} are {derived}, not {self.resolution}"
+            )
         if self.guidance > 1 and not family.guided:
             raise ValueError(f"{family.title} runs without classifier-free guidance: omit --guidance (or give 1)")
         if self.gpus > 1 and self.engine == "native" and not family.sequence_parallel:

@@ -74,6 +74,11 @@ class Family:
     live: bool = True  # its autoregressive variants serve live play sessions (`worldplay play`)
     guided: bool = True  # the native pipeline has classifier-free guidance (guidance > 1)
 
+    def resolution(self, width: int, height: int) -> str | None:
+        """What a job of `width` x `height` frames calls its resolution: None for a family sized by image buckets
+        (the job names its bucket class, `contract.buckets.RESOLUTION_BASE`), else the short side ("704p")."""
+        return None if self.default_size is None else f"{min(width, height)}p"
+
     def check_size(self, width: int, height: int) -> str | None:
         """None if frames of `width` x `height` can be generated, else the problem (one line)."""
         if width % self.size_multiple or height % self.size_multiple:
