@@ -74,7 +74,7 @@ def generate(
     guidance: Annotated[
         Optional[float], typer.Option(help="Guidance scale (default: the variant's recipe).", show_default=False)
     ] = None,
-    resolution: Annotated[str, typer.Option(help="Image-bucket class (480p; WAN jobs name their frame size).")] = "480p",
+    resolution: Annotated[str, typer.Option(help="Bucket class (480p); WAN: the frame size.")] = "480p",
     width: Annotated[
         Optional[int], typer.Option(help="Output width (multiple of 16; default from the image).", show_default=False)
     ] = None,
