@@ -30,7 +30,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -235,7 +235,8 @@ def evaluate(validator, rows: dict, target_name: str, latents_count: int) -> dic
     return results
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The bench's options (`bench/distill_drift.py` adds its own to them)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/worldplay-distill"))
     parser.add_argument("--size", type=int, default=32)
@@ -255,18 +256,58 @@ def main() -> None:
     parser.add_argument("--no-control", action="store_true", help="skip the unguided-teacher control run")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    args.work.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
+    return parser
 
+
+def synth_options(args, num_latents: int):
     from worker.training.synthetic import SynthOptions
 
-    options = SynthOptions(
-        width=args.size, height=args.size, num_latents=args.latents, texture_period=4.0, turn_step_deg=2.5,
+    return SynthOptions(
+        width=args.size, height=args.size, num_latents=num_latents, texture_period=4.0, turn_step_deg=2.5,
         move_step=0.06,
     )  # fmt: skip
-    raw = render(args.work, options, args.clips, args.validation, args.seed, scripted=False)
+
+
+@dataclass
+class Setup:
+    """The cached stages every row starts from: the model directory, the prepared clips, the teacher and a
+    validator on the scripted validation clips."""
+
+    args: argparse.Namespace
+    model: Path
+    data: Path
+    teacher_weights: Path
+    teacher: torch.nn.Module
+    dataset: object
+    validator: object
+
+    def student_init(self, guidance: float) -> Path:
+        """The teacher's weights, or with --ode-steps its ODE initialisation on its pairs at `guidance`."""
+        args = self.args
+        if not args.ode_steps:
+            return self.teacher_weights
+        clips = [self.dataset.load(record.id) for record in self.dataset.clips("train")]
+        print(f"teacher pairs at guidance {guidance}: {args.pairs_per_clip} noises x {len(clips)} clips")
+        pairs = teacher_pairs(
+            self.validator,
+            self.teacher,
+            clips,
+            args.pairs_per_clip,
+            guidance,
+            args.work / f"pairs-g{guidance:g}-{args.pairs_per_clip}.pt",
+        )
+        print(f"ode init: {args.ode_steps} steps on {len(pairs)} pairs")
+        out = args.work / f"ode-init-g{guidance:g}-{args.ode_steps}-{args.ode_lr:g}"
+        return ode_init(
+            self.validator, self.model, self.teacher_weights, clips, pairs, args.ode_steps, args.ode_lr, args.seed, out
+        )
+
+
+def setup(args) -> Setup:
+    """Render, prepare and train the teacher (each stage cached in --work)."""
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    raw = render(args.work, synth_options(args, args.latents), args.clips, args.validation, args.seed, scripted=False)
     model = model_dir(args.work, args.seed, "pooling", None, raw, 64, 2, "standard")
     data = args.work / "prepared"
     if not (data / "index.json").exists():
@@ -284,25 +325,20 @@ def main() -> None:
     dataset = PreparedDataset(data)
     config = distill_config(args.work, "unused", model, data, teacher_weights, args)
     validator = Validator(config, dataset, args.work / "evaluation", torch.device("cpu"), True)
+    return Setup(args, model, data, teacher_weights, teacher, dataset, validator)
 
-    def student_init(guidance: float) -> Path:
-        """The teacher's weights, or with --ode-steps its ODE initialisation on its pairs at `guidance`."""
-        if not args.ode_steps:
-            return teacher_weights
-        clips = [dataset.load(record.id) for record in dataset.clips("train")]
-        print(f"teacher pairs at guidance {guidance}: {args.pairs_per_clip} noises x {len(clips)} clips")
-        pairs = teacher_pairs(
-            validator,
-            teacher,
-            clips,
-            args.pairs_per_clip,
-            guidance,
-            args.work / f"pairs-g{guidance:g}-{args.pairs_per_clip}.pt",
-        )
-        print(f"ode init: {args.ode_steps} steps on {len(pairs)} pairs")
-        out = args.work / f"ode-init-g{guidance:g}-{args.ode_steps}-{args.ode_lr:g}"
-        return ode_init(validator, model, teacher_weights, clips, pairs, args.ode_steps, args.ode_lr, args.seed, out)
 
+def main() -> None:
+    args = parser().parse_args()
+    started = time.monotonic()
+    bench = setup(args)
+    model, data, teacher, validator, student_init = (
+        bench.model,
+        bench.data,
+        bench.teacher,
+        bench.validator,
+        bench.student_init,
+    )
     initial = student_init(args.guidance)
     suffix = f"-ode{args.ode_steps}" if args.ode_steps else ""
     distilled = control = None
@@ -339,6 +375,8 @@ def main() -> None:
     }
     final = None
     if args.ode_steps:
+        from worker.models.checkpoint import load_transformer
+
         ode_student = load_transformer(model, initial, dtype=torch.float32).eval()
         final = f"student: ODE init, {args.ode_steps} steps"
         rows[final] = rollout(ode_student, 4, 1.0)
