@@ -116,3 +116,44 @@ def test_doctor_splits_a_wan_job_by_its_own_heads():
         {"installed": True, "gpus": gpus, "nccl_available": True}, {"installed": True}, ["ar-distilled"]
     )
     assert hunyuan["gpus_per_job"] in (1, 2)
+
+
+@pytest.mark.slow
+def test_a_native_wan_job_on_two_ranks_through_a_real_worker_renders_what_one_rank_renders(
+    cli, redis_conn, worldplay_env, start_worker, tmp_path, monkeypatch
+):
+    import numpy as np
+
+    from spine_util import wait_until
+    from worker.video import read_video_frames
+    from worldplay_cli.contract.queue import fetch_job
+    from worldplay_cli.tiny import write_tiny_model
+
+    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(write_tiny_model(tmp_path / "tiny-wan", 0, False, family="wan")))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    job_ids = []
+    for gpus in ("2", "1"):
+        code, out, err = cli(
+            "generate", "--queue-name", "resident", "--engine", "native", "--variant", "wan-distilled", "--gpus", gpus,
+            "--prompt", "a red car", "--pose", "w-7", "--width", "64", "--height", "64", "--image", "meadow",
+        )  # fmt: skip
+        assert code == 0, err
+        job_ids.append(out.strip())
+    worker = start_worker("resident")
+    for job_id in job_ids:
+        status = wait_until(
+            lambda job_id=job_id: {"finished", "failed"} & {fetch_job(redis_conn, job_id).get_status().value},
+            240,
+            what=f"job {job_id}",
+        )
+        assert status == {"finished"}, (fetch_job(redis_conn, job_id).meta.get("failure"), worker.log_path.read_text())
+    outputs = Path(worldplay_env["WORLDPLAY_OUTPUT_ROOT"])
+    engines = [json.loads((outputs / job_id / "manifest.json").read_text())["engine"] for job_id in job_ids]
+    assert [engine["sequence_parallel"] for engine in engines] == [2, 1]
+    # 64x64 frames: 4x4 latents, 4 tokens per latent split 2 + 2; the second chunk has the first as context
+    assert [chunk["context"] for chunk in engines[0]["chunks"]] == [[], [0, 1, 2, 3]]
+    frames = [read_video_frames(outputs / job_id / "video.mp4") for job_id in job_ids]
+    assert len(frames[0]) == len(frames[1]) == 29
+    # the ranks only move tokens and heads between them (the rollout test above: within 1e-5 of one process)
+    difference = max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(*frames))
+    assert difference <= 1
