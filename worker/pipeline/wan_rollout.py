@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from worker.models.wan.transformer import WanConfig, WanWorldPlayTransformer
+from worker.models.wan.transformer import WanConfig, WanTextContext, WanWorldPlayTransformer
 from worker.pipeline.memory import sample_points_in_sphere, select_wan_context_latents
 from worker.pipeline.rollout import CONTEXT_TIMESTEP, ChunkResult, StepCallback, StepEvent
 
@@ -46,6 +46,7 @@ def wan_ar_rollout(
     first_latent: torch.Tensor | None,
     generator: torch.Generator,
     steps: Sequence[float] | None = None,
+    noise: torch.Tensor | None = None,
     on_chunk: Callable[[ChunkResult], None] | None = None,
     on_step: StepCallback | None = None,
 ) -> torch.Tensor:
@@ -54,11 +55,12 @@ def wan_ar_rollout(
     text_states [1, L, text_dim]: the UMT5 states (512 rows, padding rows zero). viewmats [N, 4, 4]
     world-to-camera, intrinsics [N, 3, 3] normalised, action_ids [N] (0..80), one per latent.
     first_latent [1, C, 1, h, w]: the normalised posterior sample of the image (i2v), or None (t2v).
-    The noise of the whole video is drawn first, [1, C, N, h, w] fp32 from `generator`. `steps`: the
-    timesteps, from the first (noisiest) to the final 0 (default `DISTILLED_TIMESTEPS`). `on_step(event)`
-    follows every denoising step (so progress, and a cancel raised from it, need not wait for the chunk);
-    `on_chunk(chunk)` each finished chunk: its latents [1, C, 4, h, w] fp32, the context latents it was
-    conditioned on and its timings.
+    The noise of the whole video is drawn first, [1, C, N, h, w] fp32 from `generator`, unless `noise` of
+    that shape is given (a live stream's chunk-by-chunk noise, to replay it). `steps`: the timesteps, from
+    the first (noisiest) to the final 0 (default `DISTILLED_TIMESTEPS`). `on_step(event)` follows every
+    denoising step (so progress, and a cancel raised from it, need not wait for the chunk); `on_chunk(chunk)`
+    each finished chunk: its latents [1, C, 4, h, w] fp32, the context latents it was conditioned on and its
+    timings.
     """
     config = transformer.config
     timesteps = check_steps(DISTILLED_TIMESTEPS if steps is None else steps)
@@ -67,67 +69,123 @@ def wan_ar_rollout(
     )
     device, dtype = transformer.device, transformer.dtype
     shape = (1, config.in_channels, num_latents, height_latents, width_latents)
-    noise = torch.randn(shape, generator=generator, dtype=torch.float32, device=generator.device)
+    if noise is None:
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32, device=generator.device)
+    elif tuple(noise.shape) != shape:
+        raise ValueError(f"noise must be {list(shape)}, got {list(noise.shape)}")
     latents = noise.to(device=device, dtype=dtype)
     if first_latent is not None:
         latents[:, :, :1] = first_latent.to(device=device, dtype=dtype)
     text = transformer.encode_text(text_states)
-    cameras = viewmats.to(dtype).float()[None].to(device)
-    lenses = intrinsics.to(dtype).float()[None].to(device)
-    actions = action_ids.long()[None].to(device)
+    cameras, lenses, actions = model_inputs(transformer, viewmats, intrinsics, action_ids)
     w2c = viewmats.detach().float().cpu()
     points = sample_points_in_sphere()
-    sigmas = timesteps / NUM_TRAIN_TIMESTEPS
     num_chunks, num_steps = num_latents // CHUNK_LATENTS, len(timesteps) - 1
     for index in range(num_chunks):
-        started = time.perf_counter()
-        start, end = index * CHUNK_LATENTS, (index + 1) * CHUNK_LATENTS
-        # 1. the context KV cache, rebuilt from the memory-selected clean latents
-        context = select_wan_context_latents(w2c, start, points)
-        cache = None
-        if context:
-            cache = transformer.forward_context(
-                latents[:, :, context],
-                CONTEXT_TIMESTEP,
-                text,
-                cameras[:, context],
-                lenses[:, context],
-                actions[:, context],
-            )
-        context_s = time.perf_counter() - started
-        # 2. the chunk's Euler steps; the image latent of chunk 0 (i2v) stays clean at the context timestep
-        keep_first = index == 0 and first_latent is not None
-        current = latents[:, :, start:end].clone()
-        frame_timesteps = torch.empty(1, CHUNK_LATENTS, device=device)
-        step_times = []
-        for step in range(num_steps):
-            step_started = time.perf_counter()
-            frame_timesteps.fill_(timesteps[step].item())
-            if keep_first:
-                frame_timesteps[:, 0] = CONTEXT_TIMESTEP
-            velocity = transformer.forward_chunk(
-                current,
-                frame_timesteps,
-                text,
-                cameras[:, start:end],
-                lenses[:, start:end],
-                actions[:, start:end],
-                cache,
-            )
-            # a 0-d fp32 step times latents of the model's dtype stays in that dtype (the official update)
-            updated = current + (sigmas[step + 1] - sigmas[step]).to(device) * velocity
-            if keep_first:
-                current[:, :, 1:] = updated[:, :, 1:]
-            else:
-                current = updated
-            step_times.append(time.perf_counter() - step_started)
-            if on_step is not None:
-                on_step(StepEvent(index, num_chunks, step + 1, num_steps))
-        latents[:, :, start:end] = current
+        report = None
+        if on_step is not None:
+
+            def report(step: int, index: int = index) -> None:
+                on_step(StepEvent(index, num_chunks, step, num_steps))
+
+        chunk = wan_chunk(
+            transformer,
+            index,
+            latents,
+            text,
+            (cameras, lenses, actions),
+            w2c,
+            points,
+            timesteps,
+            keep_first=index == 0 and first_latent is not None,
+            on_step=report,
+        )
         if on_chunk is not None:
-            denoise_s = time.perf_counter() - started - context_s
-            on_chunk(ChunkResult(index, start, end, context, current.float(), context_s, denoise_s, step_times))
+            on_chunk(chunk)
     return latents.float()
+
+
+def model_inputs(
+    transformer: WanWorldPlayTransformer, viewmats: torch.Tensor, intrinsics: torch.Tensor, action_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-latent cameras as the model takes them: viewmats [1, N, 4, 4] and intrinsics [1, N, 3, 3] rounded
+    to its dtype (then fp32), action ids [1, N] int64, on its device."""
+    device, dtype = transformer.device, transformer.dtype
+    cameras = viewmats.to(dtype).float()[None].to(device)
+    lenses = intrinsics.to(dtype).float()[None].to(device)
+    return cameras, lenses, action_ids.long()[None].to(device)
+
+
+def wan_chunk(
+    transformer: WanWorldPlayTransformer,
+    index: int,
+    latents: torch.Tensor,
+    text: WanTextContext,
+    cameras: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    w2c: torch.Tensor,
+    points: torch.Tensor,
+    timesteps: torch.Tensor,
+    *,
+    keep_first: bool,
+    on_step: Callable[[int], None] | None = None,
+) -> ChunkResult:
+    """Denoise chunk `index` (latents [4·index, 4·index + 4)) in place: the one chunk body of the batch
+    rollout and the live stream (`worker.pipeline.wan_stream`).
+
+    `latents` [1, C, ≥ end, h, w] in the model's dtype: the clean latents before the chunk, then its
+    initial latents (i2v chunk 0: the image latent first, kept clean when `keep_first`). `cameras`: the
+    `model_inputs` of at least the latents up to the chunk's end, `w2c` [≥ end, 4, 4] what the memory
+    selects by, `points` its seeded cloud, `timesteps` fp32 down to 0 (`check_steps`). `on_step(step)`
+    (1-based) follows every step. Returns the chunk with its latents in fp32, its context and timings.
+    """
+    started = time.perf_counter()
+    device = transformer.device
+    start, end = index * CHUNK_LATENTS, (index + 1) * CHUNK_LATENTS
+    viewmats, intrinsics, actions = cameras
+    # 1. the context KV cache, rebuilt from the memory-selected clean latents
+    context = select_wan_context_latents(w2c[:end], start, points)
+    cache = None
+    if context:
+        cache = transformer.forward_context(
+            latents[:, :, context],
+            CONTEXT_TIMESTEP,
+            text,
+            viewmats[:, context],
+            intrinsics[:, context],
+            actions[:, context],
+        )
+    context_s = time.perf_counter() - started
+    # 2. the chunk's Euler steps; the image latent of chunk 0 (i2v) stays clean at the context timestep
+    sigmas = timesteps / NUM_TRAIN_TIMESTEPS
+    current = latents[:, :, start:end].clone()
+    frame_timesteps = torch.empty(1, CHUNK_LATENTS, device=device)
+    step_times = []
+    for step in range(len(timesteps) - 1):
+        step_started = time.perf_counter()
+        frame_timesteps.fill_(timesteps[step].item())
+        if keep_first:
+            frame_timesteps[:, 0] = CONTEXT_TIMESTEP
+        velocity = transformer.forward_chunk(
+            current,
+            frame_timesteps,
+            text,
+            viewmats[:, start:end],
+            intrinsics[:, start:end],
+            actions[:, start:end],
+            cache,
+        )
+        # a 0-d fp32 step times latents of the model's dtype stays in that dtype (the official update)
+        updated = current + (sigmas[step + 1] - sigmas[step]).to(device) * velocity
+        if keep_first:
+            current[:, :, 1:] = updated[:, :, 1:]
+        else:
+            current = updated
+        step_times.append(time.perf_counter() - step_started)
+        if on_step is not None:
+            on_step(step + 1)
+    latents[:, :, start:end] = current
+    denoise_s = time.perf_counter() - started - context_s
+    return ChunkResult(index, start, end, context, current.float(), context_s, denoise_s, step_times)
 
 
 def check_steps(steps: Sequence[float]) -> torch.Tensor:
