@@ -47,6 +47,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_wan_model_dir(tmp_path_factory) -> Path:
+    """The tiny random WAN-5B model directory (`worker.pipeline.tiny_model.write_tiny_wan_model`), written once
+    per session, read-only like `tiny_model_dir`."""
+    from worker.pipeline.tiny_model import write_tiny_wan_model
+
+    root = write_tiny_wan_model(tmp_path_factory.mktemp("tiny-wan-model"))
+    for path in root.rglob("*"):
+        if path.is_file():
+            path.chmod(0o444)
+    return root
+
+
 @pytest.fixture(scope="module")
 def tiny_pipelines(tiny_model_dir):
     """`tiny_pipelines(variant)`: the tiny model's pipeline, once per test module. `bi` and `ar` load from
