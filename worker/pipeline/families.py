@@ -1,9 +1,10 @@
-"""The one place the worker chooses by model family: which pipeline class loads a variant, and how big its
-transformer is (for the memory profiles' estimates).
+"""The one place the worker chooses by model family: which pipeline class loads a variant, which stream plays
+it live, and how big its transformer is (for the memory profiles' estimates).
 
 `contract.variants` says which family a variant belongs to; everything family-specific past this point is
 inside the family's pipeline (`worker.pipeline.pipeline.WorldPlayPipeline` for HunyuanVideo-1.5,
-`worker.pipeline.wan_pipeline.WanPipeline` for WAN-5B), which both offer what the runtime uses.
+`worker.pipeline.wan_pipeline.WanPipeline` for WAN-5B), which both offer what the runtime uses, and its
+live stream (`worker.pipeline.stream.ARStream`, `worker.pipeline.wan_stream.WanStream`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ def _wan_pipeline():
     return WanPipeline
 
 
+def _hunyuan_stream():
+    from worker.pipeline.stream import ARStream
+
+    return ARStream
+
+
+def _wan_stream():
+    from worker.pipeline.wan_stream import WanStream
+
+    return WanStream
+
+
 def _hunyuan_params(transformer_dir: Path) -> int:
     from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
 
@@ -44,6 +57,7 @@ def _wan_params(transformer_dir: Path) -> int:
 
 
 _PIPELINES = {"hunyuan": _hunyuan_pipeline, "wan": _wan_pipeline}
+_STREAMS = {"hunyuan": _hunyuan_stream, "wan": _wan_stream}
 _PARAMS = {"hunyuan": _hunyuan_params, "wan": _wan_params}
 
 
@@ -55,6 +69,13 @@ def pipeline_class(variant: str):
 def load_pipeline(model_dir: str | Path, variant: str, **options):
     """`<family pipeline>.from_model_dir(model_dir, variant, **options)`."""
     return pipeline_class(variant).from_model_dir(model_dir, variant, **options)
+
+
+def open_stream(pipeline, image, options):
+    """The open-ended rollout of a live session on `pipeline` (`ARStream` or `WanStream`, one surface: `step`
+    per chunk, `knows`/`prepare_prompt`, `num_chunks`, `steps`, `guidance_scale`, `width`, `height`).
+    `image` None: text-to-video, for a family that needs no image."""
+    return _STREAMS[variants.get(pipeline.variant).family_name]()(pipeline, image, options)
 
 
 def transformer_scale(transformer_dir: Path, variant: str) -> float:

@@ -127,15 +127,7 @@ class ARStream:
         """Generate the next chunk. `c2w` [chunk_latents, 4, 4] and normalised `intrinsics` [chunk_latents,
         3, 3] float64, `actions` [chunk_latents] int64 are the chunk's own latents (chunk 0 starts at the
         image, c2w identity, action 0); `on_step(step)` follows each denoising step."""
-        c2w, intrinsics = np.asarray(c2w, dtype=np.float64), np.asarray(intrinsics, dtype=np.float64)
-        actions = np.asarray(actions, dtype=np.int64)
-        count = self.chunk_latents
-        if c2w.shape != (count, 4, 4) or intrinsics.shape != (count, 3, 3) or actions.shape != (count,):
-            raise GenerationError(
-                f"a chunk has {count} latents: got c2w {c2w.shape}, intrinsics {intrinsics.shape}, "
-                f"actions {actions.shape}",
-                f"pass [{count}, 4, 4], [{count}, 3, 3] and [{count}]",
-            )
+        c2w, intrinsics, actions = chunk_inputs(c2w, intrinsics, actions, self.chunk_latents)
         noise = self.next_noise()
         encode_s = self.prepare_prompt(prompt)
         text_caches = self._conditioning(prompt).text_caches
@@ -233,6 +225,21 @@ class ARStream:
             gather(intrinsics, 1),
             gather(actions, 1),
         )
+
+
+def chunk_inputs(
+    c2w: np.ndarray, intrinsics: np.ndarray, actions: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stream step's cameras and actions as float64, float64, int64 arrays, refused unless they are the
+    chunk's `count` latents."""
+    c2w, intrinsics = np.asarray(c2w, dtype=np.float64), np.asarray(intrinsics, dtype=np.float64)
+    actions = np.asarray(actions, dtype=np.int64)
+    if c2w.shape != (count, 4, 4) or intrinsics.shape != (count, 3, 3) or actions.shape != (count,):
+        raise GenerationError(
+            f"a chunk has {count} latents: got c2w {c2w.shape}, intrinsics {intrinsics.shape}, actions {actions.shape}",
+            f"pass [{count}, 4, 4], [{count}, 3, 3] and [{count}]",
+        )
+    return c2w, intrinsics, actions
 
 
 def live_tensor_bytes() -> int:

@@ -34,7 +34,7 @@ from PIL import Image
 from worker.models.flops import Flops, tokens_per_latent, wan_chunk_flops
 from worker.models.scheduler import FlowMatchScheduler
 from worker.models.wan.transformer import WanConfig, WanWorldPlayTransformer, load_wan_transformer
-from worker.models.wan.vae import WanVAE, load_wan_vae
+from worker.models.wan.vae import WanStreamDecoder, WanVAE, load_wan_vae
 from worker.pipeline.image import as_pil, to_uint8_frames
 from worker.pipeline.model_dir import ModelPaths, resolve_model_dir
 from worker.pipeline.pipeline import (
@@ -156,6 +156,38 @@ class WanPipeline:
 
     # -- stages -------------------------------------------------------------------------------------------
 
+    def check_options(self, options: GenerationOptions) -> None:
+        """Refuse what the family has not: the SR stage, classifier-free guidance."""
+        if options.super_resolution:
+            self.refuse_super_resolution()
+        if options.guidance not in (None, 1.0):
+            raise GenerationError(
+                "the WAN family runs without classifier-free guidance", "omit --guidance (or use --guidance 1)"
+            )
+
+    def first_latent(
+        self, image: Image.Image | None, width: int, height: int, generator: torch.Generator
+    ) -> torch.Tensor | None:
+        """i2v: the image's normalised VAE posterior sample [1, C, 1, h, w] (drawn from `generator`); t2v: None."""
+        if image is None:
+            return None
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
+            return image_condition(self.vae, as_pil(image), width, height, generator)
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """The prompt's UMT5 states [1, 512, text_dim] on the transformer's device and dtype."""
+        # a memory profile may have moved the encoder since it was loaded
+        self.text_encoder.device = next(self.text_encoder.model.parameters()).device
+        with torch.inference_mode():
+            return self.text_encoder.encode([prompt]).to(self.device, self.transformer.dtype)
+
+    def decode_streaming(self, decoder: WanStreamDecoder, latents: torch.Tensor, truncate_pixels: bool) -> np.ndarray:
+        """The uint8 frames [F, H, W, 3] of the next normalised latents [1, C, t, h, w] of a streamed video,
+        one latent per decoder call as the official pipeline decodes."""
+        with torch.inference_mode():
+            pixels = [decoder.decode_next(latents[:, :, offset : offset + 1]) for offset in range(latents.shape[2])]
+            return to_uint8_frames(torch.cat(pixels, dim=2).float(), truncate_pixels)
+
     def size(self, options: GenerationOptions) -> tuple[int, int]:
         """(width, height): the options' or the family's default; refused when the family cannot make it."""
         family = variants.get(self.variant).family
@@ -185,12 +217,7 @@ class WanPipeline:
         self, prompt: str, image: Image.Image | None, trajectory, options: GenerationOptions = GenerationOptions()
     ) -> WanPrepared:
         started = time.perf_counter()
-        if options.super_resolution:
-            self.refuse_super_resolution()
-        if options.guidance not in (None, 1.0):
-            raise GenerationError(
-                "the WAN family runs without classifier-free guidance", "omit --guidance (or use --guidance 1)"
-            )
+        self.check_options(options)
         num_latents = trajectory.num_latents
         if num_latents % CHUNK_LATENTS:
             raise GenerationError(
@@ -200,13 +227,8 @@ class WanPipeline:
         width, height = self.size(options)
         timesteps, steps = self.timesteps(options)
         generator = torch.Generator().manual_seed(options.seed)
-        first_latent = None
-        if image is not None:
-            with torch.autocast(self.device.type, enabled=False):
-                first_latent = image_condition(self.vae, as_pil(image), width, height, generator)
-        # a memory profile may have moved the encoder since it was loaded
-        self.text_encoder.device = next(self.text_encoder.model.parameters()).device
-        text_states = self.text_encoder.encode([prompt]).to(self.device, self.transformer.dtype)
+        first_latent = self.first_latent(image, width, height, generator)
+        text_states = self.encode_prompt(prompt)
         viewmats, intrinsics, actions = trajectory_cameras(trajectory, torch.device("cpu"), options.round_cameras)
         return WanPrepared(
             text_states=text_states,
@@ -235,9 +257,10 @@ class WanPipeline:
         frame_filter: Callable[[int, np.ndarray], np.ndarray] | None = None,
         write_video: Callable | None = None,
         pre_sr_output: str | Path | None = None,
+        noise: torch.Tensor | None = None,
     ) -> GenerationResult:
         """Generate and write `output` (an mp4, atomically; None: decode but keep no file). `on_step` follows
-        every denoising step of every chunk."""
+        every denoising step of every chunk; `noise` [1, C, N, h, w] replaces the seeded noise."""
         if write_video is None:
             from worker.video import write_video
         if on_stage:
@@ -260,9 +283,7 @@ class WanPipeline:
 
         def on_chunk(chunk: ChunkResult) -> None:
             started = time.perf_counter()
-            latents = chunk.latents
-            pixels = [decoder.decode_next(latents[:, :, offset : offset + 1]) for offset in range(latents.shape[2])]
-            frames = to_uint8_frames(torch.cat(pixels, dim=2).float(), options.truncate_pixels)
+            frames = self.decode_streaming(decoder, chunk.latents, options.truncate_pixels)
             decode_s = time.perf_counter() - started
             record = ChunkRecord(
                 chunk.index, (chunk.start, chunk.end), chunk.context, chunk.context_s, chunk.denoise_s, decode_s
@@ -287,6 +308,7 @@ class WanPipeline:
                     first_latent=prepared.first_latent,
                     generator=prepared.generator,
                     steps=prepared.timesteps,
+                    noise=noise,
                     on_chunk=on_chunk,
                     on_step=on_step,
                 )

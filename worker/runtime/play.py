@@ -1,5 +1,6 @@
 """What a resident group does for a live session (`serve_session`): one open-ended AR stream on the
-loaded pipeline, a chunk per request of the work horse, until the horse ends the session.
+loaded pipeline (its family's, `worker.pipeline.families.open_stream`), a chunk per request of the work
+horse, until the horse ends the session.
 
 The horse (`worker.play.native.NativeSource`) holds the session and its player; the ranks hold the
 model, the stream's latents, caches and decoder. Per request (cameras, actions, prompt of the next
@@ -53,15 +54,18 @@ def serve_session(
     `opened` (load_s, reused_weights) goes to the horse with the session's facts once the stream is ready."""
     from PIL import Image
 
+    from worker.pipeline.families import open_stream
     from worker.pipeline.pipeline import GenerationError
-    from worker.pipeline.stream import ARStream
 
     options = generation_options(spec, placement.tiling)
     facts = {**engine_facts(pipeline), **window_facts(options)}
     work_dir = Path(message["work_dir"])
     try:
-        with Image.open(message["image_path"]) as image:
-            stream = ARStream(pipeline, image.convert("RGB"), options)
+        image = None  # text-to-video, for a family that needs no image
+        if message["image_path"] is not None:
+            with Image.open(message["image_path"]) as file:
+                image = file.convert("RGB")
+        stream = open_stream(pipeline, image, options)
         encode_s = _encode(stream, placement, spec.prompt)
     except GenerationError as error:
         refuse(error.message, error.hint, kind="bad_input")

@@ -1,0 +1,139 @@
+"""Live play on the WAN-5B family: `WanStream` fed chunk by chunk is the batch rollout (text- and
+image-to-video), and a session on a real worker and Redis plays the tiny WAN model and records its video."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trajectories import parse_pose_string
+from worker.pipeline.pipeline import GenerationError, GenerationOptions
+
+PROMPT = "a red car on a coast road"
+# 32x32 frames are 2x2 latents, one token per latent: every code path, little compute
+OPTIONS = GenerationOptions(width=32, height=32, seed=5)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_wan_model_dir):
+    from worker.pipeline.families import load_pipeline
+
+    return load_pipeline(tiny_wan_model_dir, "wan-distilled", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, size=(90, 60, 3), dtype=np.uint8))
+
+
+def play(stream, trajectory) -> list:
+    count = stream.chunk_latents
+    intrinsics = trajectory.normalized_K()
+    return [
+        stream.step(trajectory.c2w[part], intrinsics[part], trajectory.actions[part], PROMPT)
+        for part in (slice(start, start + count) for start in range(0, trajectory.num_latents, count))
+    ]
+
+
+@pytest.mark.parametrize(("mode", "pose"), [("t2v", "w-11, right-12"), ("i2v", "w-3, right-4")])
+def test_a_wan_stream_fed_chunk_by_chunk_is_the_batch_rollout(pipeline, image, mode, pose):
+    """Same latents, contexts and frames, bit for bit, as `generate` over the whole trajectory with the
+    stream's noise; t2v runs 6 chunks, so the last goes through the FOV memory selection."""
+    from worker.pipeline.families import open_stream
+    from worker.pipeline.wan_stream import WanStream
+
+    image = image if mode == "i2v" else None
+    trajectory = parse_pose_string(pose)
+    stream = open_stream(pipeline, image, OPTIONS)
+    assert isinstance(stream, WanStream) and (stream.steps, stream.guidance_scale) == (4, 1.0)
+    chunks = play(stream, trajectory)
+
+    replay = open_stream(pipeline, image, OPTIONS)
+    noise = torch.cat([replay.next_noise() for _ in chunks], dim=2)
+    whole: list[np.ndarray] = []
+    result = pipeline.generate(
+        PROMPT, image, trajectory, "unused.mp4", OPTIONS, noise=noise, write_video=lambda f, *_, **__: whole.extend(f)
+    )
+    assert torch.equal(torch.cat([chunk.result.latents for chunk in chunks], dim=2), result.latents)
+    assert [chunk.result.context for chunk in chunks] == [record.context for record in result.chunks]
+    streamed = np.concatenate([chunk.frames for chunk in chunks])
+    assert streamed.shape == (trajectory.num_frames, 32, 32, 3)
+    assert np.array_equal(streamed, np.stack(whole))
+    assert [len(chunk.frames) for chunk in chunks] == [13] + [16] * (len(chunks) - 1)
+    assert [chunk.encode_s > 0 for chunk in chunks] == [True] + [False] * (len(chunks) - 1)
+    if mode == "t2v":
+        # every earlier latent up to 16; the chunk at 20: the 12 most recent latents plus one earlier clip
+        assert [len(chunk.result.context) for chunk in chunks] == [0, 4, 8, 12, 16, 16]
+        clip, recent = chunks[5].result.context[:4], chunks[5].result.context[4:]
+        assert recent == list(range(8, 20)) and clip in ([0, 1, 2, 3], [4, 5, 6, 7])
+
+
+def test_a_wan_stream_refuses_guidance_and_a_wrong_chunk(pipeline):
+    from worker.pipeline.wan_stream import WanStream
+
+    with pytest.raises(GenerationError, match="without classifier-free guidance"):
+        WanStream(pipeline, None, GenerationOptions(width=32, height=32, guidance=4.0))
+    stream = WanStream(pipeline, None, OPTIONS)
+    with pytest.raises(GenerationError, match="a chunk has 4 latents"):
+        stream.step(np.eye(4)[None].repeat(3, 0), np.eye(3)[None].repeat(3, 0), np.zeros(3), PROMPT)
+
+
+def test_a_wan_session_plays_on_a_real_worker_and_records_its_video(
+    worldplay_env, redis_conn, start_worker, tiny_wan_model_dir, tmp_path, monkeypatch
+):
+    from play_util import dot_image, start_session
+    from worker.video import read_video_info
+    from worldplay_cli.contract.play import Chunk, End, Ended
+    from worldplay_cli.contract.settings import load_settings
+
+    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_wan_model_dir))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    worker = start_worker("play")
+    job_id, player = start_session(
+        load_settings(), redis_conn, dot_image(tmp_path / "dot.png"), engine="native", variant="wan-distilled",
+        width=32, height=32, prompt=PROMPT,
+    )  # fmt: skip
+    ready = player.ready(timeout=120)
+    assert (ready.engine, ready.variant) == ("native", "wan-distilled"), worker.log_path.read_text()[-2000:]
+    player.keys(0, "", "w")
+    player.keys(1, "w+right")
+    player.keys(2, "left")
+    chunks = player.wait_for(Chunk, 120, count=3)
+    assert [(message.num_frames, message.context) for message, _ in chunks] == [
+        (13, []),
+        (16, [0, 1, 2, 3]),
+        (16, list(range(8))),
+    ]
+    assert all(Image.open(io.BytesIO(frame)).size == (32, 32) for _, frames in chunks for frame in frames)
+    player.channel.send(End())
+    ended = player.wait_for(Ended, 60)[0][0]
+    assert (ended.reason, ended.chunks, ended.frames) == ("quit", 3, 45)
+    directory = Path(ended.output_dir)
+    assert read_video_info(directory / "video.mp4")[:3] == (45, 32, 32)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert (manifest["engine"]["variant"], manifest["engine"]["steps"]) == ("wan-distilled", 4)
+    timeline = json.loads((directory / "timeline.json").read_text())
+    assert [chunk["actions"] for chunk in timeline["chunks"]] == [message.actions for message, _ in chunks]
+    assert chunks[0][0].actions[0] == 0 and len(set(chunks[1][0].actions + chunks[2][0].actions)) == 2
+    assert (directory / "trajectory.json").is_file() and directory.name == job_id
+
+
+def test_a_wan_session_takes_the_familys_size_and_refuses_one_it_cannot_make(worldplay_env, tmp_path):
+    from play_util import dot_image
+    from worldplay_cli.contract.errors import BadInput
+    from worldplay_cli.contract.settings import load_settings
+    from worldplay_cli.submit import PlayRequest, prepare_play
+
+    request = PlayRequest(prompt=PROMPT, image=dot_image(tmp_path / "dot.png"), engine="native", variant="wan-ar")
+    spec, _ = prepare_play(request, load_settings())
+    assert (spec.width, spec.height, spec.steps, spec.guidance) == (1280, 704, 50, 1.0)
+    request.width, request.height = 48, 32
+    with pytest.raises(BadInput, match="multiples of 32, got 48x32"):
+        prepare_play(request, load_settings())
