@@ -140,6 +140,13 @@ class PlaySpec(_Model):
             raise ValueError(f"variant {self.variant} {why}; live play needs one of: {live}")
         if self.engine != "preview" and not self.prompt.strip():
             raise ValueError(f"engine {self.engine} needs a prompt")
+        problem = record.family.check_size(self.width, self.height)
+        if problem is not None:
+            raise ValueError(problem)
+        if self.guidance > 1 and not record.family.guided:
+            raise ValueError(
+                f"{record.family.title} runs without classifier-free guidance: omit --guidance (or give 1)"
+            )
         problem = attention_window_problem(self.engine, self.variant, self.sink_latents, self.local_window_latents)
         if problem is not None:
             raise ValueError(problem[0])

@@ -117,7 +117,6 @@ FAMILIES: dict[str, Family] = {
         default_size=(1280, 704),  # the official pipeline's only size
         official_script="wan/generate.py",
         attention_heads=24,
-        live=False,  # the live stream (worker.pipeline.stream) is the HunyuanVideo AR rollout's
         guided=False,  # the WorldPlay WAN models run without CFG (the official guidance_scale=1.0)
         # estimates, not calibrated against a run: 5,293,225,152 parameters in bf16 (10.6 GB); the UMT5-XXL
         # encoder ~5.7B parameters in bf16 (~11.4 GB); the Wan2.2 VAE in bf16; the context K/V at 1280x704
