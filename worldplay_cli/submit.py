@@ -502,7 +502,7 @@ def prepare_play(request: PlayRequest, settings: Settings) -> tuple[PlaySpec, by
         raise BadInput(f"unknown resolution {request.resolution!r}", f"use one of: {', '.join(RESOLUTION_BASE)}")
     image_path = image_path_for(request.image)
     image_png, image_width, image_height = _load_image(image_path)
-    width, height = _size(request, image_width, image_height)
+    width, height = _size(request, image_width, image_height, variants.get(variant).family)
     window = request.check_attention_window(engine, variant)
     defaults = VARIANT_DEFAULTS[variant]
     optional = {
