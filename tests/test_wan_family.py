@@ -40,7 +40,7 @@ def test_the_wan_variants_are_one_family_of_four_latent_chunks():
     assert distilled.family is autoregressive.family is variants.FAMILIES["wan"]
     assert (distilled.steps, distilled.guidance, distilled.few_step, distilled.cfg_branches) == (4, 1.0, True, 1)
     assert CHUNK["wan-distilled"] == CHUNK["wan-ar"] == distilled.chunk_latents == 4
-    assert not distilled.super_resolution and not distilled.plays_live
+    assert not distilled.super_resolution and distilled.plays_live and autoregressive.plays_live
     assert layout.action_checkpoint("wan-distilled") == "wan_distilled_model/model.pt"
     assert layout.action_checkpoint("wan-ar") == "wan_transformer/diffusion_pytorch_model.safetensors"
     assert not variants.FAMILIES["wan"].image_required and variants.FAMILIES["hunyuan"].image_required
@@ -135,8 +135,8 @@ def test_bad_wan_requests_are_one_line_errors_with_a_hint(cli, worldplay_env):
     assert "multiples of 32, got 48x32" in err and "--width 1280 --height 704" in err
     code, _, err = cli("generate", "--dry-run", "--engine", "native", "--guidance", "5", "--variant", "wan-ar", *SMALL)
     assert code == 2 and "without classifier-free guidance" in err and "--guidance" in err
-    code, _, err = cli("play", "--variant", "wan-distilled", "--engine", "native", "--prompt", "x")
-    assert code == 2 and "cannot play live" in err and "ar-distilled" in err
+    code, _, err = cli("play", "--variant", "bi", "--engine", "native", "--prompt", "x")
+    assert code == 2 and "cannot play live" in err and "ar-distilled" in err and "wan-distilled" in err
     code, _, err = cli("generate", "--dry-run", "--variant", "wan-distilled", "--prompt", "a red car")
     assert code == 2 and "preview engine re-projects a reference image" in err and "--engine native" in err
     code, out, _ = cli(
