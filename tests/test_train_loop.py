@@ -151,11 +151,20 @@ def test_resume_reproduces_the_next_step_loss_and_checkpoints_load_strictly(tmp_
         checkpoint={"output_dir": str(tmp_path / "resumed"), "every_steps": 5},
     )
     assert min(resumed_losses) == 6
-    # The weights and optimizer state are restored exactly: every later step is bit-identical. The first
-    # resumed loss has been seen one float32 ulp off, which the restored state cannot cause (the step it
-    # feeds is bit-identical), so it is compared to 1e-6.
-    assert resumed_losses[6] == pytest.approx(full_losses[6], rel=1e-6)
-    assert [resumed_losses[step] for step in (7, 8)] == [full_losses[step] for step in (7, 8)]
+    # The weights, optimizer and EMA state are restored, so the resumed steps take the uninterrupted run's
+    # path. Compared to float32 round-off, not bit for bit: CPU kernels may sum in another order depending on
+    # where a buffer lands in memory (a one-ulp loss difference has been seen at step 6 and at step 8), which
+    # differs between a fresh run and one that loaded its state.
+    for step in (6, 7, 8):
+        assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-6), step
+    from safetensors.torch import load_file
+
+    for part in ("transformer", "ema"):
+        full_weights = load_file(next((tmp_path / "full" / "checkpoint-8" / part).glob("*.safetensors")))
+        resumed_weights = load_file(next((tmp_path / "resumed" / "checkpoint-8" / part).glob("*.safetensors")))
+        assert full_weights.keys() == resumed_weights.keys()
+        for name, tensor in full_weights.items():
+            torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
     # the release-format file loads strictly into the engine's loader (official names, all tensors)
     model = load_transformer(tiny_model_dir(), checkpoint / "transformer", dtype=torch.float32)
