@@ -101,13 +101,14 @@ class _Model(BaseModel):
 
 
 class PlaySpec(_Model):
-    """One live session, fully resolved. Its image is `image.file` in the job directory, as for `JobSpec`."""
+    """One live session, fully resolved. Its image is `image.file` in the job directory, as for `JobSpec`;
+    None: text-to-video (the native engine on a family that needs no image)."""
 
     version: Literal[1] = SCHEMA_VERSION
     kind: Literal["play"] = "play"
     prompt: str
     negative_prompt: str = ""
-    image: ImageRef
+    image: ImageRef | None
     engine: str
     variant: Variant
     seed: int = Field(default=1, ge=0, lt=2**32)
@@ -140,6 +141,12 @@ class PlaySpec(_Model):
             raise ValueError(f"variant {self.variant} {why}; live play needs one of: {live}")
         if self.engine != "preview" and not self.prompt.strip():
             raise ValueError(f"engine {self.engine} needs a prompt")
+        if self.image is None and record.family.image_required:
+            raise ValueError(
+                f"variant {self.variant} needs a reference image ({record.family.title} is image-to-video)"
+            )
+        if self.image is None and self.engine == "preview":
+            raise ValueError("the preview engine re-projects a reference image; give one")
         problem = record.family.check_size(self.width, self.height)
         if problem is not None:
             raise ValueError(problem)
