@@ -484,8 +484,9 @@ class PlayRequest(RenderRequest):
 PLAY_ENGINES = ("preview", "native")
 
 
-def prepare_play(request: PlayRequest, settings: Settings) -> tuple[PlaySpec, bytes]:
-    """Resolve and validate a session (its spec and the image's PNG bytes); touches neither Redis nor disk."""
+def prepare_play(request: PlayRequest, settings: Settings) -> tuple[PlaySpec, bytes | None]:
+    """Resolve and validate a session (its spec and the image's PNG bytes); touches neither Redis nor disk.
+    No image on the native engine for a family that needs none: text-to-video (no bytes)."""
     from worldplay_cli.contract.play import PlaySpec
 
     engine = request.engine or (settings.default_engine if settings.default_engine in PLAY_ENGINES else "preview")
@@ -500,9 +501,18 @@ def prepare_play(request: PlayRequest, settings: Settings) -> tuple[PlaySpec, by
         )
     if request.resolution not in RESOLUTION_BASE:
         raise BadInput(f"unknown resolution {request.resolution!r}", f"use one of: {', '.join(RESOLUTION_BASE)}")
-    image_path = image_path_for(request.image)
-    image_png, image_width, image_height = _load_image(image_path)
-    width, height = _size(request, image_width, image_height, variants.get(variant).family)
+    family = variants.get(variant).family
+    image_png, image_width, image_height, image = None, None, None, None
+    if request.image is not None or family.image_required or engine == "preview":
+        image_path = image_path_for(request.image)
+        image_png, image_width, image_height = _load_image(image_path)
+        image = ImageRef(
+            source=str(image_path.resolve()),
+            sha256=hashlib.sha256(image_png).hexdigest(),
+            width=image_width,
+            height=image_height,
+        )
+    width, height = _size(request, image_width, image_height, family)
     window = request.check_attention_window(engine, variant)
     defaults = VARIANT_DEFAULTS[variant]
     optional = {
@@ -514,12 +524,7 @@ def prepare_play(request: PlayRequest, settings: Settings) -> tuple[PlaySpec, by
         spec = PlaySpec(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
-            image=ImageRef(
-                source=str(image_path.resolve()),
-                sha256=hashlib.sha256(image_png).hexdigest(),
-                width=image_width,
-                height=image_height,
-            ),
+            image=image,
             engine=engine,
             variant=variant,
             seed=request.seed,
@@ -562,7 +567,9 @@ def submit_play(
     check_output_root(settings)
     queue_name = queue or PLAY_QUEUE
     job_id = job_id or new_job_id(request.name or "play")
-    directory = write_job_dir(settings, job_id, {spec.image.file: image_png}, spec.model_dump_json(indent=2).encode())
-    PlayChannel(conn, job_id).put_image(image_png)
+    inputs = {spec.image.file: image_png} if spec.image is not None else {}
+    directory = write_job_dir(settings, job_id, inputs, spec.model_dump_json(indent=2).encode())
+    if image_png is not None:
+        PlayChannel(conn, job_id).put_image(image_png)
     enqueue_or_remove(conn, settings, spec, directory, queue_name, retries_on_lost=0)
     return Submitted(job_id, queue_name, queue_warning(conn, settings, queue_name) if check_served else None)
