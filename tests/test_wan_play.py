@@ -85,9 +85,10 @@ def test_a_wan_stream_refuses_guidance_and_a_wrong_chunk(pipeline):
         stream.step(np.eye(4)[None].repeat(3, 0), np.eye(3)[None].repeat(3, 0), np.zeros(3), PROMPT)
 
 
-def test_a_wan_session_plays_on_a_real_worker_and_records_its_video(
+def test_wan_sessions_text_and_image_to_video_play_on_a_real_worker_and_record_their_videos(
     worldplay_env, redis_conn, start_worker, tiny_wan_model_dir, tmp_path, monkeypatch
 ):
+    """A text-to-video session of three chunks, then an image-to-video one on the weights it loaded."""
     from play_util import dot_image, start_session
     from worker.video import read_video_info
     from worldplay_cli.contract.play import Chunk, End, Ended
@@ -96,12 +97,12 @@ def test_a_wan_session_plays_on_a_real_worker_and_records_its_video(
     monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_wan_model_dir))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     worker = start_worker("play")
-    job_id, player = start_session(
-        load_settings(), redis_conn, dot_image(tmp_path / "dot.png"), engine="native", variant="wan-distilled",
-        width=32, height=32, prompt=PROMPT,
-    )  # fmt: skip
+    request = {"engine": "native", "variant": "wan-distilled", "width": 32, "height": 32, "prompt": PROMPT}
+    job_id, player = start_session(load_settings(), redis_conn, None, **request)
     ready = player.ready(timeout=120)
-    assert (ready.engine, ready.variant) == ("native", "wan-distilled"), worker.log_path.read_text()[-2000:]
+    assert (ready.engine, ready.variant, ready.reused_weights) == ("native", "wan-distilled", False), (
+        worker.log_path.read_text()[-2000:]
+    )
     player.keys(0, "", "w")
     player.keys(1, "w+right")
     player.keys(2, "left")
@@ -116,24 +117,44 @@ def test_a_wan_session_plays_on_a_real_worker_and_records_its_video(
     ended = player.wait_for(Ended, 60)[0][0]
     assert (ended.reason, ended.chunks, ended.frames) == ("quit", 3, 45)
     directory = Path(ended.output_dir)
-    assert read_video_info(directory / "video.mp4")[:3] == (45, 32, 32)
+    assert directory.name == job_id and read_video_info(directory / "video.mp4")[:3] == (45, 32, 32)
     manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["spec"]["image"] is None and not any(path.suffix == ".png" for path in directory.iterdir())
     assert (manifest["engine"]["variant"], manifest["engine"]["steps"]) == ("wan-distilled", 4)
     timeline = json.loads((directory / "timeline.json").read_text())
     assert [chunk["actions"] for chunk in timeline["chunks"]] == [message.actions for message, _ in chunks]
     assert chunks[0][0].actions[0] == 0 and len(set(chunks[1][0].actions + chunks[2][0].actions)) == 2
-    assert (directory / "trajectory.json").is_file() and directory.name == job_id
+    assert (directory / "trajectory.json").is_file()
+
+    job_id, player = start_session(load_settings(), redis_conn, dot_image(tmp_path / "dot.png"), **request)
+    assert player.ready(timeout=120).reused_weights
+    player.keys(0, "", "s")
+    chunk, frames = player.wait_for(Chunk, 120)[0]
+    assert (chunk.num_frames, len(frames)) == (13, 13)
+    player.channel.send(End())
+    ended = player.wait_for(Ended, 60)[0][0]
+    assert (ended.reason, ended.frames) == ("quit", 13)
+    assert json.loads((Path(ended.output_dir) / "manifest.json").read_text())["spec"]["image"] is not None
 
 
-def test_a_wan_session_takes_the_familys_size_and_refuses_one_it_cannot_make(worldplay_env, tmp_path):
+def test_a_wan_session_takes_the_familys_size_refuses_one_it_cannot_make_and_needs_no_image(worldplay_env, tmp_path):
     from play_util import dot_image
     from worldplay_cli.contract.errors import BadInput
     from worldplay_cli.contract.settings import load_settings
     from worldplay_cli.submit import PlayRequest, prepare_play
 
     request = PlayRequest(prompt=PROMPT, image=dot_image(tmp_path / "dot.png"), engine="native", variant="wan-ar")
-    spec, _ = prepare_play(request, load_settings())
-    assert (spec.width, spec.height, spec.steps, spec.guidance) == (1280, 704, 50, 1.0)
+    spec, image = prepare_play(request, load_settings())
+    assert (spec.width, spec.height, spec.steps, spec.guidance) == (1280, 704, 50, 1.0) and spec.image and image
     request.width, request.height = 48, 32
     with pytest.raises(BadInput, match="multiples of 32, got 48x32"):
         prepare_play(request, load_settings())
+    # no image: text-to-video on the native engine; the preview engine and the HunyuanVideo family take the
+    # bundled example
+    text_only, image = prepare_play(PlayRequest(prompt=PROMPT, engine="native", variant="wan-ar"), load_settings())
+    assert text_only.image is None and image is None
+    for engine, variant in (("preview", "wan-ar"), ("native", "ar-distilled")):
+        spec, image = prepare_play(PlayRequest(prompt=PROMPT, engine=engine, variant=variant), load_settings())
+        assert spec.image is not None and image
+    with pytest.raises(ValueError, match="needs a reference image"):
+        text_only.model_validate({**text_only.model_dump(), "variant": "ar-distilled", "width": 64, "height": 32})

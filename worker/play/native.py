@@ -50,7 +50,7 @@ class NativeSource:
         self._resident: ResidentJob | None = None
         self._awaiting = False  # a request was sent and its answer never read (interrupted or failed)
 
-    def open(self, spec: PlaySpec, image_path: Path, work_dir: Path, reporter: Reporter) -> SourceInfo:
+    def open(self, spec: PlaySpec, image_path: Path | None, work_dir: Path, reporter: Reporter) -> SourceInfo:
         from worker.runtime.client import ResidentJob
         from worker.runtime.memory_profiles import requested_profile
         from worker.runtime.render import model_dir_for
@@ -62,7 +62,7 @@ class NativeSource:
                 "type": "job",
                 "kind": "play",
                 "spec": spec.model_dump(mode="json"),
-                "image_path": str(image_path),
+                "image_path": str(image_path) if image_path is not None else None,  # None: text-to-video
                 "work_dir": str(work_dir),
                 "model_dir": str(model_dir),
                 "nproc": self.ranks,

@@ -119,11 +119,12 @@ def _fetch_inputs(run: JobRun, channel: PlayChannel, spec: PlaySpec) -> None:
     the player put in Redis (checked against the spec's checksum by `run.inputs`); the outputs then stay on
     this host, where `Ended.output_dir` says."""
     image = channel.take_image()
-    if run.directory.is_dir() or image is None:
+    if run.directory.is_dir() or (image is None and spec.image is not None):
         return
     run.directory.parent.mkdir(parents=True, exist_ok=True)
     create_job_dir(run.directory, run.settings)
-    write_job_file(run.directory / spec.image.file, image)
+    if image is not None:
+        write_job_file(run.directory / spec.image.file, image)
     run.reporter.log(f"the player's output root is not shared with this worker: outputs go to {run.directory}")
 
 
@@ -149,7 +150,7 @@ def run_play(job: Job, spec_data: dict) -> dict:
             _fetch_inputs(run, channel, spec)
             inputs = run.inputs(spec)
             run.claim(spec)
-            session = Session(run, spec, channel, inputs.image_path)
+            session = Session(run, spec, channel, inputs.image_path if spec.image is not None else None)
             reason = session.play()
         return session.finish(reason)
     except BaseException as exc:
@@ -296,7 +297,7 @@ class _Encoder(threading.Thread):
 class Session:
     """One session's state: the path played so far, the keys waiting for their chunk, the timeline."""
 
-    def __init__(self, run: JobRun, spec: PlaySpec, channel: PlayChannel, image_path: Path):
+    def __init__(self, run: JobRun, spec: PlaySpec, channel: PlayChannel, image_path: Path | None):
         from trajectories import DEFAULT_K
         from trajectories.render import normalize_intrinsics
 

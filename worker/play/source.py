@@ -9,7 +9,8 @@ the resident rank group).
 Conventions (those of `trajectories` and the official JSON): `c2w` are camera-to-world matrices in OpenCV
 axes with latent 0 at the identity; `intrinsics` are normalised (first row / width, second / height);
 action ids are the 81 classes of `trajectories.actions`. Chunk k covers latents
-[k * chunk_latents, (k + 1) * chunk_latents); chunk 0's first latent is the input image.
+[k * chunk_latents, (k + 1) * chunk_latents); chunk 0's first latent is the input image (a text-to-video
+session, without one, generates it).
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ class ChunkFrames:
 
 
 class ChunkSource(Protocol):
-    def open(self, spec: PlaySpec, image_path: Path, work_dir: Path, reporter: Reporter) -> SourceInfo:
-        """Load what the session needs (weights stay resident where the engine keeps them)."""
+    def open(self, spec: PlaySpec, image_path: Path | None, work_dir: Path, reporter: Reporter) -> SourceInfo:
+        """Load what the session needs (weights stay resident where the engine keeps them). `image_path` is
+        None for a text-to-video session (`PlaySpec.image` None: never the preview engine)."""
 
     def generate(
         self, chunk: int, c2w: np.ndarray, intrinsics: np.ndarray, actions: np.ndarray, prompt: str
