@@ -37,7 +37,11 @@ def register(app: typer.Typer) -> None:
 def play(
     image: Annotated[
         Optional[Path],
-        typer.Argument(help="Reference image, or a bundled example: meadow (default), city.", show_default=False),
+        typer.Argument(
+            help="Reference image, or a bundled example: meadow (default), city. None with --engine native and a "
+            "WAN variant: text-to-video.",
+            show_default=False,
+        ),
     ] = None,
     prompt: Annotated[str, typer.Option("--prompt", help="What the world looks like.")] = "",
     engine: Annotated[
