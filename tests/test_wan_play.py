@@ -75,11 +75,14 @@ def test_a_wan_stream_fed_chunk_by_chunk_is_the_batch_rollout(pipeline, image, m
         assert recent == list(range(8, 20)) and clip in ([0, 1, 2, 3], [4, 5, 6, 7])
 
 
-def test_a_wan_stream_refuses_guidance_and_a_wrong_chunk(pipeline):
+def test_a_wan_stream_refuses_guidance_a_window_and_a_wrong_chunk(pipeline):
+    from worker.models.transformer import AttentionWindow
     from worker.pipeline.wan_stream import WanStream
 
     with pytest.raises(GenerationError, match="without classifier-free guidance"):
         WanStream(pipeline, None, GenerationOptions(width=32, height=32, guidance=4.0))
+    with pytest.raises(GenerationError, match="keeps no attention window"):
+        WanStream(pipeline, None, GenerationOptions(width=32, height=32, attention_window=AttentionWindow(4, 12)))
     stream = WanStream(pipeline, None, OPTIONS)
     with pytest.raises(GenerationError, match="a chunk has 4 latents"):
         stream.step(np.eye(4)[None].repeat(3, 0), np.eye(3)[None].repeat(3, 0), np.zeros(3), PROMPT)
@@ -158,3 +161,25 @@ def test_a_wan_session_takes_the_familys_size_refuses_one_it_cannot_make_and_nee
         assert spec.image is not None and image
     with pytest.raises(ValueError, match="needs a reference image"):
         text_only.model_validate({**text_only.model_dump(), "variant": "ar-distilled", "width": 64, "height": 32})
+
+
+def test_a_wan_stream_keeps_its_latents_and_cameras_and_nothing_else_grows(pipeline):
+    """Live tensor bytes of the whole process between chunk 5 and chunk 20: exactly the latent buffer's growth
+    (capacity doubles: 32 -> 128 latents) and 60 latents' cameras; no K/V outlives its chunk."""
+    from worker.pipeline.stream import live_tensor_bytes
+    from worker.pipeline.wan_stream import WanStream
+
+    stream = WanStream(pipeline, None, OPTIONS)
+    count = stream.chunk_latents
+    c2w = np.repeat(np.eye(4)[None], count, 0)
+    intrinsics = np.repeat(np.array([[[0.5, 0, 0.5], [0, 0.9, 0.5], [0, 0, 1]]]), count, 0)
+    measured = {}
+    for index in range(20):
+        c2w = c2w.copy()
+        c2w[:, 2, 3] += 0.1 * np.arange(1, count + 1)  # forward
+        stream.step(c2w, intrinsics, np.full(count, 1), PROMPT)
+        if index + 1 in (5, 20):
+            measured[index + 1] = live_tensor_bytes()
+    latent_bytes = 4 * np.prod(stream.chunk_shape) // count
+    camera_bytes = 16 * 4 + 9 * 4 + 8 + 16 * 4  # viewmats, K (fp32), action (int64), w2c for the memory (fp32)
+    assert measured[20] - measured[5] == (128 - 32) * latent_bytes + 60 * camera_bytes

@@ -157,9 +157,14 @@ class WanPipeline:
     # -- stages -------------------------------------------------------------------------------------------
 
     def check_options(self, options: GenerationOptions) -> None:
-        """Refuse what the family has not: the SR stage, classifier-free guidance."""
+        """Refuse what the family has not: the SR stage, classifier-free guidance, an attention window."""
         if options.super_resolution:
             self.refuse_super_resolution()
+        if options.attention_window is not None:
+            raise GenerationError(
+                "the WAN family's rollout keeps no attention window (its memory rule picks the context)",
+                "omit --sink-latents and --local-window-latents",
+            )
         if options.guidance not in (None, 1.0):
             raise GenerationError(
                 "the WAN family runs without classifier-free guidance", "omit --guidance (or use --guidance 1)"

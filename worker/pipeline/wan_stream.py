@@ -119,8 +119,8 @@ class WanStream:
     def _step(self, c2w, intrinsics, actions, text, noise, on_step, encode_s) -> StreamChunk:
         pipeline, transformer = self.pipeline, self.pipeline.transformer
         index, start = self.num_chunks, self.num_latents
-        # 1. this chunk's cameras join the history, as the batch rollout converts a trajectory's
-        # inverted as `trajectories` inverts (numpy), so a played path and its saved trajectory agree bit for bit
+        # 1. this chunk's cameras join the history, converted as the batch rollout converts a trajectory's
+        # (w2c inverted as `trajectories` inverts, numpy: a played path and its saved trajectory agree bit for bit)
         w2c = torch.from_numpy(np.linalg.inv(c2w))
         viewmats, lenses = model_cameras(w2c, intrinsics, torch.device("cpu"), self.options.round_cameras)
         cameras = model_inputs(transformer, viewmats[0], lenses[0], torch.tensor(actions))
