@@ -88,6 +88,7 @@ def test_a_wan_stream_refuses_guidance_a_window_and_a_wrong_chunk(pipeline):
         stream.step(np.eye(4)[None].repeat(3, 0), np.eye(3)[None].repeat(3, 0), np.zeros(3), PROMPT)
 
 
+@pytest.mark.slow  # a real worker's resident rank loads the tiny WAN model
 def test_wan_sessions_text_and_image_to_video_play_on_a_real_worker_and_record_their_videos(
     worldplay_env, redis_conn, start_worker, tiny_wan_model_dir, tmp_path, monkeypatch
 ):
