@@ -157,3 +157,15 @@ def test_a_native_wan_job_on_two_ranks_through_a_real_worker_renders_what_one_ra
     # the ranks only move tokens and heads between them (the rollout test above: within 1e-5 of one process)
     difference = max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(*frames))
     assert difference <= 1
+
+
+def test_a_native_job_asking_for_gpus_that_cannot_split_its_heads_is_refused_at_submit(cli, worldplay_env):
+    small = ("--prompt", "a red car", "--pose", "w-3", "--width", "64", "--height", "32", "--dry-run")
+    # WAN-5B's 24 heads split over 3 GPUs, not over 5; HunyuanVideo's 16 over neither
+    code, _, err = cli("generate", "--engine", "native", "--variant", "wan-distilled", "--gpus", "3", *small)
+    assert code == 0, err
+    code, _, err = cli("generate", "--engine", "native", "--variant", "wan-distilled", "--gpus", "5", *small)
+    assert code == 2 and err.count("\n") == 1 and "5 GPUs cannot split the 24 attention heads" in err
+    assert "--gpus 1, 2, 3, 4, 6, 8, 12, 24" in err
+    code, _, err = cli("generate", "--engine", "native", "--variant", "ar", "--image", "meadow", "--gpus", "3", *small)
+    assert code == 2 and "3 GPUs cannot split the 16 attention heads" in err

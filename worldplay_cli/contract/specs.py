@@ -314,6 +314,13 @@ class JobSpec(_Model):
             raise ValueError(f"{family.title} runs without classifier-free guidance: omit --guidance (or give 1)")
         if self.gpus > 1 and self.engine == "native" and not family.sequence_parallel:
             raise ValueError(f"the native {family.title} pipeline runs on one GPU per job, not {self.gpus}")
+        if self.engine == "native" and family.attention_heads % self.gpus:
+            # sequence parallel gives every rank an equal share of the attention heads
+            degrees = [str(sp) for sp in range(1, family.attention_heads + 1) if family.attention_heads % sp == 0]
+            raise ValueError(
+                f"{self.gpus} GPUs cannot split the {family.attention_heads} attention heads of {family.title}; "
+                f"use --gpus {', '.join(degrees)}"
+            )
         chunk = record.chunk_latents
         if self.trajectory.num_latents % chunk:
             raise ValueError(
