@@ -184,3 +184,41 @@ def test_a_wan_stream_keeps_its_latents_and_cameras_and_nothing_else_grows(pipel
     latent_bytes = 4 * np.prod(stream.chunk_shape) // count
     camera_bytes = 16 * 4 + 9 * 4 + 8 + 16 * 4  # viewmats, K (fp32), action (int64), w2c for the memory (fp32)
     assert measured[20] - measured[5] == (128 - 32) * latent_bytes + 60 * camera_bytes
+
+
+@pytest.mark.slow  # two workers' resident groups load the tiny WAN model, one of them on two ranks
+def test_a_wan_session_on_a_two_gpu_worker_runs_sequence_parallel_and_plays_what_one_rank_plays(
+    worldplay_env, redis_conn, start_worker, tiny_wan_model_dir, monkeypatch
+):
+    from play_util import start_session
+    from worker.runtime.client import log_dir
+    from worldplay_cli.contract.play import Chunk, End, Ended
+    from worldplay_cli.contract.settings import load_settings
+
+    monkeypatch.setenv("WORLDPLAY_MODEL_DIR", str(tiny_wan_model_dir))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # 64x32 frames: 2x4 latents, 2 tokens per latent, one on each rank
+    request = {"engine": "native", "variant": "wan-distilled", "width": 64, "height": 32, "prompt": PROMPT}
+    played = []
+    for gpus in ("", "0,1"):  # a CPU worker, then one given two GPUs (CPU ranks over gloo here)
+        worker = start_worker("play", env={"CUDA_VISIBLE_DEVICES": gpus})
+        _, player = start_session(load_settings(), redis_conn, None, **request)
+        player.ready(timeout=120)
+        player.keys(0, "", "w")
+        player.keys(1, "right")
+        frames = [frame for _, chunk_frames in player.wait_for(Chunk, 120, count=2) for frame in chunk_frames]
+        player.channel.send(End())
+        ended = player.wait_for(Ended, 60)[0][0]
+        assert ended.frames == 29
+        started = [
+            line for line in (log_dir(worker.pid) / "supervisor.log").read_text().splitlines() if "started" in line
+        ]
+        played.append((started, frames))
+        worker.terminate()
+        worker.wait(60)
+    assert ["group 1 started: 1 rank(s)" in line for line in played[0][0]] == [True]
+    assert ["group 1 started: 2 rank(s)" in line for line in played[1][0]] == [True]
+    one, two = ([np.asarray(Image.open(io.BytesIO(frame)), dtype=int) for frame in frames] for _, frames in played)
+    assert len(one) == len(two) == 29
+    # the ranks only move tokens and heads between them (within 1e-5 of one process: tests/test_wan_parallel.py)
+    assert max(np.abs(a - b).max() for a, b in zip(one, two)) <= 2
