@@ -33,13 +33,13 @@ def image():
     return Image.fromarray(rng.integers(0, 256, size=(90, 60, 3), dtype=np.uint8))
 
 
-def play(stream, trajectory) -> list:
+def play(stream, trajectory):
+    """The stream's chunks along `trajectory`, each stepped when asked for."""
     count = stream.chunk_latents
     intrinsics = trajectory.normalized_K()
-    return [
-        stream.step(trajectory.c2w[part], intrinsics[part], trajectory.actions[part], PROMPT)
-        for part in (slice(start, start + count) for start in range(0, trajectory.num_latents, count))
-    ]
+    for start in range(0, trajectory.num_latents, count):
+        part = slice(start, start + count)
+        yield stream.step(trajectory.c2w[part], intrinsics[part], trajectory.actions[part], PROMPT)
 
 
 @pytest.mark.parametrize(("mode", "pose"), [("t2v", "w-11, right-12"), ("i2v", "w-3, right-4")])
@@ -53,7 +53,7 @@ def test_a_wan_stream_fed_chunk_by_chunk_is_the_batch_rollout(pipeline, image, m
     trajectory = parse_pose_string(pose)
     stream = open_stream(pipeline, image, OPTIONS)
     assert isinstance(stream, WanStream) and (stream.steps, stream.guidance_scale) == (4, 1.0)
-    chunks = play(stream, trajectory)
+    chunks = list(play(stream, trajectory))
 
     replay = open_stream(pipeline, image, OPTIONS)
     noise = torch.cat([replay.next_noise() for _ in chunks], dim=2)
@@ -171,17 +171,11 @@ def test_a_wan_stream_keeps_its_latents_and_cameras_and_nothing_else_grows(pipel
     from worker.pipeline.wan_stream import WanStream
 
     stream = WanStream(pipeline, None, OPTIONS)
-    count = stream.chunk_latents
-    c2w = np.repeat(np.eye(4)[None], count, 0)
-    intrinsics = np.repeat(np.array([[[0.5, 0, 0.5], [0, 0.9, 0.5], [0, 0, 1]]]), count, 0)
     measured = {}
-    for index in range(20):
-        c2w = c2w.copy()
-        c2w[:, 2, 3] += 0.1 * np.arange(1, count + 1)  # forward
-        stream.step(c2w, intrinsics, np.full(count, 1), PROMPT)
+    for index, _ in enumerate(play(stream, parse_pose_string("w-79"))):
         if index + 1 in (5, 20):
             measured[index + 1] = live_tensor_bytes()
-    latent_bytes = 4 * np.prod(stream.chunk_shape) // count
+    latent_bytes = 4 * np.prod(stream.chunk_shape) // stream.chunk_latents
     camera_bytes = 16 * 4 + 9 * 4 + 8 + 16 * 4  # viewmats, K (fp32), action (int64), w2c for the memory (fp32)
     assert measured[20] - measured[5] == (128 - 32) * latent_bytes + 60 * camera_bytes
 
