@@ -17,8 +17,9 @@ scripted validation walks leave the room at this length), prepared with the same
    length, so there they should be alike). Drift score: docs/training.md §9 (0: the first chunk's look).
 
 Controls: the ODE-initialised student untrained further (where both start), the clips' own frames
-(`reference`, how much the scenes themselves change), the teacher's 50-step guided rollout (skip with
---no-teacher-row), each distillation seed of `--seeds`.
+(`reference`, how much the scenes themselves change), the first frame held (drift 0: what a frozen video
+scores in the motion column, the late quarter's mean flow, and the action EPE), the teacher's 50-step
+guided rollout (skip with --no-teacher-row), each distillation seed of `--seeds`.
 """
 
 from __future__ import annotations
@@ -85,8 +86,10 @@ def main() -> None:
     initial = bench.student_init(args.guidance)
 
     from trajectories.evaluation.drift import drift_score
+    from trajectories.evaluation.flow import action_following
     from worker.models.checkpoint import load_transformer
     from worker.training.dataset import PreparedDataset
+    from worker.training.flow import video_flow
     from worker.training.validation import Validator
 
     data = long_data(args, bench.model)
@@ -108,18 +111,32 @@ def main() -> None:
     validator = Validator(config, PreparedDataset(data), args.work / "evaluation-long", torch.device("cpu"), True)
     lengths = (WINDOW, args.long_latents)
     rows: dict[str, dict[int, list[float]]] = {}
+    # a student that drifted less by freezing: its late motion (flow px per frame) would fall, and the EPE is
+    # the action following over the long rollout
+    calibration = validator.calibrated()
+    epe: dict[str, list[float]] = {}
+    motion: dict[str, list[float]] = {}
 
     def score(name: str, generate) -> None:
-        rows[name] = {length: [] for length in lengths}
+        rows[name], epe[name], motion[name] = {length: [] for length in lengths}, [], []
         for index, clip in enumerate(validator.clips):
             for length in lengths:
                 with torch.no_grad():
                     frames = validator.decode(generate(clip, index, length))
                 rows[name][length].append(drift_score(frames, CHUNK))
+            flow, features = video_flow(frames), validator.features(clip, len(frames))
+            epe[name].append(action_following(flow, features, calibration)["pixel_epe"])
+            # mean flow magnitude over the last quarter, where the drift score looks: does the video still move
+            motion[name].append(float(np.linalg.norm(flow[-len(flow) // 4 :], axis=1).mean()))
         print(f"  evaluated {name}", flush=True)
 
     print(f"evaluating on {len(validator.clips)} held-out clips")
     score("reference (the clips' own frames)", lambda clip, index, length: clip.latent[None, :, :length])
+    # what the EPE column gives a rollout that cannot drift because it never moves
+    score(
+        "control: the first frame held",
+        lambda clip, index, length: clip.latent[None, :, :1].expand(-1, -1, length, -1, -1),
+    )
     if not args.no_teacher_row:
         score(
             "teacher, 50 steps, CFG",
@@ -140,12 +157,14 @@ def main() -> None:
         f"(interval {args.update_interval}, lr {args.student_lr:g} / {args.critic_lr:g}), streaming schedule "
         f"{streaming_changes(args)['multi_phased_distill_schedule']}; mean (per-clip values)"
     )
-    print(f"{'':40s} {'drift @' + str(args.long_latents):>32s} {'drift @' + str(WINDOW):>32s}")
+    print(
+        f"{'':40s} {'drift @' + str(args.long_latents):>32s} {'drift @' + str(WINDOW):>32s} {'EPE @':>6s}{lengths[1]} {'motion px':>9s}"
+    )
     for name, values in rows.items():
         cells = [
             f"{np.mean(values[length]):.3f} ({' '.join(f'{v:.2f}' for v in values[length])})" for length in lengths
         ]
-        print(f"{name:40s} {cells[1]:>32s} {cells[0]:>32s}")
+        print(f"{name:40s} {cells[1]:>32s} {cells[0]:>32s} {np.mean(epe[name]):8.3f} {np.mean(motion[name]):9.3f}")
     for seed in args.seeds:
         forcing = np.mean(rows[f"self-forcing, seed {seed}"][args.long_latents])
         streaming = np.mean(rows[f"streaming long tuning, seed {seed}"][args.long_latents])
