@@ -61,10 +61,9 @@ def run_cases(model) -> dict[str, torch.Tensor]:
 
 def rank_main(out_dir: str) -> None:
     """One rank: join the group from the torchrun variables, run the cases sequence-parallel."""
-    import torch.distributed as dist
     from safetensors.torch import save_file
 
-    from worker.parallel.launch import init_from_env
+    from worker.parallel.launch import exit_rank, init_from_env
     from worker.parallel.ulysses import UlyssesAttention
 
     info = init_from_env(timeout_s=30)
@@ -72,7 +71,7 @@ def rank_main(out_dir: str) -> None:
     model.set_attention_processor(UlyssesAttention())
     outputs = run_cases(model)
     save_file({name: tensor.contiguous() for name, tensor in outputs.items()}, f"{out_dir}/rank{info.rank}.safetensors")
-    dist.destroy_process_group()
+    exit_rank(0)
 
 
 @pytest.mark.slow

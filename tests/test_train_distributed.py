@@ -67,6 +67,7 @@ def test_two_ranks_match_one_process(tmp_path, single_process, fsdp, lora):
 RANK_PROGRAM = """
 import json, torch
 from torch import nn
+from worker.parallel.launch import exit_rank
 from worker.training.trainer import distributed_context
 
 context = distributed_context()
@@ -78,7 +79,7 @@ if context.rank == 0:
 context.average_gradients([reached_everywhere, reached_on_rank_0, reached_nowhere], bucket_elements=2)
 grads = [None if p.grad is None else p.grad.tolist() for p in (reached_everywhere, reached_on_rank_0, reached_nowhere)]
 print("GRADS " + json.dumps(grads), flush=True)
-torch.distributed.destroy_process_group()
+exit_rank(0)
 """
 
 

@@ -59,7 +59,7 @@ def gradient_rank_main(out_dir: str) -> None:
     import torch.distributed as dist
     from safetensors.torch import save_file
 
-    from worker.parallel.launch import init_from_env
+    from worker.parallel.launch import exit_rank, init_from_env
     from worker.parallel.ulysses import UlyssesAttention
 
     info = init_from_env(timeout_s=60)
@@ -70,9 +70,7 @@ def gradient_rank_main(out_dir: str) -> None:
         dist.all_reduce(gradient)
         gradient /= info.world_size
     save_file({name: g.contiguous() for name, g in gradients.items()}, f"{out_dir}/rank{info.rank}.safetensors")
-    # leave together: a rank that tears gloo down while its peer is still in the last collective aborts it
-    dist.barrier()
-    dist.destroy_process_group()
+    exit_rank(0)
 
 
 @pytest.mark.slow
@@ -280,6 +278,7 @@ SHARED_CHECK_PROGRAM = """
 import sys
 from pathlib import Path
 import torch
+from worker.parallel.launch import exit_rank
 from worker.training.trainer import check_shared_directory, distributed_context
 from worldplay_cli.contract.errors import BadInput
 
@@ -294,8 +293,7 @@ try:
     check_shared_directory(context, local)
 except BadInput as error:
     print(f"ERROR {error.message} | {error.hint}", flush=True)
-torch.distributed.barrier()
-torch.distributed.destroy_process_group()
+exit_rank(0)
 """
 
 

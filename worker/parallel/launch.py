@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 DEFAULT_COLLECTIVE_TIMEOUT_S = 60.0
 
@@ -132,3 +133,23 @@ def init_from_env(timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S, backend: str 
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s))
     return RankInfo(rank, world_size, local_rank, backend)
+
+
+def exit_rank(code: int, meet_peers: bool = True) -> NoReturn:
+    """End a rank process with `code`. In a process group, a rank that succeeded first meets its peers at a
+    barrier (with `meet_peers`: one leaving while a peer is still in the last collective would fail that
+    peer), destroys the group, and ends without the interpreter's teardown: even after the destroy, gloo's
+    threads can be destroyed still joinable at interpreter exit and abort a clean run (`terminate called
+    without an active exception`, SIGABRT; 6 runs in 20 of a two-rank program, none in 30 ending this way).
+    A rank that failed waits for nobody: its peers may never reach the barrier."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        sys.exit(code)
+    if code == 0:
+        if meet_peers:
+            dist.barrier()
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -23,7 +23,6 @@ import argparse
 import gc
 import os
 import queue
-import sys
 import threading
 import time
 import traceback
@@ -34,7 +33,7 @@ import torch
 import torch.distributed as dist
 
 from worker.job import JobFailed, JobInputs, refuse
-from worker.parallel.launch import init_from_env
+from worker.parallel.launch import exit_rank, init_from_env
 from worker.progress import JobCanceled
 from worker.runtime.memory_profiles import (
     POLICIES,
@@ -334,9 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, torch.get_num_threads() // info.world_size))
     control = Connection.connect(args.control) if info.rank == 0 else None
     RankServer(control).serve()
-    dist.destroy_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # the supervisor ends the group, and a peer may be gone already (a dead rank): nobody to meet
+    exit_rank(main(), meet_peers=False)

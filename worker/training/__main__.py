@@ -68,21 +68,7 @@ def _train(args: argparse.Namespace, resume: bool) -> dict:
     trainer = Trainer(
         config, resume_from=checkpoint, hooks=Hooks(on_metrics=on_metrics, should_stop=lambda: stop["requested"])
     )
-    result = asdict(trainer.run())
-    _leave_process_group()
-    return result
-
-
-def _leave_process_group() -> None:
-    """Tear the process group down while every rank is still alive: left to interpreter exit, gloo's
-    threads can be destroyed still joinable once the faster rank has gone (`terminate called without an
-    active exception`, SIGABRT after a successful run). Only after success: a rank that failed must not
-    wait at a barrier its peers may never reach."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    return asdict(trainer.run())
 
 
 def describe(record: dict) -> str:
@@ -206,4 +192,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from worker.parallel.launch import exit_rank
+
+    exit_rank(main())
