@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from torch._subclasses.fake_tensor import is_fake
 
 from worker.models.vae import StreamingDecoder
 from worker.pipeline.image import as_pil, generation_size
@@ -248,7 +249,8 @@ def live_tensor_bytes() -> int:
     gc.collect()  # what only a reference cycle keeps is garbage, not state
     seen: dict[tuple[str, int], int] = {}
     for item in gc.get_objects():
-        if torch.is_tensor(item) and item.device.type != "meta":
+        # a compiler's fake tensors (torch.compile ran in this process, e.g. a --compile job) hold no memory
+        if torch.is_tensor(item) and item.device.type != "meta" and not is_fake(item):
             storage = item.untyped_storage()
             seen[(str(item.device), storage.data_ptr())] = storage.nbytes()
     return sum(seen.values())
