@@ -19,6 +19,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 # thread pool mostly spins; the pipeline tests run about 6x faster. Set before anything imports torch.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# rich fixes a console's width from COLUMNS when the console is made, else reads COLUMNS at each print: make the
+# CLI's consoles now, with no COLUMNS, so that each test's own COLUMNS holds for it whatever ran earlier in this
+# process and whatever the shell running pytest exports
+_columns = os.environ.pop("COLUMNS", None)
+import worldplay_cli.output  # noqa: E402, F401
+
+if _columns is not None:
+    os.environ["COLUMNS"] = _columns
+
 
 @pytest.fixture(scope="session")
 def golden_transformer_state():
