@@ -42,6 +42,7 @@ def fill(conn, count: int) -> list[str]:
 
     from worldplay_cli.contract.queue import rq_queue
     from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET, TASK_NOOP
+    from worldplay_cli.rows import rq_timestamp
 
     queue = rq_queue(conn, "generate")
     conn.flushdb()
@@ -86,6 +87,10 @@ def fill(conn, count: int) -> list[str]:
             else "queued"
         )
     with conn.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hget(f"rq:job:{job_id}", "created_at")
+        created = dict(zip(ids, (rq_timestamp(value) for value in pipe.execute())))
+    with conn.pipeline(transaction=False) as pipe:
         for index, job_id in enumerate(ids):
             state = states[job_id]
             key = f"rq:job:{job_id}"
@@ -111,7 +116,7 @@ def fill(conn, count: int) -> list[str]:
                 pipe.zadd(registry, {member: now + 86400})
             else:
                 pipe.rpush(queue.key, job_id)
-            pipe.zadd(JOBS_INDEX, {job_id: now - count + index})
+            pipe.zadd(JOBS_INDEX, {job_id: created[job_id]})  # as `contract.queue` indexes a job
         pipe.sadd(QUEUES_SET, "generate")
         pipe.execute()
     return [job_id for job_id in ids if states[job_id] == "started"]

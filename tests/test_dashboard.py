@@ -23,7 +23,7 @@ import redis
 from spine_util import wait_until
 from tui_util import settle
 from worldplay_cli.contract.settings import load_settings
-from worldplay_cli.contract.specs import TASK_NOOP, Failure, Progress
+from worldplay_cli.contract.specs import JOBS_INDEX, TASK_NOOP, Failure, Progress
 
 SMALL = {"pose": "w-3", "width": 64, "height": 32}
 STARTED_WORKER = "gpu-box.4242.gpu0"
@@ -413,7 +413,6 @@ async def test_requeue_with_edits_submits_a_changed_copy(fresh):
     from textual.widgets import Input
 
     from worldplay_cli.contract.queue import fetch_job
-    from worldplay_cli.contract.specs import JOBS_INDEX
     from worldplay_cli.tui.dashboard.screens import RequeueScreen
 
     job_id = submit_preview(fresh, "the original prompt", seed=7)
@@ -600,7 +599,7 @@ def submit_form_values(form, **values) -> None:
 
 async def test_submit_form_enqueues_a_job_with_the_values_entered(fresh):
     from worldplay_cli.contract.queue import fetch_job
-    from worldplay_cli.contract.specs import JOBS_INDEX, JobSpec
+    from worldplay_cli.contract.specs import JobSpec
     from worldplay_cli.tui.dashboard.screens import SubmitScreen
 
     app = dashboard(fresh)
@@ -902,9 +901,10 @@ def test_the_index_rereads_only_what_can_have_changed(fresh):
     assert index.refresh().reread == 1  # running jobs are read on every refresh
     assert index.rows[ids[1]].progress["step"] == 5
 
-    fetch_job(fresh.conn, ids[2]).delete()
+    fetch_job(fresh.conn, ids[2]).delete()  # behind our back: the jobs index still names it
     gone = index.refresh()
-    assert gone.removed == 1 and ids[2] not in index.rows and gone.jobs == 19
+    assert gone.changed and ids[2] not in index.rows and gone.jobs == 19
+    assert fresh.conn.zscore(JOBS_INDEX, ids[2]) is None
 
     job = fetch_job(fresh.conn, ids[3])
     job.meta["summary"] = {"prompt": "edited behind our back"}

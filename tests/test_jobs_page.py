@@ -1,46 +1,52 @@
 """`jobs list` reads one page (`newest_page`): the same jobs, order, filters and counts as the full read
-model (`JobsIndex`), on a real Redis with jobs in every state, odd times and expired records."""
+model (`JobsIndex`), on a real Redis with jobs in every state (stopped ones among the failed), shared
+creation times, and records past their expiry."""
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET
+from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET, STOPPING_SET
 from worldplay_cli.jobs_index import JobQuery, JobsIndex, newest_page
+from worldplay_cli.rows import rq_timestamp
 
 _REGISTRY = {"started": "rq:wip:", "finished": "rq:finished:", "failed": "rq:failed:", "stopped": "rq:failed:"}
-_STATES = ("queued", "started", "finished", "failed", "stopped", "canceled")
+_STATES = ("queued", "started", "finished", "failed", "stopped", "canceled", "deferred")
 
 
 def _fill(conn, count: int) -> None:
+    """`count` jobs as rq and worldplay leave them, plus the leftovers a listing must not show: a finished
+    job whose record expired (rq removes its registry entry lazily) and an index entry without a record."""
     base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    alive, expired = time.time() + 3600, time.time() - 5
     with conn.pipeline(transaction=False) as pipe:
         for index in range(count):
             job_id = f"job-{index:04d}"
             state, queue = _STATES[index % len(_STATES)], ("generate", "train")[index % 4 == 0]
-            # Some jobs share a time (ties go by id), some lack the fraction or the enqueue time.
-            at = base + timedelta(seconds=(index * 7) % 50, microseconds=index % 3)
-            fields = {"status": state, "origin": queue, "created_at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
-            if index % 5:
-                stamp = "%Y-%m-%dT%H:%M:%SZ" if index % 7 == 0 else "%Y-%m-%dT%H:%M:%S.%fZ"
-                fields["enqueued_at"] = at.strftime(stamp)
-            if index % 11 == 0:
-                fields.pop("created_at")
-                fields.pop("enqueued_at", None)
+            # Some jobs share a creation time (ties go by id).
+            created = (base + timedelta(seconds=(index * 7) % 50, microseconds=index % 3)).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            )
+            fields = {"status": state, "origin": queue, "created_at": created}
             fields["meta"] = json.dumps({"summary": {"kind": "generate", "prompt": f"scene {index}"}})
             pipe.hset(f"rq:job:{job_id}", mapping=fields)
             if state == "queued":
                 pipe.rpush(f"rq:queue:{queue}", job_id)
-            elif state == "canceled":
-                pipe.zadd(f"rq:canceled:{queue}", {job_id: 1})
+            elif state in ("canceled", "deferred"):
+                pipe.zadd(f"rq:{state}:{queue}", {job_id: 1})  # rq scores these by when, not by expiry
             else:
                 member = f"{job_id}:exec" if state == "started" else job_id
-                pipe.zadd(_REGISTRY[state] + queue, {member: 1})
-            pipe.zadd(JOBS_INDEX, {job_id: index})
-        pipe.zadd(JOBS_INDEX, {"expired-job": 1})  # its record is gone
+                pipe.zadd(_REGISTRY[state] + queue, {member: alive})
+            if state == "stopped" or (state == "started" and index % 2):
+                pipe.sadd(STOPPING_SET, job_id)  # a stop asked for (one still under way)
+            pipe.zadd(JOBS_INDEX, {job_id: rq_timestamp(created.encode())})
+        pipe.sadd(STOPPING_SET, "job-0000")  # stopped once, then retried: queued now
+        pipe.zadd("rq:finished:generate", {"expired-finished": expired})  # its record is gone
+        pipe.zadd(JOBS_INDEX, {"expired-finished": 2e9, "expired-job": 2e9 + 1})  # the newest, both gone
         pipe.sadd(QUEUES_SET, "generate", "train")
         pipe.execute()
 
@@ -52,15 +58,18 @@ def _fill(conn, count: int) -> None:
         (("failed",), None, 0, 7),
         (("finished", "queued"), "generate", 10, 9),
         (("stopped",), "train", 0, 50),
+        (("stopped", "queued"), None, 0, 50),
+        (("failed", "stopped", "canceled", "deferred"), None, 0, 100),
+        (("started",), None, 0, 50),
         ((), "nowhere", 0, 10),
-        ((), None, 190, 25),  # the last page, where the jobs without a time are
+        ((), "train", 0, 25),
+        ((), None, 190, 25),  # the last page
         ((), None, 5000, 30),  # past the end: the last page
     ],
 )
 def test_a_page_is_what_the_full_read_model_shows(redis_conn, statuses, queue, offset, limit):
     _fill(redis_conn, 200)
     page = newest_page(redis_conn, frozenset(statuses), queue, offset, limit)
-    assert redis_conn.zscore(JOBS_INDEX, "expired-job") is None
     index = JobsIndex(redis_conn)
     index.refresh()
     query = JobQuery(
@@ -70,6 +79,19 @@ def test_a_page_is_what_the_full_read_model_shows(redis_conn, statuses, queue, o
     assert [row.id for row in page.rows] == [row.id for row in expected.rows]
     assert page.rows == expected.rows
     assert (page.matched, page.offset, page.counts) == (expected.matched, expected.offset, expected.counts)
+    assert expected.counts["stopped"] == 28 and expected.matched > 0 or queue == "nowhere"
+
+
+def test_the_first_page_drops_expired_ids_and_settled_stops(redis_conn):
+    _fill(redis_conn, 30)
+    page = newest_page(redis_conn, limit=10)
+    assert [row.id for row in page.rows][:1] != ["expired-job"] and len(page.rows) == 10
+    assert redis_conn.zscore(JOBS_INDEX, "expired-job") is None
+    assert redis_conn.zscore(JOBS_INDEX, "expired-finished") is None
+    stopping = {member.decode() for member in redis_conn.smembers(STOPPING_SET)}
+    assert "job-0000" not in stopping  # retried: no longer a stop
+    assert {"job-0004", "job-0011"} <= stopping  # stopped, kept to tell them from the failed
+    assert page.counts["stopped"] == 4 and page.counts["failed"] == 4
 
 
 def test_an_empty_queue_lists_nothing(redis_conn):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET
+from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET, STOPPING_SET
 from worldplay_cli.rows import ENDED, STATUSES, JobRow, job_rows
 
 if TYPE_CHECKING:
@@ -29,14 +29,16 @@ if TYPE_CHECKING:
 
 RQ_QUEUES = "rq:queues"
 RQ_QUEUE_PREFIX = "rq:queue:"
-# registry name -> key prefix; a job's registry is its status as far as change detection goes.
+# (registry name, key prefix, whether its scores are the jobs' expiry times); a job's registry is its
+# status as far as change detection goes. rq files finished and failed jobs until their records expire
+# (and removes them lazily); the other registries are scored otherwise (heartbeat, creation, schedule).
 _REGISTRIES = (
-    ("started", "rq:wip:"),
-    ("finished", "rq:finished:"),
-    ("failed", "rq:failed:"),
-    ("canceled", "rq:canceled:"),
-    ("deferred", "rq:deferred:"),
-    ("scheduled", "rq:scheduled:"),
+    ("started", "rq:wip:", False),
+    ("finished", "rq:finished:", True),
+    ("failed", "rq:failed:", True),
+    ("canceled", "rq:canceled:", False),
+    ("deferred", "rq:deferred:", False),
+    ("scheduled", "rq:scheduled:", False),
 )
 
 # Every job id listed anywhere: in a queue, in a registry of a queue, in our index. `visit(id, registry)`
@@ -77,61 +79,140 @@ return table.concat(lines, '\n')
 """
 )
 
-# One page of jobs, newest first, for a one-shot listing: the order, the status and queue filters and
-# the counts by status need each job's status, origin and times only, so they are read here, next to
-# the data; the caller reads the full rows of the page alone. ARGV: index key, registries, statuses
-# wanted (JSON list, empty: all), queue wanted ('' : all), offset, limit, queues... Returns
-# {offset, matched, counts (JSON), ids of the page...}. Sorting matches `JobsIndex` ("created",
-# descending): enqueue time, else creation time, ties by id, jobs without either last by id; rq writes
-# times as fixed-width ISO 8601, so they sort as text once a missing fraction is filled in. Ids only
-# our index lists whose job expired are dropped from the index, as `JobsIndex.refresh` does.
-_PAGE_LUA = (
-    "local FIRST_QUEUE = 7\n"
-    + _EACH_JOB_LUA
-    + r"""
+# One page of jobs, newest first, for a one-shot listing, at a cost that does not grow with the number
+# of jobs: the order is the jobs index's (rq's creation time); the counts by status are the sizes of rq's
+# queue lists and registries (finished and failed entries count while their expiry score lies ahead, as
+# their job records do), with the jobs a user stopped (`STOPPING_SET`, kept small) told apart from the
+# failed ones they are filed with. A status or queue filter gathers the matching registry members inside
+# Redis (set operations in C) and keeps those in the index. Ids on the page whose record expired are
+# dropped from the index, as `JobsIndex.refresh` does. ARGV: index, stopping set, registries (JSON:
+# [name, key prefix, scored by expiry]), statuses wanted (JSON list, empty: all), queue wanted ('': all),
+# offset, limit, now, scratch key prefix, queues... Returns {offset, matched, counts (JSON), ids...}.
+_PAGE_LUA = r"""
+local index, stopping, scratch = ARGV[1], ARGV[2], ARGV[9]
+local registries = cjson.decode(ARGV[3])
 local wanted = {}
-for _, status in ipairs(cjson.decode(ARGV[3])) do wanted[status] = true end
-local any_status, queue_wanted = next(wanted) == nil, ARGV[4]
-local counts, timed, untimed, expired = {}, {}, {}, {}
-local function stamp(value)
-  if not value or value == '' then return nil end
-  if #value == 27 then return value end  -- rq's own format, 2026-01-01T00:00:00.000000Z
-  value = string.gsub(value, 'Z$', '')
-  if not string.find(value, '.', 1, true) then value = value .. '.000000' end
-  return value .. 'Z'
-end
-each_job(function(id, registry)
-  local fields = redis.call('HMGET', 'rq:job:' .. id, 'status', 'origin', 'enqueued_at', 'created_at')
-  local status = fields[1]
-  if not status then
-    if registry == '' then expired[#expired + 1] = id end
-    return
-  end
-  counts[status] = (counts[status] or 0) + 1
-  if (any_status or wanted[status]) and (queue_wanted == '' or fields[2] == queue_wanted) then
-    local at = stamp(fields[3]) or stamp(fields[4])
-    if at then timed[#timed + 1] = at .. '\t' .. id else untimed[#untimed + 1] = id end
-  end
-end)
-for i = 1, #expired, 1000 do
-  redis.call('ZREM', ARGV[1], unpack(expired, i, math.min(i + 999, #expired)))
-end
-table.sort(timed)
-table.sort(untimed)
-local matched, limit = #timed + #untimed, math.max(1, tonumber(ARGV[6]))
-local offset = math.max(0, math.min(tonumber(ARGV[5]), math.floor(math.max(0, matched - 1) / limit) * limit))
-local page = {offset, matched, cjson.encode(counts)}
-for position = offset + 1, math.min(offset + limit, matched) do
-  if position <= #timed then
-    local entry = timed[#timed - position + 1]
-    page[#page + 1] = string.sub(entry, string.find(entry, '\t', 1, true) + 1)
-  else
-    page[#page + 1] = untimed[position - #timed]
+for _, status in ipairs(cjson.decode(ARGV[4])) do wanted[status] = true end
+local any_status, queue_wanted, now = next(wanted) == nil, ARGV[5], ARGV[8]
+local queues = {}
+for i = 10, #ARGV do queues[#queues + 1] = ARGV[i] end
+
+local function job_id(member) return string.match(member, '^[^:]+') end
+local function alive(score) return score and (score == 'inf' or tonumber(score) > tonumber(now)) end
+
+-- The jobs a user stopped, by queue (a stop still under way stays in the set; anything else leaves it).
+local stopped, stopped_in = {}, {}
+for _, id in ipairs(redis.call('SMEMBERS', stopping)) do
+  local fields = redis.call('HMGET', 'rq:job:' .. id, 'status', 'origin')
+  if fields[1] == 'stopped' and alive(redis.call('ZSCORE', 'rq:failed:' .. fields[2], id)) then
+    stopped[#stopped + 1] = id
+    stopped_in[fields[2]] = stopped_in[fields[2]] or {}
+    table.insert(stopped_in[fields[2]], id)
+  elseif fields[1] ~= 'started' then
+    redis.call('SREM', stopping, id)
   end
 end
-return page
+
+local function running(queue)
+  local ids, seen = {}, {}
+  for _, member in ipairs(redis.call('ZRANGE', 'rq:wip:' .. queue, 0, -1)) do
+    local id = job_id(member)
+    if not seen[id] then seen[id] = true; ids[#ids + 1] = id end
+  end
+  return ids
+end
+local function waiting(queue)
+  local ids = redis.call('LRANGE', 'rq:queue:' .. queue, 0, -1)
+  for _, id in ipairs(redis.call('LRANGE', 'rq:queue:' .. queue .. ':intermediate', 0, -1)) do ids[#ids + 1] = id end
+  return ids
+end
+
+local counts = {}
+local function add(status, count) counts[status] = (counts[status] or 0) + count end
+for _, queue in ipairs(queues) do
+  add('queued', redis.call('LLEN', 'rq:queue:' .. queue) + redis.call('LLEN', 'rq:queue:' .. queue .. ':intermediate'))
+  for _, registry in ipairs(registries) do
+    local key = registry[2] .. queue
+    if registry[1] == 'started' then
+      add('started', #running(queue))
+    elseif registry[3] then
+      add(registry[1], redis.call('ZCOUNT', key, '(' .. now, '+inf'))
+    else
+      add(registry[1], redis.call('ZCARD', key))
+    end
+  end
+  add('stopped', #(stopped_in[queue] or {}))
+  add('failed', -#(stopped_in[queue] or {}))
+end
+local total = 0
+for _, count in pairs(counts) do total = total + count end
+
+local limit = math.max(1, tonumber(ARGV[7]))
+local function clamp(matched)
+  return math.max(0, math.min(tonumber(ARGV[6]), math.floor(math.max(0, matched - 1) / limit) * limit))
+end
+local page = {}
+
+if any_status and queue_wanted == '' then
+  -- Newest first straight from the index, dropping the ids whose record expired on the way down to the
+  -- page (a page costs its depth, never the number of jobs).
+  local offset = clamp(total)
+  local rank, skipped = 0, 0
+  while #page < limit do
+    local ids = redis.call('ZREVRANGE', index, rank, rank + 99)
+    if #ids == 0 then break end
+    for _, id in ipairs(ids) do
+      if redis.call('EXISTS', 'rq:job:' .. id) == 0 then
+        redis.call('ZREM', index, id)
+      else
+        rank = rank + 1
+        if skipped < offset then skipped = skipped + 1 elseif #page < limit then page[#page + 1] = id end
+      end
+    end
+  end
+  return {offset, total, cjson.encode(counts), unpack(page)}
+end
+
+-- A filter: the members of the wanted registries, alive, that the index holds, ordered by its scores.
+local by_expiry, plain, matches = scratch .. 'expiry', scratch .. 'plain', scratch .. 'matches'
+redis.call('DEL', by_expiry, plain, matches)
+local function put(key, ids)
+  for i = 1, #ids, 1000 do
+    local pairs_ = {}
+    for j = i, math.min(i + 999, #ids) do pairs_[#pairs_ + 1] = 0; pairs_[#pairs_ + 1] = ids[j] end
+    redis.call('ZADD', key, unpack(pairs_))
+  end
+end
+local function merge(into, key, weight)
+  redis.call('ZUNIONSTORE', into, 2, into, key, 'WEIGHTS', 1, weight, 'AGGREGATE', 'MAX')
+end
+local wants_failed = any_status or wanted['failed']
+for _, queue in ipairs(queues) do
+  if queue_wanted == '' or queue == queue_wanted then
+    if any_status or wanted['queued'] then put(plain, waiting(queue)) end
+    if any_status or wanted['started'] then put(plain, running(queue)) end
+    for _, registry in ipairs(registries) do
+      local name = registry[1]
+      if name ~= 'started' and (any_status or wanted[name]) then
+        if registry[3] then merge(by_expiry, registry[2] .. queue, 1) else merge(plain, registry[2] .. queue, 0) end
+      end
+    end
+    -- the stopped jobs are in the failed registry: gathered with it, or alone
+    if wanted['stopped'] and not wants_failed then put(plain, stopped_in[queue] or {}) end
+  end
+end
+redis.call('ZREMRANGEBYSCORE', by_expiry, '-inf', now)
+redis.call('ZUNIONSTORE', matches, 2, by_expiry, plain, 'WEIGHTS', 0, 0)
+if wanted['failed'] and not wanted['stopped'] then
+  for _, id in ipairs(stopped) do redis.call('ZREM', matches, id) end
+end
+redis.call('ZINTERSTORE', matches, 2, matches, index, 'WEIGHTS', 0, 1)
+local matched = redis.call('ZCARD', matches)
+local offset = clamp(matched)
+page = redis.call('ZREVRANGE', matches, offset, offset + limit - 1)
+redis.call('DEL', by_expiry, plain, matches)
+return {offset, matched, cjson.encode(counts), unpack(page)}
 """
-)
 
 SORT_KEYS = ("id", "kind", "status", "engine", "prompt", "progress", "eta", "duration", "worker", "created", "queue")
 
@@ -210,7 +291,7 @@ def _sort_value(name: str, now: float) -> Callable[[JobRow], object]:
         "eta": lambda row: (row.progress or {}).get("eta_s") if row.status == "started" else None,
         "duration": lambda row: duration_s(row, now),
         "worker": lambda row: row.worker or None,
-        "created": lambda row: row.enqueued_at or row.created_at,
+        "created": lambda row: row.created_at,
         "queue": lambda row: row.queue,
     }
     return getters[name]
@@ -219,19 +300,22 @@ def _sort_value(name: str, now: float) -> Callable[[JobRow], object]:
 def newest_page(
     conn: Redis, statuses: frozenset[str] = frozenset(), queue: str | None = None, offset: int = 0, limit: int = 50
 ) -> SortedPage:
-    """One page of jobs, newest first, filtered by status and queue, with every job counted by status: what
-    `JobsIndex` answers for a `JobQuery` without text, at the cost of the page's rows (plus one scan of
-    each job's status and times inside Redis) instead of every row."""
+    """One page of jobs, newest first (by creation), filtered by status and queue, with every job counted by
+    status: what `JobsIndex` answers for a `JobQuery` without text, for the jobs in the index, at the cost
+    of the page's rows however many jobs there are (a filter adds set operations inside Redis)."""
     import json
 
     reply = conn.register_script(_PAGE_LUA)(
         args=[
             JOBS_INDEX,
+            STOPPING_SET,
             json.dumps(_REGISTRIES),
             json.dumps(sorted(statuses)),
             queue or "",
             offset,
             limit,
+            repr(time.time()),
+            "worldplay:scratch:page:",
             *queue_names(conn),
         ]
     )
@@ -253,7 +337,7 @@ def reap_pending(conn: Redis) -> bool:
     queues = [name.decode() for name in conn.smembers(QUEUES_SET)]
     if not queues:
         return False
-    registry = dict(_REGISTRIES)
+    registry = {name: prefix for name, prefix, _ in _REGISTRIES}
     cutoff = time.time()
     with conn.pipeline(transaction=False) as pipe:
         for queue in queues:

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from datetime import timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -105,7 +106,14 @@ class GuardedJob(Job):
 class GuardedQueue(Queue):
     """A queue whose dequeue survives a malformed entry (an id that is no rq job id, like `../../etc`
     pushed by hand, or a job hash that does not decode): rq would raise out of the worker loop, and the
-    worker would quit. The entry is logged and set aside instead, and the worker takes the next one."""
+    worker would quit. The entry is logged and set aside instead, and the worker takes the next one.
+
+    Every job it enqueues (deferred ones too) goes into the jobs index, scored by its creation time."""
+
+    def enqueue_job(self, job: Job, pipeline=None, at_front: bool = False, unique: bool = False) -> Job:
+        job = super().enqueue_job(job, pipeline=pipeline, at_front=at_front, unique=unique)
+        (pipeline if pipeline is not None else self.connection).zadd(JOBS_INDEX, {job.id: created_score(job)})
+        return job
 
     @classmethod
     def _fetch_dequeued_job(cls, connection, queue_key, job_id, *args, **kwargs):
@@ -139,6 +147,12 @@ def set_aside(conn: Redis, queue_key: str, entry: str, exc: BaseException) -> No
         pipe.ltrim(SET_ASIDE_KEY, -SET_ASIDE_MAX, -1)
         pipe.execute()
     log.error("queue %s: malformed entry %r set aside in %s (%s)", queue_key, entry, SET_ASIDE_KEY, record["error"])
+
+
+def created_score(job: Job) -> float:
+    """The jobs index's score of a job: rq's creation time in seconds since the epoch, computed as a
+    listing computes it from the stored text (`rows.rq_timestamp`), so both order jobs alike."""
+    return job.created_at.replace(tzinfo=timezone.utc).timestamp()
 
 
 def rq_queue(conn: Redis, name: str) -> Queue:
@@ -204,7 +218,6 @@ def enqueue(
     )
     with conn.pipeline() as pipe:
         pipe.sadd(QUEUES_SET, queue_name)
-        pipe.zadd(JOBS_INDEX, {job_id: time.time()})
         if batch is not None:
             pipe.zadd(batch_key(batch), {job_id: time.time()})
         pipe.execute()

@@ -37,7 +37,12 @@ TASK_PLAY = "worker.tasks.play"  # a live `worldplay play` session (contract.pla
 TASK_EVAL = "worker.tasks.eval"  # `worldplay eval` of a finished job, as a queue job (contract.evaljob)
 ALLOWED_TASKS = frozenset({TASK_GENERATE, TASK_NOOP, TASK_TRAIN, TASK_PLAY, TASK_EVAL})
 
-JOBS_INDEX = "worldplay:jobs"  # sorted set: job id -> enqueue time, newest last
+# Sorted set: job id -> rq's creation time of the job (seconds since the epoch), newest last. Every job
+# enqueued through `contract.queue` is in it; `jobs list` pages it newest first.
+JOBS_INDEX = "worldplay:jobs"
+# Set: jobs a user asked to stop while they ran (`jobs cancel`); rq files a stopped job with the failed
+# ones, and this small set lets a listing tell the two apart without reading every failed job.
+STOPPING_SET = "worldplay:stopping"
 QUEUES_SET = "worldplay:queues"  # every queue a job was ever sent to (the reaper sweeps them all)
 
 

@@ -78,7 +78,7 @@ def summary_table(detail: JobDetail, now: float) -> Table:
     table.add_row("progress", progress_text(row))
     if row.status == "started":
         table.add_row("ETA", human_seconds(progress.get("eta_s")) or "—")
-    table.add_row("created", _when(row.enqueued_at or row.created_at))
+    table.add_row("created", _when(row.created_at))
     table.add_row("started", _when(row.started_at))
     table.add_row("ended", _when(row.ended_at) if row.status in ENDED else "—")
     table.add_row("duration", human_seconds(duration_s(row, now)) or "—")

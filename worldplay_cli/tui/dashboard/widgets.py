@@ -164,7 +164,7 @@ def job_cells(row: JobRow, now: float) -> dict[str, object]:
         "eta": human_seconds(eta),
         "duration": human_seconds(duration_s(row, now)),
         "worker": _clipped(row.worker or ""),
-        "created": created_label(row.enqueued_at or row.created_at, now),
+        "created": created_label(row.created_at, now),
     }
 
 
