@@ -654,14 +654,17 @@ class DoubleStreamBlock(nn.Module):
         if config.action_parameters:
             self.img_attn_prope_proj = nn.Linear(hidden, hidden)
 
-    def _qkv(self, stream: str, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
+    def _qkv(self, stream: str, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, with_query: bool = True):
+        """q (None without `with_query`), k, v [..., H, D] of one stream."""
         modulated = layer_norm(x) * (1 + scale) + shift
         heads = (self.num_heads, -1)
-        query = getattr(self, f"{stream}_attn_q")(modulated).unflatten(-1, heads)
         key = getattr(self, f"{stream}_attn_k")(modulated).unflatten(-1, heads)
         value = getattr(self, f"{stream}_attn_v")(modulated).unflatten(-1, heads)
-        query = getattr(self, f"{stream}_attn_q_norm")(query).to(value.dtype)
         key = getattr(self, f"{stream}_attn_k_norm")(key).to(value.dtype)
+        if not with_query:
+            return None, key, value
+        query = getattr(self, f"{stream}_attn_q")(modulated).unflatten(-1, heads)
+        query = getattr(self, f"{stream}_attn_q_norm")(query).to(value.dtype)
         return query, key, value
 
     def image_qkv(
@@ -681,8 +684,8 @@ class DoubleStreamBlock(nn.Module):
         prope_branch = (camera.query(query), camera.key_value(key), camera.key_value(value))
         return rope_branch, prope_branch
 
-    def text_qkv(self, txt: torch.Tensor, modulation: tuple[torch.Tensor, ...]):
-        return self._qkv("txt", txt, modulation[0], modulation[1])
+    def text_qkv(self, txt: torch.Tensor, modulation: tuple[torch.Tensor, ...], with_query: bool = True):
+        return self._qkv("txt", txt, modulation[0], modulation[1], with_query)
 
     def finish_image(self, img, attended, attended_prope, modulation, camera: CameraProjection | None):
         """Residual updates of the image stream from both branches' attention outputs [B, T, S, H, D] (the
@@ -1072,12 +1075,17 @@ class WorldPlayTransformer(nn.Module):
         batch = prompt.llm.shape[0]
         txt, text_mask, text_vec = self.embed_prompt(prompt, per_sample(text_timestep, batch, self.device))
         keys, values = [], []
-        for block in self.double_blocks:
+        last = len(self.double_blocks) - 1
+        for index, block in enumerate(self.double_blocks):
             modulation = tuple(m.unsqueeze(1) for m in block.txt_mod(text_vec))
-            query, key, value = block.text_qkv(txt, modulation)
+            # the last layer's text output feeds nothing: its keys and values are all the cache holds of it (the
+            # attention and MLP skipped there are ~1/num_layers of a new prompt's text pass)
+            query, key, value = block.text_qkv(txt, modulation, with_query=index < last)
             key, value = to_heads_first(key), to_heads_first(value)
             keys.append(key)
             values.append(value)
+            if index == last:
+                break
             # text attends to text only: every rank of a sequence-parallel group computes it whole
             attended = self.attention_processor(to_heads_first(query), key, value, text_mask)
             txt = block.finish_text(txt, from_heads_first(attended, query.shape), modulation)

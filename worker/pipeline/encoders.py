@@ -312,6 +312,13 @@ class ConditionEncoders:
             VisionEncoder.from_pretrained(where.siglip_dir, device, dtype),
         )
 
+    def encode_image(self, image: Image.Image | None, base_size: int = 640) -> torch.Tensor:
+        """The SigLIP states [1, 729, 1152] of `image` (zeros without one): all of `encode` the prompt leaves alone."""
+        if image is None:
+            device, dtype = self.vision.model.device, self.vision.model.dtype
+            return torch.zeros(1, self.vision.num_tokens, self.vision.hidden_size, device=device, dtype=dtype)
+        return self.vision.encode(image, base_size)
+
     def encode(
         self,
         prompt: str,
@@ -319,7 +326,9 @@ class ConditionEncoders:
         negative_prompt: str = "",
         guidance: bool = True,
         base_size: int = 640,
+        vision: torch.Tensor | None = None,
     ) -> ConditionStates:
+        """`vision`: the image's `encode_image(image, base_size)` when the caller has it already."""
         # 1. LLM states; the negative prompt is encoded on its own, like the official code
         text, text_mask = self.prompt.encode([prompt])
         byt5, byt5_mask = self.glyph.encode(prompt)
@@ -331,10 +340,7 @@ class ConditionEncoders:
             byt5, byt5_mask = torch.cat([negative_byt5, byt5]), torch.cat([negative_byt5_mask, byt5_mask])
 
         # 3. vision states, shared by both branches
-        if image is None:
-            device, dtype = self.vision.model.device, self.vision.model.dtype
-            vision = torch.zeros(1, self.vision.num_tokens, self.vision.hidden_size, device=device, dtype=dtype)
-        else:
-            vision = self.vision.encode(image, base_size)
+        if vision is None:
+            vision = self.encode_image(image, base_size)
         vision = vision.expand(text.shape[0], -1, -1).clone()
         return ConditionStates(text, text_mask, byt5, byt5_mask, vision)

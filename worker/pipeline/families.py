@@ -9,6 +9,7 @@ live stream (`worker.pipeline.stream.ARStream`, `worker.pipeline.wan_stream.WanS
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -40,25 +41,29 @@ def _wan_stream():
     return WanStream
 
 
-def _hunyuan_params(transformer_dir: Path) -> int:
+def _hunyuan_transformer():
     from worker.models.transformer import WorldPlayTransformer, WorldPlayTransformerConfig
 
-    with torch.device("meta"):
-        config = WorldPlayTransformerConfig.from_json(transformer_dir / "config.json")
-        return sum(parameter.numel() for parameter in WorldPlayTransformer(config).parameters())
+    return WorldPlayTransformerConfig, WorldPlayTransformer
 
 
-def _wan_params(transformer_dir: Path) -> int:
+def _wan_transformer():
     from worker.models.wan.transformer import WanConfig, WanWorldPlayTransformer
 
+    return WanConfig, WanWorldPlayTransformer
+
+
+@functools.lru_cache(maxsize=8)
+def parameter_count(model_class: type, config) -> int:
+    """The parameters of `model_class(config)` (a frozen config), counted on the meta device once per config:
+    a resident worker asks for every job, and even a meta model of the released size takes ~0.1 s."""
     with torch.device("meta"):
-        config = WanConfig.from_json(transformer_dir / "config.json")
-        return sum(parameter.numel() for parameter in WanWorldPlayTransformer(config).parameters())
+        return sum(parameter.numel() for parameter in model_class(config).parameters())
 
 
 _PIPELINES = {"hunyuan": _hunyuan_pipeline, "wan": _wan_pipeline}
 _STREAMS = {"hunyuan": _hunyuan_stream, "wan": _wan_stream}
-_PARAMS = {"hunyuan": _hunyuan_params, "wan": _wan_params}
+_TRANSFORMERS = {"hunyuan": _hunyuan_transformer, "wan": _wan_transformer}
 
 
 def pipeline_class(variant: str):
@@ -82,4 +87,6 @@ def transformer_scale(transformer_dir: Path, variant: str) -> float:
     """The transformer's parameters (counted on the meta device) over its family's released count: how much
     the memory profiles' released-model estimates shrink for, e.g., a tiny model."""
     family = variants.get(variant).family
-    return _PARAMS[family.name](Path(transformer_dir)) / family.memory.transformer_params
+    config_class, model_class = _TRANSFORMERS[family.name]()
+    config = config_class.from_json(Path(transformer_dir) / "config.json")
+    return parameter_count(model_class, config) / family.memory.transformer_params

@@ -251,6 +251,9 @@ class WorldPlayPipeline:
         # the SR stage: given, or loaded from `paths` by the first job that asks for it and then kept
         self.super_resolution = super_resolution
         self.conditioning_cache = ConditioningCache()
+        # the SigLIP states per image: they depend on the image alone, so a new prompt on it skips SigLIP (~1.7 MB
+        # each for the released encoder)
+        self.vision_cache = ConditioningCache(max_entries=4, max_bytes=64 * 2**20)
 
     @property
     def chunk_latents(self) -> int:
@@ -485,8 +488,20 @@ class WorldPlayPipeline:
             negative_prompt=negative_prompt,
             guidance=guided,
             base_size=base_size,
+            vision=self.vision_states(image, base_size),
         )
         return split_prompts(states, self.device)
+
+    def vision_states(self, image: Image.Image, base_size: int) -> torch.Tensor:
+        """The image's SigLIP states (`ConditionEncoders.encode_image`), from `vision_cache` or computed and kept;
+        keyed by where the encoder runs too, since a memory profile may move it."""
+        encoder = self.encoders.vision.model
+        key = ("vision", image_key(image), base_size, str(encoder.device), encoder.dtype)
+        states = self.vision_cache.get(key)
+        if states is None:
+            states = self.encoders.encode_image(image, base_size)
+            self.vision_cache.put(key, states, states.nbytes)
+        return states
 
     def model_cameras(
         self, w2c: torch.Tensor, normalized_k: np.ndarray, round_cameras: bool
