@@ -1,3 +1,3 @@
-from worldplay_cli.app import main
+from worldplay_cli.console import run
 
-main()
+run()

@@ -1,7 +1,9 @@
 """The `worldplay` command: a Typer app assembled from the modules of `worldplay_cli.commands`.
 
 Every command module exposes `register(app)`; they are found by listing the package, so adding a
-command touches no shared file. Modules import heavy libraries (rq, textual, httpx) inside their
+command touches no shared file. A module is named after the command it adds (`jobs`), or after the
+command it extends (`traj_edit` adds `traj edit`): a command line that names a command imports its
+modules alone. Modules import heavy libraries (rq, textual, httpx) inside their
 functions so `worldplay --help` stays fast; none of them imports torch.
 """
 
@@ -43,14 +45,24 @@ def _root(
     """Run, queue and train HY-World 1.5 (WorldPlay) world models."""
 
 
-def _register_commands() -> None:
+_registered: set[str] = set()
+
+
+def _register_commands(args: list[str]) -> None:
+    """Register the modules of the command `args` names (every module when it names none we know)."""
     from worldplay_cli import commands
 
-    for module in sorted(info.name for info in pkgutil.iter_modules(commands.__path__)):
-        importlib.import_module(f"worldplay_cli.commands.{module}").register(app)
-
-
-_register_commands()
+    modules = sorted(info.name for info in pkgutil.iter_modules(commands.__path__))
+    named = args[0].replace("-", "_") if args else ""
+    if named in modules:
+        modules = [module for module in modules if module == named or module.startswith(named + "_")]
+    for module in modules:
+        if module not in _registered:
+            importlib.import_module(f"worldplay_cli.commands.{module}").register(app)
+            _registered.add(module)
+    # Help lists commands in registration order: the same whichever command a process ran first.
+    app.registered_commands.sort(key=lambda info: info.name or "")
+    app.registered_groups.sort(key=lambda info: info.name or info.typer_instance.info.name or "")
 
 
 # What an option's value is, in help: Typer prints the Python annotation (`<bool>`, `<list[str]>`), which
@@ -146,26 +158,13 @@ def _app_for(args: list[str], typer_app: typer.Typer = app) -> typer.Typer:
     return named
 
 
-def _collect_rarely() -> None:
-    """A command's start-up makes ~50,000 objects that live as long as it does (Typer's commands, rich,
-    pydantic's schemas, redis): at the default thresholds the cyclic collector walks them ~120 times, and
-    the interpreter's teardown walks them again; together a fifth of `worldplay jobs list`'s CPU time.
-    Collect young objects every 100,000 allocations instead of 700 (long-running commands, the TUIs,
-    `logs -f`, still collect), and leave what is alive at exit to the OS."""
-    import atexit
-    import gc
-
-    gc.set_threshold(100_000, 10, 10)
-    atexit.register(gc.freeze)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every failure into one line and an exit code."""
     from trajectories.errors import TrajectoryError
 
-    if argv is None:  # this process is the command (tests call main in theirs)
-        _collect_rarely()
-    command = typer.main.get_command(_app_for(sys.argv[1:] if argv is None else argv))
+    args = sys.argv[1:] if argv is None else argv
+    _register_commands(args)
+    command = typer.main.get_command(_app_for(args))
     _plain_metavars(command)
     try:
         # Typer returns a command's exit code (130 for Ctrl+C) instead of exiting when not standalone.

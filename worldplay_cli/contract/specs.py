@@ -129,7 +129,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RewriteRecord(_Model):
+class _Deferred(_Model):
+    """A model most processes that import this module never validate (a listing reads job rows, not
+    specs): its validator is built on first use, not at import."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class RewriteRecord(_Deferred):
     """What prompt rewriting did before the job was enqueued (never the API key)."""
 
     policy: Literal["best-effort", "required"]
@@ -209,7 +216,7 @@ def attention_window_problem(engine: str, variant: str, sink_latents: int | None
     return None
 
 
-class ImageRef(_Model):
+class ImageRef(_Deferred):
     file: str = "input.png"  # inside the job directory
     source: str  # where the user's image came from (for the manifest; the worker never reads it)
     sha256: str
@@ -219,7 +226,7 @@ class ImageRef(_Model):
     _file = field_validator("file")(_plain_file_name)
 
 
-class TrajectoryRef(_Model):
+class TrajectoryRef(_Deferred):
     file: str = "trajectory.json"  # official format, inside the job directory
     source: str  # the pose string, preset name or path the user gave
     num_latents: int = Field(gt=0)
@@ -229,7 +236,7 @@ class TrajectoryRef(_Model):
     _file = field_validator("file")(_plain_file_name)
 
 
-class JobSpec(_Model):
+class JobSpec(_Deferred):
     """One generation job, fully resolved (no defaults left for the worker to guess)."""
 
     version: Literal[1] = SCHEMA_VERSION
@@ -418,7 +425,7 @@ class Progress(_Model):
         return value if value is None or math.isfinite(value) else None
 
 
-class VideoInfo(_Model):
+class VideoInfo(_Deferred):
     file: str = VIDEO_FILE
     frames: int
     width: int
@@ -427,7 +434,7 @@ class VideoInfo(_Model):
     bytes: int
 
 
-class Timings(_Model):
+class Timings(_Deferred):
     enqueued_at: float | None = None
     started_at: float
     finished_at: float | None = None
@@ -435,7 +442,7 @@ class Timings(_Model):
     stages: dict[str, float] = Field(default_factory=dict)
 
 
-class Manifest(_Model):
+class Manifest(_Deferred):
     """`<output root>/<job id>/manifest.json`: everything needed to understand or reproduce the run."""
 
     version: Literal[1] = SCHEMA_VERSION
