@@ -34,11 +34,6 @@ def fresh(pipeline: WorldPlayPipeline) -> WorldPlayPipeline:
     )
 
 
-def latents(pipeline: WorldPlayPipeline, prompt: str, image: Image.Image) -> torch.Tensor:
-    options = GenerationOptions(width=WIDTH, height=HEIGHT, steps=2)
-    return pipeline.generate(prompt, image, parse_pose_string("w-7"), None, options).latents
-
-
 @pytest.mark.parametrize("variant", ["ar-distilled", "ar", "bi"])
 def test_a_new_prompt_on_a_kept_image_makes_what_a_fresh_pipeline_makes(tiny_pipelines, image, variant):
     resident = fresh(tiny_pipelines(variant))
