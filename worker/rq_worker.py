@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import _thread
+import gc
 import os
 import shutil
 import signal
@@ -104,6 +105,11 @@ class WorldplayWorker(Worker):
         if not proctree.become_subreaper():
             self.log.info("Worker %s: not a subreaper here; ending a job's processes scans every process", self.name)
         super().bootstrap(*args, **kwargs)
+        # What is alive now (modules, rq, pydantic's schemas) lives as long as the worker: out of the
+        # collector's sight, so a work horse's collections never walk it, and never copy the pages it
+        # shares with the worker (a fork is cheap only while its pages stay shared).
+        gc.collect()
+        gc.freeze()
 
     def check_for_suspension(self, burst: bool):
         # The first call of every turn of rq's work loop, inside the `try` that catches StopRequested.
