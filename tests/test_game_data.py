@@ -113,6 +113,10 @@ def test_bad_key_logs_are_one_line_errors(tmp_path, cli):
     assert code != 0 and "--view and --layout describe key logs" in err
     code, _, err = cli("traj", "convert", "--from", "keys:nes", str(tmp_path / "narrow.json"), str(tmp_path / "o.json"))
     assert code == 2 and "unknown key layout 'nes'" in err
+    (tmp_path / "text.npy").write_text("keyboard,mouse\n")
+    code, _, err = cli("traj", "convert", "--from", "keys", str(tmp_path / "text.npy"), str(tmp_path / "o.json"))
+    assert code == 2 and "text.npy: not a .npy file" in err and "(hint: a key log is JSON or a MatrixGame2" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_training_reads_matrixgame2_npy_and_zelda_turn_keys(tmp_path):

@@ -314,14 +314,19 @@ def read_npy(raw: bytes, name: str):
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         _, _, dtype = read_header(stream)
     except (ValueError, OSError) as error:
-        raise TrajectoryError(f"{name}: not a .npy file ({error})") from None
+        raise TrajectoryError(
+            f"{name}: not a .npy file ({error})", "a key log is JSON or a MatrixGame2 .npy action file"
+        ) from None
     if not dtype.hasobject:
         stream.seek(0)
         return np.load(stream, allow_pickle=False)
     try:
         value = _ArrayUnpickler(stream).load()
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError) as error:
-        raise TrajectoryError(f"{name}: cannot read the pickled action dict ({error})") from None
+        raise TrajectoryError(
+            f"{name}: cannot read the pickled action dict ({error})",
+            'a .npy action file holds an array, or a {"keyboard", "mouse"} dict of arrays',
+        ) from None
     if isinstance(value, np.ndarray) and value.dtype.hasobject and value.shape == ():
         value = value.item()
     return value
