@@ -43,15 +43,19 @@ MemoryProfile = Literal["auto", "resident", "offload", "group-offload", "low-vra
 
 
 def _data_dir() -> Path:
+    if os.environ.get("WORLDPLAY_HOME"):
+        return Path(os.environ["WORLDPLAY_HOME"])
     from platformdirs import user_data_dir
 
-    return Path(os.environ.get("WORLDPLAY_HOME") or user_data_dir("worldplay"))
+    return Path(user_data_dir("worldplay"))
 
 
 def default_config_path() -> Path:
+    if os.environ.get("WORLDPLAY_CONFIG"):
+        return Path(os.environ["WORLDPLAY_CONFIG"])
     from platformdirs import user_config_dir
 
-    return Path(os.environ.get("WORLDPLAY_CONFIG") or Path(user_config_dir("worldplay")) / "config.toml")
+    return Path(user_config_dir("worldplay")) / "config.toml"
 
 
 class _Section(BaseModel):
