@@ -29,11 +29,6 @@ from pydantic import (
 from worldplay_cli.contract import variants
 from worldplay_cli.contract.errors import BadInput, WorldplayError, first_error
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 SETTINGS_VERSION = 1
 ENV_PREFIX = "WORLDPLAY_"
 
@@ -224,12 +219,22 @@ def _merge(base: dict, top: dict) -> dict:
     return merged
 
 
+def toml_parser():
+    """The TOML reader module (imported on first use: most commands read no TOML file)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib
+
+
 def read_config_file(path: Path) -> dict:
     if not path.exists():
         return {}
+    toml = toml_parser()
     try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        return toml.loads(path.read_text())
+    except (OSError, toml.TOMLDecodeError) as exc:
         raise BadInput(f"cannot read config file {path}: {exc}", "fix or delete the file") from None
 
 

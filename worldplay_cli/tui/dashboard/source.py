@@ -183,9 +183,9 @@ def read_request_file(path: Path) -> tuple[dict, str | None]:
         raise BadInput(f"cannot read spec file {path}: {exc.strerror}") from None
     try:
         if path.suffix == ".toml":
-            from worldplay_cli.contract.settings import tomllib
+            from worldplay_cli.contract.settings import toml_parser
 
-            data = tomllib.loads(text)
+            data = toml_parser().loads(text)
         elif path.suffix in (".yaml", ".yml"):
             import yaml
 
