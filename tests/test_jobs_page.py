@@ -97,3 +97,20 @@ def test_the_first_page_drops_expired_ids_and_settled_stops(redis_conn):
 def test_an_empty_queue_lists_nothing(redis_conn):
     page = newest_page(redis_conn)
     assert page.rows == [] and page.matched == 0 and sum(page.counts.values()) == 0
+
+
+def test_every_job_the_queue_enqueues_is_indexed_by_its_creation_time(redis_conn):
+    from worldplay_cli.contract.queue import rq_queue
+    from worldplay_cli.contract.specs import TASK_NOOP
+
+    queue = rq_queue(redis_conn, "generate")
+    parent = queue.enqueue(TASK_NOOP)
+    child = queue.enqueue(TASK_NOOP, depends_on=parent)  # deferred: never on the queue list yet
+    assert child.get_status().value == "deferred"
+    for job in (parent, child):
+        created = redis_conn.hget(f"rq:job:{job.id}", "created_at")
+        assert redis_conn.zscore(JOBS_INDEX, job.id) == rq_timestamp(created)
+    redis_conn.sadd(QUEUES_SET, "generate")
+    page = newest_page(redis_conn)
+    assert [row.id for row in page.rows] == [child.id, parent.id]
+    assert (page.counts["queued"], page.counts["deferred"], page.matched) == (1, 1, 2)
