@@ -66,3 +66,30 @@ def test_the_console_script_prints_everything_and_keeps_its_exit_code(worldplay_
     )
     assert wrong.returncode == 2
     assert wrong.stderr.startswith("error: unknown status 'bogus'") and wrong.stdout == ""
+
+
+def test_every_command_module_adds_the_command_it_is_named_after():
+    """The CLI imports only the modules of the command a command line names (`app._register_commands`):
+    a module adds the command of its name, or extends the group its name starts with (`traj_edit`)."""
+    import importlib
+    import pkgutil
+
+    import typer
+
+    from worldplay_cli import commands
+
+    def names(app: typer.Typer) -> set[str]:
+        found = {info.name for info in app.registered_commands}
+        return found | {info.name or info.typer_instance.info.name for info in app.registered_groups}
+
+    modules = sorted(info.name for info in pkgutil.iter_modules(commands.__path__))
+    for module in modules:
+        app = typer.Typer()
+        base = module.split("_")[0]
+        if base != module:
+            assert base in modules, f"{module} extends no command module"
+            importlib.import_module(f"worldplay_cli.commands.{base}").register(app)
+        before = names(app)
+        importlib.import_module(f"worldplay_cli.commands.{module}").register(app)
+        added = names(app) - before
+        assert added == (set() if base != module else {module.replace("_", "-")}), (module, added)
