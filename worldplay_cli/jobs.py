@@ -89,7 +89,8 @@ def list_jobs(
 ) -> JobPage:
     """A page of jobs, newest first, filtered by status, queue and a text (id, prompt, engine, worker,
     failure...). Without a text, only the page's rows are read (`newest_page`); with one, the dashboard's
-    read model (`JobsIndex`) answers it. Both list the same jobs in the same order."""
+    read model (`JobsIndex`) answers it. Both order jobs by creation, newest first, and agree on every job
+    worldplay's queue enqueued (the read model also shows jobs put on a queue by plain rq)."""
     unknown = set(statuses or ()) - set(STATUSES)
     if unknown:
         raise BadInput(f"unknown status {sorted(unknown)[0]!r}", f"use one of: {', '.join(STATUSES)}")
