@@ -1,9 +1,10 @@
 """The jobs read model (and the few writes users make): one place for `worldplay jobs` and the dashboard.
 
-Listings (`list_jobs`, the dashboard) go through `worldplay_cli.jobs_index.JobsIndex`: one membership
-scan of rq's registries and our index `worldplay:jobs` (job id -> enqueue time), then the rows in one
-pipeline. Ids whose rq record expired are dropped from our index as they are met. A row (`JobRow`) and
-the statuses live one floor down in `worldplay_cli.rows`, which both this module and the index read.
+Listings go through `worldplay_cli.jobs_index`: `jobs list` reads one page of our index `worldplay:jobs`
+(job id -> creation time) with the counts from rq's registry sizes (`newest_page`); the dashboard and a
+text search keep every row (`JobsIndex`: one membership scan of rq's registries and the index, then the
+rows that can have changed). Ids whose rq record expired are dropped from our index as they are met. A
+row (`JobRow`) and the statuses live one floor down in `worldplay_cli.rows`, which both read.
 """
 
 from __future__ import annotations
