@@ -84,6 +84,14 @@ def test_cancel_ends_the_whole_process_tree(cli, redis_conn, engines_env, start_
     # The worker is still healthy.
     follow_up = rq_queue(redis_conn, "generate").enqueue(TASK_NOOP)
     wait_until(lambda: _status(redis_conn, follow_up.id) == "finished", 30, what="the next job")
+    # rq files the stopped job with the failed ones; the listing counts it as stopped, and finds it so.
+    code, out, err = cli("jobs", "list", "--json")
+    counts = json.loads(out)["counts"]
+    assert code == 0 and (counts["stopped"], counts["failed"], counts["finished"]) == (1, 0, 1), err
+    code, out, _ = cli("jobs", "list", "--status", "stopped", "--json")
+    assert [row["id"] for row in json.loads(out)["jobs"]] == [job_id]
+    code, out, _ = cli("jobs", "list", "--status", "failed", "--json")
+    assert json.loads(out)["jobs"] == []
 
 
 @pytest.mark.slow
