@@ -102,7 +102,8 @@ def wait_finished(conn, job_id: str, timeout: float = 60.0):
     while time.monotonic() < deadline:
         job = fetch_job(conn, job_id)
         status = job.get_status().value
-        if status == "finished":
+        # rq can show the status a moment before the start time it writes with the result
+        if status == "finished" and job.started_at is not None:
             return job
         if status == "failed":  # a latency without a start would be meaningless
             result = job.latest_result()
