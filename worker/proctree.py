@@ -30,6 +30,7 @@ _RESCAN_S = 0.5
 _KILL_WAIT_S = 5.0
 _WALKS = 4
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG = 1
 # The subreaper whose descendants hold every marked process: set in the worker, inherited by its forks.
 _subreaper: int | None = None
 
@@ -49,6 +50,19 @@ def become_subreaper() -> bool:
         return False
     _subreaper = pid
     return True
+
+
+def signal_on_parent_death(signum: int) -> bool:
+    """Have the kernel send `signum` to this process when the thread that forked it ends (Linux,
+    `prctl(PR_SET_PDEATHSIG)`); False where that is not possible. Install the handler first: a real-time
+    signal's default action ends the process."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _search_root() -> int | None:

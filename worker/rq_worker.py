@@ -54,6 +54,9 @@ from worldplay_cli.contract.settings import Settings
 from worldplay_cli.contract.specs import Failure, cancel_key
 
 _PARENT_POLL_S = 0.5
+# Sent to a work horse by the kernel when its worker process ends (`proctree.signal_on_parent_death`):
+# a real-time signal nothing else in a horse uses.
+_ORPHAN_SIGNAL = signal.SIGRTMIN
 MAINTENANCE_INTERVAL_S = 30
 # How long the command listener (cancel/stop messages) waits for a message or a subscription per turn.
 # rq uses 60 s, and redis-py joins the listener without a bound at shutdown: when the listener saw our
@@ -176,22 +179,40 @@ class WorldplayWorker(Worker):
 
     def main_work_horse(self, job: Job, queue: Queue):
         self._parent_pid = os.getppid()
-        # A bare thread: `threading.Thread.start` waits until the new thread has run, a wait for the scheduler
-        # in every job (~6 ms on a busy host, a fifth of a no-op job's turn). It ends with the horse (rq
-        # leaves it with os._exit).
-        _thread.start_new_thread(self._die_with_parent, (self._parent_pid,))
+        # Linux tells the horse when its worker is gone (a signal, nothing to run per job); elsewhere a
+        # thread polls. A bare thread: `threading.Thread.start` waits until the new thread has run, a wait
+        # for the scheduler in every job. It ends with the horse (rq leaves it with os._exit).
+        signal.signal(_ORPHAN_SIGNAL, self._orphaned)
+        if proctree.signal_on_parent_death(_ORPHAN_SIGNAL):
+            if os.getppid() != self._parent_pid:  # gone before the kernel was asked
+                self._orphaned()
+        else:
+            _thread.start_new_thread(self._die_with_parent, (self._parent_pid,))
         super().main_work_horse(job, queue)
 
     def _die_with_parent(self, parent_pid: int) -> None:
-        """In the horse: if the worker process is gone, nobody will report this run; end it."""
+        """In the horse, where the kernel cannot signal it: poll for the worker process."""
         while True:
             time.sleep(_PARENT_POLL_S)
             if os.getppid() != parent_pid:
-                # Before ending the tree: the engine fails as its processes die (an encoder's broken pipe),
-                # and that failure must not be recorded as the job's, or the job would not be re-queued.
-                ORPHANED.set()
-                proctree.terminate(os.environ.get(proctree.MARKER_ENV), grace_s=self.settings.worker.kill_grace_s)
-                os._exit(1)
+                self._end_orphan()
+
+    def _orphaned(self, *_signal) -> None:
+        # The tree is ended beside the job's own code, which goes on meanwhile: it sees its processes die,
+        # fails, and cleans up after itself (its attempt directory) without recording an outcome.
+        _thread.start_new_thread(self._end_orphan, ())
+
+    def _end_orphan(self) -> None:
+        """In the horse, once its worker process is gone: nobody will report this run; end it."""
+        # Before ending the tree: the engine fails as its processes die (an encoder's broken pipe), and
+        # that failure must not be recorded as the job's, or the job would not be re-queued.
+        ORPHANED.set()
+        marker = os.environ.get(proctree.MARKER_ENV)
+        proctree.terminate(marker, grace_s=self.settings.worker.kill_grace_s)
+        if marker:
+            # the run's half-written outputs: its own code may not get to remove them before the exit below
+            self._remove_attempt_dirs(marker.split(":", 1)[0], marker)
+        os._exit(1)
 
     def execute_job(self, job: Job, queue: Queue):
         try:
