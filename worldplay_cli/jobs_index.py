@@ -1,4 +1,5 @@
-"""A fast, incremental view of every job, for listings that refresh (the dashboard, `worldplay jobs list`).
+"""Listings of jobs: one page at a time for `worldplay jobs list` (`newest_page`, below), and a fast,
+incremental view of every job for listings that refresh and search (the dashboard, `jobs list --search`).
 
 Reading every job hash on every refresh costs one Redis reply per job (`rq info`-style), which is
 hundreds of milliseconds at 10,000 jobs. Instead, one pipelined round trip reads the job *ids* of every
