@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET, STOPPING_SET
+from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET, STOPPED_SET
 from worldplay_cli.jobs_index import JobQuery, JobsIndex, newest_page
 from worldplay_cli.rows import rq_timestamp
 
@@ -41,10 +41,10 @@ def _fill(conn, count: int) -> None:
             else:
                 member = f"{job_id}:exec" if state == "started" else job_id
                 pipe.zadd(_REGISTRY[state] + queue, {member: alive})
-            if state == "stopped" or (state == "started" and index % 2):
-                pipe.sadd(STOPPING_SET, job_id)  # a stop asked for (one still under way)
+            if state == "stopped":
+                pipe.sadd(STOPPED_SET, job_id)  # as the worker notes a stop
             pipe.zadd(JOBS_INDEX, {job_id: rq_timestamp(created.encode())})
-        pipe.sadd(STOPPING_SET, "job-0000")  # stopped once, then retried: queued now
+        pipe.sadd(STOPPED_SET, "job-0000")  # stopped once, then retried: queued now
         pipe.zadd("rq:finished:generate", {"expired-finished": expired})  # its record is gone
         pipe.zadd(JOBS_INDEX, {"expired-finished": 2e9, "expired-job": 2e9 + 1})  # the newest, both gone
         pipe.sadd(QUEUES_SET, "generate", "train")
@@ -88,9 +88,9 @@ def test_the_first_page_drops_expired_ids_and_settled_stops(redis_conn):
     assert [row.id for row in page.rows][:1] != ["expired-job"] and len(page.rows) == 10
     assert redis_conn.zscore(JOBS_INDEX, "expired-job") is None
     assert redis_conn.zscore(JOBS_INDEX, "expired-finished") is None
-    stopping = {member.decode() for member in redis_conn.smembers(STOPPING_SET)}
-    assert "job-0000" not in stopping  # retried: no longer a stop
-    assert {"job-0004", "job-0011"} <= stopping  # stopped, kept to tell them from the failed
+    stopped = {member.decode() for member in redis_conn.smembers(STOPPED_SET)}
+    assert "job-0000" not in stopped  # retried: no longer a stop
+    assert {"job-0004", "job-0011"} <= stopped  # stopped, kept to tell them from the failed
     assert page.counts["stopped"] == 4 and page.counts["failed"] == 4
 
 

@@ -51,7 +51,7 @@ from worldplay_cli.contract.queue import (
     rq_queue,
 )
 from worldplay_cli.contract.settings import Settings
-from worldplay_cli.contract.specs import Failure, cancel_key
+from worldplay_cli.contract.specs import STOPPED_SET, Failure, cancel_key
 
 _PARENT_POLL_S = 0.5
 # Sent to a work horse by the kernel when its worker process ends (`proctree.signal_on_parent_death`):
@@ -294,7 +294,10 @@ class WorldplayWorker(Worker):
         finally:
             self.__dict__.pop("increment_failed_job_count", None)
         if stopped:
-            self.connection.delete(cancel_key(job.id))
+            with self.connection.pipeline() as pipe:
+                pipe.delete(cancel_key(job.id))
+                pipe.sadd(STOPPED_SET, job.id)
+                pipe.execute()
         if recorded:
             return
         if retry:

@@ -22,7 +22,6 @@ from worldplay_cli.contract.meta import JobMeta
 from worldplay_cli.contract.specs import (
     HUD_VIDEO_FILE,
     JOBS_INDEX,
-    STOPPING_SET,
     VIDEO_FILE,
     Failure,
     JobSpec,
@@ -276,7 +275,6 @@ def cancel_job(conn: Redis, settings: Settings, job_id: str, wait_s: float | Non
         raise BadInput(f"job {job_id} already ended ({status})", f"see it with `worldplay jobs show {job_id}`")
     # Cooperative first (the engine stops at its next step), then the worker ends the process tree.
     conn.set(cancel_key(job_id), "1", ex=settings.queue.failed_ttl_s)
-    conn.sadd(STOPPING_SET, job_id)
     try:
         send_stop_job_command(conn, job_id, serializer=SERIALIZER)
     except InvalidJobOperation:

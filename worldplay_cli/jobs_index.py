@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET, STOPPING_SET
+from worldplay_cli.contract.specs import JOBS_INDEX, QUEUES_SET, STOPPED_SET
 from worldplay_cli.rows import ENDED, STATUSES, JobRow, job_rows
 
 if TYPE_CHECKING:
@@ -83,14 +83,14 @@ return table.concat(lines, '\n')
 # One page of jobs, newest first, for a one-shot listing, at a cost that does not grow with the number
 # of jobs: the order is the jobs index's (rq's creation time); the counts by status are the sizes of rq's
 # queue lists and registries (finished and failed entries count while their expiry score lies ahead, as
-# their job records do), with the jobs a user stopped (`STOPPING_SET`, kept small) told apart from the
+# their job records do), with the jobs that ended stopped (`STOPPED_SET`, kept small) told apart from the
 # failed ones they are filed with. A status or queue filter gathers the matching registry members inside
 # Redis (set operations in C) and keeps those in the index. Ids on the page whose record expired are
-# dropped from the index, as `JobsIndex.refresh` does. ARGV: index, stopping set, registries (JSON:
+# dropped from the index, as `JobsIndex.refresh` does. ARGV: index, stopped set, registries (JSON:
 # [name, key prefix, scored by expiry]), statuses wanted (JSON list, empty: all), queue wanted ('': all),
 # offset, limit, now, scratch key prefix, queues... Returns {offset, matched, counts (JSON), ids...}.
 _PAGE_LUA = r"""
-local index, stopping, scratch = ARGV[1], ARGV[2], ARGV[9]
+local index, stopped_set, scratch = ARGV[1], ARGV[2], ARGV[9]
 local registries = cjson.decode(ARGV[3])
 local wanted = {}
 for _, status in ipairs(cjson.decode(ARGV[4])) do wanted[status] = true end
@@ -101,16 +101,16 @@ for i = 10, #ARGV do queues[#queues + 1] = ARGV[i] end
 local function job_id(member) return string.match(member, '^[^:]+') end
 local function alive(score) return score and (score == 'inf' or tonumber(score) > tonumber(now)) end
 
--- The jobs a user stopped, by queue (a stop still under way stays in the set; anything else leaves it).
+-- The jobs that ended stopped, by queue (one retried or expired since leaves the set).
 local stopped, stopped_in = {}, {}
-for _, id in ipairs(redis.call('SMEMBERS', stopping)) do
+for _, id in ipairs(redis.call('SMEMBERS', stopped_set)) do
   local fields = redis.call('HMGET', 'rq:job:' .. id, 'status', 'origin')
   if fields[1] == 'stopped' and alive(redis.call('ZSCORE', 'rq:failed:' .. fields[2], id)) then
     stopped[#stopped + 1] = id
     stopped_in[fields[2]] = stopped_in[fields[2]] or {}
     table.insert(stopped_in[fields[2]], id)
-  elseif fields[1] ~= 'started' then
-    redis.call('SREM', stopping, id)
+  else
+    redis.call('SREM', stopped_set, id)
   end
 end
 
@@ -309,7 +309,7 @@ def newest_page(
     reply = conn.register_script(_PAGE_LUA)(
         args=[
             JOBS_INDEX,
-            STOPPING_SET,
+            STOPPED_SET,
             json.dumps(_REGISTRIES),
             json.dumps(sorted(statuses)),
             queue or "",

@@ -40,9 +40,9 @@ ALLOWED_TASKS = frozenset({TASK_GENERATE, TASK_NOOP, TASK_TRAIN, TASK_PLAY, TASK
 # Sorted set: job id -> rq's creation time of the job (seconds since the epoch), newest last. Every job
 # enqueued through `contract.queue` is in it; `jobs list` pages it newest first.
 JOBS_INDEX = "worldplay:jobs"
-# Set: jobs a user asked to stop while they ran (`jobs cancel`); rq files a stopped job with the failed
-# ones, and this small set lets a listing tell the two apart without reading every failed job.
-STOPPING_SET = "worldplay:stopping"
+# Set: jobs that ended stopped (the worker notes each as it records the stop); rq files a stopped job with
+# the failed ones, and this small set lets a listing tell the two apart without reading every failed job.
+STOPPED_SET = "worldplay:stopped"
 QUEUES_SET = "worldplay:queues"  # every queue a job was ever sent to (the reaper sweeps them all)
 
 
