@@ -91,7 +91,7 @@ def list_command(
     redis_url: RedisUrlOption = None,
     output_root: OutputRootOption = None,
 ) -> None:
-    """Jobs, newest first."""
+    """Jobs, newest first (by when they were submitted; a retry keeps its place)."""
     from rich.table import Table
 
     from worldplay_cli import jobs
